@@ -1,0 +1,33 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint format bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/notifyprobe demo
+
+test: $(STAMP)
+	$(BIN)/ruff check probe tests fixtures bench
+	$(BIN)/ruff format --check probe tests fixtures bench
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check probe tests fixtures bench
+
+format: $(STAMP)
+	$(BIN)/ruff format probe tests fixtures bench
+	$(BIN)/ruff check --fix probe tests fixtures bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,206 @@
+"""The burst: hand N notifications to the gateway with aiosmtplib and record every reply.
+
+Each notification carries its token in the envelope recipient, the Subject, an X-Probe-Token
+header and the body. Every SMTP step is timed and kept as a transcript line; any failure
+(refused, reset, timeout, TLS, a 4xx/5xx reply) becomes part of the notification's record,
+never an exception out of the burst.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import formatdate
+
+import aiosmtplib
+from aiosmtplib import SMTP
+
+from probe.correlation import make_token, recipient_for, sender_for
+from probe.records import ErrorKind, SmtpReply, Step, Submission
+
+ResultCallback = Callable[[int, Submission], None]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class BurstPlan:
+    """What to send and how: the knobs of `notifyprobe burst`."""
+
+    run_id: str
+    gateway: Endpoint
+    domain: str
+    count: int = 10
+    concurrency: int = 1
+    reuse: bool = True
+    interval_s: float = 0.0
+    step_timeout_s: float = 10.0
+    helo: str | None = None
+
+
+def compose(run_id: str, seq: int, count: int, domain: str, date: str) -> bytes:
+    """The notification: the token in Subject, header and body, plain ASCII and short lines."""
+    token = make_token(run_id, seq)
+    return (
+        f"From: notifyprobe <{sender_for(run_id, domain)}>\r\n"
+        f"To: <{recipient_for(token, domain)}>\r\n"
+        f"Subject: notifyprobe test notification {token} ({seq}/{count})\r\n"
+        f"Date: {date}\r\n"
+        f"Message-ID: <{token}@{domain}>\r\n"
+        f"X-Probe-Token: {token}\r\n"
+        f"X-Probe-Run: {run_id}\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=us-ascii\r\n"
+        "\r\n"
+        "This is a test notification sent by notifyprobe to check that every\r\n"
+        "notification is delivered. It is safe to discard.\r\n"
+        f"Correlation token: {token}\r\n"
+    ).encode("ascii")
+
+
+class Sender:
+    """Submits messages to one SMTP server, reusing one connection or opening one per message."""
+
+    def __init__(self, endpoint: Endpoint, *, timeout: float, reuse: bool, helo: str | None):
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.reuse = reuse
+        self.helo = helo
+        self._smtp: SMTP | None = None
+
+    async def submit(self, mail_from: str, rcpt: str, message: bytes) -> Submission:
+        steps: list[Step] = []
+        started = time.time()
+        stage = "connect"
+
+        def reply_step(command: str, response: aiosmtplib.SMTPResponse) -> SmtpReply:
+            reply = SmtpReply.parse(response.code, response.message)
+            steps.append(Step(at=time.time(), command=command, reply=reply))
+            return reply
+
+        try:
+            smtp = self._smtp
+            if smtp is None or not smtp.is_connected:
+                smtp = SMTP(
+                    hostname=self.endpoint.host,
+                    port=self.endpoint.port,
+                    timeout=self.timeout,
+                    start_tls=False,
+                    local_hostname=self.helo,
+                )
+                self._smtp = smtp
+                reply_step("connect", await smtp.connect())
+                stage = "ehlo"
+                reply_step("EHLO", await smtp.ehlo())
+            stage = "mail"
+            reply_step(f"MAIL FROM:<{mail_from}>", await smtp.mail(mail_from))
+            stage = "rcpt"
+            reply_step(f"RCPT TO:<{rcpt}>", await smtp.rcpt(rcpt))
+            stage = "data"
+            reply = reply_step(f"DATA ({len(message)} bytes)", await smtp.data(message))
+        except aiosmtplib.SMTPResponseException as exc:
+            reply = SmtpReply.parse(exc.code, exc.message)
+            steps.append(Step(at=time.time(), command=stage.upper(), reply=reply))
+            await self._recover(reply.code)
+            return Submission(started, time.time(), stage, reply=reply, steps=tuple(steps))
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
+            kind = _error_kind(exc, stage)
+            error = _error_text(exc)
+            steps.append(Step(at=time.time(), command=stage.upper(), error=error))
+            await self._drop()
+            return Submission(
+                started, time.time(), stage, error=error, error_kind=kind, steps=tuple(steps)
+            )
+        if not self.reuse:
+            await self.close()
+        return Submission(started, time.time(), stage, reply=reply, steps=tuple(steps))
+
+    async def _recover(self, code: int) -> None:
+        """After a refusal, reset the transaction so the connection can carry the next one."""
+        smtp = self._smtp
+        if smtp is None or not self.reuse or code == 421 or not smtp.is_connected:
+            await self._drop()
+            return
+        try:
+            await smtp.rset()
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+            await self._drop()
+
+    async def _drop(self) -> None:
+        if self._smtp is not None:
+            self._smtp.close()
+            self._smtp = None
+
+    async def close(self) -> None:
+        smtp, self._smtp = self._smtp, None
+        if smtp is not None and smtp.is_connected:
+            try:
+                await smtp.quit()
+            except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+                smtp.close()
+
+
+async def send_burst(plan: BurstPlan, on_result: ResultCallback) -> None:
+    """Send notifications 1..count over `concurrency` connections, paced by `interval_s`."""
+    date = formatdate(localtime=True)
+    mail_from = sender_for(plan.run_id, plan.domain)
+    next_seq = iter(range(1, plan.count + 1))
+    t0 = time.monotonic()
+
+    async def worker() -> None:
+        sender = Sender(plan.gateway, timeout=plan.step_timeout_s, reuse=plan.reuse, helo=plan.helo)
+        try:
+            for seq in next_seq:
+                if plan.interval_s > 0:
+                    delay = t0 + (seq - 1) * plan.interval_s - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                token = make_token(plan.run_id, seq)
+                message = compose(plan.run_id, seq, plan.count, plan.domain, date)
+                result = await sender.submit(mail_from, recipient_for(token, plan.domain), message)
+                on_result(seq, result)
+        finally:
+            await sender.close()
+
+    workers = max(1, min(plan.concurrency, plan.count))
+    await asyncio.gather(*(worker() for _ in range(workers)))
+
+
+async def send_control(
+    sink: Endpoint, run_id: str, domain: str, timeout: float, count: int
+) -> Submission:
+    """Sequence 0 straight to the sink: proves in this very run that the sink records mail."""
+    sender = Sender(sink, timeout=timeout, reuse=False, helo=None)
+    token = make_token(run_id, 0)
+    message = compose(run_id, 0, count, domain, formatdate(localtime=True))
+    return await sender.submit(sender_for(run_id, domain), recipient_for(token, domain), message)
+
+
+def _error_kind(exc: BaseException, stage: str) -> ErrorKind:
+    if isinstance(exc, (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError, TimeoutError)):
+        return ErrorKind.TIMEOUT
+    if isinstance(exc, ssl.SSLError):
+        return ErrorKind.TLS
+    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+        return ErrorKind.RESET
+    if isinstance(exc, (aiosmtplib.SMTPConnectError, ConnectionRefusedError)) or stage == "connect":
+        return ErrorKind.REFUSED
+    if isinstance(exc, OSError):
+        return ErrorKind.RESET
+    return ErrorKind.PROTOCOL
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return " ".join(text.split())[:300]

@@ -1,0 +1,125 @@
+"""`notifyprobe burst`: send a burst through the gateway and judge what arrived."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from probe.cli.common import (
+    add_db,
+    domain,
+    endpoint,
+    open_ledger,
+    positive_int,
+    seconds,
+    write_json,
+)
+from probe.errors import UsageError
+from probe.report import to_json, to_text
+from probe.run import ProbeSettings, Progress, run_probe
+from probe.verdict import Thresholds
+from probe.waiting import Patience
+
+MAX_COUNT = 10_000
+
+
+def add_parser(subparsers, parents) -> None:
+    p = subparsers.add_parser(
+        "burst",
+        parents=parents,
+        help="send test notifications through the gateway and judge delivery",
+        description="Send a burst of correlated test notifications through the gateway to the "
+        "probe's sink and classify the outcome.",
+    )
+    p.add_argument("--gateway", type=endpoint, required=True, metavar="HOST:PORT")
+    p.add_argument(
+        "--sink",
+        type=endpoint,
+        default=endpoint("127.0.0.1:2525"),
+        metavar="HOST:PORT",
+        help="where the sink listens (default: 127.0.0.1:2525)",
+    )
+    p.add_argument(
+        "--no-sink",
+        dest="own_sink",
+        action="store_false",
+        help="do not start a sink: a separate `notifyprobe sink` records into --db",
+    )
+    p.add_argument("--domain", type=domain, default="probe.invalid", help="probe domain")
+    p.add_argument("--count", type=positive_int, default=10, help="notifications (default: 10)")
+    p.add_argument("--concurrency", type=positive_int, default=1, help="SMTP connections")
+    p.add_argument(
+        "--reuse",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reuse each connection for several notifications (default: reuse)",
+    )
+    p.add_argument("--interval", type=seconds, default=0.0, help="seconds between notifications")
+    p.add_argument("--step-timeout", type=seconds, default=10.0, help="per SMTP step (s)")
+    p.add_argument("--timeout", type=seconds, default=30.0, help="longest wait for late mail (s)")
+    p.add_argument("--grace", type=seconds, default=0.75, help="added to the adaptive wait (s)")
+    p.add_argument("--slow-after", type=seconds, default=5.0, help="latency that is slow (s)")
+    p.add_argument(
+        "--no-control",
+        dest="control",
+        action="store_false",
+        help="do not send the control message straight to the sink",
+    )
+    p.add_argument("--json", metavar="FILE|-", help="write the result as JSON")
+    add_db(p)
+    p.set_defaults(handler=run)
+
+
+def settings_from(args: argparse.Namespace) -> ProbeSettings:
+    if args.count > MAX_COUNT:
+        raise UsageError(f"--count {args.count} is above the cap of {MAX_COUNT}")
+    return ProbeSettings(
+        gateway=args.gateway,
+        sink=args.sink,
+        domain=args.domain,
+        count=args.count,
+        concurrency=args.concurrency,
+        reuse=args.reuse,
+        interval_s=args.interval,
+        step_timeout_s=args.step_timeout,
+        own_sink=args.own_sink,
+        control=args.control,
+        patience=Patience(grace_s=args.grace, timeout_s=args.timeout),
+        thresholds=Thresholds(slow_after_s=args.slow_after),
+    )
+
+
+class ProgressLine:
+    """A one-line live display on a terminal's stderr; silent when stderr is not a TTY."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, p: Progress) -> None:
+        if self.enabled:
+            sys.stderr.write(
+                f"\r  {p.phase:<8} sent {p.sent}/{p.total} · accepted {p.accepted} · "
+                f"delivered {p.delivered}   "
+            )
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    progress = ProgressLine()
+    with open_ledger(args.db) as ledger:
+        try:
+            outcome = asyncio.run(run_probe(ledger, settings, progress))
+        finally:
+            progress.clear()
+    if args.json:
+        write_json(args.json, to_json(outcome.record, outcome.verdict))
+    if args.json != "-":
+        print(to_text(outcome.record, outcome.verdict, outcome.elapsed_s))
+    return int(outcome.verdict.severity)

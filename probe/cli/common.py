@@ -1,0 +1,115 @@
+"""Argument types and helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import re
+import signal
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+from probe.burst import Endpoint
+from probe.errors import UsageError
+from probe.ledger import Ledger, default_path
+
+_DOMAIN_RE = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is a ProbeError (exit 3, one line) instead of exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def common_parent() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--log-json", action="store_true", help="log JSON lines to stderr")
+    parent.add_argument(
+        "--log-level",
+        default="warning",
+        choices=["debug", "info", "warning", "error"],
+        help="log threshold (default: warning)",
+    )
+    return parent
+
+
+def endpoint(text: str) -> Endpoint:
+    """HOST:PORT or [IPv6]:PORT."""
+    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^:\s\[\]]+):(\d{1,5})", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    host = match.group(1) or match.group(3)
+    port = int(match.group(2) or match.group(4))
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range in {text!r}")
+    return Endpoint(host, port)
+
+
+def domain(text: str) -> str:
+    value = text.strip().lower().rstrip(".")
+    if not _DOMAIN_RE.fullmatch(value):
+        raise argparse.ArgumentTypeError(f"not a domain name: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < 86400:
+        raise argparse.ArgumentTypeError(f"seconds out of range: {text!r}")
+    return value
+
+
+def add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help=f"SQLite ledger (default: {default_path()})",
+    )
+
+
+def open_ledger(path: Path | None) -> Ledger:
+    return Ledger(path or default_path())
+
+
+def write_json(target: str, data: dict[str, Any]) -> None:
+    """`--json -` prints to stdout; anything else is a file path."""
+    text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    try:
+        Path(target).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
+
+
+async def until_stopped() -> None:
+    """Wait for SIGTERM or SIGINT (Ctrl-C), for the long-running commands."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        # On Windows there are no signal handlers in asyncio: Ctrl-C raises KeyboardInterrupt.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

@@ -1,0 +1,51 @@
+"""`notifyprobe lab gateway`: a relay with deterministic faults, to rehearse the probe."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from probe.cli.common import endpoint, until_stopped
+from probe.lab import FaultMode, LabGateway
+
+
+def add_parser(subparsers, parents) -> None:
+    lab = subparsers.add_parser("lab", help="lab tools: a simulated gateway with fault modes")
+    lab_commands = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")
+    lab_commands.required = True
+    p = lab_commands.add_parser(
+        "gateway",
+        parents=parents,
+        help="run a lab gateway that relays to --relay with a fault --mode",
+        description="An SMTP relay with deterministic faults. Modes: healthy, "
+        "first-only[:drop|4xx|5xx], drop-after-k:K, intermittent:P, slow:SECONDS, duplicate, "
+        "reject, down.",
+    )
+    p.add_argument("--listen", type=endpoint, default=endpoint("127.0.0.1:2526"))
+    p.add_argument("--relay", type=endpoint, default=endpoint("127.0.0.1:2525"))
+    p.add_argument("--mode", type=FaultMode.parse, default=FaultMode("healthy"))
+    p.add_argument("--seed", type=int, default=0, help="seed for intermittent (default: 0)")
+    p.add_argument(
+        "--rewrite",
+        action="store_true",
+        help="rebuild each message from a template (new envelope, encoded Subject, base64 body)",
+    )
+    p.set_defaults(handler=run)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    gateway = LabGateway(args.listen, args.relay, args.mode, seed=args.seed, rewrite=args.rewrite)
+    await gateway.start()
+    state = "not listening (down)" if args.mode.name == "down" else f"listening on {gateway.listen}"
+    print(f"lab gateway {state}, relaying to {args.relay}, mode {args.mode.name}",
+          file=sys.stderr, flush=True)  # fmt: skip
+    try:
+        await until_stopped()
+    finally:
+        await gateway.stop()
+
+
+def run(args: argparse.Namespace) -> int:
+    asyncio.run(serve(args))
+    return 0

@@ -1,0 +1,47 @@
+"""`notifyprobe sink`: run the sink alone, as a long-lived service recording into the ledger."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from probe.cli.common import add_db, domain, endpoint, open_ledger, until_stopped
+from probe.ledger import LedgerWriter
+from probe.sink import Sink
+
+
+def add_parser(subparsers, parents) -> None:
+    p = subparsers.add_parser(
+        "sink",
+        parents=parents,
+        help="run the sink alone (for `burst --no-sink` on another host or process)",
+        description="Receive probe mail for --domain and record it in the ledger until stopped.",
+    )
+    p.add_argument("--listen", type=endpoint, default=endpoint("127.0.0.1:2525"))
+    p.add_argument("--domain", type=domain, default="probe.invalid")
+    add_db(p)
+    p.set_defaults(handler=run)
+
+
+async def serve(args: argparse.Namespace) -> None:
+    with open_ledger(args.db) as ledger:
+        writer = LedgerWriter(ledger)
+        sink = Sink(writer, host=args.listen.host, port=args.listen.port, domain=args.domain)
+        await sink.start()
+        print(
+            f"notifyprobe sink listening on {sink.address} for @{args.domain}, "
+            f"recording to {ledger.path}",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            await until_stopped()
+        finally:
+            await sink.stop()
+            await writer.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    asyncio.run(serve(args))
+    return 0

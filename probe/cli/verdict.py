@@ -1,0 +1,44 @@
+"""`notifyprobe verdict`: judge a run again from the ledger (a killed run, or late mail)."""
+
+from __future__ import annotations
+
+import argparse
+
+from probe.cli.common import add_db, open_ledger, write_json
+from probe.errors import UsageError
+from probe.report import to_json, to_text
+from probe.verdict import Thresholds, classify
+
+
+def add_parser(subparsers, parents) -> None:
+    p = subparsers.add_parser(
+        "verdict",
+        parents=parents,
+        help="judge a recorded run again from the ledger",
+        description="Re-read a run from the ledger, with mail that arrived since, and judge it.",
+    )
+    p.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    p.add_argument("--last", action="store_true", help="the most recent run")
+    p.add_argument("--json", metavar="FILE|-", help="write the result as JSON")
+    add_db(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if bool(args.run_id) == bool(args.last):
+        raise UsageError("verdict: give a RUN_ID or --last")
+    with open_ledger(args.db) as ledger:
+        run_id = args.run_id
+        if args.last:
+            ids = ledger.run_ids(limit=1)
+            if not ids:
+                raise UsageError(f"no runs in ledger {ledger.path}")
+            run_id = ids[0]
+        record = ledger.load(run_id)
+    slow_after = record.run.options.get("slow_after_s", Thresholds.slow_after_s)
+    verdict = classify(record, Thresholds(slow_after_s=float(str(slow_after))))
+    if args.json:
+        write_json(args.json, to_json(record, verdict))
+    if args.json != "-":
+        print(to_text(record, verdict))
+    return int(verdict.severity)

@@ -1,0 +1,439 @@
+"""The ledger: runs, notifications and deliveries in SQLite.
+
+Everything the probe learns is written here first, so a run that was killed can still be judged,
+a separate sink process and a burst can share one ledger file, and history builds up.
+Writes from many coroutines are grouped into one transaction (one fsync) by `LedgerWriter`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import platformdirs
+
+from probe.correlation import TokenRef, make_token
+from probe.errors import ProbeError
+from probe.records import (
+    Delivery,
+    ErrorKind,
+    Notification,
+    ReceivedMessage,
+    Run,
+    RunRecord,
+    SmtpReply,
+    Step,
+    Submission,
+)
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,
+    started_at  REAL NOT NULL,
+    finished_at REAL,
+    gateway     TEXT NOT NULL,
+    sink        TEXT NOT NULL DEFAULT '',
+    domain      TEXT NOT NULL,
+    count       INTEGER NOT NULL,
+    status      TEXT NOT NULL DEFAULT 'running',
+    options     TEXT NOT NULL DEFAULT '{}',
+    verdict     TEXT
+);
+CREATE TABLE IF NOT EXISTS notifications (
+    run_id      TEXT NOT NULL REFERENCES runs(run_id),
+    seq         INTEGER NOT NULL,
+    token       TEXT NOT NULL,
+    started_at  REAL,
+    finished_at REAL,
+    stage       TEXT,
+    code        INTEGER,
+    enhanced    TEXT,
+    text        TEXT,
+    error       TEXT,
+    error_kind  TEXT,
+    transcript  TEXT,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    id          INTEGER PRIMARY KEY,
+    run_id      TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    received_at REAL NOT NULL,
+    found_in    TEXT NOT NULL,
+    peer        TEXT NOT NULL DEFAULT '',
+    mail_from   TEXT NOT NULL DEFAULT '',
+    rcpts       TEXT NOT NULL DEFAULT '',
+    message_id  TEXT NOT NULL DEFAULT '',
+    size        INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_run ON deliveries (run_id, seq);
+CREATE TABLE IF NOT EXISTS foreign_messages (
+    id          INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    reason      TEXT NOT NULL,
+    run_id      TEXT,
+    peer        TEXT NOT NULL DEFAULT '',
+    mail_from   TEXT NOT NULL DEFAULT '',
+    rcpts       TEXT NOT NULL DEFAULT '',
+    subject     TEXT NOT NULL DEFAULT '',
+    size        INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+def default_path() -> Path:
+    return platformdirs.user_data_path("notifyprobe", appauthor=False) / "ledger.sqlite3"
+
+
+class Ledger:
+    """One SQLite file. Safe to share between threads: every use of the connection is locked."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                str(path), timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise ProbeError(
+                    f"ledger {path} was written by a newer notifyprobe (schema {version})"
+                )
+            self._conn.executescript(SCHEMA)
+            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except (sqlite3.Error, OSError) as exc:
+            raise ProbeError(f"cannot open ledger {path}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def apply(self, ops: list[Op]) -> list[Any]:
+        """Run `ops` in one transaction. One op failing does not undo the others.
+
+        Returns each op's result, or the exception it raised. Raises only when the commit itself
+        fails, in which case nothing of the group was written.
+        """
+        results: list[Any] = []
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for op in ops:
+                    conn.execute("SAVEPOINT op")
+                    try:
+                        results.append(op(conn))
+                        conn.execute("RELEASE op")
+                    except sqlite3.Error as exc:
+                        conn.execute("ROLLBACK TO op")
+                        conn.execute("RELEASE op")
+                        results.append(exc)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise ProbeError(f"cannot write ledger {self.path}: {exc}") from exc
+        return results
+
+    def write(self, op: Op) -> Any:
+        result = self.apply([op])[0]
+        if isinstance(result, Exception):
+            raise ProbeError(f"cannot write ledger {self.path}: {result}")
+        return result
+
+    def create_run(self, run: Run, *, control: bool = True) -> None:
+        self.write(partial(_insert_run, run, control))
+
+    def record_submission(self, run_id: str, seq: int, submission: Submission) -> None:
+        self.write(partial(_update_submission, run_id, seq, submission))
+
+    def record_delivery(self, ref: TokenRef, found_in: str, message: ReceivedMessage) -> bool:
+        return self.write(partial(_insert_delivery, ref, found_in, message))
+
+    def finish_run(self, run_id: str, status: str, finished_at: float, verdict: str | None) -> None:
+        self.write(partial(_finish_run, run_id, status, finished_at, verdict))
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                cur = self._conn.execute(sql, tuple(params))
+                cur.row_factory = sqlite3.Row
+                return cur.fetchall()
+            except sqlite3.Error as exc:
+                raise ProbeError(f"cannot read ledger {self.path}: {exc}") from exc
+
+    def run_ids(self, limit: int = 20) -> list[str]:
+        rows = self._query("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT ?", (limit,))
+        return [r["run_id"] for r in rows]
+
+    def delivery_count(self, run_id: str) -> int:
+        rows = self._query("SELECT COUNT(*) AS n FROM deliveries WHERE run_id = ?", (run_id,))
+        return int(rows[0]["n"])
+
+    def delivered_seqs(self, run_id: str) -> dict[int, float]:
+        """First arrival time of each delivered notification of a run."""
+        rows = self._query(
+            "SELECT seq, MIN(received_at) AS t FROM deliveries WHERE run_id = ? GROUP BY seq",
+            (run_id,),
+        )
+        return {r["seq"]: r["t"] for r in rows}
+
+    def load(self, run_id: str) -> RunRecord:
+        rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            raise ProbeError(f"no run {run_id!r} in ledger {self.path}")
+        run = _run_from_row(rows[0])
+        deliveries: dict[int, list[Delivery]] = {}
+        for row in self._query(
+            "SELECT * FROM deliveries WHERE run_id = ? ORDER BY received_at, id", (run_id,)
+        ):
+            deliveries.setdefault(row["seq"], []).append(
+                Delivery(
+                    run_id=run_id,
+                    seq=row["seq"],
+                    received_at=row["received_at"],
+                    found_in=row["found_in"],
+                    peer=row["peer"],
+                    message_id=row["message_id"],
+                    size=row["size"],
+                )
+            )
+        notifications = tuple(
+            Notification(
+                run_id=run_id,
+                seq=row["seq"],
+                token=row["token"],
+                submission=_submission_from_row(row),
+                deliveries=tuple(deliveries.get(row["seq"], ())),
+            )
+            for row in self._query(
+                "SELECT * FROM notifications WHERE run_id = ? ORDER BY seq", (run_id,)
+            )
+        )
+        bounces = self._query(
+            "SELECT COUNT(*) AS n FROM foreign_messages WHERE run_id = ? AND reason = 'bounce'",
+            (run_id,),
+        )[0]["n"]
+        return RunRecord(run=run, notifications=notifications, bounces=int(bounces))
+
+    def stored_verdict(self, run_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT verdict FROM runs WHERE run_id = ?", (run_id,))
+        if not rows or rows[0]["verdict"] is None:
+            return None
+        return json.loads(rows[0]["verdict"])
+
+
+class LedgerWriter:
+    """Group commit for coroutines: every write queued while a commit runs joins the next one.
+
+    A caller that must not answer before its row is durable (the sink's 250) awaits `write`;
+    one commit (one fsync) then serves all the sessions that were waiting, so durability costs
+    little throughput. A single thread does the SQLite work so the event loop never blocks on I/O.
+    """
+
+    def __init__(self, ledger: Ledger):
+        self.ledger = ledger
+        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
+        self._flusher: asyncio.Task[None] | None = None
+
+    def defer(self, op: Op) -> asyncio.Future[Any]:
+        """Queue `op`; the returned future resolves once it is committed."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        return future
+
+    async def write(self, op: Op) -> Any:
+        return await self.defer(op)
+
+    def record_delivery(self, ref: TokenRef, found_in: str, message: ReceivedMessage):
+        """Queue one delivery; the future says True, or False when the token is unknown."""
+        return self.defer(partial(_insert_delivery, ref, found_in, message))
+
+    def record_foreign(self, reason: str, message: ReceivedMessage, run_id: str | None = None):
+        return self.defer(partial(_insert_foreign, reason, message, run_id))
+
+    def record_submission(self, run_id: str, seq: int, submission: Submission) -> None:
+        self.defer(partial(_update_submission, run_id, seq, submission))
+
+    async def drain(self) -> None:
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
+    async def close(self) -> None:
+        await self.drain()
+        self._executor.shutdown(wait=True)
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                results = await loop.run_in_executor(
+                    self._executor, self.ledger.apply, [op for op, _ in batch]
+                )
+            except Exception as exc:  # the commit failed: nobody in the group is durable
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results, strict=False):
+                if future.done():
+                    continue
+                if isinstance(result, Exception):
+                    future.set_exception(ProbeError(f"ledger write failed: {result}"))
+                else:
+                    future.set_result(result)
+
+
+# -- the SQL behind each operation ---------------------------------------------------------
+
+
+def _insert_run(run: Run, control: bool, conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "INSERT INTO runs (run_id, started_at, gateway, sink, domain, count, status, options)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (run.run_id, run.started_at, run.gateway, run.sink, run.domain, run.count, run.status,
+         json.dumps(run.options, sort_keys=True, default=str)),
+    )  # fmt: skip
+    first = 0 if control else 1
+    conn.executemany(
+        "INSERT INTO notifications (run_id, seq, token) VALUES (?, ?, ?)",
+        ((run.run_id, seq, make_token(run.run_id, seq)) for seq in range(first, run.count + 1)),
+    )
+
+
+def _update_submission(run_id: str, seq: int, s: Submission, conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "UPDATE notifications SET started_at = ?, finished_at = ?, stage = ?, code = ?,"
+        " enhanced = ?, text = ?, error = ?, error_kind = ?, transcript = ?"
+        " WHERE run_id = ? AND seq = ?",
+        (
+            s.started_at,
+            s.finished_at,
+            s.stage,
+            s.reply.code if s.reply else None,
+            s.reply.enhanced if s.reply else None,
+            s.reply.text if s.reply else None,
+            s.error,
+            s.error_kind.value if s.error_kind else None,
+            json.dumps([_step_to_json(step) for step in s.steps]),
+            run_id,
+            seq,
+        ),
+    )
+
+
+def _insert_delivery(
+    ref: TokenRef, found_in: str, f: ReceivedMessage, conn: sqlite3.Connection
+) -> bool:
+    """Record one copy; False (and a foreign row) when the token names no known notification."""
+    cur = conn.execute(
+        "INSERT INTO deliveries (run_id, seq, received_at, found_in, peer, mail_from, rcpts,"
+        " message_id, size) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?"
+        " WHERE EXISTS (SELECT 1 FROM notifications WHERE run_id = ? AND seq = ?)",
+        (ref.run_id, ref.seq, f.received_at, found_in, f.peer, f.mail_from, ",".join(f.rcpts),
+         f.message_id, f.size, ref.run_id, ref.seq),
+    )  # fmt: skip
+    if cur.rowcount == 1:
+        return True
+    _insert_foreign(f"unknown token {ref}", f, None, conn)
+    return False
+
+
+def _insert_foreign(reason: str, f: ReceivedMessage, run_id: str | None, conn) -> None:
+    conn.execute(
+        "INSERT INTO foreign_messages (received_at, reason, run_id, peer, mail_from, rcpts,"
+        " subject, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (f.received_at, reason, run_id, f.peer, f.mail_from, ",".join(f.rcpts), f.subject[:200],
+         f.size),
+    )  # fmt: skip
+
+
+def _finish_run(run_id: str, status: str, finished_at: float, verdict: str | None, conn) -> None:
+    conn.execute(
+        "UPDATE runs SET status = ?, finished_at = ?, verdict = ? WHERE run_id = ?",
+        (status, finished_at, verdict, run_id),
+    )
+
+
+def _step_to_json(step: Step) -> dict[str, Any]:
+    data: dict[str, Any] = {"at": step.at, "command": step.command}
+    if step.reply is not None:
+        data["reply"] = asdict(step.reply)
+    if step.error is not None:
+        data["error"] = step.error
+    return data
+
+
+def _step_from_json(data: dict[str, Any]) -> Step:
+    reply = data.get("reply")
+    return Step(
+        at=data["at"],
+        command=data["command"],
+        reply=SmtpReply(**reply) if reply else None,
+        error=data.get("error"),
+    )
+
+
+def _submission_from_row(row: sqlite3.Row) -> Submission | None:
+    if row["started_at"] is None:
+        return None
+    reply = (
+        SmtpReply(code=row["code"], text=row["text"] or "", enhanced=row["enhanced"])
+        if row["code"] is not None
+        else None
+    )
+    return Submission(
+        started_at=row["started_at"],
+        finished_at=row["finished_at"] if row["finished_at"] is not None else row["started_at"],
+        stage=row["stage"] or "connect",
+        reply=reply,
+        error=row["error"],
+        error_kind=ErrorKind(row["error_kind"]) if row["error_kind"] else None,
+        steps=tuple(_step_from_json(s) for s in json.loads(row["transcript"] or "[]")),
+    )
+
+
+def _run_from_row(row: sqlite3.Row) -> Run:
+    return Run(
+        run_id=row["run_id"],
+        gateway=row["gateway"],
+        domain=row["domain"],
+        count=row["count"],
+        started_at=row["started_at"],
+        sink=row["sink"],
+        finished_at=row["finished_at"],
+        status=row["status"],
+        options=json.loads(row["options"] or "{}"),
+    )

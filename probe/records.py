@@ -1,0 +1,187 @@
+"""Plain records that cross module lines: what was sent, what the gateway said, what arrived.
+
+They carry no behaviour beyond derived properties, so the verdict can be a pure function of them
+and the ledger can store and reload them without loss.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+
+_ENHANCED_RE = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+")
+
+
+class ErrorKind(str, Enum):
+    """Why a submission got no SMTP reply to judge."""
+
+    REFUSED = "refused"  # nothing listening / connection refused or unreachable
+    RESET = "reset"  # the gateway closed or reset the connection
+    TIMEOUT = "timeout"  # a step took longer than the per-step timeout
+    TLS = "tls"  # TLS negotiation failed
+    PROTOCOL = "protocol"  # the gateway said something that is not SMTP
+
+    @property
+    def is_connect_failure(self) -> bool:
+        return self in (ErrorKind.REFUSED, ErrorKind.TLS)
+
+
+@dataclass(frozen=True)
+class SmtpReply:
+    """One SMTP reply: code, RFC 3463 enhanced status when present, and text."""
+
+    code: int
+    text: str
+    enhanced: str | None = None
+
+    @classmethod
+    def parse(cls, code: int, message: str) -> SmtpReply:
+        text = message.strip()
+        match = _ENHANCED_RE.match(text)
+        return cls(code=code, text=text, enhanced=match.group(1) if match else None)
+
+    @property
+    def reply_class(self) -> str:
+        """'2xx', '4xx' or '5xx': how monitoring groups replies."""
+        return f"{self.code // 100}xx"
+
+    @property
+    def positive(self) -> bool:
+        return 200 <= self.code < 400
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One line of the client-side transcript: the command sent and the reply (or error)."""
+
+    at: float
+    command: str
+    reply: SmtpReply | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Submission:
+    """How handing one notification to the gateway went.
+
+    `stage` names the last SMTP step attempted (connect, ehlo, mail, rcpt, data). `reply` is the
+    reply that decided the outcome: the DATA reply on success, the refusing reply otherwise.
+    """
+
+    started_at: float
+    finished_at: float
+    stage: str
+    reply: SmtpReply | None = None
+    error: str | None = None
+    error_kind: ErrorKind | None = None
+    steps: tuple[Step, ...] = ()
+
+    @property
+    def accepted(self) -> bool:
+        return self.stage == "data" and self.reply is not None and 200 <= self.reply.code < 300
+
+    @property
+    def rejected(self) -> bool:
+        """The gateway answered with a 4xx/5xx reply (it was reachable, it said no)."""
+        return self.reply is not None and self.reply.code >= 400
+
+    def describe(self) -> str:
+        if self.reply is not None:
+            return f"{self.stage.upper()} {self.reply}"
+        return f"{self.stage} {self.error_kind.value if self.error_kind else 'error'}: {self.error}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One copy of a notification that reached the sink."""
+
+    run_id: str
+    seq: int
+    received_at: float
+    found_in: str  # envelope, header, subject, body or raw: where the token survived
+    peer: str = ""
+    message_id: str = ""
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedMessage:
+    """What the sink knows of one received message, whatever token it carries."""
+
+    received_at: float
+    peer: str = ""
+    mail_from: str = ""
+    rcpts: tuple[str, ...] = ()
+    message_id: str = ""
+    subject: str = ""
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One test notification of a run: what was sent, what the gateway said, what arrived."""
+
+    run_id: str
+    seq: int
+    token: str
+    submission: Submission | None = None  # None: never attempted (run cut off, or planned)
+    deliveries: tuple[Delivery, ...] = ()
+
+    @property
+    def is_control(self) -> bool:
+        """Sequence 0 goes straight to the sink: it proves the probe's own sink works."""
+        return self.seq == 0
+
+    @property
+    def attempted(self) -> bool:
+        return self.submission is not None
+
+    @property
+    def copies(self) -> int:
+        return len(self.deliveries)
+
+    @property
+    def delivered_at(self) -> float | None:
+        return min((d.received_at for d in self.deliveries), default=None)
+
+    @property
+    def latency_s(self) -> float | None:
+        if self.delivered_at is None or self.submission is None:
+            return None
+        return max(0.0, self.delivered_at - self.submission.started_at)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One burst: where it went, how many notifications, and how it ended."""
+
+    run_id: str
+    gateway: str
+    domain: str
+    count: int
+    started_at: float
+    sink: str = ""
+    finished_at: float | None = None
+    status: str = "running"  # running, done, interrupted
+    options: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run with its notifications, as the ledger holds it: the input of the verdict."""
+
+    run: Run
+    notifications: tuple[Notification, ...]
+    bounces: int = 0  # bounce messages that came back to this run's envelope sender
+
+    @property
+    def control(self) -> Notification | None:
+        return next((n for n in self.notifications if n.is_control), None)
+
+    @property
+    def burst(self) -> tuple[Notification, ...]:
+        return tuple(n for n in self.notifications if not n.is_control)

@@ -1,0 +1,211 @@
+"""One probe run, wired end to end: sink up, burst out, wait for late mail, judge.
+
+This is the main job behind `notifyprobe burst` and the demo. Every fact goes to the ledger as
+it happens, so an interrupted run is marked as such and can be judged later from what was kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass, field
+
+import structlog
+
+from probe.burst import BurstPlan, Endpoint, send_burst, send_control
+from probe.correlation import TokenRef, new_run_id
+from probe.ledger import Ledger, LedgerWriter
+from probe.records import Run, RunRecord, Submission
+from probe.sink import Sink
+from probe.verdict import Thresholds, Verdict, classify
+from probe.waiting import Patience, wait_until
+
+log = structlog.get_logger("notifyprobe.run")
+
+EXTERNAL_SINK_POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    gateway: Endpoint
+    sink: Endpoint
+    domain: str = "probe.invalid"
+    count: int = 10
+    concurrency: int = 1
+    reuse: bool = True
+    interval_s: float = 0.0
+    step_timeout_s: float = 10.0
+    own_sink: bool = True  # False: a separate `notifyprobe sink` records into the same ledger
+    control: bool = True
+    patience: Patience = field(default_factory=Patience)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+    def options(self) -> dict[str, object]:
+        return {
+            "concurrency": self.concurrency,
+            "reuse": self.reuse,
+            "interval_s": self.interval_s,
+            "step_timeout_s": self.step_timeout_s,
+            "own_sink": self.own_sink,
+            "control": self.control,
+            "timeout_s": self.patience.timeout_s,
+            "slow_after_s": self.thresholds.slow_after_s,
+        }
+
+
+@dataclass(frozen=True)
+class Progress:
+    total: int
+    sent: int
+    accepted: int
+    delivered: int
+    phase: str  # sending, waiting, judging
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    record: RunRecord
+    verdict: Verdict
+    elapsed_s: float
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class _Tracker:
+    """What the run knows live: submissions and first arrivals, for waiting and progress."""
+
+    def __init__(self, run_id: str, total: int, progress: ProgressCallback | None):
+        self.run_id = run_id
+        self.total = total
+        self.progress = progress
+        self.started: dict[int, float] = {}
+        self.accepted: set[int] = set()
+        self.arrived: dict[int, float] = {}
+        self.changed = asyncio.Event()
+        self.phase = "sending"
+
+    def on_submission(self, seq: int, submission: Submission) -> None:
+        self.started[seq] = submission.started_at
+        if submission.accepted:
+            self.accepted.add(seq)
+        self.changed.set()
+        self.report()
+
+    def on_delivery(self, ref: TokenRef, received_at: float) -> None:
+        if ref.run_id == self.run_id and ref.seq not in self.arrived:
+            self.arrived[ref.seq] = received_at
+            self.changed.set()
+            self.report()
+
+    def pending(self) -> dict[int, float]:
+        return {s: self.started[s] for s in self.accepted if s not in self.arrived}
+
+    def latencies(self) -> list[float]:
+        return [t - self.started[s] for s, t in self.arrived.items() if s in self.started]
+
+    def report(self) -> None:
+        if self.progress is not None:
+            delivered = sum(1 for s in self.arrived if s != 0)
+            sent = sum(1 for s in self.started if s != 0)
+            accepted = sum(1 for s in self.accepted if s != 0)
+            self.progress(Progress(self.total, sent, accepted, delivered, self.phase))
+
+
+async def run_probe(
+    ledger: Ledger, settings: ProbeSettings, progress: ProgressCallback | None = None
+) -> ProbeOutcome:
+    t0 = time.monotonic()
+    run_id = new_run_id()
+    tracker = _Tracker(run_id, settings.count, progress)
+    async with AsyncExitStack() as stack:
+        writer = LedgerWriter(ledger)
+        stack.push_async_callback(writer.close)
+        if settings.own_sink:
+            sink = Sink(
+                writer,
+                host=settings.sink.host,
+                port=settings.sink.port,
+                domain=settings.domain,
+                on_delivery=tracker.on_delivery,
+            )
+            await sink.start()
+            stack.push_async_callback(sink.stop)
+            sink_endpoint = Endpoint(settings.sink.host, sink.port)
+        else:
+            sink_endpoint = settings.sink
+        run = Run(
+            run_id=run_id,
+            gateway=str(settings.gateway),
+            sink=str(sink_endpoint),
+            domain=settings.domain,
+            count=settings.count,
+            started_at=time.time(),
+            options=settings.options(),
+        )
+        ledger.create_run(run, control=settings.control)
+        log.info("run_started", run_id=run_id, gateway=run.gateway, sink=run.sink, count=run.count)
+        status = "interrupted"
+        try:
+            await _probe(writer, settings, run_id, sink_endpoint, tracker, ledger)
+            status = "done"
+        finally:
+            await writer.drain()
+            if status != "done":
+                ledger.finish_run(run_id, status, time.time(), None)
+                log.warning("run_interrupted", run_id=run_id)
+    record = ledger.load(run_id)
+    verdict = classify(record, settings.thresholds)
+    ledger.finish_run(run_id, "done", time.time(), json.dumps(verdict.to_dict()))
+    log.info("run_judged", run_id=run_id, pattern=verdict.pattern.value)
+    return ProbeOutcome(ledger.load(run_id), verdict, time.monotonic() - t0)
+
+
+async def _probe(
+    writer: LedgerWriter,
+    settings: ProbeSettings,
+    run_id: str,
+    sink: Endpoint,
+    tracker: _Tracker,
+    ledger: Ledger,
+) -> None:
+    def on_result(seq: int, submission: Submission) -> None:
+        writer.record_submission(run_id, seq, submission)
+        tracker.on_submission(seq, submission)
+
+    plan = BurstPlan(
+        run_id=run_id,
+        gateway=settings.gateway,
+        domain=settings.domain,
+        count=settings.count,
+        concurrency=settings.concurrency,
+        reuse=settings.reuse,
+        interval_s=settings.interval_s,
+        step_timeout_s=settings.step_timeout_s,
+    )
+    await send_burst(plan, on_result)
+    if settings.control:
+        on_result(0, await send_control(sink, run_id, settings.domain, settings.step_timeout_s,
+                                         settings.count))  # fmt: skip
+    burst_ended = time.time()
+    tracker.phase = "waiting"
+    tracker.report()
+    while True:
+        if not settings.own_sink:
+            for seq, at in ledger.delivered_seqs(run_id).items():
+                tracker.on_delivery(TokenRef(run_id, seq), at)
+        deadline = wait_until(
+            tracker.pending(), tracker.latencies(), burst_ended, settings.patience
+        )
+        remaining = deadline - time.time()
+        if remaining <= 0:
+            break
+        tracker.changed.clear()
+        wait_s = remaining if settings.own_sink else min(remaining, EXTERNAL_SINK_POLL_S)
+        with suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(tracker.changed.wait(), timeout=wait_s)
+    tracker.phase = "judging"
+    tracker.report()

@@ -1,0 +1,145 @@
+"""The sink: an aiosmtpd server that receives the probe's notifications and records them.
+
+It accepts recipients in the probe domain only (it is never a relay), finds the correlation
+token in whatever survived the gateway, and answers 250 only once the delivery is committed to
+the ledger, so a message the sink acknowledged is never lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import structlog
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from probe.correlation import BOUNCE_PREFIX, TokenRef, locate_tokens, split_address
+from probe.errors import ProbeError
+from probe.ledger import LedgerWriter
+from probe.records import ReceivedMessage
+
+log = structlog.get_logger("notifyprobe.sink")
+
+DeliveryCallback = Callable[[TokenRef, float], None]
+DATA_SIZE_LIMIT = 10 * 1024 * 1024
+SESSION_TIMEOUT_S = 60.0
+
+
+class SinkHandler:
+    """aiosmtpd handler: RCPT checks the domain, DATA records tokens durably before 250."""
+
+    def __init__(self, writer: LedgerWriter, domain: str, on_delivery: DeliveryCallback | None):
+        self.writer = writer
+        self.domain = domain.lower().rstrip(".")
+        self.on_delivery = on_delivery
+        self.received = 0
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        _, domain = split_address(address)
+        if domain != self.domain:
+            return f"550 5.7.1 Relaying denied: this sink accepts only @{self.domain}"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        content = envelope.original_content or envelope.content or b""
+        if isinstance(content, str):
+            content = content.encode("utf-8", "surrogateescape")
+        message = ReceivedMessage(
+            received_at=time.time(),
+            peer=_peer(session),
+            mail_from=envelope.mail_from or "",
+            rcpts=tuple(envelope.rcpt_tos),
+            size=len(content),
+        )
+        tokens = locate_tokens(envelope.rcpt_tos, content)
+        writes = [self.writer.record_delivery(ref, where, message) for ref, where in tokens]
+        bounce_run = _bounce_run(envelope.rcpt_tos)
+        if bounce_run is not None:
+            writes.append(self.writer.record_foreign("bounce", message, bounce_run))
+        elif not tokens:
+            writes.append(self.writer.record_foreign("no token", message))
+        try:
+            results = await asyncio.gather(*writes)
+        except ProbeError as exc:
+            log.error("ledger_write_failed", error=str(exc))
+            return "451 4.3.0 Cannot record the message now, try again later"
+        self.received += 1
+        for (ref, _), known in zip(tokens, results, strict=False):
+            if known is True and self.on_delivery is not None:
+                self.on_delivery(ref, message.received_at)
+        return "250 2.0.0 Recorded"
+
+
+class Sink:
+    """The sink server on the current event loop, with its own group-commit ledger writer."""
+
+    def __init__(
+        self,
+        writer: LedgerWriter,
+        *,
+        host: str,
+        port: int,
+        domain: str,
+        on_delivery: DeliveryCallback | None = None,
+    ):
+        self.host, self.port, self.domain = host, port, domain
+        self.writer = writer
+        self.handler = SinkHandler(self.writer, domain, on_delivery)
+        self._server: asyncio.base_events.Server | None = None
+
+    def _protocol(self) -> SMTP:
+        return SMTP(
+            self.handler,
+            hostname="notifyprobe-sink",
+            ident="notifyprobe sink",
+            data_size_limit=DATA_SIZE_LIMIT,
+            enable_SMTPUTF8=True,
+            timeout=SESSION_TIMEOUT_S,
+        )
+
+    async def start(self) -> Sink:
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(self._protocol, self.host, self.port)
+        except OSError as exc:
+            raise ProbeError(
+                f"sink cannot listen on {self.host}:{self.port}: {exc.strerror}"
+            ) from None
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.debug("sink_listening", address=self.address, domain=self.domain)
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        await self.writer.drain()
+
+    async def __aenter__(self) -> Sink:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+def _peer(session: Session) -> str:
+    peer = session.peer
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return str(peer or "")
+
+
+def _bounce_run(rcpts: list[str]) -> str | None:
+    for rcpt in rcpts:
+        local, _ = split_address(rcpt)
+        if local.lower().startswith(BOUNCE_PREFIX):
+            return local[len(BOUNCE_PREFIX) :].lower()
+    return None
