@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass
-from email.header import Header
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
@@ -25,6 +24,9 @@ from probe.burst import Endpoint, Sender
 from probe.errors import ProbeError, UsageError
 
 log = structlog.get_logger("notifyprobe.lab")
+
+_Queued = tuple[str, tuple[str, ...], bytes]  # envelope sender, recipients, message
+STOP_TIMEOUT_S = 5.0
 
 MODES = ("healthy", "first-only", "drop-after-k", "intermittent", "slow", "duplicate", "reject",
          "down")  # fmt: skip
@@ -112,7 +114,7 @@ def rewrite(content: bytes, domain: str) -> tuple[bytes, str]:
     rcpt = f"notifications@{domain}"
     message["To"] = rcpt
     subject = f"[Notification] {original.get('Subject', '')} — délivré par la passerelle"
-    message["Subject"] = Header(subject, "utf-8", maxlinelen=40).encode()
+    message["Subject"] = subject  # non-ASCII: the policy writes it as folded encoded-words
     message["Message-ID"] = make_msgid(domain="lab-gateway.invalid")
     message["Date"] = formatdate(localtime=True)
     message.set_content(f"Template header\n\n{text}\n-- \nTemplate footer\n", cte="base64")
@@ -138,7 +140,7 @@ class LabGateway:
         self.rewrite = rewrite
         self._rng = random.Random(seed)
         self._received = 0
-        self._queue: asyncio.Queue[tuple[str, tuple[str, ...], bytes]] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Queued | None] = asyncio.Queue()  # None: worker, stop
         self._relay_connections = relay_connections
         self._workers: list[asyncio.Task[None]] = []
         self._delayed: set[asyncio.Task[None]] = set()
@@ -172,17 +174,15 @@ class LabGateway:
                 self._queue.put_nowait(item)
         return f"250 2.0.0 Queued as lab-{self._received}"
 
-    async def _enqueue_after(
-        self, delay_s: float, item: tuple[str, tuple[str, ...], bytes]
-    ) -> None:
+    async def _enqueue_after(self, delay_s: float, item: _Queued) -> None:
         await asyncio.sleep(delay_s)  # the fault itself: a gateway that holds mail back
         self._queue.put_nowait(item)
 
     async def _relay_worker(self) -> None:
         sender = Sender(self.relay, timeout=30.0, reuse=True, helo="lab-gateway")
         try:
-            while True:
-                mail_from, rcpts, content = await self._queue.get()
+            while (item := await self._queue.get()) is not None:
+                mail_from, rcpts, content = item
                 try:
                     for rcpt in rcpts:
                         result = await sender.submit(mail_from, rcpt, content)
@@ -218,9 +218,12 @@ class LabGateway:
             task.cancel()
         if self._server is not None:
             self._server.close()
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        for _ in self._workers:
+            self._queue.put_nowait(None)
+        if self._workers:
+            _, late = await asyncio.wait(self._workers, timeout=STOP_TIMEOUT_S)
+            for task in late:
+                task.cancel()
 
     async def __aenter__(self) -> LabGateway:
         return await self.start()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Patience:
     factor: float = 4.0  # wait up to factor × the slowest latency seen so far
-    grace_s: float = 0.75  # plus this, for jitter and queue runners
+    grace_s: float = 1.0  # plus this: jitter, queue runners, gateways that pace deliveries
     timeout_s: float = 30.0  # hard cap after the burst ends, whatever was seen
 
 
