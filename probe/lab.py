@@ -10,9 +10,10 @@ gateways do, so the token has to survive on its own.
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.header import Header
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from email.utils import formatdate, make_msgid
@@ -101,24 +102,32 @@ def rewrite(content: bytes, domain: str) -> tuple[bytes, str]:
     """Rebuild a message the way a template-driven gateway does.
 
     The envelope recipient becomes a fixed address, the X-Probe-Token header and the
-    Message-ID are dropped, the Subject is re-encoded as a folded encoded-word, the body goes out
-    as base64, and two Received lines are added. Returns (message, new recipient).
+    Message-ID are dropped, the whole Subject becomes folded base64 encoded-words, the body goes
+    out as base64 inside a template, and two Received lines are added.
+    Returns (message, new recipient).
     """
     original = BytesParser(policy=default_policy).parsebytes(content)
     body = original.get_body(preferencelist=("plain",))
     text = body.get_content() if body is not None else ""
-    message = EmailMessage()
-    message["Received"] = "from notify-core (localhost [127.0.0.1]) by lab-gateway; " + formatdate()
-    message["Received"] = "from lab-gateway by lab-relay with ESMTP; " + formatdate()
-    message["From"] = "Notification Service <notifications@lab-gateway.invalid>"
     rcpt = f"notifications@{domain}"
-    message["To"] = rcpt
     subject = f"[Notification] {original.get('Subject', '')} — délivré par la passerelle"
-    message["Subject"] = subject  # non-ASCII: the policy writes it as folded encoded-words
-    message["Message-ID"] = make_msgid(domain="lab-gateway.invalid")
-    message["Date"] = formatdate(localtime=True)
-    message.set_content(f"Template header\n\n{text}\n-- \nTemplate footer\n", cte="base64")
-    return message.as_bytes(policy=default_policy.clone(linesep="\r\n")), rcpt
+    encoded_subject = Header(subject, "utf-8", maxlinelen=60).encode(linesep="\r\n")
+    template = f"Template header\n\n{text}\n-- \nTemplate footer\n".encode()
+    encoded_body = base64.encodebytes(template).replace(b"\n", b"\r\n")
+    headers = (
+        "Received: from notify-core (localhost [127.0.0.1])\r\n"
+        f"\tby lab-gateway; {formatdate()}\r\n"
+        f"Received: from lab-gateway by lab-relay with ESMTP; {formatdate()}\r\n"
+        "From: Notification Service <notifications@lab-gateway.invalid>\r\n"
+        f"To: {rcpt}\r\n"
+        f"Subject: {encoded_subject}\r\n"
+        f"Message-ID: {make_msgid(domain='lab-gateway.invalid')}\r\n"
+        f"Date: {formatdate(localtime=True)}\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: text/plain; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\n"
+    )
+    return headers.encode("ascii") + encoded_body, rcpt
 
 
 class LabGateway:
