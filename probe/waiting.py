@@ -1,8 +1,15 @@
 """How long to wait for late mail: adapt to the latency observed instead of a fixed timeout.
 
 Once one notification has arrived with latency L, a notification still missing after a small
-multiple of L (plus a grace) is not late, it is lost. So a first-only gateway is judged about a
-second after the burst, while a slow but working gateway still gets the time it needs.
+multiple of L (plus a grace) is not late, it is lost. So a first-only gateway is judged about two
+seconds after the burst, while a slow but working gateway still gets the time it needs.
+
+The grace is also the floor of the wait for the *second* notification, and one latency sample
+cannot tell a first-only gateway from an MTA that spaces deliveries to one destination (Postfix
+`default_destination_rate_delay`, throttled smart hosts): the first arrives in milliseconds, the
+next a second later. With a 0.75 s grace a real Postfix at a 1 s rate delay was judged
+first_only, the stale-module signature, so the default covers a 1-2 s spacing. Raise `--grace`
+for a gateway known to space deliveries further apart.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Patience:
     factor: float = 4.0  # wait up to factor × the slowest latency seen so far
-    grace_s: float = 0.75  # plus this, for jitter and queue runners
+    grace_s: float = 2.0  # plus this, for jitter, queue runners and rate-delayed MTAs
     timeout_s: float = 30.0  # hard cap after the burst ends, whatever was seen
 
 

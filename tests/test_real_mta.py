@@ -275,6 +275,13 @@ def rewriting_postfix() -> Iterator[PrivatePostfix]:
     )
 
 
+@pytest.fixture(scope="module")
+def rate_delayed_postfix() -> Iterator[PrivatePostfix]:
+    """Postfix that spaces deliveries to the sink one second apart, as MTAs that throttle a
+    destination do: the first notification arrives at once, the next ones later."""
+    yield from _private_postfix(extra={"default_destination_rate_delay": "1s"})
+
+
 def run_burst(
     postfix: PrivatePostfix, db: Path, count: int = COUNT
 ) -> tuple[subprocess.CompletedProcess, dict]:
@@ -370,3 +377,16 @@ def test_token_survives_in_header_when_postfix_rewrites_the_envelope_recipient(
         for n in report["notifications"]
     ]
     rewriting_postfix.wait_for_log(rewritten)
+
+
+def test_postfix_spacing_deliveries_a_second_apart_is_not_mistaken_for_first_only(
+    rate_delayed_postfix: PrivatePostfix, tmp_path: Path
+) -> None:
+    # The first notification arrives in milliseconds, the second only after the rate delay:
+    # the default grace must outlast that gap, or the run reads as the stale-module signature.
+    count = 3
+    result, report = run_burst(rate_delayed_postfix, tmp_path / "ledger.sqlite3", count=count)
+
+    _assert_healthy(result, report, rate_delayed_postfix, count=count)
+    latencies = sorted(n["latency_s"] for n in report["notifications"])
+    assert latencies[-1] - latencies[0] >= 1.5, f"Postfix did not space deliveries: {latencies}"
