@@ -61,8 +61,9 @@ def add_parser(subparsers, parents) -> None:
     p.add_argument(
         "--grace",
         type=seconds,
-        default=Patience.grace_s,
-        help="added to the adaptive wait; raise it for gateways that pace deliveries (s)",
+        default=Patience().grace_s,
+        help="added to the adaptive wait; raise it above the spacing of a gateway that paces "
+        f"deliveries (default: {Patience().grace_s:g} s)",
     )
     p.add_argument("--slow-after", type=seconds, default=5.0, help="latency that is slow (s)")
     p.add_argument(
