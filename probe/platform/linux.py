@@ -31,9 +31,9 @@ SKIPPED_PREFIXES = ("/dev/", "/memfd:", "/SYSV", "/proc/")
 Opener = Callable[[str, int], int]
 
 
-def read_maps(proc: Path, pid: int) -> bytes:
+def read_maps(proc: str, pid: int) -> bytes:
     try:
-        with open(proc / str(pid) / "maps", "rb") as handle:
+        with open(f"{proc}/{pid}/maps", "rb") as handle:
             return handle.read()
     except (FileNotFoundError, ProcessLookupError):
         raise ProcessVanished(pid) from None
@@ -65,6 +65,7 @@ class LinuxModules:
 
     def __init__(self, proc: Path = Path("/proc"), opener: Opener = os.open):
         self.proc = proc
+        self._proc = str(proc)
         self.opener = opener
 
     def pids(self) -> list[int]:
@@ -74,7 +75,7 @@ class LinuxModules:
         return psutil_process_info(pid)
 
     def mapped_modules(self, pid: int, matcher: NameMatcher) -> list[MappedModule]:
-        data = read_maps(self.proc, pid)
+        data = read_maps(self._proc, pid)
         lowered = data.lower()
         if not matcher.could_match(lowered):
             return []
