@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+SRC    := $(wildcard probe tests fixtures bench)
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint format bench clean
@@ -18,16 +19,16 @@ demo: $(STAMP)
 	$(BIN)/notifyprobe demo
 
 test: $(STAMP)
-	$(BIN)/ruff check probe tests fixtures bench
-	$(BIN)/ruff format --check probe tests fixtures bench
+	$(BIN)/ruff check $(SRC)
+	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check probe tests fixtures bench
+	$(BIN)/ruff check $(SRC)
 
 format: $(STAMP)
-	$(BIN)/ruff format probe tests fixtures bench
-	$(BIN)/ruff check --fix probe tests fixtures bench
+	$(BIN)/ruff format $(SRC)
+	$(BIN)/ruff check --fix $(SRC)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -15,7 +15,7 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 
 RUN_ID_HEX = 10
-TOKEN_RE = re.compile(rf"(?<![0-9a-z])np-([0-9a-f]{{{RUN_ID_HEX}}})-(\d{{1,6}})(?!\d)", re.I)
+TOKEN_RE = re.compile(rf"np-([0-9a-f]{{{RUN_ID_HEX}}})-(\d{{1,6}})(?!\d)", re.I)
 TOKEN_BYTES_RE = re.compile(TOKEN_RE.pattern.encode(), re.I)
 RUN_ID_RE = re.compile(rf"[0-9a-f]{{{RUN_ID_HEX}}}")
 LOCAL_PREFIX = "probe+"

@@ -10,10 +10,10 @@ gateways do, so the token has to survive on its own.
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 from dataclasses import dataclass
 from email.header import Header
-from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from email.utils import formatdate, make_msgid
@@ -25,6 +25,9 @@ from probe.burst import Endpoint, Sender
 from probe.errors import ProbeError, UsageError
 
 log = structlog.get_logger("notifyprobe.lab")
+
+_Queued = tuple[str, tuple[str, ...], bytes]  # envelope sender, recipients, message
+STOP_TIMEOUT_S = 5.0
 
 MODES = ("healthy", "first-only", "drop-after-k", "intermittent", "slow", "duplicate", "reject",
          "down")  # fmt: skip
@@ -99,24 +102,32 @@ def rewrite(content: bytes, domain: str) -> tuple[bytes, str]:
     """Rebuild a message the way a template-driven gateway does.
 
     The envelope recipient becomes a fixed address, the X-Probe-Token header and the
-    Message-ID are dropped, the Subject is re-encoded as a folded encoded-word, the body goes out
-    as base64, and two Received lines are added. Returns (message, new recipient).
+    Message-ID are dropped, the whole Subject becomes folded base64 encoded-words, the body goes
+    out as base64 inside a template, and two Received lines are added.
+    Returns (message, new recipient).
     """
     original = BytesParser(policy=default_policy).parsebytes(content)
     body = original.get_body(preferencelist=("plain",))
     text = body.get_content() if body is not None else ""
-    message = EmailMessage()
-    message["Received"] = "from notify-core (localhost [127.0.0.1]) by lab-gateway; " + formatdate()
-    message["Received"] = "from lab-gateway by lab-relay with ESMTP; " + formatdate()
-    message["From"] = "Notification Service <notifications@lab-gateway.invalid>"
     rcpt = f"notifications@{domain}"
-    message["To"] = rcpt
     subject = f"[Notification] {original.get('Subject', '')} — délivré par la passerelle"
-    message["Subject"] = Header(subject, "utf-8", maxlinelen=40).encode()
-    message["Message-ID"] = make_msgid(domain="lab-gateway.invalid")
-    message["Date"] = formatdate(localtime=True)
-    message.set_content(f"Template header\n\n{text}\n-- \nTemplate footer\n", cte="base64")
-    return message.as_bytes(policy=default_policy.clone(linesep="\r\n")), rcpt
+    encoded_subject = Header(subject, "utf-8", maxlinelen=60).encode(linesep="\r\n")
+    template = f"Template header\n\n{text}\n-- \nTemplate footer\n".encode()
+    encoded_body = base64.encodebytes(template).replace(b"\n", b"\r\n")
+    headers = (
+        "Received: from notify-core (localhost [127.0.0.1])\r\n"
+        f"\tby lab-gateway; {formatdate()}\r\n"
+        f"Received: from lab-gateway by lab-relay with ESMTP; {formatdate()}\r\n"
+        "From: Notification Service <notifications@lab-gateway.invalid>\r\n"
+        f"To: {rcpt}\r\n"
+        f"Subject: {encoded_subject}\r\n"
+        f"Message-ID: {make_msgid(domain='lab-gateway.invalid')}\r\n"
+        f"Date: {formatdate(localtime=True)}\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: text/plain; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: base64\r\n\r\n"
+    )
+    return headers.encode("ascii") + encoded_body, rcpt
 
 
 class LabGateway:
@@ -138,7 +149,7 @@ class LabGateway:
         self.rewrite = rewrite
         self._rng = random.Random(seed)
         self._received = 0
-        self._queue: asyncio.Queue[tuple[str, tuple[str, ...], bytes]] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Queued | None] = asyncio.Queue()  # None: worker, stop
         self._relay_connections = relay_connections
         self._workers: list[asyncio.Task[None]] = []
         self._delayed: set[asyncio.Task[None]] = set()
@@ -172,17 +183,15 @@ class LabGateway:
                 self._queue.put_nowait(item)
         return f"250 2.0.0 Queued as lab-{self._received}"
 
-    async def _enqueue_after(
-        self, delay_s: float, item: tuple[str, tuple[str, ...], bytes]
-    ) -> None:
+    async def _enqueue_after(self, delay_s: float, item: _Queued) -> None:
         await asyncio.sleep(delay_s)  # the fault itself: a gateway that holds mail back
         self._queue.put_nowait(item)
 
     async def _relay_worker(self) -> None:
         sender = Sender(self.relay, timeout=30.0, reuse=True, helo="lab-gateway")
         try:
-            while True:
-                mail_from, rcpts, content = await self._queue.get()
+            while (item := await self._queue.get()) is not None:
+                mail_from, rcpts, content = item
                 try:
                     for rcpt in rcpts:
                         result = await sender.submit(mail_from, rcpt, content)
@@ -218,9 +227,12 @@ class LabGateway:
             task.cancel()
         if self._server is not None:
             self._server.close()
-        for task in self._workers:
-            task.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
+        for _ in self._workers:
+            self._queue.put_nowait(None)
+        if self._workers:
+            _, late = await asyncio.wait(self._workers, timeout=STOP_TIMEOUT_S)
+            for task in late:
+                task.cancel()
 
     async def __aenter__(self) -> LabGateway:
         return await self.start()

@@ -105,7 +105,8 @@ class _Tracker:
         return {s: self.started[s] for s in self.accepted if s not in self.arrived}
 
     def latencies(self) -> list[float]:
-        return [t - self.started[s] for s, t in self.arrived.items() if s in self.started]
+        """Gateway latencies only: the control message skips the gateway and says nothing."""
+        return [t - self.started[s] for s, t in self.arrived.items() if s in self.started and s]
 
     def report(self) -> None:
         if self.progress is not None:

@@ -59,7 +59,13 @@ def add_parser(subparsers, parents) -> None:
     p.add_argument("--interval", type=seconds, default=0.0, help="seconds between notifications")
     p.add_argument("--step-timeout", type=seconds, default=10.0, help="per SMTP step (s)")
     p.add_argument("--timeout", type=seconds, default=30.0, help="longest wait for late mail (s)")
-    p.add_argument("--grace", type=seconds, default=0.75, help="added to the adaptive wait (s)")
+    p.add_argument(
+        "--grace",
+        type=seconds,
+        default=Patience().grace_s,
+        help="added to the adaptive wait; raise it above the spacing of a gateway that paces "
+        f"deliveries (default: {Patience().grace_s:g} s)",
+    )
     p.add_argument("--slow-after", type=seconds, default=5.0, help="latency that is slow (s)")
     p.add_argument(
         "--no-control",

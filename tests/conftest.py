@@ -1,0 +1,43 @@
+"""Shared fixtures: a fresh ledger per test and a lab bench (lab gateway + probe) on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from probe.burst import Endpoint
+from probe.lab import FaultMode, LabGateway, free_port
+from probe.ledger import Ledger
+from probe.run import ProbeOutcome, ProbeSettings, run_probe
+from probe.verdict import Thresholds
+from probe.waiting import Patience
+
+
+@pytest.fixture
+def ledger(tmp_path: Path):
+    with Ledger(tmp_path / "ledger.sqlite3") as opened:
+        yield opened
+
+
+async def probe_lab(
+    ledger: Ledger,
+    mode: str,
+    *,
+    count: int = 10,
+    rewrite: bool = False,
+    seed: int = 0,
+    **settings: object,
+) -> ProbeOutcome:
+    """Run a real burst through an in-process lab gateway in `mode` to the probe's own sink."""
+    sink = Endpoint("127.0.0.1", free_port())
+    gateway = LabGateway(
+        Endpoint("127.0.0.1", 0), sink, FaultMode.parse(mode), seed=seed, rewrite=rewrite
+    )
+    settings.setdefault("patience", Patience(timeout_s=5.0))
+    settings.setdefault("thresholds", Thresholds())
+    async with gateway:
+        target = gateway.listen if mode != "down" else Endpoint("127.0.0.1", free_port())
+        return await run_probe(
+            ledger, ProbeSettings(gateway=target, sink=sink, count=count, **settings)
+        )

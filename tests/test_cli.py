@@ -1,0 +1,214 @@
+"""The command line as an operator uses it: real processes, real sockets, exit codes, JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+PROBE = [sys.executable, "-m", "probe"]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+@contextmanager
+def service(*args: str) -> Iterator[int]:
+    """Start a long-running notifyprobe command and yield the port it says it listens on."""
+    proc = subprocess.Popen(
+        [*PROBE, *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV
+    )
+    try:
+        line = proc.stderr.readline()  # the command announces itself once it listens
+        match = re.search(r"listening on [\d.]+:(\d+)", line)
+        assert match, f"no listening line from {args}: {line!r}"
+        yield int(match.group(1))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+
+
+def probe(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*PROBE, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def burst(gateway: int, sink: int, db: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return probe(
+        "burst", "--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}",
+        "--db", str(db), *extra,
+    )  # fmt: skip
+
+
+def test_first_only_gateway_exits_critical_with_first_only_json(tmp_path):
+    sink = free_port()
+    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
+                 "--mode", "first-only") as gateway:  # fmt: skip
+        result = burst(gateway, sink, tmp_path / "l.db", "--count", "20", "--json", "-")
+    assert result.returncode == 2, result.stderr
+    report = json.loads(result.stdout)
+    assert report["verdict"]["pattern"] == "first_only"
+    assert (report["sent"], report["accepted"], report["delivered"]) == (20, 20, 1)
+    assert report["finished_at"] - report["started_at"] < 3.0  # adaptive wait, not a timeout
+    first = [n for n in report["notifications"] if n["copies"]]
+    assert [n["seq"] for n in first] == [1]
+    assert first[0]["submit"]["code"] == 250 and first[0]["latency_s"] > 0
+
+
+def test_healthy_gateway_exits_ok_with_every_notification_delivered(tmp_path):
+    sink = free_port()
+    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
+                 "--mode", "healthy") as gateway:  # fmt: skip
+        result = burst(gateway, sink, tmp_path / "l.db", "--count", "20", "--json", "-")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["verdict"]["pattern"] == "healthy"
+    assert (report["sent"], report["delivered"]) == (20, 20)
+    for n in report["notifications"]:
+        assert set(n) >= {"seq", "token", "submit", "delivered_at", "latency_s", "copies"}
+        assert n["token"] == f"np-{report['run_id']}-{n['seq']}"
+
+
+def test_terminal_summary_names_the_pattern_and_what_to_do(tmp_path):
+    sink = free_port()
+    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
+                 "--mode", "first-only:5xx") as gateway:  # fmt: skip
+        result = burst(gateway, sink, tmp_path / "l.db", "--count", "5")
+    assert result.returncode == 2
+    assert "CRITICAL  first_only" in result.stdout
+    assert "What to do:" in result.stdout
+    assert "554 5.3.0" in result.stdout
+
+
+def test_standalone_sink_and_burst_without_sink_share_the_ledger(tmp_path):
+    db = tmp_path / "shared.db"
+    with service("sink", "--listen", "127.0.0.1:0", "--db", str(db), "--domain", "probe.test") as s:
+        with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{s}",
+                     "--mode", "healthy") as gateway:  # fmt: skip
+            result = burst(gateway, s, db, "--no-sink", "--domain", "probe.test", "--json", "-")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["verdict"]["pattern"] == "healthy"
+    assert report["verdict"]["sink_verified"] is True
+
+
+def test_killed_run_is_judged_later_from_the_ledger(tmp_path):
+    db = tmp_path / "l.db"
+    sink = free_port()
+    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
+                 "--mode", "first-only") as gateway:  # fmt: skip
+        proc = subprocess.Popen(
+            [*PROBE, "burst", "--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}",
+             "--db", str(db), "--count", "50", "--interval", "0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
+        )  # fmt: skip
+        try:
+            assert wait_for_submissions(db, at_least=5, timeout_s=20)
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+    result = probe("verdict", "--last", "--db", str(db), "--json", "-")
+    assert result.returncode == 2, result.stderr
+    report = json.loads(result.stdout)
+    assert report["status"] == "running"  # killed: nobody could mark it finished
+    assert report["verdict"]["pattern"] == "first_only"
+    assert any("run cut off" in line for line in report["verdict"]["evidence"])
+    again = probe("verdict", report["run_id"], "--db", str(db))
+    assert again.returncode == 2 and "first_only" in again.stdout
+
+
+def wait_for_submissions(db: Path, at_least: int, timeout_s: float) -> bool:
+    """Poll the ledger (bounded) until the burst in another process has sent enough."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as conn:
+                    (n,) = conn.execute(
+                        "SELECT COUNT(*) FROM notifications WHERE started_at IS NOT NULL"
+                    ).fetchone()
+                if n >= at_least:
+                    return True
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["burst", "--gateway", "nonsense"],
+        ["burst", "--gateway", "127.0.0.1:25", "--count", "abc"],
+        ["burst", "--gateway", "127.0.0.1:25", "--count", "100000"],
+        ["burst", "--gateway", "127.0.0.1:25", "--domain", "not a domain"],
+        ["lab", "gateway", "--mode", "sometimes"],
+        ["verdict"],
+        ["frobnicate"],
+        [],
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_3(args):
+    result = probe(*args)
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("notifyprobe: error:")
+
+
+def test_sink_port_in_use_is_unknown_not_a_traceback(tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = burst(free_port(), port, tmp_path / "l.db")
+    assert result.returncode == 3
+    assert "sink cannot listen on 127.0.0.1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unknown_run_id_is_a_clear_error(tmp_path):
+    result = probe("verdict", "0000000000", "--db", str(tmp_path / "l.db"))
+    assert result.returncode == 3
+    assert "no run '0000000000'" in result.stderr
+
+
+def test_unreadable_ledger_is_a_clear_error(tmp_path):
+    bad = tmp_path / "ledger.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    result = probe("verdict", "--last", "--db", str(bad))
+    assert result.returncode == 3
+    assert "cannot open ledger" in result.stderr
+
+
+def test_gateway_down_exits_critical_unreachable(tmp_path):
+    result = burst(free_port(), free_port(), tmp_path / "l.db", "--count", "3", "--json", "-")
+    assert result.returncode == 2
+    assert json.loads(result.stdout)["verdict"]["pattern"] == "gateway_unreachable"
+
+
+def test_log_json_writes_json_lines_to_stderr_only(tmp_path):
+    result = burst(free_port(), free_port(), tmp_path / "l.db", "--count", "1", "--json", "-",
+                   "--log-json", "--log-level", "info")  # fmt: skip
+    json.loads(result.stdout)  # stdout stays pure JSON
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert {"run_started", "run_judged"} <= {e["event"] for e in events}
+
+
+def test_module_entry_point_reports_its_version():
+    result = probe("--version")
+    assert result.returncode == 0 and result.stdout.startswith("notifyprobe ")

@@ -1,0 +1,126 @@
+"""The token must be found in whatever part of the message survived the gateway."""
+
+from __future__ import annotations
+
+import base64
+import quopri
+from email.header import Header
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from probe.burst import compose
+from probe.correlation import (
+    TokenRef,
+    find_tokens,
+    locate_tokens,
+    make_token,
+    new_run_id,
+    recipient_for,
+    split_address,
+)
+
+RUN = "0123456789"
+TOKEN = make_token(RUN, 7)
+
+
+def message(headers: str, body: bytes) -> bytes:
+    return headers.replace("\n", "\r\n").encode() + b"\r\n" + body
+
+
+def test_token_round_trips_through_its_text_form():
+    run_id = new_run_id()
+    assert find_tokens(make_token(run_id, 42)) == [TokenRef(run_id, 42)]
+
+
+def test_token_is_found_even_when_a_template_glues_it_to_text():
+    assert find_tokens(f"Ref:{TOKEN}.") == [TokenRef(RUN, 7)]
+    assert find_tokens(f"{TOKEN}5") == [TokenRef(RUN, 75)]
+
+
+def test_token_with_a_short_run_id_is_not_a_token():
+    assert find_tokens("np-012345678-1") == []
+
+
+def test_token_in_upper_case_is_still_recognised():
+    assert find_tokens(TOKEN.upper()) == [TokenRef(RUN, 7)]
+
+
+def test_envelope_recipient_wins_and_is_enough():
+    found = locate_tokens([recipient_for(TOKEN, "probe.invalid")], b"garbage")
+    assert found == [(TokenRef(RUN, 7), "envelope")]
+
+
+def test_header_token_found_when_envelope_was_rewritten():
+    raw = message(f"Subject: hi\nX-Probe-Token: {TOKEN}\n", b"body\r\n")
+    assert locate_tokens(["notifications@probe.invalid"], raw) == [(TokenRef(RUN, 7), "header")]
+
+
+def test_subject_token_survives_folding_and_encoded_words():
+    encoded = Header(f"Réunion annulée — {TOKEN} — merci", "utf-8", maxlinelen=30).encode()
+    assert "\n" in encoded  # really folded
+    raw = message(f"Received: from a by b\nReceived: from c by d\nSubject: {encoded}\n", b"x\r\n")
+    assert locate_tokens([], raw) == [(TokenRef(RUN, 7), "subject")]
+
+
+def test_body_token_survives_base64():
+    body = base64.encodebytes(f"Template\nToken: {TOKEN}\n".encode())
+    raw = message(
+        "Subject: rebuilt\nMessage-ID: <other@gateway>\nContent-Type: text/plain; charset=utf-8\n"
+        "Content-Transfer-Encoding: base64\n",
+        body,
+    )
+    assert locate_tokens([], raw) == [(TokenRef(RUN, 7), "body")]
+
+
+def test_body_token_survives_quoted_printable_soft_breaks():
+    text = f"{'x' * 70}{TOKEN} end".encode()
+    body = quopri.encodestring(text)
+    assert b"=\n" in body  # the token is split by a soft line break
+    raw = message(
+        "Subject: rebuilt\nContent-Type: text/plain\nContent-Transfer-Encoding: quoted-printable\n",
+        body,
+    )
+    assert locate_tokens([], raw) == [(TokenRef(RUN, 7), "body")]
+
+
+def test_token_in_a_multipart_alternative_html_part_is_found():
+    raw = message(
+        'Subject: x\nMIME-Version: 1.0\nContent-Type: multipart/alternative; boundary="b"\n',
+        f"--b\r\nContent-Type: text/html\r\n\r\n<p>{TOKEN}</p>\r\n--b--\r\n".encode(),
+    )
+    assert locate_tokens([], raw) == [(TokenRef(RUN, 7), "body")]
+
+
+def test_message_without_token_yields_nothing():
+    assert locate_tokens(["someone@probe.invalid"], message("Subject: hi\n", b"no\r\n")) == []
+
+
+def test_broken_mime_falls_back_to_raw_bytes():
+    raw = b"Content-Type: multipart/mixed; boundary=\r\n\r\n\x00\xff garbage " + TOKEN.encode()
+    assert [ref for ref, _ in locate_tokens([], raw)] == [TokenRef(RUN, 7)]
+
+
+def test_composed_notification_carries_the_token_in_every_place():
+    raw = compose(RUN, 7, 10, "probe.invalid", "Sat, 21 Nov 2026 10:00:00 +0000")
+    headers, _, body = raw.partition(b"\r\n\r\n")
+    assert headers.count(TOKEN.encode()) == 4  # To, Subject, Message-ID, X-Probe-Token
+    assert TOKEN.encode() in body
+    assert all(len(line) <= 78 for line in raw.split(b"\r\n"))
+
+
+def test_split_address_lowercases_the_domain_only():
+    assert split_address("<Probe+X@Probe.Invalid.>") == ("Probe+X", "probe.invalid")
+    assert split_address("no-at-sign") == ("no-at-sign", "")
+
+
+@given(st.text())
+def test_locate_tokens_never_raises_on_arbitrary_input(text):
+    locate_tokens([text], text.encode("utf-8", "surrogatepass"))
+
+
+@given(st.integers(min_value=0, max_value=999_999), st.text(max_size=40), st.text(max_size=40))
+def test_token_is_found_amid_arbitrary_text(seq, before, after):
+    token = make_token(RUN, seq)
+    found = find_tokens(f"{before} {token} {after}")
+    assert TokenRef(RUN, seq) in found

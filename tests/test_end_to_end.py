@@ -1,0 +1,120 @@
+"""Every verdict pattern, end to end: real sockets through the lab gateway to the probe's sink."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from probe.lab import Action, FaultMode, decide
+from probe.verdict import Pattern, Severity, Thresholds
+from probe.waiting import Patience
+from tests.conftest import probe_lab
+
+
+async def test_healthy_gateway_delivers_every_notification_once(ledger):
+    outcome = await probe_lab(ledger, "healthy", count=20, concurrency=4)
+    assert outcome.verdict.pattern is Pattern.HEALTHY
+    assert (outcome.verdict.sent, outcome.verdict.delivered) == (20, 20)
+    assert outcome.verdict.sink_verified is True
+    assert {d.found_in for n in outcome.record.burst for d in n.deliveries} == {"envelope"}
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+async def test_first_only_gateway_is_judged_first_only_within_seconds(ledger, reuse):
+    outcome = await probe_lab(ledger, "first-only", count=20, reuse=reuse)
+    assert outcome.verdict.pattern is Pattern.FIRST_ONLY
+    assert outcome.verdict.delivered == 1
+    assert outcome.elapsed_s < 3.0  # adaptive wait, not the 5 s hard timeout
+
+
+@pytest.mark.parametrize(("refusal", "code"), [("4xx", "451"), ("5xx", "554")])
+async def test_first_only_with_refusals_says_later_ones_were_refused(ledger, refusal, code):
+    outcome = await probe_lab(ledger, f"first-only:{refusal}", count=5)
+    assert outcome.verdict.pattern is Pattern.FIRST_ONLY
+    assert "refused at submission" in outcome.verdict.summary
+    assert any(f"DATA {code}" in line for line in outcome.verdict.evidence)
+
+
+async def test_drop_after_three_is_degraded_after_k(ledger):
+    outcome = await probe_lab(ledger, "drop-after-k:3", count=10)
+    assert outcome.verdict.pattern is Pattern.DEGRADED_AFTER_K
+    assert outcome.verdict.details["k"] == 3
+
+
+async def test_seeded_random_loss_is_intermittent(ledger):
+    outcome = await probe_lab(ledger, "intermittent:0.4", count=20, seed=3)
+    assert outcome.verdict.pattern is Pattern.INTERMITTENT
+    assert 0 < outcome.verdict.delivered < 20
+
+
+async def test_gateway_that_loses_everything_is_none_delivered(ledger):
+    outcome = await probe_lab(ledger, "drop-after-k:0", count=5, patience=Patience(timeout_s=1.0))
+    assert outcome.verdict.pattern is Pattern.NONE_DELIVERED
+    assert outcome.verdict.accepted == 5
+
+
+async def test_gateway_that_is_down_is_unreachable(ledger):
+    outcome = await probe_lab(ledger, "down", count=3)
+    assert outcome.verdict.pattern is Pattern.GATEWAY_UNREACHABLE
+    assert outcome.verdict.severity is Severity.CRITICAL
+
+
+async def test_gateway_that_refuses_everything_is_all_rejected(ledger):
+    outcome = await probe_lab(ledger, "reject", count=4, concurrency=2)
+    assert outcome.verdict.pattern is Pattern.ALL_REJECTED
+    assert any("550 5.7.1" in line for line in outcome.verdict.evidence)
+
+
+async def test_gateway_that_holds_mail_back_is_slow(ledger):
+    outcome = await probe_lab(ledger, "slow:0.3", count=3, thresholds=Thresholds(slow_after_s=0.2))
+    assert outcome.verdict.pattern is Pattern.SLOW
+    assert all((n.latency_s or 0) >= 0.3 for n in outcome.record.burst)
+
+
+async def test_gateway_that_relays_twice_is_duplicated(ledger):
+    outcome = await probe_lab(ledger, "duplicate", count=4)
+    assert outcome.verdict.pattern is Pattern.DUPLICATED
+    assert all(n.copies == 2 for n in outcome.record.burst)
+
+
+async def test_token_survives_a_gateway_that_rebuilds_every_message(ledger):
+    outcome = await probe_lab(ledger, "healthy", count=5, rewrite=True)
+    assert outcome.verdict.pattern is Pattern.HEALTHY
+    assert {d.found_in for n in outcome.record.burst for d in n.deliveries} == {"subject"}
+
+
+async def test_paced_burst_spaces_submissions_by_the_interval(ledger):
+    outcome = await probe_lab(ledger, "healthy", count=3, interval_s=0.1)
+    starts = [n.submission.started_at for n in outcome.record.burst if n.submission]
+    assert starts[2] - starts[0] >= 0.19
+
+
+async def test_every_submission_keeps_its_transcript(ledger):
+    outcome = await probe_lab(ledger, "first-only:5xx", count=2, reuse=False)
+    first, second = outcome.record.burst
+    assert [s.command.split()[0] for s in first.submission.steps] == [
+        "connect", "EHLO", "MAIL", "RCPT", "DATA",
+    ]  # fmt: skip
+    assert second.submission.steps[-1].reply.code == 554
+
+
+def test_lab_fault_model_is_deterministic_for_a_seed():
+    mode = FaultMode.parse("intermittent:0.5")
+    runs = [[decide(mode, n, random.Random(7)).copies for n in range(1, 50)] for _ in range(2)]
+    assert runs[0] == runs[1]
+
+
+def test_lab_first_only_relays_exactly_the_first_message():
+    mode = FaultMode.parse("first-only")
+    rng = random.Random(0)
+    assert decide(mode, 1, rng) == Action(copies=1)
+    assert decide(mode, 2, rng) == Action(copies=0)
+
+
+@pytest.mark.parametrize("bad", ["", "sometimes", "slow:-1", "intermittent:2", "first-only:6xx"])
+def test_bad_lab_mode_is_a_usage_error(bad):
+    from probe.errors import UsageError
+
+    with pytest.raises(UsageError):
+        FaultMode.parse(bad)

@@ -1,0 +1,206 @@
+"""The verdict on crafted ledgers: every pattern, its severity and its evidence."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from probe.correlation import make_token
+from probe.records import (
+    Delivery,
+    ErrorKind,
+    Notification,
+    Run,
+    RunRecord,
+    SmtpReply,
+    Submission,
+)
+from probe.verdict import Pattern, Severity, Thresholds, classify, seq_ranges
+
+RUN = "abcdef0123"
+OK = SmtpReply(250, "2.0.0 Queued", "2.0.0")
+
+
+def note(
+    seq: int,
+    *,
+    delivered: int = 1,
+    latency: float = 0.01,
+    reply: SmtpReply | None = OK,
+    stage: str = "data",
+    error_kind: ErrorKind | None = None,
+    attempted: bool = True,
+) -> Notification:
+    t = 1000.0 + seq * 0.01
+    submission = (
+        Submission(
+            started_at=t,
+            finished_at=t + 0.001,
+            stage=stage,
+            reply=reply,
+            error=None if reply else "Connection refused",
+            error_kind=error_kind,
+        )
+        if attempted
+        else None
+    )
+    deliveries = tuple(
+        Delivery(RUN, seq, received_at=t + latency + i * 0.001, found_in="envelope")
+        for i in range(delivered)
+    )
+    return Notification(RUN, seq, make_token(RUN, seq), submission, deliveries)
+
+
+def record(*notes: Notification, control: bool | None = True) -> RunRecord:
+    run = Run(RUN, "gw:25", "probe.invalid", count=len(notes), started_at=999.0)
+    extra = () if control is None else (note(0, delivered=1 if control else 0),)
+    return RunRecord(run, extra + notes)
+
+
+def test_all_delivered_once_is_healthy():
+    verdict = classify(record(*(note(i) for i in range(1, 11))))
+    assert (verdict.pattern, verdict.severity) == (Pattern.HEALTHY, Severity.OK)
+    assert (verdict.sent, verdict.accepted, verdict.delivered) == (10, 10, 10)
+    assert verdict.sink_verified is True
+
+
+def test_only_first_delivered_rest_accepted_is_first_only_accepted_form():
+    verdict = classify(record(note(1), *(note(i, delivered=0) for i in range(2, 21))))
+    assert (verdict.pattern, verdict.severity) == (Pattern.FIRST_ONLY, Severity.CRITICAL)
+    assert "accepted by the gateway (2xx) and never delivered" in verdict.summary
+    assert any(line.startswith("seq 2-20: accepted (250") for line in verdict.evidence)
+    assert verdict.details == {"lost_accepted": 19, "lost_refused": 0}
+
+
+def test_only_first_delivered_rest_refused_is_first_only_refused_form():
+    refused = SmtpReply(554, "5.3.0 failed", "5.3.0")
+    verdict = classify(record(note(1), *(note(i, delivered=0, reply=refused) for i in (2, 3))))
+    assert verdict.pattern is Pattern.FIRST_ONLY
+    assert "refused at submission" in verdict.summary
+    assert any("seq 2-3: refused: DATA 554 5.3.0 failed" in line for line in verdict.evidence)
+
+
+def test_first_means_first_answered_by_the_gateway_not_lowest_seq():
+    late_first = Notification(
+        RUN, 1, make_token(RUN, 1), Submission(1000.5, 1000.6, "data", OK), ()
+    )
+    early_second = note(2)  # answered at 1000.02, before seq 1
+    verdict = classify(record(late_first, early_second, note(3, delivered=0)))
+    assert verdict.pattern is Pattern.FIRST_ONLY
+
+
+def test_prefix_of_three_then_losses_is_degraded_after_k():
+    notes = [note(i) for i in (1, 2, 3)] + [note(i, delivered=0) for i in range(4, 11)]
+    verdict = classify(record(*notes))
+    assert (verdict.pattern, verdict.details) == (Pattern.DEGRADED_AFTER_K, {"k": 3})
+    assert verdict.to_dict()["k"] == 3
+
+
+def test_scattered_losses_are_intermittent_and_critical_above_minor_loss():
+    notes = [note(i, delivered=0 if i in (2, 5, 9) else 1) for i in range(1, 11)]
+    verdict = classify(record(*notes))
+    assert (verdict.pattern, verdict.severity) == (Pattern.INTERMITTENT, Severity.CRITICAL)
+    assert "30% loss" in verdict.summary
+
+
+def test_a_single_loss_in_twenty_is_minor_intermittent_warning():
+    notes = [note(i, delivered=0 if i == 7 else 1) for i in range(1, 21)]
+    verdict = classify(record(*notes))
+    assert (verdict.pattern, verdict.severity) == (Pattern.INTERMITTENT, Severity.WARNING)
+
+
+def test_losing_only_the_last_one_is_intermittent_not_degraded():
+    notes = [note(i) for i in range(1, 10)] + [note(10, delivered=0)]
+    assert classify(record(*notes)).pattern is Pattern.INTERMITTENT
+
+
+def test_accepted_and_none_arrived_is_none_delivered():
+    verdict = classify(record(*(note(i, delivered=0) for i in range(1, 6))))
+    assert (verdict.pattern, verdict.severity) == (Pattern.NONE_DELIVERED, Severity.CRITICAL)
+    assert verdict.accepted == 5
+
+
+def test_connection_refused_everywhere_is_gateway_unreachable():
+    notes = [
+        note(i, delivered=0, reply=None, stage="connect", error_kind=ErrorKind.REFUSED)
+        for i in range(1, 4)
+    ]
+    verdict = classify(record(*notes))
+    assert verdict.pattern is Pattern.GATEWAY_UNREACHABLE
+    assert verdict.evidence[0] == "3× refused: Connection refused"
+
+
+def test_every_notification_refused_is_all_rejected():
+    refused = SmtpReply(550, "5.7.1 Relaying denied", "5.7.1")
+    notes = [note(i, delivered=0, reply=refused, stage="rcpt") for i in range(1, 4)]
+    verdict = classify(record(*notes))
+    assert verdict.pattern is Pattern.ALL_REJECTED
+    assert "seq 1-3: refused: RCPT 550 5.7.1 Relaying denied (first shown)" in verdict.evidence
+
+
+def test_banner_refusal_counts_as_rejected_not_unreachable():
+    banner = SmtpReply(421, "4.3.2 Service not available", "4.3.2")
+    notes = [note(i, delivered=0, reply=banner, stage="connect") for i in range(1, 3)]
+    assert classify(record(*notes)).pattern is Pattern.ALL_REJECTED
+
+
+def test_all_delivered_but_late_is_slow_warning():
+    notes = [note(i, latency=6.0 if i == 4 else 0.1) for i in range(1, 6)]
+    verdict = classify(record(*notes), Thresholds(slow_after_s=5.0))
+    assert (verdict.pattern, verdict.severity) == (Pattern.SLOW, Severity.WARNING)
+    assert "slower than 5 s: 4" in verdict.evidence
+
+
+def test_copies_beyond_one_is_duplicated_warning():
+    notes = [note(i, delivered=2 if i == 3 else 1) for i in range(1, 6)]
+    verdict = classify(record(*notes))
+    assert (verdict.pattern, verdict.severity) == (Pattern.DUPLICATED, Severity.WARNING)
+    assert verdict.evidence[0] == "delivered more than once: seq 3 ×2"
+
+
+def test_missing_control_message_makes_losses_inconclusive():
+    verdict = classify(record(note(1), note(2, delivered=0), control=False))
+    assert (verdict.pattern, verdict.severity) == (Pattern.INCONCLUSIVE, Severity.UNKNOWN)
+    assert verdict.sink_verified is False
+
+
+def test_missing_control_does_not_hide_a_complete_delivery():
+    verdict = classify(record(note(1), note(2), control=False))
+    assert verdict.pattern is Pattern.HEALTHY
+
+
+def test_run_without_control_says_the_sink_was_not_verified():
+    verdict = classify(record(note(1), control=None))
+    assert verdict.sink_verified is None
+    assert any("sink not verified" in line for line in verdict.evidence)
+
+
+def test_run_cut_off_before_sending_is_inconclusive():
+    verdict = classify(record(note(1, attempted=False), note(2, attempted=False)))
+    assert verdict.pattern is Pattern.INCONCLUSIVE
+
+
+def test_run_cut_off_midway_is_judged_on_what_was_sent_and_says_so():
+    notes = [note(1), note(2), note(3, attempted=False, delivered=0)]
+    verdict = classify(record(*notes))
+    assert verdict.pattern is Pattern.HEALTHY
+    assert "run cut off: 2 of 3 planned notifications were sent" in verdict.evidence
+
+
+def test_seq_ranges_compacts_runs():
+    assert seq_ranges([9, 1, 2, 3, 5, 7, 8]) == "1-3, 5, 7-9"
+    assert seq_ranges([]) == ""
+
+
+@given(st.lists(st.tuples(st.integers(0, 3), st.booleans()), min_size=1, max_size=30))
+def test_classify_is_total_and_counts_are_consistent(shape):
+    notes = [
+        note(i, delivered=copies, reply=OK if accepted else SmtpReply(550, "no"))
+        for i, (copies, accepted) in enumerate(shape, start=1)
+    ]
+    verdict = classify(record(*notes))
+    assert verdict.sent == len(notes)
+    assert verdict.delivered == sum(1 for copies, _ in shape if copies)
+    assert verdict.summary and verdict.pattern in Pattern
+    if verdict.delivered == len(notes):
+        assert verdict.severity <= Severity.WARNING
