@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 
+from probe.cli import explain
 from probe.cli.common import (
     add_db,
     domain,
@@ -16,7 +17,7 @@ from probe.cli.common import (
     write_json,
 )
 from probe.errors import UsageError
-from probe.report import to_json, to_text
+from probe.report import diagnosis_text, to_json, to_text
 from probe.run import ProbeSettings, Progress, run_probe
 from probe.verdict import Thresholds
 from probe.waiting import Patience
@@ -74,6 +75,7 @@ def add_parser(subparsers, parents) -> None:
     )
     p.add_argument("--json", metavar="FILE|-", help="write the result as JSON")
     add_db(p)
+    explain.add_options(p)
     p.set_defaults(handler=run)
 
 
@@ -118,14 +120,17 @@ class ProgressLine:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    prepared = explain.prepare(args)
     progress = ProgressLine()
     with open_ledger(args.db) as ledger:
         try:
             outcome = asyncio.run(run_probe(ledger, settings, progress))
         finally:
             progress.clear()
+        why = explain.explain(args, prepared, ledger, outcome)
     if args.json:
-        write_json(args.json, to_json(outcome.record, outcome.verdict))
+        write_json(args.json, to_json(outcome.record, outcome.verdict) | why.json_fields())
     if args.json != "-":
         print(to_text(outcome.record, outcome.verdict, outcome.elapsed_s))
+        print(diagnosis_text(why.diagnosis, why.inventory))
     return int(outcome.verdict.severity)
