@@ -79,6 +79,12 @@ CREATE TABLE IF NOT EXISTS deliveries (
     size        INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_run ON deliveries (run_id, seq);
+CREATE TABLE IF NOT EXISTS run_artifacts (
+    run_id      TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    content     TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
 CREATE TABLE IF NOT EXISTS foreign_messages (
     id          INTEGER PRIMARY KEY,
     received_at REAL NOT NULL,
@@ -118,6 +124,7 @@ class Ledger:
                     f"ledger {path} was written by a newer notifyprobe (schema {version})"
                 )
             self._conn.executescript(SCHEMA)
+            _migrate(self._conn)
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as exc:
             raise ProbeError(f"cannot open ledger {path}: {exc}") from exc
@@ -178,6 +185,10 @@ class Ledger:
 
     def finish_run(self, run_id: str, status: str, finished_at: float, verdict: str | None) -> None:
         self.write(partial(_finish_run, run_id, status, finished_at, verdict))
+
+    def put_artifact(self, run_id: str, name: str, content: str) -> None:
+        """Keep a named JSON document with a run (inventory, diagnosis, log), for `evidence`."""
+        self.write(partial(_put_artifact, run_id, name, content))
 
     # -- reading -------------------------------------------------------------------------
 
@@ -248,6 +259,38 @@ class Ledger:
             (run_id,),
         )[0]["n"]
         return RunRecord(run=run, notifications=notifications, bounces=int(bounces))
+
+    def artifacts(self, run_id: str) -> dict[str, str]:
+        """The named documents kept with a run, by name."""
+        rows = self._query(
+            "SELECT name, content FROM run_artifacts WHERE run_id = ? ORDER BY name", (run_id,)
+        )
+        return {r["name"]: r["content"] for r in rows}
+
+    def rows(self, run_id: str) -> dict[str, list[dict[str, Any]]]:
+        """Every ledger row about one run, table by table, as stored (for the evidence bundle).
+
+        Foreign messages count when they name the run (bounces) or arrived while it ran.
+        """
+        runs = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        if not runs:
+            raise ProbeError(f"no run {run_id!r} in ledger {self.path}")
+        started, finished = runs[0]["started_at"], runs[0]["finished_at"]
+        tables = {r["name"] for r in self._query("SELECT name FROM sqlite_master")}
+        by_run = "SELECT * FROM {} WHERE run_id = ? ORDER BY rowid"
+        out = {
+            "runs": runs,
+            "notifications": self._query(by_run.format("notifications"), (run_id,)),
+            "deliveries": self._query(by_run.format("deliveries"), (run_id,)),
+            "foreign_messages": self._query(
+                "SELECT * FROM foreign_messages WHERE run_id = ? OR (run_id IS NULL AND"
+                " received_at BETWEEN ? AND ?) ORDER BY id",
+                (run_id, started, finished if finished is not None else started + 86400),
+            ),
+        }
+        if "process_starts" in tables:
+            out["process_starts"] = self._query(by_run.format("process_starts"), (run_id,))
+        return {name: [dict(row) for row in rows] for name, rows in out.items()}
 
     def stored_verdict(self, run_id: str) -> dict[str, Any] | None:
         rows = self._query("SELECT verdict FROM runs WHERE run_id = ?", (run_id,))
@@ -365,10 +408,10 @@ def _insert_delivery(
     """Record one copy; False (and a foreign row) when the token names no known notification."""
     cur = conn.execute(
         "INSERT INTO deliveries (run_id, seq, received_at, found_in, peer, mail_from, rcpts,"
-        " message_id, size) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?"
+        " message_id, size, helo) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
         " WHERE EXISTS (SELECT 1 FROM notifications WHERE run_id = ? AND seq = ?)",
         (ref.run_id, ref.seq, f.received_at, found_in, f.peer, f.mail_from, ",".join(f.rcpts),
-         f.message_id, f.size, ref.run_id, ref.seq),
+         f.message_id, f.size, f.helo, ref.run_id, ref.seq),
     )  # fmt: skip
     if cur.rowcount == 1:
         return True
@@ -383,6 +426,24 @@ def _insert_foreign(reason: str, f: ReceivedMessage, run_id: str | None, conn) -
         (f.received_at, reason, run_id, f.peer, f.mail_from, ",".join(f.rcpts), f.subject[:200],
          f.size),
     )  # fmt: skip
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Columns added after schema 1; older notifyprobe versions ignore them."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
+    if "helo" not in columns:
+        try:
+            conn.execute("ALTER TABLE deliveries ADD COLUMN helo TEXT NOT NULL DEFAULT ''")
+        except sqlite3.OperationalError as exc:  # another process added it first
+            if "duplicate column" not in str(exc):
+                raise
+
+
+def _put_artifact(run_id: str, name: str, content: str, conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "INSERT OR REPLACE INTO run_artifacts (run_id, name, content) VALUES (?, ?, ?)",
+        (run_id, name, content),
+    )
 
 
 def _finish_run(run_id: str, status: str, finished_at: float, verdict: str | None, conn) -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import deque
+from typing import Any
 
 import structlog
 
@@ -19,6 +21,47 @@ def _redact(_: object, __: str, event: dict[str, object]) -> dict[str, object]:
         if any(word in key.lower() for word in SECRET_KEYS):
             event[key] = "[redacted]"
     return event
+
+
+class LogCapture:
+    """The process's own log events (info and up), kept in memory for the evidence bundle.
+
+    Bounded: a long run keeps its newest events and counts the ones it let go.
+    """
+
+    def __init__(self, limit: int = 5000):
+        self._events: deque[dict[str, Any]] = deque(maxlen=limit)
+        self.dropped = 0
+
+    def __call__(self, _: object, __: str, event: dict[str, Any]) -> dict[str, Any]:
+        if len(self._events) == self._events.maxlen:
+            self.dropped += 1
+        self._events.append({k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
+                             for k, v in event.items()})  # fmt: skip
+        return event
+
+    def clear(self) -> None:
+        self._events.clear()
+        self.dropped = 0
+
+    def events(self) -> list[dict[str, Any]]:
+        return list(self._events)
+
+
+CAPTURE = LogCapture()
+_LEVELS = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40, "exception": 40,
+           "critical": 50}
+
+
+def _threshold(numeric: int) -> structlog.types.Processor:
+    """Drop what is below the user's level for display, after it was captured."""
+
+    def processor(_: object, method: str, event: dict[str, Any]) -> dict[str, Any]:
+        if _LEVELS.get(method, 30) < numeric:
+            raise structlog.DropEvent
+        return event
+
+    return processor
 
 
 def configure(*, json_lines: bool = False, level: str = "warning") -> None:
@@ -35,9 +78,11 @@ def configure(*, json_lines: bool = False, level: str = "warning") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             _redact,
+            CAPTURE,
+            _threshold(numeric),
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        wrapper_class=structlog.make_filtering_bound_logger(min(numeric, logging.INFO)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )

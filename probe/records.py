@@ -119,6 +119,7 @@ class ReceivedMessage:
     message_id: str = ""
     subject: str = ""
     size: int = 0
+    helo: str = ""  # the name the sending MTA gave in HELO/EHLO
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,7 @@ class SinkHandler:
             mail_from=envelope.mail_from or "",
             rcpts=tuple(envelope.rcpt_tos),
             size=len(content),
+            helo=session.host_name or "",
         )
         tokens = locate_tokens(envelope.rcpt_tos, content)
         writes = [self.writer.record_delivery(ref, where, message) for ref, where in tokens]

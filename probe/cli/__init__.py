@@ -12,12 +12,12 @@ import sys
 from collections.abc import Sequence
 
 from probe import __version__
-from probe.cli import burst, demo, lab, modules, sink, verdict
+from probe.cli import burst, demo, evidence, lab, modules, sink, verdict
 from probe.cli.common import ArgumentParser, common_parent
 from probe.errors import ProbeError
 from probe.logs import configure
 
-COMMANDS = (burst, sink, verdict, lab, demo, modules)
+COMMANDS = (burst, sink, verdict, evidence, lab, demo, modules)
 EXIT_UNKNOWN = 3
 
 
@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # for the evidence bundle
         configure(json_lines=args.log_json, level=args.log_level)
         return int(args.handler(args))
     except ProbeError as exc:

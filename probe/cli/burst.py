@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from probe.cli import explain
+from probe.cli import evidence, explain
 from probe.cli.common import (
     add_db,
     domain,
@@ -17,6 +17,7 @@ from probe.cli.common import (
     write_json,
 )
 from probe.errors import UsageError
+from probe.logs import CAPTURE
 from probe.report import diagnosis_text, to_json, to_text
 from probe.run import ProbeSettings, Progress, run_probe
 from probe.verdict import Thresholds
@@ -76,6 +77,7 @@ def add_parser(subparsers, parents) -> None:
     p.add_argument("--json", metavar="FILE|-", help="write the result as JSON")
     add_db(p)
     explain.add_options(p)
+    evidence.add_burst_options(p)
     p.set_defaults(handler=run)
 
 
@@ -122,12 +124,17 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     prepared = explain.prepare(args)
     progress = ProgressLine()
+    CAPTURE.clear()  # the evidence bundle keeps this run's log events only
     with open_ledger(args.db) as ledger:
         try:
             outcome = asyncio.run(run_probe(ledger, settings, progress))
         finally:
             progress.clear()
         why = explain.explain(args, prepared, ledger, outcome)
+        run_id = outcome.record.run.run_id
+        evidence.keep_run_artifacts(args, ledger, run_id, why.json_fields())
+        if args.evidence:
+            evidence.write(args, ledger, run_id)
     if args.json:
         write_json(args.json, to_json(outcome.record, outcome.verdict) | why.json_fields())
     if args.json != "-":

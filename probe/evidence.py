@@ -1,0 +1,321 @@
+"""The evidence bundle: everything about one run a support engineer asks for, in one zip.
+
+Built from the ledger alone (rows + the artifacts `burst` kept), so a bundle for an old run needs
+no new run, and the same ledger gives the same files. Files are assembled in memory, every
+string goes through one `Redactor` (secrets always; names and addresses on request, the same
+placeholder everywhere), then written with fixed order and timestamps and a `manifest.json` of
+SHA-256 and size per file. `FILE.zip.sha256` and, when names were replaced,
+`FILE.zip.redaction-map.json` go beside the zip, never inside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import time
+import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from probe import __version__, report_html, stored
+from probe.errors import ProbeError
+from probe.hostfacts import HostFacts, collect
+from probe.ledger import Ledger
+from probe.records import Notification, RunRecord
+from probe.redact import RedactionMap, Redactor, secret_forms
+from probe.report import MEANING, to_json, to_text
+from probe.verdict import Thresholds, Verdict, classify
+
+ZIP_EPOCH = 315532800  # 1980-01-01, the earliest time a zip entry can carry
+MIN_GUARDED_SECRET = 6  # shorter secret forms occur in ordinary words; they are still redacted
+
+
+@dataclass(frozen=True)
+class RunEvidence:
+    """Everything the ledger holds about one run, typed."""
+
+    record: RunRecord
+    verdict: Verdict
+    rows: dict[str, list[dict[str, Any]]]  # table → rows, as stored
+    explanation: stored.StoredExplanation
+    log_events: tuple[dict[str, Any], ...]
+    run_command_line: tuple[str, ...] | None
+    host: HostFacts
+    host_from_run: bool  # False: the run kept no host facts, these were collected now
+    other_artifacts: tuple[tuple[str, Any], ...]  # e.g. upgrade checks, by name
+
+    @property
+    def run_id(self) -> str:
+        return self.record.run.run_id
+
+
+@dataclass(frozen=True)
+class BundleFile:
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    path: Path
+    sha256: str
+    files: tuple[str, ...]
+    mapping_path: Path | None
+    mapping: RedactionMap
+
+
+def load(ledger: Ledger, run_id: str) -> RunEvidence:
+    record = ledger.load(run_id)
+    slow_after = record.run.options.get("slow_after_s", Thresholds.slow_after_s)
+    verdict = classify(record, Thresholds(slow_after_s=float(str(slow_after))))
+    artifacts = ledger.artifacts(run_id)
+    host_json = artifacts.get(stored.HOST)
+    command = artifacts.get(stored.COMMAND_LINE)
+    return RunEvidence(
+        record=record,
+        verdict=verdict,
+        rows=ledger.rows(run_id),
+        explanation=stored.StoredExplanation.from_json(artifacts.get(stored.EXPLANATION)),
+        log_events=tuple(json.loads(artifacts.get(stored.LOG) or "[]")),
+        run_command_line=tuple(json.loads(command)) if command else None,
+        host=HostFacts.from_dict(json.loads(host_json)) if host_json else collect(),
+        host_from_run=host_json is not None,
+        other_artifacts=tuple(
+            (name, json.loads(text)) for name, text in artifacts.items() if name not in stored.KNOWN
+        ),
+    )
+
+
+def auth_safe(commands: Sequence[tuple[str, int | None]]) -> list[str]:
+    """Client commands with AUTH arguments and the answers to 334 challenges removed."""
+    out: list[str] = []
+    in_auth = False
+    for command, code in commands:
+        if re.match(r"(?i)AUTH\b", command):
+            parts = command.split()
+            out.append(" ".join(parts[:2]) + (" [redacted]" if len(parts) > 2 else ""))
+            in_auth = code == 334
+        elif in_auth:
+            out.append("[redacted AUTH response]")
+            in_auth = code == 334
+        else:
+            out.append(command)
+    return out
+
+
+def seed(redactor: Redactor, ev: RunEvidence) -> None:
+    """Register every name and address the run knows, in a fixed order (stable placeholders)."""
+    run = ev.record.run
+    names = {_host_of(run.gateway), _host_of(run.sink), run.domain, ev.host.hostname, ev.host.fqdn}
+    names |= set(ev.host.addresses)
+    for d in ev.rows.get("deliveries", []):
+        names |= {str(d.get("helo") or ""), _host_of(str(d.get("peer") or ""))}
+    for n in ev.record.notifications:
+        for step in n.submission.steps if n.submission else ():
+            if step.reply is not None and step.command in ("connect", "EHLO", "HELO"):
+                names.add(step.reply.text.split(" ", 1)[0].split("\n", 1)[0])
+    for name in sorted(n for n in names if n):
+        redactor.add_host(name)
+
+
+def build(ev: RunEvidence, redactor: Redactor, command_line: Sequence[str]) -> list[BundleFile]:
+    """The bundle's files, redacted, manifest first."""
+    seed(redactor, ev)
+    files: dict[str, bytes] = {}
+
+    def put_json(name: str, value: Any) -> None:
+        text = json.dumps(redactor.redact_data(value), indent=2, ensure_ascii=False) + "\n"
+        files[name] = text.encode("utf-8")
+
+    report = to_json(ev.record, ev.verdict) | ev.explanation.json_fields()
+    report["meaning"], report["what_to_do"] = MEANING[ev.verdict.pattern]
+    report["host_facts_from"] = "run" if ev.host_from_run else "bundle time"
+    put_json("report.json", report)
+    text = to_text(ev.record, ev.verdict) + "\n"
+    files["report.txt"] = redactor.redact(text).encode("utf-8")
+    files["report.html"] = report_html.render(ev, redactor.redact).encode("utf-8")
+    for table, rows in ev.rows.items():
+        put_json(f"ledger/{table}.json", _safe_rows(table, rows))
+    for n in ev.record.notifications:
+        sink_rows = [d for d in ev.rows.get("deliveries", []) if d.get("seq") == n.seq]
+        transcript = transcript_text(ev.record, n, sink_rows)
+        files[f"transcripts/seq-{n.seq:04d}.txt"] = redactor.redact(transcript).encode("utf-8")
+    if ev.explanation.modules_json is not None:
+        put_json("modules.json", ev.explanation.modules_json)
+    for name, value in ev.other_artifacts:
+        put_json(f"{_safe_name(name)}.json", value)
+    host = ev.host.to_dict() | {
+        "collected": "when the run ended" if ev.host_from_run else "when this bundle was made",
+        "gateway_processes": [s.to_dict() for s in ev.explanation.gateway_processes],
+    }
+    put_json("host.json", host)
+    log_lines = [json.dumps(redactor.redact_data(e), ensure_ascii=False) for e in ev.log_events]
+    files["log.jsonl"] = ("\n".join(log_lines) + ("\n" if log_lines else "")).encode("utf-8")
+
+    manifest = {
+        "tool": "notifyprobe",
+        "version": __version__,
+        "run_id": ev.run_id,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command_line": list(command_line),
+        "run_command_line": list(ev.run_command_line) if ev.run_command_line else None,
+        "redaction": {
+            "secrets": "always removed: passwords, AUTH exchanges, user:password@ in URLs",
+            "replaced": list(redactor.kinds),
+            "mapping": "beside the bundle (FILE.zip.redaction-map.json), never inside it",
+        },
+        "files": [
+            {"name": name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+            for name, data in sorted(files.items())
+        ],
+    }
+    manifest_text = json.dumps(redactor.redact_data(manifest), indent=2, ensure_ascii=False)
+    return [BundleFile("manifest.json", (manifest_text + "\n").encode("utf-8"))] + [
+        BundleFile(name, data) for name, data in sorted(files.items())
+    ]
+
+
+def guard(files: Sequence[BundleFile], secrets: Sequence[str]) -> None:
+    """Refuse to write a bundle that still holds a secret (a bug elsewhere, caught here)."""
+    for secret in secrets:
+        for form in secret_forms(secret):
+            if len(form) < MIN_GUARDED_SECRET:
+                continue
+            for f in files:
+                if form.encode("utf-8") in f.data:
+                    raise ProbeError(f"refusing to write the bundle: a secret is left in {f.name}")
+
+
+def write_zip(files: Sequence[BundleFile], out: Path, when: float) -> str:
+    """Write the zip atomically, with fixed entry times and order; return its SHA-256."""
+    date_time = time.gmtime(max(when, ZIP_EPOCH))[:6]
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for f in files:
+            info = zipfile.ZipInfo(f.name, date_time=date_time)
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            info.create_system = 3
+            archive.writestr(info, f.data)
+    data = buffer.getvalue()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        temp = out.with_name(out.name + ".part")
+        temp.write_bytes(data)
+        os.replace(temp, out)
+    except OSError as exc:
+        raise ProbeError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_bundle(
+    ledger: Ledger,
+    run_id: str,
+    out: Path,
+    *,
+    kinds: Sequence[str] = (),
+    secrets: Sequence[str] = (),
+    command_line: Sequence[str] = (),
+) -> BundleResult:
+    ev = load(ledger, run_id)
+    redactor = Redactor(secrets, kinds)
+    files = build(ev, redactor, command_line)
+    guard(files, secrets)
+    digest = write_zip(files, out, ev.record.run.started_at)
+    beside = out.with_name(out.name + ".sha256")
+    mapping = redactor.mapping()
+    mapping_path = out.with_name(out.name + ".redaction-map.json")
+    try:
+        beside.write_text(f"{digest}  {out.name}\n", encoding="utf-8")
+        if redactor.kinds:
+            fd = os.open(mapping_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(mapping.to_dict(), handle, indent=2, ensure_ascii=False)
+                handle.write("\n")
+    except OSError as exc:
+        raise ProbeError(f"cannot write beside {out}: {exc.strerror or exc}") from exc
+    return BundleResult(
+        path=out,
+        sha256=digest,
+        files=tuple(f.name for f in files),
+        mapping_path=mapping_path if redactor.kinds else None,
+        mapping=mapping,
+    )
+
+
+# -- transcripts --------------------------------------------------------------------------
+
+
+def transcript_text(record: RunRecord, n: Notification, sink_rows: Sequence[dict[str, Any]]) -> str:
+    """Both sides of one notification: the probe's SMTP dialogue and what the sink recorded."""
+    run = record.run
+    t0 = run.started_at
+    what = "control message (straight to the sink)" if n.is_control else "notification"
+    target = run.sink if n.is_control else run.gateway
+    lines = [f"{what} seq {n.seq} · token {n.token} · run {run.run_id}", ""]
+    lines.append(f"client side (probe → {target})")
+    s = n.submission
+    if s is None:
+        lines.append("  never submitted (the run ended before this notification)")
+    else:
+        commands = auth_safe([(st.command, st.reply.code if st.reply else None) for st in s.steps])
+        for step, command in zip(s.steps, commands, strict=True):
+            lines.append(f"  {_stamp(step.at, t0)}  C: {command}")
+            if step.reply is not None:
+                for i, part in enumerate(step.reply.text.splitlines() or [""]):
+                    sep = "-" if i < len(step.reply.text.splitlines()) - 1 else " "
+                    lines.append(f"  {'':>27}  S: {step.reply.code}{sep}{part}")
+            if step.error is not None:
+                lines.append(f"  {'':>27}  !  {step.error}")
+        lines.append(f"  outcome: {'accepted' if s.accepted else 'not accepted'} · {s.describe()}")
+    lines += ["", f"sink side ({'probe' if n.is_control else 'gateway'} → sink {run.sink})"]
+    if not sink_rows:
+        lines.append("  nothing received: the sink never recorded this notification")
+    for i, d in enumerate(sink_rows, start=1):
+        lines += [
+            f"  copy {i}: {_stamp(float(d['received_at']), t0)}  from {d.get('peer') or '?'}"
+            + (f"  HELO {d['helo']}" if d.get("helo") else ""),
+            f"    MAIL FROM:<{d.get('mail_from', '')}>",
+            *(f"    RCPT TO:<{r}>" for r in str(d.get("rcpts", "")).split(",") if r),
+            f"    DATA {d.get('size', 0)} bytes · token found in {d.get('found_in', '?')}",
+            "    250 2.0.0 Recorded (answered only after the row was committed)",
+        ]
+    if n.latency_s is not None:
+        lines += ["", f"latency (submission start → first copy): {n.latency_s:.3f} s"]
+    return "\n".join(lines) + "\n"
+
+
+def _safe_rows(table: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ledger rows as stored, but transcripts parsed and AUTH arguments removed."""
+    if table != "notifications":
+        return rows
+    out = []
+    for row in rows:
+        steps = json.loads(row.get("transcript") or "[]")
+        codes = [(s.get("command", ""), (s.get("reply") or {}).get("code")) for s in steps]
+        for step, command in zip(steps, auth_safe(codes), strict=True):
+            step["command"] = command
+        out.append(row | {"transcript": steps})
+    return out
+
+
+def _stamp(at: float, t0: float) -> str:
+    wall = datetime.fromtimestamp(at, timezone.utc).strftime("%H:%M:%S.%f")[:-3]
+    return f"{f'+{at - t0:.3f} s':>10} {wall}Z"
+
+
+def _host_of(endpoint: str) -> str:
+    match = re.fullmatch(r"\[([^\]]+)\](?::\d+)?|([^:]+)(?::\d+)?|(.*)", endpoint.strip())
+    if match is None:
+        return ""
+    return match.group(1) or match.group(2) or match.group(3) or ""
+
+
+def _safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "artifact"

@@ -1,0 +1,147 @@
+"""What a run keeps in the ledger beside its rows: explanation, log, command line, host facts.
+
+`burst` stores these as named JSON artifacts when it ends, so `notifyprobe evidence` on an old run
+rebuilds the same bundle without re-running anything or re-scanning a host that has changed
+since. Everything is cleaned of secrets before it is stored: the ledger itself never holds one.
+Reading back gives typed records, not loose dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from probe.diagnosis import Confidence, Diagnosis
+from probe.hostfacts import HostFacts
+from probe.ledger import Ledger
+from probe.redact import Redactor, clean_argv
+from probe.restarts import ProcessStart
+
+EXPLANATION = "explanation"  # diagnosis, module inventory, gateway processes
+LOG = "log"  # the structured log events of the run
+COMMAND_LINE = "command_line"  # argv with secrets removed
+HOST = "host"  # host facts when the run ended
+KNOWN = (EXPLANATION, LOG, COMMAND_LINE, HOST)
+
+
+@dataclass(frozen=True)
+class InventoryRow:
+    """One process with a matching module loaded, as the run's inventory judged it."""
+
+    pid: int
+    process: str
+    module: str
+    mapped_path: str
+    state: str
+    reason: str
+    loaded_version: str | None
+    installed_version: str | None
+    installed_path: str | None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InventoryRow:
+        return cls(
+            pid=int(d.get("pid") or 0),
+            process=str(d.get("process") or "?"),
+            module=str(d.get("module") or ""),
+            mapped_path=str(d.get("mapped_path") or ""),
+            state=str(d.get("state") or "unknown"),
+            reason=str(d.get("reason") or ""),
+            loaded_version=d.get("loaded_version"),
+            installed_version=d.get("installed_version"),
+            installed_path=d.get("installed_path"),
+        )
+
+
+@dataclass(frozen=True)
+class InventoryView:
+    names: tuple[str, ...]
+    platform: str
+    scanned: int
+    denied: int
+    vanished: int
+    rows: tuple[InventoryRow, ...]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InventoryView:
+        return cls(
+            names=tuple(str(n) for n in d.get("names", [])),
+            platform=str(d.get("platform", "")),
+            scanned=int(d.get("scanned", 0)),
+            denied=int(d.get("denied", 0)),
+            vanished=int(d.get("vanished", 0)),
+            rows=tuple(InventoryRow.from_dict(h) for h in d.get("hits", [])),
+        )
+
+
+@dataclass(frozen=True)
+class StoredExplanation:
+    """The diagnosis side of a run as `burst` saw it (None/empty when not taken)."""
+
+    diagnosis: Diagnosis | None = None
+    inventory: InventoryView | None = None
+    gateway_processes: tuple[ProcessStart, ...] = ()
+    modules_json: dict[str, Any] | None = None  # Inventory.to_dict(), kept whole for modules.json
+
+    @classmethod
+    def from_json(cls, text: str | None) -> StoredExplanation:
+        if not text:
+            return cls()
+        data = json.loads(text)
+        d = data.get("diagnosis")
+        diagnosis = (
+            Diagnosis(
+                signature=str(d["signature"]),
+                title=str(d["title"]),
+                cause=str(d["cause"]),
+                confidence=Confidence[str(d["confidence"]).upper()],
+                because=tuple(d.get("because", [])),
+                remediation=tuple(d.get("remediation", [])),
+                reference=str(d.get("reference", "")),
+                runbook=str(d.get("runbook", "")),
+            )
+            if d
+            else None
+        )
+        modules = data.get("modules")
+        starts = tuple(
+            ProcessStart(str(p["kind"]), str(p["name"]), int(p["pid"]), float(p["started_at"]))
+            for p in data.get("gateway_processes", [])
+        )
+        return cls(
+            diagnosis=diagnosis,
+            inventory=InventoryView.from_dict(modules) if modules else None,
+            gateway_processes=starts,
+            modules_json=modules,
+        )
+
+    def json_fields(self) -> dict[str, Any]:
+        return {
+            "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
+            "modules": self.modules_json,
+            "gateway_processes": [s.to_dict() for s in self.gateway_processes],
+        }
+
+
+def keep(
+    ledger: Ledger,
+    run_id: str,
+    *,
+    explanation: dict[str, Any],
+    log_events: Sequence[dict[str, Any]],
+    argv: Sequence[str],
+    host: HostFacts,
+    secrets: Sequence[str] = (),
+) -> None:
+    """Store the run's artifacts, cleaned of every known secret first."""
+    clean = Redactor(secrets)
+    documents = {
+        EXPLANATION: explanation,
+        LOG: list(log_events),
+        COMMAND_LINE: clean_argv(argv),
+        HOST: host.to_dict(),
+    }
+    for name, value in documents.items():
+        ledger.put_artifact(run_id, name, json.dumps(clean.redact_data(value), ensure_ascii=False))
