@@ -49,8 +49,15 @@ class LogCapture:
 
 
 CAPTURE = LogCapture()
-_LEVELS = {"debug": 10, "info": 20, "warn": 30, "warning": 30, "error": 40, "exception": 40,
-           "critical": 50}
+_LEVELS = {
+    "debug": 10,
+    "info": 20,
+    "warn": 30,
+    "warning": 30,
+    "error": 40,
+    "exception": 40,
+    "critical": 50,
+}
 
 
 def _threshold(numeric: int) -> structlog.types.Processor:

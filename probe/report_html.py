@@ -80,7 +80,7 @@ def render(ev: RunEvidence, clean: Clean) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>notifyprobe run {esc(run.run_id)}: {esc(verdict.pattern.value)}</title>",
         f"<style>{CSS}</style></head><body><main>",
-        f"<h1>notifyprobe evidence — run <span class=\"mono\">{esc(run.run_id)}</span></h1>",
+        f'<h1>notifyprobe evidence — run <span class="mono">{esc(run.run_id)}</span></h1>',
         f'<div class="meta">gateway <b>{esc(run.gateway)}</b> → sink {esc(run.sink)} · '
         f"domain {esc(run.domain)} · started {esc(started)} · status {esc(run.status)}</div>",
         f'<section class="verdict" id="verdict" style="--c:{colour}">',
@@ -125,7 +125,7 @@ def _diagnosis(ev: RunEvidence, esc: Callable[[object], str], action: str) -> li
         f"<p><b>[{esc(d.signature)}] {esc(d.title)}</b> — confidence "
         f"<b>{esc(d.confidence.word)}</b></p>",
         f'<p class="cause">{esc(d.cause)}</p>',
-        "<p>Because:</p><ul class=\"because\">",
+        '<p>Because:</p><ul class="because">',
         *(f"<li>{esc(line)}</li>" for line in d.because),
         '</ul><p id="remediation"><b>What to do:</b></p><ol class="steps">',
         *(f"<li>{esc(step)}</li>" for step in d.remediation),
@@ -157,7 +157,7 @@ def _inventory(ev: RunEvidence, esc: Callable[[object], str]) -> list[str]:
             f'<tr><td class="state-{esc(r.state)}">{esc(r.state)}</td>'
             f'<td class="num">{r.pid}</td><td>{esc(r.process)}</td>'
             f'<td class="mono">{esc(r.mapped_path)}</td><td>{esc(r.loaded_version or "?")}</td>'
-            f'<td>{esc(r.installed_version or "?")}</td><td>{esc(r.reason)}</td></tr>'
+            f"<td>{esc(r.installed_version or '?')}</td><td>{esc(r.reason)}</td></tr>"
         )
     out.append("</table>")
     return out
@@ -238,7 +238,7 @@ def _timeline(
         out.append(f'<text x="{LEFT}" y="{TOP + 14}">no notification was recorded</text>')
     out.append("</g></svg>")
     more = len(burst) + len(control) - len(rows)
-    note = f"<p class=\"meta\">first {len(rows)} rows shown; {more} more in report.json</p>"
+    note = f'<p class="meta">first {len(rows)} rows shown; {more} more in report.json</p>'
     return "\n".join(out) + ("\n" + note if more > 0 else "")
 
 
