@@ -1,0 +1,280 @@
+"""The evidence bundle: from a real first-only lab run with a stale module held, to a zip whose
+manifest verifies, whose HTML renders in a real headless browser, and which holds no secret and
+none of the names it redacted. Also: an old run bundled later, determinism, hostile replies.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from fixtures.hold_module import held
+from fixtures.make_pe import build_dll, write_dll
+from probe import evidence, report_html, stored
+from probe.diagnosis import Confidence, Diagnosis
+from probe.hostfacts import collect
+from probe.lab import free_port
+from probe.ledger import Ledger
+from probe.records import Notification, Run, RunRecord, SmtpReply, Step, Submission
+from probe.redact import secret_forms
+from probe.verdict import classify
+from tests.conftest import probe_lab
+
+ROOT = Path(__file__).resolve().parent.parent
+NAME = "MPNotifyPerf.dll"
+DOMAIN = "notify.corp-example.net"
+SECRET = "Tr0ub4dor&3-s3cr3t"
+AUTH_PLAIN = base64.b64encode(f"\0ops\0{SECRET}".encode()).decode()
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+
+
+@contextmanager
+def lab_gateway(mode: str, sink_port: int) -> Iterator[int]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "probe", "lab", "gateway", "--mode", mode,
+         "--listen", f"127.0.0.1:{port}", "--relay", f"127.0.0.1:{sink_port}"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        assert "listening" in proc.stderr.readline()
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def notifyprobe(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "probe", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+@pytest.fixture
+def stale_dll(tmp_path: Path) -> Iterator[Path]:
+    """MPNotifyPerf.dll 1.0.0.9 held by a process, then upgraded on disk to 2.0.0.4."""
+    dll = write_dll(tmp_path / NAME, "1.0.0.9")
+    with held(dll):
+        temp = tmp_path / "setup.tmp"
+        temp.write_bytes(build_dll("2.0.0.4", name=NAME))
+        os.replace(temp, dll)
+        yield dll
+
+
+def leak_secret_into_ledger(db: Path) -> None:
+    """What sos report once did: the password in a log and a command line, plus an AUTH dialogue
+    in the transcript. The bundle must remove all of it even when the ledger holds it."""
+    with Ledger(db) as ledger:
+        run_id = ledger.run_ids(limit=1)[0]
+        events = json.loads(ledger.artifacts(run_id)[stored.LOG])
+        events.append({"event": "smtp_login", "detail": f"logging in as ops with {SECRET}"})
+        ledger.put_artifact(run_id, stored.LOG, json.dumps(events))
+        argv = ["burst", f"--smtp-password={SECRET}", f"smtp://ops:{SECRET}@relay.{DOMAIN}"]
+        ledger.put_artifact(run_id, stored.COMMAND_LINE, json.dumps(argv))
+    auth = [
+        {"at": 0.0, "command": f"AUTH PLAIN {AUTH_PLAIN}", "reply": {"code": 235, "text": "ok"}},
+        {"at": 0.0, "command": "AUTH LOGIN", "reply": {"code": 334, "text": "VXNlcm5hbWU6"}},
+        {"at": 0.0, "command": "b3Bz", "reply": {"code": 334, "text": "UGFzc3dvcmQ6"}},
+        {"at": 0.0, "command": base64.b64encode(SECRET.encode()).decode(),
+         "reply": {"code": 235, "text": "2.7.0 Authentication successful"}},
+    ]  # fmt: skip
+    conn = sqlite3.connect(db)
+    with conn:
+        (steps,) = conn.execute("SELECT transcript FROM notifications WHERE seq = 1").fetchone()
+        steps = json.loads(steps)
+        conn.execute("UPDATE notifications SET transcript = ? WHERE seq = 1",
+                     (json.dumps(steps[:2] + auth + steps[2:]),))  # fmt: skip
+    conn.close()
+
+
+def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None
+    return subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--disable-extensions", f"--user-data-dir={profile}",
+         "--enable-logging=stderr", "--v=0", *args],
+        capture_output=True, text=True, timeout=90,
+    )  # fmt: skip
+
+
+def console_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+
+
+def read_bundle(path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        assert archive.testzip() is None
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def appears(original: str, data: bytes) -> bool:
+    """As a whole token, case-insensitive: the way the redactor replaces it."""
+    pattern = rb"(?<![\w-])" + re.escape(original.encode()) + rb"(?![\w-])"
+    return re.search(pattern, data, re.I) is not None
+
+
+@linux_only
+def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
+    stale_dll: Path, tmp_path: Path
+) -> None:
+    env = os.environ | {"NOTIFYPROBE_SMTP_PASSWORD": SECRET}
+    db, out = tmp_path / "ledger.sqlite3", tmp_path / "case" / "evidence.zip"
+    sink_port = free_port()
+    with lab_gateway("first-only", sink_port) as port:
+        burst = notifyprobe("burst", "--gateway", f"127.0.0.1:{port}", "--sink",
+                            f"127.0.0.1:{sink_port}", "--domain", DOMAIN, "--count", "4",
+                            "--timeout", "5", "--grace", "0.3", "--db", str(db),
+                            "--module", NAME, "--installed", str(stale_dll), env=env)  # fmt: skip
+    assert burst.returncode == 2, burst.stderr
+    leak_secret_into_ledger(db)
+
+    made = notifyprobe("evidence", "--last", "--db", str(db), "--out", str(out),
+                       "--redact", "hosts", "emails", "ips", env=env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    files = read_bundle(out)
+
+    # The manifest lists every other file with a SHA-256 and size that verify.
+    manifest = json.loads(files["manifest.json"])
+    listed = {f["name"]: f for f in manifest["files"]}
+    assert set(listed) == set(files) - {"manifest.json"}
+    for name, entry in listed.items():
+        assert entry["sha256"] == hashlib.sha256(files[name]).hexdigest(), name
+        assert entry["size"] == len(files[name]), name
+    digest, zip_name = out.with_name("evidence.zip.sha256").read_text().split()
+    assert (digest, zip_name) == (hashlib.sha256(out.read_bytes()).hexdigest(), "evidence.zip")
+    assert manifest["command_line"][:2] == ["evidence", "--last"]
+    for expected in ("report.html", "report.json", "modules.json", "host.json", "log.jsonl",
+                     "ledger/deliveries.json", "transcripts/seq-0001.txt"):  # fmt: skip
+        assert expected in files
+
+    # The run, verdict and diagnosis are in the report.
+    report = json.loads(files["report.json"])
+    assert report["verdict"]["pattern"] == "first_only"
+    assert (report["diagnosis"]["signature"], report["diagnosis"]["confidence"]) == ("000", "high")
+    assert any(h["state"] == "stale" for h in report["modules"]["hits"])
+    first = files["transcripts/seq-0001.txt"].decode()
+    assert "client side" in first and "sink side" in first and "HELO host-" in first
+    assert "AUTH PLAIN [redacted]" in first and "[redacted AUTH response]" in first
+    assert "nothing received" in files["transcripts/seq-0002.txt"].decode()
+
+    # Redaction: no secret in any form, no original name, the mapping beside and not inside.
+    mapping_path = out.with_name("evidence.zip.redaction-map.json")
+    mapping = json.loads(mapping_path.read_text())
+    assert not any("redaction-map" in name for name in files)
+    assert DOMAIN in mapping["hosts"] and "lab-gateway" in mapping["hosts"]
+    assert any(DOMAIN in address for address in mapping["emails"])
+    originals = [*mapping["hosts"], *mapping["emails"], *mapping["ips"]]
+    forms = secret_forms(SECRET) | {AUTH_PLAIN, "ops:" + SECRET}
+    for name, data in files.items():
+        for form in forms:
+            assert form.encode() not in data, f"secret form {form!r} in {name}"
+        for original in originals:
+            assert not appears(original, data), f"{original!r} in {name}"
+        assert mapping["note"].encode() not in data
+    assert mapping["secrets_removed"] > 0
+
+    # The HTML renders in a real browser: verdict, timeline, diagnosis, no console errors.
+    html_text = files["report.html"].decode()
+    assert not re.search(r"<script|<link|<img|<iframe|url\(|https?://(?!www\.w3\.org/2000/svg)",
+                         html_text)  # fmt: skip
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed (.ci/system-packages installs it)")
+    page = tmp_path / "report.html"
+    page.write_bytes(files["report.html"])
+    dom = chromium(tmp_path / "profile-dom", "--dump-dom", page.as_uri())
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "first_only" in dom.stdout and "<svg" in dom.stdout
+    assert "[000]" in dom.stdout and "Back up the notification templates." in dom.stdout
+    assert "lost (accepted, never delivered)" in dom.stdout
+    assert console_lines(dom.stderr) == []
+    shot = tmp_path / "report.png"
+    snap = chromium(tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1200,1600",
+                    "--hide-scrollbars", page.as_uri())  # fmt: skip
+    assert snap.returncode == 0, snap.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+    assert console_lines(snap.stderr) == []
+    print(f"screenshot: {shot}")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+def test_console_error_detection_works_on_a_page_that_has_one(tmp_path: Path) -> None:
+    """The check above would be empty if this chromium logged no console lines at all."""
+    page = tmp_path / "bad.html"
+    page.write_text("<html><body><script>console.error('boom'); nosuch();</script></body></html>")
+    run = chromium(tmp_path / "profile", "--dump-dom", page.as_uri())
+    assert any("boom" in line for line in console_lines(run.stderr))
+
+
+async def test_bundle_of_an_old_run_is_made_from_the_ledger_alone(
+    ledger: Ledger, tmp_path: Path
+) -> None:
+    old = await probe_lab(ledger, "healthy", count=3)
+    old_id = old.record.run.run_id
+    modules = {"names": [NAME], "installed": [], "platform": "linux", "scanned": 9, "denied": 0,
+               "vanished": 0, "elapsed_s": 0.1, "hits": []}  # fmt: skip
+    stored.keep(ledger, old_id, explanation={"diagnosis": None, "modules": modules,
+                "gateway_processes": [{"kind": "process", "name": "gw", "pid": 42,
+                                       "started_at": 1.0}]},
+                log_events=[{"event": "run_started", "run_id": old_id}],
+                argv=["burst", "--count", "3"], host=collect())  # fmt: skip
+    await probe_lab(ledger, "first-only", count=3)
+    assert ledger.run_ids(limit=1)[0] != old_id
+
+    result = evidence.make_bundle(ledger, old_id, tmp_path / "old.zip")
+    files = read_bundle(result.path)
+    report = json.loads(files["report.json"])
+    assert (report["run_id"], report["verdict"]["pattern"]) == (old_id, "healthy")
+    assert json.loads(files["modules.json"]) == modules
+    assert json.loads(files["host.json"])["gateway_processes"][0]["pid"] == 42
+    assert json.loads(files["manifest.json"])["run_command_line"] == ["burst", "--count", "3"]
+    assert json.loads(files["log.jsonl"].splitlines()[0])["run_id"] == old_id
+    rows = json.loads(files["ledger/notifications.json"])
+    assert {r["run_id"] for r in rows} == {old_id} and len(rows) == 4
+    assert result.mapping_path is None and not (tmp_path / "old.zip.redaction-map.json").exists()
+
+    again = read_bundle(evidence.make_bundle(ledger, old_id, tmp_path / "again.zip").path)
+    assert {n: d for n, d in again.items() if n != "manifest.json"} == {
+        n: d for n, d in files.items() if n != "manifest.json"
+    }
+    with zipfile.ZipFile(result.path) as archive:
+        assert len({info.date_time for info in archive.infolist()}) == 1
+
+
+def hostile_evidence() -> evidence.RunEvidence:
+    hostile = '<script>alert("x")</script>'
+    steps = (Step(1.0, "connect", SmtpReply(220, f"gw {hostile}")),)
+    submission = Submission(1.0, 1.1, "data", SmtpReply(550, f"5.7.1 {hostile}", "5.7.1"),
+                            steps=steps)  # fmt: skip
+    run = Run("0123456789", "gw:25", "probe.invalid", 2, 1.0, sink="127.0.0.1:2525")
+    rid = run.run_id
+    record = RunRecord(run, tuple(Notification(rid, seq, f"np-{rid}-{seq}", submission)
+                                  for seq in (1, 2)))  # fmt: skip
+    diagnosis = Diagnosis("000", "<b>title</b>", "<img src=x onerror=alert(1)>", Confidence.LOW,
+                          (hostile,), ("step <i>one</i>",), "ref", "runbook")  # fmt: skip
+    return evidence.RunEvidence(
+        record=record, verdict=classify(record), rows={},
+        explanation=stored.StoredExplanation(diagnosis=diagnosis), log_events=(),
+        run_command_line=None, host=collect(), host_from_run=False, other_artifacts=(),
+    )  # fmt: skip
+
+
+def test_hostile_reply_text_is_escaped_in_the_html() -> None:
+    page = report_html.render(hostile_evidence(), lambda text: text)
+    assert "<script" not in page and "<img" not in page and "<b>title" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    assert "all_rejected" in page and "<svg" in page

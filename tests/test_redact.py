@@ -1,0 +1,97 @@
+"""Redaction: secrets gone in every form, names and addresses replaced the same way everywhere."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from probe.cli.evidence import config_secrets
+from probe.redact import REDACTED, Redactor, clean_argv, secret_forms, secret_values_in_argv
+
+SECRET = 'pa$$&"w<0>rd 9'
+
+
+def test_secret_is_removed_raw_and_in_json_html_url_and_base64_forms() -> None:
+    r = Redactor([SECRET])
+    for form in secret_forms(SECRET):
+        assert form not in r.redact(f"before {form} after"), form
+    text = json.dumps({"line": f"login with {SECRET}"})
+    assert SECRET not in r.redact(text) and json.dumps(SECRET)[1:-1] not in r.redact(text)
+    assert r.secrets_removed >= len(secret_forms(SECRET))
+
+
+def test_auth_arguments_and_url_passwords_are_always_removed() -> None:
+    blob = base64.b64encode(b"\0ops\0hunter2").decode()
+    r = Redactor()
+    assert r.redact(f"C: AUTH PLAIN {blob}") == f"C: AUTH PLAIN {REDACTED}"
+    assert r.redact("smtp://ops:hunter2@relay.example:587") == (
+        f"smtp://ops:{REDACTED}@relay.example:587"
+    )
+
+
+def test_command_line_hides_secret_option_values_but_keeps_where_they_come_from() -> None:
+    argv = ["burst", "--password", "hunter2", "--smtp-secret=s3", "--password-env", "SMTP_PW",
+            "--api-token", "t0k", "smtp://u:p4ss@gw:25", "--count", "4"]  # fmt: skip
+    cleaned = clean_argv(argv)
+    assert cleaned == ["burst", "--password", REDACTED, f"--smtp-secret={REDACTED}",
+                       "--password-env", "SMTP_PW", "--api-token", REDACTED,
+                       f"smtp://u:{REDACTED}@gw:25", "--count", "4"]  # fmt: skip
+    assert secret_values_in_argv(argv) == {"hunter2", "s3", "t0k", "p4ss"}
+
+
+def test_same_name_gets_the_same_placeholder_in_every_file() -> None:
+    r = Redactor(kinds=["hosts", "emails", "ips"])
+    r.add_host("gw.corp.example")
+    r.add_host("corp.example")
+    r.add_ip("10.20.30.40")
+    a = r.redact("banner 220 gw.corp.example ESMTP from 10.20.30.40:25 <ops@corp.example>")
+    b = r.redact('{"gateway": "GW.corp.example", "peer": "10.20.30.40", "to": "ops@corp.example"}')
+    mapping = r.mapping()
+    gw, domain, ip = mapping.hosts["gw.corp.example"], mapping.hosts["corp.example"], "ip-1"
+    assert a == f"banner 220 {gw} ESMTP from {ip}:25 <user-1@{domain}>"
+    assert b == f'{{"gateway": "{gw}", "peer": "{ip}", "to": "user-1@{domain}"}}'
+    for original in mapping.originals():
+        assert original.lower() not in (a + b).lower()
+
+
+def test_addresses_are_found_by_pattern_but_versions_and_loopback_are_kept() -> None:
+    r = Redactor(kinds=["ips"])
+    text = r.redact("loaded 1.0.0.9, installed 2.0.0.4; peer 198.51.100.7:2525, [2001:db8::5]:25, "
+                    "sink 127.0.0.1:2525, ::1, at 12:30:45")  # fmt: skip
+    assert text == ("loaded 1.0.0.9, installed 2.0.0.4; peer ip-2:2525, [ip-1]:25, "
+                    "sink 127.0.0.1:2525, ::1, at 12:30:45")  # fmt: skip
+
+
+def test_kinds_not_asked_for_are_left_alone() -> None:
+    r = Redactor(["hunter2"])
+    r.add_host("gw.corp.example")
+    text = "gw.corp.example 10.1.2.3:25 ops@corp.example hunter2"
+    assert r.redact(text) == f"gw.corp.example 10.1.2.3:25 ops@corp.example {REDACTED}"
+    assert r.mapping().originals() == []
+
+
+def test_data_is_redacted_in_keys_and_values() -> None:
+    r = Redactor(["hunter2"], kinds=["hosts"])
+    r.add_host("gw.corp.example")
+    assert r.redact_data({"gw.corp.example": ["hunter2", 3, None]}) == {
+        "host-1": [REDACTED, 3, None]
+    }
+
+
+def test_unknown_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="users"):
+        Redactor(kinds=["users"])
+
+
+def test_config_passwords_literal_env_and_file_are_secrets(tmp_path, monkeypatch) -> None:
+    (tmp_path / "pw").write_text("from-file\n")
+    monkeypatch.setenv("WATCH_PW", "from-env")
+    config = tmp_path / "watch.toml"
+    config.write_text(
+        '[[target]]\nname = "gw"\npassword = "literal"\n'
+        f'[[target]]\nname = "b"\npassword_env = "WATCH_PW"\n'
+        f'[[target]]\nname = "c"\npassword_file = "{tmp_path / "pw"}"\n'
+    )
+    assert {"literal", "from-env", "from-file"} <= config_secrets(config)
