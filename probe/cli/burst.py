@@ -15,14 +15,13 @@ from probe.cli.common import (
     seconds,
     write_json,
 )
+from probe.config import MAX_COUNT
 from probe.errors import ProbeError, UsageError
 from probe.nagios import Limits, plugin_result, unknown_line
 from probe.report import to_json, to_text
 from probe.run import ProbeSettings, Progress, run_probe
 from probe.verdict import Thresholds
 from probe.waiting import Patience
-
-MAX_COUNT = 10_000
 
 
 def add_parser(subparsers, parents) -> None:
