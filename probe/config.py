@@ -87,7 +87,7 @@ class Target:
 class OnChange:
     """The command run when a target's verdict changes: argv, never a shell string."""
 
-    command: tuple[str, ...]
+    command: tuple[str, ...] = ()  # empty: only write evidence
     timeout_s: float = 30.0
     evidence_dir: Path | None = None
 
@@ -154,7 +154,7 @@ def load(path: Path | str, environ: Mapping[str, str] | None = None) -> WatchCon
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read config {path}: {exc.strerror}") from None
-    return parse(text, source=str(path), base=path.parent, environ=environ)
+    return parse(text, source=str(path), base=path.parent.resolve(), environ=environ)
 
 
 def parse(
@@ -318,12 +318,8 @@ class _Reader:
     def on_change(self, raw: dict[str, Any]) -> OnChange:
         where = "[on_change]"
         self.only(raw, _ON_CHANGE_KEYS, where)
-        command = raw.get("command")
-        if (
-            not isinstance(command, list)
-            or not command
-            or not all(isinstance(a, str) and a for a in command)
-        ):
+        command = raw.get("command", [])
+        if not isinstance(command, list) or not all(isinstance(a, str) and a for a in command):
             raise self.fail(
                 where,
                 'command is a list of arguments, e.g. ["/usr/local/bin/page", '
@@ -333,6 +329,8 @@ class _Reader:
         if not 0 < timeout <= 600:
             raise self.fail(where, "timeout must be above 0 and at most 600 s")
         evidence = self.string(raw, "evidence_dir", where, "")
+        if not command and not evidence:
+            raise self.fail(where, "give a command, an evidence_dir, or both")
         return OnChange(
             command=tuple(command),
             timeout_s=timeout,
