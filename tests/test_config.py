@@ -158,3 +158,10 @@ def test_caps_can_be_lowered_and_raised_up_to_the_hard_ceiling():
     text = "[limits]\nmax_count = 1000\nmin_interval = 5\nmax_per_minute = 6000\n" + MINIMAL
     cfg = parse(text + "count = 500\ninterval = 5\n")
     assert (cfg.targets[0].count, cfg.targets[0].interval_s) == (500, 5.0)
+
+
+def test_the_documented_example_config_is_valid():
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "watch.toml"
+    cfg = load(example, environ={"NOTIFYPROBE_LYON_PASSWORD": "x"})
+    assert [t.name for t in cfg.targets] == ["meetingplace-paris", "meetingplace-lyon"]
+    assert cfg.targets[1].interval_s == 600.0
