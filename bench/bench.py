@@ -233,6 +233,7 @@ def end_to_end(count: int) -> tuple[float, dict[str, float]]:
                     [PY, "-m", "probe", "burst", "--gateway", f"127.0.0.1:{gateway_port}",
                      "--sink", f"127.0.0.1:{sink_port}", "--no-sink", "--db", db,
                      "--count", str(count), "--concurrency", "20", "--timeout", "120",
+                     "--slow-after", "3600",
                      "--json", os.devnull],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                 )  # fmt: skip
