@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 
+from probe.cli import explain
 from probe.cli.common import (
     add_db,
     domain,
@@ -18,7 +19,7 @@ from probe.cli.common import (
 from probe.config import MAX_COUNT
 from probe.errors import ProbeError, UsageError
 from probe.nagios import Limits, plugin_result, unknown_line
-from probe.report import to_json, to_text
+from probe.report import diagnosis_text, to_json, to_text
 from probe.run import ProbeSettings, Progress, run_probe
 from probe.verdict import Thresholds
 from probe.waiting import Patience
@@ -94,6 +95,7 @@ def add_parser(subparsers, parents) -> None:
         help="CRITICAL when loss or the slowest delivery is above this (nagios format)",
     )
     add_db(p)
+    explain.add_options(p)
     p.set_defaults(handler=run)
 
 
@@ -149,25 +151,29 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("burst: --json - and --format nagios both want stdout; pick one")
     try:
         settings = settings_from(args)
+        prepared = explain.prepare(args)
         progress = ProgressLine()
         with open_ledger(args.db) as ledger:
             try:
                 outcome = asyncio.run(run_probe(ledger, settings, progress))
             finally:
                 progress.clear()
+            why = explain.explain(args, prepared, ledger, outcome)
     except ProbeError as exc:
         if fmt == "nagios":  # a plugin must say UNKNOWN on stdout, not only on stderr
             print(unknown_line(str(exc)), flush=True)
         raise
     record, verdict = outcome.record, outcome.verdict
+    report = to_json(record, verdict) | why.json_fields()
     if args.json and args.json != "-":
-        write_json(args.json, to_json(record, verdict))
+        write_json(args.json, report)
     if fmt == "json":
-        write_json("-", to_json(record, verdict))
+        write_json("-", report)
         return int(verdict.severity)
     if fmt == "nagios":
         result = plugin_result(record, verdict, args.warning, args.critical)
         print(result.line)
         return int(result.state)
     print(to_text(record, verdict, outcome.elapsed_s))
+    print(diagnosis_text(why.diagnosis, why.inventory))
     return int(verdict.severity)
