@@ -71,8 +71,8 @@ def _threshold(numeric: int) -> structlog.types.Processor:
     return processor
 
 
-def configure(*, json_lines: bool = False, level: str = "warning") -> None:
-    numeric = logging.getLevelName(level.upper())
+def configure(*, json_lines: bool | None = False, level: str | None = "warning") -> None:
+    numeric = logging.getLevelName((level or "warning").upper())
     if not isinstance(numeric, int):
         numeric = logging.WARNING
     renderer = (
