@@ -278,3 +278,38 @@ def test_hostile_reply_text_is_escaped_in_the_html() -> None:
     assert "<script" not in page and "<img" not in page and "<b>title" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
     assert "all_rejected" in page and "<svg" in page
+
+
+def test_run_artifacts_are_stored_without_secrets(ledger: Ledger) -> None:
+    ledger.create_run(Run("abcdef0123", "gw:25", "probe.invalid", 1, 1.0))
+    stored.keep(ledger, "abcdef0123", explanation={"diagnosis": None},
+                log_events=[{"event": "login", "detail": f"with {SECRET}"}],
+                argv=["burst", "--password", SECRET, f"smtp://ops:{SECRET}@gw"],
+                host=collect(), secrets=[SECRET])  # fmt: skip
+    kept = ledger.artifacts("abcdef0123")
+    assert set(kept) == set(stored.KNOWN)
+    for text in kept.values():
+        assert all(form not in text for form in secret_forms(SECRET))
+    assert json.loads(kept[stored.COMMAND_LINE])[:3] == ["burst", "--password", "[redacted]"]
+
+
+def test_a_ledger_from_before_evidence_opens_and_gains_helo_and_artifacts(tmp_path: Path) -> None:
+    db = tmp_path / "old.sqlite3"
+    conn = sqlite3.connect(db)
+    conn.executescript(
+        "CREATE TABLE deliveries (id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, seq INTEGER NOT"
+        " NULL, received_at REAL NOT NULL, found_in TEXT NOT NULL, peer TEXT NOT NULL DEFAULT '',"
+        " mail_from TEXT NOT NULL DEFAULT '', rcpts TEXT NOT NULL DEFAULT '', message_id TEXT NOT"
+        " NULL DEFAULT '', size INTEGER NOT NULL DEFAULT 0);"
+        "INSERT INTO deliveries (run_id, seq, received_at, found_in) VALUES ('r', 1, 1.0, 'body');"
+        "PRAGMA user_version=1;"
+    )
+    conn.close()
+    with Ledger(db) as ledger:
+        ledger.put_artifact("r", "x", "{}")
+        assert ledger.artifacts("r") == {"x": "{}"}
+    with Ledger(db):  # and again: the migration runs once
+        pass
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT helo FROM deliveries").fetchall() == [("",)]
+    conn.close()
