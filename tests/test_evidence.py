@@ -211,6 +211,24 @@ def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
     print(f"screenshot: {shot}")
 
 
+def test_burst_with_evidence_writes_the_bundle_right_after_the_run(tmp_path: Path) -> None:
+    out, sink_port = tmp_path / "run.zip", free_port()
+    with lab_gateway("healthy", sink_port) as port:
+        burst = notifyprobe("burst", "--gateway", f"127.0.0.1:{port}", "--sink",
+                            f"127.0.0.1:{sink_port}", "--count", "2", "--timeout", "5",
+                            "--grace", "0.3", "--db", str(tmp_path / "l.sqlite3"),
+                            "--evidence", str(out), "--redact", "all", "--format", "json",
+                            env=dict(os.environ))  # fmt: skip
+    assert burst.returncode == 0, burst.stderr
+    run_id = json.loads(burst.stdout)["run_id"]  # stdout stays clean JSON
+    files = read_bundle(out)
+    assert json.loads(files["report.json"])["verdict"]["pattern"] == "healthy"
+    assert json.loads(files["manifest.json"])["run_id"] == run_id
+    assert out.with_name("run.zip.sha256").exists()
+    assert out.with_name("run.zip.redaction-map.json").exists()
+    assert f"evidence: {out}" in burst.stderr
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 def test_console_error_detection_works_on_a_page_that_has_one(tmp_path: Path) -> None:
     """The check above would be empty if this chromium logged no console lines at all."""
