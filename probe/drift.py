@@ -228,19 +228,32 @@ def registry_checks(
             value = reader.value(key, name)
             if value is None or value.text is None:
                 why = "not present" if value is None else f"not a string ({value.type_name})"
-                checks.append(Check(label, Status.WARN, f"{why} in the {reader.source}",
-                                    fix=f"if this service exists, set {name} under {key} to "
-                                    f"the relocated copy {places.relocated_as}"))  # fmt: skip
+                checks.append(
+                    Check(
+                        label,
+                        Status.WARN,
+                        f"{why} in the {reader.source}",
+                        fix=f"if this service exists, set {name} under {key} to "
+                        f"the relocated copy {places.relocated_as}",
+                    )
+                )
                 continue
-            checks.append(_value_check(label, key, name, value.text, relocated, default,
-                                       variables, places))  # fmt: skip
+            checks.append(
+                _value_check(label, key, name, value.text, relocated, default, variables, places)
+            )
     return checks
 
 
 def _value_check(
-    label: str, key: str, name: str, text: str, relocated: str, default: str,
-    variables: dict[str, str], places: Places,
-) -> Check:  # fmt: skip
+    label: str,
+    key: str,
+    name: str,
+    text: str,
+    relocated: str,
+    default: str,
+    variables: dict[str, str],
+    places: Places,
+) -> Check:
     paths = value_paths(text)
     wrong = [p for p in paths if _inside(win_norm(p, variables), default)]
     elsewhere = [
@@ -260,9 +273,13 @@ def _value_check(
             if tail and not under_root(places.relocated_dir, tail).is_file():
                 missing.append(p)
     if missing:
-        return Check(label, Status.WARN, f"points at the relocated copy, but {', '.join(missing)} "
-                     "is not in the relocated folder", fix="copy the file from the default copy "
-                     "(notifyprobe fix sync-relocated)")  # fmt: skip
+        return Check(
+            label,
+            Status.WARN,
+            f"points at the relocated copy, but {', '.join(missing)} "
+            "is not in the relocated folder",
+            fix="copy the file from the default copy (notifyprobe fix sync-relocated)",
+        )
     return Check(label, Status.PASS, f"points at the relocated copy: {text}")
 
 
@@ -273,17 +290,20 @@ def share_check(reader: RegistryReader | None, profile: Profile, places: Places)
     label = f"share: {share.name}"
     if reader is None:
         return Check(label, Status.NOT_RUN, "no registry to read shares from (pass --registry)")
-    expected = win_norm(ntpath.join(ntpath.dirname(places.relocated_as.rstrip("\\/")),
-                                    share.folder))  # fmt: skip
+    expected = win_norm(
+        ntpath.join(ntpath.dirname(places.relocated_as.rstrip("\\/")), share.folder)
+    )
     fix = f"share {expected} as {share.name} again"
     value = reader.value(SHARES, share.name)
     if value is None:
-        return Check(label, Status.FAIL, f"not shared (no {share.name} in {reader.source})",
-                     fix=fix)  # fmt: skip
+        return Check(
+            label, Status.FAIL, f"not shared (no {share.name} in {reader.source})", fix=fix
+        )
     path = next((s[5:] for s in value.strings if s.lower().startswith("path=")), "")
     if not path:
         return Check(label, Status.WARN, f"{share.name} has no Path= entry", fix=fix)
     if win_norm(path) == expected:
         return Check(label, Status.PASS, f"shared from the relocated folder {path}")
-    return Check(label, Status.FAIL, f"shared from {path}, not from the relocated {expected}",
-                 fix=fix)  # fmt: skip
+    return Check(
+        label, Status.FAIL, f"shared from {path}, not from the relocated {expected}", fix=fix
+    )

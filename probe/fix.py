@@ -148,9 +148,15 @@ def plan_sync(
         else:
             target, old, kept = relocated / d.name, None, None
         steps.append(
-            Step("replace", d.default.path, str(target), old_sha256=old,
-                 new_sha256=d.default.sha256, backup=kept)
-        )  # fmt: skip
+            Step(
+                "replace",
+                d.default.path,
+                str(target),
+                old_sha256=old,
+                new_sha256=d.default.sha256,
+                backup=kept,
+            )
+        )
     return Plan("sync-relocated", tuple(steps), notes)
 
 

@@ -95,16 +95,36 @@ def windows_sources(reader: RegistryReader) -> tuple[RebootSource, ...]:
             noisy=True,
             renames=renames,
         ),
-        _key_source(reader, "cbs-reboot-pending", CBS + r"\RebootPending",
-                    "component servicing finished an update that needs a reboot"),
-        _key_source(reader, "cbs-reboot-in-progress", CBS + r"\RebootInProgress",
-                    "component servicing is in the middle of a reboot cycle"),
-        _key_source(reader, "cbs-packages-pending", CBS + r"\PackagesPending",
-                    "component servicing has packages waiting for a reboot"),
-        _key_source(reader, "windows-update", WU + r"\RebootRequired",
-                    "Windows Update installed updates that need a reboot"),
-        _key_source(reader, "windows-update-post-reboot", WU + r"\PostRebootReporting",
-                    "Windows Update waits for a reboot to report results"),
+        _key_source(
+            reader,
+            "cbs-reboot-pending",
+            CBS + r"\RebootPending",
+            "component servicing finished an update that needs a reboot",
+        ),
+        _key_source(
+            reader,
+            "cbs-reboot-in-progress",
+            CBS + r"\RebootInProgress",
+            "component servicing is in the middle of a reboot cycle",
+        ),
+        _key_source(
+            reader,
+            "cbs-packages-pending",
+            CBS + r"\PackagesPending",
+            "component servicing has packages waiting for a reboot",
+        ),
+        _key_source(
+            reader,
+            "windows-update",
+            WU + r"\RebootRequired",
+            "Windows Update installed updates that need a reboot",
+        ),
+        _key_source(
+            reader,
+            "windows-update-post-reboot",
+            WU + r"\PostRebootReporting",
+            "Windows Update waits for a reboot to report results",
+        ),
         RebootSource(
             "update-exe-volatile",
             volatile_set,
@@ -129,7 +149,7 @@ def windows_sources(reader: RegistryReader) -> tuple[RebootSource, ...]:
             else "no domain join pending",
             NETLOGON,
         ),
-    )  # fmt: skip
+    )
 
 
 def file_renames(items: Sequence[str]) -> tuple[FileRename, ...]:
@@ -185,14 +205,18 @@ def linux_sources(root: Path = Path("/"), running: str | None = None) -> tuple[R
         kernel = RebootSource("kernel", False, "no installed kernel found", str(root / "boot"))
     elif release_key(newest) > release_key(running):
         kernel = RebootSource(
-            "kernel", True, f"running kernel {running} is older than installed {newest}",
+            "kernel",
+            True,
+            f"running kernel {running} is older than installed {newest}",
             str(root / "lib" / "modules" / newest),
-        )  # fmt: skip
+        )
     else:
         kernel = RebootSource(
-            "kernel", False, f"running kernel {running} is the newest installed",
+            "kernel",
+            False,
+            f"running kernel {running} is the newest installed",
             str(root / "lib" / "modules"),
-        )  # fmt: skip
+        )
     return (required, kernel)
 
 
@@ -200,8 +224,11 @@ def installed_kernels(root: Path) -> set[str]:
     found: set[str] = set()
     modules = root / "lib" / "modules"
     if modules.is_dir():
-        found.update(p.name for p in modules.iterdir() if (p / "modules.dep").exists() or
-                     (p / "kernel").is_dir())  # fmt: skip
+        found.update(
+            p.name
+            for p in modules.iterdir()
+            if (p / "modules.dep").exists() or (p / "kernel").is_dir()
+        )
     boot = root / "boot"
     if boot.is_dir():
         found.update(p.name.removeprefix("vmlinuz-") for p in boot.glob("vmlinuz-*"))
