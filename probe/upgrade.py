@@ -75,7 +75,6 @@ def in_use_checks(usage: InUse, profile: Profile, root: Path) -> list[Check]:
             "files in use",
             Status.FAIL if usage.held else Status.PASS,
             f"{len(usage.held)} of {len(present)} file(s) held by a process ({seen})",
-            fix=fix if usage.held else "",
         )
     ]
     for use in usage.held:
