@@ -233,6 +233,7 @@ def end_to_end(count: int) -> tuple[float, dict[str, float]]:
                     [PY, "-m", "probe", "burst", "--gateway", f"127.0.0.1:{gateway_port}",
                      "--sink", f"127.0.0.1:{sink_port}", "--no-sink", "--db", db,
                      "--count", str(count), "--concurrency", "20", "--timeout", "120",
+                     "--slow-after", "3600",
                      "--json", os.devnull],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                 )  # fmt: skip
@@ -289,6 +290,89 @@ def time_to_verdict(repeats: int) -> list[Figure]:
     ]  # fmt: skip
 
 
+# -- 5. module scan ----------------------------------------------------------------------------
+
+
+def timed(action: Callable[[], object], rounds: int) -> list[float]:
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def psutil_memory_maps() -> None:
+    import psutil
+
+    for proc in psutil.process_iter():
+        try:
+            proc.memory_maps()
+        except (psutil.Error, OSError):
+            continue
+
+
+def lsof() -> None:
+    subprocess.run(["lsof", "-n"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=False, timeout=120)  # fmt: skip
+
+
+@contextmanager
+def extra_processes(count: int) -> Iterator[None]:
+    procs = [subprocess.Popen(["sleep", "600"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+
+
+def module_scan_figures(rounds: int) -> list[Figure]:
+    from bench.module_scan import plain_read
+    from fixtures.hold_module import held
+    from fixtures.make_pe import build_dll, write_dll
+    from probe.modules import take_inventory
+    from probe.platform.linux import LinuxModules
+
+    figures: list[Figure] = []
+    source = LinuxModules()
+    with tempfile.TemporaryDirectory() as tmp:
+        dll = write_dll(Path(tmp) / "MPNotifyPerf.dll", "1.0.0.0")
+        with held(dll):
+            fresh = Path(tmp) / "new.tmp"
+            fresh.write_bytes(build_dll("2.0.0.0", name="MPNotifyPerf.dll"))
+            os.replace(fresh, dll)  # the installer's write + rename: the held copy is now stale
+            for extra in (0, 200):
+                with extra_processes(extra):
+                    plain_read()
+                    scans, reads = [], []
+                    for _ in range(rounds):  # interleaved, so drift hits both sides alike
+                        reads += timed(plain_read, 1)
+                        scans += timed(lambda: take_inventory(source, ["MPNotifyPerf.dll"]), 1)
+                    ratios = [r / s for r, s in zip(reads, scans, strict=True)]
+                    label = f"+{extra} processes" if extra else "this machine"
+                    scan_ms = statistics.median(scans) * 1000
+                    figures.append(Figure(
+                        f"module scan, one name, one stale hit ({label})", scan_ms, "ms",
+                        "plain read of every /proc/*/maps", statistics.median(reads) * 1000,
+                        statistics.median(ratios), 0.5, spread(ratios),
+                    ))  # fmt: skip
+                    mm = statistics.median(timed(psutil_memory_maps, 3)) * 1000
+                    figures.append(Figure(
+                        f"module scan vs psutil memory_maps() on every process ({label})",
+                        scan_ms, "ms", "psutil memory_maps()", mm, mm / scan_ms, None, 0.0,
+                    ))  # fmt: skip
+                    if shutil.which("lsof"):
+                        ls = statistics.median(timed(lsof, 3)) * 1000
+                        figures.append(Figure(
+                            f"module scan vs lsof -n ({label})", scan_ms, "ms",
+                            "lsof -n", ls, ls / scan_ms, None, 0.0,
+                        ))  # fmt: skip
+    return figures
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -309,6 +393,7 @@ SUITES: dict[str, Callable[[argparse.Namespace], list[Figure]]] = {
     "burst": lambda a: burst_throughput(a.messages // 2, a.repeats),
     "e2e": lambda a: end_to_end_figures(a.messages),
     "verdict": lambda a: time_to_verdict(a.repeats + 2),
+    "modules": lambda a: module_scan_figures(a.repeats * 3),
 }
 
 

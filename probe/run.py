@@ -19,7 +19,7 @@ from probe.burst import BurstPlan, Endpoint, send_burst, send_control
 from probe.correlation import TokenRef, new_run_id
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Run, RunRecord, Submission
-from probe.sink import Sink
+from probe.sink import DeliveryCallback, Sink
 from probe.verdict import Thresholds, Verdict, classify
 from probe.waiting import Patience, wait_until
 
@@ -42,9 +42,13 @@ class ProbeSettings:
     control: bool = True
     patience: Patience = field(default_factory=Patience)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    helo: str | None = None
+    target: str = ""  # the watch target this run belongs to; "" for a one-off burst
 
     def options(self) -> dict[str, object]:
+        extra: dict[str, object] = {"target": self.target} if self.target else {}
         return {
+            **extra,
             "concurrency": self.concurrency,
             "reuse": self.reuse,
             "interval_s": self.interval_s,
@@ -73,6 +77,36 @@ class ProbeOutcome:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+class DeliveryHub:
+    """Fans the deliveries of one long-lived sink out to the runs waiting for them, by run id."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, DeliveryCallback] = {}
+
+    def subscribe(self, run_id: str, callback: DeliveryCallback) -> None:
+        self._subscribers[run_id] = callback
+
+    def unsubscribe(self, run_id: str) -> None:
+        self._subscribers.pop(run_id, None)
+
+    def __call__(self, ref: TokenRef, received_at: float) -> None:
+        callback = self._subscribers.get(ref.run_id)
+        if callback is not None:
+            callback(ref, received_at)
+
+
+@dataclass(frozen=True)
+class SharedSink:
+    """An already-started in-process sink that several runs use at once (`notifyprobe watch`).
+
+    Its `on_delivery` must be `hub`; `writer` is the sink's group-commit writer, shared too.
+    """
+
+    writer: LedgerWriter
+    hub: DeliveryHub
+    endpoint: Endpoint
 
 
 class _Tracker:
@@ -117,27 +151,37 @@ class _Tracker:
 
 
 async def run_probe(
-    ledger: Ledger, settings: ProbeSettings, progress: ProgressCallback | None = None
+    ledger: Ledger,
+    settings: ProbeSettings,
+    progress: ProgressCallback | None = None,
+    *,
+    shared: SharedSink | None = None,
 ) -> ProbeOutcome:
+    """One run. With `shared`, use that running sink instead of starting one for this run."""
     t0 = time.monotonic()
     run_id = new_run_id()
     tracker = _Tracker(run_id, settings.count, progress)
     async with AsyncExitStack() as stack:
-        writer = LedgerWriter(ledger)
-        stack.push_async_callback(writer.close)
-        if settings.own_sink:
-            sink = Sink(
-                writer,
-                host=settings.sink.host,
-                port=settings.sink.port,
-                domain=settings.domain,
-                on_delivery=tracker.on_delivery,
-            )
-            await sink.start()
-            stack.push_async_callback(sink.stop)
-            sink_endpoint = Endpoint(settings.sink.host, sink.port)
+        if shared is not None:
+            writer = shared.writer
+            shared.hub.subscribe(run_id, tracker.on_delivery)
+            stack.callback(shared.hub.unsubscribe, run_id)
+            sink_endpoint = shared.endpoint
         else:
+            writer = LedgerWriter(ledger)
+            stack.push_async_callback(writer.close)
             sink_endpoint = settings.sink
+            if settings.own_sink:
+                sink = Sink(
+                    writer,
+                    host=settings.sink.host,
+                    port=settings.sink.port,
+                    domain=settings.domain,
+                    on_delivery=tracker.on_delivery,
+                )
+                await sink.start()
+                stack.push_async_callback(sink.stop)
+                sink_endpoint = Endpoint(settings.sink.host, sink.port)
         run = Run(
             run_id=run_id,
             gateway=str(settings.gateway),
@@ -151,7 +195,8 @@ async def run_probe(
         log.info("run_started", run_id=run_id, gateway=run.gateway, sink=run.sink, count=run.count)
         status = "interrupted"
         try:
-            await _probe(writer, settings, run_id, sink_endpoint, tracker, ledger)
+            in_process = shared is not None or settings.own_sink
+            await _probe(writer, settings, run_id, sink_endpoint, tracker, ledger, in_process)
             status = "done"
         finally:
             await writer.drain()
@@ -172,7 +217,10 @@ async def _probe(
     sink: Endpoint,
     tracker: _Tracker,
     ledger: Ledger,
+    in_process: bool,
 ) -> None:
+    """Send, then wait for late mail; `in_process`: deliveries are reported live, no polling."""
+
     def on_result(seq: int, submission: Submission) -> None:
         writer.record_submission(run_id, seq, submission)
         tracker.on_submission(seq, submission)
@@ -186,6 +234,7 @@ async def _probe(
         reuse=settings.reuse,
         interval_s=settings.interval_s,
         step_timeout_s=settings.step_timeout_s,
+        helo=settings.helo,
     )
     await send_burst(plan, on_result)
     if settings.control:
@@ -195,7 +244,7 @@ async def _probe(
     tracker.phase = "waiting"
     tracker.report()
     while True:
-        if not settings.own_sink:
+        if not in_process:
             for seq, at in ledger.delivered_seqs(run_id).items():
                 tracker.on_delivery(TokenRef(run_id, seq), at)
         deadline = wait_until(
@@ -205,7 +254,7 @@ async def _probe(
         if remaining <= 0:
             break
         tracker.changed.clear()
-        wait_s = remaining if settings.own_sink else min(remaining, EXTERNAL_SINK_POLL_S)
+        wait_s = remaining if in_process else min(remaining, EXTERNAL_SINK_POLL_S)
         with suppress(asyncio.TimeoutError):
             await asyncio.wait_for(tracker.changed.wait(), timeout=wait_s)
     tracker.phase = "judging"

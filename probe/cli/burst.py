@@ -16,13 +16,13 @@ from probe.cli.common import (
     seconds,
     write_json,
 )
-from probe.errors import UsageError
+from probe.config import MAX_COUNT
+from probe.errors import ProbeError, UsageError
+from probe.nagios import Limits, plugin_result, unknown_line
 from probe.report import diagnosis_text, to_json, to_text
 from probe.run import ProbeSettings, Progress, run_probe
 from probe.verdict import Thresholds
 from probe.waiting import Patience
-
-MAX_COUNT = 10_000
 
 
 def add_parser(subparsers, parents) -> None:
@@ -74,6 +74,26 @@ def add_parser(subparsers, parents) -> None:
         help="do not send the control message straight to the sink",
     )
     p.add_argument("--json", metavar="FILE|-", help="write the result as JSON")
+    p.add_argument(
+        "--format",
+        choices=["text", "json", "nagios"],
+        default="text",
+        help="stdout: text (default), json, or nagios (one monitoring-plugin line with perfdata)",
+    )
+    p.add_argument(
+        "--warning",
+        type=limits,
+        default=Limits(),
+        metavar="loss=N%,latency=Ns",
+        help="WARNING when loss or the slowest delivery is above this (nagios format)",
+    )
+    p.add_argument(
+        "--critical",
+        type=limits,
+        default=Limits(),
+        metavar="loss=N%,latency=Ns",
+        help="CRITICAL when loss or the slowest delivery is above this (nagios format)",
+    )
     add_db(p)
     explain.add_options(p)
     p.set_defaults(handler=run)
@@ -118,19 +138,42 @@ class ProgressLine:
             sys.stderr.flush()
 
 
+def limits(text: str) -> Limits:
+    try:
+        return Limits.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    prepared = explain.prepare(args)
-    progress = ProgressLine()
-    with open_ledger(args.db) as ledger:
-        try:
-            outcome = asyncio.run(run_probe(ledger, settings, progress))
-        finally:
-            progress.clear()
-        why = explain.explain(args, prepared, ledger, outcome)
-    if args.json:
-        write_json(args.json, to_json(outcome.record, outcome.verdict) | why.json_fields())
-    if args.json != "-":
-        print(to_text(outcome.record, outcome.verdict, outcome.elapsed_s))
-        print(diagnosis_text(why.diagnosis, why.inventory))
-    return int(outcome.verdict.severity)
+    fmt = "json" if args.json == "-" and args.format == "text" else args.format
+    if args.json == "-" and fmt == "nagios":
+        raise UsageError("burst: --json - and --format nagios both want stdout; pick one")
+    try:
+        settings = settings_from(args)
+        prepared = explain.prepare(args)
+        progress = ProgressLine()
+        with open_ledger(args.db) as ledger:
+            try:
+                outcome = asyncio.run(run_probe(ledger, settings, progress))
+            finally:
+                progress.clear()
+            why = explain.explain(args, prepared, ledger, outcome)
+    except ProbeError as exc:
+        if fmt == "nagios":  # a plugin must say UNKNOWN on stdout, not only on stderr
+            print(unknown_line(str(exc)), flush=True)
+        raise
+    record, verdict = outcome.record, outcome.verdict
+    report = to_json(record, verdict) | why.json_fields()
+    if args.json and args.json != "-":
+        write_json(args.json, report)
+    if fmt == "json":
+        write_json("-", report)
+        return int(verdict.severity)
+    if fmt == "nagios":
+        result = plugin_result(record, verdict, args.warning, args.critical)
+        print(result.line)
+        return int(result.state)
+    print(to_text(record, verdict, outcome.elapsed_s))
+    print(diagnosis_text(why.diagnosis, why.inventory))
+    return int(verdict.severity)
