@@ -229,6 +229,21 @@ def test_burst_with_evidence_writes_the_bundle_right_after_the_run(tmp_path: Pat
     assert f"evidence: {out}" in burst.stderr
 
 
+def test_postflight_checks_of_a_run_are_in_its_bundle(tmp_path: Path) -> None:
+    db, sink_port = tmp_path / "l.sqlite3", free_port()
+    with lab_gateway("healthy", sink_port) as port:
+        post = notifyprobe("postflight", "--profile", "exchange-sp4", "--root", str(tmp_path),
+                           "--gateway", f"127.0.0.1:{port}", "--sink", f"127.0.0.1:{sink_port}",
+                           "--count", "2", "--db", str(db), env=dict(os.environ))  # fmt: skip
+    assert post.returncode in (0, 1, 2), post.stderr
+    made = notifyprobe("evidence", "--last", "--db", str(db), "--out", str(tmp_path / "p.zip"),
+                       env=dict(os.environ))  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    checks = json.loads(read_bundle(tmp_path / "p.zip")["postflight.json"])
+    assert checks["command"] == "postflight"
+    assert any(c["name"] == "burst" and c["status"] == "pass" for c in checks["checks"])
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 def test_console_error_detection_works_on_a_page_that_has_one(tmp_path: Path) -> None:
     """The check above would be empty if this chromium logged no console lines at all."""
