@@ -19,6 +19,7 @@ from pathlib import Path
 
 import structlog
 
+from probe import evidence
 from probe.burst import Endpoint
 from probe.config import OnChange, Target, WatchConfig
 from probe.errors import ProbeError
@@ -226,7 +227,7 @@ class Watcher:
             previous is None or previous.severity is not Severity.CRITICAL
         )
         if first_critical and on_change.evidence_dir is not None:
-            evidence = self.write_evidence(on_change.evidence_dir, judged)
+            evidence = self.write_evidence(on_change.evidence_dir, target, judged)
         if on_change.command:
             ok = await run_hook(on_change, self.payload(target, previous, judged, evidence),
                                 self.hook_env(target, previous, judged, evidence))  # fmt: skip
@@ -235,20 +236,19 @@ class Watcher:
 
     # -- state change: evidence and the command ---------------------------------------------
 
-    def write_evidence(self, directory: Path, judged: Judged) -> Path | None:
-        """The first critical run of an incident: keep its full report while it is fresh.
-
-        A JSON report today; the evidence bundle (report, transcripts, inventory, manifest)
-        plugs in here when it lands.
-        """
+    def write_evidence(self, directory: Path, target: Target, judged: Judged) -> Path | None:
+        """The first critical run of an incident: write its evidence bundle while it is fresh."""
         run_id = judged.record.run.run_id
-        path = directory / f"{judged.target}-{run_id}.json"
+        path = directory / f"{judged.target}-{run_id}.zip"
+        secrets = [target.password.value] if target.password is not None else []
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            report = {"target": judged.target, **to_json(judged.record, judged.verdict)}
-            path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        except OSError as exc:
-            log.error("evidence_write_failed", path=str(path), error=exc.strerror)
+            command_line = ["notifyprobe", "watch", "--target", target.name]
+            evidence.make_bundle(
+                self.ledger, run_id, path, secrets=secrets, command_line=command_line
+            )
+        except (OSError, ProbeError) as exc:
+            log.error("evidence_write_failed", path=str(path), error=str(exc))
             return None
         log.info("evidence_written", target=judged.target, path=str(path))
         return path

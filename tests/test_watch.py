@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,9 +96,12 @@ async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidenc
     payload = json.loads(text.removesuffix("first_only"))
     assert payload["target"] == "gw" and payload["previous"] is None
     assert payload["current"]["pattern"] == "first_only"
-    (evidence,) = (tmp_path / "evidence").iterdir()
-    assert payload["evidence"] == str(evidence)
-    assert json.loads(evidence.read_text())["run_id"] == payload["run"]["run_id"]
+    evidence = Path(payload["evidence"])
+    assert evidence.parent == tmp_path / "evidence" and evidence.suffix == ".zip"
+    assert evidence.with_name(evidence.name + ".sha256").exists()
+    with zipfile.ZipFile(evidence) as bundle:
+        report = json.loads(bundle.read("report.json"))
+    assert report["run_id"] == payload["run"]["run_id"]
 
 
 async def test_no_command_when_the_verdict_stays_the_same_across_restarts(tmp_path):
