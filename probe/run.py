@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
@@ -15,11 +16,13 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from probe.burst import BurstPlan, Endpoint, send_burst, send_control
+from probe.burst import DEFAULT_MAX_RATE, BurstPlan, Endpoint, send_burst, send_control
 from probe.correlation import TokenRef, new_run_id
 from probe.ledger import Ledger, LedgerWriter
+from probe.limits import Access, SinkLimits
 from probe.records import Run, RunRecord, Submission
 from probe.sink import Sink
+from probe.tls import ClientSecurity
 from probe.verdict import Thresholds, Verdict, classify
 from probe.waiting import Patience, wait_until
 
@@ -42,9 +45,16 @@ class ProbeSettings:
     control: bool = True
     patience: Patience = field(default_factory=Patience)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    security: ClientSecurity = field(default_factory=ClientSecurity)
+    max_rate: float = DEFAULT_MAX_RATE
+    sink_limits: SinkLimits = field(default_factory=SinkLimits)
+    sink_access: Access = field(default_factory=Access)
+    sink_tls: ssl.SSLContext | None = None
 
     def options(self) -> dict[str, object]:
         return {
+            "security": self.security.describe(),
+            "max_rate": self.max_rate,
             "concurrency": self.concurrency,
             "reuse": self.reuse,
             "interval_s": self.interval_s,
@@ -132,6 +142,9 @@ async def run_probe(
                 port=settings.sink.port,
                 domain=settings.domain,
                 on_delivery=tracker.on_delivery,
+                limits=settings.sink_limits,
+                access=settings.sink_access,
+                tls_context=settings.sink_tls,
             )
             await sink.start()
             stack.push_async_callback(sink.stop)
@@ -186,6 +199,8 @@ async def _probe(
         reuse=settings.reuse,
         interval_s=settings.interval_s,
         step_timeout_s=settings.step_timeout_s,
+        security=settings.security,
+        max_rate=settings.max_rate,
     )
     await send_burst(plan, on_result)
     if settings.control:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 
+from probe.burst import DEFAULT_MAX_RATE
 from probe.cli.common import (
     add_db,
     domain,
@@ -15,13 +16,23 @@ from probe.cli.common import (
     seconds,
     write_json,
 )
+from probe.cli.hardening import (
+    access_from,
+    add_client_security,
+    add_sink_options,
+    client_security_from,
+    sink_limits_from,
+    sink_tls_from,
+)
 from probe.errors import UsageError
 from probe.report import to_json, to_text
 from probe.run import ProbeSettings, Progress, run_probe
+from probe.tls import INSECURE_WARNING
 from probe.verdict import Thresholds
 from probe.waiting import Patience
 
 MAX_COUNT = 10_000
+MAX_RATE_CAP = 1_000.0  # msgs/s: above this a probe is a load test, not a probe
 
 
 def add_parser(subparsers, parents) -> None:
@@ -72,7 +83,17 @@ def add_parser(subparsers, parents) -> None:
         action="store_false",
         help="do not send the control message straight to the sink",
     )
+    p.add_argument(
+        "--max-rate",
+        type=float,
+        default=DEFAULT_MAX_RATE,
+        metavar="MSGS_PER_S",
+        help=f"never submit faster than this, all connections together "
+        f"(default: {DEFAULT_MAX_RATE:g}, at most {MAX_RATE_CAP:g})",
+    )
     p.add_argument("--json", metavar="FILE|-", help="write the result as JSON")
+    add_client_security(p)
+    add_sink_options(p)
     add_db(p)
     p.set_defaults(handler=run)
 
@@ -80,6 +101,11 @@ def add_parser(subparsers, parents) -> None:
 def settings_from(args: argparse.Namespace) -> ProbeSettings:
     if args.count > MAX_COUNT:
         raise UsageError(f"--count {args.count} is above the cap of {MAX_COUNT}")
+    if not 0 < args.max_rate <= MAX_RATE_CAP:
+        raise UsageError(f"--max-rate must be above 0 and at most {MAX_RATE_CAP:g}")
+    access = access_from(args)
+    if args.own_sink:
+        access.check_bind(args.sink.host)
     return ProbeSettings(
         gateway=args.gateway,
         sink=args.sink,
@@ -93,6 +119,11 @@ def settings_from(args: argparse.Namespace) -> ProbeSettings:
         control=args.control,
         patience=Patience(grace_s=args.grace, timeout_s=args.timeout),
         thresholds=Thresholds(slow_after_s=args.slow_after),
+        security=client_security_from(args),
+        max_rate=args.max_rate,
+        sink_limits=sink_limits_from(args),
+        sink_access=access,
+        sink_tls=sink_tls_from(args) if args.own_sink else None,
     )
 
 
@@ -118,6 +149,8 @@ class ProgressLine:
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    if settings.security.insecure:
+        print(f"notifyprobe: WARNING: {INSECURE_WARNING}", file=sys.stderr, flush=True)
     progress = ProgressLine()
     with open_ledger(args.db) as ledger:
         try:
