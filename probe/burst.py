@@ -193,7 +193,7 @@ class Sender:
                 reply_step("EHLO", await smtp.ehlo())
             if security.user is not None and security.password is not None:
                 stage = "auth"
-                response = await smtp.login(security.user, security.password.reveal())
+                response = await _login(smtp, security.user, security.password.reveal())
                 reply = SmtpReply.parse(response.code, self._scrub(response.message, stage))
                 steps.append(Step(at=time.time(), command=_command(stage), reply=reply))
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
@@ -280,6 +280,18 @@ async def send_control(
     ensure_probe_recipient(rcpt, domain)
     message = compose(run_id, 0, count, domain, formatdate(localtime=True))
     return await sender.submit(sender_for(run_id, domain), rcpt, message)
+
+
+async def _login(smtp: SMTP, user: str, password: str) -> aiosmtplib.SMTPResponse:
+    """One AUTH attempt, PLAIN if offered, else LOGIN: a refused password is a 535 to report,
+    not a cue to try every mechanism the server lists."""
+    methods = smtp.server_auth_methods
+    if "plain" in methods:
+        return await smtp.auth_plain(user, password)
+    if "login" in methods:
+        return await smtp.auth_login(user, password)
+    offered = " ".join(methods).upper() or "none"
+    raise aiosmtplib.SMTPException(f"gateway offers no AUTH PLAIN or LOGIN (offers: {offered})")
 
 
 class _Opening(Exception):
