@@ -116,7 +116,10 @@ class _Tracker:
 
     def latencies(self) -> list[float]:
         """Gateway latencies only: the control message skips the gateway and says nothing."""
-        return [t - self.started[s] for s, t in self.arrived.items() if s in self.started and s]
+        # max(0, …): a wall clock stepped back mid-run must not make a negative latency (which
+        # would shrink the adaptive wait below zero and call late mail lost).
+        started = self.started
+        return [max(0.0, t - started[s]) for s, t in self.arrived.items() if s in started and s]
 
     def report(self) -> None:
         if self.progress is not None:
@@ -207,16 +210,19 @@ async def _probe(
         on_result(0, await send_control(sink, run_id, settings.domain, settings.step_timeout_s,
                                          settings.count))  # fmt: skip
     burst_ended = time.time()
+    # The wall clock can jump (NTP step, VM resume): the deadlines below use it because delivery
+    # times come from it, but the monotonic clock bounds the whole wait whatever the wall does.
+    hard_stop = time.monotonic() + settings.patience.timeout_s
     tracker.phase = "waiting"
     tracker.report()
-    while True:
+    while time.monotonic() < hard_stop:
         if not settings.own_sink:
             for seq, at in ledger.delivered_seqs(run_id).items():
                 tracker.on_delivery(TokenRef(run_id, seq), at)
         deadline = wait_until(
             tracker.pending(), tracker.latencies(), burst_ended, settings.patience
         )
-        remaining = deadline - time.time()
+        remaining = min(deadline - time.time(), hard_stop - time.monotonic())
         if remaining <= 0:
             break
         tracker.changed.clear()
