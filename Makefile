@@ -23,6 +23,11 @@ test: $(STAMP)
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/python -m pytest -q
 
+# Not part of `make test`: the figures of docs/performance.md, each beside its reference.
+bench: $(STAMP)
+	bash .ci/system-packages bench
+	$(BIN)/python -m bench.bench
+
 lint: $(STAMP)
 	$(BIN)/ruff check $(SRC)
 

@@ -141,7 +141,7 @@ class LabGateway:
         *,
         seed: int = 0,
         rewrite: bool = False,
-        relay_connections: int = 4,
+        relay_connections: int = 16,
     ):
         self.listen = listen
         self.relay = relay

@@ -181,6 +181,10 @@ class Ledger:
     def finish_run(self, run_id: str, status: str, finished_at: float, verdict: str | None) -> None:
         self.write(partial(_finish_run, run_id, status, finished_at, verdict))
 
+    def delete_runs_before(self, cutoff: float) -> int:
+        """Retention: drop finished runs started before `cutoff`, with all their rows."""
+        return self.write(partial(_delete_runs_before, cutoff))
+
     # -- reading -------------------------------------------------------------------------
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
@@ -196,9 +200,28 @@ class Ledger:
         rows = self._query("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT ?", (limit,))
         return [r["run_id"] for r in rows]
 
+    def unjudged_runs(self) -> list[str]:
+        """Runs with no stored verdict, oldest first: killed mid-burst, or stopped before judged."""
+        rows = self._query("SELECT run_id FROM runs WHERE verdict IS NULL ORDER BY started_at")
+        return [r["run_id"] for r in rows]
+
+    def last_judged_run(self, target: str) -> str | None:
+        """The most recent judged run of a `watch` target (its name is kept in the options)."""
+        rows = self._query(
+            "SELECT run_id FROM runs WHERE verdict IS NOT NULL"
+            " AND json_extract(options, '$.target') = ? ORDER BY started_at DESC LIMIT 1",
+            (target,),
+        )
+        return rows[0]["run_id"] if rows else None
+
     def delivery_count(self, run_id: str) -> int:
         rows = self._query("SELECT COUNT(*) AS n FROM deliveries WHERE run_id = ?", (run_id,))
         return int(rows[0]["n"])
+
+    def foreign_reasons(self, limit: int = 100) -> list[str]:
+        """Why recent messages were not counted (no token, unknown token, bounce), newest first."""
+        rows = self._query("SELECT reason FROM foreign_messages ORDER BY id DESC LIMIT ?", (limit,))
+        return [r["reason"] for r in rows]
 
     def delivered_seqs(self, run_id: str) -> dict[int, float]:
         """First arrival time of each delivered notification of a run."""
@@ -387,6 +410,16 @@ def _finish_run(run_id: str, status: str, finished_at: float, verdict: str | Non
         "UPDATE runs SET status = ?, finished_at = ?, verdict = ? WHERE run_id = ?",
         (status, finished_at, verdict, run_id),
     )
+
+
+def _delete_runs_before(cutoff: float, conn: sqlite3.Connection) -> int:
+    old = "SELECT run_id FROM runs WHERE started_at < ? AND verdict IS NOT NULL"
+    conn.execute(f"DELETE FROM deliveries WHERE run_id IN ({old})", (cutoff,))
+    conn.execute(f"DELETE FROM notifications WHERE run_id IN ({old})", (cutoff,))
+    conn.execute("DELETE FROM foreign_messages WHERE received_at < ?", (cutoff,))
+    return conn.execute(
+        "DELETE FROM runs WHERE started_at < ? AND verdict IS NOT NULL", (cutoff,)
+    ).rowcount
 
 
 def _step_to_json(step: Step) -> dict[str, Any]:

@@ -21,8 +21,8 @@ def _redact(_: object, __: str, event: dict[str, object]) -> dict[str, object]:
     return event
 
 
-def configure(*, json_lines: bool = False, level: str = "warning") -> None:
-    numeric = logging.getLevelName(level.upper())
+def configure(*, json_lines: bool | None = False, level: str | None = "warning") -> None:
+    numeric = logging.getLevelName((level or "warning").upper())
     if not isinstance(numeric, int):
         numeric = logging.WARNING
     renderer = (

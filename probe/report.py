@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from probe.diagnosis import Diagnosis
+from probe.modules import Inventory
 from probe.records import Notification, Run, RunRecord
 from probe.tls import INSECURE_WARNING
 from probe.verdict import Pattern, Severity, Verdict
@@ -129,5 +131,34 @@ def to_text(record: RunRecord, verdict: Verdict, elapsed_s: float | None = None)
         "",
         f"  What it means: {meaning}",
         f"  What to do:    {action}",
+    ]
+    return "\n".join(lines)
+
+
+def diagnosis_text(diagnosis: Diagnosis | None, inventory: Inventory | None) -> str:
+    """The diagnosis section under a burst's verdict: the named cause, why, and what to do."""
+    lines = [""]
+    if inventory is not None:
+        old = inventory.old_copies
+        lines.append(
+            f"  Modules: {', '.join(inventory.names)} loaded in {len(inventory.hits)} place(s), "
+            f"{len(old)} old · {inventory.scanned} processes scanned, {inventory.denied} denied"
+        )
+        lines += [f"    · {h.state.value}: pid {h.process.pid} {h.process.name or '?'} "
+                  f"{h.mapped_path}" for h in inventory.hits[:10]]  # fmt: skip
+        lines.append("")
+    if diagnosis is None:
+        lines.append("  Diagnosis: none (no known issue matches this run)")
+        return "\n".join(lines)
+    lines += [
+        f"  Diagnosis [{diagnosis.signature}] {diagnosis.title} — confidence "
+        f"{diagnosis.confidence.word}",
+        f"    cause: {diagnosis.cause}",
+        "    because:",
+        *(f"      · {line}" for line in diagnosis.because),
+        "    what to do:",
+        *(f"      {n}. {step}" for n, step in enumerate(diagnosis.remediation, start=1)),
+        f"    reference: {diagnosis.reference}",
+        f"    runbook:   {diagnosis.runbook}",
     ]
     return "\n".join(lines)

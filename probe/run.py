@@ -21,7 +21,7 @@ from probe.correlation import TokenRef, new_run_id
 from probe.ledger import Ledger, LedgerWriter
 from probe.limits import Access, SinkLimits
 from probe.records import Run, RunRecord, Submission
-from probe.sink import Sink
+from probe.sink import DeliveryCallback, Sink
 from probe.tls import ClientSecurity
 from probe.verdict import Thresholds, Verdict, classify
 from probe.waiting import Patience, wait_until
@@ -45,6 +45,8 @@ class ProbeSettings:
     control: bool = True
     patience: Patience = field(default_factory=Patience)
     thresholds: Thresholds = field(default_factory=Thresholds)
+    helo: str | None = None
+    target: str = ""  # the watch target this run belongs to; "" for a one-off burst
     security: ClientSecurity = field(default_factory=ClientSecurity)
     max_rate: float = DEFAULT_MAX_RATE
     sink_limits: SinkLimits = field(default_factory=SinkLimits)
@@ -52,7 +54,9 @@ class ProbeSettings:
     sink_tls: ssl.SSLContext | None = None
 
     def options(self) -> dict[str, object]:
+        extra: dict[str, object] = {"target": self.target} if self.target else {}
         return {
+            **extra,
             "security": self.security.describe(),
             "max_rate": self.max_rate,
             "concurrency": self.concurrency,
@@ -83,6 +87,36 @@ class ProbeOutcome:
 
 
 ProgressCallback = Callable[[Progress], None]
+
+
+class DeliveryHub:
+    """Fans the deliveries of one long-lived sink out to the runs waiting for them, by run id."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, DeliveryCallback] = {}
+
+    def subscribe(self, run_id: str, callback: DeliveryCallback) -> None:
+        self._subscribers[run_id] = callback
+
+    def unsubscribe(self, run_id: str) -> None:
+        self._subscribers.pop(run_id, None)
+
+    def __call__(self, ref: TokenRef, received_at: float) -> None:
+        callback = self._subscribers.get(ref.run_id)
+        if callback is not None:
+            callback(ref, received_at)
+
+
+@dataclass(frozen=True)
+class SharedSink:
+    """An already-started in-process sink that several runs use at once (`notifyprobe watch`).
+
+    Its `on_delivery` must be `hub`; `writer` is the sink's group-commit writer, shared too.
+    """
+
+    writer: LedgerWriter
+    hub: DeliveryHub
+    endpoint: Endpoint
 
 
 class _Tracker:
@@ -130,30 +164,40 @@ class _Tracker:
 
 
 async def run_probe(
-    ledger: Ledger, settings: ProbeSettings, progress: ProgressCallback | None = None
+    ledger: Ledger,
+    settings: ProbeSettings,
+    progress: ProgressCallback | None = None,
+    *,
+    shared: SharedSink | None = None,
 ) -> ProbeOutcome:
+    """One run. With `shared`, use that running sink instead of starting one for this run."""
     t0 = time.monotonic()
     run_id = new_run_id()
     tracker = _Tracker(run_id, settings.count, progress)
     async with AsyncExitStack() as stack:
-        writer = LedgerWriter(ledger)
-        stack.push_async_callback(writer.close)
-        if settings.own_sink:
-            sink = Sink(
-                writer,
-                host=settings.sink.host,
-                port=settings.sink.port,
-                domain=settings.domain,
-                on_delivery=tracker.on_delivery,
-                limits=settings.sink_limits,
-                access=settings.sink_access,
-                tls_context=settings.sink_tls,
-            )
-            await sink.start()
-            stack.push_async_callback(sink.stop)
-            sink_endpoint = Endpoint(settings.sink.host, sink.port)
+        if shared is not None:
+            writer = shared.writer
+            shared.hub.subscribe(run_id, tracker.on_delivery)
+            stack.callback(shared.hub.unsubscribe, run_id)
+            sink_endpoint = shared.endpoint
         else:
+            writer = LedgerWriter(ledger)
+            stack.push_async_callback(writer.close)
             sink_endpoint = settings.sink
+            if settings.own_sink:
+                sink = Sink(
+                    writer,
+                    host=settings.sink.host,
+                    port=settings.sink.port,
+                    domain=settings.domain,
+                    on_delivery=tracker.on_delivery,
+                    limits=settings.sink_limits,
+                    access=settings.sink_access,
+                    tls_context=settings.sink_tls,
+                )
+                await sink.start()
+                stack.push_async_callback(sink.stop)
+                sink_endpoint = Endpoint(settings.sink.host, sink.port)
         run = Run(
             run_id=run_id,
             gateway=str(settings.gateway),
@@ -167,7 +211,8 @@ async def run_probe(
         log.info("run_started", run_id=run_id, gateway=run.gateway, sink=run.sink, count=run.count)
         status = "interrupted"
         try:
-            await _probe(writer, settings, run_id, sink_endpoint, tracker, ledger)
+            in_process = shared is not None or settings.own_sink
+            await _probe(writer, settings, run_id, sink_endpoint, tracker, ledger, in_process)
             status = "done"
         finally:
             await writer.drain()
@@ -188,7 +233,10 @@ async def _probe(
     sink: Endpoint,
     tracker: _Tracker,
     ledger: Ledger,
+    in_process: bool,
 ) -> None:
+    """Send, then wait for late mail; `in_process`: deliveries are reported live, no polling."""
+
     def on_result(seq: int, submission: Submission) -> None:
         writer.record_submission(run_id, seq, submission)
         tracker.on_submission(seq, submission)
@@ -202,6 +250,7 @@ async def _probe(
         reuse=settings.reuse,
         interval_s=settings.interval_s,
         step_timeout_s=settings.step_timeout_s,
+        helo=settings.helo,
         security=settings.security,
         max_rate=settings.max_rate,
     )
@@ -216,7 +265,7 @@ async def _probe(
     tracker.phase = "waiting"
     tracker.report()
     while time.monotonic() < hard_stop:
-        if not settings.own_sink:
+        if not in_process:
             for seq, at in ledger.delivered_seqs(run_id).items():
                 tracker.on_delivery(TokenRef(run_id, seq), at)
         deadline = wait_until(
@@ -226,7 +275,7 @@ async def _probe(
         if remaining <= 0:
             break
         tracker.changed.clear()
-        wait_s = remaining if settings.own_sink else min(remaining, EXTERNAL_SINK_POLL_S)
+        wait_s = remaining if in_process else min(remaining, EXTERNAL_SINK_POLL_S)
         with suppress(asyncio.TimeoutError):
             await asyncio.wait_for(tracker.changed.wait(), timeout=wait_s)
     tracker.phase = "judging"

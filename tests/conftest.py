@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import structlog
 
 from probe.burst import Endpoint
 from probe.lab import FaultMode, LabGateway, free_port
@@ -12,6 +13,14 @@ from probe.ledger import Ledger
 from probe.run import ProbeOutcome, ProbeSettings, run_probe
 from probe.verdict import Thresholds
 from probe.waiting import Patience
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """A test that runs the CLI in-process binds structlog to its captured (later closed)
+    stderr; later tests that log would write to a closed file. Start each test from defaults."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ import sys
 from collections.abc import Sequence
 
 from probe import __version__
-from probe.cli import burst, demo, lab, sink, verdict
+from probe.cli import burst, demo, lab, modules, sink, verdict, watch
 from probe.cli.common import ArgumentParser, common_parent
 from probe.errors import ProbeError
 from probe.logs import configure
 
-COMMANDS = (burst, sink, verdict, lab, demo)
+COMMANDS = (burst, sink, verdict, watch, lab, demo, modules)
 EXIT_UNKNOWN = 3
 
 

@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from probe.burst import DEFAULT_MAX_RATE
+from probe.cli import explain
 from probe.cli.common import (
     add_db,
     domain,
@@ -24,14 +25,15 @@ from probe.cli.hardening import (
     sink_limits_from,
     sink_tls_from,
 )
-from probe.errors import UsageError
-from probe.report import to_json, to_text
+from probe.config import MAX_COUNT
+from probe.errors import ProbeError, UsageError
+from probe.nagios import Limits, plugin_result, unknown_line
+from probe.report import diagnosis_text, to_json, to_text
 from probe.run import ProbeSettings, Progress, run_probe
 from probe.tls import INSECURE_WARNING
 from probe.verdict import Thresholds
 from probe.waiting import Patience
 
-MAX_COUNT = 10_000
 MAX_RATE_CAP = 1_000.0  # msgs/s: above this a probe is a load test, not a probe
 
 
@@ -92,9 +94,30 @@ def add_parser(subparsers, parents) -> None:
         f"(default: {DEFAULT_MAX_RATE:g}, at most {MAX_RATE_CAP:g})",
     )
     p.add_argument("--json", metavar="FILE|-", help="write the result as JSON")
+    p.add_argument(
+        "--format",
+        choices=["text", "json", "nagios"],
+        default="text",
+        help="stdout: text (default), json, or nagios (one monitoring-plugin line with perfdata)",
+    )
+    p.add_argument(
+        "--warning",
+        type=limits,
+        default=Limits(),
+        metavar="loss=N%,latency=Ns",
+        help="WARNING when loss or the slowest delivery is above this (nagios format)",
+    )
+    p.add_argument(
+        "--critical",
+        type=limits,
+        default=Limits(),
+        metavar="loss=N%,latency=Ns",
+        help="CRITICAL when loss or the slowest delivery is above this (nagios format)",
+    )
     add_client_security(p)
     add_sink_options(p)
     add_db(p)
+    explain.add_options(p)
     p.set_defaults(handler=run)
 
 
@@ -147,18 +170,44 @@ class ProgressLine:
             sys.stderr.flush()
 
 
+def limits(text: str) -> Limits:
+    try:
+        return Limits.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    if settings.security.insecure:
-        print(f"notifyprobe: WARNING: {INSECURE_WARNING}", file=sys.stderr, flush=True)
-    progress = ProgressLine()
-    with open_ledger(args.db) as ledger:
-        try:
-            outcome = asyncio.run(run_probe(ledger, settings, progress))
-        finally:
-            progress.clear()
-    if args.json:
-        write_json(args.json, to_json(outcome.record, outcome.verdict))
-    if args.json != "-":
-        print(to_text(outcome.record, outcome.verdict, outcome.elapsed_s))
-    return int(outcome.verdict.severity)
+    fmt = "json" if args.json == "-" and args.format == "text" else args.format
+    if args.json == "-" and fmt == "nagios":
+        raise UsageError("burst: --json - and --format nagios both want stdout; pick one")
+    try:
+        settings = settings_from(args)
+        if settings.security.insecure:
+            print(f"notifyprobe: WARNING: {INSECURE_WARNING}", file=sys.stderr, flush=True)
+        prepared = explain.prepare(args)
+        progress = ProgressLine()
+        with open_ledger(args.db) as ledger:
+            try:
+                outcome = asyncio.run(run_probe(ledger, settings, progress))
+            finally:
+                progress.clear()
+            why = explain.explain(args, prepared, ledger, outcome)
+    except ProbeError as exc:
+        if fmt == "nagios":  # a plugin must say UNKNOWN on stdout, not only on stderr
+            print(unknown_line(str(exc)), flush=True)
+        raise
+    record, verdict = outcome.record, outcome.verdict
+    report = to_json(record, verdict) | why.json_fields()
+    if args.json and args.json != "-":
+        write_json(args.json, report)
+    if fmt == "json":
+        write_json("-", report)
+        return int(verdict.severity)
+    if fmt == "nagios":
+        result = plugin_result(record, verdict, args.warning, args.critical)
+        print(result.line)
+        return int(result.state)
+    print(to_text(record, verdict, outcome.elapsed_s))
+    print(diagnosis_text(why.diagnosis, why.inventory))
+    return int(verdict.severity)

@@ -1,0 +1,1 @@
+"""Benchmarks that back the figures quoted in docs/."""

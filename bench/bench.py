@@ -1,0 +1,419 @@
+"""`make bench`: every figure measured side by side with its reference in one run.
+
+Absolute times drift on a shared machine, so each figure is a ratio against a reference run in
+the same process, interleaved and repeated; the spread of the repeats is the noise band. The
+run exits non-zero when a target is missed by more than that band.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosmtplib
+
+from probe.burst import BurstPlan, Endpoint, compose, send_burst
+from probe.correlation import make_token, recipient_for, sender_for
+from probe.lab import FaultMode, LabGateway, free_port
+from probe.ledger import Ledger
+from probe.logs import configure
+from probe.records import Run
+from probe.run import ProbeSettings, run_probe
+
+PY = sys.executable
+HERE = Path(__file__).resolve().parent
+DOMAIN = "probe.invalid"
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    value: float
+    unit: str
+    reference: str
+    reference_value: float
+    ratio: float  # value / reference_value, oriented so that higher is better
+    target: float | None  # minimum ratio, or None when the figure is informative only
+    noise: float  # relative spread of the repeats
+
+    @property
+    def passed(self) -> bool:
+        return self.target is None or self.ratio >= self.target * (1 - self.noise)
+
+
+def spread(samples: list[float]) -> float:
+    middle = statistics.median(samples)
+    return (max(samples) - min(samples)) / middle / 2 if middle else 0.0
+
+
+@contextmanager
+def service(argv: list[str], stream: str = "stderr") -> Iterator[tuple[subprocess.Popen, int]]:
+    """Start a server process and yield it with the port from its 'listening on' line."""
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE if stream == "stdout" else subprocess.DEVNULL,
+        stderr=subprocess.PIPE if stream == "stderr" else subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        line = (proc.stdout if stream == "stdout" else proc.stderr).readline()
+        match = re.search(r"listening on [\d.]+:(\d+)", line)
+        if not match:
+            raise RuntimeError(f"{argv[:4]} did not start: {line!r}")
+        yield proc, int(match.group(1))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def smtp_source(port: int, count: int, rcpt: str, sessions: int = 20) -> float:
+    """Seconds Postfix's smtp-source needs to push `count` 1 KiB messages into `port`."""
+    started = time.perf_counter()
+    subprocess.run(
+        ["smtp-source", "-d", "-s", str(sessions), "-m", str(count), "-l", "1024",
+         "-f", f"bench@{DOMAIN}", "-t", rcpt, f"127.0.0.1:{port}"],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600,
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+# -- 1. sink throughput, durable -------------------------------------------------------------
+
+
+def sink_throughput(count: int, repeats: int) -> list[Figure]:
+    durable, counting, commits = [], [], []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            db = Path(tmp) / "ledger.sqlite3"
+            run_id = "0123456789"
+            with Ledger(db) as ledger:
+                ledger.create_run(Run(run_id, "bench", DOMAIN, 1, time.time()), control=False)
+            rcpt = recipient_for(make_token(run_id, 1), DOMAIN)
+            argv = [PY, "-m", "probe", "sink", "--listen", "127.0.0.1:0", "--db", str(db)]
+            with service(argv) as (_, port):
+                durable.append(count / smtp_source(port, count, rcpt))
+            with Ledger(db) as ledger:
+                delivered = ledger.delivery_count(run_id)
+                commits.append(delivered)
+            assert delivered == count, f"sink recorded {delivered} of {count}"
+        with service([PY, str(HERE / "counting_sink.py"), "0"], stream="stdout") as (_, port):
+            counting.append(count / smtp_source(port, count, rcpt))
+    ratio_samples = [d / c for d, c in zip(durable, counting, strict=True)]
+    return [
+        Figure(
+            f"sink throughput, durable ({count} msgs, smtp-source -d -s 20 -l 1024)",
+            statistics.median(durable), "msg/s",
+            "bare aiosmtpd that only counts", statistics.median(counting),
+            statistics.median(ratio_samples), 0.7, spread(ratio_samples),
+        )
+    ]  # fmt: skip
+
+
+# -- 2. burst sender throughput ----------------------------------------------------------------
+
+
+async def bare_aiosmtplib(port: int, count: int, connections: int) -> float:
+    """The reference sender: aiosmtplib.sendmail over reused connections, nothing recorded."""
+    date = "Sat, 21 Nov 2026 10:00:00 +0000"
+    seqs = iter(range(1, count + 1))
+
+    async def worker() -> None:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as smtp:
+            for seq in seqs:
+                token = make_token("0123456789", seq)
+                await smtp.sendmail(
+                    sender_for("0123456789", DOMAIN),
+                    [recipient_for(token, DOMAIN)],
+                    compose("0123456789", seq, count, DOMAIN, date),
+                )
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return time.perf_counter() - started
+
+
+async def product_burst(port: int, count: int, connections: int) -> float:
+    plan = BurstPlan(
+        run_id="0123456789", gateway=Endpoint("127.0.0.1", port), domain=DOMAIN,
+        count=count, concurrency=connections,
+    )  # fmt: skip
+    accepted = 0
+
+    def on_result(_: int, submission) -> None:
+        nonlocal accepted
+        accepted += submission.accepted
+
+    started = time.perf_counter()
+    await send_burst(plan, on_result)
+    elapsed = time.perf_counter() - started
+    assert accepted == count, f"only {accepted} of {count} accepted"
+    return elapsed
+
+
+def burst_throughput(count: int, repeats: int) -> list[Figure]:
+    port = free_port()
+    sink = subprocess.Popen(
+        ["smtp-sink", *(["-u", "nobody"] if os.geteuid() == 0 else []),
+         "-c", f"127.0.0.1:{port}", "256"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for_port(port)
+        ours, bare, postfix = [], [], []
+        for _ in range(repeats):
+            ours.append(count / asyncio.run(product_burst(port, count, 20)))
+            bare.append(count / asyncio.run(bare_aiosmtplib(port, count, 20)))
+            postfix.append(count / smtp_source(port, count, f"x@{DOMAIN}"))
+    finally:
+        sink.terminate()
+        sink.wait(timeout=10)
+    ratios = [o / b for o, b in zip(ours, bare, strict=True)]
+    return [
+        Figure(
+            f"burst sender ({count} msgs, 20 connections, reuse) into smtp-sink",
+            statistics.median(ours), "msg/s",
+            "bare aiosmtplib, 20 connections", statistics.median(bare),
+            statistics.median(ratios), 0.8, spread(ratios),
+        ),
+        Figure(
+            "burst sender vs Postfix smtp-source -d -s 20 (same shape)",
+            statistics.median(ours), "msg/s",
+            "smtp-source", statistics.median(postfix),
+            statistics.median(ours) / statistics.median(postfix), None,
+            spread([o / p for o, p in zip(ours, postfix, strict=True)]),
+        ),
+    ]  # fmt: skip
+
+
+def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+# -- 3. end to end through the lab gateway -----------------------------------------------------
+
+
+def end_to_end(count: int) -> tuple[float, dict[str, float]]:
+    """msg/s of a full burst through the lab gateway, and each process's peak memory (MiB)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = str(Path(tmp) / "ledger.sqlite3")
+        sink_argv = [PY, "-m", "probe", "sink", "--listen", "127.0.0.1:0", "--db", db]
+        with service(sink_argv) as (sink, sink_port):
+            gateway_argv = [PY, "-m", "probe", "lab", "gateway", "--listen", "127.0.0.1:0",
+                            "--relay", f"127.0.0.1:{sink_port}", "--mode", "healthy"]  # fmt: skip
+            with service(gateway_argv) as (gateway, gateway_port):
+                started = time.perf_counter()
+                burst = subprocess.Popen(
+                    [PY, "-m", "probe", "burst", "--gateway", f"127.0.0.1:{gateway_port}",
+                     "--sink", f"127.0.0.1:{sink_port}", "--no-sink", "--db", db,
+                     "--count", str(count), "--concurrency", "20", "--timeout", "120",
+                     "--slow-after", "3600",
+                     "--json", os.devnull],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                )  # fmt: skip
+                burst_peak = 0.0
+                while burst.poll() is None:
+                    burst_peak = max(burst_peak, peak_rss_mib(burst.pid))
+                    time.sleep(0.1)
+                elapsed = time.perf_counter() - started
+                if burst.returncode != 0:
+                    raise RuntimeError(f"burst exit {burst.returncode}: {burst.stderr.read()}")
+                memory = {
+                    "sink": peak_rss_mib(sink.pid),
+                    "lab gateway": peak_rss_mib(gateway.pid),
+                    "burst": burst_peak,
+                }
+    return count / elapsed, memory
+
+
+def end_to_end_figures(count: int) -> list[Figure]:
+    rate, memory = end_to_end(count)
+    _, small = end_to_end(max(1, count // 10))
+    growth = memory["sink"] / small["sink"]
+    memo = ", ".join(f"{name} {mib:.0f} MiB" for name, mib in memory.items())
+    return [
+        Figure(f"end to end through the lab gateway ({count} msgs; peak {memo})", rate, "msg/s",
+               "(no reference: informative)", rate, 1.0, None, 0.0),
+        Figure(f"sink peak memory, {count} vs {count // 10} messages", memory["sink"], "MiB",
+               f"sink after {count // 10}", small["sink"], 1 / growth, 1 / 1.25, 0.0),
+    ]  # fmt: skip
+
+
+# -- 4. time to verdict ------------------------------------------------------------------------
+
+
+async def first_only_verdict_s(ledger: Ledger) -> float:
+    sink = Endpoint("127.0.0.1", free_port())
+    async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode.parse("first-only")) as gw:
+        started = time.perf_counter()
+        outcome = await run_probe(ledger, ProbeSettings(gateway=gw.listen, sink=sink, count=20))
+        elapsed = time.perf_counter() - started
+    assert outcome.verdict.pattern.value == "first_only", outcome.verdict.pattern
+    return elapsed
+
+
+def time_to_verdict(repeats: int) -> list[Figure]:
+    fixed_timeout_s = 30.0  # a mail-loop check with a fixed delivery timeout needs all of it
+    with tempfile.TemporaryDirectory() as tmp, Ledger(Path(tmp) / "l.sqlite3") as ledger:
+        samples = [asyncio.run(first_only_verdict_s(ledger)) for _ in range(repeats)]
+    value = statistics.median(samples)
+    return [
+        Figure("time to verdict, first-only gateway, 20 notifications", value, "s",
+               "fixed 30 s delivery timeout (mail-loop checks)", fixed_timeout_s,
+               fixed_timeout_s / value, fixed_timeout_s / 1.5, spread(samples)),
+    ]  # fmt: skip
+
+
+# -- 5. module scan ----------------------------------------------------------------------------
+
+
+def timed(action: Callable[[], object], rounds: int) -> list[float]:
+    samples = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        action()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def psutil_memory_maps() -> None:
+    import psutil
+
+    for proc in psutil.process_iter():
+        try:
+            proc.memory_maps()
+        except (psutil.Error, OSError):
+            continue
+
+
+def lsof() -> None:
+    subprocess.run(["lsof", "-n"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=False, timeout=120)  # fmt: skip
+
+
+@contextmanager
+def extra_processes(count: int) -> Iterator[None]:
+    procs = [subprocess.Popen(["sleep", "600"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait()
+
+
+def module_scan_figures(rounds: int) -> list[Figure]:
+    from bench.module_scan import plain_read
+    from fixtures.hold_module import held
+    from fixtures.make_pe import build_dll, write_dll
+    from probe.modules import take_inventory
+    from probe.platform.linux import LinuxModules
+
+    figures: list[Figure] = []
+    source = LinuxModules()
+    with tempfile.TemporaryDirectory() as tmp:
+        dll = write_dll(Path(tmp) / "MPNotifyPerf.dll", "1.0.0.0")
+        with held(dll):
+            fresh = Path(tmp) / "new.tmp"
+            fresh.write_bytes(build_dll("2.0.0.0", name="MPNotifyPerf.dll"))
+            os.replace(fresh, dll)  # the installer's write + rename: the held copy is now stale
+            for extra in (0, 200):
+                with extra_processes(extra):
+                    plain_read()
+                    scans, reads = [], []
+                    for _ in range(rounds):  # interleaved, so drift hits both sides alike
+                        reads += timed(plain_read, 1)
+                        scans += timed(lambda: take_inventory(source, ["MPNotifyPerf.dll"]), 1)
+                    ratios = [r / s for r, s in zip(reads, scans, strict=True)]
+                    label = f"+{extra} processes" if extra else "this machine"
+                    scan_ms = statistics.median(scans) * 1000
+                    figures.append(Figure(
+                        f"module scan, one name, one stale hit ({label})", scan_ms, "ms",
+                        "plain read of every /proc/*/maps", statistics.median(reads) * 1000,
+                        statistics.median(ratios), 0.5, spread(ratios),
+                    ))  # fmt: skip
+                    mm = statistics.median(timed(psutil_memory_maps, 3)) * 1000
+                    figures.append(Figure(
+                        f"module scan vs psutil memory_maps() on every process ({label})",
+                        scan_ms, "ms", "psutil memory_maps()", mm, mm / scan_ms, None, 0.0,
+                    ))  # fmt: skip
+                    if shutil.which("lsof"):
+                        ls = statistics.median(timed(lsof, 3)) * 1000
+                        figures.append(Figure(
+                            f"module scan vs lsof -n ({label})", scan_ms, "ms",
+                            "lsof -n", ls, ls / scan_ms, None, 0.0,
+                        ))  # fmt: skip
+    return figures
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def render(figures: list[Figure]) -> str:
+    lines = ["| figure | value | reference | ratio | target | noise | ok |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for f in figures:
+        target = "—" if f.target is None else f"≥ {f.target:.2f}"
+        lines.append(
+            f"| {f.name} | {f.value:,.2f} {f.unit} | {f.reference}: {f.reference_value:,.2f} "
+            f"| {f.ratio:.2f} | {target} | ±{f.noise:.0%} | {'yes' if f.passed else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
+SUITES: dict[str, Callable[[argparse.Namespace], list[Figure]]] = {
+    "sink": lambda a: sink_throughput(a.messages, a.repeats),
+    "burst": lambda a: burst_throughput(a.messages // 2, a.repeats),
+    "e2e": lambda a: end_to_end_figures(a.messages),
+    "verdict": lambda a: time_to_verdict(a.repeats + 2),
+    "modules": lambda a: module_scan_figures(a.repeats * 3),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", nargs="*", choices=sorted(SUITES), default=sorted(SUITES))
+    args = parser.parse_args()
+    configure(level="warning")
+    if not shutil.which("smtp-source"):
+        print("bench: Postfix's smtp-source is missing (Debian package postfix)", file=sys.stderr)
+        return 3
+    figures: list[Figure] = []
+    for name in args.only:
+        print(f"bench: measuring {name} …", file=sys.stderr, flush=True)
+        figures.extend(SUITES[name](args))
+    print(render(figures))
+    return 0 if all(f.passed for f in figures) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

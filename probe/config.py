@@ -1,0 +1,425 @@
+"""The `watch` configuration: one TOML file → frozen, validated dataclasses.
+
+Every mistake is a `UsageError` naming the file, the place and the key, so a service that will not
+start says why in one line. The caps that keep the probe from becoming a mail bomb are checked
+here, before a single notification is sent: count per burst, interval between bursts and the
+average rate per target, each with a hard ceiling that no configuration can lift.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from probe.burst import Endpoint
+from probe.errors import UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+MAX_COUNT = 10_000  # notifications in one burst: the same cap as `burst --count`
+HARD_MIN_INTERVAL_S = 5.0  # no configuration may burst a gateway more often than this
+HARD_MAX_PER_MINUTE = 6_000.0  # nor send it more notifications per minute on average
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DOMAIN_RE = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_ENDPOINT_RE = re.compile(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^:\s\[\]]+):(\d{1,5})")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A password read from an environment variable or a file. Its repr never shows the value."""
+
+    source: str  # "env:NAME" or "file:PATH": safe to log
+    value: str = field(repr=False, compare=False)
+
+    def __str__(self) -> str:
+        return f"<secret from {self.source}>"
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Per-target caps; each may be lowered in `[limits]` but never raised past the hard ones."""
+
+    max_count: int = 100
+    min_interval_s: float = 60.0
+    max_per_minute: float = 120.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """One gateway to watch, with the burst options of `notifyprobe burst`."""
+
+    name: str
+    gateway: Endpoint
+    interval_s: float = 300.0
+    jitter: float = 0.1  # fraction of the interval, spreads bursts of many probes and targets
+    count: int = 10
+    concurrency: int = 1
+    reuse: bool = True
+    pacing_s: float = 0.0  # `burst --interval`: seconds between notifications of one burst
+    step_timeout_s: float = 10.0
+    timeout_s: float = 30.0
+    grace_s: float = 1.0
+    slow_after_s: float = 5.0
+    control: bool = True
+    helo: str | None = None
+    username: str | None = None
+    password: Secret | None = None
+
+    @property
+    def per_minute(self) -> float:
+        """Average notifications per minute this target receives (control mail skips it)."""
+        return self.count * 60.0 / self.interval_s
+
+
+@dataclass(frozen=True)
+class OnChange:
+    """The command run when a target's verdict changes: argv, never a shell string."""
+
+    command: tuple[str, ...] = ()  # empty: only write evidence
+    timeout_s: float = 30.0
+    evidence_dir: Path | None = None
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    targets: tuple[Target, ...]
+    domain: str = "probe.invalid"
+    sink: Endpoint = field(default_factory=lambda: Endpoint("127.0.0.1", 2525))
+    ledger: Path | None = None  # None: the platform's default ledger
+    metrics: Endpoint | None = None
+    retention_days: float = 30.0
+    seed: int = 0
+    once: bool = False
+    log_level: str = "info"
+    log_json: bool = False
+    caps: Caps = field(default_factory=Caps)
+    on_change: OnChange | None = None
+    source: str = "<config>"
+
+
+# -- keys: what each table accepts, and how to read it ----------------------------------------
+
+_TOP_KEYS = {
+    "domain",
+    "sink",
+    "ledger",
+    "metrics",
+    "retention_days",
+    "seed",
+    "once",
+    "log_level",
+    "log_json",
+    "limits",
+    "defaults",
+    "on_change",
+    "target",
+}
+_LIMIT_KEYS = {"max_count", "min_interval", "max_per_minute"}
+_TARGET_KEYS = {
+    "interval",
+    "jitter",
+    "count",
+    "concurrency",
+    "reuse",
+    "pacing",
+    "step_timeout",
+    "timeout",
+    "grace",
+    "slow_after",
+    "control",
+    "helo",
+    "username",
+    "password_env",
+    "password_file",
+}
+_ON_CHANGE_KEYS = {"command", "timeout", "evidence_dir"}
+
+
+def load(path: Path | str, environ: Mapping[str, str] | None = None) -> WatchConfig:
+    """Read and validate a config file. Secrets are resolved now, so a missing one fails early."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read config {path}: {exc.strerror}") from None
+    return parse(text, source=str(path), base=path.parent.resolve(), environ=environ)
+
+
+def parse(
+    text: str,
+    *,
+    source: str = "<config>",
+    base: Path = Path("."),
+    environ: Mapping[str, str] | None = None,
+) -> WatchConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"config {source}: not valid TOML: {exc}") from None
+    reader = _Reader(source, base, os.environ if environ is None else environ)
+    return reader.config(data)
+
+
+class _Reader:
+    def __init__(self, source: str, base: Path, environ: Mapping[str, str]):
+        self.source = source
+        self.base = base
+        self.environ = environ
+
+    def fail(self, where: str, message: str) -> UsageError:
+        place = f" {where}:" if where else ""
+        return UsageError(f"config {self.source}:{place} {message}")
+
+    def config(self, data: dict[str, Any]) -> WatchConfig:
+        self.only(data, _TOP_KEYS, "")
+        caps = self.caps(self.table(data, "limits"))
+        defaults = self.table(data, "defaults")
+        self.only(defaults, _TARGET_KEYS, "[defaults]")
+        raw_targets = data.get("target", [])
+        if not isinstance(raw_targets, list) or not all(isinstance(t, dict) for t in raw_targets):
+            raise self.fail("", "targets are [[target]] tables")
+        if not raw_targets:
+            raise self.fail("", "no [[target]]: name at least one gateway to watch")
+        targets = tuple(self.target(i, t, defaults, caps) for i, t in enumerate(raw_targets))
+        names = [t.name for t in targets]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise self.fail("", f"target names must be unique: {', '.join(duplicates)}")
+        on_change = self.table(data, "on_change")
+        level = self.string(data, "log_level", "", "info")
+        if level not in LOG_LEVELS:
+            raise self.fail("", f"log_level must be one of {', '.join(LOG_LEVELS)}")
+        retention = self.number(data, "retention_days", "", 30.0)
+        if retention <= 0:
+            raise self.fail("", "retention_days must be above 0")
+        ledger = data.get("ledger")
+        metrics = data.get("metrics")
+        return WatchConfig(
+            targets=targets,
+            domain=self.domain(data),
+            sink=self.endpoint(data.get("sink", "127.0.0.1:2525"), "sink"),
+            ledger=self.path(self.string(data, "ledger", "", "")) if ledger is not None else None,
+            metrics=self.endpoint(metrics, "metrics") if metrics is not None else None,
+            retention_days=retention,
+            seed=int(self.number(data, "seed", "", 0, integer=True)),
+            once=self.boolean(data, "once", "", False),
+            log_level=level,
+            log_json=self.boolean(data, "log_json", "", False),
+            caps=caps,
+            on_change=self.on_change(on_change) if on_change else None,
+            source=self.source,
+        )
+
+    # -- tables --------------------------------------------------------------------------
+
+    def caps(self, raw: dict[str, Any]) -> Caps:
+        self.only(raw, _LIMIT_KEYS, "[limits]")
+        where = "[limits]"
+        caps = Caps(
+            max_count=int(self.number(raw, "max_count", where, Caps.max_count, integer=True)),
+            min_interval_s=self.duration(raw, "min_interval", where, Caps.min_interval_s),
+            max_per_minute=self.number(raw, "max_per_minute", where, Caps.max_per_minute),
+        )
+        if not 1 <= caps.max_count <= MAX_COUNT:
+            raise self.fail(where, f"max_count must be 1..{MAX_COUNT}")
+        if caps.min_interval_s < HARD_MIN_INTERVAL_S:
+            raise self.fail(where, f"min_interval cannot be below {HARD_MIN_INTERVAL_S:g} s")
+        if not 0 < caps.max_per_minute <= HARD_MAX_PER_MINUTE:
+            raise self.fail(
+                where, f"max_per_minute must be above 0 and at most {HARD_MAX_PER_MINUTE:g}"
+            )
+        return caps
+
+    def target(self, index: int, raw: dict[str, Any], defaults: dict[str, Any], caps: Caps):
+        where = f"[[target]] #{index + 1}"
+        if isinstance(raw.get("name"), str):
+            where = f"target {raw['name']!r}"
+        extra = set(raw) - _TARGET_KEYS - {"name", "gateway"}
+        if "domain" in extra or "sink" in extra:
+            raise self.fail(
+                where,
+                "domain and sink are global: every target shares the one "
+                "sink, which accepts only the probe domain",
+            )
+        self.only(raw, _TARGET_KEYS | {"name", "gateway"}, where)
+        name = raw.get("name")
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise self.fail(where, "name is required: letters, digits and _ . : - (max 64)")
+        if "gateway" not in raw:
+            raise self.fail(where, 'gateway = "HOST:PORT" is required')
+        merged = {**defaults, **raw}
+        d = Target
+        target = Target(
+            name=name,
+            gateway=self.endpoint(raw["gateway"], f"{where} gateway"),
+            interval_s=self.duration(merged, "interval", where, d.interval_s),
+            jitter=self.number(merged, "jitter", where, d.jitter),
+            count=int(self.number(merged, "count", where, d.count, integer=True)),
+            concurrency=int(self.number(merged, "concurrency", where, d.concurrency, integer=True)),
+            reuse=self.boolean(merged, "reuse", where, d.reuse),
+            pacing_s=self.duration(merged, "pacing", where, d.pacing_s),
+            step_timeout_s=self.duration(merged, "step_timeout", where, d.step_timeout_s),
+            timeout_s=self.duration(merged, "timeout", where, d.timeout_s),
+            grace_s=self.duration(merged, "grace", where, d.grace_s),
+            slow_after_s=self.duration(merged, "slow_after", where, d.slow_after_s),
+            control=self.boolean(merged, "control", where, d.control),
+            helo=self.string(merged, "helo", where, "") or None,
+            username=self.string(merged, "username", where, "") or None,
+            password=self.secret(merged, where),
+        )
+        self.check_target(target, where, caps)
+        return target
+
+    def check_target(self, t: Target, where: str, caps: Caps) -> None:
+        if t.count < 1 or t.concurrency < 1:
+            raise self.fail(where, "count and concurrency must be at least 1")
+        if t.count > caps.max_count:
+            raise self.fail(
+                where, f"count {t.count} is above the cap of {caps.max_count} ([limits] max_count)"
+            )
+        if t.interval_s < caps.min_interval_s:
+            raise self.fail(
+                where,
+                f"interval {t.interval_s:g} s is below the minimum of "
+                f"{caps.min_interval_s:g} s ([limits] min_interval)",
+            )
+        if t.per_minute > caps.max_per_minute:
+            raise self.fail(
+                where,
+                f"{t.count} notifications every {t.interval_s:g} s is "
+                f"{t.per_minute:.1f} per minute, above the cap of "
+                f"{caps.max_per_minute:g} ([limits] max_per_minute)",
+            )
+        if not 0.0 <= t.jitter <= 0.5:
+            raise self.fail(where, "jitter is a fraction of the interval: 0 to 0.5")
+        if t.step_timeout_s <= 0 or t.timeout_s <= 0:
+            raise self.fail(where, "step_timeout and timeout must be above 0")
+        if t.pacing_s * t.count > t.interval_s:
+            raise self.fail(
+                where,
+                f"pacing × count ({t.pacing_s * t.count:g} s) is longer than "
+                "the interval: bursts would overlap",
+            )
+        if t.password is not None and t.username is None:
+            raise self.fail(where, "a password needs a username")
+
+    def on_change(self, raw: dict[str, Any]) -> OnChange:
+        where = "[on_change]"
+        self.only(raw, _ON_CHANGE_KEYS, where)
+        command = raw.get("command", [])
+        if not isinstance(command, list) or not all(isinstance(a, str) and a for a in command):
+            raise self.fail(
+                where,
+                'command is a list of arguments, e.g. ["/usr/local/bin/page", '
+                '"--team", "mail"]; it is never run through a shell',
+            )
+        timeout = self.duration(raw, "timeout", where, 30.0)
+        if not 0 < timeout <= 600:
+            raise self.fail(where, "timeout must be above 0 and at most 600 s")
+        evidence = self.string(raw, "evidence_dir", where, "")
+        if not command and not evidence:
+            raise self.fail(where, "give a command, an evidence_dir, or both")
+        return OnChange(
+            command=tuple(command),
+            timeout_s=timeout,
+            evidence_dir=self.path(evidence) if evidence else None,
+        )
+
+    # -- values --------------------------------------------------------------------------
+
+    def only(self, raw: dict[str, Any], known: set[str], where: str) -> None:
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise self.fail(
+                where, f"unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})"
+            )
+
+    def table(self, data: dict[str, Any], key: str) -> dict[str, Any]:
+        value = data.get(key, {})
+        if not isinstance(value, dict):
+            raise self.fail("", f"[{key}] must be a table")
+        return value
+
+    def string(self, raw: dict[str, Any], key: str, where: str, default: str) -> str:
+        value = raw.get(key, default)
+        if not isinstance(value, str):
+            raise self.fail(where, f"{key} must be a string")
+        return value
+
+    def boolean(self, raw: dict[str, Any], key: str, where: str, default: bool) -> bool:
+        value = raw.get(key, default)
+        if not isinstance(value, bool):
+            raise self.fail(where, f"{key} must be true or false")
+        return value
+
+    def number(
+        self, raw: dict[str, Any], key: str, where: str, default: float, *, integer: bool = False
+    ) -> float:
+        value = raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.fail(where, f"{key} must be a number")
+        if integer and not float(value).is_integer():
+            raise self.fail(where, f"{key} must be a whole number")
+        if value < 0:
+            raise self.fail(where, f"{key} cannot be negative")
+        return float(value)
+
+    def duration(self, raw: dict[str, Any], key: str, where: str, default: float) -> float:
+        """Seconds as a number, or a string with a unit: "250ms", "30s", "5m", "1h", "1d"."""
+        value = raw.get(key, default)
+        if isinstance(value, str):
+            match = _DURATION_RE.match(value)
+            if not match:
+                raise self.fail(
+                    where, f'{key} {value!r} is not a duration (e.g. 30, "30s", "5m", "1h")'
+                )
+            return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
+        return self.number(raw, key, where, default)
+
+    def endpoint(self, value: object, where: str) -> Endpoint:
+        match = _ENDPOINT_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+        if not match or int(match.group(2) or match.group(4)) > 65535:
+            raise self.fail("", f'{where} must be "HOST:PORT", got {value!r}')
+        return Endpoint(match.group(1) or match.group(3), int(match.group(2) or match.group(4)))
+
+    def domain(self, data: dict[str, Any]) -> str:
+        value = self.string(data, "domain", "", "probe.invalid").strip().lower().rstrip(".")
+        if not _DOMAIN_RE.fullmatch(value):
+            raise self.fail("", f"domain {value!r} is not a domain name")
+        return value
+
+    def path(self, text: str) -> Path:
+        path = Path(text).expanduser()
+        return path if path.is_absolute() else self.base / path
+
+    def secret(self, raw: dict[str, Any], where: str) -> Secret | None:
+        env = self.string(raw, "password_env", where, "")
+        file = self.string(raw, "password_file", where, "")
+        if env and file:
+            raise self.fail(where, "give password_env or password_file, not both")
+        if env:
+            if env not in self.environ:
+                raise self.fail(where, f"password_env names {env}, which is not set")
+            return Secret(f"env:{env}", self.environ[env])
+        if file:
+            path = self.path(file)
+            try:
+                value = path.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise self.fail(
+                    where, f"cannot read password_file {path}: {exc.strerror}"
+                ) from None
+            return Secret(f"file:{path}", value)
+        return None

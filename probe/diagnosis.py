@@ -1,0 +1,197 @@
+"""Diagnosis: the verdict joined with the module inventory and a known-issue signature.
+
+`diagnose` is pure: it takes what the run proved (the verdict), what the inventory found, the
+gateway restart facts and the signatures, and names at most one cause with a confidence, the
+evidence lines behind it and the signature's remediation. Nothing wrong with the mail flow and
+no old copy loaded → no diagnosis.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from probe.modules import Inventory, ModuleHit
+from probe.platform import NameMatcher
+from probe.restarts import ProcessStart, RestartFinding
+from probe.signatures import Signature
+from probe.verdict import Verdict
+
+MAX_HIT_LINES = 5
+
+
+class Confidence(IntEnum):
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+
+    @property
+    def word(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True)
+class RestartFacts:
+    """What the run knows about the gateway's own processes."""
+
+    starts: tuple[ProcessStart, ...] = ()  # as recorded when the run began
+    run_started_at: float | None = None
+    restarted_during_run: bool = False
+    history: RestartFinding | None = None
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    signature: str
+    title: str
+    cause: str
+    confidence: Confidence
+    because: tuple[str, ...]
+    remediation: tuple[str, ...]
+    reference: str
+    runbook: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "signature": self.signature,
+            "title": self.title,
+            "cause": self.cause,
+            "confidence": self.confidence.word,
+            "because": list(self.because),
+            "remediation": list(self.remediation),
+            "reference": self.reference,
+            "runbook": self.runbook,
+        }
+
+
+def diagnose(
+    verdict: Verdict,
+    inventory: Inventory | None,
+    signatures: Sequence[Signature],
+    restarts: RestartFacts | None = None,
+) -> Diagnosis | None:
+    restarts = restarts or RestartFacts()
+    candidates = [
+        d for sig in signatures if (d := _judge(sig, verdict, inventory, restarts)) is not None
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda d: (d.confidence, len(d.because)))
+
+
+def _judge(
+    sig: Signature, verdict: Verdict, inventory: Inventory | None, restarts: RestartFacts
+) -> Diagnosis | None:
+    old = [h for h in (inventory.hits if inventory else ()) if covers(sig, h)
+           and h.state in sig.module_states]  # fmt: skip
+    if not sig.patterns:
+        if not old:
+            return None
+        because = [_hit_line(h) for h in old[:MAX_HIT_LINES]]
+        because += _more(old)
+        return _diagnosis(sig, Confidence.MEDIUM, because)
+    if verdict.pattern not in sig.patterns:
+        return None
+
+    because = [f"verdict {verdict.pattern.value}: {verdict.summary}"]
+    if old:
+        confidence = Confidence.HIGH
+        because += [_hit_line(h) for h in old[:MAX_HIT_LINES]] + _more(old)
+    else:
+        confidence = Confidence.LOW
+        because.append(_no_old_copy_line(sig, inventory))
+        if inventory is not None and inventory.denied:
+            because.append(
+                f"{inventory.denied} process(es) could not be read; an old copy may be loaded "
+                "there (run the probe as Administrator or root)"
+            )
+
+    if verdict.sink_verified:
+        because.append(
+            "the probe's own sink received its control message in this run, so the loss is not "
+            "in the sink"
+        )
+    else:
+        confidence = Confidence(max(Confidence.LOW, confidence - 1))
+        because.append(
+            "the probe's own sink was not proven healthy in this run (no control message): "
+            "the sink itself is not ruled out"
+        )
+
+    because += _restart_lines(restarts)
+    finding = restarts.history
+    if sig.first_after_restart and finding is not None and finding.matches:
+        confidence = Confidence(min(Confidence.HIGH, confidence + 1))
+    return _diagnosis(sig, confidence, because)
+
+
+def covers(sig: Signature, hit: ModuleHit) -> bool:
+    """Is this loaded module one the signature is about (by name, or by directory)?"""
+    basename = re.split(r"[\\/]", hit.mapped_path)[-1]
+    if sig.modules and NameMatcher(sig.modules).match(basename) is not None:
+        return True
+    path = _normal(hit.mapped_path)
+    return any(_normal(d) in path for d in sig.directories)
+
+
+def _normal(path: str) -> str:
+    path = path.replace("[drive]:", "")
+    return path.replace("\\", "/").lower()
+
+
+def _hit_line(hit: ModuleHit) -> str:
+    p = hit.process
+    loaded = hit.loaded.version.label if hit.loaded.version else "an unreadable copy"
+    installed = hit.installed.version.label if hit.installed.version else "nothing"
+    return (
+        f"pid {p.pid} {p.name or '?'} has {hit.mapped_path} loaded ({hit.state.value}): "
+        f"loaded {loaded}, installed {installed}"
+    )
+
+
+def _more(hits: Sequence[ModuleHit]) -> list[str]:
+    extra = len(hits) - MAX_HIT_LINES
+    return [f"… and {extra} more process(es) with an old copy"] if extra > 0 else []
+
+
+def _no_old_copy_line(sig: Signature, inventory: Inventory | None) -> str:
+    names = ", ".join(sig.modules) or ", ".join(sig.directories)
+    if inventory is None:
+        return (
+            f"no module inventory was taken, so the symptom matches but the module evidence is "
+            f"missing (add --module {sig.modules[0] if sig.modules else 'NAME'} --installed PATH)"
+        )
+    return (
+        f"no process has an old copy of {names} loaded ({inventory.scanned} processes "
+        "scanned): the symptom matches but the module evidence is missing"
+    )
+
+
+def _restart_lines(restarts: RestartFacts) -> list[str]:
+    lines = []
+    if restarts.run_started_at is not None:
+        for s in restarts.starts[:MAX_HIT_LINES]:
+            ago = restarts.run_started_at - s.started_at
+            lines.append(f"gateway {s.kind} {s.name} (pid {s.pid}) started {ago:.0f} s before "
+                         "this run")  # fmt: skip
+    if restarts.restarted_during_run:
+        lines.append("a gateway process restarted during the run")
+    if restarts.history is not None:
+        lines += list(restarts.history.lines)
+    return lines
+
+
+def _diagnosis(sig: Signature, confidence: Confidence, because: list[str]) -> Diagnosis:
+    return Diagnosis(
+        signature=sig.id,
+        title=sig.title,
+        cause=sig.cause,
+        confidence=confidence,
+        because=tuple(because),
+        remediation=sig.remediation,
+        reference=sig.reference,
+        runbook=sig.runbook,
+    )

@@ -1,0 +1,191 @@
+"""Prometheus metrics for `notifyprobe watch`, on a private registry.
+
+Prometheus scrapes one probe per gateway (or one probe with several targets) and Alertmanager
+pages: the fleet scales there, not here. Names follow the Prometheus conventions (base units,
+`_total` for counters, `_seconds`, `_timestamp_seconds`) and pass `promtool check metrics`.
+The verdict is a state set: one series per pattern, 1 for the current one and 0 for the others,
+so an alert can name the pattern and a dashboard can show its history.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import generate_latest, start_http_server
+
+from probe import __version__
+from probe.burst import Endpoint
+from probe.errors import ProbeError
+from probe.records import RunRecord
+from probe.verdict import Pattern, Severity, Verdict
+
+PATTERNS = tuple(p.value for p in Pattern)
+REPLY_CLASSES = ("4xx", "5xx", "no_reply")  # no_reply: refused, reset, timeout, TLS
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+
+
+class Metrics:
+    """Every series the watch exposes; each target's series exist (at 0) before its first run."""
+
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        t = ["target"]
+        self.verdict = Gauge(
+            "notifyprobe_verdict",
+            "Pattern of the last judged run (state set: 1 for the current pattern, 0 others)",
+            ["target", "pattern"],
+            registry=r,
+        )
+        self.severity = Gauge(
+            "notifyprobe_verdict_severity",
+            "Severity of the last judged run: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
+            t,
+            registry=r,
+        )
+        self.runs = Counter(
+            "notifyprobe_runs", "Runs judged, by pattern", ["target", "pattern"], registry=r
+        )
+        self.sent = Counter(
+            "notifyprobe_notifications_sent", "Notifications handed to the gateway", t, registry=r
+        )
+        self.accepted = Counter(
+            "notifyprobe_notifications_accepted",
+            "Notifications the gateway accepted with a 2xx reply",
+            t,
+            registry=r,
+        )
+        self.delivered = Counter(
+            "notifyprobe_notifications_delivered",
+            "Notifications that reached the probe's sink (first copy)",
+            t,
+            registry=r,
+        )
+        self.failures = Counter(
+            "notifyprobe_submission_failures",
+            "Notifications the gateway did not accept, by reply class (4xx, 5xx, no_reply)",
+            ["target", "reply_class"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "notifyprobe_delivery_latency_seconds",
+            "Time from submission to arrival at the sink",
+            t,
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.last_run = Gauge(
+            "notifyprobe_last_run_timestamp_seconds",
+            "When the last run of the target was judged (Unix time)",
+            t,
+            registry=r,
+        )
+        self.duration = Gauge(
+            "notifyprobe_last_run_duration_seconds",
+            "How long the last run took, burst and wait for late mail",
+            t,
+            registry=r,
+        )
+        self.interval = Gauge(
+            "notifyprobe_interval_seconds",
+            "Configured time between runs: alert when the last run is older than a few of these",
+            t,
+            registry=r,
+        )
+        self.sink_verified = Gauge(
+            "notifyprobe_sink_verified",
+            "1 when the last run's control message reached the sink, 0 when it did not",
+            t,
+            registry=r,
+        )
+        self.stale_modules = Gauge(
+            "notifyprobe_stale_modules",
+            "Stale loaded modules found on the gateway host (0 until a module inventory runs)",
+            t,
+            registry=r,
+        )
+        self.probe_errors = Counter(
+            "notifyprobe_probe_errors",
+            "Runs the probe itself could not complete (ledger or sink trouble)",
+            t,
+            registry=r,
+        )
+        self.hook_failures = Counter(
+            "notifyprobe_state_change_command_failures",
+            "State-change commands that failed, timed out or could not start",
+            t,
+            registry=r,
+        )
+        self.sink_up = Gauge(
+            "notifyprobe_sink_up", "1 while the probe's sink is listening", registry=r
+        )
+        Info("notifyprobe_build", "notifyprobe version", registry=r).info({"version": __version__})
+        self._server: WSGIServer | None = None
+
+    def add_targets(self, targets: Iterable[tuple[str, float]]) -> None:
+        """Create each target's series at zero, so rates and alerts work from the first scrape."""
+        for name, interval_s in targets:
+            for pattern in PATTERNS:
+                self.verdict.labels(name, pattern).set(0)
+                self.runs.labels(name, pattern)
+            for reply_class in REPLY_CLASSES:
+                self.failures.labels(name, reply_class)
+            for metric in (self.sent, self.accepted, self.delivered, self.probe_errors,
+                           self.hook_failures, self.latency):  # fmt: skip
+                metric.labels(name)
+            self.stale_modules.labels(name).set(0)
+            self.interval.labels(name).set(interval_s)
+
+    def show_verdict(self, target: str, pattern: Pattern, severity: Severity, at: float) -> None:
+        """The target's current state: after a run, or from the ledger when the watch starts."""
+        for name in PATTERNS:
+            self.verdict.labels(target, name).set(1 if name == pattern.value else 0)
+        self.severity.labels(target).set(int(severity))
+        self.last_run.labels(target).set(at)
+
+    def observe_run(
+        self, target: str, record: RunRecord, verdict: Verdict, elapsed_s: float, at: float
+    ) -> None:
+        self.show_verdict(target, verdict.pattern, verdict.severity, at)
+        self.runs.labels(target, verdict.pattern.value).inc()
+        self.duration.labels(target).set(elapsed_s)
+        self.sent.labels(target).inc(verdict.sent)
+        self.accepted.labels(target).inc(verdict.accepted)
+        self.delivered.labels(target).inc(verdict.delivered)
+        if verdict.sink_verified is not None:
+            self.sink_verified.labels(target).set(1 if verdict.sink_verified else 0)
+        for n in record.burst:
+            s = n.submission
+            if s is None:
+                continue
+            if not s.accepted:
+                reply_class = s.reply.reply_class if s.reply is not None else "no_reply"
+                if reply_class not in REPLY_CLASSES:  # a 2xx/3xx at the wrong step
+                    reply_class = "no_reply"
+                self.failures.labels(target, reply_class).inc()
+            if n.latency_s is not None:
+                self.latency.labels(target).observe(n.latency_s)
+
+    def set_stale_modules(self, target: str, count: int) -> None:
+        """Hook for the module inventory: how many stale modules it found on the target's host."""
+        self.stale_modules.labels(target).set(count)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def serve(self, listen: Endpoint) -> Endpoint:
+        """Serve /metrics from a background thread; returns the address actually bound."""
+        try:
+            server, _thread = start_http_server(listen.port, listen.host, registry=self.registry)
+        except OSError as exc:
+            raise ProbeError(f"metrics cannot listen on {listen}: {exc.strerror}") from None
+        self._server = server
+        return Endpoint(listen.host, server.server_port)
+
+    def close(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown()
+            server.server_close()

@@ -1,0 +1,273 @@
+"""The loaded-module inventory: which processes map a module, and is their copy the installed one?
+
+A notification gateway that still runs an old copy of a DLL after an upgrade (document 000:
+MPNotifyPerf.dll) fails in ways the mail flow alone cannot explain. Performance-counter DLLs are
+loaded by whatever reads counters, so every process is scanned, not only the gateway's. One
+process that cannot be read is counted (denied, vanished) and never fails the scan.
+
+`judge_state` is pure: it decides current / stale / deleted / renamed / unknown from facts the
+platform gathered, so Linux and recorded Windows inventories go through the same rules.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from probe.pe import ModuleVersion
+from probe.platform import (
+    MappedModule,
+    ModuleSource,
+    NameMatcher,
+    ProcessDenied,
+    ProcessInfo,
+    ProcessVanished,
+)
+
+DEFAULT_MODULE = "MPNotifyPerf.dll"
+
+
+class ModuleState(str, Enum):
+    CURRENT = "current"  # the process runs the copy that is installed
+    STALE = "stale"  # the loaded copy differs from the installed one
+    DELETED = "deleted"  # the loaded file is gone from disk; the process still runs it
+    RENAMED = "renamed"  # the loaded file was moved aside (X.dll.old) and is still in use
+    UNKNOWN = "unknown"  # could not be read or compared
+
+    @property
+    def is_old(self) -> bool:
+        """The process runs a copy that is not the installed one."""
+        return self in (ModuleState.STALE, ModuleState.DELETED, ModuleState.RENAMED)
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One copy of a module (the loaded one or the installed one): where, and what it is."""
+
+    path: str | None
+    version: ModuleVersion | None = None
+    error: str | None = None  # why `version` is missing
+
+
+@dataclass(frozen=True)
+class ModuleHit:
+    """One process that maps a matching module, and the judgement of its copy."""
+
+    process: ProcessInfo
+    mapped_path: str
+    module: str  # the name pattern it matched
+    state: ModuleState
+    reason: str
+    loaded: Copy
+    installed: Copy
+
+    def to_dict(self) -> dict[str, Any]:
+        lv, iv = self.loaded.version, self.installed.version
+        return {
+            "pid": self.process.pid,
+            "process": self.process.name,
+            "exe": self.process.exe,
+            "started_at": self.process.started_at,
+            "module": self.module,
+            "mapped_path": self.mapped_path,
+            "state": self.state.value,
+            "reason": self.reason,
+            "loaded_version": lv.file_version if lv else None,
+            "loaded_product_version": lv.product_version if lv else None,
+            "loaded_sha256": lv.sha256 if lv else None,
+            "loaded_soname": lv.soname if lv else None,
+            "loaded_error": self.loaded.error,
+            "installed_path": self.installed.path,
+            "installed_version": iv.file_version if iv else None,
+            "installed_product_version": iv.product_version if iv else None,
+            "installed_sha256": iv.sha256 if iv else None,
+            "installed_error": self.installed.error,
+        }
+
+
+@dataclass(frozen=True)
+class Inventory:
+    names: tuple[str, ...]
+    installed: tuple[str, ...]
+    platform: str
+    hits: tuple[ModuleHit, ...]
+    scanned: int
+    denied: int
+    vanished: int
+    elapsed_s: float = 0.0
+
+    @property
+    def old_copies(self) -> tuple[ModuleHit, ...]:
+        return tuple(h for h in self.hits if h.state.is_old)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "names": list(self.names),
+            "installed": list(self.installed),
+            "platform": self.platform,
+            "scanned": self.scanned,
+            "denied": self.denied,
+            "vanished": self.vanished,
+            "elapsed_s": round(self.elapsed_s, 4),
+            "hits": [h.to_dict() for h in self.hits],
+        }
+
+
+def judge_state(
+    module: MappedModule, loaded: Copy, installed: Copy, installed_is_mapped_path: bool
+) -> tuple[ModuleState, str]:
+    """Decide the state of one loaded copy from facts already gathered (no I/O)."""
+    if module.match.renamed and module.path_exists and not module.marked_deleted:
+        return ModuleState.RENAMED, (
+            f"the loaded file was renamed to {module.path} and is still in use; "
+            f"installed copy: {_label(installed)}"
+        )
+    if module.marked_deleted or module.path_exists is False:
+        if not module.path_exists:
+            return ModuleState.DELETED, (
+                f"the loaded file was deleted from disk; the process still runs {_label(loaded)}"
+            )
+        return _compare_or(
+            ModuleState.STALE,
+            f"the file at {module.path} was replaced after the process loaded it",
+            loaded,
+            installed,
+        )
+    if module.same_file is None:
+        return ModuleState.UNKNOWN, f"cannot tell whether {module.path} is the mapped file"
+    if module.same_file is False:
+        return _compare_or(
+            ModuleState.STALE,
+            f"the file now at {module.path} is not the one the process mapped (other inode)",
+            loaded,
+            installed,
+        )
+    if installed_is_mapped_path:
+        return ModuleState.CURRENT, "the process maps the file installed at that path"
+    if loaded.version is None or installed.version is None:
+        missing = loaded if loaded.version is None else installed
+        return ModuleState.UNKNOWN, f"cannot compare with the installed copy: {missing.error}"
+    if loaded.version.sha256 == installed.version.sha256:
+        return ModuleState.CURRENT, f"same content as the installed copy {installed.path}"
+    return ModuleState.STALE, (
+        f"loaded {_label(loaded)} differs from installed {_label(installed)} at {installed.path}"
+    )
+
+
+def _compare_or(
+    state: ModuleState, why: str, loaded: Copy, installed: Copy
+) -> tuple[ModuleState, str]:
+    """A replaced file is stale unless both copies are known and identical."""
+    lv, iv = loaded.version, installed.version
+    if lv is not None and iv is not None and lv.sha256 == iv.sha256:
+        return ModuleState.CURRENT, f"{why}, but by an identical copy"
+    return state, f"{why}: loaded {_label(loaded)}, installed {_label(installed)}"
+
+
+def _label(copy: Copy) -> str:
+    if copy.version is not None:
+        return copy.version.label
+    return f"unknown ({copy.error})" if copy.error else "unknown"
+
+
+class _Reader:
+    """Reads each copy once per scan, however many processes map it."""
+
+    def __init__(self, source: ModuleSource):
+        self.source = source
+        self.loaded: dict[object, Copy] = {}
+        self.files: dict[str, Copy] = {}
+
+    def loaded_copy(self, module: MappedModule) -> Copy:
+        key = module.identity or module.path
+        if key not in self.loaded:
+            try:
+                version = self.source.read_loaded_copy(module)
+                self.loaded[key] = Copy(module.path, version)
+            except PermissionError:
+                self.loaded[key] = Copy(module.path, None, _NO_PRIVILEGE.get(
+                    self.source.platform, "permission denied reading the loaded copy"))  # fmt: skip
+            except OSError as exc:
+                self.loaded[key] = Copy(module.path, None, f"cannot read the loaded copy: {exc}")
+        return self.loaded[key]
+
+    def file(self, path: str) -> Copy:
+        if path not in self.files:
+            try:
+                self.files[path] = Copy(path, self.source.read_file(path))
+            except FileNotFoundError:
+                self.files[path] = Copy(path, None, f"nothing installed at {path}")
+            except OSError as exc:
+                self.files[path] = Copy(path, None, f"cannot read {path}: {exc.strerror or exc}")
+        return self.files[path]
+
+
+_NO_PRIVILEGE = {
+    "linux": "reading the replaced copy through /proc/PID/map_files needs root (CAP_SYS_ADMIN)",
+}
+
+
+def installed_path_for(source: ModuleSource, module: MappedModule, installed: Sequence[str]) -> str:
+    """Where the installed copy of this module is: the `--installed` path with the same name,
+    the only `--installed` path, or else the mapped path under its original (unrenamed) name."""
+    canonical = module.match.canonical.lower()
+    for path in installed:
+        if source.basename(path).lower() == canonical:
+            return path
+    if len(installed) == 1:
+        return installed[0]
+    return source.join(source.dirname(module.path), module.match.canonical)
+
+
+def take_inventory(
+    source: ModuleSource, names: Sequence[str], installed: Sequence[str] = ()
+) -> Inventory:
+    """Scan every process for the named modules and judge each loaded copy."""
+    t0 = time.perf_counter()
+    matcher = NameMatcher(names)
+    scanned = denied = vanished = 0
+    found: list[MappedModule] = []
+    for pid in source.pids():
+        try:
+            found.extend(source.mapped_modules(pid, matcher))
+        except ProcessDenied:
+            denied += 1
+            continue
+        except ProcessVanished:
+            vanished += 1
+            continue
+        scanned += 1
+    reader = _Reader(source)
+    hits = []
+    for module in found:
+        installed_path = installed_path_for(source, module, installed)
+        loaded = reader.loaded_copy(module)
+        installed_copy = reader.file(installed_path)
+        state, reason = judge_state(
+            module, loaded, installed_copy, source.same_path(installed_path, module.path)
+        )
+        hits.append(
+            ModuleHit(
+                process=source.process_info(module.pid),
+                mapped_path=module.path,
+                module=module.match.pattern,
+                state=state,
+                reason=reason,
+                loaded=loaded,
+                installed=installed_copy,
+            )
+        )
+    hits.sort(key=lambda h: (not h.state.is_old, h.state.value, h.process.pid))
+    return Inventory(
+        names=tuple(names),
+        installed=tuple(installed),
+        platform=source.platform,
+        hits=tuple(hits),
+        scanned=scanned,
+        denied=denied,
+        vanished=vanished,
+        elapsed_s=time.perf_counter() - t0,
+    )

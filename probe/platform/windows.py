@@ -1,0 +1,212 @@
+"""Windows: loaded modules through psutil, and recorded Windows inventories for the tests.
+
+psutil lists a process's mapped images (VirtualQueryEx + GetMappedFileName). Windows will not
+let a mapped DLL be deleted or overwritten, but it can be renamed (document 001's `.old`), and
+an installer that could not replace a locked DLL leaves the new copy elsewhere — so the loaded
+copy is compared with the installed one named by `--installed`. GetMappedFileName answers in
+device form (`\\Device\\HarddiskVolume2\\...`); `dos_path` turns that into a drive path.
+
+The classification from a list of mapped paths (`modules_from_paths`) is pure, so recorded
+inventories (fixtures/windows/*.json) drive the same code the live path runs.
+"""
+
+from __future__ import annotations
+
+import json
+import ntpath
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+from probe.errors import ProbeError
+from probe.pe import ModuleVersion
+from probe.platform import (
+    MappedModule,
+    NameMatcher,
+    ProcessDenied,
+    ProcessInfo,
+    ProcessVanished,
+)
+from probe.platform.common import psutil_pids, psutil_process_info, read_whole
+
+DEVICE_PREFIX = "\\device\\"
+
+
+def dos_path(path: str, devices: Mapping[str, str]) -> str:
+    """`\\Device\\HarddiskVolume2\\x` → `D:\\x` using a device → drive map; others unchanged."""
+    if path.startswith("\\\\?\\"):
+        path = path[4:]
+    if not path.lower().startswith(DEVICE_PREFIX):
+        return path
+    lowered = path.lower()
+    for device, drive in sorted(devices.items(), key=lambda item: -len(item[0])):
+        prefix = device.rstrip("\\").lower()
+        if lowered == prefix or lowered.startswith(prefix + "\\"):
+            return drive.rstrip("\\") + path[len(prefix) :]
+    return path
+
+
+def modules_from_paths(
+    pid: int,
+    paths: Sequence[str],
+    matcher: NameMatcher,
+    devices: Mapping[str, str],
+    exists: Callable[[str], bool],
+) -> list[MappedModule]:
+    """Keep the mapped files whose name matches. A mapped image cannot be replaced in place on
+    Windows, so when its path still exists the file there is the mapped one."""
+    found: dict[str, MappedModule] = {}
+    for raw in paths:
+        path = dos_path(raw, devices)
+        match = matcher.match(ntpath.basename(path))
+        key = ntpath.normcase(path)
+        if match is None or key in found:
+            continue
+        present = exists(path)
+        found[key] = MappedModule(pid=pid, path=path, match=match, path_exists=present,
+                                  same_file=present)  # fmt: skip
+    return list(found.values())
+
+
+def drive_devices() -> dict[str, str]:
+    """Device name of each drive letter (QueryDosDeviceW), on Windows only."""
+    import ctypes
+
+    devices: dict[str, str] = {}
+    buffer = ctypes.create_unicode_buffer(1024)
+    for letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
+        drive = f"{letter}:"
+        if ctypes.windll.kernel32.QueryDosDeviceW(drive, buffer, len(buffer)):  # type: ignore[attr-defined]
+            devices[buffer.value] = drive
+    return devices
+
+
+class _WindowsPaths:
+    platform = "windows"
+
+    def same_path(self, a: str, b: str) -> bool:
+        return ntpath.normcase(ntpath.normpath(a)) == ntpath.normcase(ntpath.normpath(b))
+
+    def basename(self, path: str) -> str:
+        return ntpath.basename(path)
+
+    def dirname(self, path: str) -> str:
+        return ntpath.dirname(path)
+
+    def join(self, directory: str, name: str) -> str:
+        return ntpath.join(directory, name)
+
+
+class WindowsModules(_WindowsPaths):
+    """The live Windows source: psutil for processes and their mapped images."""
+
+    def __init__(self, devices: Mapping[str, str] | None = None):
+        self.devices = dict(devices) if devices is not None else drive_devices()
+
+    def pids(self) -> list[int]:
+        return psutil_pids()
+
+    def process_info(self, pid: int) -> ProcessInfo:
+        return psutil_process_info(pid)
+
+    def mapped_modules(self, pid: int, matcher: NameMatcher) -> list[MappedModule]:
+        try:
+            maps = psutil.Process(pid).memory_maps(grouped=True)
+        except psutil.NoSuchProcess:
+            raise ProcessVanished(pid) from None
+        except (psutil.AccessDenied, OSError):
+            raise ProcessDenied(pid) from None
+        paths = [m.path for m in maps if m.path]
+        return modules_from_paths(pid, paths, matcher, self.devices, os.path.exists)
+
+    def read_loaded_copy(self, module: MappedModule) -> ModuleVersion:
+        return read_whole(module.path)
+
+    def read_file(self, path: str) -> ModuleVersion:
+        return read_whole(path)
+
+
+@dataclass(frozen=True)
+class RecordedProcess:
+    pid: int
+    name: str
+    exe: str | None
+    started_at: float | None
+    maps: tuple[str, ...]
+    error: str | None  # denied or vanished
+
+
+class RecordedWindows(_WindowsPaths):
+    """A Windows inventory recorded as JSON: processes with their mapped paths (device form),
+    the device map, and the recorded facts of each file (sha256, versions)."""
+
+    def __init__(
+        self,
+        processes: Sequence[RecordedProcess],
+        devices: Mapping[str, str],
+        files: Mapping[str, ModuleVersion],
+    ):
+        self.processes = {p.pid: p for p in processes}
+        self.devices = dict(devices)
+        self.files = {ntpath.normcase(path): facts for path, facts in files.items()}
+
+    @classmethod
+    def load(cls, path: Path) -> RecordedWindows:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            processes = [
+                RecordedProcess(
+                    pid=int(p["pid"]),
+                    name=str(p.get("name", "")),
+                    exe=p.get("exe"),
+                    started_at=p.get("create_time"),
+                    maps=tuple(p.get("maps", ())),
+                    error=p.get("error"),
+                )
+                for p in data["processes"]
+            ]
+            files = {
+                name: ModuleVersion(
+                    sha256=f["sha256"],
+                    size=int(f["size"]),
+                    kind=f.get("kind", "pe"),
+                    file_version=f.get("file_version"),
+                    product_version=f.get("product_version"),
+                )
+                for name, f in data["files"].items()
+            }
+            return cls(processes, data["devices"], files)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ProbeError(f"cannot load recorded inventory {path}: {exc}") from exc
+
+    def pids(self) -> list[int]:
+        return sorted(self.processes)
+
+    def _process(self, pid: int) -> RecordedProcess:
+        proc = self.processes.get(pid)
+        if proc is None or proc.error == "vanished":
+            raise ProcessVanished(pid)
+        if proc.error == "denied":
+            raise ProcessDenied(pid)
+        return proc
+
+    def process_info(self, pid: int) -> ProcessInfo:
+        proc = self.processes[pid]
+        return ProcessInfo(pid, proc.name, proc.exe, proc.started_at)
+
+    def mapped_modules(self, pid: int, matcher: NameMatcher) -> list[MappedModule]:
+        proc = self._process(pid)
+        return modules_from_paths(pid, proc.maps, matcher, self.devices,
+                                  lambda p: ntpath.normcase(p) in self.files)  # fmt: skip
+
+    def read_loaded_copy(self, module: MappedModule) -> ModuleVersion:
+        return self.read_file(module.path)
+
+    def read_file(self, path: str) -> ModuleVersion:
+        try:
+            return self.files[ntpath.normcase(path)]
+        except KeyError:
+            raise FileNotFoundError(path) from None

@@ -1,0 +1,182 @@
+"""Gateway restarts: when the gateway's processes started, and what each restart brought back.
+
+Document 000's tell-tale is not one run but a series: every restart of the services brings back
+exactly one successful notification, and nothing after it. Each burst records the start times of
+the processes (or services) named with `--process`/`--service`; `first_after_restart` reads the
+series from the ledger and says whether the runs follow that shape. It is pure, so it is tested
+on crafted histories.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import sqlite3
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+import psutil
+
+from probe.ledger import Ledger
+from probe.verdict import gateway_order
+
+TABLE = """
+CREATE TABLE IF NOT EXISTS process_starts (
+    run_id     TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    pid        INTEGER NOT NULL,
+    started_at REAL NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class ProcessStart:
+    kind: str  # process or service
+    name: str  # as asked for (the service name, or the process name pattern)
+    pid: int
+    started_at: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {"kind": self.kind, "name": self.name, "pid": self.pid,
+                "started_at": self.started_at}  # fmt: skip
+
+
+def gateway_starts(processes: Sequence[str], services: Sequence[str]) -> tuple[ProcessStart, ...]:
+    """Start times of the named processes (name globs, case-insensitive) and services.
+
+    Services go through the Windows service API; elsewhere a service name is looked up as a
+    process name, which is what a systemd unit's main process is usually called.
+    """
+    found: list[ProcessStart] = []
+    if sys.platform == "win32":
+        for name in services:
+            try:
+                pid = psutil.win_service_get(name).pid()  # type: ignore[attr-defined]
+                if pid:
+                    found.append(ProcessStart("service", name, pid,
+                                              psutil.Process(pid).create_time()))  # fmt: skip
+            except (psutil.Error, OSError):
+                continue
+        patterns = [("process", p) for p in processes]
+    else:
+        patterns = [("process", p) for p in processes] + [("service", s) for s in services]
+    if not patterns:
+        return tuple(found)
+    for proc in psutil.process_iter(["name", "create_time"]):
+        name = (proc.info.get("name") or "").lower()
+        for kind, pattern in patterns:
+            if fnmatch.fnmatchcase(name, pattern.lower()):
+                found.append(ProcessStart(kind, pattern, proc.pid, proc.info["create_time"]))
+    return tuple(sorted(found, key=lambda s: (s.name, s.pid)))
+
+
+@dataclass(frozen=True)
+class RunStarts:
+    """One past run, reduced to what the restart pattern needs."""
+
+    run_id: str
+    started_at: float
+    sent: int
+    delivered: int
+    first_delivered: bool
+    starts: tuple[ProcessStart, ...]
+
+    @property
+    def generation(self) -> frozenset[tuple[str, int, float]]:
+        """Which gateway process instances were running: changes exactly when one restarted."""
+        return frozenset((s.name, s.pid, round(s.started_at, 2)) for s in self.starts)
+
+
+@dataclass(frozen=True)
+class RestartFinding:
+    matches: bool
+    after_restart: int  # runs that followed a restart
+    without_restart: int  # runs with no restart since the previous run
+    lines: tuple[str, ...]
+
+
+def first_after_restart(history: Sequence[RunStarts]) -> RestartFinding | None:
+    """Do the runs show "the first notification after each restart succeeds, the rest fail"?
+
+    A run follows a restart when the gateway's process instances differ from the previous run's.
+    The pattern holds when every run after a restart delivered exactly its first notification and
+    every run without a restart delivered nothing. None when fewer than two comparable runs.
+    """
+    runs = sorted((r for r in history if r.starts and r.sent >= 2), key=lambda r: r.started_at)
+    if len(runs) < 2:
+        return None
+    after = without = 0
+    misfits: list[str] = []
+    for previous, run in pairwise(runs):
+        if run.generation != previous.generation:
+            after += 1
+            if not (run.delivered == 1 and run.first_delivered):
+                misfits.append(f"run {run.run_id} after a restart delivered {run.delivered} of "
+                               f"{run.sent}")  # fmt: skip
+        else:
+            without += 1
+            if run.delivered:
+                misfits.append(f"run {run.run_id} without a restart delivered {run.delivered} of "
+                               f"{run.sent}")  # fmt: skip
+    if after == 0:
+        return RestartFinding(False, 0, without, ("no gateway restart between the recorded runs",))
+    if misfits:
+        return RestartFinding(False, after, without, tuple(misfits[:3]))
+    line = (
+        f"across {after + without + 1} recorded runs, each of {after} gateway restart(s) brought "
+        f"back exactly one delivery (the first notification)"
+    )
+    if without:
+        line += f", and {without} run(s) without a restart delivered nothing"
+    return RestartFinding(True, after, without, (line,))
+
+
+# -- ledger storage ------------------------------------------------------------------------
+
+
+def record_starts(ledger: Ledger, run_id: str, starts: Sequence[ProcessStart]) -> None:
+    def op(conn: sqlite3.Connection) -> None:
+        conn.execute(TABLE)
+        conn.executemany(
+            "INSERT INTO process_starts (run_id, kind, name, pid, started_at) VALUES (?,?,?,?,?)",
+            [(run_id, s.kind, s.name, s.pid, s.started_at) for s in starts],
+        )
+
+    ledger.write(op)
+
+
+def load_history(ledger: Ledger, gateway: str, limit: int = 20) -> list[RunStarts]:
+    """The latest runs against `gateway` that recorded process starts, oldest first."""
+
+    def op(conn: sqlite3.Connection) -> list[tuple[str, str, str, int, float]]:
+        conn.execute(TABLE)
+        return conn.execute(
+            "SELECT p.run_id, p.kind, p.name, p.pid, p.started_at FROM process_starts p"
+            " JOIN runs r ON r.run_id = p.run_id WHERE r.gateway = ?"
+            " AND p.run_id IN (SELECT DISTINCT q.run_id FROM process_starts q"
+            "  JOIN runs s ON s.run_id = q.run_id WHERE s.gateway = ?"
+            "  ORDER BY s.started_at DESC LIMIT ?)",
+            (gateway, gateway, limit),
+        ).fetchall()
+
+    starts: dict[str, list[ProcessStart]] = {}
+    for run_id, kind, name, pid, started_at in ledger.write(op):
+        starts.setdefault(run_id, []).append(ProcessStart(kind, name, pid, started_at))
+    history = []
+    for run_id, run_starts in starts.items():
+        record = ledger.load(run_id)
+        sent = gateway_order(n for n in record.burst if n.attempted)
+        history.append(
+            RunStarts(
+                run_id=run_id,
+                started_at=record.run.started_at,
+                sent=len(sent),
+                delivered=sum(1 for n in sent if n.copies),
+                first_delivered=bool(sent and sent[0].copies),
+                starts=tuple(run_starts),
+            )
+        )
+    return sorted(history, key=lambda r: r.started_at)

@@ -1,0 +1,129 @@
+"""Known-issue signatures: data files shipped in the package, one per issue.
+
+A signature names the modules of an issue, the delivery patterns it produces, the services and
+directories involved, the remediation steps and the source document. Adding an issue means
+adding a TOML file here, no code. Every file is validated when loaded, so a broken signature
+stops the probe with a clear message before it sends anything.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from probe.errors import ProbeError
+from probe.modules import ModuleState
+from probe.verdict import Pattern
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+
+@dataclass(frozen=True)
+class Signature:
+    id: str
+    title: str
+    cause: str
+    reference: str
+    runbook: str
+    modules: tuple[str, ...]
+    module_states: frozenset[ModuleState]
+    services: tuple[str, ...]
+    directories: tuple[str, ...]
+    remediation: tuple[str, ...]
+    patterns: frozenset[Pattern]  # empty: the loaded modules alone are the evidence
+    first_after_restart: bool
+    symptoms: tuple[str, ...]
+
+
+def load_signatures(directory: Path | None = None) -> tuple[Signature, ...]:
+    """All signatures, in file-name order; ProbeError names the file and field that is wrong."""
+    if directory is None:
+        files = sorted(
+            (f for f in resources.files(__name__).iterdir() if f.name.endswith(".toml")),
+            key=lambda f: f.name,
+        )
+    else:
+        files = sorted(directory.glob("*.toml"))
+    signatures = [parse_signature(f.name, f.read_text(encoding="utf-8")) for f in files]
+    seen: set[str] = set()
+    for sig in signatures:
+        if sig.id in seen:
+            raise ProbeError(f"signature id {sig.id!r} is used twice")
+        seen.add(sig.id)
+    return tuple(signatures)
+
+
+def parse_signature(name: str, text: str) -> Signature:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ProbeError(f"signature {name}: not valid TOML: {exc}") from None
+    fields = _Fields(name, data)
+    symptoms = _Fields(f"{name} [symptoms]", fields.table("symptoms"))
+    try:
+        patterns = frozenset(Pattern(p) for p in symptoms.strings("patterns"))
+        states = frozenset(ModuleState(s) for s in fields.strings("module_states"))
+    except ValueError as exc:
+        raise ProbeError(f"signature {name}: {exc}") from None
+    signature = Signature(
+        id=fields.string("id"),
+        title=fields.string("title"),
+        cause=fields.string("cause"),
+        reference=fields.string("reference"),
+        runbook=fields.string("runbook"),
+        modules=fields.strings("modules"),
+        module_states=states,
+        services=fields.strings("services"),
+        directories=fields.strings("directories"),
+        remediation=fields.strings("remediation"),
+        patterns=patterns,
+        first_after_restart=symptoms.boolean("first_after_restart"),
+        symptoms=symptoms.strings("text"),
+    )
+    if not signature.remediation:
+        raise ProbeError(f"signature {name}: remediation has no steps")
+    if not signature.modules and not signature.directories:
+        raise ProbeError(f"signature {name}: needs modules or directories to match loaded copies")
+    return signature
+
+
+class _Fields:
+    """Typed access to one TOML table, with errors that name the file and the field."""
+
+    def __init__(self, where: str, data: dict[str, object]):
+        self.where = where
+        self.data = data
+
+    def _get(self, key: str) -> object:
+        if key not in self.data:
+            raise ProbeError(f"signature {self.where}: missing field {key!r}")
+        return self.data[key]
+
+    def string(self, key: str) -> str:
+        value = self._get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise ProbeError(f"signature {self.where}: {key!r} must be a non-empty string")
+        return value
+
+    def strings(self, key: str) -> tuple[str, ...]:
+        value = self._get(key)
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ProbeError(f"signature {self.where}: {key!r} must be a list of strings")
+        return tuple(value)
+
+    def boolean(self, key: str) -> bool:
+        value = self._get(key)
+        if not isinstance(value, bool):
+            raise ProbeError(f"signature {self.where}: {key!r} must be true or false")
+        return value
+
+    def table(self, key: str) -> dict[str, object]:
+        value = self._get(key)
+        if not isinstance(value, dict):
+            raise ProbeError(f"signature {self.where}: [{key}] must be a table")
+        return value

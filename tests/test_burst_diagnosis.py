@@ -1,0 +1,119 @@
+"""End to end: a burst through a lab gateway while a helper process holds a stale DLL.
+
+First-only gateway + stale MPNotifyPerf.dll → the 000 signature and its remediation; healthy
+gateway → no diagnosis. Everything runs as real processes on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from fixtures.hold_module import held
+from fixtures.make_pe import build_dll, write_dll
+from probe.lab import free_port
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+
+ROOT = Path(__file__).resolve().parent.parent
+NAME = "MPNotifyPerf.dll"
+
+
+@contextmanager
+def lab_gateway(mode: str, sink_port: int) -> Iterator[tuple[int, int]]:
+    """A `notifyprobe lab gateway` subprocess; yields (its port, its pid) once it listens."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "probe", "lab", "gateway", "--mode", mode,
+         "--listen", f"127.0.0.1:{port}", "--relay", f"127.0.0.1:{sink_port}"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "listening" in line, line
+        yield port, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def burst(port: int, sink_port: int, db: Path, *extra: str) -> tuple[int, str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "probe", "burst", "--gateway", f"127.0.0.1:{port}",
+         "--sink", f"127.0.0.1:{sink_port}", "--count", "4", "--timeout", "5", "--grace", "0.3",
+         "--db", str(db), *extra],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode in (0, 1, 2), proc.stderr
+    return proc.returncode, proc.stdout
+
+
+@pytest.fixture
+def stale_dll(tmp_path: Path) -> Iterator[Path]:
+    """MPNotifyPerf.dll 1.x held by a process, then upgraded on disk to 2.x."""
+    dll = write_dll(tmp_path / NAME, "1.0.0.9")
+    with held(dll):
+        temp = tmp_path / "setup.tmp"
+        temp.write_bytes(build_dll("2.0.0.4", name=NAME))
+        os.replace(temp, dll)
+        yield dll
+
+
+def test_first_only_gateway_with_stale_module_is_diagnosed_000(stale_dll: Path,
+                                                               tmp_path: Path) -> None:  # fmt: skip
+    sink_port = free_port()
+    with lab_gateway("first-only", sink_port) as (port, _):
+        code, out = burst(port, sink_port, tmp_path / "l.sqlite3", "--module", NAME,
+                          "--installed", str(stale_dll), "--json", "-")  # fmt: skip
+    report = json.loads(out)
+    assert code == 2
+    assert report["verdict"]["pattern"] == "first_only"
+    diagnosis = report["diagnosis"]
+    assert diagnosis["signature"] == "000"
+    assert diagnosis["confidence"] == "high"
+    assert any("1.0.0.9" in line and "2.0.0.4" in line for line in diagnosis["because"])
+    assert any("sink" in line for line in diagnosis["because"])
+    assert any("templates" in step for step in diagnosis["remediation"])
+    assert any("Reboot" in step for step in diagnosis["remediation"])
+    assert any(h["state"] == "stale" for h in report["modules"]["hits"])
+
+
+def test_first_only_diagnosis_is_shown_in_the_terminal_report(stale_dll: Path,
+                                                              tmp_path: Path) -> None:  # fmt: skip
+    sink_port = free_port()
+    with lab_gateway("first-only", sink_port) as (port, _):
+        _, out = burst(port, sink_port, tmp_path / "l.sqlite3", "--module", NAME,
+                       "--installed", str(stale_dll))  # fmt: skip
+    assert "Diagnosis [000]" in out
+    assert "confidence high" in out
+    assert "what to do:" in out and "1. Back up the notification templates." in out
+
+
+def test_healthy_gateway_gets_no_diagnosis(stale_dll: Path, tmp_path: Path) -> None:
+    sink_port = free_port()
+    with lab_gateway("healthy", sink_port) as (port, gateway_pid):
+        code, out = burst(port, sink_port, tmp_path / "l.sqlite3", "--module", NAME,
+                          "--installed", str(stale_dll), "--process", "python*",
+                          "--json", "-")  # fmt: skip
+    report = json.loads(out)
+    assert code == 0
+    assert report["verdict"]["pattern"] == "healthy"
+    assert report["diagnosis"] is None
+    assert gateway_pid in {p["pid"] for p in report["gateway_processes"]}
+
+
+def test_first_only_without_module_inventory_is_a_low_confidence_000(tmp_path: Path) -> None:
+    sink_port = free_port()
+    with lab_gateway("first-only", sink_port) as (port, _):
+        _, out = burst(port, sink_port, tmp_path / "l.sqlite3", "--json", "-")
+    diagnosis = json.loads(out)["diagnosis"]
+    assert (diagnosis["signature"], diagnosis["confidence"]) == ("000", "low")
+    assert any("no module inventory" in line for line in diagnosis["because"])

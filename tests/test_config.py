@@ -1,0 +1,167 @@
+"""The watch configuration: every key read, every mistake a one-line error, the caps enforced."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from probe.burst import Endpoint
+from probe.config import Caps, Secret, load, parse
+from probe.errors import UsageError
+
+FULL = """
+domain = "Probe.Example.org."
+sink = "0.0.0.0:2525"
+ledger = "data/ledger.sqlite3"
+metrics = "127.0.0.1:9478"
+retention_days = 7
+seed = 42
+once = false
+log_level = "debug"
+log_json = true
+
+[limits]
+max_count = 50
+min_interval = "30s"
+max_per_minute = 60
+
+[defaults]
+interval = "5m"
+jitter = 0.2
+count = 20
+pacing = "100ms"
+
+[on_change]
+command = ["/usr/local/bin/page", "--team", "mail"]
+timeout = "10s"
+evidence_dir = "/var/lib/notifyprobe/evidence"
+
+[[target]]
+name = "gw-paris"
+gateway = "gw1.example.org:25"
+username = "probe"
+password_env = "GW_PASSWORD"
+
+[[target]]
+name = "gw-lyon"
+gateway = "[2001:db8::1]:2525"
+interval = 60
+count = 5
+concurrency = 2
+reuse = false
+step_timeout = 5
+timeout = "1m"
+grace = 2.5
+slow_after = 3
+control = false
+helo = "probe.example.org"
+"""
+
+MINIMAL = """
+[[target]]
+name = "gw"
+gateway = "127.0.0.1:25"
+"""
+
+
+def test_every_key_is_read(tmp_path):
+    cfg = parse(FULL, source="cfg.toml", base=tmp_path, environ={"GW_PASSWORD": "s3cret"})
+    assert cfg.domain == "probe.example.org"
+    assert cfg.sink == Endpoint("0.0.0.0", 2525)
+    assert cfg.ledger == tmp_path / "data/ledger.sqlite3"  # relative to the config file
+    assert cfg.metrics == Endpoint("127.0.0.1", 9478)
+    assert (cfg.retention_days, cfg.seed, cfg.once, cfg.log_level, cfg.log_json) == (
+        7, 42, False, "debug", True,
+    )  # fmt: skip
+    assert cfg.caps == Caps(max_count=50, min_interval_s=30.0, max_per_minute=60.0)
+    assert cfg.on_change is not None
+    assert cfg.on_change.command == ("/usr/local/bin/page", "--team", "mail")
+    assert cfg.on_change.timeout_s == 10.0
+    assert cfg.on_change.evidence_dir == Path("/var/lib/notifyprobe/evidence")
+    paris, lyon = cfg.targets
+    assert (paris.interval_s, paris.jitter, paris.count, paris.pacing_s) == (300, 0.2, 20, 0.1)
+    assert paris.username == "probe" and paris.password == Secret("env:GW_PASSWORD", "s3cret")
+    assert lyon.gateway == Endpoint("2001:db8::1", 2525)
+    assert (lyon.interval_s, lyon.count, lyon.concurrency, lyon.reuse) == (60, 5, 2, False)
+    assert (lyon.step_timeout_s, lyon.timeout_s, lyon.grace_s, lyon.slow_after_s) == (5, 60, 2.5, 3)
+    assert (lyon.control, lyon.helo) == (False, "probe.example.org")
+
+
+def test_minimal_config_takes_safe_defaults():
+    cfg = parse(MINIMAL)
+    (target,) = cfg.targets
+    assert cfg.domain == "probe.invalid" and cfg.metrics is None and cfg.on_change is None
+    assert (target.interval_s, target.count, target.jitter) == (300.0, 10, 0.1)
+
+
+def test_secrets_never_show_in_repr_or_str(tmp_path):
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("hunter2\n")
+    text = MINIMAL + f'username = "u"\npassword_file = "{secret_file}"\n'
+    cfg = parse(text)
+    password = cfg.targets[0].password
+    assert password is not None and password.value == "hunter2"
+    assert "hunter2" not in repr(cfg) and "hunter2" not in str(password)
+
+
+def test_load_reads_a_file_and_names_it_in_errors(tmp_path):
+    path = tmp_path / "watch.toml"
+    path.write_text(MINIMAL)
+    assert load(path).targets[0].name == "gw"
+    with pytest.raises(UsageError, match=r"cannot read config .*missing.toml"):
+        load(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("this is = = not toml", "not valid TOML"),
+        ("", r"no \[\[target\]\]"),
+        (MINIMAL + "cuont = 3\n", "unknown key 'cuont'"),
+        ("colour = 1\n" + MINIMAL, "unknown key 'colour'"),
+        (MINIMAL + 'domain = "other.example"\n', "domain and sink are global"),
+        (MINIMAL + "count = 101\n", r"count 101 is above the cap of 100 \(\[limits\] max_count\)"),
+        (MINIMAL + "interval = 10\n", "interval 10 s is below the minimum of 60 s"),
+        (
+            "[limits]\nmax_per_minute = 50\n" + MINIMAL + 'interval = "1m"\ncount = 60\n',
+            r"60 notifications every 60 s is 60.0 per minute, above the cap of 50",
+        ),
+        (MINIMAL + "count = 2.5\n", "count must be a whole number"),
+        (MINIMAL + 'count = "ten"\n', "count must be a number"),
+        (MINIMAL + "reuse = 1\n", "reuse must be true or false"),
+        (MINIMAL + 'interval = "soon"\n', "'soon' is not a duration"),
+        (MINIMAL + "jitter = 0.9\n", "jitter is a fraction"),
+        (MINIMAL + 'pacing = "10s"\ncount = 40\n', "bursts would overlap"),
+        (MINIMAL + 'password_env = "NOPE_NOT_SET"\nusername = "u"\n', "NOPE_NOT_SET, which is not"),
+        (MINIMAL + 'password_env = "HOME"\n', "a password needs a username"),
+        (MINIMAL + MINIMAL, "target names must be unique: gw"),
+        ('[[target]]\nname = "gw"\n', "gateway"),
+        ('[[target]]\nname = "no spaces"\ngateway = "h:25"\n', "name is required"),
+        ('[[target]]\nname = "gw"\ngateway = "nonsense"\n', 'must be "HOST:PORT"'),
+        ('domain = "not a domain"\n' + MINIMAL, "is not a domain name"),
+        ('log_level = "loud"\n' + MINIMAL, "log_level must be one of"),
+        ("[limits]\nmin_interval = 1\n" + MINIMAL, "min_interval cannot be below 5 s"),
+        ("[limits]\nmax_count = 20000\n" + MINIMAL, "max_count must be 1..10000"),
+        ("[limits]\nmax_per_minute = 99999\n" + MINIMAL, "max_per_minute must be above 0"),
+        ('[on_change]\ncommand = "page me"\n' + MINIMAL, "never run through a shell"),
+    ],
+)
+def test_mistakes_are_one_line_errors_naming_the_key(text, message):
+    with pytest.raises(UsageError, match=message) as caught:
+        parse(text, source="cfg.toml", environ={"HOME": "/root"})
+    assert "\n" not in str(caught.value).strip()
+    assert str(caught.value).startswith("config cfg.toml")
+
+
+def test_caps_can_be_lowered_and_raised_up_to_the_hard_ceiling():
+    text = "[limits]\nmax_count = 1000\nmin_interval = 5\nmax_per_minute = 6000\n" + MINIMAL
+    cfg = parse(text + "count = 500\ninterval = 5\n")
+    assert (cfg.targets[0].count, cfg.targets[0].interval_s) == (500, 5.0)
+
+
+def test_the_documented_example_config_is_valid():
+    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "watch.toml"
+    cfg = load(example, environ={"NOTIFYPROBE_LYON_PASSWORD": "x"})
+    assert [t.name for t in cfg.targets] == ["meetingplace-paris", "meetingplace-lyon"]
+    assert cfg.targets[1].interval_s == 600.0

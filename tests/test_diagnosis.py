@@ -1,0 +1,170 @@
+"""Diagnosis, signatures and restart correlation, on crafted verdicts, inventories and histories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from probe.diagnosis import Confidence, RestartFacts, diagnose
+from probe.errors import ProbeError
+from probe.modules import Copy, Inventory, ModuleHit, ModuleState
+from probe.pe import ModuleVersion
+from probe.platform import ProcessInfo
+from probe.restarts import ProcessStart, RunStarts, first_after_restart
+from probe.signatures import load_signatures, parse_signature
+from probe.verdict import Pattern, Severity, Verdict
+
+SIGNATURES = load_signatures()
+PACKAGED = Path(__file__).resolve().parent.parent / "probe" / "signatures"
+
+
+def verdict(pattern: Pattern, sink_verified: bool | None = True) -> Verdict:
+    severity = Severity.OK if pattern is Pattern.HEALTHY else Severity.CRITICAL
+    return Verdict(pattern, severity, f"{pattern.value} summary", sent=10, delivered=1,
+                   sink_verified=sink_verified)  # fmt: skip
+
+
+def version(v: str) -> ModuleVersion:
+    return ModuleVersion(sha256=v * 8, size=100, kind="pe", file_version=v, product_version=v)
+
+
+def hit(
+    state: ModuleState, path: str = r"D:\Latitude\MPNotifyPerf.dll", pid: int = 42
+) -> ModuleHit:
+    return ModuleHit(
+        process=ProcessInfo(pid, "wmiprvse.exe", None, 1.0),
+        mapped_path=path,
+        module="MPNotifyPerf.dll",
+        state=state,
+        reason="crafted",
+        loaded=Copy(path, version("4.3.0.12")),
+        installed=Copy(path, version("5.0.0.41")),
+    )
+
+
+def inventory(*hits: ModuleHit, denied: int = 0) -> Inventory:
+    return Inventory(("MPNotifyPerf.dll",), (), "windows", hits, scanned=80, denied=denied,
+                     vanished=0)  # fmt: skip
+
+
+def test_three_signatures_ship_and_validate() -> None:
+    assert [s.id for s in SIGNATURES] == ["000", "001", "002"]
+    assert all(s.remediation and s.reference and s.runbook for s in SIGNATURES)
+    assert sorted(p.name for p in PACKAGED.glob("*.toml"))[0].startswith("000-")
+
+
+def test_first_only_with_stale_module_is_000_with_high_confidence() -> None:
+    d = diagnose(verdict(Pattern.FIRST_ONLY), inventory(hit(ModuleState.STALE)), SIGNATURES)
+    assert d is not None
+    assert (d.signature, d.confidence) == ("000", Confidence.HIGH)
+    assert any("4.3.0.12" in line and "5.0.0.41" in line for line in d.because)
+    assert any("sink" in line for line in d.because)
+    steps = " ".join(d.remediation).lower()
+    for word in ("templates", "uninstall", "reboot", "email-gateway", "notification gateway",
+                 "install the new version"):  # fmt: skip
+        assert word in steps
+    assert d.to_dict()["confidence"] == "high"
+
+
+def test_first_only_without_stale_module_says_so_with_low_confidence() -> None:
+    d = diagnose(verdict(Pattern.FIRST_ONLY), inventory(hit(ModuleState.CURRENT), denied=2),
+                 SIGNATURES)  # fmt: skip
+    assert d is not None and d.signature == "000"
+    assert d.confidence is Confidence.LOW
+    assert any("no process has an old copy" in line for line in d.because)
+    assert any("2 process(es) could not be read" in line for line in d.because)
+
+
+def test_first_only_without_inventory_asks_for_one() -> None:
+    d = diagnose(verdict(Pattern.FIRST_ONLY), None, SIGNATURES)
+    assert d is not None and d.confidence is Confidence.LOW
+    assert any("--module MPNotifyPerf.dll" in line for line in d.because)
+
+
+def test_unproven_sink_lowers_confidence_and_is_named() -> None:
+    d = diagnose(verdict(Pattern.FIRST_ONLY, sink_verified=None),
+                 inventory(hit(ModuleState.STALE)), SIGNATURES)  # fmt: skip
+    assert d is not None and d.confidence is Confidence.MEDIUM
+    assert any("not ruled out" in line for line in d.because)
+
+
+def test_healthy_gateway_gets_no_diagnosis_even_with_a_stale_copy() -> None:
+    assert diagnose(verdict(Pattern.HEALTHY), inventory(hit(ModuleState.STALE)), SIGNATURES) is None
+    assert diagnose(verdict(Pattern.HEALTHY), None, SIGNATURES) is None
+
+
+def test_exchange_perf_dlls_renamed_and_loaded_are_001_without_a_mail_symptom() -> None:
+    renamed = hit(ModuleState.RENAMED, r"E:\Exchsrvr\BIN\Mtaperf.dll.old")
+    d = diagnose(verdict(Pattern.HEALTHY), inventory(renamed), SIGNATURES)
+    assert d is not None and d.signature == "001"
+    assert any(".old" in step for step in d.remediation)
+
+
+def test_stale_copy_in_relocated_msmcon_bin_with_no_delivery_is_002() -> None:
+    relocated = hit(ModuleState.STALE, r"F:\Moved\Msmcon\Bin\connector.dll")
+    d = diagnose(verdict(Pattern.NONE_DELIVERED), inventory(relocated), SIGNATURES)
+    assert d is not None and d.signature == "002"
+    assert any("Maildat$" in step for step in d.remediation)
+
+
+def run(run_id: str, at: float, delivered: int, gen: float, sent: int = 10) -> RunStarts:
+    starts = (ProcessStart("process", "gateway", 100 + int(gen), gen),)
+    return RunStarts(run_id, at, sent, delivered, delivered >= 1, starts)
+
+
+def test_each_restart_bringing_back_one_delivery_is_recognised() -> None:
+    history = [run("a", 10, 1, 5), run("b", 20, 0, 5), run("c", 30, 1, 25), run("d", 40, 0, 25),
+               run("e", 50, 1, 45)]  # fmt: skip
+    finding = first_after_restart(history)
+    assert finding is not None and finding.matches
+    assert (finding.after_restart, finding.without_restart) == (2, 2)
+    assert "exactly one delivery" in finding.lines[0]
+
+
+def test_restart_pattern_rejects_runs_that_break_it() -> None:
+    healthy_after_restart = [run("a", 10, 1, 5), run("b", 20, 10, 15)]
+    finding = first_after_restart(healthy_after_restart)
+    assert finding is not None and not finding.matches
+    no_restart = [run("a", 10, 1, 5), run("b", 20, 0, 5)]
+    assert not first_after_restart(no_restart).matches
+    assert first_after_restart([run("a", 10, 1, 5)]) is None
+
+
+def test_restart_history_raises_confidence_of_000() -> None:
+    history = first_after_restart([run("a", 10, 1, 5), run("b", 20, 0, 5), run("c", 30, 1, 25)])
+    facts = RestartFacts(starts=(ProcessStart("process", "gateway", 125, 25.0),),
+                         run_started_at=30.0, history=history)  # fmt: skip
+    d = diagnose(verdict(Pattern.FIRST_ONLY), inventory(), SIGNATURES, facts)
+    assert d is not None and d.confidence is Confidence.MEDIUM
+    assert any("started 5 s before this run" in line for line in d.because)
+    assert any("each of 1 gateway restart(s)" in line for line in d.because)
+
+
+GOOD = PACKAGED.joinpath("000-meetingplace-mpnotifyperf.toml").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("broken", "message"),
+    [
+        (GOOD.replace('id = "000"', ""), "missing field 'id'"),
+        (GOOD.replace('patterns = ["first_only"]', 'patterns = ["first_one"]'), "first_one"),
+        (GOOD.replace('"stale", "deleted"', '"old", "deleted"'), "'old'"),
+        (
+            GOOD.replace("first_after_restart = true", 'first_after_restart = "yes"'),
+            "true or false",
+        ),
+        (GOOD + "\n[[[", "not valid TOML"),
+    ],
+)
+def test_a_broken_signature_is_rejected_with_a_clear_message(broken: str, message: str) -> None:
+    with pytest.raises(ProbeError, match=r"signature x\.toml") as err:
+        parse_signature("x.toml", broken)
+    assert message in str(err.value)
+
+
+def test_duplicate_signature_ids_are_rejected(tmp_path: Path) -> None:
+    (tmp_path / "a.toml").write_text(GOOD, encoding="utf-8")
+    (tmp_path / "b.toml").write_text(GOOD, encoding="utf-8")
+    with pytest.raises(ProbeError, match="used twice"):
+        load_signatures(tmp_path)

@@ -1,0 +1,106 @@
+"""Prometheus exposition on a private registry: names, labels, values, and promtool's lint."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from probe.metrics import PATTERNS, Metrics
+from probe.records import SmtpReply
+from probe.verdict import classify
+from tests.test_verdict import note, record
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMTOOL = shutil.which("promtool")
+needs_promtool = pytest.mark.skipif(
+    PROMTOOL is None,
+    reason="promtool not installed (Debian package `prometheus`; .ci/system-packages installs it)",
+)
+
+
+def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = metrics.exposition().decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def observed() -> Metrics:
+    metrics = Metrics(CollectorRegistry())
+    metrics.add_targets([("paris", 300.0), ("lyon", 60.0)])
+    healthy = record(*(note(s, latency=0.02) for s in range(1, 5)))
+    metrics.observe_run("paris", healthy, classify(healthy), 0.4, at=1_700_000_000.0)
+    refused = SmtpReply(451, "4.3.0 try later", "4.3.0")
+    first_only = record(note(1), *(note(s, delivered=0, reply=refused, stage="data")
+                                   for s in range(2, 5)))  # fmt: skip
+    metrics.observe_run("lyon", first_only, classify(first_only), 1.5, at=1_700_000_060.0)
+    return metrics
+
+
+def test_verdict_is_a_state_set_with_one_pattern_per_target():
+    s = samples(observed())
+    assert s[("notifyprobe_verdict", (("pattern", "healthy"), ("target", "paris")))] == 1.0
+    assert s[("notifyprobe_verdict", (("pattern", "first_only"), ("target", "lyon")))] == 1.0
+    for target in ("paris", "lyon"):
+        states = [
+            s[("notifyprobe_verdict", (("pattern", p), ("target", target)))] for p in PATTERNS
+        ]
+        assert sorted(states) == [0.0] * (len(PATTERNS) - 1) + [1.0]
+    assert s[("notifyprobe_verdict_severity", (("target", "lyon"),))] == 2.0
+
+
+def test_counts_latency_failures_and_times_are_exposed_per_target():
+    s = samples(observed())
+    lyon = (("target", "lyon"),)
+    assert s[("notifyprobe_notifications_sent_total", lyon)] == 4
+    assert s[("notifyprobe_notifications_accepted_total", lyon)] == 1
+    assert s[("notifyprobe_notifications_delivered_total", lyon)] == 1
+    assert s[("notifyprobe_submission_failures_total", (("reply_class", "4xx"),) + lyon)] == 3
+    assert s[("notifyprobe_submission_failures_total", (("reply_class", "5xx"),) + lyon)] == 0
+    assert s[("notifyprobe_delivery_latency_seconds_count", (("target", "paris"),))] == 4
+    assert s[("notifyprobe_last_run_timestamp_seconds", lyon)] == 1_700_000_060.0
+    assert s[("notifyprobe_last_run_duration_seconds", lyon)] == 1.5
+    assert s[("notifyprobe_interval_seconds", lyon)] == 60.0
+    assert s[("notifyprobe_stale_modules", lyon)] == 0
+    assert s[("notifyprobe_runs_total", (("pattern", "first_only"),) + lyon)] == 1
+
+
+def test_targets_have_series_before_their_first_run():
+    metrics = Metrics(CollectorRegistry())
+    metrics.add_targets([("new", 120.0)])
+    s = samples(metrics)
+    assert s[("notifyprobe_verdict", (("pattern", "healthy"), ("target", "new")))] == 0.0
+    assert s[("notifyprobe_notifications_sent_total", (("target", "new"),))] == 0.0
+    assert ("notifyprobe_verdict_severity", (("target", "new"),)) not in s  # no verdict yet
+
+
+def test_stale_module_hook_sets_the_gauge():
+    metrics = observed()
+    metrics.set_stale_modules("paris", 2)
+    assert samples(metrics)[("notifyprobe_stale_modules", (("target", "paris"),))] == 2
+
+
+@needs_promtool
+def test_exposition_passes_promtool_check_metrics():
+    result = subprocess.run([PROMTOOL, "check", "metrics"], input=observed().exposition(),
+                            capture_output=True, timeout=30)  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr).decode()
+
+
+@needs_promtool
+def test_alerting_rules_pass_promtool_unit_tests():
+    rules = ROOT / "docs" / "alerts.yml"
+    check = subprocess.run([PROMTOOL, "check", "rules", str(rules)], capture_output=True,
+                           text=True, timeout=30)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    result = subprocess.run([PROMTOOL, "test", "rules", "alerts_test.yml"],
+                            cwd=ROOT / "tests" / "promtool", capture_output=True, text=True,
+                            timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr

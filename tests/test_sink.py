@@ -1,0 +1,78 @@
+"""The sink on its own: only the probe domain, durable before 250, foreign mail kept apart."""
+
+from __future__ import annotations
+
+import time
+
+import aiosmtplib
+import pytest
+
+from probe.burst import compose
+from probe.correlation import TokenRef, make_token, recipient_for
+from probe.ledger import LedgerWriter
+from probe.records import Run
+from probe.sink import Sink
+
+DOMAIN = "probe.invalid"
+
+
+@pytest.fixture
+async def sink(ledger):
+    arrivals: list[TokenRef] = []
+    writer = LedgerWriter(ledger)
+    server = Sink(writer, host="127.0.0.1", port=0, domain=DOMAIN,
+                  on_delivery=lambda ref, _: arrivals.append(ref))  # fmt: skip
+    await server.start()
+    server.arrivals = arrivals
+    yield server
+    await server.stop()
+    await writer.close()
+
+
+def new_run(ledger, count: int = 3) -> str:
+    run_id = "feedc0ffee"
+    ledger.create_run(Run(run_id, "gw:25", DOMAIN, count, time.time()))
+    return run_id
+
+
+async def send(sink: Sink, rcpt: str, message: bytes) -> aiosmtplib.SMTPResponse:
+    async with aiosmtplib.SMTP(hostname="127.0.0.1", port=sink.port, start_tls=False) as smtp:
+        await smtp.mail("probe-bounce+x@probe.invalid")
+        await smtp.rcpt(rcpt)
+        return await smtp.data(message)
+
+
+async def test_recipient_outside_the_probe_domain_is_refused(sink):
+    with pytest.raises(aiosmtplib.SMTPRecipientRefused) as refused:
+        await send(sink, "someone@example.com", b"Subject: x\r\n\r\nrelay me\r\n")
+    assert refused.value.code == 550
+
+
+async def test_delivery_is_in_the_ledger_when_250_arrives(sink, ledger):
+    run_id = new_run(ledger)
+    token = make_token(run_id, 2)
+    reply = await send(sink, recipient_for(token, DOMAIN), compose(run_id, 2, 3, DOMAIN, "x"))
+    assert reply.code == 250
+    assert ledger.delivered_seqs(run_id).keys() == {2}  # committed before the 250 was sent
+    assert sink.arrivals == [TokenRef(run_id, 2)]
+
+
+async def test_token_of_an_unknown_run_is_recorded_as_foreign_not_counted(sink, ledger):
+    run_id = new_run(ledger)
+    forged = make_token("0000000000", 1)
+    reply = await send(sink, recipient_for(forged, DOMAIN), b"Subject: forged\r\n\r\nx\r\n")
+    assert reply.code == 250
+    assert ledger.delivery_count(run_id) == 0
+    assert sink.arrivals == []
+    assert ledger.foreign_reasons() == [f"unknown token {forged}"]
+
+
+async def test_message_without_any_token_is_recorded_as_foreign(sink, ledger):
+    await send(sink, f"someone@{DOMAIN}", b"Subject: hello\r\n\r\nno token here\r\n")
+    assert ledger.foreign_reasons() == ["no token"]
+
+
+async def test_bounce_to_the_probe_sender_is_counted_as_a_bounce_of_its_run(sink, ledger):
+    run_id = new_run(ledger)
+    await send(sink, f"probe-bounce+{run_id}@{DOMAIN}", b"Subject: Undeliverable\r\n\r\nx\r\n")
+    assert ledger.load(run_id).bounces == 1
