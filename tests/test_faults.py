@@ -235,3 +235,15 @@ def test_tracker_latencies_never_go_negative():
     tracker.started = {1: 1000.0, 2: 1000.0}
     tracker.arrived = {1: 400.0, 2: 1000.5}
     assert tracker.latencies() == [0.0, 0.5]
+
+
+def test_watch_config_with_a_non_loopback_sink_needs_its_gateways_listed():
+    from probe.config import parse
+    from probe.errors import UsageError
+
+    base = '[[target]]\nname = "gw"\ngateway = "127.0.0.1:25"\n'
+    with pytest.raises(UsageError, match="sink_allow_clients"):
+        parse('sink = "0.0.0.0:2525"\n' + base)
+    config = parse('sink = "0.0.0.0:2525"\nsink_allow_clients = ["10.0.0.0/8"]\n' + base)
+    assert config.sink_access.permits("10.1.2.3") and not config.sink_access.permits("192.0.2.1")
+    assert parse(base).sink_access.allowed_clients == ()
