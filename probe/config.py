@@ -77,6 +77,8 @@ class Target:
     helo: str | None = None
     username: str | None = None
     password: Secret | None = None
+    modules: tuple[str, ...] = ()  # after each run, count stale copies of these on this host
+    installed: tuple[str, ...] = ()  # the installed copies to compare them with
 
     @property
     def per_minute(self) -> float:
@@ -131,6 +133,8 @@ _TOP_KEYS = {
 }
 _LIMIT_KEYS = {"max_count", "min_interval", "max_per_minute"}
 _TARGET_KEYS = {
+    "modules",
+    "installed",
     "interval",
     "jitter",
     "count",
@@ -300,6 +304,8 @@ class _Reader:
             helo=self.string(merged, "helo", where, "") or None,
             username=self.string(merged, "username", where, "") or None,
             password=self.secret(merged, where),
+            modules=self.strings(merged, "modules", where),
+            installed=self.strings(merged, "installed", where),
         )
         self.check_target(target, where, caps)
         return target
@@ -379,6 +385,12 @@ class _Reader:
         if not isinstance(value, str):
             raise self.fail(where, f"{key} must be a string")
         return value
+
+    def strings(self, raw: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.fail(where, f"{key} must be a list of non-empty strings")
+        return tuple(value)
 
     def boolean(self, raw: dict[str, Any], key: str, where: str, default: bool) -> bool:
         value = raw.get(key, default)

@@ -24,6 +24,8 @@ from probe.config import OnChange, Target, WatchConfig
 from probe.errors import ProbeError
 from probe.ledger import Ledger, LedgerWriter
 from probe.metrics import Metrics
+from probe.modules import take_inventory
+from probe.platform import local_source
 from probe.records import RunRecord
 from probe.report import to_json
 from probe.run import DeliveryHub, ProbeSettings, SharedSink, run_probe
@@ -204,6 +206,8 @@ class Watcher:
         if self.metrics is not None:
             at = record.run.finished_at or time.time()
             self.metrics.observe_run(target.name, record, verdict, judged.elapsed_s or 0.0, at)
+            if target.modules:
+                self.metrics.set_stale_modules(target.name, await stale_modules(target))
         previous = self.states.get(target.name)
         self.states[target.name] = TargetState(verdict.pattern, verdict.severity,
                                                record.run.run_id)  # fmt: skip
@@ -335,6 +339,22 @@ class Watcher:
         deleted = self.ledger.delete_runs_before(now - self.config.retention_days * 86400.0)
         if deleted:
             log.info("retention", deleted_runs=deleted, days=self.config.retention_days)
+
+
+async def stale_modules(target: Target) -> int:
+    """How many processes on this host hold an old copy of the target's modules."""
+    try:
+        inventory = await asyncio.to_thread(
+            take_inventory, local_source(), target.modules, target.installed
+        )
+    except ProbeError as exc:
+        log.error("module_inventory_failed", target=target.name, error=str(exc))
+        return 0
+    old = inventory.old_copies
+    if old:
+        log.warning("stale_modules", target=target.name,
+                    pids=sorted({hit.process.pid for hit in old}))  # fmt: skip
+    return len(old)
 
 
 def sink_endpoint(listen: Endpoint, port: int) -> Endpoint:

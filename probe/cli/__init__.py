@@ -12,12 +12,24 @@ import sys
 from collections.abc import Sequence
 
 from probe import __version__
-from probe.cli import burst, demo, lab, modules, sink, verdict, watch
+from probe.cli import (
+    burst,
+    demo,
+    drift,
+    fix,
+    lab,
+    modules,
+    postflight,
+    preflight,
+    sink,
+    verdict,
+    watch,
+)
 from probe.cli.common import ArgumentParser, common_parent
 from probe.errors import ProbeError
 from probe.logs import configure
 
-COMMANDS = (burst, sink, verdict, watch, lab, demo, modules)
+COMMANDS = (burst, sink, verdict, watch, lab, demo, modules, preflight, postflight, drift, fix)
 EXIT_UNKNOWN = 3
 
 

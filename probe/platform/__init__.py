@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import sys
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -146,6 +146,37 @@ class ModuleSource(Protocol):
     def dirname(self, path: str) -> str: ...
 
     def join(self, directory: str, name: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class HeldFile:
+    """A file one process holds: `loaded` (mapped like a module) or `open` (a handle/fd).
+    `key` is the platform's identity of the file (Linux: device and inode; Windows: the
+    normalised path), the same thing `HolderSource.file_key` returns for a path."""
+
+    pid: int
+    path: str
+    how: str
+    key: Hashable
+
+
+class HolderSource(Protocol):
+    """What the files-in-use check needs from a platform, beside the process list."""
+
+    platform: str
+
+    def pids(self) -> list[int]: ...
+
+    def process_info(self, pid: int) -> ProcessInfo: ...
+
+    def file_key(self, path: str) -> Hashable | None: ...
+
+    def held_files(self, pid: int, keys: frozenset[Hashable]) -> list[HeldFile]: ...
+
+
+def local_holders() -> HolderSource:
+    """The files-in-use source for the machine the probe runs on (same classes as modules)."""
+    return local_source()  # type: ignore[return-value]
 
 
 def local_source() -> ModuleSource:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 
 from probe.pe import ModuleVersion, describe
 from probe.platform import (
+    HeldFile,
     MappedModule,
     NameMatcher,
     ProcessDenied,
@@ -154,3 +155,67 @@ class LinuxModules:
 
     def join(self, directory: str, name: str) -> str:
         return posixpath.join(directory, name)
+
+    def file_key(self, path: str) -> tuple[int, int] | None:
+        """Device and inode of the file at `path` now; None when nothing is there."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def held_files(self, pid: int, keys: frozenset[Hashable]) -> list[HeldFile]:
+        """Which of the files named by `keys` the process maps or has open. Compared by device
+        and inode, so a file opened under another name (a hard link, a renamed directory) is
+        still found; the path shown is the kernel's name for it."""
+        if pid == os.getpid():
+            return []
+        found = self._mapped(pid, keys)
+        fd_dir = f"{self._proc}/{pid}/fd"
+        try:
+            names = os.listdir(fd_dir)
+        except (FileNotFoundError, ProcessLookupError):
+            raise ProcessVanished(pid) from None
+        except PermissionError:
+            if found:
+                return found
+            raise ProcessDenied(pid) from None
+        for name in names:
+            link = f"{fd_dir}/{name}"
+            try:
+                st = os.stat(link)
+            except OSError:
+                continue
+            key = (st.st_dev, st.st_ino)
+            if key in keys:
+                try:
+                    path = os.readlink(link)
+                except OSError:
+                    path = link
+                found.append(HeldFile(pid, path.removesuffix(DELETED), "open", key))
+        return found
+
+    def _mapped(self, pid: int, keys: frozenset[Hashable]) -> list[HeldFile]:
+        data = read_maps(self._proc, pid)
+        tokens = {f" {key[1]} ".encode() for key in keys if isinstance(key, tuple)}
+        if not any(token in data for token in tokens):
+            return []
+        found: dict[Hashable, HeldFile] = {}
+        for line in data.split(b"\n"):
+            if not any(token in line for token in tokens):
+                continue
+            parsed = parse_maps_line(line)
+            if parsed is None:
+                continue
+            start, end, dev, inode, path = parsed
+            key: Hashable = (dev, inode)
+            if key not in keys:
+                # Overlay filesystems report another device in maps than stat does.
+                try:
+                    st = os.stat(self.proc / str(pid) / "map_files" / f"{start:x}-{end:x}")
+                except OSError:
+                    continue
+                key = (st.st_dev, st.st_ino)
+            if key in keys and key not in found:
+                found[key] = HeldFile(pid, path.removesuffix(DELETED), "loaded", key)
+        return list(found.values())

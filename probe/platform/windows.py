@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import ntpath
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +24,7 @@ import psutil
 from probe.errors import ProbeError
 from probe.pe import ModuleVersion
 from probe.platform import (
+    HeldFile,
     MappedModule,
     NameMatcher,
     ProcessDenied,
@@ -99,6 +100,22 @@ class _WindowsPaths:
     def join(self, directory: str, name: str) -> str:
         return ntpath.join(directory, name)
 
+    def path_key(self, path: str) -> str:
+        """Windows names a file by its path, case-insensitively: the identity for in-use."""
+        return ntpath.normcase(ntpath.normpath(path))
+
+    def holdings(
+        self, pid: int, maps: Sequence[str], opened: Sequence[str], keys: frozenset[Hashable]
+    ) -> list[HeldFile]:
+        found: dict[tuple[str, str], HeldFile] = {}
+        for how, paths in (("loaded", maps), ("open", opened)):
+            for raw in paths:
+                path = dos_path(raw, self.devices)
+                key = self.path_key(path)
+                if key in keys and (how, key) not in found:
+                    found[(how, key)] = HeldFile(pid, path, how, key)
+        return list(found.values())
+
 
 class WindowsModules(_WindowsPaths):
     """The live Windows source: psutil for processes and their mapped images."""
@@ -128,6 +145,21 @@ class WindowsModules(_WindowsPaths):
     def read_file(self, path: str) -> ModuleVersion:
         return read_whole(path)
 
+    def file_key(self, path: str) -> Hashable | None:
+        return self.path_key(os.path.abspath(path)) if os.path.exists(path) else None
+
+    def held_files(self, pid: int, keys: frozenset[Hashable]) -> list[HeldFile]:
+        """Mapped images and open handles (psutil's open_files: regular files only)."""
+        try:
+            proc = psutil.Process(pid)
+            maps = [m.path for m in proc.memory_maps(grouped=True) if m.path]
+            opened = [f.path for f in proc.open_files()]
+        except psutil.NoSuchProcess:
+            raise ProcessVanished(pid) from None
+        except (psutil.AccessDenied, OSError):
+            raise ProcessDenied(pid) from None
+        return self.holdings(pid, maps, opened, keys)
+
 
 @dataclass(frozen=True)
 class RecordedProcess:
@@ -137,6 +169,7 @@ class RecordedProcess:
     started_at: float | None
     maps: tuple[str, ...]
     error: str | None  # denied or vanished
+    open_files: tuple[str, ...] = ()
 
 
 class RecordedWindows(_WindowsPaths):
@@ -165,6 +198,7 @@ class RecordedWindows(_WindowsPaths):
                     started_at=p.get("create_time"),
                     maps=tuple(p.get("maps", ())),
                     error=p.get("error"),
+                    open_files=tuple(p.get("open_files", ())),
                 )
                 for p in data["processes"]
             ]
@@ -210,3 +244,11 @@ class RecordedWindows(_WindowsPaths):
             return self.files[ntpath.normcase(path)]
         except KeyError:
             raise FileNotFoundError(path) from None
+
+    def file_key(self, path: str) -> Hashable | None:
+        key = self.path_key(path)
+        return key if key in self.files else None
+
+    def held_files(self, pid: int, keys: frozenset[Hashable]) -> list[HeldFile]:
+        proc = self._process(pid)
+        return self.holdings(pid, proc.maps, proc.open_files, keys)

@@ -95,35 +95,36 @@ def parse_signature(name: str, text: str) -> Signature:
 class _Fields:
     """Typed access to one TOML table, with errors that name the file and the field."""
 
-    def __init__(self, where: str, data: dict[str, object]):
+    def __init__(self, where: str, data: dict[str, object], kind: str = "signature"):
         self.where = where
         self.data = data
+        self.kind = kind
 
     def _get(self, key: str) -> object:
         if key not in self.data:
-            raise ProbeError(f"signature {self.where}: missing field {key!r}")
+            raise ProbeError(f"{self.kind} {self.where}: missing field {key!r}")
         return self.data[key]
 
     def string(self, key: str) -> str:
         value = self._get(key)
         if not isinstance(value, str) or not value.strip():
-            raise ProbeError(f"signature {self.where}: {key!r} must be a non-empty string")
+            raise ProbeError(f"{self.kind} {self.where}: {key!r} must be a non-empty string")
         return value
 
     def strings(self, key: str) -> tuple[str, ...]:
         value = self._get(key)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ProbeError(f"signature {self.where}: {key!r} must be a list of strings")
+            raise ProbeError(f"{self.kind} {self.where}: {key!r} must be a list of strings")
         return tuple(value)
 
     def boolean(self, key: str) -> bool:
         value = self._get(key)
         if not isinstance(value, bool):
-            raise ProbeError(f"signature {self.where}: {key!r} must be true or false")
+            raise ProbeError(f"{self.kind} {self.where}: {key!r} must be true or false")
         return value
 
     def table(self, key: str) -> dict[str, object]:
         value = self._get(key)
         if not isinstance(value, dict):
-            raise ProbeError(f"signature {self.where}: [{key}] must be a table")
+            raise ProbeError(f"{self.kind} {self.where}: [{key}] must be a table")
         return value

@@ -1,0 +1,92 @@
+"""`notifyprobe postflight`: after an upgrade, is it done right?"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from probe.checks import exit_code, overall, report_dict, report_text
+from probe.cli.common import (
+    add_db,
+    domain,
+    endpoint,
+    open_ledger,
+    positive_int,
+    seconds,
+    write_json,
+)
+from probe.cli.modules import inventory
+from probe.cli.preflight import add_profile_options
+from probe.profiles import load_profile, under_root
+from probe.run import ProbeSettings, run_probe
+from probe.upgrade import (
+    burst_check,
+    check_root,
+    leftover_checks,
+    module_check,
+    version_check,
+)
+from probe.verdict import Verdict
+from probe.waiting import Patience
+
+
+def add_parser(subparsers, parents) -> None:
+    p = subparsers.add_parser(
+        "postflight",
+        parents=parents,
+        help="after an upgrade: leftovers gone, no stale module, versions agree, burst passes",
+        description="One verdict for 'is this upgrade done right': the folders the procedure "
+        "removes are gone, no process runs an old copy of the profile's modules, the installed "
+        "files agree on one version, and (with --gateway) a burst delivers every notification.",
+    )
+    add_profile_options(p)
+    p.add_argument("--expect-version", metavar="A.B.C.D", help="the version every file must have")
+    g = p.add_argument_group("burst (skipped without --gateway)")
+    g.add_argument("--gateway", type=endpoint, metavar="HOST:PORT")
+    g.add_argument(
+        "--sink",
+        type=endpoint,
+        default=endpoint("127.0.0.1:2525"),
+        metavar="HOST:PORT",
+        help="where the probe's sink listens (default: 127.0.0.1:2525)",
+    )
+    g.add_argument("--domain", type=domain, default="probe.invalid", help="probe domain")
+    g.add_argument("--count", type=positive_int, default=10, help="notifications (default: 10)")
+    g.add_argument("--timeout", type=seconds, default=30.0, help="longest wait for late mail (s)")
+    add_db(g)
+    p.add_argument("--json", metavar="FILE|-", help="write the checks as JSON")
+    p.set_defaults(handler=run)
+
+
+def burst(args: argparse.Namespace) -> Verdict | None:
+    if args.gateway is None:
+        return None
+    settings = ProbeSettings(
+        gateway=args.gateway,
+        sink=args.sink,
+        domain=args.domain,
+        count=args.count,
+        patience=Patience(timeout_s=args.timeout),
+    )
+    with open_ledger(args.db) as ledger:
+        return asyncio.run(run_probe(ledger, settings)).verdict
+
+
+def run(args: argparse.Namespace) -> int:
+    profile = load_profile(args.profile)
+    check_root(args.root)
+    inv = None
+    if profile.modules:
+        installed = [str(under_root(args.root, f)) for f in profile.files]
+        inv = inventory(list(profile.modules), installed)
+    checks = leftover_checks(profile, args.root)
+    checks.append(module_check(profile, inv, args.root))
+    checks.append(version_check(profile, args.root, args.expect_version))
+    checks.append(burst_check(burst(args)))
+    if args.json:
+        write_json(
+            args.json, report_dict("postflight", checks, profile=profile.id, root=str(args.root))
+        )
+    if args.json != "-":
+        print(report_text(f"postflight {profile.id}", checks))
+    return exit_code(overall(checks))

@@ -1,0 +1,124 @@
+"""`notifyprobe preflight`: before an upgrade, can the installer do its job?"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from probe.checks import exit_code, overall, report_dict, report_text
+from probe.cli.common import write_json
+from probe.cli.modules import inventory
+from probe.errors import UsageError
+from probe.inuse import files_in_use
+from probe.platform import local_holders, local_source
+from probe.profiles import Profile, load_profile, profile_names
+from probe.reboot import RebootSource, linux_sources, unknown_names, windows_sources
+from probe.regfile import RegFile
+from probe.registry import LiveRegistry
+from probe.upgrade import (
+    backup_check,
+    check_root,
+    in_use_checks,
+    is_under,
+    profile_files,
+    reboot_checks,
+)
+
+
+def default_root() -> Path:
+    return Path("C:\\") if sys.platform == "win32" else Path("/")
+
+
+def add_profile_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--profile",
+        required=True,
+        metavar="NAME",
+        help=f"the upgrade procedure to check ({', '.join(profile_names())})",
+    )
+    p.add_argument(
+        "--root",
+        type=Path,
+        default=default_root(),
+        metavar="DIR",
+        help="where the profile's Windows paths start: a drive root, or a copy of one "
+        f"(default: {default_root()})",
+    )
+
+
+def add_parser(subparsers, parents) -> None:
+    p = subparsers.add_parser(
+        "preflight",
+        parents=parents,
+        help="before an upgrade: files in use, pending reboot, backup present",
+        description="Check, for a profile, that nothing holds the files the installer "
+        "replaces, that no reboot is still pending, and that the backup the procedure asks "
+        "for exists. Exit 0 all pass, 1 a warning, 2 a failure, 3 the probe could not run.",
+    )
+    add_profile_options(p)
+    p.add_argument("--backup", type=Path, metavar="DIR", help="where the backup was put")
+    p.add_argument(
+        "--registry",
+        type=Path,
+        metavar="FILE.reg",
+        help="read the Windows pending-reboot sources from this export instead of the machine",
+    )
+    p.add_argument(
+        "--ignore-reboot-source",
+        dest="ignore_reboot",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="report this pending-reboot source but do not let it warn or fail (repeatable)",
+    )
+    p.add_argument("--json", metavar="FILE|-", help="write the checks as JSON")
+    p.set_defaults(handler=run)
+
+
+def reboot_sources(registry: Path | None, root: Path) -> tuple[RebootSource, ...]:
+    if registry is not None:
+        return windows_sources(RegFile.load(registry))
+    if sys.platform == "win32":
+        return windows_sources(LiveRegistry())
+    return linux_sources(root)
+
+
+def held_candidates(profile: Profile, root: Path) -> list[str]:
+    """The profile's files, plus every copy of its modules a process maps under the root."""
+    paths = profile_files(profile, root)
+    if profile.modules:
+        inv = inventory(list(profile.modules), [])
+        paths += [h.mapped_path for h in inv.hits if is_under(h.mapped_path, root)]
+    return paths
+
+
+def run(args: argparse.Namespace) -> int:
+    profile = load_profile(args.profile)
+    check_root(args.root)
+    unknown = unknown_names(args.ignore_reboot)
+    if unknown:
+        raise UsageError(f"unknown --ignore-reboot-source {', '.join(unknown)}")
+    local_source()  # fails early, with a clear message, on an unsupported platform
+    usage = files_in_use(local_holders(), held_candidates(profile, args.root))
+    sources = reboot_sources(args.registry, args.root)
+    checks = in_use_checks(usage, profile, args.root)
+    checks += reboot_checks(sources, args.ignore_reboot, profile)
+    backup = backup_check(profile, args.backup)
+    if backup is not None:
+        checks.append(backup)
+    if args.json:
+        write_json(
+            args.json,
+            report_dict(
+                "preflight",
+                checks,
+                profile=profile.id,
+                root=str(args.root),
+                in_use=usage.to_dict(),
+                reboot=[s.to_dict() for s in sources],
+            ),
+        )
+    if args.json != "-":
+        print(report_text(f"preflight {profile.id}", checks))
+    return exit_code(overall(checks))

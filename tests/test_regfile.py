@@ -1,0 +1,96 @@
+"""`.reg` exports as regedit writes them: UTF-16 with BOM, ANSI, continuation lines, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from probe.errors import ProbeError
+from probe.regfile import RegFile, parse_reg
+from probe.registry import REG_BINARY, REG_DWORD, REG_EXPAND_SZ, REG_MULTI_SZ, REG_SZ
+
+REGISTRY = Path(__file__).resolve().parent.parent / "fixtures" / "registry"
+MSMI = r"HKLM\SYSTEM\CurrentControlSet\Services\MSExchangeMSMI"
+
+
+def test_utf16_export_with_wrapped_expand_sz_is_decoded() -> None:
+    reg = RegFile.load(REGISTRY / "msmail-relocated.reg")
+    value = reg.value(MSMI, "imagepath")
+    assert value is not None and value.type == REG_EXPAND_SZ
+    assert value.data == r"C:\exchsrvr\connect\msmcon\bin\msmi.exe"
+    library = reg.value(MSMI + r"\Performance", "Library")
+    assert library and library.type == REG_SZ and library.text.startswith("D:\\")
+    share = reg.value(
+        r"HKEY_LOCAL_MACHINE\SYSTEM\CurrentControlSet\Services\LanmanServer"
+        r"\Shares",
+        "Maildat$",
+    )
+    assert share and share.type == REG_MULTI_SZ
+    assert r"Path=D:\exchsrvr\connect\msmcon\maildata" in share.strings
+
+
+def test_ansi_regedit4_export_is_read() -> None:
+    reg = RegFile.load(REGISTRY / "msmail-relocated-ansi.reg")
+    assert reg.value(MSMI, "ImagePath").text == r"D:\exchsrvr\connect\msmcon\bin\msmi.exe"
+
+
+def test_every_value_form_comments_default_and_deleted_keys() -> None:
+    text = "\r\n".join(
+        [
+            "Windows Registry Editor Version 5.00",
+            "; a comment",
+            r"[HKEY_LOCAL_MACHINE\SOFTWARE\Test]",
+            '@="default \\"quoted\\" C:\\\\dir\\\\"',
+            '"Count"=dword:0000002a',
+            '"Blob"=hex:de,ad,\\',
+            "  be,ef",
+            '"Multi"=hex(7):61,00,00,00,62,00,00,00,00,00',
+            '"Gone"="x"',
+            '"Gone"=-',
+            r"[HKEY_LOCAL_MACHINE\SOFTWARE\Test\Child]",
+            '"x"="y"',
+            r"[-HKEY_LOCAL_MACHINE\SOFTWARE\Test\Child]",
+            "",
+        ]
+    )
+    reg = parse_reg(text, "t.reg")
+    key = r"HKLM\SOFTWARE\Test"
+    assert reg.value(key, "").data == 'default "quoted" C:\\dir\\'
+    assert (reg.value(key, "Count").type, reg.value(key, "Count").data) == (REG_DWORD, 42)
+    assert (reg.value(key, "Blob").type, reg.value(key, "Blob").data) == (
+        REG_BINARY,
+        b"\xde\xad\xbe\xef",
+    )
+    assert reg.value(key, "Multi").strings == ("a", "b")
+    assert reg.value(key, "Gone") is None
+    assert not reg.key_exists(key + r"\Child") and reg.key_exists(key)
+
+
+def test_controlset001_export_answers_currentcontrolset_lookups() -> None:
+    reg = parse_reg('REGEDIT4\n[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\X]\n"A"="b"\n')
+    assert reg.value(r"HKLM\SYSTEM\CurrentControlSet\Services\X", "A").text == "b"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("hello\n", "not a registry export"),
+        ('REGEDIT4\n"A"="b"\n', ":2: a value before any [key]"),
+        ('REGEDIT4\n[HKLM\\X]\n"A"=hex:zz\n', ":3: bad hex byte"),
+        ('REGEDIT4\n[HKLM\\X]\n"A"=dword:123456789\n', ":3: dword"),
+        ('REGEDIT4\n[HKLM\\X]\n"A"="open\n', ":3: unterminated string"),
+        ("REGEDIT4\n[NOPE\\X]\n", ":2: registry key"),
+        ("REGEDIT4\n[HKLM\\X]\nrubbish\n", ":3: expected"),
+    ],
+)
+def test_broken_exports_name_the_file_and_line(text: str, message: str) -> None:
+    with pytest.raises(ProbeError, match=message.replace("[", r"\[")):
+        parse_reg(text, "case.reg")
+
+
+def test_broken_fixture_and_unreadable_path_are_probe_errors(tmp_path: Path) -> None:
+    with pytest.raises(ProbeError, match=r"broken.reg:4: bad hex byte 'zz'"):
+        RegFile.load(REGISTRY / "broken.reg")
+    with pytest.raises(ProbeError, match="cannot read registry export"):
+        RegFile.load(tmp_path)
