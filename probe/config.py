@@ -18,6 +18,7 @@ from typing import Any
 
 from probe.burst import Endpoint
 from probe.errors import UsageError
+from probe.limits import Access, client_network
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -99,6 +100,7 @@ class WatchConfig:
     targets: tuple[Target, ...]
     domain: str = "probe.invalid"
     sink: Endpoint = field(default_factory=lambda: Endpoint("127.0.0.1", 2525))
+    sink_access: Access = field(default_factory=Access)  # who may deliver to a non-loopback sink
     ledger: Path | None = None  # None: the platform's default ledger
     metrics: Endpoint | None = None
     retention_days: float = 30.0
@@ -116,6 +118,7 @@ class WatchConfig:
 _TOP_KEYS = {
     "domain",
     "sink",
+    "sink_allow_clients",
     "ledger",
     "metrics",
     "retention_days",
@@ -210,10 +213,12 @@ class _Reader:
             raise self.fail("", "retention_days must be above 0")
         ledger = data.get("ledger")
         metrics = data.get("metrics")
+        sink = self.endpoint(data.get("sink", "127.0.0.1:2525"), "sink")
         return WatchConfig(
             targets=targets,
             domain=self.domain(data),
-            sink=self.endpoint(data.get("sink", "127.0.0.1:2525"), "sink"),
+            sink=sink,
+            sink_access=self.sink_access(data, sink),
             ledger=self.path(self.string(data, "ledger", "", "")) if ledger is not None else None,
             metrics=self.endpoint(metrics, "metrics") if metrics is not None else None,
             retention_days=retention,
@@ -225,6 +230,23 @@ class _Reader:
             on_change=self.on_change(on_change) if on_change else None,
             source=self.source,
         )
+
+    def sink_access(self, data: dict[str, Any], sink: Endpoint) -> Access:
+        """A sink beyond loopback needs the list of gateways that may deliver to it."""
+        raw = data.get("sink_allow_clients", [])
+        if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
+            raise self.fail("", "sink_allow_clients is a list of addresses or CIDR networks")
+        try:
+            nets = tuple(client_network(c) for c in raw)
+            access = Access(allow_remote=bool(nets), allowed_clients=nets)
+            access.check_bind(sink.host)
+        except UsageError:
+            raise self.fail(
+                "",
+                f"sink {sink} is not loopback: list the gateways that may deliver to it in "
+                'sink_allow_clients = ["CIDR", ...]',
+            ) from None
+        return access
 
     # -- tables --------------------------------------------------------------------------
 

@@ -109,6 +109,7 @@ class Ledger:
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self._lock = threading.Lock()
+        self.commits = 0  # transactions committed: shows that group commit really groups
         try:
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +163,7 @@ class Ledger:
                         conn.execute("RELEASE op")
                         results.append(exc)
                 conn.execute("COMMIT")
+                self.commits += 1
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")

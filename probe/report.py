@@ -6,7 +6,8 @@ from typing import Any
 
 from probe.diagnosis import Diagnosis
 from probe.modules import Inventory
-from probe.records import Notification, RunRecord
+from probe.records import Notification, Run, RunRecord
+from probe.tls import INSECURE_WARNING
 from probe.verdict import Pattern, Severity, Verdict
 
 MEANING: dict[Pattern, tuple[str, str]] = {
@@ -72,9 +73,19 @@ def to_json(record: RunRecord, verdict: Verdict) -> dict[str, Any]:
         "accepted": verdict.accepted,
         "delivered": verdict.delivered,
         "verdict": verdict.to_dict(),
+        "security": run.options.get("security"),
+        "warnings": warnings(run),
         "control": _notification_json(control) if control else None,
         "notifications": [_notification_json(n) for n in record.burst],
     }
+
+
+def warnings(run: Run) -> list[str]:
+    """What the operator must not miss about how the run was made (not about the gateway)."""
+    security = run.options.get("security")
+    if isinstance(security, dict) and security.get("insecure"):
+        return [INSECURE_WARNING]
+    return []
 
 
 def _notification_json(n: Notification) -> dict[str, Any]:
@@ -113,6 +124,7 @@ def to_text(record: RunRecord, verdict: Verdict, elapsed_s: float | None = None)
         f"notifyprobe run {run.run_id}: gateway {run.gateway} → sink {run.sink} ({run.domain})",
         f"  sent {verdict.sent} · accepted {verdict.accepted} · delivered {verdict.delivered}"
         f"{took}",
+        *(f"  WARNING: {line}" for line in warnings(run)),
         "",
         f"  {_STATE_WORD[verdict.severity]}  {verdict.pattern.value}: {verdict.summary}",
         *(f"    · {line}" for line in verdict.evidence),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
@@ -15,11 +16,13 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from probe.burst import BurstPlan, Endpoint, send_burst, send_control
+from probe.burst import DEFAULT_MAX_RATE, BurstPlan, Endpoint, send_burst, send_control
 from probe.correlation import TokenRef, new_run_id
 from probe.ledger import Ledger, LedgerWriter
+from probe.limits import Access, SinkLimits
 from probe.records import Run, RunRecord, Submission
 from probe.sink import DeliveryCallback, Sink
+from probe.tls import ClientSecurity
 from probe.verdict import Thresholds, Verdict, classify
 from probe.waiting import Patience, wait_until
 
@@ -44,11 +47,18 @@ class ProbeSettings:
     thresholds: Thresholds = field(default_factory=Thresholds)
     helo: str | None = None
     target: str = ""  # the watch target this run belongs to; "" for a one-off burst
+    security: ClientSecurity = field(default_factory=ClientSecurity)
+    max_rate: float = DEFAULT_MAX_RATE
+    sink_limits: SinkLimits = field(default_factory=SinkLimits)
+    sink_access: Access = field(default_factory=Access)
+    sink_tls: ssl.SSLContext | None = None
 
     def options(self) -> dict[str, object]:
         extra: dict[str, object] = {"target": self.target} if self.target else {}
         return {
             **extra,
+            "security": self.security.describe(),
+            "max_rate": self.max_rate,
             "concurrency": self.concurrency,
             "reuse": self.reuse,
             "interval_s": self.interval_s,
@@ -140,7 +150,10 @@ class _Tracker:
 
     def latencies(self) -> list[float]:
         """Gateway latencies only: the control message skips the gateway and says nothing."""
-        return [t - self.started[s] for s, t in self.arrived.items() if s in self.started and s]
+        # max(0, …): a wall clock stepped back mid-run must not make a negative latency (which
+        # would shrink the adaptive wait below zero and call late mail lost).
+        started = self.started
+        return [max(0.0, t - started[s]) for s, t in self.arrived.items() if s in started and s]
 
     def report(self) -> None:
         if self.progress is not None:
@@ -178,6 +191,9 @@ async def run_probe(
                     port=settings.sink.port,
                     domain=settings.domain,
                     on_delivery=tracker.on_delivery,
+                    limits=settings.sink_limits,
+                    access=settings.sink_access,
+                    tls_context=settings.sink_tls,
                 )
                 await sink.start()
                 stack.push_async_callback(sink.stop)
@@ -235,22 +251,27 @@ async def _probe(
         interval_s=settings.interval_s,
         step_timeout_s=settings.step_timeout_s,
         helo=settings.helo,
+        security=settings.security,
+        max_rate=settings.max_rate,
     )
     await send_burst(plan, on_result)
     if settings.control:
         on_result(0, await send_control(sink, run_id, settings.domain, settings.step_timeout_s,
                                          settings.count))  # fmt: skip
     burst_ended = time.time()
+    # The wall clock can jump (NTP step, VM resume): the deadlines below use it because delivery
+    # times come from it, but the monotonic clock bounds the whole wait whatever the wall does.
+    hard_stop = time.monotonic() + settings.patience.timeout_s
     tracker.phase = "waiting"
     tracker.report()
-    while True:
+    while time.monotonic() < hard_stop:
         if not in_process:
             for seq, at in ledger.delivered_seqs(run_id).items():
                 tracker.on_delivery(TokenRef(run_id, seq), at)
         deadline = wait_until(
             tracker.pending(), tracker.latencies(), burst_ended, settings.patience
         )
-        remaining = deadline - time.time()
+        remaining = min(deadline - time.time(), hard_stop - time.monotonic())
         if remaining <= 0:
             break
         tracker.changed.clear()

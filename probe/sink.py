@@ -8,6 +8,7 @@ the ledger, so a message the sink acknowledged is never lost.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 
@@ -17,22 +18,29 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from probe.correlation import BOUNCE_PREFIX, TokenRef, locate_tokens, split_address
 from probe.errors import ProbeError
 from probe.ledger import LedgerWriter
+from probe.limits import TOO_MANY_RECIPIENTS, Access, ConnectionGate, GuardedSMTP, SinkLimits
 from probe.records import ReceivedMessage
 
 log = structlog.get_logger("notifyprobe.sink")
 
 DeliveryCallback = Callable[[TokenRef, float], None]
-DATA_SIZE_LIMIT = 10 * 1024 * 1024
-SESSION_TIMEOUT_S = 60.0
+PARSE_IN_THREAD_BYTES = 256 * 1024  # parse larger messages off the loop: others keep being served
 
 
 class SinkHandler:
     """aiosmtpd handler: RCPT checks the domain, DATA records tokens durably before 250."""
 
-    def __init__(self, writer: LedgerWriter, domain: str, on_delivery: DeliveryCallback | None):
+    def __init__(
+        self,
+        writer: LedgerWriter,
+        domain: str,
+        on_delivery: DeliveryCallback | None,
+        max_recipients: int = SinkLimits.max_recipients,
+    ):
         self.writer = writer
         self.domain = domain.lower().rstrip(".")
         self.on_delivery = on_delivery
+        self.max_recipients = max_recipients
         self.received = 0
 
     async def handle_RCPT(
@@ -41,6 +49,8 @@ class SinkHandler:
         _, domain = split_address(address)
         if domain != self.domain:
             return f"550 5.7.1 Relaying denied: this sink accepts only @{self.domain}"
+        if len(envelope.rcpt_tos) >= self.max_recipients:
+            return TOO_MANY_RECIPIENTS
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -56,7 +66,10 @@ class SinkHandler:
             size=len(content),
             helo=session.host_name or "",
         )
-        tokens = locate_tokens(envelope.rcpt_tos, content)
+        if len(content) > PARSE_IN_THREAD_BYTES:
+            tokens = await asyncio.to_thread(locate_tokens, list(envelope.rcpt_tos), content)
+        else:
+            tokens = locate_tokens(envelope.rcpt_tos, content)
         writes = [self.writer.record_delivery(ref, where, message) for ref, where in tokens]
         bounce_run = _bounce_run(envelope.rcpt_tos)
         if bounce_run is not None:
@@ -74,6 +87,11 @@ class SinkHandler:
                 self.on_delivery(ref, message.received_at)
         return "250 2.0.0 Recorded"
 
+    async def handle_exception(self, error: Exception) -> str:
+        """A bug or hostile input must cost one reply, never the session's details in a log."""
+        log.error("sink_session_error", error=type(error).__name__)
+        return "451 4.3.0 Internal error, try again later"
+
 
 class Sink:
     """The sink server on the current event loop, with its own group-commit ledger writer."""
@@ -86,23 +104,31 @@ class Sink:
         port: int,
         domain: str,
         on_delivery: DeliveryCallback | None = None,
+        limits: SinkLimits | None = None,
+        access: Access | None = None,
+        tls_context: ssl.SSLContext | None = None,
     ):
         self.host, self.port, self.domain = host, port, domain
         self.writer = writer
-        self.handler = SinkHandler(self.writer, domain, on_delivery)
+        self.limits = limits or SinkLimits()
+        self.access = access or Access()
+        self.tls_context = tls_context  # offered through STARTTLS, never required
+        self.gate = ConnectionGate(self.limits, self.access)
+        self.handler = SinkHandler(self.writer, domain, on_delivery, self.limits.max_recipients)
         self._server: asyncio.base_events.Server | None = None
 
     def _protocol(self) -> SMTP:
-        return SMTP(
+        return GuardedSMTP(
             self.handler,
+            gate=self.gate,
             hostname="notifyprobe-sink",
             ident="notifyprobe sink",
-            data_size_limit=DATA_SIZE_LIMIT,
             enable_SMTPUTF8=True,
-            timeout=SESSION_TIMEOUT_S,
+            tls_context=self.tls_context,
         )
 
     async def start(self) -> Sink:
+        self.access.check_bind(self.host)
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(self._protocol, self.host, self.port)

@@ -151,7 +151,12 @@ def gateway_order(notifications: Iterable[Notification]) -> list[Notification]:
 
 def _nothing_delivered(sent, accepted, verdict) -> Verdict:
     submissions = [n.submission for n in sent if n.submission]
-    unreachable = [s for s in submissions if s.reply is None and s.stage == "connect"]
+    unreachable = [
+        s
+        for s in submissions
+        if s.reply is None
+        and (s.stage == "connect" or (s.error_kind is not None and s.error_kind.is_connect_failure))
+    ]
     if len(unreachable) == len(sent):
         reasons = Counter(f"{s.error_kind.value if s.error_kind else 'error'}: {s.error}"
                           for s in unreachable)  # fmt: skip

@@ -139,7 +139,7 @@ class Watcher:
         hub = DeliveryHub()
         cfg = self.config
         sink = Sink(writer, host=cfg.sink.host, port=cfg.sink.port, domain=cfg.domain,
-                    on_delivery=hub)  # fmt: skip
+                    on_delivery=hub, access=cfg.sink_access)  # fmt: skip
         try:
             await sink.start()
         except BaseException:

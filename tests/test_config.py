@@ -13,6 +13,7 @@ from probe.errors import UsageError
 FULL = """
 domain = "Probe.Example.org."
 sink = "0.0.0.0:2525"
+sink_allow_clients = ["192.0.2.0/24", "2001:db8::/32"]
 ledger = "data/ledger.sqlite3"
 metrics = "127.0.0.1:9478"
 retention_days = 7
@@ -69,6 +70,7 @@ def test_every_key_is_read(tmp_path):
     cfg = parse(FULL, source="cfg.toml", base=tmp_path, environ={"GW_PASSWORD": "s3cret"})
     assert cfg.domain == "probe.example.org"
     assert cfg.sink == Endpoint("0.0.0.0", 2525)
+    assert [str(n) for n in cfg.sink_access.allowed_clients] == ["192.0.2.0/24", "2001:db8::/32"]
     assert cfg.ledger == tmp_path / "data/ledger.sqlite3"  # relative to the config file
     assert cfg.metrics == Endpoint("127.0.0.1", 9478)
     assert (cfg.retention_days, cfg.seed, cfg.once, cfg.log_level, cfg.log_json) == (

@@ -124,3 +124,48 @@ def test_token_is_found_amid_arbitrary_text(seq, before, after):
     token = make_token(RUN, seq)
     found = find_tokens(f"{before} {token} {after}")
     assert TokenRef(RUN, seq) in found
+
+
+@given(st.lists(st.text(max_size=80), max_size=4), st.binary(max_size=4000))
+def test_locate_tokens_never_raises_on_arbitrary_bytes_and_recipients(rcpts, content):
+    for ref, where in locate_tokens(rcpts, content):
+        assert isinstance(ref, TokenRef) and where in (
+            "envelope",
+            "header",
+            "subject",
+            "body",
+            "raw",
+        )
+
+
+@given(st.binary(max_size=2000), st.binary(max_size=2000), st.integers(0, 999_999))
+def test_token_in_raw_bytes_is_found_whatever_surrounds_it(before, after, seq):
+    token = make_token(RUN, seq).encode()
+    found = [ref for ref, _ in locate_tokens([], before + b" " + token + b" " + after)]
+    assert TokenRef(RUN, seq) in found
+
+
+_PLACES = st.sampled_from(["header", "subject", "body-base64", "body-qp", "body-8bit", "html"])
+_PRINTABLE = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp")), max_size=200
+)  # what a valid message can carry in a header and a text part
+
+
+@given(_PLACES, _PRINTABLE, st.integers(0, 999_999))
+def test_token_is_found_in_any_place_of_a_valid_message(place, text, seq):
+    from email.message import EmailMessage
+
+    token = make_token(RUN, seq)
+    msg = EmailMessage()
+    msg["From"] = "gateway@example.org"
+    msg["Subject"] = f"{text} {token} " if place == "subject" else "no token here"
+    if place == "header":
+        msg["X-Probe-Token"] = token
+    body = f"{text}\n {token} \n{text}" if place != "header" and place != "subject" else text
+    if place == "html":
+        msg.set_content(f"<p>{body}</p>", subtype="html", charset="utf-8", cte="base64")
+    else:
+        cte = {"body-base64": "base64", "body-qp": "quoted-printable"}.get(place, "8bit")
+        msg.set_content(body, charset="utf-8", cte=cte)
+    found = [ref for ref, _ in locate_tokens(["notifications@probe.invalid"], msg.as_bytes())]
+    assert TokenRef(RUN, seq) in found

@@ -204,3 +204,42 @@ def test_classify_is_total_and_counts_are_consistent(shape):
     assert verdict.summary and verdict.pattern in Pattern
     if verdict.delivered == len(notes):
         assert verdict.severity <= Severity.WARNING
+
+
+_KINDS = st.sampled_from([None, *ErrorKind])
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.booleans(), _KINDS, st.booleans(), st.floats(-5000, 60)),
+        min_size=1,
+        max_size=25,
+    ),
+    st.booleans(),
+)
+def test_classify_is_total_over_errors_cut_offs_and_clock_jumps(shape, control):
+    """Any mix of refusals, connection errors, unsent notifications and deliveries stamped
+    before their submission (a clock stepped back) gets a verdict with consistent counts."""
+    notes = []
+    for seq, (copies, accepted, kind, attempted, latency) in enumerate(shape, start=1):
+        reply = OK if accepted and kind is None else (None if kind else SmtpReply(451, "later"))
+        notes.append(
+            note(
+                seq,
+                delivered=copies if attempted else 0,
+                latency=latency,
+                reply=reply,
+                stage="connect" if kind else "data",
+                error_kind=kind,
+                attempted=attempted,
+            )
+        )
+    verdict = classify(record(*notes, control=control))
+    sent = [n for n in notes if n.attempted]
+    assert verdict.sent == len(sent)
+    assert verdict.delivered == sum(1 for n in sent if n.copies)
+    assert 0 <= verdict.accepted <= verdict.sent
+    assert verdict.pattern in Pattern and verdict.summary
+    assert all(n.latency_s is None or n.latency_s >= 0 for n in notes)
+    if verdict.severity is Severity.OK:
+        assert verdict.delivered == verdict.sent > 0

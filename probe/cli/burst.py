@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 
+from probe.burst import DEFAULT_MAX_RATE
 from probe.cli import evidence, explain
 from probe.cli.common import (
     add_db,
@@ -16,14 +17,25 @@ from probe.cli.common import (
     seconds,
     write_json,
 )
+from probe.cli.hardening import (
+    access_from,
+    add_client_security,
+    add_sink_options,
+    client_security_from,
+    sink_limits_from,
+    sink_tls_from,
+)
 from probe.config import MAX_COUNT
 from probe.errors import ProbeError, UsageError
 from probe.logs import CAPTURE
 from probe.nagios import Limits, plugin_result, unknown_line
 from probe.report import diagnosis_text, to_json, to_text
 from probe.run import ProbeSettings, Progress, run_probe
+from probe.tls import INSECURE_WARNING
 from probe.verdict import Thresholds
 from probe.waiting import Patience
+
+MAX_RATE_CAP = 1_000.0  # msgs/s: above this a probe is a load test, not a probe
 
 
 def add_parser(subparsers, parents) -> None:
@@ -74,6 +86,14 @@ def add_parser(subparsers, parents) -> None:
         action="store_false",
         help="do not send the control message straight to the sink",
     )
+    p.add_argument(
+        "--max-rate",
+        type=float,
+        default=DEFAULT_MAX_RATE,
+        metavar="MSGS_PER_S",
+        help=f"never submit faster than this, all connections together "
+        f"(default: {DEFAULT_MAX_RATE:g}, at most {MAX_RATE_CAP:g})",
+    )
     p.add_argument("--json", metavar="FILE|-", help="write the result as JSON")
     p.add_argument(
         "--format",
@@ -95,6 +115,8 @@ def add_parser(subparsers, parents) -> None:
         metavar="loss=N%,latency=Ns",
         help="CRITICAL when loss or the slowest delivery is above this (nagios format)",
     )
+    add_client_security(p)
+    add_sink_options(p)
     add_db(p)
     explain.add_options(p)
     evidence.add_burst_options(p)
@@ -104,6 +126,11 @@ def add_parser(subparsers, parents) -> None:
 def settings_from(args: argparse.Namespace) -> ProbeSettings:
     if args.count > MAX_COUNT:
         raise UsageError(f"--count {args.count} is above the cap of {MAX_COUNT}")
+    if not 0 < args.max_rate <= MAX_RATE_CAP:
+        raise UsageError(f"--max-rate must be above 0 and at most {MAX_RATE_CAP:g}")
+    access = access_from(args)
+    if args.own_sink:
+        access.check_bind(args.sink.host)
     return ProbeSettings(
         gateway=args.gateway,
         sink=args.sink,
@@ -117,6 +144,11 @@ def settings_from(args: argparse.Namespace) -> ProbeSettings:
         control=args.control,
         patience=Patience(grace_s=args.grace, timeout_s=args.timeout),
         thresholds=Thresholds(slow_after_s=args.slow_after),
+        security=client_security_from(args),
+        max_rate=args.max_rate,
+        sink_limits=sink_limits_from(args),
+        sink_access=access,
+        sink_tls=sink_tls_from(args) if args.own_sink else None,
     )
 
 
@@ -153,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("burst: --json - and --format nagios both want stdout; pick one")
     try:
         settings = settings_from(args)
+        if settings.security.insecure:
+            print(f"notifyprobe: WARNING: {INSECURE_WARNING}", file=sys.stderr, flush=True)
         prepared = explain.prepare(args)
         progress = ProgressLine()
         CAPTURE.clear()  # the evidence bundle keeps this run's log events only

@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from probe.cli.common import add_db, domain, endpoint, open_ledger, until_stopped
+from probe.cli.hardening import access_from, add_sink_options, sink_limits_from, sink_tls_from
 from probe.ledger import LedgerWriter
 from probe.sink import Sink
 
@@ -20,15 +21,30 @@ def add_parser(subparsers, parents) -> None:
     )
     p.add_argument("--listen", type=endpoint, default=endpoint("127.0.0.1:2525"))
     p.add_argument("--domain", type=domain, default="probe.invalid")
+    add_sink_options(p)
     add_db(p)
     p.set_defaults(handler=run)
 
 
 async def serve(args: argparse.Namespace) -> None:
+    limits, access, tls = sink_limits_from(args), access_from(args), sink_tls_from(args)
+    access.check_bind(args.listen.host)  # before the ledger is created or opened
     with open_ledger(args.db) as ledger:
         writer = LedgerWriter(ledger)
-        sink = Sink(writer, host=args.listen.host, port=args.listen.port, domain=args.domain)
-        await sink.start()
+        sink = Sink(
+            writer,
+            host=args.listen.host,
+            port=args.listen.port,
+            domain=args.domain,
+            limits=limits,
+            access=access,
+            tls_context=tls,
+        )
+        try:
+            await sink.start()
+        except BaseException:
+            await writer.close()
+            raise
         print(
             f"notifyprobe sink listening on {sink.address} for @{args.domain}, "
             f"recording to {ledger.path}",

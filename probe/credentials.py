@@ -1,0 +1,67 @@
+"""Secrets for SMTP AUTH: read from an environment variable or a file, never from argv.
+
+A command line is visible to every user of the host (`ps`) and lands in shell history and
+evidence bundles, so there is no `--password`. The value is wrapped in `Secret`, whose repr and
+str are redacted, so a stray log call or f-string cannot leak it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from probe.errors import UsageError
+
+REDACTED = "[redacted]"
+MAX_PASSWORD_FILE_BYTES = 4096
+
+
+class Secret:
+    """A string that does not print itself. Use `reveal()` only where it is sent."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({REDACTED})"
+
+    def __str__(self) -> str:
+        return REDACTED
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> object:  # no pickling a secret into an archive by accident
+        raise TypeError("a Secret cannot be pickled")
+
+
+def password_from_env(name: str) -> Secret:
+    value = os.environ.get(name)
+    if value is None:
+        raise UsageError(f"environment variable {name} (from --password-env) is not set")
+    if not value:
+        raise UsageError(f"environment variable {name} (from --password-env) is empty")
+    return Secret(value)
+
+
+def password_from_file(path: Path) -> Secret:
+    """The first line of `path`, without its line ending."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_PASSWORD_FILE_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"cannot read password file {path}: {exc.strerror}") from None
+    if len(data) > MAX_PASSWORD_FILE_BYTES:
+        raise UsageError(f"password file {path} is larger than {MAX_PASSWORD_FILE_BYTES} bytes")
+    lines = data.decode("utf-8", "replace").splitlines()
+    if not lines or not lines[0]:
+        raise UsageError(f"password file {path} is empty")
+    return Secret(lines[0])

@@ -1,0 +1,75 @@
+"""Transport security: how the burst talks to the gateway, and what the sink offers.
+
+Certificates are verified by default (system store, or a given CA file). Turning verification
+off is possible only through an explicit `insecure` flag, which every report then shows.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from probe.credentials import Secret
+from probe.errors import UsageError
+
+TLS_MODES = ("none", "starttls", "implicit")
+INSECURE_WARNING = (
+    "TLS certificate verification is OFF (--insecure): the gateway is not authenticated"
+)
+
+
+@dataclass(frozen=True)
+class ClientSecurity:
+    """TLS and AUTH for the submission side. `password` never prints (see `Secret`)."""
+
+    tls: str = "none"  # none, starttls, implicit
+    ca_file: Path | None = None
+    insecure: bool = False
+    user: str | None = None
+    password: Secret | None = None
+
+    def __post_init__(self) -> None:
+        if self.tls not in TLS_MODES:
+            raise UsageError(f"TLS mode must be one of {', '.join(TLS_MODES)}, not {self.tls!r}")
+        if (self.ca_file is not None or self.insecure) and self.tls == "none":
+            raise UsageError("--ca-file and --insecure need --tls starttls or --tls implicit")
+        if self.ca_file is not None and self.insecure:
+            raise UsageError("--ca-file and --insecure contradict each other: pick one")
+        if (self.user is None) != (self.password is None):
+            raise UsageError("AUTH needs both --user and a password (--password-env/-file)")
+
+    def context(self) -> ssl.SSLContext | None:
+        """The client TLS context, or None for plain SMTP."""
+        if self.tls == "none":
+            return None
+        if self.insecure:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            return context
+        try:
+            return ssl.create_default_context(
+                cafile=str(self.ca_file) if self.ca_file is not None else None
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"cannot load CA file {self.ca_file}: {exc}") from None
+
+    def describe(self) -> dict[str, object]:
+        """What the reports and the ledger keep: modes and names, never the password."""
+        return {
+            "tls": self.tls,
+            "ca_file": str(self.ca_file) if self.ca_file else None,
+            "insecure": self.insecure,
+            "auth_user": self.user,
+        }
+
+
+def server_context(cert: Path, key: Path) -> ssl.SSLContext:
+    """The sink's STARTTLS context from a certificate chain and its key."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(str(cert), str(key))
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load TLS certificate {cert} / key {key}: {exc}") from None
+    return context
