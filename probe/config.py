@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from probe import credentials
 from probe.burst import Endpoint
 from probe.errors import UsageError
 from probe.limits import Access, client_network
+from probe.tls import ClientSecurity
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,6 +48,13 @@ class Secret:
 
     def __str__(self) -> str:
         return f"<secret from {self.source}>"
+
+
+def security_for(target: Target) -> ClientSecurity:
+    """The target's TLS and AUTH settings in the form the burst takes them."""
+    password = credentials.Secret(target.password.value) if target.password else None
+    return ClientSecurity(tls=target.tls, ca_file=target.ca_file, insecure=target.insecure,
+                          user=target.username, password=password)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -77,6 +86,9 @@ class Target:
     helo: str | None = None
     username: str | None = None
     password: Secret | None = None
+    tls: str = "none"  # none, starttls or implicit, as `burst --tls`
+    ca_file: Path | None = None
+    insecure: bool = False
     modules: tuple[str, ...] = ()  # after each run, count stale copies of these on this host
     installed: tuple[str, ...] = ()  # the installed copies to compare them with
 
@@ -133,6 +145,9 @@ _TOP_KEYS = {
 }
 _LIMIT_KEYS = {"max_count", "min_interval", "max_per_minute"}
 _TARGET_KEYS = {
+    "tls",
+    "ca_file",
+    "insecure",
     "modules",
     "installed",
     "interval",
@@ -304,6 +319,9 @@ class _Reader:
             helo=self.string(merged, "helo", where, "") or None,
             username=self.string(merged, "username", where, "") or None,
             password=self.secret(merged, where),
+            tls=self.string(merged, "tls", where, "none"),
+            ca_file=self.path(merged["ca_file"]) if merged.get("ca_file") else None,
+            insecure=self.boolean(merged, "insecure", where, False),
             modules=self.strings(merged, "modules", where),
             installed=self.strings(merged, "installed", where),
         )
@@ -342,6 +360,10 @@ class _Reader:
             )
         if t.password is not None and t.username is None:
             raise self.fail(where, "a password needs a username")
+        try:
+            security_for(t)
+        except UsageError as exc:
+            raise self.fail(where, str(exc)) from None
 
     def on_change(self, raw: dict[str, Any]) -> OnChange:
         where = "[on_change]"

@@ -21,7 +21,7 @@ import structlog
 
 from probe import evidence
 from probe.burst import Endpoint
-from probe.config import OnChange, Target, WatchConfig
+from probe.config import OnChange, Target, WatchConfig, security_for
 from probe.errors import ProbeError
 from probe.ledger import Ledger, LedgerWriter
 from probe.metrics import Metrics
@@ -92,6 +92,7 @@ def settings_for(config: WatchConfig, target: Target) -> ProbeSettings:
         thresholds=Thresholds(slow_after_s=target.slow_after_s),
         helo=target.helo,
         target=target.name,
+        security=security_for(target),
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from probe.burst import Endpoint
-from probe.config import Caps, Secret, load, parse
+from probe.config import Caps, Secret, load, parse, security_for
 from probe.errors import UsageError
 
 FULL = """
@@ -107,6 +107,20 @@ def test_secrets_never_show_in_repr_or_str(tmp_path):
     assert "hunter2" not in repr(cfg) and "hunter2" not in str(password)
 
 
+def test_target_tls_and_auth_reach_the_burst_settings(tmp_path):
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("hunter2\n")
+    text = MINIMAL + (
+        f'username = "u"\npassword_file = "{secret_file}"\ntls = "starttls"\n'
+        f'ca_file = "{tmp_path / "ca.pem"}"\n'
+    )
+    target = parse(text).targets[0]
+    security = security_for(target)
+    assert (security.tls, security.user, security.ca_file) == ("starttls", "u", tmp_path / "ca.pem")
+    assert security.password is not None and security.password.reveal() == "hunter2"
+    assert "hunter2" not in repr(security)
+
+
 def test_load_reads_a_file_and_names_it_in_errors(tmp_path):
     path = tmp_path / "watch.toml"
     path.write_text(MINIMAL)
@@ -137,6 +151,8 @@ def test_load_reads_a_file_and_names_it_in_errors(tmp_path):
         (MINIMAL + 'pacing = "10s"\ncount = 40\n', "bursts would overlap"),
         (MINIMAL + 'password_env = "NOPE_NOT_SET"\nusername = "u"\n', "NOPE_NOT_SET, which is not"),
         (MINIMAL + 'password_env = "HOME"\n', "a password needs a username"),
+        (MINIMAL + 'tls = "maybe"\n', "TLS mode must be one of"),
+        (MINIMAL + "insecure = true\n", "need --tls starttls or --tls implicit"),
         (MINIMAL + MINIMAL, "target names must be unique: gw"),
         ('[[target]]\nname = "gw"\n', "gateway"),
         ('[[target]]\nname = "no spaces"\ngateway = "h:25"\n', "name is required"),
