@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hmac
 import random
 from dataclasses import dataclass
 from email.header import Header
@@ -19,9 +20,10 @@ from email.policy import default as default_policy
 from email.utils import formatdate, make_msgid
 
 import structlog
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from probe.burst import Endpoint, Sender
+from probe.credentials import Secret
 from probe.errors import ProbeError, UsageError
 
 log = structlog.get_logger("notifyprobe.lab")
@@ -142,8 +144,10 @@ class LabGateway:
         seed: int = 0,
         rewrite: bool = False,
         relay_connections: int = 16,
+        auth: tuple[str, Secret] | None = None,
     ):
         self.listen = listen
+        self.auth = auth  # (user, password): require AUTH PLAIN/LOGIN, like a locked-down gateway
         self.relay = relay
         self.mode = mode
         self.rewrite = rewrite
@@ -155,6 +159,17 @@ class LabGateway:
         self._delayed: set[asyncio.Task[None]] = set()
         self._server: asyncio.base_events.Server | None = None
         self.relayed = 0
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object
+    ) -> AuthResult:
+        user, password = self.auth or ("", Secret(""))
+        ok = (
+            isinstance(data, LoginPassword)
+            and hmac.compare_digest(data.login, user.encode())
+            and hmac.compare_digest(data.password, password.reveal().encode())
+        )
+        return AuthResult(success=ok, handled=False)
 
     # aiosmtpd handler hooks
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -208,7 +223,14 @@ class LabGateway:
         if self.mode.name == "down":
             return self
         loop = asyncio.get_running_loop()
-        factory = lambda: SMTP(self, hostname="lab-gateway", ident="notifyprobe lab gateway")  # noqa: E731
+
+        def factory() -> SMTP:
+            if self.auth is None:
+                return SMTP(self, hostname="lab-gateway", ident="notifyprobe lab gateway")
+            return SMTP(self, hostname="lab-gateway", ident="notifyprobe lab gateway",
+                        authenticator=self._authenticate, auth_required=True,
+                        auth_require_tls=False)  # fmt: skip
+
         try:
             self._server = await loop.create_server(factory, self.listen.host, self.listen.port)
         except OSError as exc:

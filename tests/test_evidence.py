@@ -43,12 +43,12 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Li
 
 
 @contextmanager
-def lab_gateway(mode: str, sink_port: int) -> Iterator[int]:
+def lab_gateway(mode: str, sink_port: int, *extra: str, env=None) -> Iterator[int]:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "probe", "lab", "gateway", "--mode", mode,
-         "--listen", f"127.0.0.1:{port}", "--relay", f"127.0.0.1:{sink_port}"],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True,
+         "--listen", f"127.0.0.1:{port}", "--relay", f"127.0.0.1:{sink_port}", *extra],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
         assert proc.stderr is not None
@@ -135,12 +135,19 @@ def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
     env = os.environ | {"NOTIFYPROBE_SMTP_PASSWORD": SECRET}
     db, out = tmp_path / "ledger.sqlite3", tmp_path / "case" / "evidence.zip"
     sink_port = free_port()
-    with lab_gateway("first-only", sink_port) as port:
+    auth = ("--auth-user", "ops", "--auth-password-env", "NOTIFYPROBE_SMTP_PASSWORD")
+    with lab_gateway("first-only", sink_port, *auth, env=env) as port:
         burst = notifyprobe("burst", "--gateway", f"127.0.0.1:{port}", "--sink",
                             f"127.0.0.1:{sink_port}", "--domain", DOMAIN, "--count", "4",
                             "--timeout", "5", "--grace", "0.3", "--db", str(db),
+                            "--user", "ops", "--password-env", "NOTIFYPROBE_SMTP_PASSWORD",
                             "--module", NAME, "--installed", str(stale_dll), env=env)  # fmt: skip
     assert burst.returncode == 2, burst.stderr
+    assert SECRET not in burst.stdout + burst.stderr
+    with Ledger(db) as ledger:  # the gateway demanded AUTH and the probe logged in for real
+        first = ledger.load(ledger.run_ids(limit=1)[0]).burst[0].submission
+    assert any(s.command.startswith("AUTH") and s.reply and s.reply.code == 235
+               for s in first.steps)  # fmt: skip
     leak_secret_into_ledger(db)
 
     made = notifyprobe("evidence", "--last", "--db", str(db), "--out", str(out),

@@ -7,6 +7,8 @@ import asyncio
 import sys
 
 from probe.cli.common import endpoint, until_stopped
+from probe.credentials import password_from_env
+from probe.errors import UsageError
 from probe.lab import FaultMode, LabGateway
 
 
@@ -31,11 +33,20 @@ def add_parser(subparsers, parents) -> None:
         action="store_true",
         help="rebuild each message from a template (new envelope, encoded Subject, base64 body)",
     )
+    p.add_argument("--auth-user", metavar="NAME", help="require SMTP AUTH as this user")
+    p.add_argument(
+        "--auth-password-env", metavar="VAR", help="environment variable holding its password"
+    )
     p.set_defaults(handler=run)
 
 
 async def serve(args: argparse.Namespace) -> None:
-    gateway = LabGateway(args.listen, args.relay, args.mode, seed=args.seed, rewrite=args.rewrite)
+    if bool(args.auth_user) != bool(args.auth_password_env):
+        raise UsageError("lab gateway: --auth-user and --auth-password-env go together")
+    auth = (args.auth_user, password_from_env(args.auth_password_env)) if args.auth_user else None
+    gateway = LabGateway(
+        args.listen, args.relay, args.mode, seed=args.seed, rewrite=args.rewrite, auth=auth
+    )
     await gateway.start()
     state = "not listening (down)" if args.mode.name == "down" else f"listening on {gateway.listen}"
     print(f"lab gateway {state}, relaying to {args.relay}, mode {args.mode.name}",
