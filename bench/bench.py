@@ -155,6 +155,7 @@ async def product_burst(port: int, count: int, connections: int) -> float:
     plan = BurstPlan(
         run_id="0123456789", gateway=Endpoint("127.0.0.1", port), domain=DOMAIN,
         count=count, concurrency=connections,
+        max_rate=0,  # the engine's own speed: the CLI's rate cap is policy, measured apart
     )  # fmt: skip
     accepted = 0
 
@@ -233,7 +234,7 @@ def end_to_end(count: int) -> tuple[float, dict[str, float]]:
                     [PY, "-m", "probe", "burst", "--gateway", f"127.0.0.1:{gateway_port}",
                      "--sink", f"127.0.0.1:{sink_port}", "--no-sink", "--db", db,
                      "--count", str(count), "--concurrency", "20", "--timeout", "120",
-                     "--slow-after", "3600",
+                     "--slow-after", "3600", "--max-rate", "1000",
                      "--json", os.devnull],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                 )  # fmt: skip
@@ -331,19 +332,14 @@ def extra_processes(count: int) -> Iterator[None]:
 
 def module_scan_figures(rounds: int) -> list[Figure]:
     from bench.module_scan import plain_read
-    from fixtures.hold_module import held
-    from fixtures.make_pe import build_dll, write_dll
+    from fixtures.hold_module import upgraded_while_loaded
     from probe.modules import take_inventory
     from probe.platform.linux import LinuxModules
 
     figures: list[Figure] = []
     source = LinuxModules()
     with tempfile.TemporaryDirectory() as tmp:
-        dll = write_dll(Path(tmp) / "MPNotifyPerf.dll", "1.0.0.0")
-        with held(dll):
-            fresh = Path(tmp) / "new.tmp"
-            fresh.write_bytes(build_dll("2.0.0.0", name="MPNotifyPerf.dll"))
-            os.replace(fresh, dll)  # the installer's write + rename: the held copy is now stale
+        with upgraded_while_loaded(Path(tmp) / "MPNotifyPerf.dll"):  # the held copy is stale
             for extra in (0, 200):
                 with extra_processes(extra):
                     plain_read()

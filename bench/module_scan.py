@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import glob
-import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from fixtures.hold_module import held
-from fixtures.make_pe import build_dll, write_dll
+from fixtures.hold_module import upgraded_while_loaded
 from probe.modules import take_inventory
 from probe.platform.linux import LinuxModules
 
@@ -63,11 +61,7 @@ def main() -> None:
         report(scan, read, hits, scanned, args.rounds)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        dll = write_dll(Path(tmp) / args.name, "1.0.0.0")
-        with held(dll):
-            replacement = Path(tmp) / "new.tmp"
-            replacement.write_bytes(build_dll("2.0.0.0", name=args.name))
-            os.replace(replacement, dll)
+        with upgraded_while_loaded(Path(tmp) / args.name):
             plain_read()  # warm the dentry cache for both sides alike
             scan, read, hits, scanned = measure(args.rounds, args.name)
     report(scan, read, hits, scanned, args.rounds)

@@ -7,7 +7,6 @@ gateway → no diagnosis. Everything runs as real processes on 127.0.0.1.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.hold_module import held
-from fixtures.make_pe import build_dll, write_dll
+from fixtures.hold_module import upgraded_while_loaded
 from probe.lab import free_port
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
@@ -59,11 +57,7 @@ def burst(port: int, sink_port: int, db: Path, *extra: str) -> tuple[int, str]:
 @pytest.fixture
 def stale_dll(tmp_path: Path) -> Iterator[Path]:
     """MPNotifyPerf.dll 1.x held by a process, then upgraded on disk to 2.x."""
-    dll = write_dll(tmp_path / NAME, "1.0.0.9")
-    with held(dll):
-        temp = tmp_path / "setup.tmp"
-        temp.write_bytes(build_dll("2.0.0.4", name=NAME))
-        os.replace(temp, dll)
+    with upgraded_while_loaded(tmp_path / NAME) as dll:
         yield dll
 
 

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.hold_module import held
-from fixtures.make_pe import build_dll, write_dll
+from fixtures.hold_module import upgraded_while_loaded
 from probe import evidence, report_html, stored
 from probe.diagnosis import Confidence, Diagnosis
 from probe.hostfacts import collect
@@ -67,11 +66,7 @@ def notifyprobe(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[
 @pytest.fixture
 def stale_dll(tmp_path: Path) -> Iterator[Path]:
     """MPNotifyPerf.dll 1.0.0.9 held by a process, then upgraded on disk to 2.0.0.4."""
-    dll = write_dll(tmp_path / NAME, "1.0.0.9")
-    with held(dll):
-        temp = tmp_path / "setup.tmp"
-        temp.write_bytes(build_dll("2.0.0.4", name=NAME))
-        os.replace(temp, dll)
+    with upgraded_while_loaded(tmp_path / NAME) as dll:
         yield dll
 
 

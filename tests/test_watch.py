@@ -312,15 +312,11 @@ def test_watch_once_exits_with_the_worst_state(tmp_path):
 
 
 async def test_stale_module_on_this_host_is_exported_per_target(tmp_path):
-    from fixtures.hold_module import held
-    from fixtures.make_pe import build_dll, write_dll
+    from fixtures.hold_module import upgraded_while_loaded
 
     name = f"MPNotifyPerf-{tmp_path.name}.dll"  # the scan sees every process on the host
-    dll = write_dll(tmp_path / name, "1.0.0.0")
     sink = Endpoint("127.0.0.1", free_port())
-    with held(dll):
-        (tmp_path / "new.tmp").write_bytes(build_dll("2.0.0.0", name=name))
-        (tmp_path / "new.tmp").replace(dll)  # the upgrade replaced the file; the old copy stays
+    with upgraded_while_loaded(tmp_path / name) as dll:
         async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode("healthy")) as gw:
             watched = target("gw", gw.listen, modules=(name,), installed=(str(dll),))
             cfg = WatchConfig(targets=(watched,), sink=sink, once=True)

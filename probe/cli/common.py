@@ -91,6 +91,18 @@ def open_ledger(path: Path | None) -> Ledger:
     return Ledger(path or default_path())
 
 
+def chosen_run(ledger: Ledger, run_id: str | None, last: bool, command: str) -> str:
+    """The run a command works on: the RUN_ID given, or the newest with --last."""
+    if bool(run_id) == bool(last):
+        raise UsageError(f"{command}: give a RUN_ID or --last")
+    if run_id:
+        return run_id
+    ids = ledger.run_ids(limit=1)
+    if not ids:
+        raise UsageError(f"no runs in ledger {ledger.path}")
+    return ids[0]
+
+
 def write_json(target: str, data: dict[str, Any]) -> None:
     """`--json -` prints to stdout; anything else is a file path."""
     text = json.dumps(data, indent=2, sort_keys=False) + "\n"

@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from probe import evidence, stored
-from probe.cli.common import add_db, open_ledger
-from probe.errors import UsageError
+from probe.cli.common import add_db, chosen_run, open_ledger
 from probe.hostfacts import collect
 from probe.ledger import Ledger
 from probe.logs import CAPTURE
@@ -74,16 +73,8 @@ def add_burst_options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if bool(args.run_id) == bool(args.last):
-        raise UsageError("evidence: give a RUN_ID or --last")
     with open_ledger(args.db) as ledger:
-        run_id = args.run_id
-        if args.last:
-            ids = ledger.run_ids(limit=1)
-            if not ids:
-                raise UsageError(f"no runs in ledger {ledger.path}")
-            run_id = ids[0]
-        write(args, ledger, run_id)
+        write(args, ledger, chosen_run(ledger, args.run_id, args.last, "evidence"))
     return 0
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.cli.common import add_db, open_ledger, write_json
-from probe.errors import UsageError
+from probe.cli.common import add_db, chosen_run, open_ledger, write_json
 from probe.report import to_json, to_text
 from probe.verdict import Thresholds, classify
 
@@ -25,16 +24,8 @@ def add_parser(subparsers, parents) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if bool(args.run_id) == bool(args.last):
-        raise UsageError("verdict: give a RUN_ID or --last")
     with open_ledger(args.db) as ledger:
-        run_id = args.run_id
-        if args.last:
-            ids = ledger.run_ids(limit=1)
-            if not ids:
-                raise UsageError(f"no runs in ledger {ledger.path}")
-            run_id = ids[0]
-        record = ledger.load(run_id)
+        record = ledger.load(chosen_run(ledger, args.run_id, args.last, "verdict"))
     slow_after = record.run.options.get("slow_after_s", Thresholds.slow_after_s)
     verdict = classify(record, Thresholds(slow_after_s=float(str(slow_after))))
     if args.json:
