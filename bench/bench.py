@@ -44,13 +44,18 @@ class Figure:
     unit: str
     reference: str
     reference_value: float
-    ratio: float  # value / reference_value, oriented so that higher is better
-    target: float | None  # minimum ratio, or None when the figure is informative only
+    ratio: float  # value / reference_value
+    target: float | None  # the bound on the ratio, or None when the figure is informative only
     noise: float  # relative spread of the repeats
+    higher_is_better: bool = True  # throughput: ratio ≥ target; cost or time: ratio ≤ target
 
     @property
     def passed(self) -> bool:
-        return self.target is None or self.ratio >= self.target * (1 - self.noise)
+        if self.target is None:
+            return True
+        if self.higher_is_better:
+            return self.ratio >= self.target * (1 - self.noise)
+        return self.ratio <= self.target * (1 + self.noise)
 
 
 def spread(samples: list[float]) -> float:
@@ -262,7 +267,7 @@ def end_to_end_figures(count: int) -> list[Figure]:
         Figure(f"end to end through the lab gateway ({count} msgs; peak {memo})", rate, "msg/s",
                "(no reference: informative)", rate, 1.0, None, 0.0),
         Figure(f"sink peak memory, {count} vs {count // 10} messages", memory["sink"], "MiB",
-               f"sink after {count // 10}", small["sink"], 1 / growth, 1 / 1.25, 0.0),
+               f"sink after {count // 10}", small["sink"], growth, 1.25, 0.0, False),
     ]  # fmt: skip
 
 
@@ -287,7 +292,7 @@ def time_to_verdict(repeats: int) -> list[Figure]:
     return [
         Figure("time to verdict, first-only gateway, 20 notifications", value, "s",
                "fixed 30 s delivery timeout (mail-loop checks)", fixed_timeout_s,
-               fixed_timeout_s / value, fixed_timeout_s / 1.5, spread(samples)),
+               value / fixed_timeout_s, 1.5 / fixed_timeout_s, spread(samples), False),
     ]  # fmt: skip
 
 
@@ -347,24 +352,24 @@ def module_scan_figures(rounds: int) -> list[Figure]:
                     for _ in range(rounds):  # interleaved, so drift hits both sides alike
                         reads += timed(plain_read, 1)
                         scans += timed(lambda: take_inventory(source, ["MPNotifyPerf.dll"]), 1)
-                    ratios = [r / s for r, s in zip(reads, scans, strict=True)]
+                    ratios = [s / r for r, s in zip(reads, scans, strict=True)]
                     label = f"+{extra} processes" if extra else "this machine"
                     scan_ms = statistics.median(scans) * 1000
                     figures.append(Figure(
                         f"module scan, one name, one stale hit ({label})", scan_ms, "ms",
                         "plain read of every /proc/*/maps", statistics.median(reads) * 1000,
-                        statistics.median(ratios), 0.5, spread(ratios),
+                        statistics.median(ratios), 2.0, spread(ratios), False,
                     ))  # fmt: skip
                     mm = statistics.median(timed(psutil_memory_maps, 3)) * 1000
                     figures.append(Figure(
                         f"module scan vs psutil memory_maps() on every process ({label})",
-                        scan_ms, "ms", "psutil memory_maps()", mm, mm / scan_ms, None, 0.0,
+                        scan_ms, "ms", "psutil memory_maps()", mm, scan_ms / mm, None, 0.0, False,
                     ))  # fmt: skip
                     if shutil.which("lsof"):
                         ls = statistics.median(timed(lsof, 3)) * 1000
                         figures.append(Figure(
                             f"module scan vs lsof -n ({label})", scan_ms, "ms",
-                            "lsof -n", ls, ls / scan_ms, None, 0.0,
+                            "lsof -n", ls, scan_ms / ls, None, 0.0, False,
                         ))  # fmt: skip
     return figures
 
@@ -376,10 +381,11 @@ def render(figures: list[Figure]) -> str:
     lines = ["| figure | value | reference | ratio | target | noise | ok |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
     for f in figures:
-        target = "—" if f.target is None else f"≥ {f.target:.2f}"
+        bound = "≥" if f.higher_is_better else "≤"
+        target = "—" if f.target is None else f"{bound} {f.target:.3g}"
         lines.append(
             f"| {f.name} | {f.value:,.2f} {f.unit} | {f.reference}: {f.reference_value:,.2f} "
-            f"| {f.ratio:.2f} | {target} | ±{f.noise:.0%} | {'yes' if f.passed else 'NO'} |"
+            f"| {f.ratio:.3g} | {target} | ±{f.noise:.0%} | {'yes' if f.passed else 'NO'} |"
         )
     return "\n".join(lines)
 
