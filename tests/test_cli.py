@@ -212,3 +212,13 @@ def test_log_json_writes_json_lines_to_stderr_only(tmp_path):
 def test_module_entry_point_reports_its_version():
     result = probe("--version")
     assert result.returncode == 0 and result.stdout.startswith("notifyprobe ")
+
+
+def test_demo_names_first_only_and_the_stale_module_then_healthy(tmp_path):
+    result = probe("demo", "--db", str(tmp_path / "demo.db"))
+    assert result.returncode == 0, result.stderr
+    first, second = result.stdout.split("── 2/2")
+    assert "CRITICAL  first_only" in first
+    assert "Diagnosis [000]" in first and "confidence high" in first
+    assert "loaded 4.3.0.12, installed 5.0.0.41" in first
+    assert "OK  healthy" in second and "Diagnosis" not in second

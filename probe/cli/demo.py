@@ -1,23 +1,39 @@
-"""`notifyprobe demo`: the whole flow on this machine with no setup, first-only then healthy."""
+"""`notifyprobe demo`: the whole job on this machine with no setup.
+
+First a lab gateway that delivers only the first notification while an old MPNotifyPerf.dll is
+still loaded (a stand-in DLL mapped by this very process, then upgraded on disk, as an
+interrupted upgrade leaves it): the probe names the pattern, finds the old module and the known
+issue. Then the same gateway after the fix: healthy, nothing to diagnose.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import mmap
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
+from probe import stored
 from probe.burst import Endpoint
 from probe.cli.common import add_db, open_ledger
+from probe.diagnosis import Diagnosis, diagnose
+from probe.hostfacts import collect
 from probe.lab import FaultMode, LabGateway, free_port
+from probe.labdll import build_dll, write_dll
 from probe.ledger import Ledger
-from probe.report import to_text
+from probe.modules import Inventory, take_inventory
+from probe.platform import local_source
+from probe.report import diagnosis_text, to_text
 from probe.run import ProbeOutcome, ProbeSettings, run_probe
+from probe.signatures import load_signatures
 from probe.verdict import Pattern
 
-SCENARIOS = (
-    ("first-only", "a gateway that, like one with an old MPNotifyPerf.dll loaded, delivers only "
-                   "the first notification after it starts", Pattern.FIRST_ONLY),
-    ("healthy", "the same gateway after the fix", Pattern.HEALTHY),
-)  # fmt: skip
+MODULE = "MPNotifyPerf.dll"
 
 
 def add_parser(subparsers, parents) -> None:
@@ -31,6 +47,28 @@ def add_parser(subparsers, parents) -> None:
     p.set_defaults(handler=run)
 
 
+@contextmanager
+def stale_stand_in(directory: Path) -> Iterator[Path | None]:
+    """A v4.3 stand-in of the module mapped by this process, then replaced on disk by v5.0.
+
+    Linux only: there a replaced file stays mapped, which is exactly the stale state the probe
+    detects; Windows refuses to replace a mapped DLL, so the demo skips this part there.
+    """
+    if not sys.platform.startswith("linux"):
+        yield None
+        return
+    path = write_dll(directory / MODULE, "4.3.0.12")
+    with open(path, "rb") as handle:
+        view = mmap.mmap(handle.fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)
+    try:
+        upgrade = directory / "setup.tmp"
+        upgrade.write_bytes(build_dll("5.0.0.41", name=MODULE))
+        os.replace(upgrade, path)
+        yield path
+    finally:
+        view.close()
+
+
 async def rehearse(ledger: Ledger, mode: str, count: int) -> ProbeOutcome:
     sink = Endpoint("127.0.0.1", free_port())
     gateway = LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode.parse(mode))
@@ -39,17 +77,53 @@ async def rehearse(ledger: Ledger, mode: str, count: int) -> ProbeOutcome:
         return await run_probe(ledger, settings)
 
 
+def explain(
+    ledger: Ledger, outcome: ProbeOutcome, installed: Path | None
+) -> tuple[Diagnosis | None, Inventory | None]:
+    """Inventory and diagnosis as `burst --module … --installed …` would do, kept for evidence."""
+    inventory = None
+    if installed is not None:
+        inventory = take_inventory(local_source(), [MODULE], [str(installed)])
+    diagnosis = diagnose(outcome.verdict, inventory, load_signatures())
+    stored.keep(
+        ledger,
+        outcome.record.run.run_id,
+        explanation={
+            "diagnosis": diagnosis.to_dict() if diagnosis else None,
+            "modules": inventory.to_dict() if inventory else None,
+            "gateway_processes": [],
+        },
+        log_events=[],
+        argv=["notifyprobe", "demo"],
+        host=collect(),
+    )
+    return diagnosis, inventory
+
+
 def run(args: argparse.Namespace) -> int:
     failures = 0
-    with open_ledger(args.db) as ledger:
-        for number, (mode, story, expected) in enumerate(SCENARIOS, start=1):
-            print(f"── {number}/{len(SCENARIOS)}  lab gateway in {mode} mode: {story}\n")
-            outcome = asyncio.run(rehearse(ledger, mode, args.count))
-            print(to_text(outcome.record, outcome.verdict, outcome.elapsed_s), end="\n\n")
-            failures += outcome.verdict.pattern is not expected
-        print(f"Runs are kept in {ledger.path}; judge one again with `notifyprobe verdict --last`.")
+    with open_ledger(args.db) as ledger, tempfile.TemporaryDirectory() as tmp:
+        print(f"── 1/2  lab gateway in first-only mode, with an old {MODULE} still loaded\n")
+        with stale_stand_in(Path(tmp)) as installed:
+            outcome = asyncio.run(rehearse(ledger, "first-only", args.count))
+            diagnosis, inventory = explain(ledger, outcome, installed)
+        print(to_text(outcome.record, outcome.verdict, outcome.elapsed_s))
+        print(diagnosis_text(diagnosis, inventory), end="\n\n")
+        failures += outcome.verdict.pattern is not Pattern.FIRST_ONLY
+        first_only_run = outcome.record.run.run_id
+
+        print("── 2/2  the same gateway after the fix (old module gone, gateway restarted)\n")
+        outcome = asyncio.run(rehearse(ledger, "healthy", args.count))
+        diagnosis, _ = explain(ledger, outcome, None)
+        print(to_text(outcome.record, outcome.verdict, outcome.elapsed_s), end="\n\n")
+        failures += outcome.verdict.pattern is not Pattern.HEALTHY or diagnosis is not None
+
+        print(f"Runs are kept in {ledger.path}. Next steps:")
+        print(f"  notifyprobe verdict {first_only_run}                 # judge a run again")
+        print(f"  notifyprobe evidence {first_only_run} --out case.zip # bundle for a support case")
         print("On a real gateway: route the probe domain to the sink, then")
+        print("  notifyprobe burst --gateway GATEWAY:25 --sink HOST:2525 \\")
         print(
-            "  notifyprobe burst --gateway GATEWAY:25 --sink HOST:2525 --domain probe.example.org"
+            f"      --domain probe.example.org --module {MODULE} --installed 'PATH\\TO\\{MODULE}'"
         )
     return 1 if failures else 0
