@@ -27,6 +27,8 @@ from probe.tls import ClientSecurity
 
 ResultCallback = Callable[[int, Submission], None]
 DEFAULT_MAX_RATE = 200.0  # notifications per second, all connections together
+MAX_RATE_CAP = 1_000.0  # msgs/s: above this a probe is a load test, not a probe
+MAX_COUNT = 10_000  # notifications in one burst, whoever asks (burst, watch, postflight)
 _BASE64ISH = re.compile(r"[A-Za-z0-9+/]{12,}={0,2}")
 
 

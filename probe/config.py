@@ -8,6 +8,7 @@ average rate per target, each with a hard ceiling that no configuration can lift
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from probe import credentials
-from probe.burst import Endpoint
+from probe.burst import MAX_COUNT, Endpoint
 from probe.errors import UsageError
 from probe.limits import Access, client_network
 from probe.tls import ClientSecurity
@@ -27,7 +28,6 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-MAX_COUNT = 10_000  # notifications in one burst: the same cap as `burst --count`
 HARD_MIN_INTERVAL_S = 5.0  # no configuration may burst a gateway more often than this
 HARD_MAX_PER_MINUTE = 6_000.0  # nor send it more notifications per minute on average
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -176,6 +176,8 @@ def load(path: Path | str, environ: Mapping[str, str] | None = None) -> WatchCon
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"cannot read config {path}: not UTF-8 text") from None
     return parse(text, source=str(path), base=path.parent.resolve(), environ=environ)
 
 
@@ -426,6 +428,8 @@ class _Reader:
         value = raw.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(where, f"{key} must be a number")
+        if not math.isfinite(value):
+            raise self.fail(where, f"{key} must be a finite number")
         if integer and not float(value).is_integer():
             raise self.fail(where, f"{key} must be a whole number")
         if value < 0:

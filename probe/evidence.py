@@ -30,7 +30,7 @@ from probe.ledger import Ledger
 from probe.records import Notification, RunRecord
 from probe.redact import RedactionMap, Redactor, secret_forms
 from probe.report import MEANING, to_json, to_text
-from probe.verdict import Thresholds, Verdict, classify
+from probe.verdict import Verdict, judge_recorded
 
 ZIP_EPOCH = 315532800  # 1980-01-01, the earliest time a zip entry can carry
 MIN_GUARDED_SECRET = 6  # shorter secret forms occur in ordinary words; they are still redacted
@@ -72,8 +72,7 @@ class BundleResult:
 
 def load(ledger: Ledger, run_id: str) -> RunEvidence:
     record = ledger.load(run_id)
-    slow_after = record.run.options.get("slow_after_s", Thresholds.slow_after_s)
-    verdict = classify(record, Thresholds(slow_after_s=float(str(slow_after))))
+    verdict = judge_recorded(record)
     artifacts = ledger.artifacts(run_id)
     host_json = artifacts.get(stored.HOST)
     command = artifacts.get(stored.COMMAND_LINE)

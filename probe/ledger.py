@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import platformdirs
+import structlog
 
 from probe.correlation import TokenRef, make_token
 from probe.errors import ProbeError
@@ -34,6 +35,7 @@ from probe.records import (
     Submission,
 )
 
+log = structlog.get_logger("notifyprobe.ledger")
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
@@ -110,25 +112,31 @@ class Ledger:
         self.path = Path(path)
         self._lock = threading.Lock()
         self.commits = 0  # transactions committed: shows that group commit really groups
+        conn: sqlite3.Connection | None = None
         try:
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
+            conn = sqlite3.connect(
                 str(path), timeout=30.0, isolation_level=None, check_same_thread=False
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA busy_timeout=30000")
-            version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
                 raise ProbeError(
                     f"ledger {path} was written by a newer notifyprobe (schema {version})"
                 )
-            self._conn.executescript(SCHEMA)
-            _migrate(self._conn)
-            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except (sqlite3.Error, OSError) as exc:
+            conn.executescript(SCHEMA)
+            _migrate(conn)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except (sqlite3.Error, OSError, ProbeError) as exc:
+            if conn is not None:
+                conn.close()  # never leave a half-opened ledger behind
+            if isinstance(exc, ProbeError):
+                raise
             raise ProbeError(f"cannot open ledger {path}: {exc}") from exc
+        self._conn = conn
 
     def close(self) -> None:
         with self._lock:
@@ -352,7 +360,9 @@ class LedgerWriter:
         return self.defer(partial(_insert_foreign, reason, message, run_id))
 
     def record_submission(self, run_id: str, seq: int, submission: Submission) -> None:
-        self.defer(partial(_update_submission, run_id, seq, submission))
+        """Queued, not awaited: the burst goes on. A failure is logged, never silent."""
+        future = self.defer(partial(_update_submission, run_id, seq, submission))
+        future.add_done_callback(_log_failed_write)
 
     async def drain(self) -> None:
         while self._flusher is not None and not self._flusher.done():
@@ -382,6 +392,11 @@ class LedgerWriter:
                     future.set_exception(ProbeError(f"ledger write failed: {result}"))
                 else:
                     future.set_result(result)
+
+
+def _log_failed_write(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("ledger_write_failed", error=str(future.exception()))
 
 
 # -- the SQL behind each operation ---------------------------------------------------------

@@ -114,6 +114,7 @@ class ConnectionGate:
         self.live = 0
         self.per_client: Counter[str] = Counter()
         self.refused = 0
+        self.sessions: set[asyncio.BaseTransport] = set()  # admitted and still open
 
     def admit(self, ip: str) -> str | None:
         """None to admit (and count) the connection, or the reply line that refuses it."""
@@ -170,6 +171,7 @@ class GuardedSMTP(SMTP):
                 transport.close()
                 return
             self._client = ip
+            self._gate.sessions.add(transport)
             self._deadline = self.loop.call_later(
                 self._gate.limits.session_timeout_s, self._session_expired
             )
@@ -193,6 +195,10 @@ class GuardedSMTP(SMTP):
         if self._client is not None:
             self._gate.release(self._client)
             self._client = None
+        if self._original_transport is not None:
+            self._gate.sessions.discard(self._original_transport)
+        if self.transport is not None:
+            self._gate.sessions.discard(self.transport)
         super().connection_lost(error)
 
     def eof_received(self) -> bool | None:

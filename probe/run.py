@@ -16,8 +16,17 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from probe.burst import DEFAULT_MAX_RATE, BurstPlan, Endpoint, send_burst, send_control
+from probe.burst import (
+    DEFAULT_MAX_RATE,
+    MAX_COUNT,
+    MAX_RATE_CAP,
+    BurstPlan,
+    Endpoint,
+    send_burst,
+    send_control,
+)
 from probe.correlation import TokenRef, new_run_id
+from probe.errors import UsageError
 from probe.ledger import Ledger, LedgerWriter
 from probe.limits import Access, SinkLimits
 from probe.records import Run, RunRecord, Submission
@@ -52,6 +61,14 @@ class ProbeSettings:
     sink_limits: SinkLimits = field(default_factory=SinkLimits)
     sink_access: Access = field(default_factory=Access)
     sink_tls: ssl.SSLContext | None = None
+
+    def __post_init__(self) -> None:
+        """The anti-mail-bomb caps, for every caller: burst, watch, postflight, demo."""
+        if not 1 <= self.count <= MAX_COUNT:
+            raise UsageError(f"count {self.count} is outside 1..{MAX_COUNT}")
+        if not 0 < self.max_rate <= MAX_RATE_CAP:
+            raise UsageError(f"max rate {self.max_rate:g}/s must be above 0 and at most "
+                             f"{MAX_RATE_CAP:g}")  # fmt: skip
 
     def options(self) -> dict[str, object]:
         extra: dict[str, object] = {"target": self.target} if self.target else {}

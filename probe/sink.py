@@ -145,8 +145,11 @@ class Sink:
         return f"{self.host}:{self.port}"
 
     async def stop(self) -> None:
+        """Stop listening, end open sessions (a relay may keep one cached), flush the ledger."""
         if self._server is not None:
             self._server.close()
+            for transport in list(self.gate.sessions):
+                transport.close()
             await self._server.wait_closed()
         await self.writer.drain()
 

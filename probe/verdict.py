@@ -140,6 +140,16 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
     )
 
 
+def judge_recorded(record: RunRecord) -> Verdict:
+    """Judge a run again from the ledger, with the thresholds it was run with."""
+    slow_after = record.run.options.get("slow_after_s", Thresholds.slow_after_s)
+    try:
+        thresholds = Thresholds(slow_after_s=float(str(slow_after)))
+    except ValueError:
+        thresholds = Thresholds()
+    return classify(record, thresholds)
+
+
 def gateway_order(notifications: Iterable[Notification]) -> list[Notification]:
     """Order in which the gateway answered: with several connections this is not seq order."""
 

@@ -31,7 +31,7 @@ from probe.records import RunRecord
 from probe.report import to_json
 from probe.run import DeliveryHub, ProbeSettings, SharedSink, run_probe
 from probe.sink import Sink
-from probe.verdict import Pattern, Severity, Thresholds, Verdict, classify
+from probe.verdict import Pattern, Severity, Thresholds, Verdict, judge_recorded
 from probe.waiting import Patience
 
 log = structlog.get_logger("notifyprobe.watch")
@@ -98,8 +98,7 @@ def settings_for(config: WatchConfig, target: Target) -> ProbeSettings:
 
 def judge_from_ledger(ledger: Ledger, run_id: str) -> tuple[RunRecord, Verdict]:
     record = ledger.load(run_id)
-    slow_after = record.run.options.get("slow_after_s", Thresholds.slow_after_s)
-    return record, classify(record, Thresholds(slow_after_s=float(str(slow_after))))
+    return record, judge_recorded(record)
 
 
 class Watcher:
@@ -182,10 +181,14 @@ class Watcher:
             if delay > 0:
                 await asyncio.sleep(delay)  # the interval itself: nothing to wait for but time
             started = time.monotonic()
-            try:
+            try:  # everything of one round: a failure must never end this target's loop
                 outcome = await run_probe(
                     self.ledger, settings_for(self.config, target), shared=shared
                 )
+                judged = Judged(target.name, outcome.record, outcome.verdict, outcome.elapsed_s)
+                await self.after_run(target, judged)
+                if not self.config.once:
+                    self.retain()
             except Exception as exc:  # the next run may well work: log, count, carry on
                 if isinstance(exc, ProbeError):
                     log.error("watch_run_failed", target=target.name, error=str(exc))
@@ -194,12 +197,8 @@ class Watcher:
                 if self.metrics is not None:
                     self.metrics.probe_errors.labels(target.name).inc()
                 self.worst = max(self.worst, Severity.UNKNOWN)
-            else:
-                judged = Judged(target.name, outcome.record, outcome.verdict, outcome.elapsed_s)
-                await self.after_run(target, judged)
             if self.config.once:
                 return
-            self.retain()
             delay = next_delay(target, rng, time.monotonic() - started)
 
     async def after_run(self, target: Target, judged: Judged) -> None:

@@ -157,6 +157,8 @@ def wait_for_submissions(db: Path, at_least: int, timeout_s: float) -> bool:
         ["burst", "--gateway", "127.0.0.1:25", "--count", "100000"],
         ["burst", "--gateway", "127.0.0.1:25", "--domain", "not a domain"],
         ["lab", "gateway", "--mode", "sometimes"],
+        ["burst", "--gateway", "127.0.0.1:25", "--module", " "],
+        ["demo", "--count", "0"],
         ["verdict"],
         ["frobnicate"],
         [],

@@ -148,6 +148,8 @@ def test_load_reads_a_file_and_names_it_in_errors(tmp_path):
         (MINIMAL + "reuse = 1\n", "reuse must be true or false"),
         (MINIMAL + 'interval = "soon"\n', "'soon' is not a duration"),
         (MINIMAL + "jitter = 0.9\n", "jitter is a fraction"),
+        (MINIMAL + "interval = nan\n", "interval must be a finite number"),
+        ("[limits]\nmin_interval = inf\n" + MINIMAL, "min_interval must be a finite number"),
         (MINIMAL + 'pacing = "10s"\ncount = 40\n', "bursts would overlap"),
         (MINIMAL + 'password_env = "NOPE_NOT_SET"\nusername = "u"\n', "NOPE_NOT_SET, which is not"),
         (MINIMAL + 'password_env = "HOME"\n', "a password needs a username"),

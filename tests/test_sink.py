@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiosmtplib
@@ -76,3 +77,14 @@ async def test_bounce_to_the_probe_sender_is_counted_as_a_bounce_of_its_run(sink
     run_id = new_run(ledger)
     await send(sink, f"probe-bounce+{run_id}@{DOMAIN}", b"Subject: Undeliverable\r\n\r\nx\r\n")
     assert ledger.load(run_id).bounces == 1
+
+
+async def test_stopping_the_sink_ends_sessions_a_relay_keeps_open(ledger):
+    writer = LedgerWriter(ledger)
+    server = await Sink(writer, host="127.0.0.1", port=0, domain=DOMAIN).start()
+    reader, client = await asyncio.open_connection("127.0.0.1", server.port)
+    assert (await reader.readline()).startswith(b"220")
+    await asyncio.wait_for(server.stop(), timeout=5)  # does not wait for the client to leave
+    assert await asyncio.wait_for(reader.read(), timeout=5) == b""  # the session was closed
+    client.close()
+    await writer.close()

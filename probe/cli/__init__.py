@@ -8,6 +8,7 @@ probe itself could not run — always with a one-line error, never a traceback).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -74,4 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("notifyprobe: interrupted", file=sys.stderr)
         return EXIT_UNKNOWN
     except BrokenPipeError:
+        return EXIT_UNKNOWN
+    except Exception as exc:  # a bug of ours: still one line and UNKNOWN, the trace on demand
+        if os.environ.get("NOTIFYPROBE_TRACEBACK"):
+            raise
+        kind = type(exc).__name__
+        print(f"notifyprobe: internal error: {kind}: {exc} (NOTIFYPROBE_TRACEBACK=1 shows where)",
+              file=sys.stderr)  # fmt: skip
         return EXIT_UNKNOWN

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from probe.burst import DEFAULT_MAX_RATE
+from probe.burst import DEFAULT_MAX_RATE, MAX_RATE_CAP
 from probe.cli import evidence, explain
 from probe.cli.common import (
     add_db,
@@ -25,7 +25,6 @@ from probe.cli.hardening import (
     sink_limits_from,
     sink_tls_from,
 )
-from probe.config import MAX_COUNT
 from probe.errors import ProbeError, UsageError
 from probe.logs import CAPTURE
 from probe.nagios import Limits, plugin_result, unknown_line
@@ -34,8 +33,6 @@ from probe.run import ProbeSettings, Progress, run_probe
 from probe.tls import INSECURE_WARNING
 from probe.verdict import Thresholds
 from probe.waiting import Patience
-
-MAX_RATE_CAP = 1_000.0  # msgs/s: above this a probe is a load test, not a probe
 
 
 def add_parser(subparsers, parents) -> None:
@@ -124,10 +121,6 @@ def add_parser(subparsers, parents) -> None:
 
 
 def settings_from(args: argparse.Namespace) -> ProbeSettings:
-    if args.count > MAX_COUNT:
-        raise UsageError(f"--count {args.count} is above the cap of {MAX_COUNT}")
-    if not 0 < args.max_rate <= MAX_RATE_CAP:
-        raise UsageError(f"--max-rate must be above 0 and at most {MAX_RATE_CAP:g}")
     access = access_from(args)
     if args.own_sink:
         access.check_bind(args.sink.host)

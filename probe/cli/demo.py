@@ -20,7 +20,7 @@ from pathlib import Path
 
 from probe import stored
 from probe.burst import Endpoint
-from probe.cli.common import add_db, open_ledger
+from probe.cli.common import add_db, open_ledger, positive_int
 from probe.diagnosis import Diagnosis, diagnose
 from probe.hostfacts import collect
 from probe.lab import FaultMode, LabGateway, free_port
@@ -42,7 +42,7 @@ def add_parser(subparsers, parents) -> None:
         parents=parents,
         help="rehearse the probe against built-in lab gateways (first-only, then healthy)",
     )
-    p.add_argument("--count", type=int, default=10)
+    p.add_argument("--count", type=positive_int, default=10)
     add_db(p)
     p.set_defaults(handler=run)
 

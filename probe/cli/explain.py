@@ -13,7 +13,7 @@ from typing import Any
 from probe.diagnosis import Diagnosis, RestartFacts, diagnose
 from probe.ledger import Ledger
 from probe.modules import Inventory, take_inventory
-from probe.platform import local_source
+from probe.platform import NameMatcher, local_source
 from probe.restarts import (
     ProcessStart,
     first_after_restart,
@@ -63,6 +63,8 @@ class Explanation:
 
 def prepare(args: argparse.Namespace) -> Prepared:
     """Load the signatures (a broken one stops the probe before it sends anything)."""
+    if args.module_names:
+        NameMatcher(args.module_names)  # a bad --module is a usage error before anything is sent
     processes, services = args.gateway_processes, args.gateway_services
     watching = bool(processes or services)
     starts = gateway_starts(processes, services) if watching else ()

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 from probe.cli.common import write_json
-from probe.errors import UsageError
 from probe.modules import DEFAULT_MODULE, Inventory, ModuleState, take_inventory
 from probe.platform import ModuleSource, local_source
 from probe.platform.windows import RecordedWindows
@@ -54,10 +53,7 @@ def add_module_options(p: argparse.ArgumentParser, *, default_name: bool) -> Non
 def inventory(
     names: list[str], installed: list[str], source: ModuleSource | None = None
 ) -> Inventory:
-    try:
-        return take_inventory(source or local_source(), names, installed)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    return take_inventory(source or local_source(), names, installed)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ import argparse
 
 from probe.cli.common import add_db, chosen_run, open_ledger, write_json
 from probe.report import to_json, to_text
-from probe.verdict import Thresholds, classify
+from probe.verdict import judge_recorded
 
 
 def add_parser(subparsers, parents) -> None:
@@ -26,8 +26,7 @@ def add_parser(subparsers, parents) -> None:
 def run(args: argparse.Namespace) -> int:
     with open_ledger(args.db) as ledger:
         record = ledger.load(chosen_run(ledger, args.run_id, args.last, "verdict"))
-    slow_after = record.run.options.get("slow_after_s", Thresholds.slow_after_s)
-    verdict = classify(record, Thresholds(slow_after_s=float(str(slow_after))))
+    verdict = judge_recorded(record)
     if args.json:
         write_json(args.json, to_json(record, verdict))
     if args.json != "-":

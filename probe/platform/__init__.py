@@ -14,6 +14,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from probe.errors import ProbeError, UsageError
 from probe.pe import ModuleVersion
 
 GLOB_CHARS = "*?["
@@ -44,7 +45,7 @@ class NameMatcher:
     def __init__(self, patterns: Iterable[str]):
         self.patterns = tuple(dict.fromkeys(p.strip() for p in patterns if p.strip()))
         if not self.patterns:
-            raise ValueError("no module name to look for")
+            raise UsageError("no module name to look for")
         self._lowered = tuple((p, p.lower()) for p in self.patterns)
         literals = [_longest_literal(low) for _, low in self._lowered]
         # Any line that can match contains one of these bytes; "" means no cheap test exists.
@@ -189,6 +190,4 @@ def local_source() -> ModuleSource:
         from probe.platform.windows import WindowsModules
 
         return WindowsModules()
-    from probe.errors import ProbeError
-
     raise ProbeError(f"the module inventory supports Linux and Windows, not {sys.platform}")

@@ -213,7 +213,7 @@ class RecordedWindows(_WindowsPaths):
                 for name, f in data["files"].items()
             }
             return cls(processes, data["devices"], files)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise ProbeError(f"cannot load recorded inventory {path}: {exc}") from exc
 
     def pids(self) -> list[int]:
