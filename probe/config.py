@@ -19,6 +19,7 @@ from typing import Any
 
 from probe import credentials
 from probe.burst import MAX_COUNT, Endpoint
+from probe.correlation import probe_domain
 from probe.errors import UsageError
 from probe.limits import Access, client_network
 from probe.tls import ClientSecurity
@@ -34,9 +35,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DOMAIN_RE = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
-_ENDPOINT_RE = re.compile(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^:\s\[\]]+):(\d{1,5})")
 
 
 @dataclass(frozen=True)
@@ -449,16 +448,17 @@ class _Reader:
         return self.number(raw, key, where, default)
 
     def endpoint(self, value: object, where: str) -> Endpoint:
-        match = _ENDPOINT_RE.fullmatch(value.strip()) if isinstance(value, str) else None
-        if not match or int(match.group(2) or match.group(4)) > 65535:
-            raise self.fail("", f'{where} must be "HOST:PORT", got {value!r}')
-        return Endpoint(match.group(1) or match.group(3), int(match.group(2) or match.group(4)))
+        try:
+            return Endpoint.parse(value) if isinstance(value, str) else Endpoint.parse("")
+        except ValueError:
+            raise self.fail("", f'{where} must be "HOST:PORT", got {value!r}') from None
 
     def domain(self, data: dict[str, Any]) -> str:
-        value = self.string(data, "domain", "", "probe.invalid").strip().lower().rstrip(".")
-        if not _DOMAIN_RE.fullmatch(value):
-            raise self.fail("", f"domain {value!r} is not a domain name")
-        return value
+        value = self.string(data, "domain", "", "probe.invalid")
+        try:
+            return probe_domain(value)
+        except ValueError:
+            raise self.fail("", f"domain {value.strip().lower()!r} is not a domain name") from None
 
     def path(self, text: str) -> Path:
         path = Path(text).expanduser()

@@ -33,6 +33,17 @@ class TokenRef:
         return f"np-{self.run_id}-{self.seq}"
 
 
+_DOMAIN_RE = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}")
+
+
+def probe_domain(text: str) -> str:
+    """The probe domain, normalised (lower case, no trailing dot); ValueError if it is not one."""
+    value = text.strip().lower().rstrip(".")
+    if not _DOMAIN_RE.fullmatch(value):
+        raise ValueError(f"not a domain name: {text!r}")
+    return value
+
+
 def new_run_id() -> str:
     return secrets.token_hex(RUN_ID_HEX // 2)
 

@@ -6,17 +6,15 @@ import argparse
 import asyncio
 import contextlib
 import json
-import re
 import signal
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
 from probe.burst import Endpoint
+from probe.correlation import probe_domain
 from probe.errors import UsageError
 from probe.ledger import Ledger, default_path
-
-_DOMAIN_RE = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -40,21 +38,17 @@ def common_parent() -> argparse.ArgumentParser:
 
 def endpoint(text: str) -> Endpoint:
     """HOST:PORT or [IPv6]:PORT."""
-    match = re.fullmatch(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^:\s\[\]]+):(\d{1,5})", text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    host = match.group(1) or match.group(3)
-    port = int(match.group(2) or match.group(4))
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port out of range in {text!r}")
-    return Endpoint(host, port)
+    try:
+        return Endpoint.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def domain(text: str) -> str:
-    value = text.strip().lower().rstrip(".")
-    if not _DOMAIN_RE.fullmatch(value):
-        raise argparse.ArgumentTypeError(f"not a domain name: {text!r}")
-    return value
+    try:
+        return probe_domain(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_int(text: str) -> int:
