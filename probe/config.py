@@ -465,21 +465,18 @@ class _Reader:
         return path if path.is_absolute() else self.base / path
 
     def secret(self, raw: dict[str, Any], where: str) -> Secret | None:
+        """Read exactly as `burst --password-env/--password-file` does (`probe.credentials`)."""
         env = self.string(raw, "password_env", where, "")
         file = self.string(raw, "password_file", where, "")
         if env and file:
             raise self.fail(where, "give password_env or password_file, not both")
-        if env:
-            if env not in self.environ:
-                raise self.fail(where, f"password_env names {env}, which is not set")
-            return Secret(f"env:{env}", self.environ[env])
-        if file:
-            path = self.path(file)
-            try:
-                value = path.read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as exc:
-                raise self.fail(
-                    where, f"cannot read password_file {path}: {exc.strerror}"
-                ) from None
-            return Secret(f"file:{path}", value)
+        try:
+            if env:
+                value = credentials.password_from_env(env, self.environ).reveal()
+                return Secret(f"env:{env}", value)
+            if file:
+                path = self.path(file)
+                return Secret(f"file:{path}", credentials.password_from_file(path).reveal())
+        except UsageError as exc:
+            raise self.fail(where, str(exc).replace("--password-env", "password_env")) from None
         return None

@@ -8,6 +8,7 @@ str are redacted, so a stray log call or f-string cannot leak it.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from probe.errors import UsageError
@@ -43,8 +44,8 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
-def password_from_env(name: str) -> Secret:
-    value = os.environ.get(name)
+def password_from_env(name: str, environ: Mapping[str, str] | None = None) -> Secret:
+    value = (os.environ if environ is None else environ).get(name)
     if value is None:
         raise UsageError(f"environment variable {name} (from --password-env) is not set")
     if not value:

@@ -107,6 +107,16 @@ def test_secrets_never_show_in_repr_or_str(tmp_path):
     assert "hunter2" not in repr(cfg) and "hunter2" not in str(password)
 
 
+def test_password_file_is_read_like_burst_reads_it_first_line_only(tmp_path):
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("hunter2\nsecond line is not part of it\n")
+    cfg = parse(MINIMAL + f'username = "u"\npassword_file = "{secret_file}"\n')
+    assert cfg.targets[0].password.value == "hunter2"
+    (tmp_path / "empty").write_text("")
+    with pytest.raises(UsageError, match="is empty"):
+        parse(MINIMAL + f'username = "u"\npassword_file = "{tmp_path / "empty"}"\n')
+
+
 def test_target_tls_and_auth_reach_the_burst_settings(tmp_path):
     secret_file = tmp_path / "pw"
     secret_file.write_text("hunter2\n")
@@ -151,7 +161,10 @@ def test_load_reads_a_file_and_names_it_in_errors(tmp_path):
         (MINIMAL + "interval = nan\n", "interval must be a finite number"),
         ("[limits]\nmin_interval = inf\n" + MINIMAL, "min_interval must be a finite number"),
         (MINIMAL + 'pacing = "10s"\ncount = 40\n', "bursts would overlap"),
-        (MINIMAL + 'password_env = "NOPE_NOT_SET"\nusername = "u"\n', "NOPE_NOT_SET, which is not"),
+        (
+            MINIMAL + 'password_env = "NOPE_NOT_SET"\nusername = "u"\n',
+            r"NOPE_NOT_SET \(from password_env\) is not set",
+        ),
         (MINIMAL + 'password_env = "HOME"\n', "a password needs a username"),
         (MINIMAL + 'tls = "maybe"\n', "TLS mode must be one of"),
         (MINIMAL + "insecure = true\n", "need --tls starttls or --tls implicit"),
