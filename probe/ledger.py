@@ -81,6 +81,13 @@ CREATE TABLE IF NOT EXISTS deliveries (
     size        INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_run ON deliveries (run_id, seq);
+CREATE TABLE IF NOT EXISTS process_starts (
+    run_id      TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    name        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    started_at  REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS run_artifacts (
     run_id      TEXT NOT NULL,
     name        TEXT NOT NULL,
@@ -205,6 +212,10 @@ class Ledger:
         return self.write(partial(_delete_runs_before, cutoff))
 
     # -- reading -------------------------------------------------------------------------
+
+    def query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        """A read for the modules that keep their own tables here (process starts)."""
+        return self._query(sql, params)
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -493,6 +504,7 @@ def _delete_runs_before(cutoff: float, conn: sqlite3.Connection) -> int:
     conn.execute(f"DELETE FROM deliveries WHERE run_id IN ({old})", (cutoff,))
     conn.execute(f"DELETE FROM notifications WHERE run_id IN ({old})", (cutoff,))
     conn.execute(f"DELETE FROM run_artifacts WHERE run_id IN ({old})", (cutoff,))
+    conn.execute(f"DELETE FROM process_starts WHERE run_id IN ({old})", (cutoff,))
     conn.execute("DELETE FROM foreign_messages WHERE received_at < ?", (cutoff,))
     return conn.execute(
         "DELETE FROM runs WHERE started_at < ? AND verdict IS NOT NULL", (cutoff,)

@@ -21,16 +21,6 @@ import psutil
 from probe.ledger import Ledger
 from probe.verdict import gateway_order
 
-TABLE = """
-CREATE TABLE IF NOT EXISTS process_starts (
-    run_id     TEXT NOT NULL,
-    kind       TEXT NOT NULL,
-    name       TEXT NOT NULL,
-    pid        INTEGER NOT NULL,
-    started_at REAL NOT NULL
-)
-"""
-
 
 @dataclass(frozen=True)
 class ProcessStart:
@@ -139,7 +129,6 @@ def first_after_restart(history: Sequence[RunStarts]) -> RestartFinding | None:
 
 def record_starts(ledger: Ledger, run_id: str, starts: Sequence[ProcessStart]) -> None:
     def op(conn: sqlite3.Connection) -> None:
-        conn.execute(TABLE)
         conn.executemany(
             "INSERT INTO process_starts (run_id, kind, name, pid, started_at) VALUES (?,?,?,?,?)",
             [(run_id, s.kind, s.name, s.pid, s.started_at) for s in starts],
@@ -151,19 +140,16 @@ def record_starts(ledger: Ledger, run_id: str, starts: Sequence[ProcessStart]) -
 def load_history(ledger: Ledger, gateway: str, limit: int = 20) -> list[RunStarts]:
     """The latest runs against `gateway` that recorded process starts, oldest first."""
 
-    def op(conn: sqlite3.Connection) -> list[tuple[str, str, str, int, float]]:
-        conn.execute(TABLE)
-        return conn.execute(
-            "SELECT p.run_id, p.kind, p.name, p.pid, p.started_at FROM process_starts p"
-            " JOIN runs r ON r.run_id = p.run_id WHERE r.gateway = ?"
-            " AND p.run_id IN (SELECT DISTINCT q.run_id FROM process_starts q"
-            "  JOIN runs s ON s.run_id = q.run_id WHERE s.gateway = ?"
-            "  ORDER BY s.started_at DESC LIMIT ?)",
-            (gateway, gateway, limit),
-        ).fetchall()
-
+    rows = ledger.query(
+        "SELECT p.run_id, p.kind, p.name, p.pid, p.started_at FROM process_starts p"
+        " JOIN runs r ON r.run_id = p.run_id WHERE r.gateway = ?"
+        " AND p.run_id IN (SELECT DISTINCT q.run_id FROM process_starts q"
+        "  JOIN runs s ON s.run_id = q.run_id WHERE s.gateway = ?"
+        "  ORDER BY s.started_at DESC LIMIT ?)",
+        (gateway, gateway, limit),
+    )
     starts: dict[str, list[ProcessStart]] = {}
-    for run_id, kind, name, pid, started_at in ledger.write(op):
+    for run_id, kind, name, pid, started_at in rows:
         starts.setdefault(run_id, []).append(ProcessStart(kind, name, pid, started_at))
     history = []
     for run_id, run_starts in starts.items():
