@@ -62,7 +62,12 @@ class Plan:
     notes: tuple[str, ...] = ()
 
     def text(self, applied: bool) -> str:
-        head = "applied" if applied else "dry run: nothing changed; rerun with --apply to do this"
+        if not self.steps:
+            head = "nothing to do"
+        elif applied:
+            head = "applied"
+        else:
+            head = "dry run: nothing changed; rerun with --apply to do this"
         lines = [f"notifyprobe fix {self.action}: {len(self.steps)} step(s), {head}"]
         lines += [f"  {i}. {s.describe()}" for i, s in enumerate(self.steps, 1)]
         lines += [f"  note: {n}" for n in self.notes]

@@ -63,13 +63,7 @@ def _apply_options(p: argparse.ArgumentParser) -> None:
 
 def _carry_out(plan: Plan, args: argparse.Namespace) -> int:
     if not args.apply or not plan.steps:
-        print(
-            plan.text(applied=False)
-            if plan.steps
-            else plan.text(applied=False).replace(
-                "dry run: nothing changed; rerun with --apply to do this", "nothing to do"
-            )
-        )
+        print(plan.text(applied=False))
         return 0
     journal = args.journal or default_journal(plan.action)
     apply(plan, journal)
