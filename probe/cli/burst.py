@@ -6,8 +6,9 @@ import argparse
 import asyncio
 import sys
 
+from probe import explain
 from probe.burst import DEFAULT_MAX_RATE, MAX_RATE_CAP
-from probe.cli import evidence, explain
+from probe.cli import evidence
 from probe.cli.common import (
     add_db,
     domain,
@@ -17,6 +18,8 @@ from probe.cli.common import (
     seconds,
     write_json,
 )
+from probe.cli.explain import add_options as add_diagnosis_options
+from probe.cli.explain import request_from
 from probe.cli.hardening import (
     access_from,
     add_client_security,
@@ -115,7 +118,7 @@ def add_parser(subparsers, parents) -> None:
     add_client_security(p)
     add_sink_options(p)
     add_db(p)
-    explain.add_options(p)
+    add_diagnosis_options(p)
     evidence.add_burst_options(p)
     p.set_defaults(handler=run)
 
@@ -180,7 +183,8 @@ def run(args: argparse.Namespace) -> int:
         settings = settings_from(args)
         if settings.security.insecure:
             print(f"notifyprobe: WARNING: {INSECURE_WARNING}", file=sys.stderr, flush=True)
-        prepared = explain.prepare(args)
+        request = request_from(args)
+        prepared = explain.prepare(request)
         progress = ProgressLine()
         CAPTURE.clear()  # the evidence bundle keeps this run's log events only
         with open_ledger(args.db) as ledger:
@@ -188,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
                 outcome = asyncio.run(run_probe(ledger, settings, progress))
             finally:
                 progress.clear()
-            why = explain.explain(args, prepared, ledger, outcome)
+            why = explain.explain(request, prepared, ledger, outcome)
             run_id = outcome.record.run.run_id
             evidence.keep_run_artifacts(args, ledger, run_id, why.json_fields())
             if args.evidence:

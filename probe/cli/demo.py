@@ -18,19 +18,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from probe import stored
+from probe import explain, stored
 from probe.burst import Endpoint
 from probe.cli.common import add_db, open_ledger, positive_int
-from probe.diagnosis import Diagnosis, diagnose
 from probe.hostfacts import collect
 from probe.lab import FaultMode, LabGateway, free_port
 from probe.labdll import build_dll, write_dll
 from probe.ledger import Ledger
-from probe.modules import Inventory, take_inventory
-from probe.platform import local_source
 from probe.report import diagnosis_text, to_text
 from probe.run import ProbeOutcome, ProbeSettings, run_probe
-from probe.signatures import load_signatures
 from probe.verdict import Pattern
 
 MODULE = "MPNotifyPerf.dll"
@@ -77,27 +73,25 @@ async def rehearse(ledger: Ledger, mode: str, count: int) -> ProbeOutcome:
         return await run_probe(ledger, settings)
 
 
-def explain(
+def diagnose_and_keep(
     ledger: Ledger, outcome: ProbeOutcome, installed: Path | None
-) -> tuple[Diagnosis | None, Inventory | None]:
+) -> explain.Explanation:
     """Inventory and diagnosis as `burst --module … --installed …` would do, kept for evidence."""
-    inventory = None
-    if installed is not None:
-        inventory = take_inventory(local_source(), [MODULE], [str(installed)])
-    diagnosis = diagnose(outcome.verdict, inventory, load_signatures())
+    request = (
+        explain.Request(module_names=(MODULE,), installed=(str(installed),))
+        if installed is not None
+        else explain.Request()
+    )
+    why = explain.explain(request, explain.prepare(request), ledger, outcome)
     stored.keep(
         ledger,
         outcome.record.run.run_id,
-        explanation={
-            "diagnosis": diagnosis.to_dict() if diagnosis else None,
-            "modules": inventory.to_dict() if inventory else None,
-            "gateway_processes": [],
-        },
+        explanation=why.json_fields(),
         log_events=[],
         argv=["notifyprobe", "demo"],
         host=collect(),
     )
-    return diagnosis, inventory
+    return why
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,17 +100,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"── 1/2  lab gateway in first-only mode, with an old {MODULE} still loaded\n")
         with stale_stand_in(Path(tmp)) as installed:
             outcome = asyncio.run(rehearse(ledger, "first-only", args.count))
-            diagnosis, inventory = explain(ledger, outcome, installed)
+            why = diagnose_and_keep(ledger, outcome, installed)
         print(to_text(outcome.record, outcome.verdict, outcome.elapsed_s))
-        print(diagnosis_text(diagnosis, inventory), end="\n\n")
+        print(diagnosis_text(why.diagnosis, why.inventory), end="\n\n")
         failures += outcome.verdict.pattern is not Pattern.FIRST_ONLY
         first_only_run = outcome.record.run.run_id
 
         print("── 2/2  the same gateway after the fix (old module gone, gateway restarted)\n")
         outcome = asyncio.run(rehearse(ledger, "healthy", args.count))
-        diagnosis, _ = explain(ledger, outcome, None)
+        why = diagnose_and_keep(ledger, outcome, None)
         print(to_text(outcome.record, outcome.verdict, outcome.elapsed_s), end="\n\n")
-        failures += outcome.verdict.pattern is not Pattern.HEALTHY or diagnosis is not None
+        failures += outcome.verdict.pattern is not Pattern.HEALTHY or why.diagnosis is not None
 
         print(f"Runs are kept in {ledger.path}. Next steps:")
         print(f"  notifyprobe verdict {first_only_run}                 # judge a run again")

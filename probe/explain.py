@@ -1,0 +1,94 @@
+"""From a verdict to a named cause: module inventory, gateway restarts and known issues.
+
+`burst`, the demo and postflight all ask the same question after a run; this module answers it
+once. The diagnosis itself stays pure (`probe.diagnosis`); here is the I/O around it: the
+process scan, the gateway's start times, the ledger's history of earlier runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from probe.diagnosis import Diagnosis, RestartFacts, diagnose
+from probe.ledger import Ledger
+from probe.modules import Inventory, take_inventory
+from probe.platform import NameMatcher, local_source
+from probe.restarts import (
+    ProcessStart,
+    first_after_restart,
+    gateway_starts,
+    load_history,
+    record_starts,
+)
+from probe.run import ProbeOutcome
+from probe.signatures import Signature, load_signatures
+
+
+@dataclass(frozen=True)
+class Request:
+    """What to look at: module names (globs), their installed copies, the gateway's processes."""
+
+    module_names: tuple[str, ...] = ()
+    installed: tuple[str, ...] = ()
+    processes: tuple[str, ...] = ()
+    services: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What is known before the burst: validated signatures and the gateway's start times."""
+
+    signatures: tuple[Signature, ...]
+    starts: tuple[ProcessStart, ...]
+    watching: bool
+
+
+@dataclass(frozen=True)
+class Explanation:
+    inventory: Inventory | None
+    diagnosis: Diagnosis | None
+    restarts: RestartFacts
+
+    def json_fields(self) -> dict[str, Any]:
+        return {
+            "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
+            "modules": self.inventory.to_dict() if self.inventory else None,
+            "gateway_processes": [s.to_dict() for s in self.restarts.starts],
+        }
+
+
+def prepare(request: Request) -> Prepared:
+    """Before the burst: check the module names and load the signatures (a bad name or a broken
+    signature stops the probe before it sends anything), and note the gateway's start times."""
+    if request.module_names:
+        NameMatcher(request.module_names)
+    watching = bool(request.processes or request.services)
+    starts = gateway_starts(request.processes, request.services) if watching else ()
+    return Prepared(load_signatures(), starts, watching)
+
+
+def explain(
+    request: Request, prepared: Prepared, ledger: Ledger, outcome: ProbeOutcome
+) -> Explanation:
+    """After the burst: restarts across runs, the module inventory, and the diagnosis."""
+    run = outcome.record.run
+    restarts = RestartFacts()
+    if prepared.watching:
+        after = gateway_starts(request.processes, request.services)
+        record_starts(ledger, run.run_id, prepared.starts)
+        restarts = RestartFacts(
+            starts=prepared.starts,
+            run_started_at=run.started_at,
+            restarted_during_run=_instances(after) != _instances(prepared.starts),
+            history=first_after_restart(load_history(ledger, run.gateway)),
+        )
+    inventory = None
+    if request.module_names:
+        inventory = take_inventory(local_source(), request.module_names, request.installed)
+    diagnosis = diagnose(outcome.verdict, inventory, prepared.signatures, restarts)
+    return Explanation(inventory, diagnosis, restarts)
+
+
+def _instances(starts: tuple[ProcessStart, ...]) -> set[tuple[int, float]]:
+    return {(s.pid, round(s.started_at, 2)) for s in starts}
