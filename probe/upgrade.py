@@ -17,8 +17,9 @@ from pathlib import Path
 from probe.checks import Check, Status
 from probe.errors import ProbeError
 from probe.inuse import InUse
-from probe.modules import Inventory
+from probe.modules import Inventory, take_inventory
 from probe.pe import describe
+from probe.platform import local_source
 from probe.profiles import Profile, under_root
 from probe.reboot import RebootSource
 from probe.verdict import Severity, Verdict
@@ -288,3 +289,12 @@ def _rel(path: str, root: Path) -> str:
         return Path(path).relative_to(root).as_posix()
     except ValueError:
         return path
+
+
+def held_candidates(profile: Profile, root: Path) -> list[str]:
+    """The profile's files, plus every copy of its modules a process maps under the root."""
+    paths = profile_files(profile, root)
+    if profile.modules:
+        inv = take_inventory(local_source(), list(profile.modules), [])
+        paths += [h.mapped_path for h in inv.hits if is_under(h.mapped_path, root)]
+    return paths

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from probe.cli.common import write_json
 from probe.modules import DEFAULT_MODULE, Inventory, ModuleState, take_inventory
-from probe.platform import ModuleSource, local_source
+from probe.platform import local_source
 from probe.platform.windows import RecordedWindows
 
 
@@ -50,15 +50,11 @@ def add_module_options(p: argparse.ArgumentParser, *, default_name: bool) -> Non
     )
 
 
-def inventory(
-    names: list[str], installed: list[str], source: ModuleSource | None = None
-) -> Inventory:
-    return take_inventory(source or local_source(), names, installed)
-
-
 def run(args: argparse.Namespace) -> int:
     source = RecordedWindows.load(args.recorded) if args.recorded else None
-    result = inventory(args.module_names or [DEFAULT_MODULE], args.installed, source)
+    result = take_inventory(
+        source or local_source(), args.module_names or [DEFAULT_MODULE], args.installed
+    )
     if args.json:
         write_json(args.json, result.to_dict())
     if args.json != "-":

@@ -16,8 +16,9 @@ from probe.cli.common import (
     seconds,
     write_json,
 )
-from probe.cli.modules import inventory
 from probe.cli.preflight import add_profile_options
+from probe.modules import take_inventory
+from probe.platform import local_source
 from probe.profiles import load_profile, under_root
 from probe.run import ProbeOutcome, ProbeSettings, run_probe
 from probe.upgrade import (
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     inv = None
     if profile.modules:
         installed = [str(under_root(args.root, f)) for f in profile.files]
-        inv = inventory(list(profile.modules), installed)
+        inv = take_inventory(local_source(), list(profile.modules), installed)
     checks = leftover_checks(profile, args.root)
     checks.append(module_check(profile, inv, args.root))
     checks.append(version_check(profile, args.root, args.expect_version))

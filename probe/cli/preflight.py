@@ -8,20 +8,18 @@ from pathlib import Path
 
 from probe.checks import exit_code, overall, report_dict, report_text
 from probe.cli.common import write_json
-from probe.cli.modules import inventory
 from probe.errors import UsageError
 from probe.inuse import files_in_use
 from probe.platform import local_holders, local_source
-from probe.profiles import Profile, load_profile, profile_names
+from probe.profiles import load_profile, profile_names
 from probe.reboot import RebootSource, linux_sources, unknown_names, windows_sources
 from probe.regfile import RegFile
 from probe.registry import LiveRegistry
 from probe.upgrade import (
     backup_check,
     check_root,
+    held_candidates,
     in_use_checks,
-    is_under,
-    profile_files,
     reboot_checks,
 )
 
@@ -82,15 +80,6 @@ def reboot_sources(registry: Path | None, root: Path) -> tuple[RebootSource, ...
     if sys.platform == "win32":
         return windows_sources(LiveRegistry())
     return linux_sources(root)
-
-
-def held_candidates(profile: Profile, root: Path) -> list[str]:
-    """The profile's files, plus every copy of its modules a process maps under the root."""
-    paths = profile_files(profile, root)
-    if profile.modules:
-        inv = inventory(list(profile.modules), [])
-        paths += [h.mapped_path for h in inv.hits if is_under(h.mapped_path, root)]
-    return paths
 
 
 def run(args: argparse.Namespace) -> int:
