@@ -15,7 +15,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from probe.platform import HeldFile, HolderSource, ProcessDenied, ProcessVanished
+from probe.platform import HeldFile, HolderSource, ScanCounts, scan_processes
 
 
 @dataclass(frozen=True)
@@ -79,20 +79,11 @@ def files_in_use(source: HolderSource, paths: Sequence[str]) -> InUse:
     keys: dict[str, Hashable | None] = {p: source.file_key(p) for p in dict.fromkeys(paths)}
     wanted = frozenset(k for k in keys.values() if k is not None)
     held: dict[Hashable, list[HeldFile]] = {k: [] for k in wanted}
-    scanned = denied = vanished = 0
+    counts = ScanCounts()
     if wanted:
-        for pid in source.pids():
-            try:
-                found = source.held_files(pid, wanted)
-            except ProcessDenied:
-                denied += 1
-                continue
-            except ProcessVanished:
-                vanished += 1
-                continue
-            scanned += 1
-            for item in found:
-                held[item.key].append(item)
+        found, counts = scan_processes(source.pids(), lambda pid: source.held_files(pid, wanted))
+        for item in found:
+            held[item.key].append(item)
     infos = {}
     files = []
     for path, key in keys.items():
@@ -104,4 +95,6 @@ def files_in_use(source: HolderSource, paths: Sequence[str]) -> InUse:
             holders.append(Holder(item.pid, info.name, info.exe, item.how, item.path))
         holders.sort(key=lambda h: (h.pid, h.how))
         files.append(FileUse(path, key is not None, tuple(holders)))
-    return InUse(tuple(files), scanned, denied, vanished, time.perf_counter() - t0)
+    return InUse(
+        tuple(files), counts.scanned, counts.denied, counts.vanished, time.perf_counter() - t0
+    )

@@ -22,9 +22,8 @@ from probe.platform import (
     MappedModule,
     ModuleSource,
     NameMatcher,
-    ProcessDenied,
     ProcessInfo,
-    ProcessVanished,
+    scan_processes,
 )
 
 DEFAULT_MODULE = "MPNotifyPerf.dll"
@@ -228,18 +227,7 @@ def take_inventory(
     """Scan every process for the named modules and judge each loaded copy."""
     t0 = time.perf_counter()
     matcher = NameMatcher(names)
-    scanned = denied = vanished = 0
-    found: list[MappedModule] = []
-    for pid in source.pids():
-        try:
-            found.extend(source.mapped_modules(pid, matcher))
-        except ProcessDenied:
-            denied += 1
-            continue
-        except ProcessVanished:
-            vanished += 1
-            continue
-        scanned += 1
+    found, counts = scan_processes(source.pids(), lambda pid: source.mapped_modules(pid, matcher))
     reader = _Reader(source)
     hits = []
     for module in found:
@@ -266,8 +254,8 @@ def take_inventory(
         installed=tuple(installed),
         platform=source.platform,
         hits=tuple(hits),
-        scanned=scanned,
-        denied=denied,
-        vanished=vanished,
+        scanned=counts.scanned,
+        denied=counts.denied,
+        vanished=counts.vanished,
         elapsed_s=time.perf_counter() - t0,
     )

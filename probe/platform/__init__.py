@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import fnmatch
 import sys
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from probe.errors import ProbeError, UsageError
 from probe.pe import ModuleVersion
+
+T = TypeVar("T")
 
 GLOB_CHARS = "*?["
 # What installers and admins append when they move a locked DLL aside (document 001: `.old`).
@@ -178,6 +180,33 @@ class HolderSource(Protocol):
 def local_holders() -> HolderSource:
     """The files-in-use source for the machine the probe runs on (same classes as modules)."""
     return local_source()  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ScanCounts:
+    """How a scan of every process went: read, refused (AccessDenied), gone meanwhile."""
+
+    scanned: int = 0
+    denied: int = 0
+    vanished: int = 0
+
+
+def scan_processes(
+    pids: Iterable[int], read: Callable[[int], Iterable[T]]
+) -> tuple[list[T], ScanCounts]:
+    """`read` every process and collect what it finds; one unreadable process never fails it."""
+    found: list[T] = []
+    scanned = denied = vanished = 0
+    for pid in pids:
+        try:
+            found.extend(read(pid))
+        except ProcessDenied:
+            denied += 1
+        except ProcessVanished:
+            vanished += 1
+        else:
+            scanned += 1
+    return found, ScanCounts(scanned, denied, vanished)
 
 
 def local_source() -> ModuleSource:
