@@ -46,7 +46,36 @@ def add_parser(subparsers, parents) -> None:
         description="Send a burst of correlated test notifications through the gateway to the "
         "probe's sink and classify the outcome.",
     )
-    p.add_argument("--gateway", type=endpoint, required=True, metavar="HOST:PORT")
+    add_burst_options(p, gateway_required=True)
+    p.add_argument("--json", metavar="FILE|-", help="write the result as JSON")
+    p.add_argument(
+        "--format",
+        choices=["text", "json", "nagios"],
+        default="text",
+        help="stdout: text (default), json, or nagios (one monitoring-plugin line with perfdata)",
+    )
+    p.add_argument(
+        "--warning",
+        type=limits,
+        default=Limits(),
+        metavar="loss=N%,latency=Ns",
+        help="WARNING when loss or the slowest delivery is above this (nagios format)",
+    )
+    p.add_argument(
+        "--critical",
+        type=limits,
+        default=Limits(),
+        metavar="loss=N%,latency=Ns",
+        help="CRITICAL when loss or the slowest delivery is above this (nagios format)",
+    )
+    add_diagnosis_options(p)
+    evidence.add_burst_options(p)
+    p.set_defaults(handler=run)
+
+
+def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) -> None:
+    """Everything `settings_from` reads: shared by `burst` and `postflight`'s burst check."""
+    p.add_argument("--gateway", type=endpoint, required=gateway_required, metavar="HOST:PORT")
     p.add_argument(
         "--sink",
         type=endpoint,
@@ -94,33 +123,9 @@ def add_parser(subparsers, parents) -> None:
         help=f"never submit faster than this, all connections together "
         f"(default: {DEFAULT_MAX_RATE:g}, at most {MAX_RATE_CAP:g})",
     )
-    p.add_argument("--json", metavar="FILE|-", help="write the result as JSON")
-    p.add_argument(
-        "--format",
-        choices=["text", "json", "nagios"],
-        default="text",
-        help="stdout: text (default), json, or nagios (one monitoring-plugin line with perfdata)",
-    )
-    p.add_argument(
-        "--warning",
-        type=limits,
-        default=Limits(),
-        metavar="loss=N%,latency=Ns",
-        help="WARNING when loss or the slowest delivery is above this (nagios format)",
-    )
-    p.add_argument(
-        "--critical",
-        type=limits,
-        default=Limits(),
-        metavar="loss=N%,latency=Ns",
-        help="CRITICAL when loss or the slowest delivery is above this (nagios format)",
-    )
     add_client_security(p)
     add_sink_options(p)
     add_db(p)
-    add_diagnosis_options(p)
-    evidence.add_burst_options(p)
-    p.set_defaults(handler=run)
 
 
 def settings_from(args: argparse.Namespace) -> ProbeSettings:

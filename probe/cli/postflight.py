@@ -7,20 +7,16 @@ import asyncio
 import json
 
 from probe.checks import exit_code, overall, report_dict, report_text
+from probe.cli.burst import add_burst_options, settings_from
 from probe.cli.common import (
-    add_db,
-    domain,
-    endpoint,
     open_ledger,
-    positive_int,
-    seconds,
     write_json,
 )
 from probe.cli.preflight import add_profile_options
 from probe.modules import take_inventory
 from probe.platform import local_source
 from probe.profiles import load_profile, under_root
-from probe.run import ProbeOutcome, ProbeSettings, run_probe
+from probe.run import ProbeOutcome, run_probe
 from probe.upgrade import (
     burst_check,
     check_root,
@@ -28,7 +24,6 @@ from probe.upgrade import (
     module_check,
     version_check,
 )
-from probe.waiting import Patience
 
 
 def add_parser(subparsers, parents) -> None:
@@ -42,19 +37,8 @@ def add_parser(subparsers, parents) -> None:
     )
     add_profile_options(p)
     p.add_argument("--expect-version", metavar="A.B.C.D", help="the version every file must have")
-    g = p.add_argument_group("burst (skipped without --gateway)")
-    g.add_argument("--gateway", type=endpoint, metavar="HOST:PORT")
-    g.add_argument(
-        "--sink",
-        type=endpoint,
-        default=endpoint("127.0.0.1:2525"),
-        metavar="HOST:PORT",
-        help="where the probe's sink listens (default: 127.0.0.1:2525)",
-    )
-    g.add_argument("--domain", type=domain, default="probe.invalid", help="probe domain")
-    g.add_argument("--count", type=positive_int, default=10, help="notifications (default: 10)")
-    g.add_argument("--timeout", type=seconds, default=30.0, help="longest wait for late mail (s)")
-    add_db(g)
+    g = p.add_argument_group("burst (the options of `burst`; skipped without --gateway)")
+    add_burst_options(g, gateway_required=False)
     p.add_argument("--json", metavar="FILE|-", help="write the checks as JSON")
     p.set_defaults(handler=run)
 
@@ -62,13 +46,7 @@ def add_parser(subparsers, parents) -> None:
 def burst(args: argparse.Namespace) -> ProbeOutcome | None:
     if args.gateway is None:
         return None
-    settings = ProbeSettings(
-        gateway=args.gateway,
-        sink=args.sink,
-        domain=args.domain,
-        count=args.count,
-        patience=Patience(timeout_s=args.timeout),
-    )
+    settings = settings_from(args)
     with open_ledger(args.db) as ledger:
         return asyncio.run(run_probe(ledger, settings))
 
