@@ -65,10 +65,12 @@ class ProbeSettings:
     def __post_init__(self) -> None:
         """The anti-mail-bomb caps, for every caller: burst, watch, postflight, demo."""
         if not 1 <= self.count <= MAX_COUNT:
-            raise UsageError(f"count {self.count} is outside 1..{MAX_COUNT}")
+            raise UsageError(f"count {self.count} (--count) is outside 1..{MAX_COUNT}")
         if not 0 < self.max_rate <= MAX_RATE_CAP:
-            raise UsageError(f"max rate {self.max_rate:g}/s must be above 0 and at most "
-                             f"{MAX_RATE_CAP:g}")  # fmt: skip
+            raise UsageError(
+                f"max rate {self.max_rate:g}/s (--max-rate) must be above 0 and at most "
+                f"{MAX_RATE_CAP:g}"
+            )
 
     def options(self) -> dict[str, object]:
         extra: dict[str, object] = {"target": self.target} if self.target else {}

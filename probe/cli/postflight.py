@@ -37,8 +37,7 @@ def add_parser(subparsers, parents) -> None:
     )
     add_profile_options(p)
     p.add_argument("--expect-version", metavar="A.B.C.D", help="the version every file must have")
-    g = p.add_argument_group("burst (the options of `burst`; skipped without --gateway)")
-    add_burst_options(g, gateway_required=False)
+    add_burst_options(p, gateway_required=False)  # the burst check: skipped without --gateway
     p.add_argument("--json", metavar="FILE|-", help="write the checks as JSON")
     p.set_defaults(handler=run)
 
