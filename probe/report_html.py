@@ -55,7 +55,9 @@ th,td{border:1px solid #d0d7de;padding:4px 6px;text-align:left;vertical-align:to
 th{background:#f6f8fa}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 .state-stale,.state-deleted,.state-renamed{color:#cf222e;font-weight:700}
-.state-current{color:#1a7f37}
+.state-current,.state-pass{color:#1a7f37}
+.state-fail{color:#cf222e;font-weight:700}
+.state-warn{color:#9a6700;font-weight:700}
 ul.evidence li,ul.because li{margin:2px 0}
 code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:12.5px}
 svg text{font-family:system-ui,Arial,sans-serif;font-size:12px}
@@ -97,6 +99,7 @@ def render(ev: RunEvidence, clean: Clean) -> str:
         '<h2 id="timeline">Timeline</h2>',
         _timeline(record.notifications, run.started_at, esc),
         *_inventory(ev, esc),
+        *_upgrade_checks(ev, esc),
         '<h2 id="evidence">Evidence</h2><ul class="evidence">',
         *(f"<li>{esc(line)}</li>" for line in verdict.evidence),
         "</ul>",
@@ -133,6 +136,32 @@ def _diagnosis(ev: RunEvidence, esc: Callable[[object], str], action: str) -> li
         f'<p class="meta">reference: {esc(d.reference)} · runbook: {esc(d.runbook)}</p>',
         "</div>",
     ]
+    return out
+
+
+def _upgrade_checks(ev: RunEvidence, esc: Callable[[object], str]) -> list[str]:
+    """Preflight/postflight checks kept with this run (postflight with --gateway keeps them)."""
+    out: list[str] = []
+    for name, report in ev.other_artifacts:
+        if not isinstance(report, dict) or not isinstance(report.get("checks"), list):
+            continue
+        status = str(report.get("status", "?"))
+        out += [
+            f'<h2 id="{esc(name)}">Upgrade checks: {esc(name)}</h2>',
+            f'<p>overall <b class="state-{esc(status)}">{esc(status)}</b> · profile '
+            f"{esc(report.get('profile', '?'))}</p>",
+            "<table><tr><th>status</th><th>check</th><th>why</th><th>what to do</th></tr>",
+        ]
+        for check in report["checks"]:
+            if not isinstance(check, dict):
+                continue
+            state = str(check.get("status", "?"))
+            out.append(
+                f'<tr><td class="state-{esc(state)}">{esc(state)}</td>'
+                f"<td>{esc(check.get('name', ''))}</td><td>{esc(check.get('reason', ''))}</td>"
+                f"<td>{esc(check.get('fix') or '')}</td></tr>"
+            )
+        out.append("</table>")
     return out
 
 

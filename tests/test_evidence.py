@@ -241,9 +241,13 @@ def test_postflight_checks_of_a_run_are_in_its_bundle(tmp_path: Path) -> None:
     made = notifyprobe("evidence", "--last", "--db", str(db), "--out", str(tmp_path / "p.zip"),
                        env=dict(os.environ))  # fmt: skip
     assert made.returncode == 0, made.stderr
-    checks = json.loads(read_bundle(tmp_path / "p.zip")["postflight.json"])
+    files = read_bundle(tmp_path / "p.zip")
+    checks = json.loads(files["postflight.json"])
     assert checks["command"] == "postflight"
     assert any(c["name"] == "burst" and c["status"] == "pass" for c in checks["checks"])
+    page = files["report.html"].decode()  # and a person sees them in the report
+    assert "Upgrade checks: postflight" in page
+    assert '<td class="state-pass">pass</td><td>burst</td>' in page
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
