@@ -20,6 +20,7 @@ from typing import Any
 from probe import credentials
 from probe.burst import MAX_COUNT, Endpoint
 from probe.correlation import probe_domain
+from probe.credentials import Secret
 from probe.errors import UsageError
 from probe.limits import Access, client_network
 from probe.tls import ClientSecurity
@@ -38,22 +39,10 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
-@dataclass(frozen=True)
-class Secret:
-    """A password read from an environment variable or a file. Its repr never shows the value."""
-
-    source: str  # "env:NAME" or "file:PATH": safe to log
-    value: str = field(repr=False, compare=False)
-
-    def __str__(self) -> str:
-        return f"<secret from {self.source}>"
-
-
 def security_for(target: Target) -> ClientSecurity:
     """The target's TLS and AUTH settings in the form the burst takes them."""
-    password = credentials.Secret(target.password.value) if target.password else None
     return ClientSecurity(tls=target.tls, ca_file=target.ca_file, insecure=target.insecure,
-                          user=target.username, password=password)  # fmt: skip
+                          user=target.username, password=target.password)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -472,11 +461,9 @@ class _Reader:
             raise self.fail(where, "give password_env or password_file, not both")
         try:
             if env:
-                value = credentials.password_from_env(env, self.environ).reveal()
-                return Secret(f"env:{env}", value)
+                return credentials.password_from_env(env, self.environ)
             if file:
-                path = self.path(file)
-                return Secret(f"file:{path}", credentials.password_from_file(path).reveal())
+                return credentials.password_from_file(self.path(file))
         except UsageError as exc:
             raise self.fail(where, str(exc).replace("--password-env", "password_env")) from None
         return None

@@ -18,18 +18,22 @@ MAX_PASSWORD_FILE_BYTES = 4096
 
 
 class Secret:
-    """A string that does not print itself. Use `reveal()` only where it is sent."""
+    """A string that does not print itself. Use `reveal()` only where it is sent.
 
-    __slots__ = ("_value",)
+    `source` says where it came from ("env:NAME", "file:PATH"): safe to log and to show.
+    """
 
-    def __init__(self, value: str):
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: str, source: str = ""):
         self._value = value
+        self.source = source
 
     def reveal(self) -> str:
         return self._value
 
     def __repr__(self) -> str:
-        return f"Secret({REDACTED})"
+        return f"Secret({REDACTED}{', from ' + self.source if self.source else ''})"
 
     def __str__(self) -> str:
         return REDACTED
@@ -50,7 +54,7 @@ def password_from_env(name: str, environ: Mapping[str, str] | None = None) -> Se
         raise UsageError(f"environment variable {name} (from --password-env) is not set")
     if not value:
         raise UsageError(f"environment variable {name} (from --password-env) is empty")
-    return Secret(value)
+    return Secret(value, source=f"env:{name}")
 
 
 def password_from_file(path: Path) -> Secret:
@@ -65,4 +69,4 @@ def password_from_file(path: Path) -> Secret:
     lines = data.decode("utf-8", "replace").splitlines()
     if not lines or not lines[0]:
         raise UsageError(f"password file {path} is empty")
-    return Secret(lines[0])
+    return Secret(lines[0], source=f"file:{path}")

@@ -240,7 +240,7 @@ class Watcher:
         """The first critical run of an incident: write its evidence bundle while it is fresh."""
         run_id = judged.record.run.run_id
         path = directory / f"{judged.target}-{run_id}.zip"
-        secrets = [target.password.value] if target.password is not None else []
+        secrets = [target.password.reveal()] if target.password is not None else []
         try:
             directory.mkdir(parents=True, exist_ok=True)
             command_line = ["notifyprobe", "watch", "--target", target.name]

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from probe.burst import Endpoint
-from probe.config import Caps, Secret, load, parse, security_for
+from probe.config import Caps, load, parse, security_for
+from probe.credentials import Secret
 from probe.errors import UsageError
 
 FULL = """
@@ -83,7 +84,8 @@ def test_every_key_is_read(tmp_path):
     assert cfg.on_change.evidence_dir == Path("/var/lib/notifyprobe/evidence")
     paris, lyon = cfg.targets
     assert (paris.interval_s, paris.jitter, paris.count, paris.pacing_s) == (300, 0.2, 20, 0.1)
-    assert paris.username == "probe" and paris.password == Secret("env:GW_PASSWORD", "s3cret")
+    assert paris.username == "probe" and paris.password == Secret("s3cret")
+    assert paris.password.source == "env:GW_PASSWORD"
     assert lyon.gateway == Endpoint("2001:db8::1", 2525)
     assert (lyon.interval_s, lyon.count, lyon.concurrency, lyon.reuse) == (60, 5, 2, False)
     assert (lyon.step_timeout_s, lyon.timeout_s, lyon.grace_s, lyon.slow_after_s) == (5, 60, 2.5, 3)
@@ -103,7 +105,7 @@ def test_secrets_never_show_in_repr_or_str(tmp_path):
     text = MINIMAL + f'username = "u"\npassword_file = "{secret_file}"\n'
     cfg = parse(text)
     password = cfg.targets[0].password
-    assert password is not None and password.value == "hunter2"
+    assert password is not None and password.reveal() == "hunter2"
     assert "hunter2" not in repr(cfg) and "hunter2" not in str(password)
 
 
@@ -111,7 +113,7 @@ def test_password_file_is_read_like_burst_reads_it_first_line_only(tmp_path):
     secret_file = tmp_path / "pw"
     secret_file.write_text("hunter2\nsecond line is not part of it\n")
     cfg = parse(MINIMAL + f'username = "u"\npassword_file = "{secret_file}"\n')
-    assert cfg.targets[0].password.value == "hunter2"
+    assert cfg.targets[0].password.reveal() == "hunter2"
     (tmp_path / "empty").write_text("")
     with pytest.raises(UsageError, match="is empty"):
         parse(MINIMAL + f'username = "u"\npassword_file = "{tmp_path / "empty"}"\n')
