@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from probe.diagnosis import Confidence, Diagnosis
+from probe.explain import Explanation
 from probe.hostfacts import HostFacts
 from probe.ledger import Ledger
 from probe.redact import Redactor, clean_argv
@@ -129,7 +130,7 @@ def keep(
     ledger: Ledger,
     run_id: str,
     *,
-    explanation: dict[str, Any],
+    explanation: Explanation,
     log_events: Sequence[dict[str, Any]],
     argv: Sequence[str],
     host: HostFacts,
@@ -138,7 +139,7 @@ def keep(
     """Store the run's artifacts, cleaned of every known secret first."""
     clean = Redactor(secrets)
     documents = {
-        EXPLANATION: explanation,
+        EXPLANATION: explanation.json_fields(),
         LOG: list(log_events),
         COMMAND_LINE: clean_argv(argv),
         HOST: host.to_dict(),

@@ -23,12 +23,15 @@ import pytest
 
 from fixtures.hold_module import upgraded_while_loaded
 from probe import evidence, report_html, stored
-from probe.diagnosis import Confidence, Diagnosis
+from probe.diagnosis import Confidence, Diagnosis, RestartFacts
+from probe.explain import Explanation
 from probe.hostfacts import collect
 from probe.lab import free_port
 from probe.ledger import Ledger
+from probe.modules import Inventory
 from probe.records import Notification, Run, RunRecord, SmtpReply, Step, Submission
 from probe.redact import secret_forms
+from probe.restarts import ProcessStart
 from probe.verdict import classify
 from tests.conftest import probe_lab
 
@@ -264,11 +267,12 @@ async def test_bundle_of_an_old_run_is_made_from_the_ledger_alone(
 ) -> None:
     old = await probe_lab(ledger, "healthy", count=3)
     old_id = old.record.run.run_id
-    modules = {"names": [NAME], "installed": [], "platform": "linux", "scanned": 9, "denied": 0,
-               "vanished": 0, "elapsed_s": 0.1, "hits": []}  # fmt: skip
-    stored.keep(ledger, old_id, explanation={"diagnosis": None, "modules": modules,
-                "gateway_processes": [{"kind": "process", "name": "gw", "pid": 42,
-                                       "started_at": 1.0}]},
+    explanation = Explanation(
+        inventory=Inventory((NAME,), (), "linux", (), scanned=9, denied=0, vanished=0),
+        diagnosis=None,
+        restarts=RestartFacts(starts=(ProcessStart("process", "gw", 42, 1.0),)),
+    )
+    stored.keep(ledger, old_id, explanation=explanation,
                 log_events=[{"event": "run_started", "run_id": old_id}],
                 argv=["burst", "--count", "3"], host=collect())  # fmt: skip
     await probe_lab(ledger, "first-only", count=3)
@@ -278,7 +282,7 @@ async def test_bundle_of_an_old_run_is_made_from_the_ledger_alone(
     files = read_bundle(result.path)
     report = json.loads(files["report.json"])
     assert (report["run_id"], report["verdict"]["pattern"]) == (old_id, "healthy")
-    assert json.loads(files["modules.json"]) == modules
+    assert json.loads(files["modules.json"]) == explanation.inventory.to_dict()
     assert json.loads(files["host.json"])["gateway_processes"][0]["pid"] == 42
     assert json.loads(files["manifest.json"])["run_command_line"] == ["burst", "--count", "3"]
     assert json.loads(files["log.jsonl"].splitlines()[0])["run_id"] == old_id
@@ -321,7 +325,7 @@ def test_hostile_reply_text_is_escaped_in_the_html() -> None:
 
 def test_run_artifacts_are_stored_without_secrets(ledger: Ledger) -> None:
     ledger.create_run(Run("abcdef0123", "gw:25", "probe.invalid", 1, 1.0))
-    stored.keep(ledger, "abcdef0123", explanation={"diagnosis": None},
+    stored.keep(ledger, "abcdef0123", explanation=Explanation(None, None, RestartFacts()),
                 log_events=[{"event": "login", "detail": f"with {SECRET}"}],
                 argv=["burst", "--password", SECRET, f"smtp://ops:{SECRET}@gw"],
                 host=collect(), secrets=[SECRET])  # fmt: skip

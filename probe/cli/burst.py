@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
                 progress.clear()
             why = explain.explain(request, prepared, ledger, outcome)
             run_id = outcome.record.run.run_id
-            evidence.keep_run_artifacts(args, ledger, run_id, why.json_fields())
+            evidence.keep_run_artifacts(args, ledger, run_id, why)
             if args.evidence:
                 evidence.write(args, ledger, run_id)
     except ProbeError as exc:

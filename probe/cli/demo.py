@@ -86,7 +86,7 @@ def diagnose_and_keep(
     stored.keep(
         ledger,
         outcome.record.run.run_id,
-        explanation=why.json_fields(),
+        explanation=why,
         log_events=[],
         argv=["notifyprobe", "demo"],
         host=collect(),

@@ -15,6 +15,7 @@ from typing import Any
 
 from probe import evidence, stored
 from probe.cli.common import add_db, chosen_run, open_ledger
+from probe.explain import Explanation
 from probe.hostfacts import collect
 from probe.ledger import Ledger
 from probe.logs import CAPTURE
@@ -100,7 +101,7 @@ def write(args: argparse.Namespace, ledger: Ledger, run_id: str) -> evidence.Bun
 
 
 def keep_run_artifacts(args: argparse.Namespace, ledger: Ledger, run_id: str,
-                       explanation: dict[str, Any]) -> None:  # fmt: skip
+                       explanation: Explanation) -> None:  # fmt: skip
     """Called by `burst` when a run ends: keep what a later bundle needs."""
     stored.keep(
         ledger,
