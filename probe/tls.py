@@ -38,6 +38,7 @@ class ClientSecurity:
             raise UsageError("--ca-file and --insecure contradict each other: pick one")
         if (self.user is None) != (self.password is None):
             raise UsageError("AUTH needs both --user and a password (--password-env/-file)")
+        self.context()  # a missing or broken CA file stops the probe before anything is sent
 
     def context(self) -> ssl.SSLContext | None:
         """The client TLS context, or None for plain SMTP."""

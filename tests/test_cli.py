@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from probe.ledger import Ledger
+
 PROBE = [sys.executable, "-m", "probe"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -184,9 +186,26 @@ def test_sink_port_in_use_is_unknown_not_a_traceback(tmp_path):
 
 
 def test_unknown_run_id_is_a_clear_error(tmp_path):
+    Ledger(tmp_path / "l.db").close()
     result = probe("verdict", "0000000000", "--db", str(tmp_path / "l.db"))
     assert result.returncode == 3
     assert "no run '0000000000'" in result.stderr
+
+
+def test_reading_a_mistyped_ledger_path_creates_nothing(tmp_path):
+    missing = tmp_path / "no-such-dir" / "ledger.db"
+    for command in (["verdict", "--last"], ["evidence", "--last", "--out", "x.zip"]):
+        result = probe(*command, "--db", str(missing))
+        assert result.returncode == 3 and "no ledger at" in result.stderr
+    assert not missing.parent.exists()
+
+
+def test_missing_ca_file_stops_the_burst_before_anything_is_sent(tmp_path):
+    db = tmp_path / "l.db"
+    result = probe("burst", "--gateway", "127.0.0.1:1", "--tls", "starttls",
+                   "--ca-file", str(tmp_path / "nope.pem"), "--db", str(db))  # fmt: skip
+    assert result.returncode == 3 and "cannot load CA file" in result.stderr
+    assert not db.exists()  # no run was started
 
 
 def test_unreadable_ledger_is_a_clear_error(tmp_path):

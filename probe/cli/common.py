@@ -81,8 +81,13 @@ def add_db(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def open_ledger(path: Path | None) -> Ledger:
-    return Ledger(path or default_path())
+def open_ledger(path: Path | None, *, existing: bool = False) -> Ledger:
+    """The ledger; with `existing`, a missing file is an error instead of a new empty ledger
+    (commands that only read runs must not create ledgers where a path was mistyped)."""
+    target = path or default_path()
+    if existing and not target.exists():
+        raise UsageError(f"no ledger at {target} (give --db PATH)")
+    return Ledger(target)
 
 
 def chosen_run(ledger: Ledger, run_id: str | None, last: bool, command: str) -> str:

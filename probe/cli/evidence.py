@@ -74,7 +74,7 @@ def add_burst_options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_ledger(args.db) as ledger:
+    with open_ledger(args.db, existing=True) as ledger:
         write(args, ledger, chosen_run(ledger, args.run_id, args.last, "evidence"))
     return 0
 

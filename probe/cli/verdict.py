@@ -24,7 +24,7 @@ def add_parser(subparsers, parents) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    with open_ledger(args.db) as ledger:
+    with open_ledger(args.db, existing=True) as ledger:
         record = ledger.load(chosen_run(ledger, args.run_id, args.last, "verdict"))
     verdict = judge_recorded(record)
     if args.json:
