@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import trustme
 
 from probe.burst import Endpoint
 from probe.config import Caps, load, parse, security_for
@@ -120,6 +121,7 @@ def test_password_file_is_read_like_burst_reads_it_first_line_only(tmp_path):
 
 
 def test_target_tls_and_auth_reach_the_burst_settings(tmp_path):
+    trustme.CA().cert_pem.write_to_path(str(tmp_path / "ca.pem"))
     secret_file = tmp_path / "pw"
     secret_file.write_text("hunter2\n")
     text = MINIMAL + (
