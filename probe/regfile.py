@@ -9,6 +9,7 @@ a `ProbeError` naming the file and the line: a check must never run on a half-re
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,9 @@ from probe.registry import (
     REG_MULTI_SZ,
     REG_QWORD,
     REG_SZ,
+    LiveRegistry,
     RegData,
+    RegistryReader,
     RegValue,
     key_id,
     normalize_key,
@@ -285,3 +288,13 @@ def _text(raw: bytes, where: str, *, wide: bool) -> str:
         return raw.decode("utf-16-le")
     except UnicodeDecodeError:
         raise ProbeError(f"{where}: string data is not valid UTF-16") from None
+
+
+def reader_for(export: Path | None) -> RegistryReader | None:
+    """The registry to read: an export when one is given, else the live one on Windows, else
+    none (a Linux host has no registry; evidence from the customer comes as a .reg file)."""
+    if export is not None:
+        return RegFile.load(export)
+    if sys.platform == "win32":
+        return LiveRegistry()
+    return None

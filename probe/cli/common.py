@@ -8,10 +8,12 @@ import contextlib
 import json
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 from probe.burst import Endpoint
+from probe.checks import Check, exit_code, overall, report_text
 from probe.correlation import probe_domain
 from probe.errors import UsageError
 from probe.ledger import Ledger, default_path
@@ -100,6 +102,16 @@ def chosen_run(ledger: Ledger, run_id: str | None, last: bool, command: str) -> 
     if not ids:
         raise UsageError(f"no runs in ledger {ledger.path}")
     return ids[0]
+
+
+def emit_checks(json_target: str | None, title: str, checks: Sequence[Check],
+                report: dict[str, Any]) -> int:  # fmt: skip
+    """preflight, postflight, drift: the JSON report and/or the text, then the exit code."""
+    if json_target:
+        write_json(json_target, report)
+    if json_target != "-":
+        print(report_text(title, checks))
+    return exit_code(overall(checks))
 
 
 def write_json(target: str, data: dict[str, Any]) -> None:

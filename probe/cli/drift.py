@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
 
-from probe.checks import Check, Status, exit_code, overall, report_dict, report_text
-from probe.cli.common import write_json
+from probe.checks import Check, Status, report_dict
+from probe.cli.common import emit_checks
 from probe.drift import Places, compare_trees, file_checks, registry_checks, share_check
 from probe.errors import UsageError
 from probe.profiles import load_profile
-from probe.regfile import RegFile
-from probe.registry import LiveRegistry, RegistryReader
+from probe.regfile import reader_for
+from probe.registry import RegistryReader
 
 _WINDOWS_PATH = re.compile(r"^([A-Za-z]:[\\/]|\\\\|%)")
 
@@ -72,14 +71,6 @@ def add_parser(subparsers, parents) -> None:
     p.set_defaults(handler=run)
 
 
-def registry_reader(path: Path | None) -> RegistryReader | None:
-    if path is not None:
-        return RegFile.load(path)
-    if sys.platform == "win32":
-        return LiveRegistry()
-    return None
-
-
 def places(args: argparse.Namespace, reader: RegistryReader | None) -> Places:
     default_as = args.default_as or str(args.default)
     relocated_as = args.relocated_as or str(args.relocated)
@@ -103,7 +94,7 @@ def sync_hint(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     drifts = compare_trees(args.default, args.relocated)
-    reader = registry_reader(args.registry)
+    reader = reader_for(args.registry)
     where = places(args, reader)
     checks = file_checks(drifts, sync_hint(args))
     services = tuple(dict.fromkeys([*profile.services, *args.services]))
@@ -120,19 +111,13 @@ def run(args: argparse.Namespace) -> int:
     share = share_check(reader, profile, where)
     if share is not None:
         checks.append(share)
-    if args.json:
-        write_json(
-            args.json,
-            report_dict(
-                "drift",
-                checks,
-                profile=profile.id,
-                default=str(args.default),
-                relocated=str(args.relocated),
-                registry=reader.source if reader else None,
-                files=[d.to_dict() for d in drifts],
-            ),
-        )
-    if args.json != "-":
-        print(report_text("drift", checks))
-    return exit_code(overall(checks))
+    report = report_dict(
+        "drift",
+        checks,
+        profile=profile.id,
+        default=str(args.default),
+        relocated=str(args.relocated),
+        registry=reader.source if reader else None,
+        files=[d.to_dict() for d in drifts],
+    )
+    return emit_checks(args.json, "drift", checks, report)

@@ -6,11 +6,11 @@ import argparse
 import asyncio
 import json
 
-from probe.checks import exit_code, overall, report_dict, report_text
+from probe.checks import report_dict
 from probe.cli.burst import add_burst_options, settings_from
 from probe.cli.common import (
+    emit_checks,
     open_ledger,
-    write_json,
 )
 from probe.cli.preflight import add_profile_options
 from probe.modules import take_inventory
@@ -66,8 +66,4 @@ def run(args: argparse.Namespace) -> int:
     if outcome is not None:  # `notifyprobe evidence` on this run then includes the checks
         with open_ledger(args.db) as ledger:
             ledger.put_artifact(outcome.record.run.run_id, "postflight", json.dumps(report))
-    if args.json:
-        write_json(args.json, report)
-    if args.json != "-":
-        print(report_text(f"postflight {profile.id}", checks))
-    return exit_code(overall(checks))
+    return emit_checks(args.json, f"postflight {profile.id}", checks, report)

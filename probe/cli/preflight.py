@@ -6,15 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from probe.checks import exit_code, overall, report_dict, report_text
-from probe.cli.common import write_json
+from probe.checks import report_dict
+from probe.cli.common import emit_checks
 from probe.errors import UsageError
 from probe.inuse import files_in_use
 from probe.platform import local_holders, local_source
 from probe.profiles import load_profile, profile_names
 from probe.reboot import RebootSource, linux_sources, unknown_names, windows_sources
-from probe.regfile import RegFile
-from probe.registry import LiveRegistry
+from probe.regfile import reader_for
 from probe.upgrade import (
     backup_check,
     check_root,
@@ -75,11 +74,8 @@ def add_parser(subparsers, parents) -> None:
 
 
 def reboot_sources(registry: Path | None, root: Path) -> tuple[RebootSource, ...]:
-    if registry is not None:
-        return windows_sources(RegFile.load(registry))
-    if sys.platform == "win32":
-        return windows_sources(LiveRegistry())
-    return linux_sources(root)
+    reader = reader_for(registry)
+    return windows_sources(reader) if reader is not None else linux_sources(root)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,18 +92,12 @@ def run(args: argparse.Namespace) -> int:
     backup = backup_check(profile, args.backup)
     if backup is not None:
         checks.append(backup)
-    if args.json:
-        write_json(
-            args.json,
-            report_dict(
-                "preflight",
-                checks,
-                profile=profile.id,
-                root=str(args.root),
-                in_use=usage.to_dict(),
-                reboot=[s.to_dict() for s in sources],
-            ),
-        )
-    if args.json != "-":
-        print(report_text(f"preflight {profile.id}", checks))
-    return exit_code(overall(checks))
+    report = report_dict(
+        "preflight",
+        checks,
+        profile=profile.id,
+        root=str(args.root),
+        in_use=usage.to_dict(),
+        reboot=[s.to_dict() for s in sources],
+    )
+    return emit_checks(args.json, f"preflight {profile.id}", checks, report)
