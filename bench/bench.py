@@ -24,12 +24,12 @@ from pathlib import Path
 
 import aiosmtplib
 
-from probe.burst import BurstPlan, Endpoint, compose, send_burst
+from probe.burst import BurstPlan, compose, send_burst
 from probe.correlation import make_token, recipient_for, sender_for
 from probe.lab import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
 from probe.logs import configure
-from probe.records import Run
+from probe.records import Endpoint, Run
 from probe.run import ProbeSettings, run_probe
 
 PY = sys.executable

@@ -22,36 +22,14 @@ from aiosmtplib import SMTP
 from probe.correlation import make_token, recipient_for, sender_for, split_address
 from probe.credentials import REDACTED
 from probe.errors import ProbeError
-from probe.records import ErrorKind, SmtpReply, Step, Submission
+from probe.records import Endpoint, ErrorKind, SmtpReply, Step, Submission
 from probe.tls import ClientSecurity
 
 ResultCallback = Callable[[int, Submission], None]
-_ENDPOINT_RE = re.compile(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^:\s\[\]]+):(\d{1,5})")
 DEFAULT_MAX_RATE = 200.0  # notifications per second, all connections together
 MAX_RATE_CAP = 1_000.0  # msgs/s: above this a probe is a load test, not a probe
 MAX_COUNT = 10_000  # notifications in one burst, whoever asks (burst, watch, postflight)
 _BASE64ISH = re.compile(r"[A-Za-z0-9+/]{12,}={0,2}")
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, text: str) -> Endpoint:
-        """HOST:PORT or [IPv6]:PORT; ValueError says what is wrong."""
-        match = _ENDPOINT_RE.fullmatch(text.strip())
-        if not match:
-            raise ValueError(f"expected HOST:PORT, got {text!r}")
-        port = int(match.group(2) or match.group(4))
-        if port > 65535:
-            raise ValueError(f"port out of range in {text!r}")
-        return cls(match.group(1) or match.group(3), port)
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
 
 
 @dataclass(frozen=True)

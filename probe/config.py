@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from probe import credentials
-from probe.burst import MAX_COUNT, Endpoint
+from probe.burst import MAX_COUNT
 from probe.correlation import probe_domain
 from probe.credentials import Secret
 from probe.errors import UsageError
 from probe.limits import Access, client_network
+from probe.records import Endpoint
 from probe.tls import ClientSecurity
 
 if sys.version_info >= (3, 11):

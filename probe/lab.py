@@ -22,9 +22,10 @@ from email.utils import formatdate, make_msgid
 import structlog
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from probe.burst import Endpoint, Sender
+from probe.burst import Sender
 from probe.credentials import Secret
 from probe.errors import ProbeError, UsageError
+from probe.records import Endpoint
 
 log = structlog.get_logger("notifyprobe.lab")
 

@@ -16,9 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest, start_http_server
 
 from probe import __version__
-from probe.burst import Endpoint
 from probe.errors import ProbeError
-from probe.records import RunRecord
+from probe.records import Endpoint, RunRecord
 from probe.verdict import Pattern, Severity, Verdict
 
 PATTERNS = tuple(p.value for p in Pattern)

@@ -11,6 +11,30 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 _ENHANCED_RE = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+")
+_ENDPOINT_RE = re.compile(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^:\s\[\]]+):(\d{1,5})")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where to reach an SMTP server: the gateway under test, a sink, a lab gateway."""
+
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Endpoint:
+        """HOST:PORT or [IPv6]:PORT; ValueError says what is wrong."""
+        match = _ENDPOINT_RE.fullmatch(text.strip())
+        if not match:
+            raise ValueError(f"expected HOST:PORT, got {text!r}")
+        port = int(match.group(2) or match.group(4))
+        if port > 65535:
+            raise ValueError(f"port out of range in {text!r}")
+        return cls(match.group(1) or match.group(3), port)
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
 
 class ErrorKind(str, Enum):

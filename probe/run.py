@@ -21,7 +21,6 @@ from probe.burst import (
     MAX_COUNT,
     MAX_RATE_CAP,
     BurstPlan,
-    Endpoint,
     send_burst,
     send_control,
 )
@@ -29,7 +28,7 @@ from probe.correlation import TokenRef, new_run_id
 from probe.errors import UsageError
 from probe.ledger import Ledger, LedgerWriter
 from probe.limits import Access, SinkLimits
-from probe.records import Run, RunRecord, Submission
+from probe.records import Endpoint, Run, RunRecord, Submission
 from probe.sink import DeliveryCallback, Sink
 from probe.tls import ClientSecurity
 from probe.verdict import Thresholds, Verdict, classify

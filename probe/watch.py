@@ -20,14 +20,13 @@ from pathlib import Path
 import structlog
 
 from probe import evidence
-from probe.burst import Endpoint
 from probe.config import OnChange, Target, WatchConfig, security_for
 from probe.errors import ProbeError
 from probe.ledger import Ledger, LedgerWriter
 from probe.metrics import Metrics
 from probe.modules import take_inventory
 from probe.platform import local_source
-from probe.records import RunRecord
+from probe.records import Endpoint, RunRecord
 from probe.report import to_json
 from probe.run import DeliveryHub, ProbeSettings, SharedSink, run_probe
 from probe.sink import Sink

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import structlog
 
-from probe.burst import Endpoint
 from probe.lab import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
+from probe.records import Endpoint
 from probe.run import ProbeOutcome, ProbeSettings, run_probe
 from probe.verdict import Thresholds
 from probe.waiting import Patience

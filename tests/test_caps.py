@@ -2,8 +2,8 @@
 
 import pytest
 
-from probe.burst import Endpoint
 from probe.errors import UsageError
+from probe.records import Endpoint
 from probe.run import ProbeSettings
 
 GATEWAY = Endpoint("127.0.0.1", 25)

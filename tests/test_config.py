@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import trustme
 
-from probe.burst import Endpoint
 from probe.config import Caps, load, parse, security_for
 from probe.credentials import Secret
 from probe.errors import UsageError
+from probe.records import Endpoint
 
 FULL = """
 domain = "Probe.Example.org."

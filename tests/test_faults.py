@@ -15,11 +15,20 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from probe.burst import Endpoint, Sender
+from probe.burst import Sender
 from probe.correlation import make_token, recipient_for
 from probe.lab import free_port
 from probe.ledger import Ledger, LedgerWriter
-from probe.records import Delivery, ErrorKind, Notification, Run, RunRecord, SmtpReply, Submission
+from probe.records import (
+    Delivery,
+    Endpoint,
+    ErrorKind,
+    Notification,
+    Run,
+    RunRecord,
+    SmtpReply,
+    Submission,
+)
 from probe.run import ProbeSettings, Progress, _Tracker, run_probe
 from probe.sink import Sink
 from probe.verdict import Pattern, Severity, classify

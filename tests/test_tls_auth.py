@@ -18,13 +18,13 @@ import pytest
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from probe.burst import Endpoint, Sender
+from probe.burst import Sender
 from probe.correlation import make_token, recipient_for
 from probe.credentials import Secret, password_from_env, password_from_file
 from probe.errors import UsageError
 from probe.lab import free_port
 from probe.ledger import Ledger, LedgerWriter
-from probe.records import ErrorKind, Run
+from probe.records import Endpoint, ErrorKind, Run
 from probe.run import ProbeSettings, run_probe
 from probe.sink import Sink
 from probe.tls import ClientSecurity, server_context

@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from probe.burst import Endpoint
 from probe.config import OnChange, Target, WatchConfig
 from probe.lab import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
 from probe.metrics import Metrics
-from probe.records import Run, Submission
+from probe.records import Endpoint, Run, Submission
 from probe.verdict import Pattern, Severity, Verdict
 from probe.watch import TargetState, Watcher, changed, first_delay, next_delay
 from tests.test_cli import ENV, PROBE, probe, service
