@@ -24,13 +24,13 @@ from pathlib import Path
 
 import aiosmtplib
 
-from probe.burst import BurstPlan, compose, send_burst
 from probe.correlation import make_token, recipient_for, sender_for
+from probe.delivery.burst import BurstPlan, compose, send_burst
+from probe.delivery.run import ProbeSettings, run_probe
 from probe.lab import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
 from probe.logs import configure
 from probe.records import Endpoint, Run
-from probe.run import ProbeSettings, run_probe
 
 PY = sys.executable
 HERE = Path(__file__).resolve().parent

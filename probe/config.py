@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from probe import credentials
-from probe.burst import MAX_COUNT
 from probe.correlation import probe_domain
-from probe.credentials import Secret
+from probe.delivery import credentials
+from probe.delivery.burst import MAX_COUNT
+from probe.delivery.credentials import Secret
+from probe.delivery.sink_limits import Access, client_network
+from probe.delivery.tls import ClientSecurity
 from probe.errors import UsageError
-from probe.limits import Access, client_network
 from probe.records import Endpoint
-from probe.tls import ClientSecurity
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -455,7 +455,7 @@ class _Reader:
         return path if path.is_absolute() else self.base / path
 
     def secret(self, raw: dict[str, Any], where: str) -> Secret | None:
-        """Read exactly as `burst --password-env/--password-file` does (`probe.credentials`)."""
+        """Read exactly as `burst --password-env/--password-file` does (`delivery.credentials`)."""
         env = self.string(raw, "password_env", where, "")
         file = self.string(raw, "password_file", where, "")
         if env and file:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from probe.delivery.run import ProbeOutcome
 from probe.diagnosis import Diagnosis, RestartFacts, diagnose
 from probe.ledger import Ledger
 from probe.modules import Inventory, take_inventory
@@ -21,7 +22,6 @@ from probe.restarts import (
     load_history,
     record_starts,
 )
-from probe.run import ProbeOutcome
 from probe.signatures import Signature, load_signatures
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from probe.delivery.tls import INSECURE_WARNING
 from probe.diagnosis import Diagnosis
 from probe.modules import Inventory
 from probe.records import Notification, Run, RunRecord
-from probe.tls import INSECURE_WARNING
 from probe.verdict import Pattern, Severity, Verdict
 
 MEANING: dict[Pattern, tuple[str, str]] = {

@@ -21,6 +21,9 @@ import structlog
 
 from probe import evidence
 from probe.config import OnChange, Target, WatchConfig, security_for
+from probe.delivery.run import DeliveryHub, ProbeSettings, SharedSink, run_probe
+from probe.delivery.settle import Patience
+from probe.delivery.sink import Sink
 from probe.errors import ProbeError
 from probe.ledger import Ledger, LedgerWriter
 from probe.metrics import Metrics
@@ -28,10 +31,7 @@ from probe.modules import take_inventory
 from probe.platform import local_source
 from probe.records import Endpoint, RunRecord
 from probe.report import to_json
-from probe.run import DeliveryHub, ProbeSettings, SharedSink, run_probe
-from probe.sink import Sink
 from probe.verdict import Pattern, Severity, Thresholds, Verdict, judge_recorded
-from probe.waiting import Patience
 
 log = structlog.get_logger("notifyprobe.watch")
 

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import structlog
 
+from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
+from probe.delivery.settle import Patience
 from probe.lab import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
 from probe.records import Endpoint
-from probe.run import ProbeOutcome, ProbeSettings, run_probe
 from probe.verdict import Thresholds
-from probe.waiting import Patience
 
 
 @pytest.fixture(autouse=True)

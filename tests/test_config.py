@@ -8,7 +8,7 @@ import pytest
 import trustme
 
 from probe.config import Caps, load, parse, security_for
-from probe.credentials import Secret
+from probe.delivery.credentials import Secret
 from probe.errors import UsageError
 from probe.records import Endpoint
 

@@ -9,7 +9,6 @@ from email.header import Header
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probe.burst import compose
 from probe.correlation import (
     TokenRef,
     find_tokens,
@@ -19,6 +18,7 @@ from probe.correlation import (
     recipient_for,
     split_address,
 )
+from probe.delivery.burst import compose
 
 RUN = "0123456789"
 TOKEN = make_token(RUN, 7)

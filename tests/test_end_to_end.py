@@ -6,9 +6,9 @@ import random
 
 import pytest
 
+from probe.delivery.settle import Patience
 from probe.lab import Action, FaultMode, decide
 from probe.verdict import Pattern, Severity, Thresholds
-from probe.waiting import Patience
 from tests.conftest import probe_lab
 
 

@@ -30,8 +30,8 @@ from typing import Any
 
 import pytest
 
-from probe.burst import compose
 from probe.correlation import recipient_for
+from probe.delivery.burst import compose
 
 POSTFIX = Path("/usr/sbin/postfix")
 POSTCONF = Path("/usr/sbin/postconf")

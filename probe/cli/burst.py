@@ -7,7 +7,6 @@ import asyncio
 import sys
 
 from probe import explain
-from probe.burst import DEFAULT_MAX_RATE, MAX_RATE_CAP
 from probe.cli import evidence
 from probe.cli.common import (
     add_db,
@@ -28,14 +27,15 @@ from probe.cli.hardening import (
     sink_limits_from,
     sink_tls_from,
 )
+from probe.delivery.burst import DEFAULT_MAX_RATE, MAX_RATE_CAP
+from probe.delivery.run import ProbeSettings, Progress, run_probe
+from probe.delivery.settle import Patience
+from probe.delivery.tls import INSECURE_WARNING
 from probe.errors import ProbeError, UsageError
 from probe.logs import CAPTURE
 from probe.nagios import Limits, plugin_result, unknown_line
 from probe.report import diagnosis_text, to_json, to_text
-from probe.run import ProbeSettings, Progress, run_probe
-from probe.tls import INSECURE_WARNING
 from probe.verdict import Thresholds
-from probe.waiting import Patience
 
 
 def add_parser(subparsers, parents) -> None:

@@ -9,10 +9,10 @@ import argparse
 from pathlib import Path
 
 from probe.cli.common import positive_int, seconds
-from probe.credentials import Secret, password_from_env, password_from_file
+from probe.delivery.credentials import Secret, password_from_env, password_from_file
+from probe.delivery.sink_limits import Access, SinkLimits, client_network
+from probe.delivery.tls import TLS_MODES, ClientSecurity, server_context
 from probe.errors import UsageError
-from probe.limits import Access, SinkLimits, client_network
-from probe.tls import TLS_MODES, ClientSecurity, server_context
 
 _DEFAULT = SinkLimits()
 

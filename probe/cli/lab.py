@@ -7,7 +7,7 @@ import asyncio
 import sys
 
 from probe.cli.common import endpoint, until_stopped
-from probe.credentials import password_from_env
+from probe.delivery.credentials import password_from_env
 from probe.errors import UsageError
 from probe.lab import FaultMode, LabGateway
 

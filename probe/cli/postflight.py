@@ -13,10 +13,10 @@ from probe.cli.common import (
     open_ledger,
 )
 from probe.cli.preflight import add_profile_options
+from probe.delivery.run import ProbeOutcome, run_probe
 from probe.modules import take_inventory
 from probe.platform import local_source
 from probe.profiles import load_profile, under_root
-from probe.run import ProbeOutcome, run_probe
 from probe.upgrade import (
     burst_check,
     check_root,

@@ -15,9 +15,9 @@ from pathlib import Path
 import aiosmtplib
 
 from probe.correlation import make_token, recipient_for
+from probe.delivery.sink import Sink
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Run
-from probe.sink import Sink
 
 DOMAIN = "probe.invalid"
 RUN = "feedc0ffee"

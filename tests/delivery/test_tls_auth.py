@@ -18,18 +18,18 @@ import pytest
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from probe.burst import Sender
 from probe.correlation import make_token, recipient_for
-from probe.credentials import Secret, password_from_env, password_from_file
+from probe.delivery.burst import Sender
+from probe.delivery.credentials import Secret, password_from_env, password_from_file
+from probe.delivery.run import ProbeSettings, run_probe
+from probe.delivery.settle import Patience
+from probe.delivery.sink import Sink
+from probe.delivery.tls import ClientSecurity, server_context
 from probe.errors import UsageError
 from probe.lab import free_port
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Endpoint, ErrorKind, Run
-from probe.run import ProbeSettings, run_probe
-from probe.sink import Sink
-from probe.tls import ClientSecurity, server_context
 from probe.verdict import Pattern
-from probe.waiting import Patience
 
 DOMAIN = "probe.invalid"
 RUN = "0badc0ffee"

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from probe.burst import (
+from probe.correlation import TokenRef, new_run_id
+from probe.delivery.burst import (
     DEFAULT_MAX_RATE,
     MAX_COUNT,
     MAX_RATE_CAP,
@@ -24,15 +25,14 @@ from probe.burst import (
     send_burst,
     send_control,
 )
-from probe.correlation import TokenRef, new_run_id
+from probe.delivery.settle import Patience, wait_until
+from probe.delivery.sink import DeliveryCallback, Sink
+from probe.delivery.sink_limits import Access, SinkLimits
+from probe.delivery.tls import ClientSecurity
 from probe.errors import UsageError
 from probe.ledger import Ledger, LedgerWriter
-from probe.limits import Access, SinkLimits
 from probe.records import Endpoint, Run, RunRecord, Submission
-from probe.sink import DeliveryCallback, Sink
-from probe.tls import ClientSecurity
 from probe.verdict import Thresholds, Verdict, classify
-from probe.waiting import Patience, wait_until
 
 log = structlog.get_logger("notifyprobe.run")
 

@@ -8,11 +8,11 @@ import time
 import aiosmtplib
 import pytest
 
-from probe.burst import compose
 from probe.correlation import TokenRef, make_token, recipient_for
+from probe.delivery.burst import compose
+from probe.delivery.sink import Sink
 from probe.ledger import LedgerWriter
 from probe.records import Run
-from probe.sink import Sink
 
 DOMAIN = "probe.invalid"
 

@@ -15,8 +15,11 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from probe.burst import Sender
 from probe.correlation import make_token, recipient_for
+from probe.delivery.burst import Sender
+from probe.delivery.run import ProbeSettings, Progress, _Tracker, run_probe
+from probe.delivery.settle import Patience
+from probe.delivery.sink import Sink
 from probe.lab import free_port
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import (
@@ -29,10 +32,7 @@ from probe.records import (
     SmtpReply,
     Submission,
 )
-from probe.run import ProbeSettings, Progress, _Tracker, run_probe
-from probe.sink import Sink
 from probe.verdict import Pattern, Severity, classify
-from probe.waiting import Patience
 
 PROBE = [sys.executable, "-m", "probe"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -208,7 +208,7 @@ async def test_rate_cap_spaces_submissions(ledger):
 
 
 def test_sender_refuses_a_recipient_outside_the_probe_domain():
-    from probe.burst import ensure_probe_recipient
+    from probe.delivery.burst import ensure_probe_recipient
     from probe.errors import ProbeError
 
     ensure_probe_recipient("probe+np-0123456789-1@probe.invalid", "probe.invalid")

@@ -20,10 +20,10 @@ import aiosmtplib
 from aiosmtplib import SMTP
 
 from probe.correlation import make_token, recipient_for, sender_for, split_address
-from probe.credentials import REDACTED
+from probe.delivery.credentials import REDACTED
+from probe.delivery.tls import ClientSecurity
 from probe.errors import ProbeError
 from probe.records import Endpoint, ErrorKind, SmtpReply, Step, Submission
-from probe.tls import ClientSecurity
 
 ResultCallback = Callable[[int, Submission], None]
 DEFAULT_MAX_RATE = 200.0  # notifications per second, all connections together

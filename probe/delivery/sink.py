@@ -16,9 +16,15 @@ import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from probe.correlation import BOUNCE_PREFIX, TokenRef, locate_tokens, split_address
+from probe.delivery.sink_limits import (
+    TOO_MANY_RECIPIENTS,
+    Access,
+    ConnectionGate,
+    GuardedSMTP,
+    SinkLimits,
+)
 from probe.errors import ProbeError
 from probe.ledger import LedgerWriter
-from probe.limits import TOO_MANY_RECIPIENTS, Access, ConnectionGate, GuardedSMTP, SinkLimits
 from probe.records import ReceivedMessage
 
 log = structlog.get_logger("notifyprobe.sink")

@@ -16,10 +16,16 @@ import pytest
 from smtp_raw import RawClient
 
 from probe.correlation import make_token, recipient_for
+from probe.delivery.sink import Sink
+from probe.delivery.sink_limits import (
+    Access,
+    ConnectionGate,
+    SinkLimits,
+    client_network,
+    is_loopback,
+)
 from probe.ledger import Ledger, LedgerWriter
-from probe.limits import Access, ConnectionGate, SinkLimits, client_network, is_loopback
 from probe.records import Run
-from probe.sink import Sink
 
 DOMAIN = "probe.invalid"
 RUN = "abcabcabc0"

@@ -2,9 +2,9 @@
 
 import pytest
 
+from probe.delivery.run import ProbeSettings
 from probe.errors import UsageError
 from probe.records import Endpoint
-from probe.run import ProbeSettings
 
 GATEWAY = Endpoint("127.0.0.1", 25)
 

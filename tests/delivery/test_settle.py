@@ -1,6 +1,6 @@
 """The adaptive wait: stop waiting once missing mail is lost rather than late."""
 
-from probe.waiting import Patience, wait_until
+from probe.delivery.settle import Patience, wait_until
 
 PATIENCE = Patience(factor=4.0, grace_s=0.5, timeout_s=30.0)
 

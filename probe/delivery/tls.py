@@ -10,7 +10,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from probe.credentials import Secret
+from probe.delivery.credentials import Secret
 from probe.errors import UsageError
 
 TLS_MODES = ("none", "starttls", "implicit")
