@@ -338,8 +338,8 @@ def extra_processes(count: int) -> Iterator[None]:
 def module_scan_figures(rounds: int) -> list[Figure]:
     from bench.module_scan import plain_read
     from fixtures.hold_module import upgraded_while_loaded
-    from probe.modules import take_inventory
-    from probe.platform.linux import LinuxModules
+    from probe.host.inventory import take_inventory
+    from probe.host.platform.linux import LinuxModules
 
     figures: list[Figure] = []
     source = LinuxModules()

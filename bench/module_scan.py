@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from fixtures.hold_module import upgraded_while_loaded
-from probe.modules import take_inventory
-from probe.platform.linux import LinuxModules
+from probe.host.inventory import take_inventory
+from probe.host.platform.linux import LinuxModules
 
 
 def plain_read() -> int:

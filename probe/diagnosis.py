@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from probe.modules import Inventory, ModuleHit
-from probe.platform import NameMatcher
+from probe.host.inventory import Inventory, ModuleHit
+from probe.host.platform import NameMatcher
 from probe.restarts import ProcessStart, RestartFinding
 from probe.signatures import Signature
 from probe.verdict import Verdict

@@ -22,9 +22,9 @@ from typing import Any
 
 from probe.checks import Check, Status
 from probe.errors import ProbeError
-from probe.pe import ModuleVersion, describe
+from probe.host.pe import ModuleVersion, describe
+from probe.host.registry import RegistryReader
 from probe.profiles import Profile, under_root
-from probe.registry import RegistryReader
 
 SHARES = r"HKEY_LOCAL_MACHINE\SYSTEM\CurrentControlSet\Services\LanmanServer\Shares"
 WINDOWS_NT = r"HKEY_LOCAL_MACHINE\SOFTWARE\Microsoft\Windows NT\CurrentVersion"

@@ -25,7 +25,7 @@ from typing import Any
 
 from probe import __version__, report_html, stored
 from probe.errors import ProbeError
-from probe.hostfacts import HostFacts, collect
+from probe.host.facts import HostFacts, collect
 from probe.ledger import Ledger
 from probe.records import Notification, RunRecord
 from probe.redact import RedactionMap, Redactor, secret_forms

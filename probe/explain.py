@@ -12,9 +12,9 @@ from typing import Any
 
 from probe.delivery.run import ProbeOutcome
 from probe.diagnosis import Diagnosis, RestartFacts, diagnose
+from probe.host.inventory import Inventory, take_inventory
+from probe.host.platform import NameMatcher, local_source
 from probe.ledger import Ledger
-from probe.modules import Inventory, take_inventory
-from probe.platform import NameMatcher, local_source
 from probe.restarts import (
     ProcessStart,
     first_after_restart,

@@ -6,7 +6,7 @@ from typing import Any
 
 from probe.delivery.tls import INSECURE_WARNING
 from probe.diagnosis import Diagnosis
-from probe.modules import Inventory
+from probe.host.inventory import Inventory
 from probe.records import Notification, Run, RunRecord
 from probe.verdict import Pattern, Severity, Verdict
 

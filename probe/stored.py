@@ -15,7 +15,7 @@ from typing import Any
 
 from probe.diagnosis import Confidence, Diagnosis
 from probe.explain import Explanation
-from probe.hostfacts import HostFacts
+from probe.host.facts import HostFacts
 from probe.ledger import Ledger
 from probe.redact import Redactor, clean_argv
 from probe.restarts import ProcessStart

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from probe.checks import Check, Status
 from probe.errors import ProbeError
-from probe.inuse import InUse
-from probe.modules import Inventory, take_inventory
-from probe.pe import describe
-from probe.platform import local_source
+from probe.host.inuse import InUse
+from probe.host.inventory import Inventory, take_inventory
+from probe.host.pe import describe
+from probe.host.platform import local_source
+from probe.host.reboot import RebootSource
 from probe.profiles import Profile, under_root
-from probe.reboot import RebootSource
 from probe.verdict import Severity, Verdict
 
 MAX_WATCHED = 5000

@@ -25,10 +25,10 @@ from probe.delivery.run import DeliveryHub, ProbeSettings, SharedSink, run_probe
 from probe.delivery.settle import Patience
 from probe.delivery.sink import Sink
 from probe.errors import ProbeError
+from probe.host.inventory import take_inventory
+from probe.host.platform import local_source
 from probe.ledger import Ledger, LedgerWriter
 from probe.metrics import Metrics
-from probe.modules import take_inventory
-from probe.platform import local_source
 from probe.records import Endpoint, RunRecord
 from probe.report import to_json
 from probe.verdict import Pattern, Severity, Thresholds, Verdict, judge_recorded

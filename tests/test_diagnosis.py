@@ -8,9 +8,9 @@ import pytest
 
 from probe.diagnosis import Confidence, RestartFacts, diagnose
 from probe.errors import ProbeError
-from probe.modules import Copy, Inventory, ModuleHit, ModuleState
-from probe.pe import ModuleVersion
-from probe.platform import ProcessInfo
+from probe.host.inventory import Copy, Inventory, ModuleHit, ModuleState
+from probe.host.pe import ModuleVersion
+from probe.host.platform import ProcessInfo
 from probe.restarts import ProcessStart, RunStarts, first_after_restart
 from probe.signatures import load_signatures, parse_signature
 from probe.verdict import Pattern, Severity, Verdict

@@ -25,10 +25,10 @@ from fixtures.hold_module import upgraded_while_loaded
 from probe import evidence, report_html, stored
 from probe.diagnosis import Confidence, Diagnosis, RestartFacts
 from probe.explain import Explanation
-from probe.hostfacts import collect
+from probe.host.facts import collect
+from probe.host.inventory import Inventory
 from probe.lab import free_port
 from probe.ledger import Ledger
-from probe.modules import Inventory
 from probe.records import Notification, Run, RunRecord, SmtpReply, Step, Submission
 from probe.redact import secret_forms
 from probe.restarts import ProcessStart

@@ -21,7 +21,7 @@ from pathlib import Path
 from probe import explain, stored
 from probe.cli.common import add_db, open_ledger, positive_int
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
-from probe.hostfacts import collect
+from probe.host.facts import collect
 from probe.lab import FaultMode, LabGateway, free_port
 from probe.labdll import build_dll, write_dll
 from probe.ledger import Ledger

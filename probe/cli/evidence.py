@@ -16,7 +16,7 @@ from typing import Any
 from probe import evidence, stored
 from probe.cli.common import add_db, chosen_run, open_ledger
 from probe.explain import Explanation
-from probe.hostfacts import collect
+from probe.host.facts import collect
 from probe.ledger import Ledger
 from probe.logs import CAPTURE
 from probe.redact import KINDS, clean_argv, secret_values_in_argv

@@ -8,8 +8,8 @@ from pathlib import Path
 from probe.cli.preflight import add_profile_options
 from probe.drift import compare_trees
 from probe.fix import Plan, apply, default_journal, plan_renames, plan_sync, undo
-from probe.inuse import files_in_use
-from probe.platform import local_holders
+from probe.host.inuse import files_in_use
+from probe.host.platform import local_holders
 from probe.profiles import load_profile
 from probe.upgrade import check_root, held_candidates
 

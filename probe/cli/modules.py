@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 from probe.cli.common import write_json
-from probe.modules import DEFAULT_MODULE, Inventory, ModuleState, take_inventory
-from probe.platform import local_source
-from probe.platform.windows import RecordedWindows
+from probe.host.inventory import DEFAULT_MODULE, Inventory, ModuleState, take_inventory
+from probe.host.platform import local_source
+from probe.host.platform.windows import RecordedWindows
 
 
 def add_parser(subparsers, parents) -> None:

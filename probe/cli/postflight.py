@@ -14,8 +14,8 @@ from probe.cli.common import (
 )
 from probe.cli.preflight import add_profile_options
 from probe.delivery.run import ProbeOutcome, run_probe
-from probe.modules import take_inventory
-from probe.platform import local_source
+from probe.host.inventory import take_inventory
+from probe.host.platform import local_source
 from probe.profiles import load_profile, under_root
 from probe.upgrade import (
     burst_check,

@@ -9,11 +9,11 @@ from pathlib import Path
 from probe.checks import report_dict
 from probe.cli.common import emit_checks
 from probe.errors import UsageError
-from probe.inuse import files_in_use
-from probe.platform import local_holders, local_source
+from probe.host.inuse import files_in_use
+from probe.host.platform import local_holders, local_source
+from probe.host.reboot import RebootSource, linux_sources, unknown_names, windows_sources
+from probe.host.regfile import reader_for
 from probe.profiles import load_profile, profile_names
-from probe.reboot import RebootSource, linux_sources, unknown_names, windows_sources
-from probe.regfile import reader_for
 from probe.upgrade import (
     backup_check,
     check_root,

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from probe.errors import ProbeError
-from probe.modules import ModuleState
+from probe.host.inventory import ModuleState
 from probe.verdict import Pattern
 
 if sys.version_info >= (3, 11):

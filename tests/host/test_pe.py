@@ -10,7 +10,7 @@ import pefile
 import pytest
 
 from fixtures.make_pe import build_dll, parse_version, write_dll
-from probe.pe import describe, elf_soname, pe_versions
+from probe.host.pe import describe, elf_soname, pe_versions
 
 
 def test_generated_dll_is_a_pe_dll_that_pefile_fully_parses() -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from probe.errors import ProbeError, UsageError
-from probe.pe import ModuleVersion
+from probe.host.pe import ModuleVersion
 
 T = TypeVar("T")
 
@@ -212,11 +212,11 @@ def scan_processes(
 def local_source() -> ModuleSource:
     """The module source for the machine the probe runs on."""
     if sys.platform.startswith("linux"):
-        from probe.platform.linux import LinuxModules
+        from probe.host.platform.linux import LinuxModules
 
         return LinuxModules()
     if sys.platform == "win32":
-        from probe.platform.windows import WindowsModules
+        from probe.host.platform.windows import WindowsModules
 
         return WindowsModules()
     raise ProbeError(f"the module inventory supports Linux and Windows, not {sys.platform}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probe.registry import RegistryReader
+from probe.host.registry import RegistryReader
 
 HKLM = "HKEY_LOCAL_MACHINE"
 SESSION_MANAGER = HKLM + r"\SYSTEM\CurrentControlSet\Control\Session Manager"

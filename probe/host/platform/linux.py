@@ -15,8 +15,8 @@ import posixpath
 from collections.abc import Callable, Hashable
 from pathlib import Path
 
-from probe.pe import ModuleVersion, describe
-from probe.platform import (
+from probe.host.pe import ModuleVersion, describe
+from probe.host.platform import (
     HeldFile,
     MappedModule,
     NameMatcher,
@@ -24,7 +24,7 @@ from probe.platform import (
     ProcessInfo,
     ProcessVanished,
 )
-from probe.platform.common import psutil_pids, psutil_process_info, read_whole
+from probe.host.platform.common import psutil_pids, psutil_process_info, read_whole
 
 DELETED = " (deleted)"
 SKIPPED_PREFIXES = ("/dev/", "/memfd:", "/SYSV", "/proc/")

@@ -3,7 +3,7 @@
 Pending-reboot sources, service image paths, event-log message files and shares are all registry
 values. The checks only need three questions answered — does this key exist, what is this value,
 which values does this key hold — so they run unchanged against the live registry (winreg, on
-Windows) and against a `.reg` export (`probe.regfile`, everywhere). Key paths are compared
+Windows) and against a `.reg` export (`probe.host.regfile`, everywhere). Key paths are compared
 case-insensitively, and `HKLM` and `HKEY_LOCAL_MACHINE` are the same hive.
 """
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probe.errors import ProbeError
-from probe.registry import (
+from probe.host.registry import (
     REG_BINARY,
     REG_DWORD,
     REG_DWORD_BIG_ENDIAN,

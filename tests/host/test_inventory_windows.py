@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from probe.cli import main
-from probe.modules import ModuleState, take_inventory
-from probe.platform import NameMatcher
-from probe.platform.windows import RecordedWindows, dos_path, modules_from_paths
+from probe.host.inventory import ModuleState, take_inventory
+from probe.host.platform import NameMatcher
+from probe.host.platform.windows import RecordedWindows, dos_path, modules_from_paths
 
-WINDOWS = Path(__file__).resolve().parent.parent / "fixtures" / "windows"
+WINDOWS = Path(__file__).resolve().parents[2] / "fixtures" / "windows"
 MEETINGPLACE = WINDOWS / "meetingplace-gateway.json"
 EXCHANGE = WINDOWS / "exchange-sp4.json"
 INSTALLED = r"D:\Latitude\Shared Components\MeetingPlace Notification Gateway\MPNotifyPerf.dll"

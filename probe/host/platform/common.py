@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import psutil
 
-from probe.pe import ModuleVersion, describe
-from probe.platform import ProcessInfo
+from probe.host.pe import ModuleVersion, describe
+from probe.host.platform import ProcessInfo
 
 
 def psutil_pids() -> list[int]:

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from probe.errors import ProbeError
-from probe.regfile import RegFile, parse_reg
-from probe.registry import REG_BINARY, REG_DWORD, REG_EXPAND_SZ, REG_MULTI_SZ, REG_SZ
+from probe.host.regfile import RegFile, parse_reg
+from probe.host.registry import REG_BINARY, REG_DWORD, REG_EXPAND_SZ, REG_MULTI_SZ, REG_SZ
 
-REGISTRY = Path(__file__).resolve().parent.parent / "fixtures" / "registry"
+REGISTRY = Path(__file__).resolve().parents[2] / "fixtures" / "registry"
 MSMI = r"HKLM\SYSTEM\CurrentControlSet\Services\MSExchangeMSMI"
 
 

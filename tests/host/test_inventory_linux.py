@@ -13,14 +13,20 @@ import pytest
 
 from fixtures.hold_module import held
 from fixtures.make_pe import build_dll, write_dll
-from probe.modules import ModuleState, take_inventory
-from probe.pe import ModuleVersion
-from probe.platform import MappedModule, NameMatcher, ProcessDenied, ProcessInfo, ProcessVanished
-from probe.platform.linux import LinuxModules, parse_maps_line
+from probe.host.inventory import ModuleState, take_inventory
+from probe.host.pe import ModuleVersion
+from probe.host.platform import (
+    MappedModule,
+    NameMatcher,
+    ProcessDenied,
+    ProcessInfo,
+    ProcessVanished,
+)
+from probe.host.platform.linux import LinuxModules, parse_maps_line
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NAME = "MPNotifyPerf.dll"
 
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from probe.pe import ModuleVersion
-from probe.platform import (
+from probe.host.pe import ModuleVersion
+from probe.host.platform import (
     MappedModule,
     ModuleSource,
     NameMatcher,

@@ -15,7 +15,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from probe.platform import HeldFile, HolderSource, ScanCounts, scan_processes
+from probe.host.platform import HeldFile, HolderSource, ScanCounts, scan_processes
 
 
 @dataclass(frozen=True)

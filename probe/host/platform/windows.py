@@ -22,8 +22,8 @@ from pathlib import Path
 import psutil
 
 from probe.errors import ProbeError
-from probe.pe import ModuleVersion
-from probe.platform import (
+from probe.host.pe import ModuleVersion
+from probe.host.platform import (
     HeldFile,
     MappedModule,
     NameMatcher,
@@ -31,7 +31,7 @@ from probe.platform import (
     ProcessInfo,
     ProcessVanished,
 )
-from probe.platform.common import psutil_pids, psutil_process_info, read_whole
+from probe.host.platform.common import psutil_pids, psutil_process_info, read_whole
 
 DEVICE_PREFIX = "\\device\\"
 

@@ -1,0 +1,1 @@
+"""Host inspection: which processes hold which module, files in use, versions, registry, reboot."""
