@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from probe.diagnosis import Confidence, Diagnosis
-from probe.explain import Explanation
+from probe.diagnosis.gather import Explanation
+from probe.diagnosis.restarts import ProcessStart
+from probe.diagnosis.rules import Confidence, Diagnosis
 from probe.host.facts import HostFacts
 from probe.ledger import Ledger
 from probe.redact import Redactor, clean_argv
-from probe.restarts import ProcessStart
 
 EXPLANATION = "explanation"  # diagnosis, module inventory, gateway processes
 LOG = "log"  # the structured log events of the run

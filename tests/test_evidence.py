@@ -23,15 +23,15 @@ import pytest
 
 from fixtures.hold_module import upgraded_while_loaded
 from probe import evidence, report_html, stored
-from probe.diagnosis import Confidence, Diagnosis, RestartFacts
-from probe.explain import Explanation
+from probe.diagnosis.gather import Explanation
+from probe.diagnosis.restarts import ProcessStart
+from probe.diagnosis.rules import Confidence, Diagnosis, RestartFacts
 from probe.host.facts import collect
 from probe.host.inventory import Inventory
 from probe.lab import free_port
 from probe.ledger import Ledger
 from probe.records import Notification, Run, RunRecord, SmtpReply, Step, Submission
 from probe.redact import secret_forms
-from probe.restarts import ProcessStart
 from probe.verdict import classify
 from tests.conftest import probe_lab
 

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import sys
 
-from probe import explain
 from probe.cli import evidence
 from probe.cli.common import (
     add_db,
@@ -31,6 +30,7 @@ from probe.delivery.burst import DEFAULT_MAX_RATE, MAX_RATE_CAP
 from probe.delivery.run import ProbeSettings, Progress, run_probe
 from probe.delivery.settle import Patience
 from probe.delivery.tls import INSECURE_WARNING
+from probe.diagnosis import gather as explain
 from probe.errors import ProbeError, UsageError
 from probe.logs import CAPTURE
 from probe.nagios import Limits, plugin_result, unknown_line

@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from probe import explain, stored
+from probe import stored
 from probe.cli.common import add_db, open_ledger, positive_int
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
+from probe.diagnosis import gather as explain
 from probe.host.facts import collect
 from probe.lab import FaultMode, LabGateway, free_port
 from probe.labdll import build_dll, write_dll

@@ -15,7 +15,7 @@ from typing import Any
 
 from probe import evidence, stored
 from probe.cli.common import add_db, chosen_run, open_ledger
-from probe.explain import Explanation
+from probe.diagnosis.gather import Explanation
 from probe.host.facts import collect
 from probe.ledger import Ledger
 from probe.logs import CAPTURE

@@ -1,10 +1,10 @@
-"""The `burst` options that turn a verdict into a diagnosis (`probe.explain` does the work)."""
+"""The `burst` options that turn a verdict into a diagnosis (`diagnosis.gather` does the work)."""
 
 from __future__ import annotations
 
 import argparse
 
-from probe.explain import Request
+from probe.diagnosis.gather import Request
 
 
 def add_options(p: argparse.ArgumentParser) -> None:

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from probe.diagnosis.signatures import Signature, _Fields, load_signatures, tomllib
 from probe.errors import ProbeError, UsageError
-from probe.signatures import Signature, _Fields, load_signatures, tomllib
 
 SEVERITIES = ("fail", "warn")
 POINTS_AT = ("relocated",)

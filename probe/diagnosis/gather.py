@@ -1,7 +1,7 @@
 """From a verdict to a named cause: module inventory, gateway restarts and known issues.
 
 `burst`, the demo and postflight all ask the same question after a run; this module answers it
-once. The diagnosis itself stays pure (`probe.diagnosis`); here is the I/O around it: the
+once. The diagnosis itself stays pure (`probe.diagnosis.rules`); here is the I/O around it: the
 process scan, the gateway's start times, the ledger's history of earlier runs.
 """
 
@@ -11,18 +11,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from probe.delivery.run import ProbeOutcome
-from probe.diagnosis import Diagnosis, RestartFacts, diagnose
-from probe.host.inventory import Inventory, take_inventory
-from probe.host.platform import NameMatcher, local_source
-from probe.ledger import Ledger
-from probe.restarts import (
+from probe.diagnosis.restarts import (
     ProcessStart,
     first_after_restart,
     gateway_starts,
     load_history,
     record_starts,
 )
-from probe.signatures import Signature, load_signatures
+from probe.diagnosis.rules import Diagnosis, RestartFacts, diagnose
+from probe.diagnosis.signatures import Signature, load_signatures
+from probe.host.inventory import Inventory, take_inventory
+from probe.host.platform import NameMatcher, local_source
+from probe.ledger import Ledger
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from probe.diagnosis.restarts import ProcessStart, RestartFinding
+from probe.diagnosis.signatures import Signature
 from probe.host.inventory import Inventory, ModuleHit
 from probe.host.platform import NameMatcher
-from probe.restarts import ProcessStart, RestartFinding
-from probe.signatures import Signature
 from probe.verdict import Verdict
 
 MAX_HIT_LINES = 5

@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from probe.diagnosis import Confidence, RestartFacts, diagnose
+from probe.diagnosis.restarts import ProcessStart, RunStarts, first_after_restart
+from probe.diagnosis.rules import Confidence, RestartFacts, diagnose
+from probe.diagnosis.signatures import load_signatures, parse_signature
 from probe.errors import ProbeError
 from probe.host.inventory import Copy, Inventory, ModuleHit, ModuleState
 from probe.host.pe import ModuleVersion
 from probe.host.platform import ProcessInfo
-from probe.restarts import ProcessStart, RunStarts, first_after_restart
-from probe.signatures import load_signatures, parse_signature
 from probe.verdict import Pattern, Severity, Verdict
 
 SIGNATURES = load_signatures()
-PACKAGED = Path(__file__).resolve().parent.parent / "probe" / "signatures"
+PACKAGED = Path(__file__).resolve().parents[2] / "probe" / "diagnosis" / "signatures"
 
 
 def verdict(pattern: Pattern, sink_verified: bool | None = True) -> Verdict:
