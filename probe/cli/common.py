@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from probe.checks import Check, exit_code, overall, report_text
 from probe.correlation import probe_domain
 from probe.errors import UsageError
 from probe.ledger import Ledger, default_path
 from probe.records import Endpoint
+from probe.upgrade.checks import Check, exit_code, overall, report_text
 
 
 class ArgumentParser(argparse.ArgumentParser):

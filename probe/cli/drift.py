@@ -6,13 +6,13 @@ import argparse
 import re
 from pathlib import Path
 
-from probe.checks import Check, Status, report_dict
 from probe.cli.common import emit_checks
-from probe.drift import Places, compare_trees, file_checks, registry_checks, share_check
 from probe.errors import UsageError
 from probe.host.regfile import reader_for
 from probe.host.registry import RegistryReader
-from probe.profiles import load_profile
+from probe.upgrade.checks import Check, Status, report_dict
+from probe.upgrade.drift import Places, compare_trees, file_checks, registry_checks, share_check
+from probe.upgrade.profiles import load_profile
 
 _WINDOWS_PATH = re.compile(r"^([A-Za-z]:[\\/]|\\\\|%)")
 

@@ -6,12 +6,12 @@ import argparse
 from pathlib import Path
 
 from probe.cli.preflight import add_profile_options
-from probe.drift import compare_trees
-from probe.fix import Plan, apply, default_journal, plan_renames, plan_sync, undo
 from probe.host.inuse import files_in_use
 from probe.host.platform import local_holders
-from probe.profiles import load_profile
-from probe.upgrade import check_root, held_candidates
+from probe.upgrade.drift import compare_trees
+from probe.upgrade.fix import Plan, apply, default_journal, plan_renames, plan_sync, undo
+from probe.upgrade.flight import check_root, held_candidates
+from probe.upgrade.profiles import load_profile
 
 
 def add_parser(subparsers, parents) -> None:

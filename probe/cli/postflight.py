@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 
-from probe.checks import report_dict
 from probe.cli.burst import add_burst_options, settings_from
 from probe.cli.common import (
     emit_checks,
@@ -16,14 +15,15 @@ from probe.cli.preflight import add_profile_options
 from probe.delivery.run import ProbeOutcome, run_probe
 from probe.host.inventory import take_inventory
 from probe.host.platform import local_source
-from probe.profiles import load_profile, under_root
-from probe.upgrade import (
+from probe.upgrade.checks import report_dict
+from probe.upgrade.flight import (
     burst_check,
     check_root,
     leftover_checks,
     module_check,
     version_check,
 )
+from probe.upgrade.profiles import load_profile, under_root
 
 
 def add_parser(subparsers, parents) -> None:

@@ -6,21 +6,21 @@ import argparse
 import sys
 from pathlib import Path
 
-from probe.checks import report_dict
 from probe.cli.common import emit_checks
 from probe.errors import UsageError
 from probe.host.inuse import files_in_use
 from probe.host.platform import local_holders, local_source
 from probe.host.reboot import RebootSource, linux_sources, unknown_names, windows_sources
 from probe.host.regfile import reader_for
-from probe.profiles import load_profile, profile_names
-from probe.upgrade import (
+from probe.upgrade.checks import report_dict
+from probe.upgrade.flight import (
     backup_check,
     check_root,
     held_candidates,
     in_use_checks,
     reboot_checks,
 )
+from probe.upgrade.profiles import load_profile, profile_names
 
 
 def default_root() -> Path:

@@ -11,7 +11,7 @@ import pytest
 from fixtures.hold_module import held
 from fixtures.make_pe import write_dll
 from probe.host.reboot import linux_sources, release_key
-from tests.upgrade_helpers import REGISTRY, assert_one_line_error, check, probe, probe_json
+from tests.upgrade.helpers import REGISTRY, assert_one_line_error, check, probe, probe_json
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
 BIN = "Exchsrvr/BIN"

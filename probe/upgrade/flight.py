@@ -14,14 +14,14 @@ import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from probe.checks import Check, Status
 from probe.errors import ProbeError
 from probe.host.inuse import InUse
 from probe.host.inventory import Inventory, take_inventory
 from probe.host.pe import describe
 from probe.host.platform import local_source
 from probe.host.reboot import RebootSource
-from probe.profiles import Profile, under_root
+from probe.upgrade.checks import Check, Status
+from probe.upgrade.profiles import Profile, under_root
 from probe.verdict import Severity, Verdict
 
 MAX_WATCHED = 5000

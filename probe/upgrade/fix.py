@@ -23,8 +23,8 @@ from typing import Any
 
 import platformdirs
 
-from probe.drift import FileDrift
 from probe.errors import ProbeError
+from probe.upgrade.drift import FileDrift
 
 JOURNAL_FORMAT = "notifyprobe-undo-journal"
 JOURNAL_VERSION = 1

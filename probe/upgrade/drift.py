@@ -20,11 +20,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from probe.checks import Check, Status
 from probe.errors import ProbeError
 from probe.host.pe import ModuleVersion, describe
 from probe.host.registry import RegistryReader
-from probe.profiles import Profile, under_root
+from probe.upgrade.checks import Check, Status
+from probe.upgrade.profiles import Profile, under_root
 
 SHARES = r"HKEY_LOCAL_MACHINE\SYSTEM\CurrentControlSet\Services\LanmanServer\Shares"
 WINDOWS_NT = r"HKEY_LOCAL_MACHINE\SOFTWARE\Microsoft\Windows NT\CurrentVersion"

@@ -11,10 +11,10 @@ import pytest
 
 from fixtures.hold_module import held
 from fixtures.make_pe import write_dll
-from probe.drift import Drift, compare_trees
 from probe.errors import ProbeError
-from probe.fix import apply, plan_sync, undo
-from tests.upgrade_helpers import (
+from probe.upgrade.drift import Drift, compare_trees
+from probe.upgrade.fix import apply, plan_sync, undo
+from tests.upgrade.helpers import (
     REGISTRY,
     assert_one_line_error,
     check,

@@ -1,0 +1,1 @@
+"""Upgrade checks: before and after an upgrade, relocated-install drift, and undoable fixes."""
