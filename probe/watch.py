@@ -19,7 +19,6 @@ from pathlib import Path
 
 import structlog
 
-from probe import evidence
 from probe.config import OnChange, Target, WatchConfig, security_for
 from probe.delivery.run import DeliveryHub, ProbeSettings, SharedSink, run_probe
 from probe.delivery.settle import Patience
@@ -30,7 +29,8 @@ from probe.host.platform import local_source
 from probe.ledger import Ledger, LedgerWriter
 from probe.metrics import Metrics
 from probe.records import Endpoint, RunRecord
-from probe.report import to_json
+from probe.reporting import bundle as evidence
+from probe.reporting.text import to_json
 from probe.verdict import Pattern, Severity, Thresholds, Verdict, judge_recorded
 
 log = structlog.get_logger("notifyprobe.watch")

@@ -34,7 +34,7 @@ from probe.diagnosis import gather as explain
 from probe.errors import ProbeError, UsageError
 from probe.logs import CAPTURE
 from probe.nagios import Limits, plugin_result, unknown_line
-from probe.report import diagnosis_text, to_json, to_text
+from probe.reporting.text import diagnosis_text, to_json, to_text
 from probe.verdict import Thresholds
 
 

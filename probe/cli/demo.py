@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from probe import stored
 from probe.cli.common import add_db, open_ledger, positive_int
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
 from probe.diagnosis import gather as explain
@@ -27,7 +26,8 @@ from probe.lab import FaultMode, LabGateway, free_port
 from probe.labdll import build_dll, write_dll
 from probe.ledger import Ledger
 from probe.records import Endpoint
-from probe.report import diagnosis_text, to_text
+from probe.reporting import artifacts as stored
+from probe.reporting.text import diagnosis_text, to_text
 from probe.verdict import Pattern
 
 MODULE = "MPNotifyPerf.dll"

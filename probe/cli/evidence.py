@@ -13,13 +13,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from probe import evidence, stored
 from probe.cli.common import add_db, chosen_run, open_ledger
 from probe.diagnosis.gather import Explanation
 from probe.host.facts import collect
 from probe.ledger import Ledger
 from probe.logs import CAPTURE
-from probe.redact import KINDS, clean_argv, secret_values_in_argv
+from probe.reporting import artifacts as stored
+from probe.reporting import bundle as evidence
+from probe.reporting.redact import KINDS, clean_argv, secret_values_in_argv
 
 if sys.version_info >= (3, 11):
     import tomllib

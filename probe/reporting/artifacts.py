@@ -18,7 +18,7 @@ from probe.diagnosis.restarts import ProcessStart
 from probe.diagnosis.rules import Confidence, Diagnosis
 from probe.host.facts import HostFacts
 from probe.ledger import Ledger
-from probe.redact import Redactor, clean_argv
+from probe.reporting.redact import Redactor, clean_argv
 
 EXPLANATION = "explanation"  # diagnosis, module inventory, gateway processes
 LOG = "log"  # the structured log events of the run

@@ -23,13 +23,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from probe import __version__, report_html, stored
+from probe import __version__
 from probe.errors import ProbeError
 from probe.host.facts import HostFacts, collect
 from probe.ledger import Ledger
 from probe.records import Notification, RunRecord
-from probe.redact import RedactionMap, Redactor, secret_forms
-from probe.report import MEANING, to_json, to_text
+from probe.reporting import artifacts as stored
+from probe.reporting import html as report_html
+from probe.reporting.redact import RedactionMap, Redactor, secret_forms
+from probe.reporting.text import MEANING, to_json, to_text
 from probe.verdict import Verdict, judge_recorded
 
 ZIP_EPOCH = 315532800  # 1980-01-01, the earliest time a zip entry can carry

@@ -8,7 +8,13 @@ import json
 import pytest
 
 from probe.cli.evidence import config_secrets
-from probe.redact import REDACTED, Redactor, clean_argv, secret_forms, secret_values_in_argv
+from probe.reporting.redact import (
+    REDACTED,
+    Redactor,
+    clean_argv,
+    secret_forms,
+    secret_values_in_argv,
+)
 
 SECRET = 'pa$$&"w<0>rd 9'
 

@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from fixtures.hold_module import upgraded_while_loaded
-from probe import evidence, report_html, stored
 from probe.diagnosis.gather import Explanation
 from probe.diagnosis.restarts import ProcessStart
 from probe.diagnosis.rules import Confidence, Diagnosis, RestartFacts
@@ -31,11 +30,14 @@ from probe.host.inventory import Inventory
 from probe.lab import free_port
 from probe.ledger import Ledger
 from probe.records import Notification, Run, RunRecord, SmtpReply, Step, Submission
-from probe.redact import secret_forms
+from probe.reporting import artifacts as stored
+from probe.reporting import bundle as evidence
+from probe.reporting import html as report_html
+from probe.reporting.redact import secret_forms
 from probe.verdict import classify
 from tests.conftest import probe_lab
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 NAME = "MPNotifyPerf.dll"
 DOMAIN = "notify.corp-example.net"
 SECRET = "Tr0ub4dor&3-s3cr3t"

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 
 from probe import __version__
 from probe.records import Notification
-from probe.report import MEANING
+from probe.reporting.text import MEANING
 from probe.verdict import Severity, gateway_order
 
 if TYPE_CHECKING:
-    from probe.evidence import RunEvidence
+    from probe.reporting.bundle import RunEvidence
 
 Clean = Callable[[str], str]
 MAX_ROWS = 200  # timeline rows; a larger burst shows its first rows and says so
