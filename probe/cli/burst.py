@@ -33,7 +33,7 @@ from probe.delivery.tls import INSECURE_WARNING
 from probe.diagnosis import gather as explain
 from probe.errors import ProbeError, UsageError
 from probe.logs import CAPTURE
-from probe.nagios import Limits, plugin_result, unknown_line
+from probe.monitor.nagios import Limits, plugin_result, unknown_line
 from probe.reporting.text import diagnosis_text, to_json, to_text
 from probe.verdict import Thresholds
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from prometheus_client import disable_created_metrics
 
-from probe import config as watch_config
 from probe.cli.common import endpoint, open_ledger
 from probe.logs import configure
-from probe.metrics import Metrics
-from probe.watch import Watcher
+from probe.monitor import config as watch_config
+from probe.monitor.metrics import Metrics
+from probe.monitor.watch import Watcher
 
 
 def add_parser(subparsers, parents) -> None:

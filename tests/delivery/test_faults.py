@@ -247,8 +247,8 @@ def test_tracker_latencies_never_go_negative():
 
 
 def test_watch_config_with_a_non_loopback_sink_needs_its_gateways_listed():
-    from probe.config import parse
     from probe.errors import UsageError
+    from probe.monitor.config import parse
 
     base = '[[target]]\nname = "gw"\ngateway = "127.0.0.1:25"\n'
     with pytest.raises(UsageError, match="sink_allow_clients"):

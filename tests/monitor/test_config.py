@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import trustme
 
-from probe.config import Caps, load, parse, security_for
 from probe.delivery.credentials import Secret
 from probe.errors import UsageError
+from probe.monitor.config import Caps, load, parse, security_for
 from probe.records import Endpoint
 
 FULL = """
@@ -198,7 +198,7 @@ def test_caps_can_be_lowered_and_raised_up_to_the_hard_ceiling():
 
 
 def test_the_documented_example_config_is_valid():
-    example = Path(__file__).resolve().parent.parent / "docs" / "examples" / "watch.toml"
+    example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "watch.toml"
     cfg = load(example, environ={"NOTIFYPROBE_LYON_PASSWORD": "x"})
     assert [t.name for t in cfg.targets] == ["meetingplace-paris", "meetingplace-lyon"]
     assert cfg.targets[1].interval_s == 600.0

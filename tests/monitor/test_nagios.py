@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from probe.nagios import Limits, plugin_result, unknown_line
+from probe.monitor.nagios import Limits, plugin_result, unknown_line
 from probe.records import SmtpReply
 from probe.verdict import Severity, classify
 from tests.test_verdict import note, record

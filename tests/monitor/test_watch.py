@@ -19,15 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from probe.config import OnChange, Target, WatchConfig
 from probe.lab import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
-from probe.metrics import Metrics
+from probe.monitor.config import OnChange, Target, WatchConfig
+from probe.monitor.metrics import Metrics
+from probe.monitor.watch import TargetState, Watcher, changed, first_delay, next_delay
 from probe.records import Endpoint, Run, Submission
 from probe.verdict import Pattern, Severity, Verdict
-from probe.watch import TargetState, Watcher, changed, first_delay, next_delay
+from tests.monitor.test_metrics import PROMTOOL
 from tests.test_cli import ENV, PROBE, probe, service
-from tests.test_metrics import PROMTOOL
 
 WAIT_S = 20.0  # upper bound of every wait on another process
 

@@ -10,12 +10,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from probe.metrics import PATTERNS, Metrics
+from probe.monitor.metrics import PATTERNS, Metrics
 from probe.records import SmtpReply
 from probe.verdict import classify
 from tests.test_verdict import note, record
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None,
@@ -100,7 +100,11 @@ def test_alerting_rules_pass_promtool_unit_tests():
     check = subprocess.run([PROMTOOL, "check", "rules", str(rules)], capture_output=True,
                            text=True, timeout=30)  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
-    result = subprocess.run([PROMTOOL, "test", "rules", "alerts_test.yml"],
-                            cwd=ROOT / "tests" / "promtool", capture_output=True, text=True,
-                            timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", "alerts_test.yml"],
+        cwd=ROOT / "tests" / "monitor" / "promtool",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import structlog
 
-from probe.config import OnChange, Target, WatchConfig, security_for
 from probe.delivery.run import DeliveryHub, ProbeSettings, SharedSink, run_probe
 from probe.delivery.settle import Patience
 from probe.delivery.sink import Sink
@@ -27,7 +26,8 @@ from probe.errors import ProbeError
 from probe.host.inventory import take_inventory
 from probe.host.platform import local_source
 from probe.ledger import Ledger, LedgerWriter
-from probe.metrics import Metrics
+from probe.monitor.config import OnChange, Target, WatchConfig, security_for
+from probe.monitor.metrics import Metrics
 from probe.records import Endpoint, RunRecord
 from probe.reporting import bundle as evidence
 from probe.reporting.text import to_json

@@ -1,0 +1,1 @@
+"""Monitoring: `watch` on an interval, its TOML config, Prometheus metrics, plugin output."""
