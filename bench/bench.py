@@ -27,7 +27,7 @@ import aiosmtplib
 from probe.correlation import make_token, recipient_for, sender_for
 from probe.delivery.burst import BurstPlan, compose, send_burst
 from probe.delivery.run import ProbeSettings, run_probe
-from probe.lab import FaultMode, LabGateway, free_port
+from probe.lab.gateway import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
 from probe.logs import configure
 from probe.records import Endpoint, Run

@@ -9,7 +9,7 @@ import structlog
 
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
 from probe.delivery.settle import Patience
-from probe.lab import FaultMode, LabGateway, free_port
+from probe.lab.gateway import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
 from probe.records import Endpoint
 from probe.verdict import Thresholds

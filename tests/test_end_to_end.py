@@ -7,7 +7,7 @@ import random
 import pytest
 
 from probe.delivery.settle import Patience
-from probe.lab import Action, FaultMode, decide
+from probe.lab.gateway import Action, FaultMode, decide
 from probe.verdict import Pattern, Severity, Thresholds
 from tests.conftest import probe_lab
 

@@ -22,8 +22,8 @@ from probe.cli.common import add_db, open_ledger, positive_int
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
 from probe.diagnosis import gather as explain
 from probe.host.facts import collect
-from probe.lab import FaultMode, LabGateway, free_port
-from probe.labdll import build_dll, write_dll
+from probe.lab.dll import build_dll, write_dll
+from probe.lab.gateway import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
 from probe.records import Endpoint
 from probe.reporting import artifacts as stored

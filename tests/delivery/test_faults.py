@@ -20,7 +20,7 @@ from probe.delivery.burst import Sender
 from probe.delivery.run import ProbeSettings, Progress, _Tracker, run_probe
 from probe.delivery.settle import Patience
 from probe.delivery.sink import Sink
-from probe.lab import free_port
+from probe.lab.gateway import free_port
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import (
     Delivery,

@@ -26,7 +26,7 @@ from probe.delivery.settle import Patience
 from probe.delivery.sink import Sink
 from probe.delivery.tls import ClientSecurity, server_context
 from probe.errors import UsageError
-from probe.lab import free_port
+from probe.lab.gateway import free_port
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Endpoint, ErrorKind, Run
 from probe.verdict import Pattern

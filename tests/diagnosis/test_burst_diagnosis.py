@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.hold_module import upgraded_while_loaded
-from probe.lab import free_port
+from probe.lab.gateway import free_port
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
 

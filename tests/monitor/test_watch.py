@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from probe.lab import FaultMode, LabGateway, free_port
+from probe.lab.gateway import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
 from probe.monitor.config import OnChange, Target, WatchConfig
 from probe.monitor.metrics import Metrics

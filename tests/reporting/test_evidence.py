@@ -27,7 +27,7 @@ from probe.diagnosis.restarts import ProcessStart
 from probe.diagnosis.rules import Confidence, Diagnosis, RestartFacts
 from probe.host.facts import collect
 from probe.host.inventory import Inventory
-from probe.lab import free_port
+from probe.lab.gateway import free_port
 from probe.ledger import Ledger
 from probe.records import Notification, Run, RunRecord, SmtpReply, Step, Submission
 from probe.reporting import artifacts as stored
