@@ -139,7 +139,7 @@ def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
     with lab_gateway("first-only", sink_port, *auth, env=env) as port:
         burst = notifyprobe("burst", "--gateway", f"127.0.0.1:{port}", "--sink",
                             f"127.0.0.1:{sink_port}", "--domain", DOMAIN, "--count", "4",
-                            "--timeout", "5", "--grace", "0.3", "--db", str(db),
+                            "--timeout", "5", "--settle", "0.3", "--db", str(db),
                             "--user", "ops", "--password-env", "NOTIFYPROBE_SMTP_PASSWORD",
                             "--module", NAME, "--installed", str(stale_dll), env=env)  # fmt: skip
     assert burst.returncode == 2, burst.stderr
@@ -223,7 +223,7 @@ def test_burst_with_evidence_writes_the_bundle_right_after_the_run(tmp_path: Pat
     with lab_gateway("healthy", sink_port) as port:
         burst = notifyprobe("burst", "--gateway", f"127.0.0.1:{port}", "--sink",
                             f"127.0.0.1:{sink_port}", "--count", "2", "--timeout", "5",
-                            "--grace", "0.3", "--db", str(tmp_path / "l.sqlite3"),
+                            "--settle", "0.3", "--db", str(tmp_path / "l.sqlite3"),
                             "--evidence", str(out), "--redact", "all", "--format", "json",
                             env=dict(os.environ))  # fmt: skip
     assert burst.returncode == 0, burst.stderr
