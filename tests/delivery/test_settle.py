@@ -2,9 +2,11 @@
 
 import pytest
 
+from probe.correlation import TokenRef
 from probe.delivery.settle import (
     DEFAULT_WINDOW_S,
     HISTORY_FACTOR,
+    HISTORY_RUNS,
     MIN_HEALTHY_RUNS,
     Patience,
     SettleWindow,
@@ -13,8 +15,10 @@ from probe.delivery.settle import (
     settle_deadline,
 )
 from probe.errors import UsageError
-from probe.records import DeliveryHistory
+from probe.ledger import Ledger
+from probe.records import DeliveryHistory, ReceivedMessage, Run, SmtpReply, Submission
 
+OK = SmtpReply(250, "2.0.0 queued", "2.0.0")
 FAST = DeliveryHistory(runs=MIN_HEALTHY_RUNS, max_latency_s=0.02, max_gap_s=0.01)
 
 
@@ -82,3 +86,27 @@ def test_every_delivery_restarts_the_silence():
 
 def test_a_gateway_that_trickles_mail_is_still_cut_at_the_hard_timeout():
     assert settle_deadline(3, 125.0, burst_ended_at=100.0, window_s=15.0, timeout_s=30.0) == 130.0
+
+
+def _run(ledger: Ledger, run_id: str, gateway: str, arrivals: dict[int, float | None],
+         status: str = "done") -> None:  # fmt: skip
+    """A run submitted at 100 + seq, its notifications arriving at `arrivals` (None: lost)."""
+    ledger.create_run(Run(run_id, gateway, "probe.invalid", len(arrivals), 100.0))
+    for seq, arrived in arrivals.items():
+        start = 100.0 + seq
+        ledger.record_submission(run_id, seq, Submission(start, start + 0.01, "data", OK))
+        if arrived is not None:
+            ledger.record_delivery(TokenRef(run_id, seq), "envelope", ReceivedMessage(arrived))
+    ledger.finish_run(run_id, status, 200.0, "{}")
+
+
+def test_history_counts_only_fully_delivered_finished_runs_of_the_same_gateway(ledger):
+    _run(ledger, "aaaaaaaaaa", "gw:25", {1: 101.1, 2: 102.5, 3: 103.0})
+    _run(ledger, "bbbbbbbbbb", "gw:25", {1: 101.0, 2: 109.0, 3: None})  # a loss: not history
+    _run(ledger, "cccccccccc", "other:25", {1: 111.0, 2: 112.0, 3: 113.0})
+    _run(ledger, "dddddddddd", "gw:25", {1: 121.0, 2: 122.0, 3: 123.0}, status="interrupted")
+    history = ledger.delivery_history("gw:25", limit=HISTORY_RUNS)
+    assert history.runs == 1
+    assert history.max_latency_s == pytest.approx(0.5)  # seq 2: submitted 102.0, in at 102.5
+    assert history.max_gap_s == pytest.approx(1.4)  # between seq 1 and seq 2
+    assert ledger.delivery_history("nobody:25", limit=HISTORY_RUNS) == DeliveryHistory()
