@@ -118,7 +118,7 @@ def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) 
         "have been silent this long (after the burst or the last delivery). Default: learned "
         f"from the gateway's own history in the ledger once it has {MIN_HEALTHY_RUNS} fully "
         f"delivered runs, else {DEFAULT_WINDOW_S:g} s, safe for queue runners that deliver in "
-        "batches. A run where everything arrives never waits",
+        "batches. A run where everything arrives never waits.",
     )
     p.add_argument(
         "--timeout",
@@ -188,7 +188,7 @@ class ProgressLine:
         if self.enabled:
             waiting = ""
             if p.provisional is not None and p.left_s is not None:
-                waiting = f" · {p.provisional.value} unless more arrives in {p.left_s:.0f} s"
+                waiting = f" · {p.provisional.value} unless more arrives in {p.left_s:.1f} s"
             sys.stderr.write(
                 f"\r\033[K  {p.phase:<8} sent {p.sent}/{p.total} · accepted {p.accepted} · "
                 f"delivered {p.delivered}{waiting}"

@@ -242,10 +242,10 @@ class Watcher:
         previous = self.states.get(target.name)
         if previous is None:
             return
-        revision = revisit(self.ledger, previous.run_id, time.time())
-        if not revision.newly_corrected or revision.revision is None:
+        looked = revisit(self.ledger, previous.run_id, time.time())
+        r = looked.revision
+        if not looked.newly_corrected or r is None:
             return
-        r = revision.revision
         log.warning("verdict_corrected", target=target.name, run_id=previous.run_id,
                     original=r.original.value, corrected=r.current.pattern.value, late=r.late,
                     last_late_s=r.last_late_s, summary=r.summary())  # fmt: skip
