@@ -82,6 +82,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     size        INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_run ON deliveries (run_id, seq);
+CREATE INDEX IF NOT EXISTS runs_by_gateway ON runs (gateway, started_at);
 CREATE TABLE IF NOT EXISTS process_starts (
     run_id      TEXT NOT NULL,
     kind        TEXT NOT NULL,
