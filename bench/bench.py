@@ -27,6 +27,7 @@ import aiosmtplib
 from probe.correlation import make_token, recipient_for, sender_for
 from probe.delivery.burst import BurstPlan, compose, send_burst
 from probe.delivery.run import ProbeSettings, run_probe
+from probe.delivery.settle import DEFAULT_WINDOW_S, MIN_HEALTHY_RUNS, SettleWindow, WindowSource
 from probe.lab.gateway import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
 from probe.logs import configure
@@ -271,28 +272,55 @@ def end_to_end_figures(count: int) -> list[Figure]:
     ]  # fmt: skip
 
 
-# -- 4. time to verdict ------------------------------------------------------------------------
+# -- 4. time to a critical verdict: default window, learned window -------------------------------
 
 
-async def first_only_verdict_s(ledger: Ledger) -> float:
+async def first_only_verdict_s(ledger: Ledger, port: int) -> tuple[float, SettleWindow | None]:
+    """A first-only lab gateway on `port`, 20 notifications, default options: start to verdict."""
     sink = Endpoint("127.0.0.1", free_port())
-    async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode.parse("first-only")) as gw:
+    gateway = LabGateway(Endpoint("127.0.0.1", port), sink, FaultMode.parse("first-only"))
+    async with gateway as gw:
         started = time.perf_counter()
         outcome = await run_probe(ledger, ProbeSettings(gateway=gw.listen, sink=sink, count=20))
         elapsed = time.perf_counter() - started
     assert outcome.verdict.pattern.value == "first_only", outcome.verdict.pattern
-    return elapsed
+    return elapsed, SettleWindow.from_options(outcome.record.run.options)
+
+
+async def healthy_history(ledger: Ledger, port: int, runs: int) -> None:
+    """The same gateway address before it broke: `runs` healthy runs in the ledger."""
+    sink = Endpoint("127.0.0.1", free_port())
+    async with LabGateway(Endpoint("127.0.0.1", port), sink, FaultMode("healthy")) as gw:
+        for _ in range(runs):
+            settings = ProbeSettings(gateway=gw.listen, sink=sink, count=20)
+            assert (await run_probe(ledger, settings)).verdict.pattern.value == "healthy"
 
 
 def time_to_verdict(repeats: int) -> list[Figure]:
     fixed_timeout_s = 30.0  # a mail-loop check with a fixed delivery timeout needs all of it
-    with tempfile.TemporaryDirectory() as tmp, Ledger(Path(tmp) / "l.sqlite3") as ledger:
-        samples = [asyncio.run(first_only_verdict_s(ledger)) for _ in range(repeats)]
-    value = statistics.median(samples)
+    default, learned = [], []
+    for _ in range(repeats):  # interleaved, so drift hits both sides alike
+        with tempfile.TemporaryDirectory() as tmp:
+            with Ledger(Path(tmp) / "empty.sqlite3") as ledger:
+                elapsed, window = asyncio.run(first_only_verdict_s(ledger, free_port()))
+                assert window is not None and window.source is WindowSource.DEFAULT, window
+                default.append(elapsed)
+            with Ledger(Path(tmp) / "history.sqlite3") as ledger:
+                port = free_port()
+                asyncio.run(healthy_history(ledger, port, MIN_HEALTHY_RUNS))
+                elapsed, window = asyncio.run(first_only_verdict_s(ledger, port))
+                assert window is not None and window.source is WindowSource.LEARNED, window
+                learned.append(elapsed)
+    reference = "fixed 30 s delivery timeout (mail-loop checks)"
     return [
-        Figure("time to verdict, first-only gateway, 20 notifications", value, "s",
-               "fixed 30 s delivery timeout (mail-loop checks)", fixed_timeout_s,
-               value / fixed_timeout_s, 1.5 / fixed_timeout_s, spread(samples), False),
+        Figure("time to a critical verdict, first-only gateway, 20 notifications, default "
+               f"window ({DEFAULT_WINDOW_S:g} s, no history)", statistics.median(default), "s",
+               reference, fixed_timeout_s, statistics.median(default) / fixed_timeout_s,
+               0.6, spread(default), False),
+        Figure("time to a critical verdict, same gateway, window learned from "
+               f"{MIN_HEALTHY_RUNS} healthy runs", statistics.median(learned), "s",
+               reference, fixed_timeout_s, statistics.median(learned) / fixed_timeout_s,
+               0.1, spread(learned), False),
     ]  # fmt: skip
 
 
@@ -394,7 +422,7 @@ SUITES: dict[str, Callable[[argparse.Namespace], list[Figure]]] = {
     "sink": lambda a: sink_throughput(a.messages, a.repeats),
     "burst": lambda a: burst_throughput(a.messages // 2, a.repeats),
     "e2e": lambda a: end_to_end_figures(a.messages),
-    "verdict": lambda a: time_to_verdict(a.repeats + 2),
+    "verdict": lambda a: time_to_verdict(a.repeats),
     "modules": lambda a: module_scan_figures(a.repeats * 3),
 }
 

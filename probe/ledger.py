@@ -25,6 +25,7 @@ from probe.correlation import TokenRef, make_token
 from probe.errors import ProbeError
 from probe.records import (
     Delivery,
+    DeliveryHistory,
     ErrorKind,
     Notification,
     ReceivedMessage,
@@ -81,6 +82,7 @@ CREATE TABLE IF NOT EXISTS deliveries (
     size        INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS deliveries_by_run ON deliveries (run_id, seq);
+CREATE INDEX IF NOT EXISTS runs_by_gateway ON runs (gateway, started_at);
 CREATE TABLE IF NOT EXISTS process_starts (
     run_id      TEXT NOT NULL,
     kind        TEXT NOT NULL,
@@ -203,6 +205,10 @@ class Ledger:
     def finish_run(self, run_id: str, status: str, finished_at: float, verdict: str | None) -> None:
         self.write(partial(_finish_run, run_id, status, finished_at, verdict))
 
+    def correct_verdict(self, run_id: str, verdict: str, at: float) -> None:
+        """Keep a re-judged verdict beside the original one, with the time of the change."""
+        self.write(partial(_correct_verdict, run_id, verdict, at))
+
     def put_artifact(self, run_id: str, name: str, content: str) -> None:
         """Keep a named JSON document with a run (inventory, diagnosis, log), for `evidence`."""
         self.write(partial(_put_artifact, run_id, name, content))
@@ -260,6 +266,35 @@ class Ledger:
             (run_id,),
         )
         return {r["seq"]: r["t"] for r in rows}
+
+    def delivery_history(self, gateway: str, limit: int) -> DeliveryHistory:
+        """The latencies and gaps of the gateway's `limit` latest fully delivered runs.
+
+        Fully delivered: finished, and every burst notification submitted and recorded by the
+        sink, whenever it arrived (mail that came after the verdict counts: it is the
+        gateway's real pace).
+        """
+        rows = self._query(
+            "WITH recent AS (SELECT r.run_id FROM runs r WHERE r.gateway = ? AND r.status = 'done'"
+            " AND NOT EXISTS (SELECT 1 FROM notifications n WHERE n.run_id = r.run_id"
+            " AND n.seq > 0 AND (n.started_at IS NULL OR NOT EXISTS (SELECT 1 FROM deliveries d"
+            " WHERE d.run_id = n.run_id AND d.seq = n.seq)))"
+            " ORDER BY r.started_at DESC LIMIT ?)"
+            " SELECT n.run_id, n.started_at AS submitted, MIN(d.received_at) AS arrived"
+            " FROM notifications n JOIN deliveries d ON d.run_id = n.run_id AND d.seq = n.seq"
+            " WHERE n.seq > 0 AND n.run_id IN (SELECT run_id FROM recent)"
+            " GROUP BY n.run_id, n.seq ORDER BY n.run_id, arrived",
+            (gateway, limit),
+        )
+        latency = gap = 0.0
+        previous: tuple[str, float] | None = None
+        for row in rows:
+            latency = max(latency, row["arrived"] - row["submitted"])
+            if previous is not None and previous[0] == row["run_id"]:
+                gap = max(gap, row["arrived"] - previous[1])
+            previous = (row["run_id"], row["arrived"])
+        runs = len({row["run_id"] for row in rows})
+        return DeliveryHistory(runs=runs, max_latency_s=latency, max_gap_s=gap)
 
     def load(self, run_id: str) -> RunRecord:
         rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
@@ -332,10 +367,18 @@ class Ledger:
         return {name: [dict(row) for row in rows] for name, rows in out.items()}
 
     def stored_verdict(self, run_id: str) -> dict[str, Any] | None:
-        rows = self._query("SELECT verdict FROM runs WHERE run_id = ?", (run_id,))
-        if not rows or rows[0]["verdict"] is None:
+        """The verdict given when the run ended (or when it was recovered), never corrected."""
+        return self._verdict_column(run_id, "verdict")
+
+    def corrected_verdict(self, run_id: str) -> dict[str, Any] | None:
+        """The latest correction of the run's verdict by mail that arrived after it, if any."""
+        return self._verdict_column(run_id, "corrected_verdict")
+
+    def _verdict_column(self, run_id: str, column: str) -> dict[str, Any] | None:
+        rows = self._query(f"SELECT {column} AS v FROM runs WHERE run_id = ?", (run_id,))
+        if not rows or rows[0]["v"] is None:
             return None
-        return json.loads(rows[0]["verdict"])
+        return json.loads(rows[0]["v"])
 
 
 class LedgerWriter:
@@ -474,12 +517,22 @@ def _insert_foreign(reason: str, f: ReceivedMessage, run_id: str | None, conn) -
     )  # fmt: skip
 
 
+ADDED_COLUMNS = (
+    ("deliveries", "helo", "TEXT NOT NULL DEFAULT ''"),
+    # A verdict re-judged with mail that arrived after it; the original stays in `verdict`.
+    ("runs", "corrected_verdict", "TEXT"),
+    ("runs", "corrected_at", "REAL"),
+)
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Columns added after schema 1; older notifyprobe versions ignore them."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
-    if "helo" not in columns:
+    for table, column, definition in ADDED_COLUMNS:
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column in columns:
+            continue
         try:
-            conn.execute("ALTER TABLE deliveries ADD COLUMN helo TEXT NOT NULL DEFAULT ''")
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
         except sqlite3.OperationalError as exc:  # another process added it first
             if "duplicate column" not in str(exc):
                 raise
@@ -496,6 +549,13 @@ def _finish_run(run_id: str, status: str, finished_at: float, verdict: str | Non
     conn.execute(
         "UPDATE runs SET status = ?, finished_at = ?, verdict = ? WHERE run_id = ?",
         (status, finished_at, verdict, run_id),
+    )
+
+
+def _correct_verdict(run_id: str, verdict: str, at: float, conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "UPDATE runs SET corrected_verdict = ?, corrected_at = ? WHERE run_id = ?",
+        (verdict, at, run_id),
     )
 
 

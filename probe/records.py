@@ -196,6 +196,15 @@ class Run:
 
 
 @dataclass(frozen=True)
+class DeliveryHistory:
+    """What a gateway's past fully delivered runs showed: what its settle window is learned from."""
+
+    runs: int = 0
+    max_latency_s: float = 0.0  # slowest first delivery, from its submission
+    max_gap_s: float = 0.0  # longest time between two consecutive first deliveries of one run
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """A run with its notifications, as the ledger holds it: the input of the verdict."""
 

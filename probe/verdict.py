@@ -150,6 +150,71 @@ def judge_recorded(record: RunRecord) -> Verdict:
     return classify(record, thresholds)
 
 
+COMPLETE = frozenset({Pattern.HEALTHY, Pattern.SLOW, Pattern.DUPLICATED})  # nothing lost
+
+
+@dataclass(frozen=True)
+class Revision:
+    """A run judged again with the mail that reached the sink after its verdict.
+
+    A sink that keeps running records notifications the gateway delivers after the settle
+    window gave up on them; they do not rewrite history (the original verdict is what the
+    operator saw and acted on) but they say whether the loss was a delay.
+    """
+
+    original: Pattern
+    current: Verdict
+    late: int  # burst notifications whose first copy arrived after the verdict
+    last_late_s: float | None  # when the last of them arrived, seconds after the run started
+    after_verdict_s: float | None  # and how long after the verdict
+
+    @property
+    def changed(self) -> bool:
+        return self.current.pattern is not self.original
+
+    def summary(self) -> str:
+        if not self.late:
+            head = "no notification arrived after the verdict"
+        else:
+            head = (
+                f"{self.late} notification{'s' if self.late > 1 else ''} arrived after the "
+                f"verdict, the last at +{self.last_late_s:.1f} s ({self.after_verdict_s:.1f} s "
+                "after the verdict)"
+            )
+        if not self.changed:
+            return f"{head}: the verdict stays {self.original.value}"
+        change = f"{self.original.value} → {self.current.pattern.value}"
+        if self.current.pattern in COMPLETE:
+            return f"{head}: the loss was a delay ({change})"
+        return f"{head}: part of the loss was a delay ({change})"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "original": self.original.value,
+            "current": self.current.pattern.value,
+            "changed": self.changed,
+            "late": self.late,
+            "last_late_s": self.last_late_s,
+            "after_verdict_s": self.after_verdict_s,
+            "summary": self.summary(),
+        }
+
+
+def revise(record: RunRecord, original: Pattern, judged_at: float) -> Revision:
+    """Judge `record` again, with everything the sink has recorded by now, against the
+    `original` pattern given at `judged_at`."""
+    late = [n.delivered_at for n in record.burst
+            if n.delivered_at is not None and n.delivered_at > judged_at]  # fmt: skip
+    last = max(late, default=None)
+    return Revision(
+        original=original,
+        current=judge_recorded(record),
+        late=len(late),
+        last_late_s=last - record.run.started_at if last is not None else None,
+        after_verdict_s=last - judged_at if last is not None else None,
+    )
+
+
 def gateway_order(notifications: Iterable[Notification]) -> list[Notification]:
     """Order in which the gateway answered: with several connections this is not seq order."""
 

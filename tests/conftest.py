@@ -43,7 +43,8 @@ async def probe_lab(
     gateway = LabGateway(
         Endpoint("127.0.0.1", 0), sink, FaultMode.parse(mode), seed=seed, rewrite=rewrite
     )
-    settings.setdefault("patience", Patience(timeout_s=5.0))
+    # The lab gateway relays at once: a short window keeps the suite fast (defaults: test_settle)
+    settings.setdefault("patience", Patience(settle_s=1.0, timeout_s=5.0))
     settings.setdefault("thresholds", Thresholds())
     async with gateway:
         target = gateway.listen if mode != "down" else Endpoint("127.0.0.1", free_port())

@@ -60,12 +60,14 @@ def test_first_only_gateway_exits_critical_with_first_only_json(tmp_path):
     sink = free_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "first-only") as gateway:  # fmt: skip
-        result = burst(gateway, sink, tmp_path / "l.db", "--count", "20", "--json", "-")
+        result = burst(gateway, sink, tmp_path / "l.db", "--count", "20", "--settle", "1",
+                       "--json", "-")  # fmt: skip
     assert result.returncode == 2, result.stderr
     report = json.loads(result.stdout)
     assert report["verdict"]["pattern"] == "first_only"
     assert (report["sent"], report["accepted"], report["delivered"]) == (20, 20, 1)
-    assert report["finished_at"] - report["started_at"] < 3.0  # adaptive wait, not a timeout
+    assert (report["settle"]["seconds"], report["settle"]["source"]) == (1.0, "option")
+    assert report["finished_at"] - report["started_at"] < 3.0  # the window, not the timeout
     first = [n for n in report["notifications"] if n["copies"]]
     assert [n["seq"] for n in first] == [1]
     assert first[0]["submit"]["code"] == 250 and first[0]["latency_s"] > 0

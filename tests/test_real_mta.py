@@ -285,8 +285,8 @@ def rate_delayed_postfix() -> Iterator[PrivatePostfix]:
 def run_burst(
     postfix: PrivatePostfix, db: Path, count: int = COUNT, *extra: str
 ) -> tuple[subprocess.CompletedProcess, dict]:
-    """`notifyprobe burst` through the instance, as a user runs it (default patience unless
-    `extra` says otherwise); it starts its own sink on the port Postfix relays to."""
+    """`notifyprobe burst` through the instance, as a user runs it (default settle window
+    unless `extra` says otherwise); it starts its own sink on the port Postfix relays to."""
     command = [
         sys.executable,
         "-m",
@@ -306,8 +306,6 @@ def run_burst(
         "-",
         "--db",
         str(db),
-        "--timeout",
-        "20",
         *extra,
     ]
     result = subprocess.run(
@@ -384,11 +382,11 @@ def test_postfix_spacing_deliveries_a_second_apart_is_not_mistaken_for_first_onl
     rate_delayed_postfix: PrivatePostfix, tmp_path: Path
 ) -> None:
     # The first notification arrives in milliseconds, the second only after the rate delay:
-    # the grace must outlast that gap, or the run reads as the stale-module signature. The
-    # default (1 s) is tuned for gateways that deliver at once; a pacing one needs --grace.
+    # the settle window must outlast that gap, or the run reads as the stale-module signature.
+    # The default window does, with no option.
     count = 3
     db = tmp_path / "ledger.sqlite3"
-    result, report = run_burst(rate_delayed_postfix, db, count, "--grace", "2.5")
+    result, report = run_burst(rate_delayed_postfix, db, count)
 
     _assert_healthy(result, report, rate_delayed_postfix, count=count)
     latencies = sorted(n["latency_s"] for n in report["notifications"])

@@ -28,7 +28,7 @@ from probe.cli.hardening import (
 )
 from probe.delivery.burst import DEFAULT_MAX_RATE, MAX_RATE_CAP
 from probe.delivery.run import ProbeSettings, Progress, run_probe
-from probe.delivery.settle import Patience
+from probe.delivery.settle import DEFAULT_WINDOW_S, HISTORY_FACTOR, MIN_HEALTHY_RUNS, Patience
 from probe.delivery.tls import INSECURE_WARNING
 from probe.diagnosis import gather as explain
 from probe.errors import ProbeError, UsageError
@@ -45,6 +45,15 @@ def add_parser(subparsers, parents) -> None:
         help="send test notifications through the gateway and judge delivery",
         description="Send a burst of correlated test notifications through the gateway to the "
         "probe's sink and classify the outcome.",
+        epilog="Waiting for late mail: the run ends as soon as every accepted notification has "
+        "arrived. Otherwise the missing ones are declared lost only after the settle window has "
+        f"passed in silence: {DEFAULT_WINDOW_S:g} s for a gateway without history; once the "
+        f"ledger holds {MIN_HEALTHY_RUNS} fully delivered runs of the same gateway, "
+        f"{HISTORY_FACTOR:g}× its slowest delivery or longest gap between deliveries (at least "
+        "--grace, at most the default); or --settle. The report says which window was used and "
+        "why. Late deliveries: a sink that keeps running (`notifyprobe sink` with --no-sink, or "
+        "`notifyprobe watch`) records mail that arrives after the verdict; `notifyprobe verdict "
+        "RUN_ID` then re-judges the run and says what changed.",
     )
     add_burst_options(p, gateway_required=True)
     p.add_argument("--json", metavar="FILE|-", help="write the result as JSON")
@@ -100,13 +109,29 @@ def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) 
     )
     p.add_argument("--interval", type=seconds, default=0.0, help="seconds between notifications")
     p.add_argument("--step-timeout", type=seconds, default=10.0, help="per SMTP step (s)")
-    p.add_argument("--timeout", type=seconds, default=30.0, help="longest wait for late mail (s)")
+    p.add_argument(
+        "--settle",
+        type=seconds,
+        default=None,
+        metavar="SECONDS",
+        help="settle window: accepted notifications still missing are declared lost once they "
+        "have been silent this long (after the burst or the last delivery). Default: learned "
+        f"from the gateway's own history in the ledger once it has {MIN_HEALTHY_RUNS} fully "
+        f"delivered runs, else {DEFAULT_WINDOW_S:g} s, safe for queue runners that deliver in "
+        "batches. A run where everything arrives never waits.",
+    )
+    p.add_argument(
+        "--timeout",
+        type=seconds,
+        default=Patience().timeout_s,
+        help="longest wait for late mail after the burst, whatever the window "
+        f"(default: {Patience().timeout_s:g} s)",
+    )
     p.add_argument(
         "--grace",
         type=seconds,
         default=Patience().grace_s,
-        help="added to the adaptive wait; raise it above the spacing of a gateway that paces "
-        f"deliveries (default: {Patience().grace_s:g} s)",
+        help=f"shortest window the gateway's history may teach (default: {Patience().grace_s:g} s)",
     )
     p.add_argument("--slow-after", type=seconds, default=5.0, help="latency that is slow (s)")
     p.add_argument(
@@ -143,7 +168,7 @@ def settings_from(args: argparse.Namespace) -> ProbeSettings:
         step_timeout_s=args.step_timeout,
         own_sink=args.own_sink,
         control=args.control,
-        patience=Patience(grace_s=args.grace, timeout_s=args.timeout),
+        patience=Patience(settle_s=args.settle, grace_s=args.grace, timeout_s=args.timeout),
         thresholds=Thresholds(slow_after_s=args.slow_after),
         security=client_security_from(args),
         max_rate=args.max_rate,
@@ -161,9 +186,12 @@ class ProgressLine:
 
     def __call__(self, p: Progress) -> None:
         if self.enabled:
+            waiting = ""
+            if p.provisional is not None and p.left_s is not None:
+                waiting = f" · {p.provisional.value} unless more arrives in {p.left_s:.1f} s"
             sys.stderr.write(
-                f"\r  {p.phase:<8} sent {p.sent}/{p.total} · accepted {p.accepted} · "
-                f"delivered {p.delivered}   "
+                f"\r\033[K  {p.phase:<8} sent {p.sent}/{p.total} · accepted {p.accepted} · "
+                f"delivered {p.delivered}{waiting}"
             )
             sys.stderr.flush()
 

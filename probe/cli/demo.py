@@ -20,6 +20,7 @@ from pathlib import Path
 
 from probe.cli.common import add_db, open_ledger, positive_int
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
+from probe.delivery.settle import Patience
 from probe.diagnosis import gather as explain
 from probe.host.facts import collect
 from probe.lab.dll import build_dll, write_dll
@@ -31,6 +32,9 @@ from probe.reporting.text import diagnosis_text, to_text
 from probe.verdict import Pattern
 
 MODULE = "MPNotifyPerf.dll"
+# The lab gateway relays at once, so a short settle window is safe here and keeps the demo quick;
+# a real gateway with no history gets the default window (docs/data-path.md).
+SETTLE_S = 1.0
 
 
 def add_parser(subparsers, parents) -> None:
@@ -70,7 +74,9 @@ async def rehearse(ledger: Ledger, mode: str, count: int) -> ProbeOutcome:
     sink = Endpoint("127.0.0.1", free_port())
     gateway = LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode.parse(mode))
     async with gateway:
-        settings = ProbeSettings(gateway=gateway.listen, sink=sink, count=count)
+        settings = ProbeSettings(
+            gateway=gateway.listen, sink=sink, count=count, patience=Patience(settle_s=SETTLE_S)
+        )
         return await run_probe(ledger, settings)
 
 
@@ -98,7 +104,9 @@ def diagnose_and_keep(
 def run(args: argparse.Namespace) -> int:
     failures = 0
     with open_ledger(args.db) as ledger, tempfile.TemporaryDirectory() as tmp:
-        print(f"── 1/2  lab gateway in first-only mode, with an old {MODULE} still loaded\n")
+        print(f"── 1/2  lab gateway in first-only mode, with an old {MODULE} still loaded")
+        print(f"       (settle window {SETTLE_S:g} s, as `--settle {SETTLE_S:g}`: the lab gateway "
+              "relays at once)\n")  # fmt: skip
         with stale_stand_in(Path(tmp)) as installed:
             outcome = asyncio.run(rehearse(ledger, "first-only", args.count))
             why = diagnose_and_keep(ledger, outcome, installed)

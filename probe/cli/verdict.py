@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import time
 
 from probe.cli.common import add_db, chosen_run, open_ledger, write_json
-from probe.reporting.text import to_json, to_text
+from probe.delivery.late import revisit
+from probe.reporting.text import revision_text, to_json, to_text
 from probe.verdict import judge_recorded
 
 
@@ -14,7 +16,10 @@ def add_parser(subparsers, parents) -> None:
         "verdict",
         parents=parents,
         help="judge a recorded run again from the ledger",
-        description="Re-read a run from the ledger, with mail that arrived since, and judge it.",
+        description="Re-read a run from the ledger, with mail that arrived since, and judge it. "
+        "When notifications arrived after the verdict given at the end of the run, say so and "
+        "whether the pattern changed; a changed verdict is kept in the ledger beside the "
+        "original.",
     )
     p.add_argument("run_id", nargs="?", metavar="RUN_ID")
     p.add_argument("--last", action="store_true", help="the most recent run")
@@ -25,10 +30,15 @@ def add_parser(subparsers, parents) -> None:
 
 def run(args: argparse.Namespace) -> int:
     with open_ledger(args.db, existing=True) as ledger:
-        record = ledger.load(chosen_run(ledger, args.run_id, args.last, "verdict"))
-    verdict = judge_recorded(record)
+        revisited = revisit(ledger, chosen_run(ledger, args.run_id, args.last, "verdict"),
+                            time.time())  # fmt: skip
+    record, revision = revisited.record, revisited.revision
+    verdict = revision.current if revision is not None else judge_recorded(record)
     if args.json:
-        write_json(args.json, to_json(record, verdict))
+        extra = {"revision": revision.to_dict()} if revision is not None else {}
+        write_json(args.json, to_json(record, verdict) | extra)
     if args.json != "-":
         print(to_text(record, verdict))
+        if revision is not None:
+            print(revision_text(revision))
     return int(verdict.severity)

@@ -25,18 +25,25 @@ from probe.delivery.burst import (
     send_burst,
     send_control,
 )
-from probe.delivery.settle import Patience, wait_until
+from probe.delivery.settle import (
+    HISTORY_RUNS,
+    Patience,
+    SettleWindow,
+    choose_window,
+    settle_deadline,
+)
 from probe.delivery.sink import DeliveryCallback, Sink
 from probe.delivery.sink_limits import Access, SinkLimits
 from probe.delivery.tls import ClientSecurity
 from probe.errors import UsageError
 from probe.ledger import Ledger, LedgerWriter
-from probe.records import Endpoint, Run, RunRecord, Submission
-from probe.verdict import Thresholds, Verdict, classify
+from probe.records import Delivery, Endpoint, Notification, Run, RunRecord, Submission
+from probe.verdict import Pattern, Thresholds, Verdict, classify
 
 log = structlog.get_logger("notifyprobe.run")
 
 EXTERNAL_SINK_POLL_S = 0.1
+PROGRESS_EVERY_S = 0.25  # while waiting: how often the time left and provisional pattern refresh
 
 
 @dataclass(frozen=True)
@@ -95,6 +102,8 @@ class Progress:
     accepted: int
     delivered: int
     phase: str  # sending, waiting, judging
+    provisional: Pattern | None = None  # waiting: the verdict if nothing more arrives
+    left_s: float | None = None  # waiting: until the missing ones are declared lost
 
 
 @dataclass(frozen=True)
@@ -144,41 +153,50 @@ class _Tracker:
         self.run_id = run_id
         self.total = total
         self.progress = progress
-        self.started: dict[int, float] = {}
-        self.accepted: set[int] = set()
+        self.submissions: dict[int, Submission] = {}
         self.arrived: dict[int, float] = {}
         self.changed = asyncio.Event()
         self.phase = "sending"
 
     def on_submission(self, seq: int, submission: Submission) -> None:
-        self.started[seq] = submission.started_at
-        if submission.accepted:
-            self.accepted.add(seq)
+        self.submissions[seq] = submission
         self.changed.set()
-        self.report()
+        if self.phase == "sending":  # while waiting, the wait loop reports (with time left)
+            self.report()
 
     def on_delivery(self, ref: TokenRef, received_at: float) -> None:
         if ref.run_id == self.run_id and ref.seq not in self.arrived:
             self.arrived[ref.seq] = received_at
             self.changed.set()
-            self.report()
+            if self.phase == "sending":
+                self.report()
 
-    def pending(self) -> dict[int, float]:
-        return {s: self.started[s] for s in self.accepted if s not in self.arrived}
+    def pending(self) -> int:
+        """Accepted notifications (control included) that have not arrived yet."""
+        arrived = self.arrived
+        return sum(1 for s, sub in self.submissions.items() if sub.accepted and s not in arrived)
 
-    def latencies(self) -> list[float]:
-        """Gateway latencies only: the control message skips the gateway and says nothing."""
-        # max(0, …): a wall clock stepped back mid-run must not make a negative latency (which
-        # would shrink the adaptive wait below zero and call late mail lost).
-        started = self.started
-        return [max(0.0, t - started[s]) for s, t in self.arrived.items() if s in started and s]
+    def last_delivery_at(self) -> float | None:
+        """The latest first arrival through the gateway: the control message skips it."""
+        return max((t for s, t in self.arrived.items() if s), default=None)
 
-    def report(self) -> None:
+    def provisional(self, run: Run, thresholds: Thresholds) -> Pattern:
+        """The verdict if nothing more arrived: the same pure judgement, on what is known now."""
+        notifications = tuple(
+            Notification(self.run_id, seq, "", submission,
+                         (Delivery(self.run_id, seq, self.arrived[seq], "live"),)
+                         if seq in self.arrived else ())
+            for seq, submission in sorted(self.submissions.items())
+        )  # fmt: skip
+        return classify(RunRecord(run, notifications), thresholds).pattern
+
+    def report(self, provisional: Pattern | None = None, left_s: float | None = None) -> None:
         if self.progress is not None:
             delivered = sum(1 for s in self.arrived if s != 0)
-            sent = sum(1 for s in self.started if s != 0)
-            accepted = sum(1 for s in self.accepted if s != 0)
-            self.progress(Progress(self.total, sent, accepted, delivered, self.phase))
+            sent = sum(1 for s in self.submissions if s != 0)
+            accepted = sum(1 for s, sub in self.submissions.items() if s != 0 and sub.accepted)
+            self.progress(Progress(self.total, sent, accepted, delivered, self.phase,
+                                   provisional, left_s))  # fmt: skip
 
 
 async def run_probe(
@@ -216,30 +234,36 @@ async def run_probe(
                 await sink.start()
                 stack.push_async_callback(sink.stop)
                 sink_endpoint = Endpoint(settings.sink.host, sink.port)
+        gateway = str(settings.gateway)
+        window = choose_window(
+            settings.patience, ledger.delivery_history(gateway, limit=HISTORY_RUNS)
+        )
         run = Run(
             run_id=run_id,
-            gateway=str(settings.gateway),
+            gateway=gateway,
             sink=str(sink_endpoint),
             domain=settings.domain,
             count=settings.count,
             started_at=time.time(),
-            options=settings.options(),
+            options={**settings.options(), "settle": window.to_dict()},
         )
         ledger.create_run(run, control=settings.control)
-        log.info("run_started", run_id=run_id, gateway=run.gateway, sink=run.sink, count=run.count)
+        log.info("run_started", run_id=run_id, gateway=run.gateway, sink=run.sink, count=run.count,
+                 settle_s=window.seconds, settle_source=window.source.value)  # fmt: skip
         status = "interrupted"
         try:
             in_process = shared is not None or settings.own_sink
-            await _probe(writer, settings, run_id, sink_endpoint, tracker, ledger, in_process)
+            await _probe(writer, settings, run, window, sink_endpoint, tracker, ledger, in_process)
             status = "done"
         finally:
             await writer.drain()
             if status != "done":
                 ledger.finish_run(run_id, status, time.time(), None)
                 log.warning("run_interrupted", run_id=run_id)
+    judged_at = time.time()  # mail recorded after this is not in the verdict: it came late
     record = ledger.load(run_id)
     verdict = classify(record, settings.thresholds)
-    ledger.finish_run(run_id, "done", time.time(), json.dumps(verdict.to_dict()))
+    ledger.finish_run(run_id, "done", judged_at, json.dumps(verdict.to_dict()))
     log.info("run_judged", run_id=run_id, pattern=verdict.pattern.value)
     return ProbeOutcome(ledger.load(run_id), verdict, time.monotonic() - t0)
 
@@ -247,13 +271,15 @@ async def run_probe(
 async def _probe(
     writer: LedgerWriter,
     settings: ProbeSettings,
-    run_id: str,
+    run: Run,
+    window: SettleWindow,
     sink: Endpoint,
     tracker: _Tracker,
     ledger: Ledger,
     in_process: bool,
 ) -> None:
     """Send, then wait for late mail; `in_process`: deliveries are reported live, no polling."""
+    run_id = run.run_id
 
     def on_result(seq: int, submission: Submission) -> None:
         writer.record_submission(run_id, seq, submission)
@@ -281,19 +307,23 @@ async def _probe(
     # times come from it, but the monotonic clock bounds the whole wait whatever the wall does.
     hard_stop = time.monotonic() + settings.patience.timeout_s
     tracker.phase = "waiting"
-    tracker.report()
+    reported_at = float("-inf")
     while time.monotonic() < hard_stop:
         if not in_process:
             for seq, at in ledger.delivered_seqs(run_id).items():
                 tracker.on_delivery(TokenRef(run_id, seq), at)
-        deadline = wait_until(
-            tracker.pending(), tracker.latencies(), burst_ended, settings.patience
-        )
+        deadline = settle_deadline(tracker.pending(), tracker.last_delivery_at(), burst_ended,
+                                   window.seconds, settings.patience.timeout_s)  # fmt: skip
         remaining = min(deadline - time.time(), hard_stop - time.monotonic())
         if remaining <= 0:
             break
-        tracker.changed.clear()
         wait_s = remaining if in_process else min(remaining, EXTERNAL_SINK_POLL_S)
+        if tracker.progress is not None:
+            if time.monotonic() - reported_at >= PROGRESS_EVERY_S:
+                reported_at = time.monotonic()
+                tracker.report(tracker.provisional(run, settings.thresholds), remaining)
+            wait_s = min(wait_s, PROGRESS_EVERY_S)
+        tracker.changed.clear()
         with suppress(asyncio.TimeoutError):
             await asyncio.wait_for(tracker.changed.wait(), timeout=wait_s)
     tracker.phase = "judging"

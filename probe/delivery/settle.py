@@ -1,47 +1,139 @@
-"""How long to wait for late mail: adapt to the latency observed instead of a fixed timeout.
+"""The settle window: how long missing mail must stay silent before it is declared lost.
 
-Once one notification has arrived with latency L, a notification still missing after a small
-multiple of L (plus a grace) is not late, it is lost. So a first-only gateway is judged about a
-second after the burst, while a slow but working gateway still gets the time it needs.
+Certainty before speed. A notification the gateway accepted but that has not arrived is lost
+only once the missing ones have been silent for the whole window, silence counting from the
+later of the end of the burst and the last delivery of this run. A healthy run does not wait at
+all: it ends the moment every accepted notification has arrived.
 
-The grace is also the floor of the wait for the *second* notification, and one latency sample
-cannot tell a first-only gateway from an MTA that spaces deliveries to one destination (Postfix
-`default_destination_rate_delay`, throttled smart hosts): the first arrives in milliseconds, the
-next a second later. With a 0.75 s grace a real Postfix at a 1 s rate delay was judged
-first_only, the stale-module signature. The default (1 s) keeps a first-only verdict at about a
-second on a gateway that delivers at once; raise `--grace` above the spacing for a gateway known
-to pace its deliveries (tests/test_real_mta.py shows 2 s for a 1 s rate delay).
+Where the window comes from, in this order:
+
+- **set by option** (`--settle`, the `settle` key of a watch target): the operator knows best;
+- **learned** from this gateway's own history in the ledger, once it has `MIN_HEALTHY_RUNS`
+  fully delivered runs: a multiple of the largest latency and of the largest gap between two
+  deliveries those runs showed, never below a floor (`--grace`) and never above the default. A
+  gateway known to deliver in milliseconds is judged about a second after the burst; one known
+  to deliver in batches keeps a window that outlasts its batches;
+- **default** otherwise: long enough for a gateway that delivers the first notification at once
+  and the rest when its queue runner wakes up to 10 s later (the first-only signature of a
+  stale module must never be a queue runner misread).
+
+The window never outlasts the hard cap (`--timeout`, counted from the end of the burst), which
+also bounds a gateway that keeps trickling mail in. Pure: callers pass plain values and compare
+the result with their own clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from probe.errors import UsageError
+from probe.records import DeliveryHistory
+
+DEFAULT_WINDOW_S = 15.0  # a queue runner that wakes every 10 s, with a third to spare
+MIN_HEALTHY_RUNS = 3  # fully delivered runs before a gateway's own history sets its window
+HISTORY_FACTOR = 3.0  # a learned window: 3 × the slowest delivery or the longest gap seen
+HISTORY_RUNS = 20  # the most recent fully delivered runs learned from: a gateway may change
+
+
+class WindowSource(str, Enum):
+    DEFAULT = "default"
+    LEARNED = "learned"
+    OPTION = "option"
 
 
 @dataclass(frozen=True)
 class Patience:
-    factor: float = 4.0  # wait up to factor × the slowest latency seen so far
-    grace_s: float = 1.0  # plus this: jitter, queue runners, gateways that pace deliveries
-    timeout_s: float = 30.0  # hard cap after the burst ends, whatever was seen
+    """What the operator chose about waiting for late mail."""
+
+    settle_s: float | None = None  # an explicit window (--settle); None: learned or default
+    grace_s: float = 1.0  # the shortest window history may teach (--grace): jitter, pacing
+    timeout_s: float = 30.0  # the hard cap after the burst (--timeout), whatever was seen
+
+    def __post_init__(self) -> None:
+        if self.settle_s is not None and self.settle_s > self.timeout_s:
+            raise UsageError(
+                f"settle window {self.settle_s:g} s (--settle) is longer than the longest wait "
+                f"for late mail, {self.timeout_s:g} s (--timeout)"
+            )
 
 
-def wait_until(
-    pending_started: Mapping[int, float],
-    latencies: list[float],
+@dataclass(frozen=True)
+class SettleWindow:
+    """The window a run used, and why: kept in the run's options, shown in every report."""
+
+    seconds: float
+    source: WindowSource
+    runs: int = 0  # fully delivered runs of this gateway the window was learned from
+    reason: str = ""
+
+    def describe(self) -> str:
+        return f"{self.seconds:.3g} s, {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "source": self.source.value,
+            "runs": self.runs,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_options(cls, options: dict[str, object]) -> SettleWindow | None:
+        """The window kept with a run; None for runs recorded before windows were kept."""
+        data = options.get("settle")
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(
+                seconds=float(data["seconds"]),
+                source=WindowSource(data["source"]),
+                runs=int(data.get("runs", 0)),
+                reason=str(data.get("reason", "")),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+def choose_window(patience: Patience, history: DeliveryHistory) -> SettleWindow:
+    """The window for a run of a gateway with `history` (its fully delivered past runs)."""
+    if patience.settle_s is not None:
+        reason = "set by the settle option (--settle)"
+        return SettleWindow(patience.settle_s, WindowSource.OPTION, reason=reason)
+    if history.runs >= MIN_HEALTHY_RUNS:
+        learned = max(
+            patience.grace_s, HISTORY_FACTOR * max(history.max_latency_s, history.max_gap_s)
+        )
+        seconds = min(learned, DEFAULT_WINDOW_S, patience.timeout_s)
+        reason = (
+            f"learned from {history.runs} fully delivered runs of this gateway (slowest "
+            f"delivery {history.max_latency_s:.3g} s, longest gap {history.max_gap_s:.3g} s)"
+        )
+        return SettleWindow(seconds, WindowSource.LEARNED, history.runs, reason)
+    reason = (
+        f"default: this gateway has {history.runs} fully delivered run(s) in the ledger, "
+        f"{MIN_HEALTHY_RUNS} are needed to learn its own"
+    )
+    if patience.timeout_s < DEFAULT_WINDOW_S:
+        reason += f"; cut to --timeout {patience.timeout_s:g} s"
+    seconds = min(DEFAULT_WINDOW_S, patience.timeout_s)
+    return SettleWindow(seconds, WindowSource.DEFAULT, history.runs, reason)
+
+
+def settle_deadline(
+    pending: int,
+    last_delivery_at: float | None,
     burst_ended_at: float,
-    patience: Patience,
+    window_s: float,
+    timeout_s: float,
 ) -> float:
-    """The time until which it is worth waiting for the `pending` notifications.
+    """When the `pending` accepted-but-missing notifications are lost, not late.
 
-    `pending_started` maps each accepted-but-not-yet-delivered notification to the time its
-    submission started; `latencies` are those of the deliveries seen so far. Pure: the caller
-    compares the result with its clock.
+    `last_delivery_at` is the latest first arrival of this run's notifications (None: none
+    yet). Nothing pending: the run is settled when the burst ends.
     """
-    hard = burst_ended_at + patience.timeout_s
-    if not pending_started:
+    if not pending:
         return burst_ended_at
-    if not latencies:
-        return hard
-    allowance = patience.factor * max(latencies) + patience.grace_s
-    return min(hard, max(pending_started.values()) + allowance)
+    quiet_since = max(burst_ended_at, last_delivery_at or burst_ended_at)
+    return min(quiet_since + window_s, burst_ended_at + timeout_s)

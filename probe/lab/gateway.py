@@ -2,9 +2,9 @@
 
 It stores and forwards like a real notification gateway (answers 250, then relays in the
 background) and can misbehave on purpose: relay only the first message after start (the
-MPNotifyPerf.dll symptom), drop after k, lose a seeded random share, delay, duplicate, refuse
-everything, or not listen at all. `--rewrite` rebuilds each message from a template the way
-gateways do, so the token has to survive on its own.
+MPNotifyPerf.dll symptom), drop after k, lose a seeded random share, delay, deliver in batches
+like a queue runner, duplicate, refuse everything, or not listen at all. `--rewrite` rebuilds
+each message from a template the way gateways do, so the token has to survive on its own.
 """
 
 from __future__ import annotations
@@ -32,19 +32,22 @@ log = structlog.get_logger("notifyprobe.lab")
 _Queued = tuple[str, tuple[str, ...], bytes]  # envelope sender, recipients, message
 STOP_TIMEOUT_S = 5.0
 
-MODES = ("healthy", "first-only", "drop-after-k", "intermittent", "slow", "duplicate", "reject",
-         "down")  # fmt: skip
+MODES = ("healthy", "first-only", "drop-after-k", "intermittent", "slow", "batch", "duplicate",
+         "reject", "down")  # fmt: skip
 
 
 @dataclass(frozen=True)
 class FaultMode:
     """A parsed `--mode`: `first-only[:drop|4xx|5xx]`, `drop-after-k:K`, `intermittent:P`,
-    `slow:SECONDS`, or one of `healthy`, `duplicate`, `reject`, `down`."""
+    `slow:SECONDS`, `batch:SECONDS`, or one of `healthy`, `duplicate`, `reject`, `down`.
+
+    `batch:W` is a queue runner that wakes at most every W s: the first notification goes out
+    at once, the ones accepted meanwhile wait for the next run, W s later."""
 
     name: str
     k: int = 0
     probability: float = 0.0
-    delay_s: float = 0.0
+    delay_s: float = 0.0  # slow: each message; batch: between two queue runs
     refusal: str = "drop"  # first-only: drop (accept and lose), 4xx or 5xx
 
     @classmethod
@@ -63,11 +66,13 @@ class FaultMode:
                 return cls(name, probability=float(arg))
             if name == "slow" and float(arg) >= 0.0:
                 return cls(name, delay_s=float(arg))
+            if name == "batch" and float(arg) > 0.0:
+                return cls(name, delay_s=float(arg))
         except ValueError as exc:
             raise UsageError(f"bad lab mode {text!r}: {exc}") from None
         raise UsageError(
             f"bad lab mode {text!r}: use healthy, first-only[:drop|4xx|5xx], drop-after-k:K, "
-            "intermittent:P, slow:SECONDS, duplicate, reject or down"
+            "intermittent:P, slow:SECONDS, batch:SECONDS, duplicate, reject or down"
         )
 
 
@@ -158,6 +163,9 @@ class LabGateway:
         self._relay_connections = relay_connections
         self._workers: list[asyncio.Task[None]] = []
         self._delayed: set[asyncio.Task[None]] = set()
+        self._batch: list[_Queued] = []  # batch mode: accepted since the last queue run
+        self._batch_waiting = asyncio.Event()
+        self._batch_runner: asyncio.Task[None] | None = None
         self._server: asyncio.base_events.Server | None = None
         self.relayed = 0
 
@@ -195,6 +203,9 @@ class LabGateway:
                 )
                 self._delayed.add(task)
                 task.add_done_callback(self._delayed.discard)
+            elif self.mode.name == "batch":
+                self._batch.append(item)
+                self._batch_waiting.set()
             else:
                 self._queue.put_nowait(item)
         return f"250 2.0.0 Queued as lab-{self._received}"
@@ -202,6 +213,16 @@ class LabGateway:
     async def _enqueue_after(self, delay_s: float, item: _Queued) -> None:
         await asyncio.sleep(delay_s)  # the fault itself: a gateway that holds mail back
         self._queue.put_nowait(item)
+
+    async def _run_batches(self) -> None:
+        """The queue runner of batch mode: relay everything waiting, then sleep W s."""
+        while True:
+            await self._batch_waiting.wait()
+            self._batch_waiting.clear()
+            batch, self._batch = self._batch, []
+            for item in batch:
+                self._queue.put_nowait(item)
+            await asyncio.sleep(self.mode.delay_s)  # the fault itself: a runner on a timer
 
     async def _relay_worker(self) -> None:
         sender = Sender(self.relay, timeout=30.0, reuse=True, helo="lab-gateway")
@@ -243,10 +264,12 @@ class LabGateway:
         self._workers = [
             loop.create_task(self._relay_worker()) for _ in range(self._relay_connections)
         ]
+        if self.mode.name == "batch":
+            self._batch_runner = loop.create_task(self._run_batches())
         return self
 
     async def stop(self) -> None:
-        for task in list(self._delayed):
+        for task in [*self._delayed, *([self._batch_runner] if self._batch_runner else [])]:
             task.cancel()
         if self._server is not None:
             self._server.close()

@@ -69,6 +69,7 @@ class Target:
     pacing_s: float = 0.0  # `burst --interval`: seconds between notifications of one burst
     step_timeout_s: float = 10.0
     timeout_s: float = 30.0
+    settle_s: float | None = None  # `burst --settle`; None: learned from history or default
     grace_s: float = 1.0
     slow_after_s: float = 5.0
     control: bool = True
@@ -147,6 +148,7 @@ _TARGET_KEYS = {
     "pacing",
     "step_timeout",
     "timeout",
+    "settle",
     "grace",
     "slow_after",
     "control",
@@ -304,6 +306,7 @@ class _Reader:
             pacing_s=self.duration(merged, "pacing", where, d.pacing_s),
             step_timeout_s=self.duration(merged, "step_timeout", where, d.step_timeout_s),
             timeout_s=self.duration(merged, "timeout", where, d.timeout_s),
+            settle_s=(self.duration(merged, "settle", where, 0.0) if "settle" in merged else None),
             grace_s=self.duration(merged, "grace", where, d.grace_s),
             slow_after_s=self.duration(merged, "slow_after", where, d.slow_after_s),
             control=self.boolean(merged, "control", where, d.control),
@@ -343,6 +346,8 @@ class _Reader:
             raise self.fail(where, "jitter is a fraction of the interval: 0 to 0.5")
         if t.step_timeout_s <= 0 or t.timeout_s <= 0:
             raise self.fail(where, "step_timeout and timeout must be above 0")
+        if t.settle_s is not None and t.settle_s > t.timeout_s:
+            raise self.fail(where, "settle (the settle window) must be at most timeout")
         if t.pacing_s * t.count > t.interval_s:
             raise self.fail(
                 where,

@@ -117,6 +117,13 @@ class Metrics:
             t,
             registry=r,
         )
+        self.corrected = Counter(
+            "notifyprobe_verdicts_corrected",
+            "Runs whose verdict changed when re-judged, at the start of the next run, with the "
+            "mail that arrived after it (a loss that was a delay)",
+            t,
+            registry=r,
+        )
         self.sink_up = Gauge(
             "notifyprobe_sink_up", "1 while the probe's sink is listening", registry=r
         )
@@ -132,7 +139,7 @@ class Metrics:
             for reply_class in REPLY_CLASSES:
                 self.failures.labels(name, reply_class)
             for metric in (self.sent, self.accepted, self.delivered, self.probe_errors,
-                           self.hook_failures, self.latency):  # fmt: skip
+                           self.hook_failures, self.corrected, self.latency):  # fmt: skip
                 metric.labels(name)
             self.stale_modules.labels(name).set(0)
             self.interval.labels(name).set(interval_s)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import structlog
 
+from probe.delivery.late import revisit
 from probe.delivery.run import DeliveryHub, ProbeSettings, SharedSink, run_probe
 from probe.delivery.settle import Patience
 from probe.delivery.sink import Sink
@@ -87,7 +88,9 @@ def settings_for(config: WatchConfig, target: Target) -> ProbeSettings:
         interval_s=target.pacing_s,
         step_timeout_s=target.step_timeout_s,
         control=target.control,
-        patience=Patience(grace_s=target.grace_s, timeout_s=target.timeout_s),
+        patience=Patience(
+            settle_s=target.settle_s, grace_s=target.grace_s, timeout_s=target.timeout_s
+        ),
         thresholds=Thresholds(slow_after_s=target.slow_after_s),
         helo=target.helo,
         target=target.name,
@@ -181,6 +184,7 @@ class Watcher:
                 await asyncio.sleep(delay)  # the interval itself: nothing to wait for but time
             started = time.monotonic()
             try:  # everything of one round: a failure must never end this target's loop
+                self.look_back(target)
                 outcome = await run_probe(
                     self.ledger, settings_for(self.config, target), shared=shared
                 )
@@ -232,6 +236,21 @@ class Watcher:
                                 self.hook_env(target, previous, judged, evidence))  # fmt: skip
             if not ok and self.metrics is not None:
                 self.metrics.hook_failures.labels(target.name).inc()
+
+    def look_back(self, target: Target) -> None:
+        """Re-judge the target's previous run with the mail that arrived after its verdict."""
+        previous = self.states.get(target.name)
+        if previous is None:
+            return
+        looked = revisit(self.ledger, previous.run_id, time.time())
+        r = looked.revision
+        if not looked.newly_corrected or r is None:
+            return
+        log.warning("verdict_corrected", target=target.name, run_id=previous.run_id,
+                    original=r.original.value, corrected=r.current.pattern.value, late=r.late,
+                    last_late_s=r.last_late_s, summary=r.summary())  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.corrected.labels(target.name).inc()
 
     # -- state change: evidence and the command ---------------------------------------------
 

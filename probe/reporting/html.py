@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from probe import __version__
+from probe.delivery.settle import SettleWindow
 from probe.records import Notification
 from probe.reporting.text import MEANING
 from probe.verdict import Severity, gateway_order
@@ -74,6 +75,7 @@ def render(ev: RunEvidence, clean: Clean) -> str:
     colour = COLOURS[verdict.severity]
     meaning, action = MEANING[verdict.pattern]
     started = _utc(run.started_at)
+    window = SettleWindow.from_options(run.options)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -94,10 +96,15 @@ def render(ev: RunEvidence, clean: Clean) -> str:
         f"<span>delivered <b>{verdict.delivered}</b></span>"
         f"<span>sink verified <b>{esc(_yes_no(verdict.sink_verified))}</b></span></p>",
         f"<p><b>What it means:</b> {esc(meaning)}</p>",
+        *(
+            [f'<p class="meta" id="settle">settle window {esc(window.describe())}</p>']
+            if window is not None
+            else []
+        ),
         "</section>",
         *_diagnosis(ev, esc, action),
         '<h2 id="timeline">Timeline</h2>',
-        _timeline(record.notifications, run.started_at, esc),
+        _timeline(record.notifications, run.started_at, esc, window, run.finished_at),
         *_inventory(ev, esc),
         *_upgrade_checks(ev, esc),
         '<h2 id="evidence">Evidence</h2><ul class="evidence">',
@@ -219,10 +226,15 @@ def _notifications_table(
 
 
 def _timeline(
-    notifications: Sequence[Notification], t0: float, esc: Callable[[object], str]
+    notifications: Sequence[Notification],
+    t0: float,
+    esc: Callable[[object], str],
+    window: SettleWindow | None = None,
+    judged_at: float | None = None,
 ) -> str:
     """One row per notification on a shared time axis: submitted ●, accepted ■ or refused ✕,
-    delivered ◆ or "lost"."""
+    delivered ◆ or "lost"; the verdict as a line, and the settle window that ran out before it
+    as a band (mail right of the line arrived after the verdict)."""
     control = [n for n in notifications if n.is_control]
     burst = gateway_order(n for n in notifications if not n.is_control)
     rows = (burst + control)[:MAX_ROWS]
@@ -231,9 +243,11 @@ def _timeline(
         if n.submission:
             times += [n.submission.started_at, n.submission.finished_at]
         times += [d.received_at for d in n.deliveries]
+    if judged_at is not None:
+        times.append(judged_at)
     span = max(max(times) - t0, 0.001)
     plot_w = WIDTH - LEFT - RIGHT
-    height = TOP + ROW_H * max(len(rows), 1) + 34
+    height = TOP + ROW_H * max(len(rows), 1) + 48
 
     def x(t: float) -> float:
         return round(LEFT + (t - t0) / span * plot_w, 1)
@@ -258,6 +272,8 @@ def _timeline(
         tick += step
     out.append(f'<line x1="{LEFT}" y1="{axis_y}" x2="{LEFT + plot_w}" y2="{axis_y}" '
                'stroke="#57606a"/>')  # fmt: skip
+    if judged_at is not None:
+        out += _verdict_marks(notifications, window, judged_at, x, axis_y, esc)
     for i, n in enumerate(rows):
         y = TOP + ROW_H * i + ROW_H / 2
         label = "control" if n.is_control else f"seq {n.seq}"
@@ -314,6 +330,40 @@ def _row(n: Notification, y: float, x: Callable[[float], float], t0: float,
         why = s.describe()
         why = why if len(why) <= 34 else why[:33] + "…"
         out.append(f'<text x="{end_x}" y="{y + 4}" fill="#cf222e">{esc(why)}</text>')
+    return out
+
+
+def _verdict_marks(
+    notifications: Sequence[Notification],
+    window: SettleWindow | None,
+    judged_at: float,
+    x: Callable[[float], float],
+    axis_y: float,
+    esc: Callable[[object], str],
+) -> list[str]:
+    """The verdict line, and the silence before it when accepted mail was still missing."""
+    out: list[str] = []
+    missing = [n for n in notifications if n.submission and n.submission.accepted
+               and (n.delivered_at is None or n.delivered_at > judged_at)]  # fmt: skip
+    if window is not None and missing:
+        ends = [n.submission.finished_at for n in notifications if n.submission]
+        arrivals = [n.delivered_at for n in notifications if not n.is_control
+                    and n.delivered_at is not None and n.delivered_at <= judged_at]  # fmt: skip
+        quiet_since = max([*ends, *arrivals])
+        left, right = x(quiet_since), x(min(quiet_since + window.seconds, judged_at))
+        label = f"settle window {window.seconds:.3g} s ({window.source.value}): silence"
+        out += [
+            f'<rect x="{left}" y="{TOP - 6}" width="{max(right - left, 1)}" '
+            f'height="{axis_y - TOP + 6}" fill="#9a6700" fill-opacity="0.08">'
+            f"<title>{esc(window.describe())}</title></rect>",
+            f'<text x="{left + 4}" y="{TOP - 10}" fill="#9a6700">{esc(label)}</text>',
+        ]
+    xv = x(judged_at)
+    out += [
+        f'<line x1="{xv}" y1="{TOP - 6}" x2="{xv}" y2="{axis_y}" stroke="#cf222e" '
+        'stroke-dasharray="4 3"/>',
+        f'<text x="{xv}" y="{axis_y + 30}" text-anchor="middle" fill="#cf222e">verdict</text>',
+    ]
     return out
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from probe.delivery.settle import SettleWindow
 from probe.delivery.tls import INSECURE_WARNING
 from probe.diagnosis.rules import Diagnosis
 from probe.host.inventory import Inventory
 from probe.records import Notification, Run, RunRecord
-from probe.verdict import Pattern, Severity, Verdict
+from probe.verdict import Pattern, Revision, Severity, Verdict
 
 MEANING: dict[Pattern, tuple[str, str]] = {
     Pattern.HEALTHY: (
@@ -73,11 +74,17 @@ def to_json(record: RunRecord, verdict: Verdict) -> dict[str, Any]:
         "accepted": verdict.accepted,
         "delivered": verdict.delivered,
         "verdict": verdict.to_dict(),
+        "settle": _window_json(run),
         "security": run.options.get("security"),
         "warnings": warnings(run),
         "control": _notification_json(control) if control else None,
         "notifications": [_notification_json(n) for n in record.burst],
     }
+
+
+def _window_json(run: Run) -> dict[str, Any] | None:
+    window = SettleWindow.from_options(run.options)
+    return window.to_dict() if window is not None else None
 
 
 def warnings(run: Run) -> list[str]:
@@ -120,10 +127,12 @@ def to_text(record: RunRecord, verdict: Verdict, elapsed_s: float | None = None)
     run = record.run
     took = f" · {elapsed_s:.2f} s" if elapsed_s is not None else ""
     meaning, action = MEANING[verdict.pattern]
+    window = SettleWindow.from_options(run.options)
     lines = [
         f"notifyprobe run {run.run_id}: gateway {run.gateway} → sink {run.sink} ({run.domain})",
         f"  sent {verdict.sent} · accepted {verdict.accepted} · delivered {verdict.delivered}"
         f"{took}",
+        *([f"  settle window {window.describe()}"] if window is not None else []),
         *(f"  WARNING: {line}" for line in warnings(run)),
         "",
         f"  {_STATE_WORD[verdict.severity]}  {verdict.pattern.value}: {verdict.summary}",
@@ -133,6 +142,12 @@ def to_text(record: RunRecord, verdict: Verdict, elapsed_s: float | None = None)
         f"  What to do:    {action}",
     ]
     return "\n".join(lines)
+
+
+def revision_text(revision: Revision) -> str:
+    """Under a re-judged run: what arrived after the verdict given at the end of the run."""
+    word = "CHANGED" if revision.changed else "unchanged"
+    return f"\n  Since the verdict ({word}): {revision.summary()}"
 
 
 def diagnosis_text(diagnosis: Diagnosis | None, inventory: Inventory | None) -> str:

@@ -15,10 +15,10 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from probe.correlation import make_token, recipient_for
+from probe.correlation import TokenRef, make_token, recipient_for
 from probe.delivery.burst import Sender
 from probe.delivery.run import ProbeSettings, Progress, _Tracker, run_probe
-from probe.delivery.settle import Patience
+from probe.delivery.settle import Patience, settle_deadline
 from probe.delivery.sink import Sink
 from probe.lab.gateway import free_port
 from probe.ledger import Ledger, LedgerWriter
@@ -239,11 +239,15 @@ def test_wall_clock_stepped_back_gives_zero_latency_not_negative_or_slow():
     assert classify(record).pattern is Pattern.HEALTHY
 
 
-def test_tracker_latencies_never_go_negative():
+def test_a_clock_stepped_back_never_shortens_the_settle_window():
     tracker = _Tracker("c10c0c10c0", 2, None)
-    tracker.started = {1: 1000.0, 2: 1000.0}
-    tracker.arrived = {1: 400.0, 2: 1000.5}
-    assert tracker.latencies() == [0.0, 0.5]
+    ok = SmtpReply(250, "2.0.0 OK", "2.0.0")
+    for seq in (1, 2):
+        tracker.on_submission(seq, Submission(1000.0, 1000.1, "data", reply=ok))
+    tracker.on_delivery(TokenRef("c10c0c10c0", 1), 400.0)  # the wall clock went back
+    assert tracker.pending() == 1
+    deadline = settle_deadline(tracker.pending(), tracker.last_delivery_at(), 1000.2, 15.0, 30.0)
+    assert deadline == 1000.2 + 15.0  # silence counts from the end of the burst
 
 
 def test_watch_config_with_a_non_loopback_sink_needs_its_gateways_listed():

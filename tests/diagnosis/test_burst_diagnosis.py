@@ -46,7 +46,7 @@ def lab_gateway(mode: str, sink_port: int) -> Iterator[tuple[int, int]]:
 def burst(port: int, sink_port: int, db: Path, *extra: str) -> tuple[int, str]:
     proc = subprocess.run(
         [sys.executable, "-m", "probe", "burst", "--gateway", f"127.0.0.1:{port}",
-         "--sink", f"127.0.0.1:{sink_port}", "--count", "4", "--timeout", "5", "--grace", "0.3",
+         "--sink", f"127.0.0.1:{sink_port}", "--count", "4", "--timeout", "5", "--settle", "0.3",
          "--db", str(db), *extra],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )  # fmt: skip

@@ -50,7 +50,7 @@ def gateway(python: Path, port: int, sink_port: int) -> Iterator[int]:
 def burst(port: int, sink: int, db: Path) -> dict:
     result = probe(
         "burst", "--gateway", f"127.0.0.1:{port}", "--sink", f"127.0.0.1:{sink}", "--db", str(db),
-        "--count", "4", "--grace", "0.3", "--timeout", "1", "--process", GATEWAY_NAME,
+        "--count", "4", "--settle", "0.3", "--timeout", "1", "--process", GATEWAY_NAME,
         "--json", "-",
     )  # fmt: skip
     assert result.returncode == 2, result.stderr

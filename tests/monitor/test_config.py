@@ -100,6 +100,13 @@ def test_minimal_config_takes_safe_defaults():
     assert (target.interval_s, target.count, target.jitter) == (300.0, 10, 0.1)
 
 
+def test_settle_is_unset_by_default_read_when_given_and_never_above_timeout():
+    assert parse(MINIMAL).targets[0].settle_s is None  # learned per gateway, or the default
+    assert parse(MINIMAL + 'settle = "2s"\n').targets[0].settle_s == 2.0
+    with pytest.raises(UsageError, match="must be at most timeout"):
+        parse(MINIMAL + 'settle = "40s"\ntimeout = "30s"\n')
+
+
 def test_secrets_never_show_in_repr_or_str(tmp_path):
     secret_file = tmp_path / "pw"
     secret_file.write_text("hunter2\n")

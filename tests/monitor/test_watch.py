@@ -37,6 +37,7 @@ def target(name: str, gateway: Endpoint, **options: object) -> Target:
     options.setdefault("jitter", 0.0)
     options.setdefault("count", 4)
     options.setdefault("timeout_s", 5.0)
+    options.setdefault("settle_s", 1.0)  # lab gateways relay at once
     return Target(name=name, gateway=gateway, **options)
 
 
@@ -131,6 +132,32 @@ async def test_a_failing_command_is_logged_and_counted_not_fatal(tmp_path):
     assert 'notifyprobe_verdict{pattern="gateway_unreachable",target="gw"} 1.0' in exposition
 
 
+async def test_the_next_run_corrects_a_verdict_that_late_mail_proved_wrong(tmp_path, capsys):
+    sink = Endpoint("127.0.0.1", free_port())
+    metrics = Metrics()
+    # A queue runner every 1 s judged with a 0.3 s window: the first run reads first_only
+    # until its batch arrives; the second run starts after it and looks back.
+    async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode.parse("batch:1")) as gw:
+        cfg = WatchConfig(targets=(target("gw", gw.listen, count=3, settle_s=0.3,
+                                          interval_s=2.0),), sink=sink)  # fmt: skip
+        with Ledger(tmp_path / "l.db") as ledger:
+            watcher = Watcher(cfg, ledger, metrics)
+            stop = asyncio.Event()
+            task = asyncio.create_task(watcher.run(stop))
+            deadline = time.monotonic() + WAIT_S
+            while len(ledger.run_ids()) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            stop.set()
+            await task
+            first = ledger.run_ids()[-1]
+            assert ledger.stored_verdict(first)["pattern"] == "first_only"
+            assert ledger.corrected_verdict(first)["pattern"] == "healthy"
+    exposition = metrics.exposition().decode()
+    assert 'notifyprobe_verdicts_corrected_total{target="gw"} 1.0' in exposition
+    log = [line for line in capsys.readouterr().out.splitlines() if "verdict_corrected" in line]
+    assert len(log) == 1 and "first_only" in log[0] and "healthy" in log[0]
+
+
 def test_recovery_judges_cut_watch_runs_and_leaves_other_runs_alone(tmp_path):
     with Ledger(tmp_path / "l.db") as ledger:
         for run_id, options in (("aaaaaaaaaa", {"target": "gw"}), ("bbbbbbbbbb", {})):
@@ -210,7 +237,7 @@ def test_watch_two_targets_serves_both_verdicts_and_valid_metrics(tmp_path):
     with service("lab", "gateway", *relay, "--mode", "healthy") as good, \
          service("lab", "gateway", *relay, "--mode", "first-only") as bad:  # fmt: skip
         config = write_config(tmp_path / "watch.toml", sink, tmp_path / "l.db",
-                              {"good": good, "bad": bad}, count="5")  # fmt: skip
+                              {"good": good, "bad": bad}, count="5", settle="1")  # fmt: skip
         with watch(config, "--metrics", "127.0.0.1:0") as (proc, ports):
             wanted = [
                 'notifyprobe_verdict{pattern="healthy",target="good"} 1.0',

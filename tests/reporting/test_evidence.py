@@ -139,7 +139,7 @@ def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
     with lab_gateway("first-only", sink_port, *auth, env=env) as port:
         burst = notifyprobe("burst", "--gateway", f"127.0.0.1:{port}", "--sink",
                             f"127.0.0.1:{sink_port}", "--domain", DOMAIN, "--count", "4",
-                            "--timeout", "5", "--grace", "0.3", "--db", str(db),
+                            "--timeout", "5", "--settle", "0.3", "--db", str(db),
                             "--user", "ops", "--password-env", "NOTIFYPROBE_SMTP_PASSWORD",
                             "--module", NAME, "--installed", str(stale_dll), env=env)  # fmt: skip
     assert burst.returncode == 2, burst.stderr
@@ -172,6 +172,7 @@ def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
     # The run, verdict and diagnosis are in the report.
     report = json.loads(files["report.json"])
     assert report["verdict"]["pattern"] == "first_only"
+    assert (report["settle"]["seconds"], report["settle"]["source"]) == (0.3, "option")
     assert (report["diagnosis"]["signature"], report["diagnosis"]["confidence"]) == ("000", "high")
     assert any(h["state"] == "stale" for h in report["modules"]["hits"])
     first = files["transcripts/seq-0001.txt"].decode()
@@ -199,6 +200,9 @@ def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
     html_text = files["report.html"].decode()
     assert not re.search(r"<script|<link|<img|<iframe|url\(|https?://(?!www\.w3\.org/2000/svg)",
                          html_text)  # fmt: skip
+    # The window the run used, said in the verdict and drawn on the timeline before the verdict.
+    assert "settle window 0.3 s, set by the settle option (--settle)" in html_text
+    assert "settle window 0.3 s (option): silence" in html_text and ">verdict</text>" in html_text
     if CHROMIUM is None:
         pytest.skip("Debian's chromium is not installed (.ci/system-packages installs it)")
     page = tmp_path / "report.html"
@@ -223,7 +227,7 @@ def test_burst_with_evidence_writes_the_bundle_right_after_the_run(tmp_path: Pat
     with lab_gateway("healthy", sink_port) as port:
         burst = notifyprobe("burst", "--gateway", f"127.0.0.1:{port}", "--sink",
                             f"127.0.0.1:{sink_port}", "--count", "2", "--timeout", "5",
-                            "--grace", "0.3", "--db", str(tmp_path / "l.sqlite3"),
+                            "--settle", "0.3", "--db", str(tmp_path / "l.sqlite3"),
                             "--evidence", str(out), "--redact", "all", "--format", "json",
                             env=dict(os.environ))  # fmt: skip
     assert burst.returncode == 0, burst.stderr
