@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from probe.errors import UsageError
+from probe.host.files import read_host_file
 
 REDACTED = "[redacted]"
 MAX_PASSWORD_FILE_BYTES = 4096
@@ -59,13 +60,10 @@ def password_from_env(name: str, environ: Mapping[str, str] | None = None) -> Se
 
 def password_from_file(path: Path) -> Secret:
     """The first line of `path`, without its line ending."""
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_PASSWORD_FILE_BYTES + 1)
+    try:  # a link is followed (secret stores mount them); a FIFO or a device is refused
+        data = read_host_file(path, MAX_PASSWORD_FILE_BYTES, follow_link=True)
     except OSError as exc:
         raise UsageError(f"cannot read password file {path}: {exc.strerror}") from None
-    if len(data) > MAX_PASSWORD_FILE_BYTES:
-        raise UsageError(f"password file {path} is larger than {MAX_PASSWORD_FILE_BYTES} bytes")
     lines = data.decode("utf-8", "replace").splitlines()
     if not lines or not lines[0]:
         raise UsageError(f"password file {path} is empty")

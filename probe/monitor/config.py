@@ -24,6 +24,7 @@ from probe.delivery.credentials import Secret
 from probe.delivery.sink_limits import Access, client_network
 from probe.delivery.tls import ClientSecurity
 from probe.errors import UsageError
+from probe.host.files import read_host_file
 from probe.records import Endpoint
 
 if sys.version_info >= (3, 11):
@@ -157,12 +158,14 @@ _TARGET_KEYS = {
 }
 _ON_CHANGE_KEYS = {"command", "timeout", "evidence_dir"}
 
+MAX_CONFIG_BYTES = 2**20  # a watch config is a few kilobytes
+
 
 def load(path: Path | str, environ: Mapping[str, str] | None = None) -> WatchConfig:
     """Read and validate a config file. Secrets are resolved now, so a missing one fails early."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_host_file(path, MAX_CONFIG_BYTES, follow_link=True).decode("utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read config {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
