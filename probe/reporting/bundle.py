@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import time
 import zipfile
@@ -30,6 +29,7 @@ from probe.ledger import Ledger
 from probe.records import Notification, RunRecord
 from probe.reporting import artifacts as stored
 from probe.reporting import html as report_html
+from probe.reporting.output import write_output
 from probe.reporting.redact import RedactionMap, Redactor, secret_forms
 from probe.reporting.text import MEANING, to_json, to_text
 from probe.verdict import Verdict, judge_recorded
@@ -205,13 +205,7 @@ def write_zip(files: Sequence[BundleFile], out: Path, when: float) -> str:
             info.create_system = 3
             archive.writestr(info, f.data)
     data = buffer.getvalue()
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        temp = out.with_name(out.name + ".part")
-        temp.write_bytes(data)
-        os.replace(temp, out)
-    except OSError as exc:
-        raise ProbeError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    write_output(out, data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -232,15 +226,10 @@ def make_bundle(
     beside = out.with_name(out.name + ".sha256")
     mapping = redactor.mapping()
     mapping_path = out.with_name(out.name + ".redaction-map.json")
-    try:
-        beside.write_text(f"{digest}  {out.name}\n", encoding="utf-8")
-        if redactor.kinds:
-            fd = os.open(mapping_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(mapping.to_dict(), handle, indent=2, ensure_ascii=False)
-                handle.write("\n")
-    except OSError as exc:
-        raise ProbeError(f"cannot write beside {out}: {exc.strerror or exc}") from exc
+    write_output(beside, f"{digest}  {out.name}\n".encode())
+    if redactor.kinds:
+        text = json.dumps(mapping.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        write_output(mapping_path, text.encode("utf-8"), mode=0o600)
     return BundleResult(
         path=out,
         sha256=digest,

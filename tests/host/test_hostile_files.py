@@ -123,8 +123,22 @@ def test_drift_over_deeply_nested_folders_is_a_clear_error(tmp_path: Path) -> No
         os.close(fd)
         fd = inner
     os.close(fd)
-    with pytest.raises(ProbeError, match="deeper than"):
-        compare_trees(default, relocated)
+    try:
+        with pytest.raises(ProbeError, match="deeper than"):
+            compare_trees(default, relocated)
+    finally:
+        remove_chain(relocated)
+
+
+def remove_chain(top: Path) -> None:
+    """Remove a deep chain top/d/d/… one level at a time (pytest's own cleanup recurses)."""
+    while (top / "d").exists():
+        if (top / "d" / "d").exists():
+            (top / "d" / "d").rename(top / "lifted")
+            (top / "d").rmdir()
+            (top / "lifted").rename(top / "d")
+        else:
+            (top / "d").rmdir()
 
 
 def _with_resource_fan_out(dll: bytes, entries: int) -> bytes:
