@@ -8,8 +8,12 @@ Writes from many coroutines are grouped into one transaction (one fsync) by `Led
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import secrets
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,8 +25,9 @@ from typing import Any, TypeVar
 import platformdirs
 import structlog
 
-from probe.correlation import TokenRef, make_token
+from probe.correlation import TokenKey, TokenRef
 from probe.errors import ProbeError
+from probe.host.files import read_host_file
 from probe.records import (
     Delivery,
     ErrorKind,
@@ -108,8 +113,43 @@ CREATE TABLE IF NOT EXISTS foreign_messages (
 """
 
 
+def key_path(ledger: Path) -> Path:
+    return ledger.with_name(ledger.name + ".key")
+
+
+def load_key(path: Path) -> TokenKey:
+    """The token key at `path`; made when there is none (0600, written whole before it appears
+    under its name, so a sink and a burst starting together agree on one key)."""
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise ProbeError(f"cannot create the token key {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_bytes(KEY_BYTES).hex() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(temp, path)
+    except OSError as exc:
+        raise ProbeError(f"cannot create the token key {path}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+    try:
+        data = read_host_file(path, KEY_BYTES * 4)
+        return TokenKey(bytes.fromhex(data.decode("ascii").strip()))
+    except OSError as exc:
+        raise ProbeError(f"cannot read the token key {path}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, ValueError):
+        raise ProbeError(f"token key {path} is not what notifyprobe writes") from None
+
+
 def default_path() -> Path:
     return platformdirs.user_data_path("notifyprobe", appauthor=False) / "ledger.sqlite3"
+
+
+KEY_BYTES = 32
 
 
 class Ledger:
@@ -144,6 +184,19 @@ class Ledger:
                 raise
             raise ProbeError(f"cannot open ledger {path}: {exc}") from exc
         self._conn = conn
+        self._token_key: TokenKey | None = None
+
+    @property
+    def token_key(self) -> TokenKey:
+        """The secret that signs this ledger's tokens, in `<ledger>.key` (0600), made on first
+        use. A sink on another host that records into its own ledger needs a copy of it."""
+        if self._token_key is None:
+            self._token_key = (
+                TokenKey.generate()
+                if str(self.path) == ":memory:"
+                else load_key(key_path(self.path))
+            )
+        return self._token_key
 
     def close(self) -> None:
         with self._lock:
@@ -192,7 +245,7 @@ class Ledger:
         return result
 
     def create_run(self, run: Run, *, control: bool = True) -> None:
-        self.write(partial(_insert_run, run, control))
+        self.write(partial(_insert_run, run, control, self.token_key))
 
     def record_submission(self, run_id: str, seq: int, submission: Submission) -> None:
         self.write(partial(_update_submission, run_id, seq, submission))
@@ -413,7 +466,7 @@ def _log_failed_write(future: asyncio.Future[Any]) -> None:
 # -- the SQL behind each operation ---------------------------------------------------------
 
 
-def _insert_run(run: Run, control: bool, conn: sqlite3.Connection) -> None:
+def _insert_run(run: Run, control: bool, key: TokenKey, conn: sqlite3.Connection) -> None:
     conn.execute(
         "INSERT INTO runs (run_id, started_at, gateway, sink, domain, count, status, options)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -423,7 +476,7 @@ def _insert_run(run: Run, control: bool, conn: sqlite3.Connection) -> None:
     first = 0 if control else 1
     conn.executemany(
         "INSERT INTO notifications (run_id, seq, token) VALUES (?, ?, ?)",
-        ((run.run_id, seq, make_token(run.run_id, seq)) for seq in range(first, run.count + 1)),
+        ((run.run_id, seq, key.token(run.run_id, seq)) for seq in range(first, run.count + 1)),
     )
 
 

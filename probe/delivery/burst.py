@@ -19,7 +19,7 @@ from email.utils import formatdate
 import aiosmtplib
 from aiosmtplib import SMTP
 
-from probe.correlation import make_token, recipient_for, sender_for, split_address
+from probe.correlation import TokenKey, recipient_for, sender_for, split_address
 from probe.delivery.credentials import REDACTED
 from probe.delivery.tls import ClientSecurity
 from probe.errors import ProbeError
@@ -39,6 +39,7 @@ class BurstPlan:
     run_id: str
     gateway: Endpoint
     domain: str
+    key: TokenKey  # the ledger's: signs every token of the run
     count: int = 10
     concurrency: int = 1
     reuse: bool = True
@@ -61,9 +62,8 @@ def ensure_probe_recipient(rcpt: str, domain: str) -> None:
         raise ProbeError(f"refusing to send to {rcpt!r}: not in the probe domain {domain}")
 
 
-def compose(run_id: str, seq: int, count: int, domain: str, date: str) -> bytes:
+def compose(token: str, run_id: str, seq: int, count: int, domain: str, date: str) -> bytes:
     """The notification: the token in Subject, header and body, plain ASCII and short lines."""
-    token = make_token(run_id, seq)
     return (
         f"From: notifyprobe <{sender_for(run_id, domain)}>\r\n"
         f"To: <{recipient_for(token, domain)}>\r\n"
@@ -249,10 +249,10 @@ async def send_burst(plan: BurstPlan, on_result: ResultCallback) -> None:
                     delay = t0 + (seq - 1) * spacing - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                token = make_token(plan.run_id, seq)
+                token = plan.key.token(plan.run_id, seq)
                 rcpt = recipient_for(token, plan.domain)
                 ensure_probe_recipient(rcpt, plan.domain)
-                message = compose(plan.run_id, seq, plan.count, plan.domain, date)
+                message = compose(token, plan.run_id, seq, plan.count, plan.domain, date)
                 result = await sender.submit(mail_from, rcpt, message)
                 on_result(seq, result)
         finally:
@@ -263,14 +263,14 @@ async def send_burst(plan: BurstPlan, on_result: ResultCallback) -> None:
 
 
 async def send_control(
-    sink: Endpoint, run_id: str, domain: str, timeout: float, count: int
+    sink: Endpoint, key: TokenKey, run_id: str, domain: str, timeout: float, count: int
 ) -> Submission:
     """Sequence 0 straight to the sink: proves in this very run that the sink records mail."""
     sender = Sender(sink, timeout=timeout, reuse=False, helo=None)
-    token = make_token(run_id, 0)
+    token = key.token(run_id, 0)
     rcpt = recipient_for(token, domain)
     ensure_probe_recipient(rcpt, domain)
-    message = compose(run_id, 0, count, domain, formatdate(localtime=True))
+    message = compose(token, run_id, 0, count, domain, formatdate(localtime=True))
     return await sender.submit(sender_for(run_id, domain), rcpt, message)
 
 
