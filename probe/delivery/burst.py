@@ -20,7 +20,7 @@ import aiosmtplib
 from aiosmtplib import SMTP
 
 from probe.correlation import TokenKey, recipient_for, sender_for, split_address
-from probe.delivery.credentials import REDACTED
+from probe.delivery.credentials import REDACTED, hide_secret
 from probe.delivery.tls import ClientSecurity
 from probe.errors import ProbeError
 from probe.records import Endpoint, ErrorKind, SmtpReply, Step, Submission
@@ -107,7 +107,7 @@ class Sender:
         stage = "connect"
 
         def reply_step(command: str, response: aiosmtplib.SMTPResponse) -> SmtpReply:
-            reply = SmtpReply.parse(response.code, response.message)
+            reply = SmtpReply.parse(response.code, self._scrub(response.message, stage))
             steps.append(Step(at=time.time(), command=command, reply=reply))
             return reply
 
@@ -140,13 +140,13 @@ class Sender:
                 steps=tuple(steps),
             )
         except aiosmtplib.SMTPResponseException as exc:
-            reply = SmtpReply.parse(exc.code, exc.message)
+            reply = SmtpReply.parse(exc.code, self._scrub(exc.message, stage))
             steps.append(Step(at=time.time(), command=stage.upper(), reply=reply))
             await self._recover(reply.code)
             return Submission(started, time.time(), stage, reply=reply, steps=tuple(steps))
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             kind = _error_kind(exc, stage)
-            error = _error_text(exc)
+            error = self._scrub(_error_text(exc), stage)
             steps.append(Step(at=time.time(), command=stage.upper(), error=error))
             await self._drop()
             return Submission(
@@ -193,13 +193,12 @@ class Sender:
         return smtp
 
     def _scrub(self, text: str, stage: str) -> str:
-        """What a server says during AUTH may echo the credentials: keep none of it."""
-        if stage != "auth":
-            return text
+        """What a server says may echo the credentials: during AUTH keep nothing that looks
+        encoded; at any other step remove the password in every form it could be echoed in."""
         password = self.security.password.reveal() if self.security.password else ""
-        if (password and password in text) or _BASE64ISH.search(text):
+        if stage == "auth" and ((password and password in text) or _BASE64ISH.search(text)):
             return REDACTED
-        return text
+        return hide_secret(text, password)[0]
 
     async def _recover(self, code: int) -> None:
         """After a refusal, reset the transaction so the connection can carry the next one."""

@@ -25,7 +25,7 @@ from probe.delivery.sink_limits import (
 )
 from probe.errors import ProbeError
 from probe.ledger import LedgerWriter
-from probe.records import ReceivedMessage
+from probe.records import ReceivedMessage, printable
 
 log = structlog.get_logger("notifyprobe.sink")
 
@@ -69,10 +69,10 @@ class SinkHandler:
         message = ReceivedMessage(
             received_at=time.time(),
             peer=_peer(session),
-            mail_from=envelope.mail_from or "",
-            rcpts=tuple(envelope.rcpt_tos),
+            mail_from=printable(envelope.mail_from or ""),
+            rcpts=tuple(printable(r) for r in envelope.rcpt_tos),
             size=len(content),
-            helo=session.host_name or "",
+            helo=printable(session.host_name or ""),
         )
         if len(content) > PARSE_IN_THREAD_BYTES:
             found = await asyncio.to_thread(locate_tokens, list(envelope.rcpt_tos), content)

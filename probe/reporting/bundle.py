@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from probe import __version__
+from probe.delivery.credentials import hide_secret
 from probe.errors import ProbeError
 from probe.host.facts import HostFacts, collect
 from probe.ledger import Ledger
@@ -185,12 +186,14 @@ def build(ev: RunEvidence, redactor: Redactor, command_line: Sequence[str]) -> l
 def guard(files: Sequence[BundleFile], secrets: Sequence[str]) -> None:
     """Refuse to write a bundle that still holds a secret (a bug elsewhere, caught here)."""
     for secret in secrets:
-        for form in secret_forms(secret):
-            if len(form) < MIN_GUARDED_SECRET:
-                continue
-            for f in files:
-                if form.encode("utf-8") in f.data:
-                    raise ProbeError(f"refusing to write the bundle: a secret is left in {f.name}")
+        forms = [f.encode("utf-8") for f in secret_forms(secret) if len(f) >= MIN_GUARDED_SECRET]
+        for f in files:
+            encoded = (
+                len(secret) >= MIN_GUARDED_SECRET
+                and hide_secret(f.data.decode("utf-8", "replace"), secret)[1]
+            )
+            if encoded or any(form in f.data for form in forms):
+                raise ProbeError(f"refusing to write the bundle: a secret is left in {f.name}")
 
 
 def write_zip(files: Sequence[BundleFile], out: Path, when: float) -> str:
