@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import secrets
+import shutil
 import sqlite3
 import tempfile
 import threading
@@ -113,6 +114,21 @@ CREATE TABLE IF NOT EXISTS foreign_messages (
 """
 
 
+def _failure(doing: str, path: Path, exc: BaseException) -> str:
+    """One line; a full disk is named as such, since freeing space is all it takes (SQLite may
+    only say "disk I/O error" when it cannot even create its journal)."""
+    if isinstance(exc, sqlite3.Error) and ("full" in str(exc).lower() or _no_space(path)):
+        return f"ledger full: cannot {doing} {path} ({exc}); free space on its filesystem"
+    return f"cannot {doing} ledger {path}: {exc}"
+
+
+def _no_space(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path.parent).free < NEARLY_FULL_BYTES
+    except OSError:
+        return False
+
+
 def key_path(ledger: Path) -> Path:
     return ledger.with_name(ledger.name + ".key")
 
@@ -150,6 +166,7 @@ def default_path() -> Path:
 
 
 KEY_BYTES = 32
+NEARLY_FULL_BYTES = 64 * 1024  # less than this free beside the ledger: a write error is "full"
 
 
 class Ledger:
@@ -182,7 +199,7 @@ class Ledger:
                 conn.close()  # never leave a half-opened ledger behind
             if isinstance(exc, ProbeError):
                 raise
-            raise ProbeError(f"cannot open ledger {path}: {exc}") from exc
+            raise ProbeError(_failure("open", Path(path), exc)) from exc
         self._conn = conn
         self._token_key: TokenKey | None = None
 
@@ -235,13 +252,13 @@ class Ledger:
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise ProbeError(f"cannot write ledger {self.path}: {exc}") from exc
+                raise ProbeError(_failure("write", self.path, exc)) from exc
         return results
 
     def write(self, op: Op) -> Any:
         result = self.apply([op])[0]
         if isinstance(result, Exception):
-            raise ProbeError(f"cannot write ledger {self.path}: {result}")
+            raise ProbeError(_failure("write", self.path, result))
         return result
 
     def create_run(self, run: Run, *, control: bool = True) -> None:
