@@ -14,9 +14,10 @@ import os
 import secrets
 import shutil
 import sqlite3
+import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from functools import partial
@@ -129,6 +130,46 @@ def _no_space(path: Path) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def exclusive_use(ledger: Path, purpose: str) -> Iterator[None]:
+    """Hold `<ledger>.lock` for `purpose` (one watch per ledger), or stop with who holds it.
+
+    The lock is the kernel's (flock, or a byte-range lock on Windows): a process killed while
+    holding it releases it with its last descriptor, so a crashed watch never blocks the next.
+    """
+    path = ledger.with_name(ledger.name + ".lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o600)
+    except OSError as exc:
+        raise ProbeError(f"cannot lock {path}: {exc.strerror or exc}") from None
+    try:
+        try:
+            _lock(fd)
+        except OSError:
+            os.lseek(fd, 0, os.SEEK_SET)
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            raise ProbeError(
+                f"{ledger} is already in use ({holder}): one {purpose} per ledger"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{purpose}, pid {os.getpid()}".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def _lock(fd: int) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
 def key_path(ledger: Path) -> Path:
     return ledger.with_name(ledger.name + ".key")
 
@@ -166,6 +207,7 @@ def default_path() -> Path:
 
 
 KEY_BYTES = 32
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 NEARLY_FULL_BYTES = 64 * 1024  # less than this free beside the ledger: a write error is "full"
 
 
