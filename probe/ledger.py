@@ -177,6 +177,8 @@ def key_path(ledger: Path) -> Path:
 def load_key(path: Path) -> TokenKey:
     """The token key at `path`; made when there is none (0600, written whole before it appears
     under its name, so a sink and a burst starting together agree on one key)."""
+    with contextlib.suppress(FileNotFoundError):
+        return _read_key(path)
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     except OSError as exc:
@@ -193,11 +195,18 @@ def load_key(path: Path) -> TokenKey:
     finally:
         with contextlib.suppress(OSError):
             os.unlink(temp)
+    return _read_key(path)
+
+
+def _read_key(path: Path) -> TokenKey:
     try:
         data = read_host_file(path, KEY_BYTES * 4)
-        return TokenKey(bytes.fromhex(data.decode("ascii").strip()))
+    except FileNotFoundError:
+        raise
     except OSError as exc:
         raise ProbeError(f"cannot read the token key {path}: {exc.strerror or exc}") from None
+    try:
+        return TokenKey(bytes.fromhex(data.decode("ascii").strip()))
     except (UnicodeDecodeError, ValueError):
         raise ProbeError(f"token key {path} is not what notifyprobe writes") from None
 
@@ -211,38 +220,76 @@ _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 NEARLY_FULL_BYTES = 64 * 1024  # less than this free beside the ledger: a write error is "full"
 
 
+def _open_writable(path: Path | str) -> sqlite3.Connection:
+    conn: sqlite3.Connection | None = None
+    try:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            str(path), timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ProbeError(f"ledger {path} was written by a newer notifyprobe (schema {version})")
+        conn.executescript(SCHEMA)
+        _migrate(conn)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        return conn
+    except (sqlite3.Error, OSError, ProbeError) as exc:
+        if conn is not None:
+            conn.close()  # never leave a half-opened ledger behind
+        if isinstance(exc, ProbeError):
+            raise
+        raise ProbeError(_failure("open", Path(path), exc)) from exc
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """Read-only, as it stands: `mode=ro` when SQLite can still use the WAL's shared memory,
+    `immutable=1` when it cannot (a read-only filesystem, where nobody can be writing it)."""
+    failure: sqlite3.Error | None = None
+    for flags in ("mode=ro", "immutable=1"):
+        conn = None
+        try:
+            uri = f"{path.resolve().as_uri()}?{flags}"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.execute("SELECT count(*) FROM runs").fetchone()
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            failure = exc
+            continue
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise ProbeError(
+                f"ledger {path} is read-only and of another notifyprobe (schema {version}): "
+                "open it once where it can be written"
+            )
+        return conn
+    raise ProbeError(f"cannot open ledger {path}: {failure}")
+
+
 class Ledger:
     """One SQLite file. Safe to share between threads: every use of the connection is locked."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, *, read_only_ok: bool = False):
+        """Open (and create or upgrade) the ledger. With `read_only_ok`, a ledger on a read-only
+        filesystem or without write permission is opened read-only instead: enough for the
+        commands that only read runs (`verdict`, `evidence`); any write then fails in one line."""
         self.path = Path(path)
         self._lock = threading.Lock()
         self.commits = 0  # transactions committed: shows that group commit really groups
-        conn: sqlite3.Connection | None = None
+        self.read_only = False
         try:
-            if str(path) != ":memory:":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                str(path), timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ProbeError(
-                    f"ledger {path} was written by a newer notifyprobe (schema {version})"
-                )
-            conn.executescript(SCHEMA)
-            _migrate(conn)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except (sqlite3.Error, OSError, ProbeError) as exc:
-            if conn is not None:
-                conn.close()  # never leave a half-opened ledger behind
-            if isinstance(exc, ProbeError):
+            self._conn = _open_writable(path)
+        except ProbeError:
+            if not (read_only_ok and self.path.is_file()):
                 raise
-            raise ProbeError(_failure("open", Path(path), exc)) from exc
-        self._conn = conn
+            self._conn = _open_read_only(self.path)
+            self.read_only = True
         self._token_key: TokenKey | None = None
 
     @property
@@ -275,6 +322,8 @@ class Ledger:
         Returns each op's result, or the exception it raised. Raises only when the commit itself
         fails, in which case nothing of the group was written.
         """
+        if self.read_only:
+            raise ProbeError(f"ledger {self.path} is read-only: nothing can be recorded in it")
         results: list[Any] = []
         with self._lock:
             conn = self._conn

@@ -1,4 +1,4 @@
-"""A real full disk under a running sink: a small tmpfs, filled while mail keeps arriving.
+"""A real full disk, or a read-only one, under the ledger: small tmpfs mounts, for real.
 
 The sink must answer 4xx (never 250 for a message it could not commit), stay up, and accept
 mail again once space returns. Needs root to mount; CI runs as root and fails rather than skips.
@@ -19,6 +19,7 @@ import pytest
 
 from probe.correlation import recipient_for
 from probe.delivery.sink import Sink
+from probe.errors import ProbeError
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Run
 from tests.conftest import TEST_KEY, with_test_key
@@ -114,3 +115,32 @@ def test_a_burst_onto_a_full_ledger_disk_says_ledger_full_in_one_line(tmp_path: 
         )  # fmt: skip
     assert proc.returncode == 3, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "ledger full" in proc.stderr, proc.stderr
+
+
+async def test_verdict_and_evidence_read_a_ledger_on_a_read_only_filesystem(tmp_path: Path) -> None:
+    import sys
+
+    from tests.conftest import probe_lab
+
+    with small_tmpfs(tmp_path / "disk", "4m") as disk:
+        db = disk / "ledger.sqlite3"
+        with Ledger(db) as ledger:
+            outcome = await probe_lab(ledger, "first-only", count=3)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True, timeout=30)
+        verdict = subprocess.run(
+            [sys.executable, "-m", "probe", "verdict", "--last", "--db", str(db), "--json", "-"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        bundle = subprocess.run(
+            [sys.executable, "-m", "probe", "evidence", "--last", "--db", str(db),
+             "--out", str(tmp_path / "case.zip")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        with Ledger(db, read_only_ok=True) as ledger:
+            assert ledger.read_only
+            with pytest.raises(ProbeError, match="read-only"):
+                ledger.create_run(Run("0123456789", "gw:25", DOMAIN, 1, 1.0))
+    assert verdict.returncode == 2, verdict.stderr  # first_only is critical, and it is read
+    assert outcome.record.run.run_id in verdict.stdout
+    assert bundle.returncode == 0, bundle.stderr
+    assert (tmp_path / "case.zip").stat().st_size > 0
