@@ -375,6 +375,12 @@ def module_scan_figures(rounds: int) -> list[Figure]:
     return figures
 
 
+def hostile_figures(rounds: int) -> list[Figure]:
+    from bench.hostile import module_scan_beside_mapped_files, reg_reader
+
+    return module_scan_beside_mapped_files(rounds) + reg_reader(rounds)
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -397,6 +403,7 @@ SUITES: dict[str, Callable[[argparse.Namespace], list[Figure]]] = {
     "e2e": lambda a: end_to_end_figures(a.messages),
     "verdict": lambda a: time_to_verdict(a.repeats + 2),
     "modules": lambda a: module_scan_figures(a.repeats * 3),
+    "hostile": lambda a: hostile_figures(a.repeats),
 }
 
 
