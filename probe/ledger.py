@@ -125,9 +125,10 @@ def _failure(doing: str, path: Path, exc: BaseException) -> str:
 
 def _no_space(path: Path) -> bool:
     try:
-        return shutil.disk_usage(path.parent).free < NEARLY_FULL_BYTES
+        usage = shutil.disk_usage(path.parent)
     except OSError:
         return False
+    return usage.total > 0 and usage.free < NEARLY_FULL_BYTES  # /proc and friends have no size
 
 
 @contextlib.contextmanager
