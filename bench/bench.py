@@ -24,7 +24,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from probe.correlation import make_token, recipient_for, sender_for
+from probe.correlation import TokenKey, recipient_for, sender_for
 from probe.delivery.burst import BurstPlan, compose, send_burst
 from probe.delivery.run import ProbeSettings, run_probe
 from probe.delivery.settle import DEFAULT_WINDOW_S, MIN_HEALTHY_RUNS, SettleWindow, WindowSource
@@ -36,6 +36,7 @@ from probe.records import Endpoint, Run
 PY = sys.executable
 HERE = Path(__file__).resolve().parent
 DOMAIN = "probe.invalid"
+BENCH_KEY = TokenKey.generate()  # the reference sender signs like the probe: same bytes on the wire
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def sink_throughput(count: int, repeats: int) -> list[Figure]:
             run_id = "0123456789"
             with Ledger(db) as ledger:
                 ledger.create_run(Run(run_id, "bench", DOMAIN, 1, time.time()), control=False)
-            rcpt = recipient_for(make_token(run_id, 1), DOMAIN)
+                rcpt = recipient_for(ledger.token_key.token(run_id, 1), DOMAIN)
             argv = [PY, "-m", "probe", "sink", "--listen", "127.0.0.1:0", "--db", str(db)]
             with service(argv) as (_, port):
                 durable.append(count / smtp_source(port, count, rcpt))
@@ -145,11 +146,11 @@ async def bare_aiosmtplib(port: int, count: int, connections: int) -> float:
     async def worker() -> None:
         async with aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False) as smtp:
             for seq in seqs:
-                token = make_token("0123456789", seq)
+                token = BENCH_KEY.token("0123456789", seq)
                 await smtp.sendmail(
                     sender_for("0123456789", DOMAIN),
                     [recipient_for(token, DOMAIN)],
-                    compose("0123456789", seq, count, DOMAIN, date),
+                    compose(token, "0123456789", seq, count, DOMAIN, date),
                 )
 
     started = time.perf_counter()
@@ -159,7 +160,7 @@ async def bare_aiosmtplib(port: int, count: int, connections: int) -> float:
 
 async def product_burst(port: int, count: int, connections: int) -> float:
     plan = BurstPlan(
-        run_id="0123456789", gateway=Endpoint("127.0.0.1", port), domain=DOMAIN,
+        run_id="0123456789", gateway=Endpoint("127.0.0.1", port), domain=DOMAIN, key=BENCH_KEY,
         count=count, concurrency=connections,
         max_rate=0,  # the engine's own speed: the CLI's rate cap is policy, measured apart
     )  # fmt: skip
@@ -402,6 +403,12 @@ def module_scan_figures(rounds: int) -> list[Figure]:
     return figures
 
 
+def hostile_figures(rounds: int) -> list[Figure]:
+    from bench.hostile import module_scan_beside_mapped_files, reg_reader
+
+    return module_scan_beside_mapped_files(rounds) + reg_reader(rounds)
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -424,6 +431,7 @@ SUITES: dict[str, Callable[[argparse.Namespace], list[Figure]]] = {
     "e2e": lambda a: end_to_end_figures(a.messages),
     "verdict": lambda a: time_to_verdict(a.repeats),
     "modules": lambda a: module_scan_figures(a.repeats * 3),
+    "hostile": lambda a: hostile_figures(a.repeats),
 }
 
 

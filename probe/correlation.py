@@ -1,11 +1,17 @@
 """Correlation tokens: how one notification is recognised after it crossed the gateway.
 
-A token is ``np-<run id>-<sequence>``. It is plain lower-case ASCII with no characters that a
-mail system escapes, so it survives in a local part, a Subject, a header and a body alike.
+A token is ``np-<run id>-<sequence>-<mac>``. It is plain lower-case ASCII with no characters
+that a mail system escapes, so it survives in a local part, a Subject, a header and a body
+alike. Run ids are not secret: anyone who sees one notification knows its run. The MAC, keyed by
+the ledger's own secret (`TokenKey`), is what stops that person from forging the others: a
+token whose MAC does not check is never counted as a delivery.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Iterable, Iterator
@@ -15,9 +21,9 @@ from email.message import EmailMessage
 from email.parser import BytesParser
 
 RUN_ID_HEX = 10
-TOKEN_RE = re.compile(rf"np-([0-9a-f]{{{RUN_ID_HEX}}})-(\d{{1,6}})(?!\d)", re.I)
+MAC_CHARS = 8  # base32: 40 bits, out of reach of guessing within any mail flow
+TOKEN_RE = re.compile(rf"np-([0-9a-f]{{{RUN_ID_HEX}}})-(\d{{1,6}})-([a-z2-7]{{{MAC_CHARS}}})", re.I)
 TOKEN_BYTES_RE = re.compile(TOKEN_RE.pattern.encode(), re.I)
-RUN_ID_RE = re.compile(rf"[0-9a-f]{{{RUN_ID_HEX}}}")
 LOCAL_PREFIX = "probe+"
 BOUNCE_PREFIX = "probe-bounce+"
 
@@ -31,6 +37,40 @@ class TokenRef:
 
     def __str__(self) -> str:
         return f"np-{self.run_id}-{self.seq}"
+
+
+@dataclass(frozen=True)
+class FoundToken:
+    """A token as found in a message: which notification it names, and the MAC it carries."""
+
+    ref: TokenRef
+    mac: str
+
+
+class TokenKey:
+    """The secret that signs this ledger's tokens: only the probe that holds it can mint one."""
+
+    def __init__(self, secret: bytes):
+        if len(secret) < 16:
+            raise ValueError("a token key needs at least 16 bytes")
+        self._secret = secret
+
+    @classmethod
+    def generate(cls) -> TokenKey:
+        return cls(secrets.token_bytes(32))
+
+    def mac(self, run_id: str, seq: int) -> str:
+        digest = hmac.new(self._secret, f"{run_id}-{seq}".encode(), hashlib.sha256).digest()
+        return base64.b32encode(digest).decode()[:MAC_CHARS].lower()
+
+    def token(self, run_id: str, seq: int) -> str:
+        return f"np-{run_id}-{seq}-{self.mac(run_id, seq)}"
+
+    def verify(self, found: FoundToken) -> bool:
+        return hmac.compare_digest(found.mac, self.mac(found.ref.run_id, found.ref.seq))
+
+    def __repr__(self) -> str:
+        return "TokenKey(<secret>)"
 
 
 _DOMAIN_RE = re.compile(r"(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9-]{1,63}")
@@ -48,14 +88,6 @@ def new_run_id() -> str:
     return secrets.token_hex(RUN_ID_HEX // 2)
 
 
-def is_run_id(text: str) -> bool:
-    return RUN_ID_RE.fullmatch(text) is not None
-
-
-def make_token(run_id: str, seq: int) -> str:
-    return str(TokenRef(run_id, seq))
-
-
 def recipient_for(token: str, domain: str) -> str:
     return f"{LOCAL_PREFIX}{token}@{domain}"
 
@@ -65,16 +97,17 @@ def sender_for(run_id: str, domain: str) -> str:
     return f"{BOUNCE_PREFIX}{run_id}@{domain}"
 
 
-def find_tokens(text: str) -> list[TokenRef]:
-    """Every distinct token in `text`, in order of first appearance."""
-    return _unique(TokenRef(m.group(1).lower(), int(m.group(2))) for m in TOKEN_RE.finditer(text))
+def find_tokens(text: str) -> list[FoundToken]:
+    """Every distinct token in `text`, in order of first appearance (MACs not checked here)."""
+    return _unique(_found(*m.groups()) for m in TOKEN_RE.finditer(text))
 
 
-def find_tokens_in_bytes(data: bytes) -> list[TokenRef]:
-    return _unique(
-        TokenRef(m.group(1).decode().lower(), int(m.group(2)))
-        for m in TOKEN_BYTES_RE.finditer(data)
-    )
+def find_tokens_in_bytes(data: bytes) -> list[FoundToken]:
+    return _unique(_found(*(g.decode() for g in m.groups())) for m in TOKEN_BYTES_RE.finditer(data))
+
+
+def _found(run_id: str, seq: str, mac: str) -> FoundToken:
+    return FoundToken(TokenRef(run_id.lower(), int(seq)), mac.lower())
 
 
 def split_address(address: str) -> tuple[str, str]:
@@ -86,21 +119,21 @@ def split_address(address: str) -> tuple[str, str]:
     return local, domain.lower().rstrip(".")
 
 
-def _unique(refs) -> list[TokenRef]:
-    seen: dict[TokenRef, None] = {}
-    for ref in refs:
-        seen.setdefault(ref, None)
+def _unique(found: Iterable[FoundToken]) -> list[FoundToken]:
+    seen: dict[FoundToken, None] = {}
+    for token in found:
+        seen.setdefault(token, None)
     return list(seen)
 
 
-def locate_tokens(rcpts: Iterable[str], content: bytes) -> list[tuple[TokenRef, str]]:
+def locate_tokens(rcpts: Iterable[str], content: bytes) -> list[tuple[FoundToken, str]]:
     """Find the tokens a received message carries, and where each one survived.
 
     The envelope recipient is trusted first: gateways that rebuild a message from a template
     usually keep it. Only when no recipient carries a token is the message itself parsed:
     the X-Probe-Token header, the (decoded) Subject, the decoded text parts, then the raw bytes.
     """
-    found: dict[TokenRef, str] = {}
+    found: dict[FoundToken, str] = {}
     for rcpt in rcpts:
         local, _ = split_address(rcpt)
         if local.lower().startswith(LOCAL_PREFIX):

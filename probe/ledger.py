@@ -8,10 +8,16 @@ Writes from many coroutines are grouped into one transaction (one fsync) by `Led
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import secrets
+import shutil
 import sqlite3
+import sys
+import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from functools import partial
@@ -21,8 +27,9 @@ from typing import Any, TypeVar
 import platformdirs
 import structlog
 
-from probe.correlation import TokenRef, make_token
+from probe.correlation import TokenKey, TokenRef
 from probe.errors import ProbeError
+from probe.host.files import read_host_file
 from probe.records import (
     Delivery,
     DeliveryHistory,
@@ -110,42 +117,195 @@ CREATE TABLE IF NOT EXISTS foreign_messages (
 """
 
 
+def _failure(doing: str, path: Path, exc: BaseException) -> str:
+    """One line; a full disk is named as such, since freeing space is all it takes (SQLite may
+    only say "disk I/O error" when it cannot even create its journal)."""
+    if isinstance(exc, sqlite3.Error) and ("full" in str(exc).lower() or _no_space(path)):
+        return f"ledger full: cannot {doing} {path} ({exc}); free space on its filesystem"
+    return f"cannot {doing} ledger {path}: {exc}"
+
+
+def _no_space(path: Path) -> bool:
+    try:
+        usage = shutil.disk_usage(path.parent)
+    except OSError:
+        return False
+    return usage.total > 0 and usage.free < NEARLY_FULL_BYTES  # /proc and friends have no size
+
+
+@contextlib.contextmanager
+def exclusive_use(ledger: Path, purpose: str) -> Iterator[None]:
+    """Hold `<ledger>.lock` for `purpose` (one watch per ledger), or stop with who holds it.
+
+    The lock is the kernel's (flock, or a byte-range lock on Windows): a process killed while
+    holding it releases it with its last descriptor, so a crashed watch never blocks the next.
+    """
+    path = ledger.with_name(ledger.name + ".lock")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o600)
+    except OSError as exc:
+        raise ProbeError(f"cannot lock {path}: {exc.strerror or exc}") from None
+    try:
+        try:
+            _lock(fd)
+        except OSError:
+            os.lseek(fd, 0, os.SEEK_SET)
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            raise ProbeError(
+                f"{ledger} is already in use ({holder}): one {purpose} per ledger"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, f"{purpose}, pid {os.getpid()}".encode())
+        yield
+    finally:
+        os.close(fd)
+
+
+def _lock(fd: int) -> None:
+    if sys.platform == "win32":
+        import msvcrt
+
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def key_path(ledger: Path) -> Path:
+    return ledger.with_name(ledger.name + ".key")
+
+
+def load_key(path: Path) -> TokenKey:
+    """The token key at `path`; made when there is none (0600, written whole before it appears
+    under its name, so a sink and a burst starting together agree on one key)."""
+    with contextlib.suppress(FileNotFoundError):
+        return _read_key(path)
+    try:
+        fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise ProbeError(f"cannot create the token key {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(secrets.token_bytes(KEY_BYTES).hex() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(temp, path)
+    except OSError as exc:
+        raise ProbeError(f"cannot create the token key {path}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+    return _read_key(path)
+
+
+def _read_key(path: Path) -> TokenKey:
+    try:
+        data = read_host_file(path, KEY_BYTES * 4)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise ProbeError(f"cannot read the token key {path}: {exc.strerror or exc}") from None
+    try:
+        return TokenKey(bytes.fromhex(data.decode("ascii").strip()))
+    except (UnicodeDecodeError, ValueError):
+        raise ProbeError(f"token key {path} is not what notifyprobe writes") from None
+
+
 def default_path() -> Path:
     return platformdirs.user_data_path("notifyprobe", appauthor=False) / "ledger.sqlite3"
+
+
+KEY_BYTES = 32
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+NEARLY_FULL_BYTES = 64 * 1024  # less than this free beside the ledger: a write error is "full"
+
+
+def _open_writable(path: Path | str) -> sqlite3.Connection:
+    conn: sqlite3.Connection | None = None
+    try:
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            str(path), timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ProbeError(f"ledger {path} was written by a newer notifyprobe (schema {version})")
+        conn.executescript(SCHEMA)
+        _migrate(conn)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        return conn
+    except (sqlite3.Error, OSError, ProbeError) as exc:
+        if conn is not None:
+            conn.close()  # never leave a half-opened ledger behind
+        if isinstance(exc, ProbeError):
+            raise
+        raise ProbeError(_failure("open", Path(path), exc)) from exc
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """Read-only, as it stands: `mode=ro` when SQLite can still use the WAL's shared memory,
+    `immutable=1` when it cannot (a read-only filesystem, where nobody can be writing it)."""
+    failure: sqlite3.Error | None = None
+    for flags in ("mode=ro", "immutable=1"):
+        conn = None
+        try:
+            uri = f"{path.resolve().as_uri()}?{flags}"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.execute("SELECT count(*) FROM runs").fetchone()
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            failure = exc
+            continue
+        if version != SCHEMA_VERSION:
+            conn.close()
+            raise ProbeError(
+                f"ledger {path} is read-only and of another notifyprobe (schema {version}): "
+                "open it once where it can be written"
+            )
+        return conn
+    raise ProbeError(f"cannot open ledger {path}: {failure}")
 
 
 class Ledger:
     """One SQLite file. Safe to share between threads: every use of the connection is locked."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, *, read_only_ok: bool = False):
+        """Open (and create or upgrade) the ledger. With `read_only_ok`, a ledger on a read-only
+        filesystem or without write permission is opened read-only instead: enough for the
+        commands that only read runs (`verdict`, `evidence`); any write then fails in one line."""
         self.path = Path(path)
         self._lock = threading.Lock()
         self.commits = 0  # transactions committed: shows that group commit really groups
-        conn: sqlite3.Connection | None = None
+        self.read_only = False
         try:
-            if str(path) != ":memory:":
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(
-                str(path), timeout=30.0, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise ProbeError(
-                    f"ledger {path} was written by a newer notifyprobe (schema {version})"
-                )
-            conn.executescript(SCHEMA)
-            _migrate(conn)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except (sqlite3.Error, OSError, ProbeError) as exc:
-            if conn is not None:
-                conn.close()  # never leave a half-opened ledger behind
-            if isinstance(exc, ProbeError):
+            self._conn = _open_writable(path)
+        except ProbeError:
+            if not (read_only_ok and self.path.is_file()):
                 raise
-            raise ProbeError(f"cannot open ledger {path}: {exc}") from exc
-        self._conn = conn
+            self._conn = _open_read_only(self.path)
+            self.read_only = True
+        self._token_key: TokenKey | None = None
+
+    @property
+    def token_key(self) -> TokenKey:
+        """The secret that signs this ledger's tokens, in `<ledger>.key` (0600), made on first
+        use. A sink on another host that records into its own ledger needs a copy of it."""
+        if self._token_key is None:
+            self._token_key = (
+                TokenKey.generate()
+                if str(self.path) == ":memory:"
+                else load_key(key_path(self.path))
+            )
+        return self._token_key
 
     def close(self) -> None:
         with self._lock:
@@ -165,6 +325,8 @@ class Ledger:
         Returns each op's result, or the exception it raised. Raises only when the commit itself
         fails, in which case nothing of the group was written.
         """
+        if self.read_only:
+            raise ProbeError(f"ledger {self.path} is read-only: nothing can be recorded in it")
         results: list[Any] = []
         with self._lock:
             conn = self._conn
@@ -184,17 +346,17 @@ class Ledger:
             except sqlite3.Error as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
-                raise ProbeError(f"cannot write ledger {self.path}: {exc}") from exc
+                raise ProbeError(_failure("write", self.path, exc)) from exc
         return results
 
     def write(self, op: Op) -> Any:
         result = self.apply([op])[0]
         if isinstance(result, Exception):
-            raise ProbeError(f"cannot write ledger {self.path}: {result}")
+            raise ProbeError(_failure("write", self.path, result))
         return result
 
     def create_run(self, run: Run, *, control: bool = True) -> None:
-        self.write(partial(_insert_run, run, control))
+        self.write(partial(_insert_run, run, control, self.token_key))
 
     def record_submission(self, run_id: str, seq: int, submission: Submission) -> None:
         self.write(partial(_update_submission, run_id, seq, submission))
@@ -456,7 +618,7 @@ def _log_failed_write(future: asyncio.Future[Any]) -> None:
 # -- the SQL behind each operation ---------------------------------------------------------
 
 
-def _insert_run(run: Run, control: bool, conn: sqlite3.Connection) -> None:
+def _insert_run(run: Run, control: bool, key: TokenKey, conn: sqlite3.Connection) -> None:
     conn.execute(
         "INSERT INTO runs (run_id, started_at, gateway, sink, domain, count, status, options)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -466,7 +628,7 @@ def _insert_run(run: Run, control: bool, conn: sqlite3.Connection) -> None:
     first = 0 if control else 1
     conn.executemany(
         "INSERT INTO notifications (run_id, seq, token) VALUES (?, ?, ?)",
-        ((run.run_id, seq, make_token(run.run_id, seq)) for seq in range(first, run.count + 1)),
+        ((run.run_id, seq, key.token(run.run_id, seq)) for seq in range(first, run.count + 1)),
     )
 
 

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 _ENHANCED_RE = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _ENDPOINT_RE = re.compile(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^:\s\[\]]+):(\d{1,5})")
+
+
+def printable(text: str) -> str:
+    """`text` as it may be stored and shown: control bytes (an ESC from a hostile HELO or reply
+    would drive the reader's terminal) written as \\xNN, line breaks kept."""
+    return _CONTROL_RE.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ class SmtpReply:
 
     @classmethod
     def parse(cls, code: int, message: str) -> SmtpReply:
-        text = message.strip()
+        text = printable(message.strip())
         match = _ENHANCED_RE.match(text)
         return cls(code=code, text=text, enhanced=match.group(1) if match else None)
 

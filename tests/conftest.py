@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import structlog
 
+from probe.correlation import TokenKey
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
 from probe.delivery.settle import Patience
 from probe.lab.gateway import FaultMode, LabGateway, free_port
-from probe.ledger import Ledger
+from probe.ledger import Ledger, key_path
 from probe.records import Endpoint
 from probe.verdict import Thresholds
 
@@ -23,9 +24,21 @@ def _fresh_logging():
     structlog.reset_defaults()
 
 
+TEST_KEY = TokenKey(bytes(range(32)))  # tests that write tokens by hand sign them with this
+
+
+def with_test_key(db: Path) -> Path:
+    """Give the ledger at `db` the test key, as `<db>.key` (what the probe would make itself)."""
+    key = key_path(db)
+    key.parent.mkdir(parents=True, exist_ok=True)
+    key.write_text(bytes(range(32)).hex() + "\n")
+    key.chmod(0o600)
+    return db
+
+
 @pytest.fixture
 def ledger(tmp_path: Path):
-    with Ledger(tmp_path / "ledger.sqlite3") as opened:
+    with Ledger(with_test_key(tmp_path / "ledger.sqlite3")) as opened:
         yield opened
 
 

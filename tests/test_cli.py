@@ -84,7 +84,7 @@ def test_healthy_gateway_exits_ok_with_every_notification_delivered(tmp_path):
     assert (report["sent"], report["delivered"]) == (20, 20)
     for n in report["notifications"]:
         assert set(n) >= {"seq", "token", "submit", "delivered_at", "latency_s", "copies"}
-        assert n["token"] == f"np-{report['run_id']}-{n['seq']}"
+        assert re.fullmatch(rf"np-{report['run_id']}-{n['seq']}-[a-z2-7]{{8}}", n["token"])
 
 
 def test_terminal_summary_names_the_pattern_and_what_to_do(tmp_path):

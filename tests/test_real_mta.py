@@ -354,7 +354,8 @@ def test_burst_through_postfix_is_healthy_and_every_notification_crosses_it(
     # And the sink got more than was submitted: the headers Postfix added (Received: at least).
     date = formatdate(localtime=True)
     for row in _deliveries(db, report["run_id"]):
-        submitted = len(compose(report["run_id"], row["seq"], COUNT, DOMAIN, date))
+        token = next(n["token"] for n in report["notifications"] if n["seq"] == row["seq"])
+        submitted = len(compose(token, report["run_id"], row["seq"], COUNT, DOMAIN, date))
         assert row["size"] > submitted + len("Received: from"), row
 
 

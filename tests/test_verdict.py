@@ -6,7 +6,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from probe.correlation import make_token
 from probe.records import (
     Delivery,
     ErrorKind,
@@ -17,6 +16,7 @@ from probe.records import (
     Submission,
 )
 from probe.verdict import Pattern, Severity, Thresholds, classify, revise, seq_ranges
+from tests.conftest import TEST_KEY
 
 RUN = "abcdef0123"
 OK = SmtpReply(250, "2.0.0 Queued", "2.0.0")
@@ -49,7 +49,7 @@ def note(
         Delivery(RUN, seq, received_at=t + latency + i * 0.001, found_in="envelope")
         for i in range(delivered)
     )
-    return Notification(RUN, seq, make_token(RUN, seq), submission, deliveries)
+    return Notification(RUN, seq, TEST_KEY.token(RUN, seq), submission, deliveries)
 
 
 def record(*notes: Notification, control: bool | None = True) -> RunRecord:
@@ -83,7 +83,7 @@ def test_only_first_delivered_rest_refused_is_first_only_refused_form():
 
 def test_first_means_first_answered_by_the_gateway_not_lowest_seq():
     late_first = Notification(
-        RUN, 1, make_token(RUN, 1), Submission(1000.5, 1000.6, "data", OK), ()
+        RUN, 1, TEST_KEY.token(RUN, 1), Submission(1000.5, 1000.6, "data", OK), ()
     )
     early_second = note(2)  # answered at 1000.02, before seq 1
     verdict = classify(record(late_first, early_second, note(3, delivered=0)))

@@ -89,7 +89,7 @@ def open_ledger(path: Path | None, *, existing: bool = False) -> Ledger:
     target = path or default_path()
     if existing and not target.exists():
         raise UsageError(f"no ledger at {target} (give --db PATH)")
-    return Ledger(target)
+    return Ledger(target, read_only_ok=existing)
 
 
 def chosen_run(ledger: Ledger, run_id: str | None, last: bool, command: str) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from prometheus_client import disable_created_metrics
 
 from probe.cli.common import endpoint, open_ledger
+from probe.ledger import exclusive_use
 from probe.logs import configure
 from probe.monitor import config as watch_config
 from probe.monitor.metrics import Metrics
@@ -85,7 +86,7 @@ async def serve(cfg: watch_config.WatchConfig) -> int:
             loop.add_signal_handler(sig, stop.set)
     disable_created_metrics()  # no `_created` twin of every counter: this process is the probe
     metrics = Metrics()
-    with open_ledger(cfg.ledger) as ledger:
+    with open_ledger(cfg.ledger) as ledger, exclusive_use(cfg.ledger, "watch"):
         if cfg.metrics is not None:
             bound = metrics.serve(cfg.metrics)
             announce(f"metrics listening on {bound}")

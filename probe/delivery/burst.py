@@ -19,8 +19,8 @@ from email.utils import formatdate
 import aiosmtplib
 from aiosmtplib import SMTP
 
-from probe.correlation import make_token, recipient_for, sender_for, split_address
-from probe.delivery.credentials import REDACTED
+from probe.correlation import TokenKey, recipient_for, sender_for, split_address
+from probe.delivery.credentials import REDACTED, hide_secret
 from probe.delivery.tls import ClientSecurity
 from probe.errors import ProbeError
 from probe.records import Endpoint, ErrorKind, SmtpReply, Step, Submission
@@ -39,6 +39,7 @@ class BurstPlan:
     run_id: str
     gateway: Endpoint
     domain: str
+    key: TokenKey  # the ledger's: signs every token of the run
     count: int = 10
     concurrency: int = 1
     reuse: bool = True
@@ -61,9 +62,8 @@ def ensure_probe_recipient(rcpt: str, domain: str) -> None:
         raise ProbeError(f"refusing to send to {rcpt!r}: not in the probe domain {domain}")
 
 
-def compose(run_id: str, seq: int, count: int, domain: str, date: str) -> bytes:
+def compose(token: str, run_id: str, seq: int, count: int, domain: str, date: str) -> bytes:
     """The notification: the token in Subject, header and body, plain ASCII and short lines."""
-    token = make_token(run_id, seq)
     return (
         f"From: notifyprobe <{sender_for(run_id, domain)}>\r\n"
         f"To: <{recipient_for(token, domain)}>\r\n"
@@ -107,7 +107,7 @@ class Sender:
         stage = "connect"
 
         def reply_step(command: str, response: aiosmtplib.SMTPResponse) -> SmtpReply:
-            reply = SmtpReply.parse(response.code, response.message)
+            reply = SmtpReply.parse(response.code, self._scrub(response.message, stage))
             steps.append(Step(at=time.time(), command=command, reply=reply))
             return reply
 
@@ -140,13 +140,13 @@ class Sender:
                 steps=tuple(steps),
             )
         except aiosmtplib.SMTPResponseException as exc:
-            reply = SmtpReply.parse(exc.code, exc.message)
+            reply = SmtpReply.parse(exc.code, self._scrub(exc.message, stage))
             steps.append(Step(at=time.time(), command=stage.upper(), reply=reply))
             await self._recover(reply.code)
             return Submission(started, time.time(), stage, reply=reply, steps=tuple(steps))
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             kind = _error_kind(exc, stage)
-            error = _error_text(exc)
+            error = self._scrub(_error_text(exc), stage)
             steps.append(Step(at=time.time(), command=stage.upper(), error=error))
             await self._drop()
             return Submission(
@@ -193,13 +193,12 @@ class Sender:
         return smtp
 
     def _scrub(self, text: str, stage: str) -> str:
-        """What a server says during AUTH may echo the credentials: keep none of it."""
-        if stage != "auth":
-            return text
+        """What a server says may echo the credentials: during AUTH keep nothing that looks
+        encoded; at any other step remove the password in every form it could be echoed in."""
         password = self.security.password.reveal() if self.security.password else ""
-        if (password and password in text) or _BASE64ISH.search(text):
+        if stage == "auth" and ((password and password in text) or _BASE64ISH.search(text)):
             return REDACTED
-        return text
+        return hide_secret(text, password)[0]
 
     async def _recover(self, code: int) -> None:
         """After a refusal, reset the transaction so the connection can carry the next one."""
@@ -249,10 +248,10 @@ async def send_burst(plan: BurstPlan, on_result: ResultCallback) -> None:
                     delay = t0 + (seq - 1) * spacing - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                token = make_token(plan.run_id, seq)
+                token = plan.key.token(plan.run_id, seq)
                 rcpt = recipient_for(token, plan.domain)
                 ensure_probe_recipient(rcpt, plan.domain)
-                message = compose(plan.run_id, seq, plan.count, plan.domain, date)
+                message = compose(token, plan.run_id, seq, plan.count, plan.domain, date)
                 result = await sender.submit(mail_from, rcpt, message)
                 on_result(seq, result)
         finally:
@@ -263,14 +262,14 @@ async def send_burst(plan: BurstPlan, on_result: ResultCallback) -> None:
 
 
 async def send_control(
-    sink: Endpoint, run_id: str, domain: str, timeout: float, count: int
+    sink: Endpoint, key: TokenKey, run_id: str, domain: str, timeout: float, count: int
 ) -> Submission:
     """Sequence 0 straight to the sink: proves in this very run that the sink records mail."""
     sender = Sender(sink, timeout=timeout, reuse=False, helo=None)
-    token = make_token(run_id, 0)
+    token = key.token(run_id, 0)
     rcpt = recipient_for(token, domain)
     ensure_probe_recipient(rcpt, domain)
-    message = compose(run_id, 0, count, domain, formatdate(localtime=True))
+    message = compose(token, run_id, 0, count, domain, formatdate(localtime=True))
     return await sender.submit(sender_for(run_id, domain), rcpt, message)
 
 

@@ -7,14 +7,48 @@ str are redacted, so a stray log call or f-string cannot leak it.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 from probe.errors import UsageError
+from probe.host.files import read_host_file
 
 REDACTED = "[redacted]"
 MAX_PASSWORD_FILE_BYTES = 4096
+_BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{4,}={0,2}")
+
+
+def hide_secret(text: str, secret: str) -> tuple[str, int]:
+    """`text` with every trace of `secret` replaced by REDACTED, and how many were found.
+
+    Raw, and inside any base64 run that decodes to bytes holding it: the AUTH PLAIN blob
+    (`\\0user\\0password`), AUTH LOGIN, or any other, at whatever alignment the secret sits
+    in the encoded bytes. A server that echoes a credential in a later reply must not get it
+    into the ledger or a bundle that way.
+    """
+    if not secret:
+        return text, 0
+    found = text.count(secret)
+    text = text.replace(secret, REDACTED)
+    raw = secret.encode("utf-8")
+
+    def encoded(match: re.Match[str]) -> str:
+        nonlocal found
+        run = match.group(0)
+        try:
+            decoded = base64.b64decode(run + "=" * (-len(run) % 4), validate=False)
+        except (binascii.Error, ValueError):
+            return run
+        if raw not in decoded:
+            return run
+        found += 1
+        return REDACTED
+
+    return _BASE64_RUN.sub(encoded, text), found
 
 
 class Secret:
@@ -59,13 +93,10 @@ def password_from_env(name: str, environ: Mapping[str, str] | None = None) -> Se
 
 def password_from_file(path: Path) -> Secret:
     """The first line of `path`, without its line ending."""
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_PASSWORD_FILE_BYTES + 1)
+    try:  # a link is followed (secret stores mount them); a FIFO or a device is refused
+        data = read_host_file(path, MAX_PASSWORD_FILE_BYTES, follow_link=True)
     except OSError as exc:
         raise UsageError(f"cannot read password file {path}: {exc.strerror}") from None
-    if len(data) > MAX_PASSWORD_FILE_BYTES:
-        raise UsageError(f"password file {path} is larger than {MAX_PASSWORD_FILE_BYTES} bytes")
     lines = data.decode("utf-8", "replace").splitlines()
     if not lines or not lines[0]:
         raise UsageError(f"password file {path} is empty")

@@ -289,6 +289,7 @@ async def _probe(
         run_id=run_id,
         gateway=settings.gateway,
         domain=settings.domain,
+        key=ledger.token_key,
         count=settings.count,
         concurrency=settings.concurrency,
         reuse=settings.reuse,
@@ -300,8 +301,10 @@ async def _probe(
     )
     await send_burst(plan, on_result)
     if settings.control:
-        on_result(0, await send_control(sink, run_id, settings.domain, settings.step_timeout_s,
-                                         settings.count))  # fmt: skip
+        control = await send_control(
+            sink, ledger.token_key, run_id, settings.domain, settings.step_timeout_s, settings.count
+        )
+        on_result(0, control)
     burst_ended = time.time()
     # The wall clock can jump (NTP step, VM resume): the deadlines below use it because delivery
     # times come from it, but the monotonic clock bounds the whole wait whatever the wall does.

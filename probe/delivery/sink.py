@@ -15,7 +15,7 @@ from collections.abc import Callable
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from probe.correlation import BOUNCE_PREFIX, TokenRef, locate_tokens, split_address
+from probe.correlation import BOUNCE_PREFIX, FoundToken, TokenRef, locate_tokens, split_address
 from probe.delivery.sink_limits import (
     TOO_MANY_RECIPIENTS,
     Access,
@@ -25,12 +25,13 @@ from probe.delivery.sink_limits import (
 )
 from probe.errors import ProbeError
 from probe.ledger import LedgerWriter
-from probe.records import ReceivedMessage
+from probe.records import ReceivedMessage, printable
 
 log = structlog.get_logger("notifyprobe.sink")
 
 DeliveryCallback = Callable[[TokenRef, float], None]
 PARSE_IN_THREAD_BYTES = 256 * 1024  # parse larger messages off the loop: others keep being served
+MAX_TOKENS_PER_MESSAGE = 4  # a rewriting gateway may repeat a few; a whole run is a forgery
 
 
 class SinkHandler:
@@ -44,6 +45,7 @@ class SinkHandler:
         max_recipients: int = SinkLimits.max_recipients,
     ):
         self.writer = writer
+        self.key = writer.ledger.token_key
         self.domain = domain.lower().rstrip(".")
         self.on_delivery = on_delivery
         self.max_recipients = max_recipients
@@ -67,19 +69,22 @@ class SinkHandler:
         message = ReceivedMessage(
             received_at=time.time(),
             peer=_peer(session),
-            mail_from=envelope.mail_from or "",
-            rcpts=tuple(envelope.rcpt_tos),
+            mail_from=printable(envelope.mail_from or ""),
+            rcpts=tuple(printable(r) for r in envelope.rcpt_tos),
             size=len(content),
-            helo=session.host_name or "",
+            helo=printable(session.host_name or ""),
         )
         if len(content) > PARSE_IN_THREAD_BYTES:
-            tokens = await asyncio.to_thread(locate_tokens, list(envelope.rcpt_tos), content)
+            found = await asyncio.to_thread(locate_tokens, list(envelope.rcpt_tos), content)
         else:
-            tokens = locate_tokens(envelope.rcpt_tos, content)
+            found = locate_tokens(envelope.rcpt_tos, content)
+        tokens, not_counted = self.authentic(found)
         writes = [self.writer.record_delivery(ref, where, message) for ref, where in tokens]
         bounce_run = _bounce_run(envelope.rcpt_tos)
         if bounce_run is not None:
             writes.append(self.writer.record_foreign("bounce", message, bounce_run))
+        elif not_counted:
+            writes.append(self.writer.record_foreign(not_counted, message))
         elif not tokens:
             writes.append(self.writer.record_foreign("no token", message))
         try:
@@ -92,6 +97,23 @@ class SinkHandler:
             if known is True and self.on_delivery is not None:
                 self.on_delivery(ref, message.received_at)
         return "250 2.0.0 Recorded"
+
+    def authentic(
+        self, found: list[tuple[FoundToken, str]]
+    ) -> tuple[list[tuple[TokenRef, str]], str]:
+        """The tokens to count (MAC checked, at most MAX_TOKENS_PER_MESSAGE) and, when some were
+        not counted, one line that says why: one row per message, however many tokens it held.
+        A gateway delivers one notification per message; a message naming many is forged or
+        broken, and counting them all would let one message stand for a whole run."""
+        signed = [(f.ref, where) for f, where in found if self.key.verify(f)]
+        forged = len(found) - len(signed)
+        reasons = [f"{forged} token(s) with a wrong MAC"] if forged else []
+        if len(signed) > MAX_TOKENS_PER_MESSAGE:
+            reasons.append(
+                f"{len(signed)} tokens in one message, "
+                f"only the first {MAX_TOKENS_PER_MESSAGE} counted"
+            )
+        return signed[:MAX_TOKENS_PER_MESSAGE], "; ".join(reasons)
 
     async def handle_exception(self, error: Exception) -> str:
         """A bug or hostile input must cost one reply, never the session's details in a log."""

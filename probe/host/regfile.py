@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probe.errors import ProbeError
+from probe.host.files import read_host_file
 from probe.host.registry import (
     REG_BINARY,
     REG_DWORD,
@@ -35,6 +36,8 @@ from probe.host.registry import (
 HEADER_V5 = "Windows Registry Editor Version 5.00"
 HEADER_V4 = "REGEDIT4"
 MAX_BYTES = 256 * 1024 * 1024
+_HEX_BYTE = re.compile(r"[0-9a-fA-F]{1,2}")
+_HEX_LIST = re.compile(r"[0-9a-fA-F]{1,2}(?:,[0-9a-fA-F]{1,2})*")
 _HEX_TYPE = re.compile(r"hex(?:\(([0-9a-fA-F]+)\))?:(.*)\Z", re.DOTALL)
 
 
@@ -57,12 +60,9 @@ class RegFile:
     @classmethod
     def load(cls, path: Path) -> RegFile:
         try:
-            with open(path, "rb") as handle:
-                data = handle.read(MAX_BYTES + 1)
+            data = read_host_file(path, MAX_BYTES, follow_link=True)
         except OSError as exc:
             raise ProbeError(f"cannot read registry export {path}: {exc.strerror or exc}") from None
-        if len(data) > MAX_BYTES:
-            raise ProbeError(f"registry export {path} is larger than {MAX_BYTES // 2**20} MiB")
         return parse_reg(decode(data, str(path)), str(path))
 
     def _key(self, path: str) -> _Key | None:
@@ -98,7 +98,10 @@ def decode(data: bytes, source: str) -> str:
     if data.startswith(b"\xfe\xff"):
         raise ProbeError(f"{source}: UTF-16 big-endian is not a format regedit writes")
     if data[:4] in (b"W\0i\0", b"R\0E\0"):  # UTF-16LE that lost its BOM
-        return data.decode("utf-16-le", errors="strict")
+        try:
+            return data.decode("utf-16-le")
+        except UnicodeDecodeError as exc:
+            raise ProbeError(f"{source}: broken UTF-16 text at byte {exc.start}") from None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
@@ -165,9 +168,17 @@ def _logical_lines(lines: list[str], first: int) -> list[tuple[int, str]]:
     while i < len(lines):
         start, text = i + 1, lines[i].rstrip()
         i += 1
-        while _continues(text) and i < len(lines):
-            text = text[:-1] + lines[i].strip()
-            i += 1
+        if i < len(lines) and _continues(text):
+            # Joined once at the end: appending line by line is quadratic on a long hex value.
+            parts = [text[:-1]]
+            while i < len(lines):
+                part = lines[i].strip()
+                i += 1
+                if not (part.endswith("\\") and i < len(lines)):
+                    parts.append(part)
+                    break
+                parts.append(part[:-1])
+            text = "".join(parts)
         out.append((start, text))
     return out
 
@@ -255,11 +266,10 @@ def _hex_bytes(text: str, where: str) -> bytes:
     cleaned = text.replace(" ", "").replace("\t", "").strip(",")
     if not cleaned:
         return b""
-    parts = cleaned.split(",")
-    if any(not re.fullmatch(r"[0-9a-fA-F]{1,2}", p) for p in parts):
-        bad = next(p for p in parts if not re.fullmatch(r"[0-9a-fA-F]{1,2}", p))
+    if _HEX_LIST.fullmatch(cleaned) is None:
+        bad = next(p for p in cleaned.split(",") if not _HEX_BYTE.fullmatch(p))
         raise ProbeError(f"{where}: bad hex byte {bad!r}")
-    return bytes(int(p, 16) for p in parts)
+    return bytes.fromhex("".join(p.zfill(2) for p in cleaned.split(",")))
 
 
 def _typed(kind: int, raw: bytes, where: str, *, wide: bool) -> RegData:

@@ -24,6 +24,7 @@ from probe.delivery.credentials import Secret
 from probe.delivery.sink_limits import Access, client_network
 from probe.delivery.tls import ClientSecurity
 from probe.errors import UsageError
+from probe.host.files import read_host_file
 from probe.records import Endpoint
 
 if sys.version_info >= (3, 11):
@@ -35,6 +36,8 @@ HARD_MIN_INTERVAL_S = 5.0  # no configuration may burst a gateway more often tha
 HARD_MAX_PER_MINUTE = 6_000.0  # nor send it more notifications per minute on average
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
+MAX_NUMBER = 1e12  # far above any real setting, far below where floats lose whole numbers
+MAX_DURATION_S = 7 * 86400.0  # no wait, interval or timeout of a watch is longer than a week
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -159,12 +162,14 @@ _TARGET_KEYS = {
 }
 _ON_CHANGE_KEYS = {"command", "timeout", "evidence_dir"}
 
+MAX_CONFIG_BYTES = 2**20  # a watch config is a few kilobytes
+
 
 def load(path: Path | str, environ: Mapping[str, str] | None = None) -> WatchConfig:
     """Read and validate a config file. Secrets are resolved now, so a missing one fails early."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_host_file(path, MAX_CONFIG_BYTES, follow_link=True).decode("utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read config {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
@@ -183,6 +188,8 @@ def parse(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config {source}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"config {source}: arrays or tables nested too deeply") from None
     reader = _Reader(source, base, os.environ if environ is None else environ)
     return reader.config(data)
 
@@ -212,6 +219,13 @@ class _Reader:
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise self.fail("", f"target names must be unique: {', '.join(duplicates)}")
+        total = sum(t.per_minute for t in targets)
+        if total > caps.max_per_minute:
+            raise self.fail(
+                "",
+                f"all targets together send {total:.1f} notifications per minute, above the cap "
+                f"of {caps.max_per_minute:g} ([limits] max_per_minute counts every target)",
+            )
         on_change = self.table(data, "on_change")
         level = self.string(data, "log_level", "", "info")
         if level not in LOG_LEVELS:
@@ -422,8 +436,8 @@ class _Reader:
         value = raw.get(key, default)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise self.fail(where, f"{key} must be a number")
-        if not math.isfinite(value):
-            raise self.fail(where, f"{key} must be a finite number")
+        if abs(value) > MAX_NUMBER or not math.isfinite(value):
+            raise self.fail(where, f"{key} must be a finite number of at most {MAX_NUMBER:g}")
         if integer and not float(value).is_integer():
             raise self.fail(where, f"{key} must be a whole number")
         if value < 0:
@@ -439,8 +453,12 @@ class _Reader:
                 raise self.fail(
                     where, f'{key} {value!r} is not a duration (e.g. 30, "30s", "5m", "1h")'
                 )
-            return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
-        return self.number(raw, key, where, default)
+            seconds = float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
+        else:
+            seconds = self.number(raw, key, where, default)
+        if not math.isfinite(seconds) or seconds > MAX_DURATION_S:
+            raise self.fail(where, f"{key} must be at most {MAX_DURATION_S / 86400:g} days")
+        return seconds
 
     def endpoint(self, value: object, where: str) -> Endpoint:
         try:

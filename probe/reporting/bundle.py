@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 import time
 import zipfile
@@ -24,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from probe import __version__
+from probe.delivery.credentials import hide_secret
 from probe.errors import ProbeError
 from probe.host.facts import HostFacts, collect
 from probe.ledger import Ledger
 from probe.records import Notification, RunRecord
 from probe.reporting import artifacts as stored
 from probe.reporting import html as report_html
+from probe.reporting.output import write_output
 from probe.reporting.redact import RedactionMap, Redactor, secret_forms
 from probe.reporting.text import MEANING, to_json, to_text
 from probe.verdict import Verdict, judge_recorded
@@ -185,12 +186,14 @@ def build(ev: RunEvidence, redactor: Redactor, command_line: Sequence[str]) -> l
 def guard(files: Sequence[BundleFile], secrets: Sequence[str]) -> None:
     """Refuse to write a bundle that still holds a secret (a bug elsewhere, caught here)."""
     for secret in secrets:
-        for form in secret_forms(secret):
-            if len(form) < MIN_GUARDED_SECRET:
-                continue
-            for f in files:
-                if form.encode("utf-8") in f.data:
-                    raise ProbeError(f"refusing to write the bundle: a secret is left in {f.name}")
+        forms = [f.encode("utf-8") for f in secret_forms(secret) if len(f) >= MIN_GUARDED_SECRET]
+        for f in files:
+            encoded = (
+                len(secret) >= MIN_GUARDED_SECRET
+                and hide_secret(f.data.decode("utf-8", "replace"), secret)[1]
+            )
+            if encoded or any(form in f.data for form in forms):
+                raise ProbeError(f"refusing to write the bundle: a secret is left in {f.name}")
 
 
 def write_zip(files: Sequence[BundleFile], out: Path, when: float) -> str:
@@ -205,13 +208,7 @@ def write_zip(files: Sequence[BundleFile], out: Path, when: float) -> str:
             info.create_system = 3
             archive.writestr(info, f.data)
     data = buffer.getvalue()
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        temp = out.with_name(out.name + ".part")
-        temp.write_bytes(data)
-        os.replace(temp, out)
-    except OSError as exc:
-        raise ProbeError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    write_output(out, data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -232,15 +229,10 @@ def make_bundle(
     beside = out.with_name(out.name + ".sha256")
     mapping = redactor.mapping()
     mapping_path = out.with_name(out.name + ".redaction-map.json")
-    try:
-        beside.write_text(f"{digest}  {out.name}\n", encoding="utf-8")
-        if redactor.kinds:
-            fd = os.open(mapping_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(mapping.to_dict(), handle, indent=2, ensure_ascii=False)
-                handle.write("\n")
-    except OSError as exc:
-        raise ProbeError(f"cannot write beside {out}: {exc.strerror or exc}") from exc
+    write_output(beside, f"{digest}  {out.name}\n".encode())
+    if redactor.kinds:
+        text = json.dumps(mapping.to_dict(), indent=2, ensure_ascii=False) + "\n"
+        write_output(mapping_path, text.encode("utf-8"), mode=0o600)
     return BundleResult(
         path=out,
         sha256=digest,

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_plus
 
+from probe.delivery.credentials import hide_secret
+
 REDACTED = "[redacted]"
 KINDS = ("hosts", "emails", "ips")
 KEPT_NAMES = frozenset({"localhost", "localhost.localdomain", "notifyprobe-sink"})
@@ -132,6 +134,7 @@ class Redactor:
     """Removes secrets from text and replaces registered names consistently across calls."""
 
     def __init__(self, secrets: Iterable[str] = (), kinds: Iterable[str] = ()):
+        secrets = tuple(secrets)
         self.kinds = tuple(k for k in KINDS if k in set(kinds))
         unknown = set(kinds) - set(KINDS)
         if unknown:
@@ -141,6 +144,7 @@ class Redactor:
             if secret:
                 forms |= secret_forms(secret)
         self._secret_forms = sorted(forms, key=lambda f: (-len(f), f))
+        self._secrets = tuple(s for s in secrets if s)
         self._hosts: dict[str, str] = {}
         self._emails: dict[str, str] = {}
         self._ips: dict[str, str] = {}
@@ -177,6 +181,9 @@ class Redactor:
             if form in text:
                 self.secrets_removed += text.count(form)
                 text = text.replace(form, REDACTED)
+        for secret in self._secrets:
+            text, found = hide_secret(text, secret)
+            self.secrets_removed += found
         text = _USERINFO_RE.sub(rf"\1:{REDACTED}@", text)
         text = _AUTH_RE.sub(rf"\1 {REDACTED}", text)
         if "emails" in self.kinds:
@@ -197,7 +204,10 @@ class Redactor:
             if self._host_re is None:
                 names = sorted(self._hosts, key=lambda n: (-len(n), n))
                 self._host_re = re.compile(
-                    r"(?<![\w-])(" + "|".join(map(re.escape, names)) + r")(?!\.?[\w-])", re.I
+                    r"(?:(?<![\w-])|(?<=\b\d{3}-))("  # `250-gw01.example`: an EHLO reply line
+                    + "|".join(map(re.escape, names))
+                    + r")(?!\.?[\w-])",
+                    re.I,
                 )
             text = self._host_re.sub(lambda m: self._hosts[m.group(1).lower()], text)
         return text

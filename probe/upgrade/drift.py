@@ -13,7 +13,6 @@ from __future__ import annotations
 import ntpath
 import os
 import re
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.errors import ProbeError
+from probe.host.files import UnsafeFileError, read_host_file
 from probe.host.pe import ModuleVersion, describe
 from probe.host.registry import RegistryReader
 from probe.upgrade.checks import Check, Status
@@ -29,6 +29,7 @@ from probe.upgrade.profiles import Profile, under_root
 SHARES = r"HKEY_LOCAL_MACHINE\SYSTEM\CurrentControlSet\Services\LanmanServer\Shares"
 WINDOWS_NT = r"HKEY_LOCAL_MACHINE\SOFTWARE\Microsoft\Windows NT\CurrentVersion"
 MAX_FILES = 20_000
+MAX_DEPTH = 64  # folders below a bin folder; a real one has a few
 
 
 class Drift(str, Enum):
@@ -40,6 +41,7 @@ class Drift(str, Enum):
     DIFFERS = "differs"  # same or no version, other content
     MISSING = "missing"  # only in the default copy
     EXTRA = "extra"  # only in the relocated copy
+    UNCHECKED = "unchecked"  # a copy is not a regular file, too large, unreadable or ambiguous
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class FileFacts:
     size: int
     sha256: str
     version: str | None
+    problem: str | None = None  # why this copy could not be read or compared
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ class FileDrift:
         def facts(f: FileFacts | None) -> dict[str, Any] | None:
             if f is None:
                 return None
-            return {"path": f.path, "size": f.size, "sha256": f.sha256, "version": f.version}
+            facts = {"path": f.path, "size": f.size, "sha256": f.sha256, "version": f.version}
+            return {**facts, "problem": f.problem} if f.problem else facts
 
         return {
             "name": self.name,
@@ -77,33 +81,53 @@ class FileDrift:
 
 
 def read_tree(folder: Path) -> dict[str, FileFacts]:
-    """Every regular file under `folder`, keyed by lower-cased relative path (Windows folders
-    compare case-insensitively). Other file types are skipped: reading a FIFO would block."""
+    """Every file under `folder`, keyed by lower-cased relative path (Windows folders compare
+    case-insensitively). Links are not followed and nothing but a regular file is read (a FIFO
+    would block, a device never ends); such entries, oversized files and names that differ only
+    in case are kept with the reason they could not be compared."""
     if not folder.exists():
         raise ProbeError(f"folder {folder} does not exist")
     if not folder.is_dir():
         raise ProbeError(f"{folder} is not a folder")
     found: dict[str, FileFacts] = {}
-
-    def fail(exc: OSError) -> None:
-        raise ProbeError(f"cannot list {exc.filename}: {exc.strerror or exc}")
-
-    for directory, dirs, files in os.walk(folder, onerror=fail):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(directory) / name
-            if len(found) >= MAX_FILES:
-                raise ProbeError(f"{folder} holds more than {MAX_FILES} files: not a bin folder?")
-            try:
-                if not stat.S_ISREG(os.stat(path).st_mode):
-                    continue
-                with open(path, "rb") as handle:
-                    facts = describe(handle.read())
-            except OSError as exc:
-                raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
-            relative = path.relative_to(folder).as_posix()
-            found[relative.lower()] = _facts(str(path), facts)
+    for path in _walk(folder):
+        if len(found) >= MAX_FILES:
+            raise ProbeError(f"{folder} holds more than {MAX_FILES} files: not a bin folder?")
+        key = path.relative_to(folder).as_posix().lower()
+        try:
+            facts = _facts(str(path), describe(read_host_file(path)))
+        except UnsafeFileError as exc:
+            facts = FileFacts(str(path), 0, "", None, problem=exc.strerror)
+        except OSError as exc:
+            facts = FileFacts(str(path), 0, "", None, problem=f"unreadable: {exc.strerror or exc}")
+        twin = found.get(key)
+        if twin is not None:
+            problem = f"two files differ only in case: {Path(twin.path).name}, {path.name}"
+            facts = FileFacts(twin.path, 0, "", None, problem=problem)
+        found[key] = facts
     return found
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Every non-folder entry below `folder`, in name order, without following links; bounded
+    in depth so that a hostile tree is a clear error, not a crash."""
+    entries: list[Path] = []
+    stack: list[tuple[Path, int]] = [(folder, 0)]
+    while stack:
+        directory, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ProbeError(f"{folder} nests folders deeper than {MAX_DEPTH}: not a bin folder?")
+        try:
+            with os.scandir(directory) as scan:
+                listed = sorted(scan, key=lambda e: e.name)
+        except OSError as exc:
+            raise ProbeError(f"cannot list {directory}: {exc.strerror or exc}") from None
+        for entry in listed:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append((Path(entry.path), depth + 1))
+            else:
+                entries.append(Path(entry.path))
+    return sorted(entries)
 
 
 def _facts(path: str, version: ModuleVersion) -> FileFacts:
@@ -121,6 +145,8 @@ def compare_trees(default: Path, relocated: Path) -> tuple[FileDrift, ...]:
 
 
 def judge(default: FileFacts | None, relocated: FileFacts | None) -> Drift:
+    if any(f is not None and f.problem for f in (default, relocated)):
+        return Drift.UNCHECKED
     if relocated is None:
         return Drift.MISSING
     if default is None:
@@ -134,6 +160,14 @@ def judge(default: FileFacts | None, relocated: FileFacts | None) -> Drift:
     return Drift.DIFFERS
 
 
+def _problem(d: FileDrift) -> str:
+    return "; ".join(
+        f"{side} copy is {f.problem}" if not f.problem.startswith("two") else f.problem
+        for side, f in (("default", d.default), ("relocated", d.relocated))
+        if f is not None and f.problem
+    )
+
+
 def _numbers(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in re.findall(r"\d+", version))
 
@@ -144,7 +178,11 @@ def file_checks(drifts: Sequence[FileDrift], sync_hint: str) -> list[Check]:
     checks = [
         Check(
             "bin copies",
-            Status.FAIL if any(d.needs_copy for d in drifts) else Status.PASS,
+            Status.FAIL
+            if any(d.needs_copy for d in drifts)
+            else Status.WARN
+            if counts[Drift.UNCHECKED]
+            else Status.PASS,
             f"{len(drifts)} file(s): {summary or 'none'}",
             fix=sync_hint,
         )
@@ -160,6 +198,7 @@ def file_checks(drifts: Sequence[FileDrift], sync_hint: str) -> list[Check]:
             Drift.DIFFERS: Status.WARN,
             Drift.NEWER: Status.WARN,
             Drift.EXTRA: Status.PASS,
+            Drift.UNCHECKED: Status.WARN,
         }[d.state]
         reason = {
             Drift.OLDER: f"relocated copy is older: {rv} vs default {dv}",
@@ -167,6 +206,7 @@ def file_checks(drifts: Sequence[FileDrift], sync_hint: str) -> list[Check]:
             Drift.DIFFERS: f"same version ({rv}) but other content than the default copy",
             Drift.NEWER: f"relocated copy is newer: {rv} vs default {dv}; left alone",
             Drift.EXTRA: "only in the relocated copy; left alone",
+            Drift.UNCHECKED: f"not compared: {_problem(d)}",
         }[d.state]
         fix = sync_hint if d.needs_copy else ""
         checks.append(Check(f"bin: {d.name}", status, reason, fix=fix))

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from probe.errors import ProbeError
+from probe.host.files import read_host_file
 from probe.host.inuse import InUse
 from probe.host.inventory import Inventory, take_inventory
 from probe.host.pe import describe
@@ -232,7 +233,7 @@ def version_check(profile: Profile, root: Path, expect: str | None) -> Check:
         if not path.is_file():
             continue
         try:
-            versions[relative] = describe(path.read_bytes()).file_version
+            versions[relative] = describe(read_host_file(path)).file_version
         except OSError as exc:
             raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not versions:

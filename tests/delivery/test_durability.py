@@ -14,10 +14,11 @@ from pathlib import Path
 
 import aiosmtplib
 
-from probe.correlation import make_token, recipient_for
+from probe.correlation import recipient_for
 from probe.delivery.sink import Sink
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Run
+from tests.conftest import TEST_KEY, with_test_key
 
 DOMAIN = "probe.invalid"
 RUN = "feedc0ffee"
@@ -25,7 +26,7 @@ PROBE = [sys.executable, "-m", "probe"]
 
 
 def message(seq: int) -> tuple[bytes, str]:
-    token = make_token(RUN, seq)
+    token = TEST_KEY.token(RUN, seq)
     return f"Subject: durable {token}\r\nX-Probe-Token: {token}\r\n\r\nbody\r\n".encode(), token
 
 
@@ -56,7 +57,7 @@ async def client(port: int, seqs: range, acked: list[int], on_ack=None) -> None:
 async def test_concurrent_sessions_share_commits_and_250_follows_the_commit(tmp_path):
     db = tmp_path / "group.sqlite3"
     clients, each = 20, 10
-    with Ledger(db) as ledger:
+    with Ledger(with_test_key(db)) as ledger:
         ledger.create_run(Run(RUN, "gw:25", DOMAIN, count=clients * each, started_at=time.time()))
         writer = LedgerWriter(ledger)
         early: list[int] = []
@@ -84,7 +85,7 @@ async def test_concurrent_sessions_share_commits_and_250_follows_the_commit(tmp_
 async def test_sigkill_of_the_sink_loses_no_acknowledged_message(tmp_path):
     db = tmp_path / "killed.sqlite3"
     clients, each, kill_after = 8, 200, 300
-    with Ledger(db) as ledger:
+    with Ledger(with_test_key(db)) as ledger:
         ledger.create_run(Run(RUN, "gw:25", DOMAIN, count=clients * each + 1, started_at=0.0))
 
     def start_sink() -> tuple[subprocess.Popen[str], int]:

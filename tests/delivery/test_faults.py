@@ -15,7 +15,7 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from probe.correlation import TokenRef, make_token, recipient_for
+from probe.correlation import TokenRef, recipient_for
 from probe.delivery.burst import Sender
 from probe.delivery.run import ProbeSettings, Progress, _Tracker, run_probe
 from probe.delivery.settle import Patience, settle_deadline
@@ -33,6 +33,7 @@ from probe.records import (
     Submission,
 )
 from probe.verdict import Pattern, Severity, classify
+from tests.conftest import TEST_KEY, with_test_key
 
 PROBE = [sys.executable, "-m", "probe"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -104,7 +105,7 @@ async def test_connection_reset_mid_data_is_a_reset_at_the_data_stage():
     port = server.sockets[0].getsockname()[1]
     try:
         sender = Sender(Endpoint("127.0.0.1", port), timeout=5, reuse=True, helo=None)
-        token = make_token("abcdef0123", 1)
+        token = TEST_KEY.token("abcdef0123", 1)
         big = f"Subject: {token}\r\n\r\n".encode() + b"line of text\r\n" * 20000
         result = await sender.submit("a@example.org", recipient_for(token, DOMAIN), big)
     finally:
@@ -117,7 +118,7 @@ async def test_connection_reset_mid_data_is_a_reset_at_the_data_stage():
 async def test_full_ledger_makes_the_sink_answer_451_and_every_250_is_stored(tmp_path):
     db = tmp_path / "full.sqlite3"
     run_id = "f011f011f0"
-    with Ledger(db) as ledger:
+    with Ledger(with_test_key(db)) as ledger:
         ledger.create_run(Run(run_id, "gw:25", DOMAIN, count=2000, started_at=time.time()))
         pages = ledger._conn.execute("PRAGMA page_count").fetchone()[0]
         # "disk full" for SQLite (SQLITE_FULL): the file may not grow beyond two more pages.
@@ -129,7 +130,7 @@ async def test_full_ledger_makes_the_sink_answer_451_and_every_250_is_stored(tmp
             smtp = aiosmtplib.SMTP(hostname="127.0.0.1", port=sink.port, timeout=5)
             await smtp.connect()
             for seq in range(1, 2001):  # bounded: the ledger fills long before
-                token = make_token(run_id, seq)
+                token = TEST_KEY.token(run_id, seq)
                 data = f"Subject: {token}\r\n\r\n{'x' * 200}\r\n".encode()
                 try:
                     await smtp.sendmail("a@example.org", [recipient_for(token, DOMAIN)], data)
@@ -227,7 +228,7 @@ def test_wall_clock_stepped_back_gives_zero_latency_not_negative_or_slow():
         Notification(
             run_id,
             seq,
-            make_token(run_id, seq),
+            TEST_KEY.token(run_id, seq),
             Submission(started_at=2000.0 + seq, finished_at=2000.1 + seq, stage="data", reply=ok),
             # the clock went back an hour between submission and arrival
             (Delivery(run_id, seq, received_at=2000.0 + seq - 3600, found_in="envelope"),),

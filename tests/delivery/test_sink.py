@@ -8,11 +8,12 @@ import time
 import aiosmtplib
 import pytest
 
-from probe.correlation import TokenRef, make_token, recipient_for
+from probe.correlation import TokenRef, recipient_for
 from probe.delivery.burst import compose
 from probe.delivery.sink import Sink
 from probe.ledger import LedgerWriter
 from probe.records import Run
+from tests.conftest import TEST_KEY
 
 DOMAIN = "probe.invalid"
 
@@ -51,8 +52,10 @@ async def test_recipient_outside_the_probe_domain_is_refused(sink):
 
 async def test_delivery_is_in_the_ledger_when_250_arrives(sink, ledger):
     run_id = new_run(ledger)
-    token = make_token(run_id, 2)
-    reply = await send(sink, recipient_for(token, DOMAIN), compose(run_id, 2, 3, DOMAIN, "x"))
+    token = TEST_KEY.token(run_id, 2)
+    reply = await send(
+        sink, recipient_for(token, DOMAIN), compose(token, run_id, 2, 3, DOMAIN, "x")
+    )
     assert reply.code == 250
     assert ledger.delivered_seqs(run_id).keys() == {2}  # committed before the 250 was sent
     assert sink.arrivals == [TokenRef(run_id, 2)]
@@ -60,12 +63,12 @@ async def test_delivery_is_in_the_ledger_when_250_arrives(sink, ledger):
 
 async def test_token_of_an_unknown_run_is_recorded_as_foreign_not_counted(sink, ledger):
     run_id = new_run(ledger)
-    forged = make_token("0000000000", 1)
+    forged = TEST_KEY.token("0000000000", 1)
     reply = await send(sink, recipient_for(forged, DOMAIN), b"Subject: forged\r\n\r\nx\r\n")
     assert reply.code == 250
     assert ledger.delivery_count(run_id) == 0
     assert sink.arrivals == []
-    assert ledger.foreign_reasons() == [f"unknown token {forged}"]
+    assert ledger.foreign_reasons() == ["unknown token np-0000000000-1"]
 
 
 async def test_message_without_any_token_is_recorded_as_foreign(sink, ledger):

@@ -15,8 +15,8 @@ import aiosmtplib
 import pytest
 from smtp_raw import RawClient
 
-from probe.correlation import make_token, recipient_for
-from probe.delivery.sink import Sink
+from probe.correlation import TokenKey, recipient_for
+from probe.delivery.sink import MAX_TOKENS_PER_MESSAGE, Sink
 from probe.delivery.sink_limits import (
     Access,
     ConnectionGate,
@@ -26,9 +26,11 @@ from probe.delivery.sink_limits import (
 )
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Run
+from tests.conftest import TEST_KEY, with_test_key
 
 DOMAIN = "probe.invalid"
 RUN = "abcabcabc0"
+WRONG_KEY = TokenKey(b"not the ledger's secret!")
 OTHER_RUN = "0123456789"  # well-formed, but no such run in this ledger: a forged token
 LIMITS = SinkLimits(
     max_message_bytes=64 * 1024,
@@ -42,7 +44,7 @@ LIMITS = SinkLimits(
 
 
 def token(seq: int, run: str = RUN) -> str:
-    return make_token(run, seq)
+    return TEST_KEY.token(run, seq)
 
 
 def rcpt(seq: int, run: str = RUN) -> str:
@@ -52,7 +54,7 @@ def rcpt(seq: int, run: str = RUN) -> str:
 @pytest.fixture
 async def sink(tmp_path: Path):
     """A sink with short limits; on teardown, a normal client must still be served."""
-    with Ledger(tmp_path / "sink.sqlite3") as ledger:
+    with Ledger(with_test_key(tmp_path / "sink.sqlite3")) as ledger:
         ledger.create_run(Run(RUN, "gw:25", DOMAIN, count=50, started_at=time.time()))
         writer = LedgerWriter(ledger)
         server = Sink(writer, host="127.0.0.1", port=0, domain=DOMAIN, limits=LIMITS)
@@ -359,6 +361,7 @@ async def test_forged_missing_and_out_of_range_tokens_are_foreign_not_counted(si
         f"Subject: forged {token(1, OTHER_RUN)}\r\n\r\nx",  # a run this ledger never made
         "Subject: no token at all\r\n\r\nx",
         f"Subject: beyond the burst {token(999)}\r\n\r\nx",  # right run, no such notification
+        f"Subject: wrong key {WRONG_KEY.token(RUN, 2)}\r\n\r\nx",  # seen run id, no secret
     ]
     for body in cases:
         assert (await send_data(client, body.encode()))[0] == 250
@@ -368,8 +371,37 @@ async def test_forged_missing_and_out_of_range_tokens_are_foreign_not_counted(si
     assert ledger.delivery_count(RUN) == 0
     reasons = sorted(r for (r,) in rows(ledger, "SELECT reason FROM foreign_messages"))
     assert reasons == sorted(
-        [f"unknown token {token(1, OTHER_RUN)}", "no token", f"unknown token {token(999)}"]
+        [
+            f"unknown token np-{OTHER_RUN}-1",
+            "no token",
+            f"unknown token np-{RUN}-999",
+            "1 token(s) with a wrong MAC",
+        ]
     )
+
+
+async def test_one_message_naming_a_whole_run_counts_for_a_few_at_most(sink):
+    """What a gateway that saw every token could do: one message for all 20 notifications."""
+    server, ledger = sink
+    client = await open_transaction(server.port, f"someone@{DOMAIN}")
+    body = "Subject: all of them\r\n\r\n" + "\r\n".join(token(seq) for seq in range(1, 21))
+    assert (await send_data(client, body.encode()))[0] == 250
+    await client.close()
+    assert ledger.delivery_count(RUN) == MAX_TOKENS_PER_MESSAGE
+    reasons = [r for (r,) in rows(ledger, "SELECT reason FROM foreign_messages")]
+    assert reasons == [f"20 tokens in one message, only the first {MAX_TOKENS_PER_MESSAGE} counted"]
+
+
+async def test_a_message_of_many_forged_tokens_costs_one_foreign_row(sink):
+    server, ledger = sink
+    client = await open_transaction(server.port, f"someone@{DOMAIN}")
+    forged = "\r\n".join(WRONG_KEY.token(RUN, seq) for seq in range(1, 1501))
+    assert (await send_data(client, f"Subject: flood\r\n\r\n{forged}".encode()))[0] == 250
+    await client.close()
+    assert rows(ledger, "SELECT reason FROM foreign_messages") == [
+        ("1500 token(s) with a wrong MAC",)
+    ]
+    assert ledger.delivery_count(RUN) == 0
 
 
 async def test_connection_reset_mid_data_stores_nothing_and_breaks_nothing(sink):

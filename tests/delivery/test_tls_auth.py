@@ -18,7 +18,7 @@ import pytest
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from probe.correlation import make_token, recipient_for
+from probe.correlation import recipient_for
 from probe.delivery.burst import Sender
 from probe.delivery.credentials import Secret, password_from_env, password_from_file
 from probe.delivery.run import ProbeSettings, run_probe
@@ -30,6 +30,7 @@ from probe.lab.gateway import free_port
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Endpoint, ErrorKind, Run
 from probe.verdict import Pattern
+from tests.conftest import TEST_KEY, with_test_key
 
 DOMAIN = "probe.invalid"
 RUN = "0badc0ffee"
@@ -59,7 +60,7 @@ def pki(tmp_path_factory) -> dict[str, Path]:
 @asynccontextmanager
 async def tls_sink(tmp_path: Path, pki: dict[str, Path], *, implicit: bool = False):
     """A sink offering STARTTLS (or speaking implicit TLS) with the test CA's certificate."""
-    with Ledger(tmp_path / "tls.sqlite3") as ledger:
+    with Ledger(with_test_key(tmp_path / "tls.sqlite3")) as ledger:
         ledger.create_run(Run(RUN, "gw:25", DOMAIN, count=5, started_at=time.time()))
         writer = LedgerWriter(ledger)
         context = server_context(pki["chain"], pki["key"])
@@ -87,7 +88,7 @@ async def submit(port: int, security: ClientSecurity, seq: int = 1):
     sender = Sender(
         Endpoint("127.0.0.1", port), timeout=5, reuse=False, helo=None, security=security
     )
-    token = make_token(RUN, seq)
+    token = TEST_KEY.token(RUN, seq)
     data = f"Subject: {token}\r\n\r\nbody\r\n".encode()
     return await sender.submit("ops@example.org", recipient_for(token, DOMAIN), data)
 
@@ -110,7 +111,7 @@ async def test_starttls_with_an_unknown_ca_fails_as_tls(tmp_path, pki):
 
 
 async def test_starttls_demanded_but_not_offered_fails_as_tls(tmp_path, pki):
-    with Ledger(tmp_path / "plain.sqlite3") as ledger:
+    with Ledger(with_test_key(tmp_path / "plain.sqlite3")) as ledger:
         writer = LedgerWriter(ledger)
         async with Sink(writer, host="127.0.0.1", port=0, domain=DOMAIN) as sink:
             result = await submit(sink.port, ClientSecurity(tls="starttls", ca_file=pki["ca"]))

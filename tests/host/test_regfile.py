@@ -94,3 +94,21 @@ def test_broken_fixture_and_unreadable_path_are_probe_errors(tmp_path: Path) -> 
         RegFile.load(REGISTRY / "broken.reg")
     with pytest.raises(ProbeError, match="cannot read registry export"):
         RegFile.load(tmp_path)
+
+
+def test_a_long_hex_value_over_continuation_lines_is_joined_whole() -> None:
+    """3 MB of hex in 80-column lines, as regedit wraps them: joined once, not line by line."""
+    data = bytes(range(256)) * 4096
+    hexed = ",".join(f"{b:02x}" for b in data)
+    lines = [hexed[i : i + 75] for i in range(0, len(hexed), 75)]
+    wrapped = "\\\r\n  ".join(lines)
+    text = f'REGEDIT4\r\n\r\n[{MSMI}]\r\n"Blob"=hex:{wrapped}\r\n'
+    value = parse_reg(text).value(MSMI, "Blob")
+    assert value is not None and value.type == REG_BINARY and value.data == data
+
+
+def test_utf16_without_bom_and_with_an_odd_byte_is_a_clear_error(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.reg"
+    broken.write_bytes("Windows Registry Editor Version 5.00\r\n".encode("utf-16-le") + b"\x00")
+    with pytest.raises(ProbeError, match="broken UTF-16 text"):
+        RegFile.load(broken)

@@ -209,3 +209,32 @@ def test_the_documented_example_config_is_valid():
     cfg = load(example, environ={"NOTIFYPROBE_LYON_PASSWORD": "x"})
     assert [t.name for t in cfg.targets] == ["meetingplace-paris", "meetingplace-lyon"]
     assert cfg.targets[1].interval_s == 600.0
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        f'step_timeout = "{"9" * 400}s"',  # a string duration that is infinite as a float
+        f'interval = "{"9" * 20}d"',
+        f"timeout = 1{'0' * 400}",  # a TOML integer above 1e308
+        "count = 10000000000000000000000",
+    ],
+)
+def test_numbers_and_durations_beyond_any_bound_are_one_line_errors(line: str) -> None:
+    with pytest.raises(UsageError) as caught:
+        parse(MINIMAL + line + "\n")
+    assert "\n" not in str(caught.value) and "must be" in str(caught.value)
+
+
+def test_deeply_nested_arrays_are_a_clear_error() -> None:
+    with pytest.raises(UsageError, match="nested too deeply"):
+        parse(MINIMAL + "seed = " + "[" * 5000 + "]" * 5000 + "\n")
+
+
+def test_the_per_minute_cap_counts_every_target_together() -> None:
+    targets = "".join(
+        f'[[target]]\nname = "gw{i}"\ngateway = "127.0.0.1:25"\ncount = 500\ninterval = "5s"\n'
+        for i in range(50)
+    )
+    with pytest.raises(UsageError, match=r"all targets together send 300000\.0 notifications"):
+        parse('[limits]\nmax_count = 500\nmin_interval = "5s"\nmax_per_minute = 6000\n' + targets)

@@ -314,6 +314,23 @@ def test_killed_watch_loses_no_row_and_judges_the_cut_run_on_restart(tmp_path):
     assert statuses == {"interrupted"}
 
 
+def test_a_second_watch_on_the_same_ledger_stops_at_start_and_a_killed_ones_lock_is_freed(
+    tmp_path,
+):
+    sink = free_port()
+    config = write_config(tmp_path / "watch.toml", sink, tmp_path / "l.db", {"gw": free_port()})
+    with watch(config) as (first, _):
+        second = subprocess.run([*PROBE, "watch", "--config", str(config)], env=ENV,
+                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert second.returncode == 3, second.stderr
+        assert "already in use (watch, pid" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    with watch(config) as (third, _):  # the kernel dropped the dead watch's lock
+        assert third.poll() is None
+
+
 def test_watch_check_validates_and_bad_config_is_one_line_exit_3(tmp_path):
     good = write_config(tmp_path / "ok.toml", 2525, tmp_path / "l.db", {"gw": 25})
     result = probe("watch", "--config", str(good), "--check")

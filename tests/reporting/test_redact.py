@@ -101,3 +101,24 @@ def test_config_passwords_literal_env_and_file_are_secrets(tmp_path, monkeypatch
         f'[[target]]\nname = "c"\npassword_file = "{tmp_path / "pw"}"\n'
     )
     assert {"literal", "from-env", "from-file"} <= config_secrets(config)
+
+
+@pytest.mark.parametrize("user", ["", "o", "op", "ops", "operator"])
+def test_a_password_inside_any_base64_blob_is_found_at_every_alignment(user: str) -> None:
+    """AUTH PLAIN `\\0user\\0password` echoed outside the AUTH step: the password's bytes sit at
+    any offset of the encoded blob, so no fixed base64 form of it would match."""
+    blob = base64.b64encode(f"\0{user}\0{SECRET}".encode()).decode()
+    login = base64.b64encode(SECRET.encode()).decode()
+    r = Redactor([SECRET])
+    cleaned = r.redact(f"250 2.1.0 you said {blob} and {login} ok")
+    assert blob not in cleaned and login not in cleaned
+    assert cleaned.startswith("250 2.1.0 you said ") and cleaned.endswith(" ok")
+
+
+def test_hosts_redaction_covers_the_name_in_an_ehlo_reply_line() -> None:
+    r = Redactor(kinds=["hosts"])
+    r.add_host("gw01.corp.example")
+    text = "S: 250-gw01.corp.example Hello\nS: 220 gw01.corp.example ESMTP\nmy-gw01.corp.example"
+    cleaned = r.redact(text)
+    assert "S: 250-host-1 Hello" in cleaned and "S: 220 host-1 ESMTP" in cleaned
+    assert cleaned.endswith("my-gw01.corp.example")  # another name that merely ends like it

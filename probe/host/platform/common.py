@@ -1,9 +1,10 @@
-"""What every platform does the same way: psutil for processes, whole-file reads for bytes."""
+"""What every platform does the same way: psutil for processes, bounded whole-file reads."""
 
 from __future__ import annotations
 
 import psutil
 
+from probe.host.files import read_host_file
 from probe.host.pe import ModuleVersion, describe
 from probe.host.platform import ProcessInfo
 
@@ -29,6 +30,6 @@ def psutil_process_info(pid: int) -> ProcessInfo:
 
 
 def read_whole(path: str) -> ModuleVersion:
-    """Read a file's bytes at once and close it: the probe never keeps a module open."""
-    with open(path, "rb") as handle:
-        return describe(handle.read())
+    """Read a module file's bytes at once, safely (`host.files`), and close it: the probe never
+    keeps a module open."""
+    return describe(read_host_file(path))

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from pathlib import Path
 
+from probe.host.files import Opener, read_host_file
 from probe.host.pe import ModuleVersion, describe
 from probe.host.platform import (
     HeldFile,
@@ -28,8 +29,6 @@ from probe.host.platform.common import psutil_pids, psutil_process_info, read_wh
 
 DELETED = " (deleted)"
 SKIPPED_PREFIXES = ("/dev/", "/memfd:", "/SYSV", "/proc/")
-
-Opener = Callable[[str, int], int]
 
 
 def read_maps(proc: str, pid: int) -> bytes:
@@ -135,11 +134,8 @@ class LinuxModules:
         by reopening the mapped inode through map_files."""
         if module.same_file:
             return read_whole(module.path)
-        fd = self.opener(
-            str(self.proc / str(module.pid) / "map_files" / module.handle), os.O_RDONLY
-        )
-        with os.fdopen(fd, "rb") as handle:
-            return describe(handle.read())
+        mapped = self.proc / str(module.pid) / "map_files" / module.handle
+        return describe(read_host_file(mapped, follow_link=True, opener=self.opener))
 
     def read_file(self, path: str) -> ModuleVersion:
         return read_whole(path)
