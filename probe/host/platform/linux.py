@@ -10,6 +10,7 @@ CAP_SYS_ADMIN only); without it the state is still known, the old version is not
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 from collections.abc import Hashable
@@ -32,13 +33,22 @@ SKIPPED_PREFIXES = ("/dev/", "/memfd:", "/SYSV", "/proc/")
 
 
 def read_maps(proc: str, pid: int) -> bytes:
+    """The raw maps of `pid`. A process in the middle of exec() or exit() refuses for a moment
+    even to root: one more try tells that apart from a real refusal."""
+    with contextlib.suppress(PermissionError):
+        return _read_maps(proc, pid)
+    try:
+        return _read_maps(proc, pid)
+    except PermissionError:
+        raise ProcessDenied(pid) from None
+
+
+def _read_maps(proc: str, pid: int) -> bytes:
     try:
         with open(f"{proc}/{pid}/maps", "rb") as handle:
             return handle.read()
     except (FileNotFoundError, ProcessLookupError):
         raise ProcessVanished(pid) from None
-    except PermissionError:
-        raise ProcessDenied(pid) from None
 
 
 def parse_maps_line(line: bytes) -> tuple[int, int, int, int, str] | None:
