@@ -10,7 +10,7 @@ from probe.host.inuse import files_in_use
 from probe.host.platform import local_holders
 from probe.upgrade.drift import compare_trees
 from probe.upgrade.fix import Plan, apply, default_journal, plan_renames, plan_sync, undo
-from probe.upgrade.flight import check_root, held_candidates
+from probe.upgrade.flight import check_root, held_candidates, is_set_aside
 from probe.upgrade.profiles import load_profile
 
 
@@ -76,7 +76,7 @@ def run_rename(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
     check_root(args.root)
     usage = files_in_use(local_holders(), held_candidates(profile, args.root))
-    held = [f.path for f in usage.held if not f.path.lower().endswith(".old")]
+    held = [f.path for f in usage.held if not is_set_aside(f.path)]
     return _carry_out(plan_renames(held), args)
 
 

@@ -59,6 +59,7 @@ class RebootSource:
     where: str  # registry key or file that says so
     noisy: bool = False  # routinely set by unrelated software
     renames: tuple[FileRename, ...] = ()
+    checked: bool = True  # False: nothing could be read, so "not pending" means "not known"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +68,7 @@ class RebootSource:
             "detail": self.detail,
             "where": self.where,
             "noisy": self.noisy,
+            "checked": self.checked,
             "renames": [{"source": r.source, "target": r.target} for r in self.renames],
         }
 
@@ -202,7 +204,9 @@ def linux_sources(root: Path = Path("/"), running: str | None = None) -> tuple[R
     installed = installed_kernels(root)
     newest = max(installed, key=release_key) if installed else None
     if newest is None:
-        kernel = RebootSource("kernel", False, "no installed kernel found", str(root / "boot"))
+        kernel = RebootSource(
+            "kernel", False, "no installed kernel found", str(root / "boot"), checked=False
+        )
     elif release_key(newest) > release_key(running):
         kernel = RebootSource(
             "kernel",

@@ -3,7 +3,8 @@
 Preflight, postflight and drift each run a list of independent checks; an operator needs every
 one of them (what was found, why it matters, what to do) and one answer with an exit code a
 script or a monitoring system can act on. A check that could not run is `not_run` and counts for
-nothing: the reason says why, so a skipped check is never mistaken for a passed one.
+nothing: the reason says why, so a skipped check is never mistaken for a passed one, and a run in
+which no check could run is `not_run` as a whole (exit 3), never a pass.
 """
 
 from __future__ import annotations
@@ -46,17 +47,18 @@ class Check:
 
 
 def overall(checks: Iterable[Check]) -> Status:
-    """The worst status; all-skipped or empty is a pass (nothing was found wrong)."""
-    worst = Status.PASS
-    for check in checks:
-        if _RANK[check.status] > _RANK[worst]:
-            worst = check.status
-    return worst
+    """The worst status of the checks that ran. When none ran (all skipped, or none at all)
+    it is `not_run`: nothing was found wrong, but nothing was found right either."""
+    ran = [c.status for c in checks if c.status is not Status.NOT_RUN]
+    if not ran:
+        return Status.NOT_RUN
+    return max(ran, key=_RANK.__getitem__)
 
 
 def exit_code(status: Status) -> int:
-    """Monitoring-plugin convention: 0 pass, 1 warn, 2 fail (3 is the probe's own failure)."""
-    return _RANK[status]
+    """Monitoring-plugin convention: 0 pass, 1 warn, 2 fail, 3 unknown (nothing could be
+    checked, like the probe's own failure)."""
+    return 3 if status is Status.NOT_RUN else _RANK[status]
 
 
 def report_dict(command: str, checks: Sequence[Check], **extra: Any) -> dict[str, Any]:

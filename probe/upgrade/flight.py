@@ -27,6 +27,8 @@ from probe.verdict import Severity, Verdict
 
 MAX_WATCHED = 5000
 
+SET_ASIDE_SUFFIX = ".old"  # what `fix rename-in-use` (document 001) leaves behind
+
 
 def check_root(root: Path) -> None:
     if not root.exists():
@@ -68,18 +70,22 @@ def in_use_checks(usage: InUse, profile: Profile, root: Path) -> list[Check]:
         return [
             Check(
                 "files in use",
-                Status.PASS,
-                f"none of the profile's files is present under {root} ({seen})",
+                Status.WARN,
+                f"none of the profile's files is present under {root}: nothing to check "
+                f"(is --root the drive the product is installed on?) ({seen})",
             )
         ]
+    blocking = [u for u in usage.held if not is_set_aside(u.path)]
+    set_aside = [u for u in usage.held if is_set_aside(u.path)]
     checks = [
         Check(
             "files in use",
-            Status.FAIL if usage.held else Status.PASS,
-            f"{len(usage.held)} of {len(present)} file(s) held by a process ({seen})",
+            Status.FAIL if blocking else Status.PASS,
+            f"{len(blocking)} of {len(present)} file(s) held by a process ({seen})"
+            + (f"; {len(set_aside)} set aside as {SET_ASIDE_SUFFIX}" if set_aside else ""),
         )
     ]
-    for use in usage.held:
+    for use in blocking:
         holders = ", ".join(h.label() for h in use.holders)
         checks.append(
             Check(
@@ -89,7 +95,24 @@ def in_use_checks(usage: InUse, profile: Profile, root: Path) -> list[Check]:
                 fix=fix,
             )
         )
+    for use in set_aside:
+        holders = ", ".join(h.label() for h in use.holders)
+        original = _rel(use.path, root)[: -len(SET_ASIDE_SUFFIX)]
+        checks.append(
+            Check(
+                f"set aside: {_rel(use.path, root)}",
+                Status.WARN,
+                f"renamed by the fix and still held by {holders}; the installer can write "
+                f"{original}",
+                fix="install the update, then restart those processes so they load the new copy",
+            )
+        )
     return checks
+
+
+def is_set_aside(path: str) -> bool:
+    """A copy renamed by document 001's fix: its holders no longer block the installer."""
+    return path.lower().endswith(SET_ASIDE_SUFFIX)
 
 
 def reboot_checks(
@@ -105,6 +128,9 @@ def reboot_checks(
         evidence = tuple(f"{r.source} -> {r.target or '(delete)'}" for r in source.renames[:20]) + (
             (f"… {len(source.renames) - 20} more",) if len(source.renames) > 20 else ()
         )
+        if not source.checked:
+            checks.append(Check(label, Status.NOT_RUN, f"{source.detail}: nothing to compare"))
+            continue
         if not source.pending:
             checks.append(Check(label, Status.PASS, source.detail))
             continue
@@ -226,7 +252,16 @@ def module_check(profile: Profile, inventory: Inventory | None, root: Path) -> C
 
 
 def version_check(profile: Profile, root: Path, expect: str | None) -> Check:
+    """Do the profile's files carry one version (or `expect`)? Files with no version resource
+    prove nothing, and a version asked for but not comparable is said, never passed."""
     label = "installed versions"
+    if not profile.files:
+        status = Status.WARN if expect is not None else Status.NOT_RUN
+        return Check(
+            label,
+            status,
+            f"the {profile.id} profile names no files whose version could be compared",
+        )
     versions: dict[str, str | None] = {}
     for relative in profile.files:
         path = under_root(root, relative)
@@ -236,10 +271,18 @@ def version_check(profile: Profile, root: Path, expect: str | None) -> Check:
             versions[relative] = describe(read_host_file(path)).file_version
         except OSError as exc:
             raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
+    missing = f"none of the profile's files is under {root}"
     if not versions:
-        return Check(label, Status.NOT_RUN, f"none of the profile's files is under {root}")
+        return Check(label, Status.WARN if expect is not None else Status.NOT_RUN, missing)
     evidence = tuple(f"{name}: {v or 'no version'}" for name, v in versions.items())
-    distinct = {v for v in versions.values()}
+    unversioned = [n for n, v in versions.items() if v is None]
+    if len(unversioned) == len(versions):
+        return Check(
+            label,
+            Status.WARN if expect is not None else Status.NOT_RUN,
+            f"none of the {len(versions)} file(s) carries a version resource",
+            evidence=evidence,
+        )
     if expect is not None:
         off = [n for n, v in versions.items() if v != expect]
         if off:
@@ -251,17 +294,25 @@ def version_check(profile: Profile, root: Path, expect: str | None) -> Check:
                 evidence=evidence,
             )
         return Check(label, Status.PASS, f"all {len(versions)} file(s) at {expect}")
+    distinct = {v for v in versions.values() if v is not None}
     if len(distinct) > 1:
         return Check(
             label,
             Status.FAIL,
-            f"the installed files disagree: {', '.join(sorted(str(v) for v in distinct))}",
+            f"the installed files disagree: {', '.join(sorted(distinct))}",
             fix="reinstall the update so every file comes from it",
             evidence=evidence,
         )
-    return Check(
-        label, Status.PASS, f"all {len(versions)} file(s) at {distinct.pop()}", evidence=evidence
-    )
+    (version,) = distinct
+    if unversioned:
+        return Check(
+            label,
+            Status.WARN,
+            f"{len(versions) - len(unversioned)} file(s) at {version}; "
+            f"{', '.join(unversioned)} carry no version to compare",
+            evidence=evidence,
+        )
+    return Check(label, Status.PASS, f"all {len(versions)} file(s) at {version}", evidence=evidence)
 
 
 def burst_check(verdict: Verdict | None) -> Check:
