@@ -300,7 +300,7 @@ async def test_bundle_of_an_old_run_is_made_from_the_ledger_alone(
         assert len({info.date_time for info in archive.infolist()}) == 1
 
 
-def hostile_evidence() -> evidence.RunEvidence:
+def hostile_evidence() -> stored.RunEvidence:
     hostile = '<script>alert("x")</script>'
     steps = (Step(1.0, "connect", SmtpReply(220, f"gw {hostile}")),)
     submission = Submission(1.0, 1.1, "data", SmtpReply(550, f"5.7.1 {hostile}", "5.7.1"),
@@ -311,7 +311,7 @@ def hostile_evidence() -> evidence.RunEvidence:
                                   for seq in (1, 2)))  # fmt: skip
     diagnosis = Diagnosis("000", "<b>title</b>", "<img src=x onerror=alert(1)>", Confidence.LOW,
                           (hostile,), ("step <i>one</i>",), "ref", "runbook")  # fmt: skip
-    return evidence.RunEvidence(
+    return stored.RunEvidence(
         record=record, verdict=classify(record), rows={},
         explanation=stored.StoredExplanation(diagnosis=diagnosis), log_events=(),
         run_command_line=None, host=collect(), host_from_run=False, other_artifacts=(),
