@@ -17,7 +17,6 @@ from email.parser import BytesParser
 RUN_ID_HEX = 10
 TOKEN_RE = re.compile(rf"np-([0-9a-f]{{{RUN_ID_HEX}}})-(\d{{1,6}})(?!\d)", re.I)
 TOKEN_BYTES_RE = re.compile(TOKEN_RE.pattern.encode(), re.I)
-RUN_ID_RE = re.compile(rf"[0-9a-f]{{{RUN_ID_HEX}}}")
 LOCAL_PREFIX = "probe+"
 BOUNCE_PREFIX = "probe-bounce+"
 
@@ -46,10 +45,6 @@ def probe_domain(text: str) -> str:
 
 def new_run_id() -> str:
     return secrets.token_hex(RUN_ID_HEX // 2)
-
-
-def is_run_id(text: str) -> bool:
-    return RUN_ID_RE.fullmatch(text) is not None
 
 
 def make_token(run_id: str, seq: int) -> str:

@@ -86,11 +86,6 @@ def load_profile(name: str, directory: Path | None = None) -> Profile:
     return parse_profile(f"{name}.toml", files[name], {s.id: s for s in load_signatures()})
 
 
-def load_profiles(directory: Path | None = None) -> tuple[Profile, ...]:
-    signatures = {s.id: s for s in load_signatures()}
-    return tuple(parse_profile(f"{n}.toml", text, signatures) for n, text in _files(directory))
-
-
 def _files(directory: Path | None) -> list[tuple[str, str]]:
     if directory is None:
         found = [
