@@ -17,7 +17,7 @@ import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any
 
 from probe.errors import ProbeError
@@ -210,8 +210,9 @@ def win_norm(path: str, variables: dict[str, str] | None = None) -> str:
     return ntpath.normcase(path).rstrip("\\")
 
 
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder + "\\")
+def inside(path: PurePath, folder: PurePath) -> bool:
+    """`path` is `folder` or below it, compared as given (normalise or resolve both first)."""
+    return path == folder or folder in path.parents
 
 
 def registry_checks(
@@ -255,9 +256,10 @@ def _value_check(
     places: Places,
 ) -> Check:
     paths = value_paths(text)
-    wrong = [p for p in paths if _inside(win_norm(p, variables), default)]
+    where = {p: PureWindowsPath(win_norm(p, variables)) for p in paths}
+    wrong = [p for p in paths if inside(where[p], PureWindowsPath(default))]
     elsewhere = [
-        p for p in paths if not _inside(win_norm(p, variables), relocated) and p not in wrong
+        p for p in paths if not inside(where[p], PureWindowsPath(relocated)) and p not in wrong
     ]
     fix = f"set {name} under {key} to the same file in {places.relocated_as}"
     if wrong:

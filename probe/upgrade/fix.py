@@ -24,7 +24,7 @@ from typing import Any
 import platformdirs
 
 from probe.errors import ProbeError
-from probe.upgrade.drift import FileDrift
+from probe.upgrade.drift import FileDrift, inside
 
 JOURNAL_FORMAT = "notifyprobe-undo-journal"
 JOURNAL_VERSION = 1
@@ -142,7 +142,7 @@ def plan_sync(
     backup = backup_dir or _free_backup_dir(relocated)
     if backup.exists():
         raise ProbeError(f"backup folder {backup} already exists")
-    if _inside(backup, relocated):
+    if inside(backup.resolve(), relocated.resolve()):
         raise ProbeError(f"backup folder {backup} must not be inside {relocated}")
     steps = [Step("backup", str(relocated), str(backup))]
     for d in todo:
@@ -173,14 +173,6 @@ def _free_backup_dir(relocated: Path) -> Path:
         if not candidate.exists():
             return candidate
     raise ProbeError(f"no free backup folder name next to {relocated}")
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 # --- the journal ------------------------------------------------------------------------------
