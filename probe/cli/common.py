@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 from probe.correlation import probe_domain
 from probe.errors import UsageError
 from probe.ledger import Ledger, default_path
+from probe.logs import LOG_LEVELS
 from probe.records import Endpoint
 from probe.upgrade.checks import Check, exit_code, overall, report_text
 
@@ -32,7 +33,7 @@ def common_parent() -> argparse.ArgumentParser:
     parent.add_argument(
         "--log-level",
         default="warning",
-        choices=["debug", "info", "warning", "error"],
+        choices=LOG_LEVELS,
         help="log threshold (default: warning)",
     )
     return parent

@@ -24,6 +24,7 @@ from probe.delivery.credentials import Secret
 from probe.delivery.sink_limits import Access, client_network
 from probe.delivery.tls import ClientSecurity
 from probe.errors import UsageError
+from probe.logs import LOG_LEVELS
 from probe.records import Endpoint
 
 if sys.version_info >= (3, 11):
@@ -33,7 +34,6 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 HARD_MIN_INTERVAL_S = 5.0  # no configuration may burst a gateway more often than this
 HARD_MAX_PER_MINUTE = 6_000.0  # nor send it more notifications per minute on average
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
