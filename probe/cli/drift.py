@@ -6,7 +6,7 @@ import argparse
 import re
 from pathlib import Path
 
-from probe.cli.common import emit_checks
+from probe.cli.upgrade_options import emit_checks
 from probe.errors import UsageError
 from probe.host.regfile import reader_for
 from probe.host.registry import RegistryReader

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from probe.cli.preflight import add_profile_options
+from probe.cli.upgrade_options import add_profile_options
 from probe.host.inuse import files_in_use
 from probe.host.platform import local_holders
 from probe.upgrade.drift import compare_trees

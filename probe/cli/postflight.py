@@ -6,12 +6,9 @@ import argparse
 import asyncio
 import json
 
-from probe.cli.burst import add_burst_options, settings_from
-from probe.cli.common import (
-    emit_checks,
-    open_ledger,
-)
-from probe.cli.preflight import add_profile_options
+from probe.cli.burst_options import add_burst_options, settings_from
+from probe.cli.common import open_ledger
+from probe.cli.upgrade_options import add_profile_options, emit_checks
 from probe.delivery.run import ProbeOutcome, run_probe
 from probe.host.inventory import take_inventory
 from probe.host.platform import local_source

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from probe.cli.common import emit_checks
+from probe.cli.upgrade_options import add_profile_options, emit_checks
 from probe.errors import UsageError
 from probe.host.inuse import files_in_use
 from probe.host.platform import local_holders, local_source
@@ -20,28 +19,7 @@ from probe.upgrade.flight import (
     in_use_checks,
     reboot_checks,
 )
-from probe.upgrade.profiles import load_profile, profile_names
-
-
-def default_root() -> Path:
-    return Path("C:\\") if sys.platform == "win32" else Path("/")
-
-
-def add_profile_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--profile",
-        required=True,
-        metavar="NAME",
-        help=f"the upgrade procedure to check ({', '.join(profile_names())})",
-    )
-    p.add_argument(
-        "--root",
-        type=Path,
-        default=default_root(),
-        metavar="DIR",
-        help="where the profile's Windows paths start: a drive root, or a copy of one "
-        f"(default: {default_root()})",
-    )
+from probe.upgrade.profiles import load_profile
 
 
 def add_parser(subparsers, parents) -> None:

@@ -1,0 +1,99 @@
+"""The burst options, shared by `burst` and the burst check of `postflight`, as settings."""
+
+from __future__ import annotations
+
+import argparse
+
+from probe.cli.common import add_db, domain, endpoint, positive_int, seconds
+from probe.cli.hardening import (
+    access_from,
+    add_client_security,
+    add_sink_options,
+    client_security_from,
+    sink_limits_from,
+    sink_tls_from,
+)
+from probe.delivery.burst import DEFAULT_MAX_RATE, MAX_RATE_CAP
+from probe.delivery.run import ProbeSettings
+from probe.delivery.settle import Patience
+from probe.verdict import Thresholds
+
+
+def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) -> None:
+    """Everything `settings_from` reads: shared by `burst` and `postflight`'s burst check."""
+    p.add_argument("--gateway", type=endpoint, required=gateway_required, metavar="HOST:PORT")
+    p.add_argument(
+        "--sink",
+        type=endpoint,
+        default=endpoint("127.0.0.1:2525"),
+        metavar="HOST:PORT",
+        help="where the sink listens (default: 127.0.0.1:2525)",
+    )
+    p.add_argument(
+        "--no-sink",
+        dest="own_sink",
+        action="store_false",
+        help="do not start a sink: a separate `notifyprobe sink` records into --db",
+    )
+    p.add_argument("--domain", type=domain, default="probe.invalid", help="probe domain")
+    p.add_argument("--count", type=positive_int, default=10, help="notifications (default: 10)")
+    p.add_argument("--concurrency", type=positive_int, default=1, help="SMTP connections")
+    p.add_argument(
+        "--reuse",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="reuse each connection for several notifications (default: reuse)",
+    )
+    p.add_argument("--interval", type=seconds, default=0.0, help="seconds between notifications")
+    p.add_argument("--step-timeout", type=seconds, default=10.0, help="per SMTP step (s)")
+    p.add_argument("--timeout", type=seconds, default=30.0, help="longest wait for late mail (s)")
+    p.add_argument(
+        "--grace",
+        type=seconds,
+        default=Patience().grace_s,
+        help="added to the adaptive wait; raise it above the spacing of a gateway that paces "
+        f"deliveries (default: {Patience().grace_s:g} s)",
+    )
+    p.add_argument("--slow-after", type=seconds, default=5.0, help="latency that is slow (s)")
+    p.add_argument(
+        "--no-control",
+        dest="control",
+        action="store_false",
+        help="do not send the control message straight to the sink",
+    )
+    p.add_argument(
+        "--max-rate",
+        type=float,
+        default=DEFAULT_MAX_RATE,
+        metavar="MSGS_PER_S",
+        help=f"never submit faster than this, all connections together "
+        f"(default: {DEFAULT_MAX_RATE:g}, at most {MAX_RATE_CAP:g})",
+    )
+    add_client_security(p)
+    add_sink_options(p)
+    add_db(p)
+
+
+def settings_from(args: argparse.Namespace) -> ProbeSettings:
+    access = access_from(args)
+    if args.own_sink:
+        access.check_bind(args.sink.host)
+    return ProbeSettings(
+        gateway=args.gateway,
+        sink=args.sink,
+        domain=args.domain,
+        count=args.count,
+        concurrency=args.concurrency,
+        reuse=args.reuse,
+        interval_s=args.interval,
+        step_timeout_s=args.step_timeout,
+        own_sink=args.own_sink,
+        control=args.control,
+        patience=Patience(grace_s=args.grace, timeout_s=args.timeout),
+        thresholds=Thresholds(slow_after_s=args.slow_after),
+        security=client_security_from(args),
+        max_rate=args.max_rate,
+        sink_limits=sink_limits_from(args),
+        sink_access=access,
+        sink_tls=sink_tls_from(args) if args.own_sink else None,
+    )
