@@ -15,7 +15,7 @@ from probe.delivery.tls import INSECURE_WARNING
 from probe.diagnosis import gather as explain
 from probe.errors import ProbeError, UsageError
 from probe.logs import CAPTURE
-from probe.monitor.nagios import Limits, plugin_result, unknown_line
+from probe.monitor.nagios import PluginThresholds, plugin_result, unknown_line
 from probe.reporting.text import diagnosis_text, to_json, to_text
 
 
@@ -37,15 +37,15 @@ def add_parser(subparsers, parents) -> None:
     )
     p.add_argument(
         "--warning",
-        type=limits,
-        default=Limits(),
+        type=plugin_thresholds,
+        default=PluginThresholds(),
         metavar="loss=N%,latency=Ns",
         help="WARNING when loss or the slowest delivery is above this (nagios format)",
     )
     p.add_argument(
         "--critical",
-        type=limits,
-        default=Limits(),
+        type=plugin_thresholds,
+        default=PluginThresholds(),
         metavar="loss=N%,latency=Ns",
         help="CRITICAL when loss or the slowest delivery is above this (nagios format)",
     )
@@ -74,9 +74,9 @@ class ProgressLine:
             sys.stderr.flush()
 
 
-def limits(text: str) -> Limits:
+def plugin_thresholds(text: str) -> PluginThresholds:
     try:
-        return Limits.parse(text)
+        return PluginThresholds.parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
