@@ -10,13 +10,18 @@ from probe.cli.burst_options import add_burst_options, settings_from
 from probe.cli.common import open_ledger, write_json
 from probe.cli.diagnosis_options import add_diagnosis_options, request_from
 from probe.cli.evidence_options import add_evidence_options, keep_run_artifacts, write_bundle
-from probe.delivery.run import Progress, run_probe
-from probe.delivery.tls import INSECURE_WARNING
-from probe.diagnosis import gather as explain
+from probe.delivery import INSECURE_WARNING, Progress, run_probe
+from probe.diagnosis import explain, prepare
 from probe.errors import ProbeError, UsageError
 from probe.logs import CAPTURE
-from probe.monitor.nagios import PluginThresholds, plugin_result, unknown_line
-from probe.reporting.text import diagnosis_text, to_json, to_text
+from probe.reporting import (
+    PluginThresholds,
+    diagnosis_text,
+    plugin_result,
+    to_json,
+    to_text,
+    unknown_line,
+)
 
 
 def add_parser(subparsers, parents) -> None:
@@ -90,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         if settings.security.insecure:
             print(f"notifyprobe: WARNING: {INSECURE_WARNING}", file=sys.stderr, flush=True)
         request = request_from(args)
-        prepared = explain.prepare(request)
+        prepared = prepare(request)
         progress = ProgressLine()
         CAPTURE.clear()  # the evidence bundle keeps this run's log events only
         with open_ledger(args.db) as ledger:
@@ -98,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
                 outcome = asyncio.run(run_probe(ledger, settings, progress))
             finally:
                 progress.clear()
-            why = explain.explain(request, prepared, ledger, outcome)
+            why = explain(request, prepared, ledger, outcome)
             run_id = outcome.record.run.run_id
             keep_run_artifacts(args, ledger, run_id, why)
             if args.evidence:

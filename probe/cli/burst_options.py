@@ -13,9 +13,7 @@ from probe.cli.hardening import (
     sink_limits_from,
     sink_tls_from,
 )
-from probe.delivery.burst import DEFAULT_MAX_RATE, MAX_RATE_CAP
-from probe.delivery.run import ProbeSettings
-from probe.delivery.settle import Patience
+from probe.delivery import DEFAULT_MAX_RATE, MAX_RATE_CAP, Patience, ProbeSettings
 from probe.verdict import Thresholds
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.diagnosis.gather import Request
+from probe.diagnosis import Request
 
 
 def add_diagnosis_options(p: argparse.ArgumentParser) -> None:

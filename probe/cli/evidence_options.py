@@ -12,13 +12,18 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from probe.diagnosis.gather import Explanation
-from probe.host.facts import collect
+from probe.diagnosis import Explanation
+from probe.host import collect_facts
 from probe.ledger import Ledger
 from probe.logs import CAPTURE
-from probe.reporting import artifacts as stored
-from probe.reporting import bundle as evidence
-from probe.reporting.redact import KINDS, clean_argv, secret_values_in_argv
+from probe.reporting import (
+    KINDS,
+    BundleResult,
+    clean_argv,
+    keep_artifacts,
+    make_bundle,
+    secret_values_in_argv,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -50,12 +55,12 @@ def add_evidence_options(p: argparse.ArgumentParser) -> None:
     add_redaction_options(g)
 
 
-def write_bundle(args: argparse.Namespace, ledger: Ledger, run_id: str) -> evidence.BundleResult:
+def write_bundle(args: argparse.Namespace, ledger: Ledger, run_id: str) -> BundleResult:
     """Make the bundle for `run_id` as the options say, and tell the operator where it is."""
     out: Path = args.evidence if getattr(args, "evidence", None) else args.out
     kinds = list(KINDS) if "all" in args.redact else args.redact
     argv = _argv(args)
-    result = evidence.make_bundle(
+    result = make_bundle(
         ledger,
         run_id,
         out,
@@ -74,13 +79,13 @@ def write_bundle(args: argparse.Namespace, ledger: Ledger, run_id: str) -> evide
 def keep_run_artifacts(args: argparse.Namespace, ledger: Ledger, run_id: str,
                        explanation: Explanation) -> None:  # fmt: skip
     """Called by `burst` when a run ends: keep what a later bundle needs."""
-    stored.keep(
+    keep_artifacts(
         ledger,
         run_id,
         explanation=explanation,
         log_events=CAPTURE.events(),
         argv=_argv(args),
-        host=collect(),
+        host=collect_facts(),
         secrets=sorted(secrets_from(args)),
     )
 

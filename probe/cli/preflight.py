@@ -7,19 +7,25 @@ from pathlib import Path
 
 from probe.cli.upgrade_options import add_profile_options, emit_checks
 from probe.errors import UsageError
-from probe.host.inuse import files_in_use
-from probe.host.platform import local_holders, local_source
-from probe.host.reboot import RebootSource, linux_sources, unknown_names, windows_sources
-from probe.host.regfile import reader_for
-from probe.upgrade.checks import report_dict
-from probe.upgrade.flight import (
+from probe.host import (
+    RebootSource,
+    files_in_use,
+    linux_sources,
+    local_holders,
+    local_source,
+    reader_for,
+    unknown_names,
+    windows_sources,
+)
+from probe.upgrade import (
     backup_check,
     check_root,
     held_candidates,
     in_use_checks,
+    load_profile,
     reboot_checks,
+    report_dict,
 )
-from probe.upgrade.profiles import load_profile
 
 
 def add_parser(subparsers, parents) -> None:

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from probe.cli.common import write_json
-from probe.upgrade.checks import Check, exit_code, overall, report_text
-from probe.upgrade.profiles import profile_names
+from probe.upgrade import Check, exit_code, overall, profile_names, report_text
 
 
 def default_root() -> Path:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from probe.cli.common import add_db, chosen_run, open_ledger, write_json
-from probe.reporting.text import to_json, to_text
+from probe.reporting import to_json, to_text
 from probe.verdict import judge_recorded
 
 

@@ -18,11 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from probe.correlation import probe_domain
-from probe.delivery import credentials
-from probe.delivery.burst import MAX_COUNT
-from probe.delivery.credentials import Secret
-from probe.delivery.sink_limits import Access, client_network
-from probe.delivery.tls import ClientSecurity
+from probe.delivery import (
+    MAX_COUNT,
+    Access,
+    ClientSecurity,
+    Secret,
+    client_network,
+    password_from_env,
+    password_from_file,
+)
 from probe.errors import UsageError
 from probe.logs import LOG_LEVELS
 from probe.records import Endpoint
@@ -158,7 +162,7 @@ _TARGET_KEYS = {
 _ON_CHANGE_KEYS = {"command", "timeout", "evidence_dir"}
 
 
-def load(path: Path | str, environ: Mapping[str, str] | None = None) -> WatchConfig:
+def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> WatchConfig:
     """Read and validate a config file. Secrets are resolved now, so a missing one fails early."""
     path = Path(path)
     try:
@@ -462,9 +466,9 @@ class _Reader:
             raise self.fail(where, "give password_env or password_file, not both")
         try:
             if env:
-                return credentials.password_from_env(env, self.environ)
+                return password_from_env(env, self.environ)
             if file:
-                return credentials.password_from_file(self.path(file))
+                return password_from_file(self.path(file))
         except UsageError as exc:
             raise self.fail(where, str(exc).replace("--password-env", "password_env")) from None
         return None

@@ -19,18 +19,14 @@ from pathlib import Path
 
 import structlog
 
-from probe.delivery.run import DeliveryHub, ProbeSettings, SharedSink, run_probe
-from probe.delivery.settle import Patience
-from probe.delivery.sink import Sink
+from probe.delivery import DeliveryHub, Patience, ProbeSettings, SharedSink, Sink, run_probe
 from probe.errors import ProbeError
-from probe.host.inventory import take_inventory
-from probe.host.platform import local_source
+from probe.host import local_source, take_inventory
 from probe.ledger import Ledger, LedgerWriter
 from probe.monitor.config import OnChange, Target, WatchConfig, security_for
 from probe.monitor.metrics import Metrics
 from probe.records import Endpoint, RunRecord
-from probe.reporting.bundle import make_bundle
-from probe.reporting.text import to_json
+from probe.reporting import make_bundle, to_json
 from probe.verdict import Pattern, Severity, Thresholds, Verdict, judge_recorded
 
 log = structlog.get_logger("notifyprobe.watch")

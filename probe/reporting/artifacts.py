@@ -13,10 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from probe.diagnosis.gather import Explanation
-from probe.diagnosis.restarts import ProcessStart
-from probe.diagnosis.rules import Confidence, Diagnosis
-from probe.host.facts import HostFacts, collect
+from probe.diagnosis import Confidence, Diagnosis, Explanation, ProcessStart
+from probe.host import HostFacts, collect_facts
 from probe.ledger import Ledger
 from probe.records import RunRecord
 from probe.reporting.redact import Redactor, clean_argv
@@ -128,7 +126,7 @@ class StoredExplanation:
         }
 
 
-def keep(
+def keep_artifacts(
     ledger: Ledger,
     run_id: str,
     *,
@@ -183,7 +181,7 @@ def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
         explanation=StoredExplanation.from_json(artifacts.get(EXPLANATION)),
         log_events=tuple(json.loads(artifacts.get(LOG) or "[]")),
         run_command_line=tuple(json.loads(command)) if command else None,
-        host=HostFacts.from_dict(json.loads(host_json)) if host_json else collect(),
+        host=HostFacts.from_dict(json.loads(host_json)) if host_json else collect_facts(),
         host_from_run=host_json is not None,
         other_artifacts=tuple(
             (name, json.loads(text)) for name, text in artifacts.items() if name not in KNOWN

@@ -21,8 +21,7 @@ from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any
 
 from probe.errors import ProbeError
-from probe.host.pe import ModuleVersion, describe
-from probe.host.registry import RegistryReader
+from probe.host import ModuleVersion, RegistryReader, describe
 from probe.upgrade.checks import Check, Status
 from probe.upgrade.profiles import Profile, under_root
 

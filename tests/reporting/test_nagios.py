@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from probe.monitor.nagios import PluginThresholds, plugin_result, unknown_line
 from probe.records import SmtpReply
+from probe.reporting.nagios import PluginThresholds, plugin_result, unknown_line
 from probe.verdict import Severity, classify
 from tests.test_verdict import note, record
 
