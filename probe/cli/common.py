@@ -9,20 +9,13 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from probe.correlation import probe_domain
 from probe.errors import UsageError
 from probe.ledger import Ledger, default_path
 from probe.logs import LOG_LEVELS
 from probe.records import Endpoint
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is a ProbeError (exit 3, one line) instead of exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
 
 
 def common_parent() -> argparse.ArgumentParser:
