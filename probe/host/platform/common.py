@@ -5,7 +5,7 @@ from __future__ import annotations
 import psutil
 
 from probe.host.pe import ModuleVersion, describe
-from probe.host.platform import ProcessInfo
+from probe.host.platform.base import ProcessInfo
 
 
 def psutil_pids() -> list[int]:

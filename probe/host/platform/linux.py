@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 
 from probe.host.pe import ModuleVersion, describe
-from probe.host.platform import (
+from probe.host.platform.base import (
     HeldFile,
     MappedModule,
     NameMatcher,
