@@ -171,19 +171,19 @@ def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
     """Everything the ledger holds about `run_id` (host facts collected now if none were kept)."""
     record = ledger.load(run_id)
     verdict = judge_recorded(record)
-    artifacts = ledger.artifacts(run_id)
-    host_json = artifacts.get(HOST)
-    command = artifacts.get(COMMAND_LINE)
+    kept = ledger.artifacts(run_id)
+    host_json = kept.get(HOST)
+    command = kept.get(COMMAND_LINE)
     return RunEvidence(
         record=record,
         verdict=verdict,
         rows=ledger.rows(run_id),
-        explanation=StoredExplanation.from_json(artifacts.get(EXPLANATION)),
-        log_events=tuple(json.loads(artifacts.get(LOG) or "[]")),
+        explanation=StoredExplanation.from_json(kept.get(EXPLANATION)),
+        log_events=tuple(json.loads(kept.get(LOG) or "[]")),
         run_command_line=tuple(json.loads(command)) if command else None,
         host=HostFacts.from_dict(json.loads(host_json)) if host_json else collect_facts(),
         host_from_run=host_json is not None,
         other_artifacts=tuple(
-            (name, json.loads(text)) for name, text in artifacts.items() if name not in KNOWN
+            (name, json.loads(text)) for name, text in kept.items() if name not in KNOWN
         ),
     )
