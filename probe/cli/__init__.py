@@ -1,6 +1,8 @@
 """The `notifyprobe` command line: parse arguments, wire the parts, map outcomes to exit codes.
 
-Each subcommand lives in its own module with `add_parser(subparsers, parents)` and `run(args)`.
+Each subcommand lives in its own module with `add_parser(subparsers, parents)` and `run(args)`,
+imported only when that subcommand runs; option sets several share live in the `*_options`
+modules, which never import a subcommand.
 Exit codes follow the monitoring-plugin convention: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the
 probe itself could not run — always with a one-line error, never a traceback).
 """
