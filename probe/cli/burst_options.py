@@ -1,4 +1,4 @@
-"""The burst options, shared by `burst` and the burst check of `postflight`, as settings."""
+"""The burst options (`burst`, and the burst check of `postflight`) and the settings they make."""
 
 from __future__ import annotations
 
