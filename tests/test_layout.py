@@ -59,8 +59,11 @@ def imports(name: str) -> list[tuple[str, tuple[str, ...]]]:
                 parts = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join([*parts, base] if base else parts)
             taken = tuple(alias.name for alias in node.names)
-            submodules = [f"{base}.{n}" for n in taken if f"{base}.{n}" in modules()]
-            found += [(m, ()) for m in submodules] or [(base, taken)]
+            submodules = tuple(n for n in taken if f"{base}.{n}" in modules())
+            found += [(f"{base}.{n}", ()) for n in submodules]
+            names = tuple(n for n in taken if n not in submodules)
+            if names or not submodules:
+                found.append((base, names))
     return [(target, taken) for target, taken in found if target.split(".")[0] == "probe"]
 
 
