@@ -409,6 +409,50 @@ def hostile_figures(rounds: int) -> list[Figure]:
     return module_scan_beside_mapped_files(rounds) + reg_reader(rounds)
 
 
+# -- 6. start-up -------------------------------------------------------------------------------
+
+# The libraries the burst path cannot do without: its own cost is what it adds to these.
+BURST_LIBRARIES = "asyncio, ssl, sqlite3, aiosmtpd.smtp, aiosmtplib, structlog, psutil, pefile"
+BURST_NAGIOS = ["burst", "--gateway", "127.0.0.1:25", "--format", "nagios"]
+
+
+def started_s(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env, timeout=60)
+    return time.perf_counter() - started
+
+
+def import_s(code: str, env: dict[str, str]) -> float:
+    """Seconds a fresh interpreter spends in `code` (the imports), startup excluded."""
+    timed_code = f"import time; t = time.perf_counter(); {code}; print(time.perf_counter() - t)"
+    out = subprocess.run([PY, "-c", timed_code], check=True, capture_output=True, text=True,
+                         env=env, timeout=60)  # fmt: skip
+    return float(out.stdout)
+
+
+def start_up(rounds: int) -> list[Figure]:
+    # As installed: bytecode cached (a session with PYTHONDONTWRITEBYTECODE compiles every time).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    script = str(Path(PY).with_name("notifyprobe"))
+    path = f"import probe.cli; probe.cli.build_parser({BURST_NAGIOS!r})"
+    import_s(path, env)  # writes the bytecode cache once
+    version, bare, burst, libraries = [], [], [], []
+    for _ in range(rounds):  # interleaved, so drift hits both sides alike
+        version.append(started_s([script, "--version"], env))
+        bare.append(started_s([PY, "-c", "pass"], env))
+        burst.append(import_s(path, env))
+        libraries.append(import_s(f"import {BURST_LIBRARIES}", env))
+    v, b = statistics.median(version), statistics.median(bare)
+    p, lib = statistics.median(burst), statistics.median(libraries)
+    return [
+        Figure("notifyprobe --version, wall time (target ≤ 0.1 s)", v, "s",
+               "python -c pass", b, v / b, 0.1 / b, spread(version), False),
+        Figure("imports of the burst --format nagios path (target ≤ 0.15 s)", p, "s",
+               f"its libraries alone ({BURST_LIBRARIES})", lib, p / lib, 0.15 / lib,
+               spread(burst), False),
+    ]  # fmt: skip
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -432,6 +476,7 @@ SUITES: dict[str, Callable[[argparse.Namespace], list[Figure]]] = {
     "verdict": lambda a: time_to_verdict(a.repeats),
     "modules": lambda a: module_scan_figures(a.repeats * 3),
     "hostile": lambda a: hostile_figures(a.repeats),
+    "start": lambda a: start_up(a.repeats * 7),
 }
 
 
@@ -442,7 +487,7 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", choices=sorted(SUITES), default=sorted(SUITES))
     args = parser.parse_args()
     configure(level="warning")
-    if not shutil.which("smtp-source"):
+    if {"sink", "burst"} & set(args.only) and not shutil.which("smtp-source"):
         print("bench: Postfix's smtp-source is missing (Debian package postfix)", file=sys.stderr)
         return 3
     figures: list[Figure] = []

@@ -22,14 +22,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import platformdirs
 import structlog
 
 from probe.correlation import TokenKey, TokenRef
 from probe.errors import ProbeError
-from probe.host.files import read_host_file
+from probe.host import read_host_file
 from probe.records import (
     Delivery,
     DeliveryHistory,
@@ -44,7 +44,6 @@ from probe.records import (
 )
 
 log = structlog.get_logger("notifyprobe.ledger")
-T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
 SCHEMA_VERSION = 1
@@ -546,9 +545,10 @@ class Ledger:
 class LedgerWriter:
     """Group commit for coroutines: every write queued while a commit runs joins the next one.
 
-    A caller that must not answer before its row is durable (the sink's 250) awaits `write`;
-    one commit (one fsync) then serves all the sessions that were waiting, so durability costs
-    little throughput. A single thread does the SQLite work so the event loop never blocks on I/O.
+    A caller that must not answer before its row is durable (the sink's 250) awaits the future
+    its `record_*` call returns; one commit (one fsync) then serves all the sessions that were
+    waiting, so durability costs little throughput. A single thread does the SQLite work so the
+    event loop never blocks on I/O.
     """
 
     def __init__(self, ledger: Ledger):
@@ -564,9 +564,6 @@ class LedgerWriter:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         return future
-
-    async def write(self, op: Op) -> Any:
-        return await self.defer(op)
 
     def record_delivery(self, ref: TokenRef, found_in: str, message: ReceivedMessage):
         """Queue one delivery; the future says True, or False when the token is unknown."""

@@ -13,6 +13,7 @@ from typing import Any
 
 import structlog
 
+LOG_LEVELS = ("debug", "info", "warning", "error")  # what --log-level and log_level accept
 SECRET_KEYS = ("password", "passwd", "secret", "token_secret", "auth")
 
 

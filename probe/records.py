@@ -77,10 +77,6 @@ class SmtpReply:
         """'2xx', '4xx' or '5xx': how monitoring groups replies."""
         return f"{self.code // 100}xx"
 
-    @property
-    def positive(self) -> bool:
-        return 200 <= self.code < 400
-
     def __str__(self) -> str:
         return f"{self.code} {self.text}"
 
@@ -114,11 +110,6 @@ class Submission:
     @property
     def accepted(self) -> bool:
         return self.stage == "data" and self.reply is not None and 200 <= self.reply.code < 300
-
-    @property
-    def rejected(self) -> bool:
-        """The gateway answered with a 4xx/5xx reply (it was reachable, it said no)."""
-        return self.reply is not None and self.reply.code >= 400
 
     def describe(self) -> str:
         if self.reply is not None:

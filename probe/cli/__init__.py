@@ -1,6 +1,8 @@
 """The `notifyprobe` command line: parse arguments, wire the parts, map outcomes to exit codes.
 
-Each subcommand lives in its own module with `add_parser(subparsers, parents)` and `run(args)`.
+Each subcommand lives in its own module with `add_parser(subparsers, parents)` and `run(args)`,
+imported only when that subcommand runs; option sets several share live in the `*_options`
+modules, which never import a subcommand.
 Exit codes follow the monitoring-plugin convention: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN (the
 probe itself could not run — always with a one-line error, never a traceback).
 """
@@ -11,44 +13,40 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib import import_module
+from typing import NoReturn
 
 from probe import __version__
-from probe.cli import (
-    burst,
-    demo,
-    drift,
-    evidence,
-    fix,
-    lab,
-    modules,
-    postflight,
-    preflight,
-    sink,
-    verdict,
-    watch,
-)
-from probe.cli.common import ArgumentParser, common_parent
-from probe.errors import ProbeError
-from probe.logs import configure
+from probe.errors import ProbeError, UsageError
 
+# In the order `notifyprobe --help` lists them; each is the module probe.cli.NAME.
 COMMANDS = (
-    burst,
-    sink,
-    verdict,
-    evidence,
-    watch,
-    lab,
-    demo,
-    modules,
-    preflight,
-    postflight,
-    drift,
-    fix,
+    "burst",
+    "sink",
+    "verdict",
+    "evidence",
+    "watch",
+    "lab",
+    "demo",
+    "modules",
+    "preflight",
+    "postflight",
+    "drift",
+    "fix",
 )
 EXIT_UNKNOWN = 3
 
 
-def build_parser() -> argparse.ArgumentParser:
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is a ProbeError (exit 3, one line) instead of exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser. Given `argv`, only the subcommand it names is built (and its module imported):
+    `--version` or a nagios check every minute pays for one subcommand's imports, not twelve."""
     parser = ArgumentParser(
         prog="notifyprobe",
         description="Does the notification gateway still deliver every notification?",
@@ -56,16 +54,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"notifyprobe {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    parent = common_parent()
-    for command in COMMANDS:
-        command.add_parser(subparsers, [parent])
+    chosen = _chosen(argv)
+    parents: list[argparse.ArgumentParser] = []
+    for name in COMMANDS:
+        if name in chosen:
+            if not parents:
+                from probe.cli.common import common_parent
+
+                parents.append(common_parent())
+            import_module(f"probe.cli.{name}").add_parser(subparsers, parents)
+        else:
+            subparsers.add_parser(name, add_help=False)  # its name only, for argparse's choices
     return parser
+
+
+def _chosen(argv: Sequence[str] | None) -> tuple[str, ...]:
+    """The subcommands to build: the one `argv` names, or all for the full help."""
+    if argv is None:
+        return COMMANDS
+    for arg in argv:  # before the subcommand only -h/--help and --version are valid
+        if arg in ("-h", "--help"):
+            return COMMANDS
+        if not arg.startswith("-"):
+            return (arg,) if arg in COMMANDS else ()
+    return ()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
-        args.argv = list(sys.argv[1:] if argv is None else argv)  # for the evidence bundle
+        args_list = list(sys.argv[1:] if argv is None else argv)
+        args = build_parser(args_list).parse_args(args_list)
+        args.argv = args_list  # for the evidence bundle
+        from probe.logs import configure  # structlog: only once a subcommand runs
+
         configure(json_lines=args.log_json, level=args.log_level)
         return int(args.handler(args))
     except ProbeError as exc:

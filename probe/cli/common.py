@@ -8,22 +8,14 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from probe.correlation import probe_domain
 from probe.errors import UsageError
 from probe.ledger import Ledger, default_path
+from probe.logs import LOG_LEVELS
 from probe.records import Endpoint
-from probe.upgrade.checks import Check, exit_code, overall, report_text
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is a ProbeError (exit 3, one line) instead of exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
 
 
 def common_parent() -> argparse.ArgumentParser:
@@ -32,7 +24,7 @@ def common_parent() -> argparse.ArgumentParser:
     parent.add_argument(
         "--log-level",
         default="warning",
-        choices=["debug", "info", "warning", "error"],
+        choices=LOG_LEVELS,
         help="log threshold (default: warning)",
     )
     return parent
@@ -102,16 +94,6 @@ def chosen_run(ledger: Ledger, run_id: str | None, last: bool, command: str) -> 
     if not ids:
         raise UsageError(f"no runs in ledger {ledger.path}")
     return ids[0]
-
-
-def emit_checks(json_target: str | None, title: str, checks: Sequence[Check],
-                report: dict[str, Any]) -> int:  # fmt: skip
-    """preflight, postflight, drift: the JSON report and/or the text, then the exit code."""
-    if json_target:
-        write_json(json_target, report)
-    if json_target != "-":
-        print(report_text(title, checks))
-    return exit_code(overall(checks))
 
 
 def write_json(target: str, data: dict[str, Any]) -> None:

@@ -19,16 +19,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from probe.cli.common import add_db, open_ledger, positive_int
-from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
-from probe.delivery.settle import Patience
-from probe.diagnosis import gather as explain
-from probe.host.facts import collect
-from probe.lab.dll import build_dll, write_dll
-from probe.lab.gateway import FaultMode, LabGateway, free_port
+from probe.delivery import Patience, ProbeOutcome, ProbeSettings, run_probe
+from probe.diagnosis import Explanation, Request, explain, prepare
+from probe.host import collect_facts
+from probe.lab import FaultMode, LabGateway, build_dll, free_port, write_dll
 from probe.ledger import Ledger
 from probe.records import Endpoint
-from probe.reporting import artifacts as stored
-from probe.reporting.text import diagnosis_text, to_text
+from probe.reporting import diagnosis_text, keep_artifacts, to_text
 from probe.verdict import Pattern
 
 MODULE = "MPNotifyPerf.dll"
@@ -80,23 +77,21 @@ async def rehearse(ledger: Ledger, mode: str, count: int) -> ProbeOutcome:
         return await run_probe(ledger, settings)
 
 
-def diagnose_and_keep(
-    ledger: Ledger, outcome: ProbeOutcome, installed: Path | None
-) -> explain.Explanation:
+def diagnose_and_keep(ledger: Ledger, outcome: ProbeOutcome, installed: Path | None) -> Explanation:
     """Inventory and diagnosis as `burst --module … --installed …` would do, kept for evidence."""
     request = (
-        explain.Request(module_names=(MODULE,), installed=(str(installed),))
+        Request(module_names=(MODULE,), installed=(str(installed),))
         if installed is not None
-        else explain.Request()
+        else Request()
     )
-    why = explain.explain(request, explain.prepare(request), ledger, outcome)
-    stored.keep(
+    why = explain(request, prepare(request), ledger, outcome)
+    keep_artifacts(
         ledger,
         outcome.record.run.run_id,
         explanation=why,
         log_events=[],
         argv=["notifyprobe", "demo"],
-        host=collect(),
+        host=collect_facts(),
     )
     return why
 

@@ -6,13 +6,20 @@ import argparse
 import re
 from pathlib import Path
 
-from probe.cli.common import emit_checks
+from probe.cli.upgrade_options import emit_checks
 from probe.errors import UsageError
-from probe.host.regfile import reader_for
-from probe.host.registry import RegistryReader
-from probe.upgrade.checks import Check, Status, report_dict
-from probe.upgrade.drift import Places, compare_trees, file_checks, registry_checks, share_check
-from probe.upgrade.profiles import load_profile
+from probe.host import RegistryReader, reader_for
+from probe.upgrade import (
+    Check,
+    Places,
+    Status,
+    compare_trees,
+    file_checks,
+    load_profile,
+    registry_checks,
+    report_dict,
+    share_check,
+)
 
 _WINDOWS_PATH = re.compile(r"^([A-Za-z]:[\\/]|\\\\|%)")
 

@@ -5,13 +5,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from probe.cli.preflight import add_profile_options
-from probe.host.inuse import files_in_use
-from probe.host.platform import local_holders
-from probe.upgrade.drift import compare_trees
-from probe.upgrade.fix import Plan, apply, default_journal, plan_renames, plan_sync, undo
-from probe.upgrade.flight import check_root, held_candidates, is_set_aside
-from probe.upgrade.profiles import load_profile
+from probe.cli.upgrade_options import add_profile_options
+from probe.host import files_in_use, local_holders
+from probe.upgrade import (
+    Plan,
+    apply,
+    check_root,
+    compare_trees,
+    default_journal,
+    held_candidates,
+    is_set_aside,
+    load_profile,
+    plan_renames,
+    plan_sync,
+    undo,
+)
 
 
 def add_parser(subparsers, parents) -> None:

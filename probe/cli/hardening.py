@@ -9,9 +9,17 @@ import argparse
 from pathlib import Path
 
 from probe.cli.common import positive_int, seconds
-from probe.delivery.credentials import Secret, password_from_env, password_from_file
-from probe.delivery.sink_limits import Access, SinkLimits, client_network
-from probe.delivery.tls import TLS_MODES, ClientSecurity, server_context
+from probe.delivery import (
+    TLS_MODES,
+    Access,
+    ClientSecurity,
+    Secret,
+    SinkLimits,
+    client_network,
+    password_from_env,
+    password_from_file,
+    server_context,
+)
 from probe.errors import UsageError
 
 _DEFAULT = SinkLimits()

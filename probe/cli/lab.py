@@ -7,9 +7,9 @@ import asyncio
 import sys
 
 from probe.cli.common import endpoint, until_stopped
-from probe.delivery.credentials import password_from_env
+from probe.delivery import password_from_env
 from probe.errors import UsageError
-from probe.lab.gateway import FaultMode, LabGateway
+from probe.lab import FaultMode, LabGateway
 
 
 def add_parser(subparsers, parents) -> None:

@@ -7,9 +7,14 @@ import time
 from pathlib import Path
 
 from probe.cli.common import write_json
-from probe.host.inventory import DEFAULT_MODULE, Inventory, ModuleState, take_inventory
-from probe.host.platform import local_source
-from probe.host.platform.windows import RecordedWindows
+from probe.host import (
+    DEFAULT_MODULE,
+    Inventory,
+    ModuleState,
+    RecordedWindows,
+    local_source,
+    take_inventory,
+)
 
 
 def add_parser(subparsers, parents) -> None:

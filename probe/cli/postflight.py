@@ -6,24 +6,21 @@ import argparse
 import asyncio
 import json
 
-from probe.cli.burst import add_burst_options, settings_from
-from probe.cli.common import (
-    emit_checks,
-    open_ledger,
-)
-from probe.cli.preflight import add_profile_options
-from probe.delivery.run import ProbeOutcome, run_probe
-from probe.host.inventory import take_inventory
-from probe.host.platform import local_source
-from probe.upgrade.checks import report_dict
-from probe.upgrade.flight import (
+from probe.cli.burst_options import add_burst_options, settings_from
+from probe.cli.common import open_ledger
+from probe.cli.upgrade_options import add_profile_options, emit_checks
+from probe.delivery import ProbeOutcome, run_probe
+from probe.host import local_source, take_inventory
+from probe.upgrade import (
     burst_check,
     check_root,
     leftover_checks,
+    load_profile,
     module_check,
+    report_dict,
+    under_root,
     version_check,
 )
-from probe.upgrade.profiles import load_profile, under_root
 
 
 def add_parser(subparsers, parents) -> None:

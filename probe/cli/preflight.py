@@ -3,45 +3,29 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from probe.cli.common import emit_checks
+from probe.cli.upgrade_options import add_profile_options, emit_checks
 from probe.errors import UsageError
-from probe.host.inuse import files_in_use
-from probe.host.platform import local_holders, local_source
-from probe.host.reboot import RebootSource, linux_sources, unknown_names, windows_sources
-from probe.host.regfile import reader_for
-from probe.upgrade.checks import report_dict
-from probe.upgrade.flight import (
+from probe.host import (
+    RebootSource,
+    files_in_use,
+    linux_sources,
+    local_holders,
+    local_source,
+    reader_for,
+    unknown_names,
+    windows_sources,
+)
+from probe.upgrade import (
     backup_check,
     check_root,
     held_candidates,
     in_use_checks,
+    load_profile,
     reboot_checks,
+    report_dict,
 )
-from probe.upgrade.profiles import load_profile, profile_names
-
-
-def default_root() -> Path:
-    return Path("C:\\") if sys.platform == "win32" else Path("/")
-
-
-def add_profile_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--profile",
-        required=True,
-        metavar="NAME",
-        help=f"the upgrade procedure to check ({', '.join(profile_names())})",
-    )
-    p.add_argument(
-        "--root",
-        type=Path,
-        default=default_root(),
-        metavar="DIR",
-        help="where the profile's Windows paths start: a drive root, or a copy of one "
-        f"(default: {default_root()})",
-    )
 
 
 def add_parser(subparsers, parents) -> None:

@@ -8,7 +8,7 @@ import sys
 
 from probe.cli.common import add_db, domain, endpoint, open_ledger, until_stopped
 from probe.cli.hardening import access_from, add_sink_options, sink_limits_from, sink_tls_from
-from probe.delivery.sink import Sink
+from probe.delivery import Sink
 from probe.ledger import LedgerWriter
 
 

@@ -6,8 +6,8 @@ import argparse
 import time
 
 from probe.cli.common import add_db, chosen_run, open_ledger, write_json
-from probe.delivery.late import revisit
-from probe.reporting.text import revision_text, to_json, to_text
+from probe.delivery import revisit
+from probe.reporting import revision_text, to_json, to_text
 from probe.verdict import judge_recorded
 
 

@@ -15,9 +15,7 @@ from prometheus_client import disable_created_metrics
 from probe.cli.common import endpoint, open_ledger
 from probe.ledger import exclusive_use
 from probe.logs import configure
-from probe.monitor import config as watch_config
-from probe.monitor.metrics import Metrics
-from probe.monitor.watch import Watcher
+from probe.monitor import Metrics, WatchConfig, Watcher, load_config
 
 
 def add_parser(subparsers, parents) -> None:
@@ -54,8 +52,8 @@ def add_parser(subparsers, parents) -> None:
     p.set_defaults(handler=run, log_level=None, log_json=None)
 
 
-def load(args: argparse.Namespace) -> watch_config.WatchConfig:
-    cfg = watch_config.load(args.config)
+def load(args: argparse.Namespace) -> WatchConfig:
+    cfg = load_config(args.config)
     overrides: dict[str, object] = {}
     if args.metrics is not None:
         overrides["metrics"] = args.metrics
@@ -76,7 +74,7 @@ def announce(line: str) -> None:
     print(f"notifyprobe watch: {line}", file=sys.stderr, flush=True)
 
 
-async def serve(cfg: watch_config.WatchConfig) -> int:
+async def serve(cfg: WatchConfig) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

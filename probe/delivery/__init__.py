@@ -1,1 +1,59 @@
-"""Delivery: send the burst through the gateway, receive it in the sink, wait until it settles."""
+"""Delivery: send the burst through the gateway, receive it in the sink, wait until it settles.
+
+`run_probe` is the entry point: one burst with `ProbeSettings`, judged into a `ProbeOutcome`.
+`Sink` records what arrives; `SharedSink` serves several runs (watch); TLS, AUTH and the sink's
+limits and access rules are configured here too.
+"""
+
+from probe.delivery.burst import DEFAULT_MAX_RATE, MAX_COUNT, MAX_RATE_CAP, Sender
+from probe.delivery.credentials import Secret, hide_secret, password_from_env, password_from_file
+from probe.delivery.late import revisit
+from probe.delivery.run import (
+    DeliveryHub,
+    ProbeOutcome,
+    ProbeSettings,
+    Progress,
+    SharedSink,
+    run_probe,
+)
+from probe.delivery.settle import (
+    DEFAULT_WINDOW_S,
+    HISTORY_FACTOR,
+    MIN_HEALTHY_RUNS,
+    Patience,
+    SettleWindow,
+)
+from probe.delivery.sink import Sink
+from probe.delivery.sink_limits import Access, SinkLimits, client_network
+from probe.delivery.tls import INSECURE_WARNING, TLS_MODES, ClientSecurity, server_context
+
+__all__ = [
+    "DEFAULT_MAX_RATE",
+    "DEFAULT_WINDOW_S",
+    "HISTORY_FACTOR",
+    "INSECURE_WARNING",
+    "MAX_COUNT",
+    "MAX_RATE_CAP",
+    "MIN_HEALTHY_RUNS",
+    "TLS_MODES",
+    "Access",
+    "ClientSecurity",
+    "DeliveryHub",
+    "Patience",
+    "ProbeOutcome",
+    "ProbeSettings",
+    "Progress",
+    "Secret",
+    "Sender",
+    "SettleWindow",
+    "SharedSink",
+    "Sink",
+    "SinkLimits",
+    "client_network",
+    "hide_secret",
+    "password_from_env",
+    "password_from_file",
+    "revisit",
+    "run_probe",
+    "server_context",
+]

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from probe.errors import UsageError
-from probe.host.files import read_host_file
+from probe.host import read_host_file
 
 REDACTED = "[redacted]"
 MAX_PASSWORD_FILE_BYTES = 4096

@@ -1,1 +1,24 @@
-"""Diagnosis: join a verdict with the host inventory and the known-issue signatures into a cause."""
+"""Diagnosis: join a verdict with the host inventory and the known-issue signatures into a cause.
+
+`prepare` (before the run: signatures loaded, names checked) and `explain` (after it: inventory,
+gateway restarts, rules) turn a `Request` into an `Explanation`; `rules` is the pure part. Known
+issues are TOML files in `signatures/`, read with `load_signatures`.
+"""
+
+from probe.diagnosis.gather import Explanation, Request, explain, prepare
+from probe.diagnosis.restarts import ProcessStart
+from probe.diagnosis.rules import Confidence, Diagnosis
+from probe.diagnosis.signatures import Signature, TomlFields, load_signatures
+
+__all__ = [
+    "Confidence",
+    "Diagnosis",
+    "Explanation",
+    "ProcessStart",
+    "Request",
+    "Signature",
+    "TomlFields",
+    "explain",
+    "load_signatures",
+    "prepare",
+]

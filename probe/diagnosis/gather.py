@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from probe.delivery.run import ProbeOutcome
+from probe.delivery import ProbeOutcome
 from probe.diagnosis.restarts import (
     ProcessStart,
     first_after_restart,
@@ -20,8 +20,7 @@ from probe.diagnosis.restarts import (
 )
 from probe.diagnosis.rules import Diagnosis, RestartFacts, diagnose
 from probe.diagnosis.signatures import Signature, load_signatures
-from probe.host.inventory import Inventory, take_inventory
-from probe.host.platform import NameMatcher, local_source
+from probe.host import Inventory, NameMatcher, local_source, take_inventory
 from probe.ledger import Ledger
 
 

@@ -16,8 +16,7 @@ from typing import Any
 
 from probe.diagnosis.restarts import ProcessStart, RestartFinding
 from probe.diagnosis.signatures import Signature
-from probe.host.inventory import Inventory, ModuleHit
-from probe.host.platform import NameMatcher
+from probe.host import Inventory, ModuleHit, NameMatcher
 from probe.verdict import Verdict
 
 MAX_HIT_LINES = 5

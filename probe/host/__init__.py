@@ -1,1 +1,45 @@
-"""Host inspection: which processes hold which module, files in use, versions, registry, reboot."""
+"""Host inspection: which processes hold which module, files in use, versions, registry, reboot.
+
+`take_inventory` (loaded modules, stale copies) and `files_in_use` over a platform source
+(`local_source`, `local_holders`, or a `RecordedWindows` inventory); `describe` reads a PE
+version; `read_host_file` reads a host's file without being fooled by what sits at its path;
+`collect_facts` the host facts a report carries; registry readers and pending-reboot
+sources for the upgrade checks.
+"""
+
+from probe.host.facts import HostFacts, collect_facts
+from probe.host.files import UnsafeFileError, read_host_file
+from probe.host.inuse import InUse, files_in_use
+from probe.host.inventory import DEFAULT_MODULE, Inventory, ModuleHit, ModuleState, take_inventory
+from probe.host.pe import ModuleVersion, describe
+from probe.host.platform import NameMatcher, local_holders, local_source
+from probe.host.platform.windows import RecordedWindows
+from probe.host.reboot import RebootSource, linux_sources, unknown_names, windows_sources
+from probe.host.regfile import reader_for
+from probe.host.registry import RegistryReader
+
+__all__ = [
+    "DEFAULT_MODULE",
+    "HostFacts",
+    "InUse",
+    "Inventory",
+    "ModuleHit",
+    "ModuleState",
+    "ModuleVersion",
+    "NameMatcher",
+    "RebootSource",
+    "RecordedWindows",
+    "RegistryReader",
+    "UnsafeFileError",
+    "collect_facts",
+    "describe",
+    "files_in_use",
+    "linux_sources",
+    "local_holders",
+    "local_source",
+    "read_host_file",
+    "reader_for",
+    "take_inventory",
+    "unknown_names",
+    "windows_sources",
+]

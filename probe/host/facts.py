@@ -62,7 +62,7 @@ class HostFacts:
         )
 
 
-def collect() -> HostFacts:
+def collect_facts() -> HostFacts:
     return HostFacts(
         hostname=socket.gethostname(),
         fqdn=socket.getfqdn(),

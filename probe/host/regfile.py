@@ -83,10 +83,6 @@ class RegFile:
         key = self._key(path)
         return () if key is None else tuple(key.values.values())
 
-    @property
-    def key_paths(self) -> tuple[str, ...]:
-        return tuple(k.path for k in self._keys.values())
-
 
 def decode(data: bytes, source: str) -> str:
     """UTF-16LE with BOM (regedit 5), UTF-8 with or without BOM, else the ANSI code page."""

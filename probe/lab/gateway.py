@@ -22,8 +22,7 @@ from email.utils import formatdate, make_msgid
 import structlog
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from probe.delivery.burst import Sender
-from probe.delivery.credentials import Secret
+from probe.delivery import Secret, Sender
 from probe.errors import ProbeError, UsageError
 from probe.records import Endpoint
 

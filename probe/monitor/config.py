@@ -18,13 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from probe.correlation import probe_domain
-from probe.delivery import credentials
-from probe.delivery.burst import MAX_COUNT
-from probe.delivery.credentials import Secret
-from probe.delivery.sink_limits import Access, client_network
-from probe.delivery.tls import ClientSecurity
+from probe.delivery import (
+    MAX_COUNT,
+    Access,
+    ClientSecurity,
+    Secret,
+    client_network,
+    password_from_env,
+    password_from_file,
+)
 from probe.errors import UsageError
-from probe.host.files import read_host_file
+from probe.host import read_host_file
+from probe.logs import LOG_LEVELS
 from probe.records import Endpoint
 
 if sys.version_info >= (3, 11):
@@ -34,7 +39,6 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 HARD_MIN_INTERVAL_S = 5.0  # no configuration may burst a gateway more often than this
 HARD_MAX_PER_MINUTE = 6_000.0  # nor send it more notifications per minute on average
-LOG_LEVELS = ("debug", "info", "warning", "error")
 
 MAX_NUMBER = 1e12  # far above any real setting, far below where floats lose whole numbers
 MAX_DURATION_S = 7 * 86400.0  # no wait, interval or timeout of a watch is longer than a week
@@ -165,7 +169,7 @@ _ON_CHANGE_KEYS = {"command", "timeout", "evidence_dir"}
 MAX_CONFIG_BYTES = 2**20  # a watch config is a few kilobytes
 
 
-def load(path: Path | str, environ: Mapping[str, str] | None = None) -> WatchConfig:
+def load_config(path: Path | str, environ: Mapping[str, str] | None = None) -> WatchConfig:
     """Read and validate a config file. Secrets are resolved now, so a missing one fails early."""
     path = Path(path)
     try:
@@ -485,9 +489,9 @@ class _Reader:
             raise self.fail(where, "give password_env or password_file, not both")
         try:
             if env:
-                return credentials.password_from_env(env, self.environ)
+                return password_from_env(env, self.environ)
             if file:
-                return credentials.password_from_file(self.path(file))
+                return password_from_file(self.path(file))
         except UsageError as exc:
             raise self.fail(where, str(exc).replace("--password-env", "password_env")) from None
         return None

@@ -19,19 +19,22 @@ from pathlib import Path
 
 import structlog
 
-from probe.delivery.late import revisit
-from probe.delivery.run import DeliveryHub, ProbeSettings, SharedSink, run_probe
-from probe.delivery.settle import Patience
-from probe.delivery.sink import Sink
+from probe.delivery import (
+    DeliveryHub,
+    Patience,
+    ProbeSettings,
+    SharedSink,
+    Sink,
+    revisit,
+    run_probe,
+)
 from probe.errors import ProbeError
-from probe.host.inventory import take_inventory
-from probe.host.platform import local_source
+from probe.host import local_source, take_inventory
 from probe.ledger import Ledger, LedgerWriter
 from probe.monitor.config import OnChange, Target, WatchConfig, security_for
 from probe.monitor.metrics import Metrics
 from probe.records import Endpoint, RunRecord
-from probe.reporting import bundle as evidence
-from probe.reporting.text import to_json
+from probe.reporting import make_bundle, to_json
 from probe.verdict import Pattern, Severity, Thresholds, Verdict, judge_recorded
 
 log = structlog.get_logger("notifyprobe.watch")
@@ -225,15 +228,15 @@ class Watcher:
         on_change = self.config.on_change
         if on_change is None:
             return
-        evidence: Path | None = None
+        bundle_path: Path | None = None
         first_critical = verdict.severity is Severity.CRITICAL and (
             previous is None or previous.severity is not Severity.CRITICAL
         )
         if first_critical and on_change.evidence_dir is not None:
-            evidence = self.write_evidence(on_change.evidence_dir, target, judged)
+            bundle_path = self.write_evidence(on_change.evidence_dir, target, judged)
         if on_change.command:
-            ok = await run_hook(on_change, self.payload(target, previous, judged, evidence),
-                                self.hook_env(target, previous, judged, evidence))  # fmt: skip
+            ok = await run_hook(on_change, self.payload(target, previous, judged, bundle_path),
+                                self.hook_env(target, previous, judged, bundle_path))  # fmt: skip
             if not ok and self.metrics is not None:
                 self.metrics.hook_failures.labels(target.name).inc()
 
@@ -262,9 +265,7 @@ class Watcher:
         try:
             directory.mkdir(parents=True, exist_ok=True)
             command_line = ["notifyprobe", "watch", "--target", target.name]
-            evidence.make_bundle(
-                self.ledger, run_id, path, secrets=secrets, command_line=command_line
-            )
+            make_bundle(self.ledger, run_id, path, secrets=secrets, command_line=command_line)
         except (OSError, ProbeError) as exc:
             log.error("evidence_write_failed", path=str(path), error=str(exc))
             return None
@@ -272,7 +273,7 @@ class Watcher:
         return path
 
     def payload(
-        self, target: Target, previous: TargetState | None, judged: Judged, evidence: Path | None
+        self, target: Target, previous: TargetState | None, judged: Judged, bundle_path: Path | None
     ) -> bytes:
         data = {
             "event": "verdict_changed",
@@ -288,13 +289,13 @@ class Watcher:
                 else None
             ),
             "current": judged.verdict.to_dict(),
-            "evidence": str(evidence) if evidence else None,
+            "evidence": str(bundle_path) if bundle_path else None,
             "run": to_json(judged.record, judged.verdict),
         }
         return (json.dumps(data, indent=2) + "\n").encode("utf-8")
 
     def hook_env(
-        self, target: Target, previous: TargetState | None, judged: Judged, evidence: Path | None
+        self, target: Target, previous: TargetState | None, judged: Judged, bundle_path: Path | None
     ) -> dict[str, str]:
         """The probe's environment minus its secrets, plus the verdict in NOTIFYPROBE_* vars."""
         secret_vars = {
@@ -310,7 +311,7 @@ class Watcher:
             NOTIFYPROBE_PATTERN=judged.verdict.pattern.value,
             NOTIFYPROBE_SEVERITY=judged.verdict.severity.name.lower(),
             NOTIFYPROBE_PREVIOUS_PATTERN=previous.pattern.value if previous else "",
-            NOTIFYPROBE_EVIDENCE=str(evidence) if evidence else "",
+            NOTIFYPROBE_EVIDENCE=str(bundle_path) if bundle_path else "",
         )
         return env
 

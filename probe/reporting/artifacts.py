@@ -3,7 +3,7 @@
 `burst` stores these as named JSON artifacts when it ends, so `notifyprobe evidence` on an old run
 rebuilds the same bundle without re-running anything or re-scanning a host that has changed
 since. Everything is cleaned of secrets before it is stored: the ledger itself never holds one.
-Reading back gives typed records, not loose dicts.
+Reading back gives typed records, not loose dicts: `RunEvidence` is all of it for one run.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from probe.diagnosis.gather import Explanation
-from probe.diagnosis.restarts import ProcessStart
-from probe.diagnosis.rules import Confidence, Diagnosis
-from probe.host.facts import HostFacts
+from probe.diagnosis import Confidence, Diagnosis, Explanation, ProcessStart
+from probe.host import HostFacts, collect_facts
 from probe.ledger import Ledger
+from probe.records import RunRecord
 from probe.reporting.redact import Redactor, clean_argv
+from probe.verdict import Verdict, judge_recorded
 
 EXPLANATION = "explanation"  # diagnosis, module inventory, gateway processes
 LOG = "log"  # the structured log events of the run
@@ -126,7 +126,7 @@ class StoredExplanation:
         }
 
 
-def keep(
+def keep_artifacts(
     ledger: Ledger,
     run_id: str,
     *,
@@ -146,3 +146,44 @@ def keep(
     }
     for name, value in documents.items():
         ledger.put_artifact(run_id, name, json.dumps(clean.redact_data(value), ensure_ascii=False))
+
+
+@dataclass(frozen=True)
+class RunEvidence:
+    """Everything the ledger holds about one run, typed."""
+
+    record: RunRecord
+    verdict: Verdict
+    rows: dict[str, list[dict[str, Any]]]  # table → rows, as stored
+    explanation: StoredExplanation
+    log_events: tuple[dict[str, Any], ...]
+    run_command_line: tuple[str, ...] | None
+    host: HostFacts
+    host_from_run: bool  # False: the run kept no host facts, these were collected now
+    other_artifacts: tuple[tuple[str, Any], ...]  # e.g. upgrade checks, by name
+
+    @property
+    def run_id(self) -> str:
+        return self.record.run.run_id
+
+
+def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
+    """Everything the ledger holds about `run_id` (host facts collected now if none were kept)."""
+    record = ledger.load(run_id)
+    verdict = judge_recorded(record)
+    kept = ledger.artifacts(run_id)
+    host_json = kept.get(HOST)
+    command = kept.get(COMMAND_LINE)
+    return RunEvidence(
+        record=record,
+        verdict=verdict,
+        rows=ledger.rows(run_id),
+        explanation=StoredExplanation.from_json(kept.get(EXPLANATION)),
+        log_events=tuple(json.loads(kept.get(LOG) or "[]")),
+        run_command_line=tuple(json.loads(command)) if command else None,
+        host=HostFacts.from_dict(json.loads(host_json)) if host_json else collect_facts(),
+        host_from_run=host_json is not None,
+        other_artifacts=tuple(
+            (name, json.loads(text)) for name, text in kept.items() if name not in KNOWN
+        ),
+    )

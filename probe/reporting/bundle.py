@@ -23,39 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from probe import __version__
-from probe.delivery.credentials import hide_secret
+from probe.delivery import hide_secret
 from probe.errors import ProbeError
-from probe.host.facts import HostFacts, collect
 from probe.ledger import Ledger
 from probe.records import Notification, RunRecord
-from probe.reporting import artifacts as stored
-from probe.reporting import html as report_html
+from probe.reporting.artifacts import RunEvidence, load_evidence
+from probe.reporting.html import render
 from probe.reporting.output import write_output
 from probe.reporting.redact import RedactionMap, Redactor, secret_forms
 from probe.reporting.text import MEANING, to_json, to_text
-from probe.verdict import Verdict, judge_recorded
 
 ZIP_EPOCH = 315532800  # 1980-01-01, the earliest time a zip entry can carry
 MIN_GUARDED_SECRET = 6  # shorter secret forms occur in ordinary words; they are still redacted
-
-
-@dataclass(frozen=True)
-class RunEvidence:
-    """Everything the ledger holds about one run, typed."""
-
-    record: RunRecord
-    verdict: Verdict
-    rows: dict[str, list[dict[str, Any]]]  # table → rows, as stored
-    explanation: stored.StoredExplanation
-    log_events: tuple[dict[str, Any], ...]
-    run_command_line: tuple[str, ...] | None
-    host: HostFacts
-    host_from_run: bool  # False: the run kept no host facts, these were collected now
-    other_artifacts: tuple[tuple[str, Any], ...]  # e.g. upgrade checks, by name
-
-    @property
-    def run_id(self) -> str:
-        return self.record.run.run_id
 
 
 @dataclass(frozen=True)
@@ -71,27 +50,6 @@ class BundleResult:
     files: tuple[str, ...]
     mapping_path: Path | None
     mapping: RedactionMap
-
-
-def load(ledger: Ledger, run_id: str) -> RunEvidence:
-    record = ledger.load(run_id)
-    verdict = judge_recorded(record)
-    artifacts = ledger.artifacts(run_id)
-    host_json = artifacts.get(stored.HOST)
-    command = artifacts.get(stored.COMMAND_LINE)
-    return RunEvidence(
-        record=record,
-        verdict=verdict,
-        rows=ledger.rows(run_id),
-        explanation=stored.StoredExplanation.from_json(artifacts.get(stored.EXPLANATION)),
-        log_events=tuple(json.loads(artifacts.get(stored.LOG) or "[]")),
-        run_command_line=tuple(json.loads(command)) if command else None,
-        host=HostFacts.from_dict(json.loads(host_json)) if host_json else collect(),
-        host_from_run=host_json is not None,
-        other_artifacts=tuple(
-            (name, json.loads(text)) for name, text in artifacts.items() if name not in stored.KNOWN
-        ),
-    )
 
 
 def auth_safe(commands: Sequence[tuple[str, int | None]]) -> list[str]:
@@ -141,7 +99,7 @@ def build(ev: RunEvidence, redactor: Redactor, command_line: Sequence[str]) -> l
     put_json("report.json", report)
     text = to_text(ev.record, ev.verdict) + "\n"
     files["report.txt"] = redactor.redact(text).encode("utf-8")
-    files["report.html"] = report_html.render(ev, redactor.redact).encode("utf-8")
+    files["report.html"] = render(ev, redactor.redact).encode("utf-8")
     for table, rows in ev.rows.items():
         put_json(f"ledger/{table}.json", _safe_rows(table, rows))
     for n in ev.record.notifications:
@@ -221,7 +179,7 @@ def make_bundle(
     secrets: Sequence[str] = (),
     command_line: Sequence[str] = (),
 ) -> BundleResult:
-    ev = load(ledger, run_id)
+    ev = load_evidence(ledger, run_id)
     redactor = Redactor(secrets, kinds)
     files = build(ev, redactor, command_line)
     guard(files, secrets)

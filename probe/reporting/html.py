@@ -12,16 +12,13 @@ import html
 import math
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
 
 from probe import __version__
-from probe.delivery.settle import SettleWindow
+from probe.delivery import SettleWindow
 from probe.records import Notification
+from probe.reporting.artifacts import RunEvidence
 from probe.reporting.text import MEANING
 from probe.verdict import Severity, gateway_order
-
-if TYPE_CHECKING:
-    from probe.reporting.bundle import RunEvidence
 
 Clean = Callable[[str], str]
 MAX_ROWS = 200  # timeline rows; a larger burst shows its first rows and says so

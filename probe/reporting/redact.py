@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from probe.delivery.credentials import hide_secret
+from probe.delivery import hide_secret
 
 REDACTED = "[redacted]"
 KINDS = ("hosts", "emails", "ips")

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from probe.delivery.settle import SettleWindow
-from probe.delivery.tls import INSECURE_WARNING
-from probe.diagnosis.rules import Diagnosis
-from probe.host.inventory import Inventory
+from probe.delivery import INSECURE_WARNING, SettleWindow
+from probe.diagnosis import Diagnosis
+from probe.host import Inventory
 from probe.records import Notification, Run, RunRecord
 from probe.verdict import Pattern, Revision, Severity, Verdict
 

@@ -16,13 +16,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any
 
 from probe.errors import ProbeError
-from probe.host.files import UnsafeFileError, read_host_file
-from probe.host.pe import ModuleVersion, describe
-from probe.host.registry import RegistryReader
+from probe.host import ModuleVersion, RegistryReader, UnsafeFileError, describe, read_host_file
 from probe.upgrade.checks import Check, Status
 from probe.upgrade.profiles import Profile, under_root
 
@@ -250,8 +248,9 @@ def win_norm(path: str, variables: dict[str, str] | None = None) -> str:
     return ntpath.normcase(path).rstrip("\\")
 
 
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder + "\\")
+def inside(path: PurePath, folder: PurePath) -> bool:
+    """`path` is `folder` or below it, compared as given (normalise or resolve both first)."""
+    return path == folder or folder in path.parents
 
 
 def registry_checks(
@@ -295,9 +294,10 @@ def _value_check(
     places: Places,
 ) -> Check:
     paths = value_paths(text)
-    wrong = [p for p in paths if _inside(win_norm(p, variables), default)]
+    where = {p: PureWindowsPath(win_norm(p, variables)) for p in paths}
+    wrong = [p for p in paths if inside(where[p], PureWindowsPath(default))]
     elsewhere = [
-        p for p in paths if not _inside(win_norm(p, variables), relocated) and p not in wrong
+        p for p in paths if not inside(where[p], PureWindowsPath(relocated)) and p not in wrong
     ]
     fix = f"set {name} under {key} to the same file in {places.relocated_as}"
     if wrong:

@@ -24,7 +24,7 @@ from typing import Any
 import platformdirs
 
 from probe.errors import ProbeError
-from probe.upgrade.drift import FileDrift
+from probe.upgrade.drift import FileDrift, inside
 
 JOURNAL_FORMAT = "notifyprobe-undo-journal"
 JOURNAL_VERSION = 1
@@ -33,7 +33,7 @@ _CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
-class Step:
+class FixAction:
     """One reversible change. `op`: rename (source → target), backup (copy the folder `source`
     to `target`), replace (copy `source` over `target`; the old file is kept at `backup`)."""
 
@@ -58,7 +58,7 @@ class Step:
 @dataclass(frozen=True)
 class Plan:
     action: str
-    steps: tuple[Step, ...]
+    steps: tuple[FixAction, ...]
     notes: tuple[str, ...] = ()
 
     def text(self, applied: bool) -> str:
@@ -120,7 +120,7 @@ def plan_renames(paths: Sequence[str], suffix: str = ".old") -> Plan:
             digest = sha256_file(source)
         except OSError as exc:
             raise ProbeError(f"cannot read {source}: {exc.strerror or exc}") from None
-        steps.append(Step("rename", str(source), str(target), old_sha256=digest))
+        steps.append(FixAction("rename", str(source), str(target), old_sha256=digest))
     if clashes:
         raise ProbeError(f"{', '.join(clashes)} already exist(s): move it aside first")
     return Plan("rename-in-use", tuple(steps))
@@ -142,9 +142,9 @@ def plan_sync(
     backup = backup_dir or _free_backup_dir(relocated)
     if backup.exists():
         raise ProbeError(f"backup folder {backup} already exists")
-    if _inside(backup, relocated):
+    if inside(backup.resolve(), relocated.resolve()):
         raise ProbeError(f"backup folder {backup} must not be inside {relocated}")
-    steps = [Step("backup", str(relocated), str(backup))]
+    steps = [FixAction("backup", str(relocated), str(backup))]
     for d in todo:
         assert d.default is not None
         if d.relocated is not None:
@@ -153,7 +153,7 @@ def plan_sync(
         else:
             target, old, kept = relocated / d.name, None, None
         steps.append(
-            Step(
+            FixAction(
                 "replace",
                 d.default.path,
                 str(target),
@@ -175,21 +175,15 @@ def _free_backup_dir(relocated: Path) -> Path:
     raise ProbeError(f"no free backup folder name next to {relocated}")
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
 # --- the journal ------------------------------------------------------------------------------
 
 
 class Journal:
     """The undo journal on disk, rewritten atomically and fsynced at every change."""
 
-    def __init__(self, path: Path, action: str, steps: Sequence[Step], state: str = "applying"):
+    def __init__(
+        self, path: Path, action: str, steps: Sequence[FixAction], state: str = "applying"
+    ):
         self.path = path
         self.action = action
         self.steps = list(steps)
@@ -232,7 +226,8 @@ class Journal:
             raise ProbeError(f"{path} is not a notifyprobe undo journal")
         try:
             steps = [
-                Step(**{**s, "made_dirs": tuple(s.get("made_dirs", ()))}) for s in data["steps"]
+                FixAction(**{**s, "made_dirs": tuple(s.get("made_dirs", ()))})
+                for s in data["steps"]
             ]
             return cls(path, str(data["action"]), steps, str(data["state"]))
         except (KeyError, TypeError) as exc:
@@ -284,7 +279,7 @@ def apply(plan: Plan, journal_path: Path, fail_before: int | None = None) -> Jou
     return journal
 
 
-def _run_rename(step: Step) -> tuple[str, ...]:
+def _run_rename(step: FixAction) -> tuple[str, ...]:
     if os.path.lexists(step.target):
         raise ProbeError(f"{step.target} appeared since the plan was made")
     os.rename(step.source, step.target)
@@ -292,7 +287,7 @@ def _run_rename(step: Step) -> tuple[str, ...]:
     return ()
 
 
-def _run_backup(step: Step) -> tuple[str, ...]:
+def _run_backup(step: FixAction) -> tuple[str, ...]:
     source, target = Path(step.source), Path(step.target)
     shutil.copytree(source, target, symlinks=True)
     for path in source.rglob("*"):
@@ -303,7 +298,7 @@ def _run_backup(step: Step) -> tuple[str, ...]:
     return ()
 
 
-def _run_replace(step: Step) -> tuple[str, ...]:
+def _run_replace(step: FixAction) -> tuple[str, ...]:
     target = Path(step.target)
     if _sha_or_none(target) != step.old_sha256:
         raise ProbeError(f"{target} changed since the plan was made")
@@ -337,7 +332,7 @@ def _copy_atomically(source: Path, target: Path, expected: str | None) -> None:
     _fsync_dir(target.parent)
 
 
-_RUN: dict[str, Callable[[Step], tuple[str, ...]]] = {
+_RUN: dict[str, Callable[[FixAction], tuple[str, ...]]] = {
     "rename": _run_rename,
     "backup": _run_backup,
     "replace": _run_replace,
@@ -383,7 +378,7 @@ def undo(journal_path: Path) -> tuple[Journal, list[str]]:
     return journal, done
 
 
-def _undo_needed(step: Step) -> tuple[bool, str]:
+def _undo_needed(step: FixAction) -> tuple[bool, str]:
     """(must reverse, problem). A step that never took effect needs nothing."""
     if step.op == "rename":
         at_source = _sha_or_none(Path(step.source))
@@ -405,12 +400,12 @@ def _undo_needed(step: Step) -> tuple[bool, str]:
     return False, ""  # the backup folder is kept: it is the operator's safety copy
 
 
-def _undo_rename(step: Step) -> None:
+def _undo_rename(step: FixAction) -> None:
     os.rename(step.target, step.source)
     _fsync_dir(Path(step.source).parent)
 
 
-def _undo_replace(step: Step) -> None:
+def _undo_replace(step: FixAction) -> None:
     target = Path(step.target)
     if step.backup is None:
         target.unlink()
@@ -424,7 +419,7 @@ def _undo_replace(step: Step) -> None:
     _copy_atomically(Path(step.backup), target, step.old_sha256)
 
 
-_UNDO: dict[str, Callable[[Step], None]] = {
+_UNDO: dict[str, Callable[[FixAction], None]] = {
     "rename": _undo_rename,
     "replace": _undo_replace,
     "backup": lambda step: None,

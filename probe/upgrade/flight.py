@@ -15,12 +15,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from probe.errors import ProbeError
-from probe.host.files import read_host_file
-from probe.host.inuse import InUse
-from probe.host.inventory import Inventory, take_inventory
-from probe.host.pe import describe
-from probe.host.platform import local_source
-from probe.host.reboot import RebootSource
+from probe.host import (
+    InUse,
+    Inventory,
+    RebootSource,
+    describe,
+    local_source,
+    read_host_file,
+    take_inventory,
+)
 from probe.upgrade.checks import Check, Status
 from probe.upgrade.profiles import Profile, under_root
 from probe.verdict import Severity, Verdict

@@ -9,7 +9,7 @@ import trustme
 
 from probe.delivery.credentials import Secret
 from probe.errors import UsageError
-from probe.monitor.config import Caps, load, parse, security_for
+from probe.monitor.config import Caps, load_config, parse, security_for
 from probe.records import Endpoint
 
 FULL = """
@@ -145,9 +145,9 @@ def test_target_tls_and_auth_reach_the_burst_settings(tmp_path):
 def test_load_reads_a_file_and_names_it_in_errors(tmp_path):
     path = tmp_path / "watch.toml"
     path.write_text(MINIMAL)
-    assert load(path).targets[0].name == "gw"
+    assert load_config(path).targets[0].name == "gw"
     with pytest.raises(UsageError, match=r"cannot read config .*missing.toml"):
-        load(tmp_path / "missing.toml")
+        load_config(tmp_path / "missing.toml")
 
 
 @pytest.mark.parametrize(
@@ -206,7 +206,7 @@ def test_caps_can_be_lowered_and_raised_up_to_the_hard_ceiling():
 
 def test_the_documented_example_config_is_valid():
     example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "watch.toml"
-    cfg = load(example, environ={"NOTIFYPROBE_LYON_PASSWORD": "x"})
+    cfg = load_config(example, environ={"NOTIFYPROBE_LYON_PASSWORD": "x"})
     assert [t.name for t in cfg.targets] == ["meetingplace-paris", "meetingplace-lyon"]
     assert cfg.targets[1].interval_s == 600.0
 

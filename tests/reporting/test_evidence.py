@@ -25,14 +25,21 @@ from fixtures.hold_module import upgraded_while_loaded
 from probe.diagnosis.gather import Explanation
 from probe.diagnosis.restarts import ProcessStart
 from probe.diagnosis.rules import Confidence, Diagnosis, RestartFacts
-from probe.host.facts import collect
+from probe.host.facts import collect_facts
 from probe.host.inventory import Inventory
 from probe.lab.gateway import free_port
 from probe.ledger import Ledger
 from probe.records import Notification, Run, RunRecord, SmtpReply, Step, Submission
-from probe.reporting import artifacts as stored
-from probe.reporting import bundle as evidence
-from probe.reporting import html as report_html
+from probe.reporting.artifacts import (
+    COMMAND_LINE,
+    KNOWN,
+    LOG,
+    RunEvidence,
+    StoredExplanation,
+    keep_artifacts,
+)
+from probe.reporting.bundle import make_bundle
+from probe.reporting.html import render
 from probe.reporting.redact import secret_forms
 from probe.verdict import classify
 from tests.conftest import probe_lab
@@ -80,11 +87,11 @@ def leak_secret_into_ledger(db: Path) -> None:
     in the transcript. The bundle must remove all of it even when the ledger holds it."""
     with Ledger(db) as ledger:
         run_id = ledger.run_ids(limit=1)[0]
-        events = json.loads(ledger.artifacts(run_id)[stored.LOG])
+        events = json.loads(ledger.artifacts(run_id)[LOG])
         events.append({"event": "smtp_login", "detail": f"logging in as ops with {SECRET}"})
-        ledger.put_artifact(run_id, stored.LOG, json.dumps(events))
+        ledger.put_artifact(run_id, LOG, json.dumps(events))
         argv = ["burst", f"--smtp-password={SECRET}", f"smtp://ops:{SECRET}@relay.{DOMAIN}"]
-        ledger.put_artifact(run_id, stored.COMMAND_LINE, json.dumps(argv))
+        ledger.put_artifact(run_id, COMMAND_LINE, json.dumps(argv))
     auth = [
         {"at": 0.0, "command": f"AUTH PLAIN {AUTH_PLAIN}", "reply": {"code": 235, "text": "ok"}},
         {"at": 0.0, "command": "AUTH LOGIN", "reply": {"code": 334, "text": "VXNlcm5hbWU6"}},
@@ -278,13 +285,13 @@ async def test_bundle_of_an_old_run_is_made_from_the_ledger_alone(
         diagnosis=None,
         restarts=RestartFacts(starts=(ProcessStart("process", "gw", 42, 1.0),)),
     )
-    stored.keep(ledger, old_id, explanation=explanation,
-                log_events=[{"event": "run_started", "run_id": old_id}],
-                argv=["burst", "--count", "3"], host=collect())  # fmt: skip
+    keep_artifacts(ledger, old_id, explanation=explanation,
+                   log_events=[{"event": "run_started", "run_id": old_id}],
+                   argv=["burst", "--count", "3"], host=collect_facts())  # fmt: skip
     await probe_lab(ledger, "first-only", count=3)
     assert ledger.run_ids(limit=1)[0] != old_id
 
-    result = evidence.make_bundle(ledger, old_id, tmp_path / "old.zip")
+    result = make_bundle(ledger, old_id, tmp_path / "old.zip")
     files = read_bundle(result.path)
     report = json.loads(files["report.json"])
     assert (report["run_id"], report["verdict"]["pattern"]) == (old_id, "healthy")
@@ -296,7 +303,7 @@ async def test_bundle_of_an_old_run_is_made_from_the_ledger_alone(
     assert {r["run_id"] for r in rows} == {old_id} and len(rows) == 4
     assert result.mapping_path is None and not (tmp_path / "old.zip.redaction-map.json").exists()
 
-    again = read_bundle(evidence.make_bundle(ledger, old_id, tmp_path / "again.zip").path)
+    again = read_bundle(make_bundle(ledger, old_id, tmp_path / "again.zip").path)
     assert {n: d for n, d in again.items() if n != "manifest.json"} == {
         n: d for n, d in files.items() if n != "manifest.json"
     }
@@ -304,7 +311,7 @@ async def test_bundle_of_an_old_run_is_made_from_the_ledger_alone(
         assert len({info.date_time for info in archive.infolist()}) == 1
 
 
-def hostile_evidence() -> evidence.RunEvidence:
+def hostile_evidence() -> RunEvidence:
     hostile = '<script>alert("x")</script>'
     steps = (Step(1.0, "connect", SmtpReply(220, f"gw {hostile}")),)
     submission = Submission(1.0, 1.1, "data", SmtpReply(550, f"5.7.1 {hostile}", "5.7.1"),
@@ -315,15 +322,15 @@ def hostile_evidence() -> evidence.RunEvidence:
                                   for seq in (1, 2)))  # fmt: skip
     diagnosis = Diagnosis("000", "<b>title</b>", "<img src=x onerror=alert(1)>", Confidence.LOW,
                           (hostile,), ("step <i>one</i>",), "ref", "runbook")  # fmt: skip
-    return evidence.RunEvidence(
+    return RunEvidence(
         record=record, verdict=classify(record), rows={},
-        explanation=stored.StoredExplanation(diagnosis=diagnosis), log_events=(),
-        run_command_line=None, host=collect(), host_from_run=False, other_artifacts=(),
+        explanation=StoredExplanation(diagnosis=diagnosis), log_events=(),
+        run_command_line=None, host=collect_facts(), host_from_run=False, other_artifacts=(),
     )  # fmt: skip
 
 
 def test_hostile_reply_text_is_escaped_in_the_html() -> None:
-    page = report_html.render(hostile_evidence(), lambda text: text)
+    page = render(hostile_evidence(), lambda text: text)
     assert "<script" not in page and "<img" not in page and "<b>title" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
     assert "all_rejected" in page and "<svg" in page
@@ -331,15 +338,15 @@ def test_hostile_reply_text_is_escaped_in_the_html() -> None:
 
 def test_run_artifacts_are_stored_without_secrets(ledger: Ledger) -> None:
     ledger.create_run(Run("abcdef0123", "gw:25", "probe.invalid", 1, 1.0))
-    stored.keep(ledger, "abcdef0123", explanation=Explanation(None, None, RestartFacts()),
-                log_events=[{"event": "login", "detail": f"with {SECRET}"}],
-                argv=["burst", "--password", SECRET, f"smtp://ops:{SECRET}@gw"],
-                host=collect(), secrets=[SECRET])  # fmt: skip
+    keep_artifacts(ledger, "abcdef0123", explanation=Explanation(None, None, RestartFacts()),
+                   log_events=[{"event": "login", "detail": f"with {SECRET}"}],
+                   argv=["burst", "--password", SECRET, f"smtp://ops:{SECRET}@gw"],
+                   host=collect_facts(), secrets=[SECRET])  # fmt: skip
     kept = ledger.artifacts("abcdef0123")
-    assert set(kept) == set(stored.KNOWN)
+    assert set(kept) == set(KNOWN)
     for text in kept.values():
         assert all(form not in text for form in secret_forms(SECRET))
-    assert json.loads(kept[stored.COMMAND_LINE])[:3] == ["burst", "--password", "[redacted]"]
+    assert json.loads(kept[COMMAND_LINE])[:3] == ["burst", "--password", "[redacted]"]
 
 
 def test_a_ledger_from_before_evidence_opens_and_gains_helo_and_artifacts(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from probe.cli.evidence import config_secrets
+from probe.cli.evidence_options import config_secrets
 from probe.reporting.redact import (
     REDACTED,
     Redactor,

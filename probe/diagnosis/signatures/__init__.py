@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 
 from probe.errors import ProbeError
-from probe.host.inventory import ModuleState
+from probe.host import ModuleState
 from probe.verdict import Pattern
 
 if sys.version_info >= (3, 11):
@@ -63,8 +63,8 @@ def parse_signature(name: str, text: str) -> Signature:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ProbeError(f"signature {name}: not valid TOML: {exc}") from None
-    fields = _Fields(name, data)
-    symptoms = _Fields(f"{name} [symptoms]", fields.table("symptoms"))
+    fields = TomlFields(name, data)
+    symptoms = TomlFields(f"{name} [symptoms]", fields.table("symptoms"))
     try:
         patterns = frozenset(Pattern(p) for p in symptoms.strings("patterns"))
         states = frozenset(ModuleState(s) for s in fields.strings("module_states"))
@@ -92,7 +92,7 @@ def parse_signature(name: str, text: str) -> Signature:
     return signature
 
 
-class _Fields:
+class TomlFields:
     """Typed access to one TOML table, with errors that name the file and the field."""
 
     def __init__(self, where: str, data: dict[str, object], kind: str = "signature"):

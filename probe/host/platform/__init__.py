@@ -1,5 +1,8 @@
 """The one small interface between the module inventory and the operating system.
 
+`local_source()` and `local_holders()` pick this machine's platform (linux.py, windows.py); the
+interface itself is in base.py.
+
 The inventory needs four things from a platform: which processes exist, which files each one has
 mapped (filtered by name, so a full scan stays cheap), who a process is, and the bytes of a
 mapped copy and of an installed file. Linux answers from /proc directly; Windows answers through
@@ -8,205 +11,43 @@ psutil; recorded Windows inventories answer from JSON, so the Windows path is te
 
 from __future__ import annotations
 
-import fnmatch
 import sys
-from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
 
-from probe.errors import ProbeError, UsageError
-from probe.host.pe import ModuleVersion
+from probe.errors import ProbeError
+from probe.host.platform.base import (
+    HeldFile,
+    HolderSource,
+    MappedModule,
+    ModuleSource,
+    NameMatch,
+    NameMatcher,
+    ProcessDenied,
+    ProcessInfo,
+    ProcessVanished,
+    ScanCounts,
+    scan_processes,
+)
 
-T = TypeVar("T")
-
-GLOB_CHARS = "*?["
-# What installers and admins append when they move a locked DLL aside (document 001: `.old`).
-RENAME_SUFFIXES = (".old", ".bak", ".orig", ".prev", ".save", ".tmp", "~")
-
-
-class ProcessDenied(Exception):
-    """The process exists but we may not look at its mappings (AccessDenied)."""
-
-
-class ProcessVanished(Exception):
-    """The process exited between listing and reading it."""
-
-
-@dataclass(frozen=True)
-class NameMatch:
-    """Which pattern a mapped file's basename matched, and whether it carries a rename suffix."""
-
-    pattern: str
-    renamed: bool
-    canonical: str  # the basename without the rename suffix: the name it was installed under
-
-
-class NameMatcher:
-    """Module names, case-insensitive, globs allowed, renamed copies (`X.dll.old`) included."""
-
-    def __init__(self, patterns: Iterable[str]):
-        self.patterns = tuple(dict.fromkeys(p.strip() for p in patterns if p.strip()))
-        if not self.patterns:
-            raise UsageError("no module name to look for")
-        self._lowered = tuple((p, p.lower()) for p in self.patterns)
-        literals = [_longest_literal(low) for _, low in self._lowered]
-        # Any line that can match contains one of these bytes; "" means no cheap test exists.
-        self.literals: tuple[bytes, ...] | None = (
-            None if any(not lit for lit in literals) else tuple(lit.encode() for lit in literals)
-        )
-
-    def could_match(self, lowered: bytes) -> bool:
-        """Cheap prefilter on lower-cased raw text (a whole maps file, or one line)."""
-        return self.literals is None or any(lit in lowered for lit in self.literals)
-
-    def match(self, basename: str) -> NameMatch | None:
-        name = basename.lower()
-        for pattern, low in self._lowered:
-            if _name_matches(name, low):
-                return NameMatch(pattern, renamed=False, canonical=basename)
-        for suffix in RENAME_SUFFIXES:
-            if name.endswith(suffix) and len(name) > len(suffix):
-                stem = name[: -len(suffix)]
-                for pattern, low in self._lowered:
-                    if _name_matches(stem, low):
-                        return NameMatch(pattern, renamed=True, canonical=basename[: len(stem)])
-        return None
-
-
-def _name_matches(name: str, pattern: str) -> bool:
-    if any(c in pattern for c in GLOB_CHARS):
-        return fnmatch.fnmatchcase(name, pattern)
-    return name == pattern
-
-
-def _longest_literal(pattern: str) -> str:
-    runs, current, in_class = [], [], False
-    for c in pattern:
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-            runs.append("".join(current))
-            current = []
-        elif c in "*?":
-            runs.append("".join(current))
-            current = []
-        else:
-            current.append(c)
-    runs.append("".join(current))
-    return max(runs, key=len)
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    pid: int
-    name: str
-    exe: str | None = None
-    started_at: float | None = None  # epoch seconds
-
-
-@dataclass(frozen=True)
-class MappedModule:
-    """One file a process has mapped, as the OS reports it now.
-
-    `path` is where the OS says the mapped file lives (device paths converted, Linux's
-    "(deleted)" marker removed and kept in `marked_deleted`). `same_file` says whether the file
-    at `path` today is the very file that was mapped (None: could not tell). `handle` is how the
-    platform reaches the mapped copy again (Linux: the map_files entry); `identity` names the
-    mapped file so each copy is read once however many processes map it.
-    """
-
-    pid: int
-    path: str
-    match: NameMatch
-    marked_deleted: bool = False
-    path_exists: bool | None = None
-    same_file: bool | None = None
-    handle: str = ""
-    identity: tuple[int, int] | None = None
-
-
-class ModuleSource(Protocol):
-    """What a platform provides to the inventory. Errors: ProcessDenied, ProcessVanished,
-    OSError from the readers."""
-
-    platform: str
-
-    def pids(self) -> list[int]: ...
-
-    def mapped_modules(self, pid: int, matcher: NameMatcher) -> list[MappedModule]: ...
-
-    def process_info(self, pid: int) -> ProcessInfo: ...
-
-    def read_loaded_copy(self, module: MappedModule) -> ModuleVersion: ...
-
-    def read_file(self, path: str) -> ModuleVersion: ...
-
-    def same_path(self, a: str, b: str) -> bool: ...
-
-    def basename(self, path: str) -> str: ...
-
-    def dirname(self, path: str) -> str: ...
-
-    def join(self, directory: str, name: str) -> str: ...
-
-
-@dataclass(frozen=True)
-class HeldFile:
-    """A file one process holds: `loaded` (mapped like a module) or `open` (a handle/fd).
-    `key` is the platform's identity of the file (Linux: device and inode; Windows: the
-    normalised path), the same thing `HolderSource.file_key` returns for a path."""
-
-    pid: int
-    path: str
-    how: str
-    key: Hashable
-
-
-class HolderSource(Protocol):
-    """What the files-in-use check needs from a platform, beside the process list."""
-
-    platform: str
-
-    def pids(self) -> list[int]: ...
-
-    def process_info(self, pid: int) -> ProcessInfo: ...
-
-    def file_key(self, path: str) -> Hashable | None: ...
-
-    def held_files(self, pid: int, keys: frozenset[Hashable]) -> list[HeldFile]: ...
+__all__ = [
+    "HeldFile",
+    "HolderSource",
+    "MappedModule",
+    "ModuleSource",
+    "NameMatch",
+    "NameMatcher",
+    "ProcessDenied",
+    "ProcessInfo",
+    "ProcessVanished",
+    "ScanCounts",
+    "local_holders",
+    "local_source",
+    "scan_processes",
+]
 
 
 def local_holders() -> HolderSource:
     """The files-in-use source for the machine the probe runs on (same classes as modules)."""
     return local_source()  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class ScanCounts:
-    """How a scan of every process went: read, refused (AccessDenied), gone meanwhile."""
-
-    scanned: int = 0
-    denied: int = 0
-    vanished: int = 0
-
-
-def scan_processes(
-    pids: Iterable[int], read: Callable[[int], Iterable[T]]
-) -> tuple[list[T], ScanCounts]:
-    """`read` every process and collect what it finds; one unreadable process never fails it."""
-    found: list[T] = []
-    scanned = denied = vanished = 0
-    for pid in pids:
-        try:
-            found.extend(read(pid))
-        except ProcessDenied:
-            denied += 1
-        except ProcessVanished:
-            vanished += 1
-        else:
-            scanned += 1
-    return found, ScanCounts(scanned, denied, vanished)
 
 
 def local_source() -> ModuleSource:

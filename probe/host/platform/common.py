@@ -6,7 +6,7 @@ import psutil
 
 from probe.host.files import read_host_file
 from probe.host.pe import ModuleVersion, describe
-from probe.host.platform import ProcessInfo
+from probe.host.platform.base import ProcessInfo
 
 
 def psutil_pids() -> list[int]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from probe.host.files import Opener, read_host_file
 from probe.host.pe import ModuleVersion, describe
-from probe.host.platform import (
+from probe.host.platform.base import (
     HeldFile,
     MappedModule,
     NameMatcher,

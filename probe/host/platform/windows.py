@@ -23,7 +23,7 @@ import psutil
 
 from probe.errors import ProbeError
 from probe.host.pe import ModuleVersion
-from probe.host.platform import (
+from probe.host.platform.base import (
     HeldFile,
     MappedModule,
     NameMatcher,

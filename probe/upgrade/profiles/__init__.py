@@ -11,12 +11,18 @@ signature, so the known issue and the upgrade checks never disagree about which 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from probe.diagnosis.signatures import Signature, _Fields, load_signatures, tomllib
+from probe.diagnosis import Signature, TomlFields, load_signatures
 from probe.errors import ProbeError, UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
 
 SEVERITIES = ("fail", "warn")
 POINTS_AT = ("relocated",)
@@ -86,11 +92,6 @@ def load_profile(name: str, directory: Path | None = None) -> Profile:
     return parse_profile(f"{name}.toml", files[name], {s.id: s for s in load_signatures()})
 
 
-def load_profiles(directory: Path | None = None) -> tuple[Profile, ...]:
-    signatures = {s.id: s for s in load_signatures()}
-    return tuple(parse_profile(f"{n}.toml", text, signatures) for n, text in _files(directory))
-
-
 def _files(directory: Path | None) -> list[tuple[str, str]]:
     if directory is None:
         found = [
@@ -103,7 +104,7 @@ def _files(directory: Path | None) -> list[tuple[str, str]]:
     return sorted(found)
 
 
-class _Profile(_Fields):
+class _Profile(TomlFields):
     def __init__(self, where: str, data: dict[str, object]):
         super().__init__(where, data, kind="profile")
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from probe.diagnosis.gather import Request
+from probe.diagnosis import Request
 
 
-def add_options(p: argparse.ArgumentParser) -> None:
+def add_diagnosis_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("diagnosis")
     g.add_argument("--module", dest="module_names", action="append", default=[], metavar="NAME",
                    help="after the run, find processes with this module loaded (repeatable, "

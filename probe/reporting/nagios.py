@@ -27,7 +27,7 @@ _LIMIT_RE = re.compile(
 
 
 @dataclass(frozen=True)
-class Limits:
+class PluginThresholds:
     """One threshold level: loss in percent and the slowest delivery in seconds, each optional.
 
     Plugin semantics: a value *above* the limit raises the state (Nagios range `N` = 0..N).
@@ -37,7 +37,7 @@ class Limits:
     latency_s: float | None = None
 
     @classmethod
-    def parse(cls, text: str) -> Limits:
+    def parse(cls, text: str) -> PluginThresholds:
         """`loss=5%,latency=2s` (either part optional; latency also in `ms`)."""
         loss: float | None = None
         latency: float | None = None
@@ -97,7 +97,9 @@ class PluginResult:
     line: str
 
 
-def threshold_state(m: Measures, warning: Limits, critical: Limits) -> tuple[Severity, list[str]]:
+def threshold_state(
+    m: Measures, warning: PluginThresholds, critical: PluginThresholds
+) -> tuple[Severity, list[str]]:
     """The state the thresholds alone give, and a short phrase for each one crossed."""
     crossed: list[str] = []
     state = Severity.OK
@@ -118,8 +120,8 @@ def threshold_state(m: Measures, warning: Limits, critical: Limits) -> tuple[Sev
 def plugin_result(
     record: RunRecord,
     verdict: Verdict,
-    warning: Limits = Limits(),
-    critical: Limits = Limits(),
+    warning: PluginThresholds = PluginThresholds(),
+    critical: PluginThresholds = PluginThresholds(),
 ) -> PluginResult:
     """The plugin line and state: the worse of the verdict's severity and the thresholds.
 
@@ -144,7 +146,7 @@ def unknown_line(message: str) -> str:
     return f"NOTIFYPROBE UNKNOWN - {_clean(message)}"
 
 
-def perfdata(m: Measures, warning: Limits, critical: Limits) -> str:
+def perfdata(m: Measures, warning: PluginThresholds, critical: PluginThresholds) -> str:
     total = str(m.sent)
     items = [
         _perf("sent", str(m.sent), "", None, None, "0", ""),

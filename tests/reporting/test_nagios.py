@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from probe.monitor.nagios import Limits, plugin_result, unknown_line
 from probe.records import SmtpReply
+from probe.reporting.nagios import PluginThresholds, plugin_result, unknown_line
 from probe.verdict import Severity, classify
 from tests.test_verdict import note, record
 
@@ -16,7 +16,9 @@ PERF_RE = re.compile(r"^'[a-z_]+'=(U|-?\d+(\.\d+)?(%|s)?)(;[\d.]*){0,4}$")
 
 
 def result_for(rec, warning: str = "", critical: str = ""):
-    return plugin_result(rec, classify(rec), Limits.parse(warning), Limits.parse(critical))
+    return plugin_result(
+        rec, classify(rec), PluginThresholds.parse(warning), PluginThresholds.parse(critical)
+    )
 
 
 def test_healthy_run_is_ok_with_perfdata_for_every_measure():
@@ -90,20 +92,20 @@ def test_pipes_in_gateway_replies_cannot_break_the_perfdata():
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("loss=5%,latency=2s", Limits(5.0, 2.0)),
-        ("latency=250ms", Limits(None, 0.25)),
-        ("loss=20", Limits(20.0, None)),
-        ("", Limits()),
+        ("loss=5%,latency=2s", PluginThresholds(5.0, 2.0)),
+        ("latency=250ms", PluginThresholds(None, 0.25)),
+        ("loss=20", PluginThresholds(20.0, None)),
+        ("", PluginThresholds()),
     ],
 )
 def test_threshold_syntax(text, expected):
-    assert Limits.parse(text) == expected
+    assert PluginThresholds.parse(text) == expected
 
 
 @pytest.mark.parametrize("text", ["loss=101%", "speed=3", "latency=fast", "loss=5%;latency=1s"])
 def test_bad_threshold_syntax_is_rejected(text):
     with pytest.raises(ValueError, match="threshold"):
-        Limits.parse(text)
+        PluginThresholds.parse(text)
 
 
 def test_burst_format_nagios_prints_one_plugin_line_and_exits_with_its_state(tmp_path):
