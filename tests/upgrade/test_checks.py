@@ -18,17 +18,17 @@ def test_the_worst_status_wins() -> None:
 
 
 def test_a_check_that_did_not_run_is_neither_a_pass_nor_a_failure() -> None:
-    assert overall([SKIPPED]) is Status.PASS
+    assert overall([SKIPPED]) is Status.NOT_RUN
     assert overall([SKIPPED, WARNED]) is Status.WARN
 
 
-def test_no_checks_found_nothing_wrong() -> None:
-    assert overall([]) is Status.PASS
+def test_no_checks_at_all_is_not_run_never_a_pass() -> None:
+    assert overall([]) is Status.NOT_RUN
 
 
 def test_exit_codes_follow_the_monitoring_plugin_convention() -> None:
     assert [exit_code(s) for s in (Status.PASS, Status.WARN, Status.FAIL)] == [0, 1, 2]
-    assert exit_code(Status.NOT_RUN) == 0
+    assert exit_code(Status.NOT_RUN) == 3  # nothing could be checked: unknown
 
 
 def test_the_json_report_carries_status_exit_code_extras_and_every_check() -> None:

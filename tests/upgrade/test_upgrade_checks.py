@@ -91,6 +91,10 @@ def test_missing_backup_folder_fails_and_absent_backup_option_warns(tmp_path: Pa
 
 
 def test_pending_reboot_sources_from_an_export_each_reported_and_ignorable(tmp_path: Path) -> None:
+    gateway = tmp_path / "Latitude" / "MeetingPlace Email-Gateway"
+    gateway.mkdir(parents=True)
+    (gateway / "notify.tpl").write_text("Dear {name}")  # a file to check: files in use passes
+    exchange_tree(tmp_path)
     args = (
         "preflight",
         "--profile",
