@@ -25,8 +25,9 @@ from pathlib import Path
 import aiosmtplib
 
 from probe.correlation import make_token, recipient_for, sender_for
-from probe.delivery.burst import BurstPlan, compose, send_burst
+from probe.delivery.burst import compose, send_burst
 from probe.delivery.run import ProbeSettings, run_probe
+from probe.delivery.settings import BurstSettings
 from probe.lab.gateway import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
 from probe.logs import configure
@@ -157,19 +158,18 @@ async def bare_aiosmtplib(port: int, count: int, connections: int) -> float:
 
 
 async def product_burst(port: int, count: int, connections: int) -> float:
-    plan = BurstPlan(
-        run_id="0123456789", gateway=Endpoint("127.0.0.1", port), domain=DOMAIN,
-        count=count, concurrency=connections,
-        max_rate=0,  # the engine's own speed: the CLI's rate cap is policy, measured apart
-    )  # fmt: skip
+    settings = BurstSettings(count=count, concurrency=connections, reuse=True)
     accepted = 0
 
     def on_result(_: int, submission) -> None:
         nonlocal accepted
         accepted += submission.accepted
 
+    gateway = Endpoint("127.0.0.1", port)
     started = time.perf_counter()
-    await send_burst(plan, on_result)
+    # paced=False: the engine's own speed; the CLI's rate cap is policy, measured apart
+    await send_burst(settings, run_id="0123456789", gateway=gateway, domain=DOMAIN,
+                     on_result=on_result, paced=False)  # fmt: skip
     elapsed = time.perf_counter() - started
     assert accepted == count, f"only {accepted} of {count} accepted"
     return elapsed
@@ -278,7 +278,7 @@ async def first_only_verdict_s(ledger: Ledger) -> float:
     sink = Endpoint("127.0.0.1", free_port())
     async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode.parse("first-only")) as gw:
         started = time.perf_counter()
-        outcome = await run_probe(ledger, ProbeSettings(gateway=gw.listen, sink=sink, count=20))
+        outcome = await run_probe(ledger, ProbeSettings(gw.listen, sink, BurstSettings(count=20)))
         elapsed = time.perf_counter() - started
     assert outcome.verdict.pattern.value == "first_only", outcome.verdict.pattern
     return elapsed

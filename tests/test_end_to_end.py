@@ -85,7 +85,7 @@ async def test_token_survives_a_gateway_that_rebuilds_every_message(ledger):
 
 
 async def test_paced_burst_spaces_submissions_by_the_interval(ledger):
-    outcome = await probe_lab(ledger, "healthy", count=3, interval_s=0.1)
+    outcome = await probe_lab(ledger, "healthy", count=3, notification_gap_s=0.1)
     starts = [n.submission.started_at for n in outcome.record.burst if n.submission]
     assert starts[2] - starts[0] >= 0.19
 

@@ -26,8 +26,8 @@ from probe.cli.hardening import (
     sink_limits_from,
     sink_tls_from,
 )
-from probe.delivery.burst import DEFAULT_MAX_RATE, MAX_RATE_CAP
 from probe.delivery.run import ProbeSettings, Progress, run_probe
+from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience
 from probe.delivery.tls import INSECURE_WARNING
 from probe.diagnosis import gather as explain
@@ -90,25 +90,53 @@ def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) 
         help="do not start a sink: a separate `notifyprobe sink` records into --db",
     )
     p.add_argument("--domain", type=domain, default="probe.invalid", help="probe domain")
-    p.add_argument("--count", type=positive_int, default=10, help="notifications (default: 10)")
-    p.add_argument("--concurrency", type=positive_int, default=1, help="SMTP connections")
+    default, describe = BurstSettings(), BurstSettings.describe
+    p.add_argument("--count", type=positive_int, default=default.count, help=describe("count"))
+    p.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=default.concurrency,
+        help=describe("concurrency"),
+    )
     p.add_argument(
         "--reuse",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="reuse each connection for several notifications (default: reuse)",
+        default=default.reuse,
+        help=describe("reuse"),
     )
-    p.add_argument("--interval", type=seconds, default=0.0, help="seconds between notifications")
-    p.add_argument("--step-timeout", type=seconds, default=10.0, help="per SMTP step (s)")
-    p.add_argument("--timeout", type=seconds, default=30.0, help="longest wait for late mail (s)")
+    p.add_argument(
+        "--interval",
+        dest="notification_gap",
+        type=seconds,
+        default=default.notification_gap_s,
+        help=describe("notification_gap_s"),
+    )
+    p.add_argument(
+        "--step-timeout",
+        type=seconds,
+        default=default.step_timeout_s,
+        help=describe("step_timeout_s"),
+    )
+    patience, thresholds = Patience(), Thresholds()
+    p.add_argument(
+        "--timeout",
+        type=seconds,
+        default=patience.timeout_s,
+        help=f"longest wait for late mail (default: {patience.timeout_s:g} s)",
+    )
     p.add_argument(
         "--grace",
         type=seconds,
-        default=Patience().grace_s,
+        default=patience.grace_s,
         help="added to the adaptive wait; raise it above the spacing of a gateway that paces "
-        f"deliveries (default: {Patience().grace_s:g} s)",
+        f"deliveries (default: {patience.grace_s:g} s)",
     )
-    p.add_argument("--slow-after", type=seconds, default=5.0, help="latency that is slow (s)")
+    p.add_argument(
+        "--slow-after",
+        type=seconds,
+        default=thresholds.slow_after_s,
+        help=f"latency that is slow (default: {thresholds.slow_after_s:g} s)",
+    )
     p.add_argument(
         "--no-control",
         dest="control",
@@ -118,10 +146,9 @@ def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) 
     p.add_argument(
         "--max-rate",
         type=float,
-        default=DEFAULT_MAX_RATE,
+        default=default.max_rate,
         metavar="MSGS_PER_S",
-        help=f"never submit faster than this, all connections together "
-        f"(default: {DEFAULT_MAX_RATE:g}, at most {MAX_RATE_CAP:g})",
+        help=describe("max_rate"),
     )
     add_client_security(p)
     add_sink_options(p)
@@ -132,21 +159,24 @@ def settings_from(args: argparse.Namespace) -> ProbeSettings:
     access = access_from(args)
     if args.own_sink:
         access.check_bind(args.sink.host)
-    return ProbeSettings(
-        gateway=args.gateway,
-        sink=args.sink,
-        domain=args.domain,
+    burst = BurstSettings(
         count=args.count,
         concurrency=args.concurrency,
         reuse=args.reuse,
-        interval_s=args.interval,
+        notification_gap_s=args.notification_gap,
         step_timeout_s=args.step_timeout,
-        own_sink=args.own_sink,
+        max_rate=args.max_rate,
         control=args.control,
+    )
+    return ProbeSettings(
+        gateway=args.gateway,
+        sink=args.sink,
+        burst=burst,
+        domain=args.domain,
+        own_sink=args.own_sink,
         patience=Patience(grace_s=args.grace, timeout_s=args.timeout),
         thresholds=Thresholds(slow_after_s=args.slow_after),
         security=client_security_from(args),
-        max_rate=args.max_rate,
         sink_limits=sink_limits_from(args),
         sink_access=access,
         sink_tls=sink_tls_from(args) if args.own_sink else None,

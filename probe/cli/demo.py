@@ -20,6 +20,7 @@ from pathlib import Path
 
 from probe.cli.common import add_db, open_ledger, positive_int
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
+from probe.delivery.settings import BurstSettings
 from probe.diagnosis import gather as explain
 from probe.host.facts import collect
 from probe.lab.dll import build_dll, write_dll
@@ -70,7 +71,7 @@ async def rehearse(ledger: Ledger, mode: str, count: int) -> ProbeOutcome:
     sink = Endpoint("127.0.0.1", free_port())
     gateway = LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode.parse(mode))
     async with gateway:
-        settings = ProbeSettings(gateway=gateway.listen, sink=sink, count=count)
+        settings = ProbeSettings(gateway.listen, sink, BurstSettings(count=count))
         return await run_probe(ledger, settings)
 
 

@@ -13,7 +13,6 @@ import re
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from email.utils import formatdate
 
 import aiosmtplib
@@ -21,37 +20,13 @@ from aiosmtplib import SMTP
 
 from probe.correlation import make_token, recipient_for, sender_for, split_address
 from probe.delivery.credentials import REDACTED
+from probe.delivery.settings import BurstSettings
 from probe.delivery.tls import ClientSecurity
 from probe.errors import ProbeError
 from probe.records import Endpoint, ErrorKind, SmtpReply, Step, Submission
 
 ResultCallback = Callable[[int, Submission], None]
-DEFAULT_MAX_RATE = 200.0  # notifications per second, all connections together
-MAX_RATE_CAP = 1_000.0  # msgs/s: above this a probe is a load test, not a probe
-MAX_COUNT = 10_000  # notifications in one burst, whoever asks (burst, watch, postflight)
 _BASE64ISH = re.compile(r"[A-Za-z0-9+/]{12,}={0,2}")
-
-
-@dataclass(frozen=True)
-class BurstPlan:
-    """What to send and how: the knobs of `notifyprobe burst`."""
-
-    run_id: str
-    gateway: Endpoint
-    domain: str
-    count: int = 10
-    concurrency: int = 1
-    reuse: bool = True
-    interval_s: float = 0.0
-    step_timeout_s: float = 10.0
-    helo: str | None = None
-    security: ClientSecurity | None = None
-    max_rate: float = DEFAULT_MAX_RATE  # cap: a probe must never turn into a mail bomb
-
-    @property
-    def spacing_s(self) -> float:
-        """Seconds between the starts of two notifications: the interval, or the rate cap."""
-        return max(self.interval_s, 1.0 / self.max_rate if self.max_rate > 0 else 0.0)
 
 
 def ensure_probe_recipient(rcpt: str, domain: str) -> None:
@@ -226,22 +201,32 @@ class Sender:
                 smtp.close()
 
 
-async def send_burst(plan: BurstPlan, on_result: ResultCallback) -> None:
-    """Send notifications 1..count over `concurrency` connections, paced by `interval_s` and
-    never faster than `max_rate` in all."""
+async def send_burst(
+    settings: BurstSettings,
+    *,
+    run_id: str,
+    gateway: Endpoint,
+    domain: str,
+    on_result: ResultCallback,
+    security: ClientSecurity | None = None,
+    paced: bool = True,
+) -> None:
+    """Send notifications 1..count over `concurrency` connections, spaced by the gap between
+    notifications and never faster than the rate cap in all. `paced=False` only for the
+    benchmark, which measures the engine's own speed apart from that policy."""
     date = formatdate(localtime=True)
-    mail_from = sender_for(plan.run_id, plan.domain)
-    next_seq = iter(range(1, plan.count + 1))
-    spacing = plan.spacing_s
+    mail_from = sender_for(run_id, domain)
+    next_seq = iter(range(1, settings.count + 1))
+    spacing = settings.spacing_s if paced else 0.0
     t0 = time.monotonic()
 
     async def worker() -> None:
         sender = Sender(
-            plan.gateway,
-            timeout=plan.step_timeout_s,
-            reuse=plan.reuse,
-            helo=plan.helo,
-            security=plan.security,
+            gateway,
+            timeout=settings.step_timeout_s,
+            reuse=settings.reuse,
+            helo=settings.helo,
+            security=security,
         )
         try:
             for seq in next_seq:
@@ -249,16 +234,16 @@ async def send_burst(plan: BurstPlan, on_result: ResultCallback) -> None:
                     delay = t0 + (seq - 1) * spacing - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                token = make_token(plan.run_id, seq)
-                rcpt = recipient_for(token, plan.domain)
-                ensure_probe_recipient(rcpt, plan.domain)
-                message = compose(plan.run_id, seq, plan.count, plan.domain, date)
+                token = make_token(run_id, seq)
+                rcpt = recipient_for(token, domain)
+                ensure_probe_recipient(rcpt, domain)
+                message = compose(run_id, seq, settings.count, domain, date)
                 result = await sender.submit(mail_from, rcpt, message)
                 on_result(seq, result)
         finally:
             await sender.close()
 
-    workers = max(1, min(plan.concurrency, plan.count))
+    workers = max(1, min(settings.concurrency, settings.count))
     await asyncio.gather(*(worker() for _ in range(workers)))
 
 

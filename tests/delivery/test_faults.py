@@ -18,6 +18,7 @@ import pytest
 from probe.correlation import make_token, recipient_for
 from probe.delivery.burst import Sender
 from probe.delivery.run import ProbeSettings, Progress, _Tracker, run_probe
+from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience
 from probe.delivery.sink import Sink
 from probe.lab.gateway import free_port
@@ -63,9 +64,7 @@ async def test_gateway_killed_mid_burst_is_degraded_and_every_notification_is_ac
         settings = ProbeSettings(
             gateway=Endpoint("127.0.0.1", int(match.group(1))),
             sink=Endpoint("127.0.0.1", sink_port),
-            count=40,
-            interval_s=0.03,
-            step_timeout_s=2.0,
+            burst=BurstSettings(count=40, notification_gap_s=0.03, step_timeout_s=2.0),
             patience=Patience(timeout_s=2.0),
         )
         with Ledger(tmp_path / "died.sqlite3") as ledger:

@@ -22,6 +22,7 @@ from probe.correlation import make_token, recipient_for
 from probe.delivery.burst import Sender
 from probe.delivery.credentials import Secret, password_from_env, password_from_file
 from probe.delivery.run import ProbeSettings, run_probe
+from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience
 from probe.delivery.sink import Sink
 from probe.delivery.tls import ClientSecurity, server_context
@@ -135,7 +136,7 @@ async def test_tls_failure_on_every_notification_is_judged_unreachable_naming_tl
             settings = ProbeSettings(
                 gateway=Endpoint("127.0.0.1", sink.port),
                 sink=Endpoint("127.0.0.1", free_port()),
-                count=3,
+                burst=BurstSettings(count=3),
                 security=ClientSecurity(tls="starttls", ca_file=pki["stranger"]),
                 patience=Patience(timeout_s=1.0),
             )

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from probe.delivery.settings import BurstSettings
+from probe.delivery.settle import Patience
 from probe.lab.gateway import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
 from probe.monitor.config import OnChange, Target, WatchConfig
@@ -32,19 +34,18 @@ from tests.test_cli import ENV, PROBE, probe, service
 WAIT_S = 20.0  # upper bound of every wait on another process
 
 
-def target(name: str, gateway: Endpoint, **options: object) -> Target:
-    options.setdefault("interval_s", 3600.0)
+def target(name: str, gateway: Endpoint, count: int = 4, **options: object) -> Target:
+    options.setdefault("burst_interval_s", 3600.0)
     options.setdefault("jitter", 0.0)
-    options.setdefault("count", 4)
-    options.setdefault("timeout_s", 5.0)
-    return Target(name=name, gateway=gateway, **options)
+    options.setdefault("patience", Patience(timeout_s=5.0))
+    return Target(name=name, gateway=gateway, burst=BurstSettings(count=count), **options)
 
 
 # -- scheduling and state changes: pure ------------------------------------------------------
 
 
 def test_jitter_is_seeded_and_stays_within_its_fraction():
-    t = target("gw", Endpoint("127.0.0.1", 25), interval_s=100.0, jitter=0.2)
+    t = target("gw", Endpoint("127.0.0.1", 25), burst_interval_s=100.0, jitter=0.2)
     delays = [next_delay(t, random.Random("0:gw"), 0.0) for _ in range(3)]
     assert len(set(delays)) == 1  # same seed, same schedule
     rng = random.Random(7)
