@@ -158,7 +158,7 @@ async def bare_aiosmtplib(port: int, count: int, connections: int) -> float:
 
 
 async def product_burst(port: int, count: int, connections: int) -> float:
-    settings = BurstSettings(count=count, concurrency=connections, reuse=True)
+    settings = BurstSettings(count=count, concurrency=connections, per_session=count)
     accepted = 0
 
     def on_result(_: int, submission) -> None:
@@ -195,7 +195,7 @@ def burst_throughput(count: int, repeats: int) -> list[Figure]:
     ratios = [o / b for o, b in zip(ours, bare, strict=True)]
     return [
         Figure(
-            f"burst sender ({count} msgs, 20 connections, reuse) into smtp-sink",
+            f"burst sender ({count} msgs, 20 connections, reused) into smtp-sink",
             statistics.median(ours), "msg/s",
             "bare aiosmtplib, 20 connections", statistics.median(bare),
             statistics.median(ratios), 0.8, spread(ratios),
@@ -238,7 +238,8 @@ def end_to_end(count: int) -> tuple[float, dict[str, float]]:
                 burst = subprocess.Popen(
                     [PY, "-m", "probe", "burst", "--gateway", f"127.0.0.1:{gateway_port}",
                      "--sink", f"127.0.0.1:{sink_port}", "--no-sink", "--db", db,
-                     "--count", str(count), "--concurrency", "20", "--timeout", "120",
+                     "--count", str(count), "--concurrency", "20", "--per-session", str(count),
+                     "--timeout", "120",
                      "--slow-after", "3600", "--max-rate", "1000",
                      "--json", os.devnull],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -278,7 +279,9 @@ async def first_only_verdict_s(ledger: Ledger) -> float:
     sink = Endpoint("127.0.0.1", free_port())
     async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode.parse("first-only")) as gw:
         started = time.perf_counter()
-        outcome = await run_probe(ledger, ProbeSettings(gw.listen, sink, BurstSettings(count=20)))
+        outcome = await run_probe(
+            ledger, ProbeSettings(gw.listen, sink, BurstSettings(count=20, per_session=5))
+        )
         elapsed = time.perf_counter() - started
     assert outcome.verdict.pattern.value == "first_only", outcome.verdict.pattern
     return elapsed

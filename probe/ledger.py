@@ -430,8 +430,8 @@ def _insert_run(run: Run, control: bool, conn: sqlite3.Connection) -> None:
 def _update_submission(run_id: str, seq: int, s: Submission, conn: sqlite3.Connection) -> None:
     conn.execute(
         "UPDATE notifications SET started_at = ?, finished_at = ?, stage = ?, code = ?,"
-        " enhanced = ?, text = ?, error = ?, error_kind = ?, transcript = ?"
-        " WHERE run_id = ? AND seq = ?",
+        " enhanced = ?, text = ?, error = ?, error_kind = ?, transcript = ?, session = ?,"
+        " position = ? WHERE run_id = ? AND seq = ?",
         (
             s.started_at,
             s.finished_at,
@@ -442,6 +442,8 @@ def _update_submission(run_id: str, seq: int, s: Submission, conn: sqlite3.Conne
             s.error,
             s.error_kind.value if s.error_kind else None,
             json.dumps([_step_to_json(step) for step in s.steps]),
+            s.session,
+            s.position,
             run_id,
             seq,
         ),
@@ -474,12 +476,21 @@ def _insert_foreign(reason: str, f: ReceivedMessage, run_id: str | None, conn) -
     )  # fmt: skip
 
 
+_ADDED_COLUMNS = (
+    ("deliveries", "helo", "TEXT NOT NULL DEFAULT ''"),
+    ("notifications", "session", "INTEGER"),  # NULL in runs recorded before sessions were kept
+    ("notifications", "position", "INTEGER"),
+)
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
     """Columns added after schema 1; older notifyprobe versions ignore them."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
-    if "helo" not in columns:
+    for table, column, declaration in _ADDED_COLUMNS:
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column in columns:
+            continue
         try:
-            conn.execute("ALTER TABLE deliveries ADD COLUMN helo TEXT NOT NULL DEFAULT ''")
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         except sqlite3.OperationalError as exc:  # another process added it first
             if "duplicate column" not in str(exc):
                 raise
@@ -546,6 +557,8 @@ def _submission_from_row(row: sqlite3.Row) -> Submission | None:
         error=row["error"],
         error_kind=ErrorKind(row["error_kind"]) if row["error_kind"] else None,
         steps=tuple(_step_from_json(s) for s in json.loads(row["transcript"] or "[]")),
+        session=row["session"],
+        position=row["position"],
     )
 
 

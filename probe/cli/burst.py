@@ -99,10 +99,25 @@ def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) 
         help=describe("concurrency"),
     )
     p.add_argument(
+        "--per-session",
+        type=positive_int,
+        default=default.per_session,
+        metavar="N",
+        help=describe("per_session"),
+    )
+    p.add_argument(
         "--reuse",
-        action=argparse.BooleanOptionalAction,
-        default=default.reuse,
-        help=describe("reuse"),
+        dest="per_session",
+        action="store_const",
+        const=default.per_session,
+        help=f"same as --per-session {default.per_session} (the default)",
+    )
+    p.add_argument(
+        "--no-reuse",
+        dest="per_session",
+        action="store_const",
+        const=1,
+        help="same as --per-session 1: one SMTP session per notification",
     )
     p.add_argument(
         "--interval",
@@ -162,7 +177,7 @@ def settings_from(args: argparse.Namespace) -> ProbeSettings:
     burst = BurstSettings(
         count=args.count,
         concurrency=args.concurrency,
-        reuse=args.reuse,
+        per_session=args.per_session,
         notification_gap_s=args.notification_gap,
         step_timeout_s=args.step_timeout,
         max_rate=args.max_rate,
@@ -247,6 +262,6 @@ def run(args: argparse.Namespace) -> int:
         result = plugin_result(record, verdict, args.warning, args.critical)
         print(result.line)
         return int(result.state)
-    print(to_text(record, verdict, outcome.elapsed_s))
+    print(to_text(record, verdict, outcome.elapsed_s, args.db))
     print(diagnosis_text(why.diagnosis, why.inventory))
     return int(verdict.severity)

@@ -30,5 +30,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         write_json(args.json, to_json(record, verdict))
     if args.json != "-":
-        print(to_text(record, verdict))
+        print(to_text(record, verdict, db=args.db))
     return int(verdict.severity)

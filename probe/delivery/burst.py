@@ -9,10 +9,12 @@ never an exception out of the burst.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from email.utils import formatdate
 
 import aiosmtplib
@@ -57,26 +59,41 @@ def compose(run_id: str, seq: int, count: int, domain: str, date: str) -> bytes:
 
 
 class Sender:
-    """Submits messages to one SMTP server, reusing one connection or opening one per message."""
+    """Submits messages to one SMTP server, at most `per_session` per SMTP session (None: no
+    limit), and numbers each submission's session (from `session_ids`) and place in it."""
 
     def __init__(
         self,
         endpoint: Endpoint,
         *,
         timeout: float,
-        reuse: bool,
+        per_session: int | None,
         helo: str | None,
         security: ClientSecurity | None = None,
+        session_ids: Iterator[int] | None = None,
     ):
         self.endpoint = endpoint
         self.timeout = timeout
-        self.reuse = reuse
+        self.per_session = per_session
         self.helo = helo
         self.security = security or ClientSecurity()
         self._tls_context = self.security.context()
         self._smtp: SMTP | None = None
+        self._session_ids = session_ids if session_ids is not None else itertools.count(1)
+        self._session = 0
+        self._position = 0
 
     async def submit(self, mail_from: str, rcpt: str, message: bytes) -> Submission:
+        if self._smtp is None or not self._smtp.is_connected:
+            self._session, self._position = next(self._session_ids), 0
+        self._position += 1
+        where = {"session": self._session, "position": self._position}
+        result = await self._submit(mail_from, rcpt, message)
+        if self.per_session is not None and self._position >= self.per_session:
+            await self.close()
+        return replace(result, **where)
+
+    async def _submit(self, mail_from: str, rcpt: str, message: bytes) -> Submission:
         steps: list[Step] = []
         started = time.time()
         stage = "connect"
@@ -127,8 +144,6 @@ class Sender:
             return Submission(
                 started, time.time(), stage, error=error, error_kind=kind, steps=tuple(steps)
             )
-        if not self.reuse:
-            await self.close()
         return Submission(started, time.time(), stage, reply=reply, steps=tuple(steps))
 
     async def _open(self, reply_step, steps: list[Step]) -> SMTP:
@@ -179,7 +194,7 @@ class Sender:
     async def _recover(self, code: int) -> None:
         """After a refusal, reset the transaction so the connection can carry the next one."""
         smtp = self._smtp
-        if smtp is None or not self.reuse or code == 421 or not smtp.is_connected:
+        if smtp is None or self.per_session == 1 or code == 421 or not smtp.is_connected:
             await self._drop()
             return
         try:
@@ -211,22 +226,25 @@ async def send_burst(
     security: ClientSecurity | None = None,
     paced: bool = True,
 ) -> None:
-    """Send notifications 1..count over `concurrency` connections, spaced by the gap between
+    """Send notifications 1..count over `concurrency` connections at a time, `per_session` per
+    SMTP session, spaced by the gap between
     notifications and never faster than the rate cap in all. `paced=False` only for the
     benchmark, which measures the engine's own speed apart from that policy."""
     date = formatdate(localtime=True)
     mail_from = sender_for(run_id, domain)
     next_seq = iter(range(1, settings.count + 1))
     spacing = settings.spacing_s if paced else 0.0
+    session_ids = itertools.count(1)  # shared: sessions are numbered across connections
     t0 = time.monotonic()
 
     async def worker() -> None:
         sender = Sender(
             gateway,
             timeout=settings.step_timeout_s,
-            reuse=settings.reuse,
+            per_session=settings.per_session,
             helo=settings.helo,
             security=security,
+            session_ids=session_ids,
         )
         try:
             for seq in next_seq:
@@ -251,7 +269,7 @@ async def send_control(
     sink: Endpoint, run_id: str, domain: str, timeout: float, count: int
 ) -> Submission:
     """Sequence 0 straight to the sink: proves in this very run that the sink records mail."""
-    sender = Sender(sink, timeout=timeout, reuse=False, helo=None)
+    sender = Sender(sink, timeout=timeout, per_session=1, helo=None)
     token = make_token(run_id, 0)
     rcpt = recipient_for(token, domain)
     ensure_probe_recipient(rcpt, domain)

@@ -57,7 +57,7 @@ class ProbeSettings:
             "security": self.security.describe(),
             "max_rate": burst.max_rate,
             "concurrency": burst.concurrency,
-            "reuse": burst.reuse,
+            "per_session": burst.per_session,
             "notification_gap_s": burst.notification_gap_s,
             "step_timeout_s": burst.step_timeout_s,
             "own_sink": self.own_sink,

@@ -26,8 +26,12 @@ class BurstSettings:
 
     count: int = field(default=10, metadata=_help("notifications"))
     concurrency: int = field(default=1, metadata=_help("SMTP connections used at once"))
-    reuse: bool = field(
-        default=True, metadata=_help("reuse each connection for several notifications")
+    per_session: int = field(
+        default=5,
+        metadata=_help(
+            "notifications per SMTP session, then a new session: a gateway sees ordinary "
+            "traffic, not one long session tripping its per-connection limit"
+        ),
     )
     notification_gap_s: float = field(
         default=0.0, metadata=_help("seconds between the starts of two notifications")
@@ -48,8 +52,8 @@ class BurstSettings:
         """The anti-mail-bomb caps, for every caller: burst, watch, postflight, demo."""
         if not 1 <= self.count <= MAX_COUNT:
             raise UsageError(f"count {self.count} (--count) is outside 1..{MAX_COUNT}")
-        if self.concurrency < 1:
-            raise UsageError(f"concurrency {self.concurrency} must be at least 1")
+        if self.concurrency < 1 or self.per_session < 1:
+            raise UsageError("concurrency and notifications per session must be at least 1")
         if not 0 < self.max_rate <= MAX_RATE_CAP:
             raise UsageError(
                 f"max rate {self.max_rate:g}/s (--max-rate) must be above 0 and at most "

@@ -204,7 +204,7 @@ class LabGateway:
         self._queue.put_nowait(item)
 
     async def _relay_worker(self) -> None:
-        sender = Sender(self.relay, timeout=30.0, reuse=True, helo="lab-gateway")
+        sender = Sender(self.relay, timeout=30.0, per_session=None, helo="lab-gateway")
         try:
             while (item := await self._queue.get()) is not None:
                 mail_from, rcpts, content = item

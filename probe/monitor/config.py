@@ -129,6 +129,7 @@ _TARGET_KEYS = {
     "jitter",
     "count",
     "concurrency",
+    "per_session",
     "reuse",
     "pacing",
     "step_timeout",
@@ -295,7 +296,7 @@ class _Reader:
             burst = BurstSettings(
                 count=count,
                 concurrency=concurrency,
-                reuse=self.boolean(merged, "reuse", where, d.reuse),
+                per_session=self.per_session(merged, where, d.per_session),
                 notification_gap_s=self.duration(merged, "pacing", where, d.notification_gap_s),
                 step_timeout_s=self.duration(merged, "step_timeout", where, d.step_timeout_s),
                 control=self.boolean(merged, "control", where, d.control),
@@ -355,6 +356,12 @@ class _Reader:
                 where,
                 f"pacing × count ({overlap:g} s) is longer than the interval: bursts would overlap",
             )
+
+    def per_session(self, raw: dict[str, Any], where: str, default: int) -> int:
+        """`per_session = N`; the older `reuse = false` means 1, `reuse = true` the default."""
+        if "per_session" in raw:
+            return int(self.number(raw, "per_session", where, default, integer=True))
+        return default if self.boolean(raw, "reuse", where, True) else 1
 
     def on_change(self, raw: dict[str, Any]) -> OnChange:
         where = "[on_change]"

@@ -102,7 +102,7 @@ async def test_connection_reset_mid_data_is_a_reset_at_the_data_stage():
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        sender = Sender(Endpoint("127.0.0.1", port), timeout=5, reuse=True, helo=None)
+        sender = Sender(Endpoint("127.0.0.1", port), timeout=5, per_session=None, helo=None)
         token = make_token("abcdef0123", 1)
         big = f"Subject: {token}\r\n\r\n".encode() + b"line of text\r\n" * 20000
         result = await sender.submit("a@example.org", recipient_for(token, DOMAIN), big)

@@ -86,7 +86,7 @@ async def tls_sink(tmp_path: Path, pki: dict[str, Path], *, implicit: bool = Fal
 
 async def submit(port: int, security: ClientSecurity, seq: int = 1):
     sender = Sender(
-        Endpoint("127.0.0.1", port), timeout=5, reuse=False, helo=None, security=security
+        Endpoint("127.0.0.1", port), timeout=5, per_session=1, helo=None, security=security
     )
     token = make_token(RUN, seq)
     data = f"Subject: {token}\r\n\r\nbody\r\n".encode()

@@ -91,7 +91,7 @@ def test_every_key_is_read(tmp_path):
     assert paris.security.password.source == "env:GW_PASSWORD"
     assert lyon.gateway == Endpoint("2001:db8::1", 2525)
     assert lyon.burst_interval_s == 60
-    assert (lyon.burst.count, lyon.burst.concurrency, lyon.burst.reuse) == (5, 2, False)
+    assert (lyon.burst.count, lyon.burst.concurrency, lyon.burst.per_session) == (5, 2, 1)
     assert (lyon.burst.step_timeout_s, lyon.patience.timeout_s) == (5, 60)
     assert (lyon.patience.grace_s, lyon.thresholds.slow_after_s) == (2.5, 3)
     assert (lyon.burst.control, lyon.burst.helo) == (False, "probe.example.org")
