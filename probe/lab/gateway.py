@@ -3,8 +3,9 @@
 It stores and forwards like a real notification gateway (answers 250, then relays in the
 background) and can misbehave on purpose: relay only the first message after start (the
 MPNotifyPerf.dll symptom), drop after k, lose a seeded random share, delay, duplicate, refuse
-everything, or not listen at all. `--rewrite` rebuilds each message from a template the way
-gateways do, so the token has to survive on its own.
+everything, not listen at all, or hold every message after the K-th of an SMTP session for a
+queue runner, as Exim does after `smtp_accept_queue_per_connection`. `--rewrite` rebuilds each
+message from a template the way gateways do, so the token has to survive on its own.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import base64
 import hmac
 import random
+import weakref
 from dataclasses import dataclass
 from email.header import Header
 from email.parser import BytesParser
@@ -33,13 +35,16 @@ _Queued = tuple[str, tuple[str, ...], bytes]  # envelope sender, recipients, mes
 STOP_TIMEOUT_S = 5.0
 
 MODES = ("healthy", "first-only", "drop-after-k", "intermittent", "slow", "duplicate", "reject",
-         "down")  # fmt: skip
+         "down", "queue-per-session")  # fmt: skip
+DEFAULT_QUEUE_RUN_S = 20.0  # `queue-per-session:K` without W: a queue runner every 20 s
 
 
 @dataclass(frozen=True)
 class FaultMode:
     """A parsed `--mode`: `first-only[:drop|4xx|5xx]`, `drop-after-k:K`, `intermittent:P`,
-    `slow:SECONDS`, or one of `healthy`, `duplicate`, `reject`, `down`."""
+    `slow:SECONDS`, `queue-per-session:K[:W]` (hold messages after the K-th of a session,
+    a queue runner delivers them every W s), or one of `healthy`, `duplicate`, `reject`,
+    `down`."""
 
     name: str
     k: int = 0
@@ -63,11 +68,16 @@ class FaultMode:
                 return cls(name, probability=float(arg))
             if name == "slow" and float(arg) >= 0.0:
                 return cls(name, delay_s=float(arg))
+            if name == "queue-per-session":
+                k, _, run_every = arg.partition(":")
+                every_s = float(run_every) if run_every else DEFAULT_QUEUE_RUN_S
+                if int(k) >= 1 and every_s > 0:
+                    return cls(name, k=int(k), delay_s=every_s)
         except ValueError as exc:
             raise UsageError(f"bad lab mode {text!r}: {exc}") from None
         raise UsageError(
             f"bad lab mode {text!r}: use healthy, first-only[:drop|4xx|5xx], drop-after-k:K, "
-            "intermittent:P, slow:SECONDS, duplicate, reject or down"
+            "intermittent:P, slow:SECONDS, queue-per-session:K[:W], duplicate, reject or down"
         )
 
 
@@ -78,10 +88,12 @@ class Action:
     copies: int = 1
     refuse: str | None = None  # the SMTP reply line when refusing
     delay_s: float = 0.0
+    hold: bool = False  # keep it for the next queue run
 
 
-def decide(mode: FaultMode, n: int, rng: random.Random) -> Action:
-    """The fault model, pure: `n` counts messages since the gateway started (1-based)."""
+def decide(mode: FaultMode, n: int, rng: random.Random, in_session: int = 1) -> Action:
+    """The fault model, pure: `n` counts messages since the gateway started (1-based),
+    `in_session` those of the current SMTP session."""
     if mode.name == "first-only" and n > 1:
         if mode.refusal == "4xx":
             return Action(refuse="451 4.3.0 Notification service failed to process the message")
@@ -98,6 +110,8 @@ def decide(mode: FaultMode, n: int, rng: random.Random) -> Action:
         return Action(copies=2)
     if mode.name == "slow":
         return Action(delay_s=mode.delay_s)
+    if mode.name == "queue-per-session" and in_session > mode.k:
+        return Action(hold=True)
     return Action()
 
 
@@ -158,6 +172,8 @@ class LabGateway:
         self._relay_connections = relay_connections
         self._workers: list[asyncio.Task[None]] = []
         self._delayed: set[asyncio.Task[None]] = set()
+        self._in_session: weakref.WeakKeyDictionary[Session, int] = weakref.WeakKeyDictionary()
+        self._held: list[_Queued] = []  # for the next queue run (queue-per-session)
         self._server: asyncio.base_events.Server | None = None
         self.relayed = 0
 
@@ -175,7 +191,8 @@ class LabGateway:
     # aiosmtpd handler hooks
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self._received += 1
-        action = decide(self.mode, self._received, self._rng)
+        self._in_session[session] = in_session = self._in_session.get(session, 0) + 1
+        action = decide(self.mode, self._received, self._rng, in_session)
         if action.refuse:
             return action.refuse
         content = envelope.original_content or b""
@@ -189,7 +206,9 @@ class LabGateway:
                 log.warning("lab_rewrite_failed", error=str(exc))
         item = (envelope.mail_from or "", rcpts, content)
         for _ in range(action.copies):
-            if action.delay_s > 0:
+            if action.hold:
+                self._held.append(item)
+            elif action.delay_s > 0:
                 task = asyncio.get_running_loop().create_task(
                     self._enqueue_after(action.delay_s, item)
                 )
@@ -202,6 +221,14 @@ class LabGateway:
     async def _enqueue_after(self, delay_s: float, item: _Queued) -> None:
         await asyncio.sleep(delay_s)  # the fault itself: a gateway that holds mail back
         self._queue.put_nowait(item)
+
+    async def _queue_runner(self) -> None:
+        """Every `delay_s`, hand everything held so far to the relay, like `exim -q20s`."""
+        while True:
+            await asyncio.sleep(self.mode.delay_s)
+            held, self._held = self._held, []
+            for item in held:
+                self._queue.put_nowait(item)
 
     async def _relay_worker(self) -> None:
         sender = Sender(self.relay, timeout=30.0, per_session=None, helo="lab-gateway")
@@ -243,6 +270,9 @@ class LabGateway:
         self._workers = [
             loop.create_task(self._relay_worker()) for _ in range(self._relay_connections)
         ]
+        if self.mode.name == "queue-per-session":
+            runner = loop.create_task(self._queue_runner())
+            self._delayed.add(runner)  # cancelled on stop, like the other timers
         return self
 
     async def stop(self) -> None:
