@@ -112,7 +112,27 @@ def test_lab_first_only_relays_exactly_the_first_message():
     assert decide(mode, 2, rng) == Action(copies=0)
 
 
-@pytest.mark.parametrize("bad", ["", "sometimes", "slow:-1", "intermittent:2", "first-only:6xx"])
+def test_lab_queue_per_session_holds_every_message_after_the_kth_of_a_session():
+    mode = FaultMode.parse("queue-per-session:10:20")
+    rng = random.Random(0)
+    assert (mode.k, mode.delay_s) == (10, 20.0)
+    assert decide(mode, 25, rng, in_session=10) == Action()
+    assert decide(mode, 11, rng, in_session=11) == Action(hold=True)
+    assert FaultMode.parse("queue-per-session:3").delay_s == 20.0  # a queue run every 20 s
+
+
+BAD_MODES = [
+    "",
+    "sometimes",
+    "slow:-1",
+    "intermittent:2",
+    "first-only:6xx",
+    "queue-per-session:0",
+    "queue-per-session:5:0",
+]
+
+
+@pytest.mark.parametrize("bad", BAD_MODES)
 def test_bad_lab_mode_is_a_usage_error(bad):
     from probe.errors import UsageError
 

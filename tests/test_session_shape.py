@@ -31,7 +31,7 @@ from probe.ledger import Ledger, LedgerWriter
 from probe.records import Endpoint
 from probe.verdict import Pattern, Severity, judge_recorded
 from tests.conftest import probe_lab
-from tests.test_cli import burst, probe, service
+from tests.test_cli import burst, free_port, probe, service
 
 DOMAIN = "probe.invalid"
 LIMIT = 10  # Exim's default smtp_accept_queue_per_connection
@@ -236,3 +236,23 @@ async def test_independent_gateway_that_drops_after_k_overall_is_degraded(ledger
             )
     assert outcome.verdict.pattern is Pattern.DEGRADED_AFTER_K, outcome.verdict.summary
     assert outcome.verdict.details == {"k": 7}
+
+
+# -- the option and its older spellings ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "per_session"),
+    [((), 5), (("--no-reuse",), 1), (("--reuse",), 5), (("--per-session", "3"), 3)],
+)
+def test_per_session_and_its_reuse_aliases_set_each_notifications_session_and_place(
+    tmp_path, options, per_session
+):
+    sink = free_port()
+    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
+                 "--mode", "healthy") as gateway:  # fmt: skip
+        result = burst(gateway, sink, tmp_path / "l.db", "--count", "7", *options, "--json", "-")
+    assert result.returncode == 0, result.stderr
+    submits = [n["submit"] for n in json.loads(result.stdout)["notifications"] if n["seq"]]
+    assert [s["session"] for s in submits] == [i // per_session + 1 for i in range(7)]
+    assert [s["position"] for s in submits] == [i % per_session + 1 for i in range(7)]

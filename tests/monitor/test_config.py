@@ -105,6 +105,20 @@ def test_minimal_config_takes_safe_defaults():
     assert target.burst == BurstSettings()  # the defaults of `notifyprobe burst`
 
 
+@pytest.mark.parametrize(
+    ("keys", "per_session"),
+    [
+        ("", 5),
+        ("per_session = 20\n", 20),
+        ("reuse = false\n", 1),
+        ("reuse = true\n", 5),
+        ("reuse = false\nper_session = 3\n", 3),
+    ],
+)
+def test_per_session_key_and_the_older_reuse_key_shape_the_burst(keys, per_session):
+    assert parse(MINIMAL + keys).targets[0].burst.per_session == per_session
+
+
 def test_secrets_never_show_in_repr_or_str(tmp_path):
     secret_file = tmp_path / "pw"
     secret_file.write_text("hunter2\n")
