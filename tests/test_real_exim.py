@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_cli import probe, service
+from tests.test_session_shape import rejudged
 
 UNPACKED = Path(__file__).resolve().parents[1] / "build" / "exim4"
 LIBS = ("libidn.so.12", "libnss_wrapper.so")
@@ -173,13 +174,7 @@ def test_stock_exim_default_options_are_healthy_and_long_sessions_a_warning_unti
     verdict = report["verdict"]
     assert (code, verdict["pattern"], verdict["k"]) == (1, "queued_per_session", 10), verdict
     assert report["delivered"] == 10
-    deadline = time.monotonic() + 2.5 * QUEUE_RUN_S
-    while True:
-        again = probe("verdict", "--last", "--db", str(db), "--json", "-")
-        rejudged = json.loads(again.stdout)
-        if rejudged["delivered"] == 20 or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert rejudged["run_id"] == report["run_id"]
-    assert rejudged["verdict"]["pattern"] in ("healthy", "slow"), rejudged["verdict"]
-    assert (rejudged["delivered"], again.returncode) in ((20, 0), (20, 1))
+    code, again = rejudged(["verdict", "--last", "--db", str(db)], 20, wait_s=2.5 * QUEUE_RUN_S)
+    assert again["run_id"] == report["run_id"]
+    assert again["verdict"]["pattern"] in ("healthy", "slow"), again["verdict"]
+    assert (again["delivered"], code) in ((20, 0), (20, 1))

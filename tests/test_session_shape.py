@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import smtplib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -135,6 +136,17 @@ async def probe_through(ledger: Ledger, gateway_port: int, shared: SharedSink, *
     return await run_probe(ledger, settings, shared=shared)
 
 
+def rejudged(command: list[str], count: int, wait_s: float) -> tuple[int, dict[str, Any]]:
+    """Run `notifyprobe verdict ... --json -` until `count` arrived or `wait_s` passed."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        result = probe(*command, "--json", "-")
+        report = json.loads(result.stdout)
+        if report["delivered"] >= count or time.monotonic() > deadline:
+            return result.returncode, report
+        time.sleep(0.5)
+
+
 async def rejudged_until(ledger: Ledger, outcome: ProbeOutcome, delivered: int, wait_s: float):
     """Judge the run again from the ledger until `delivered` arrived or `wait_s` passed."""
     deadline = time.monotonic() + wait_s
@@ -189,17 +201,12 @@ def test_cli_names_the_limit_then_verdict_counts_all_after_the_queue_run(tmp_pat
             assert result.returncode == 1, result.stdout + result.stderr
             assert "queued_per_session" in result.stdout
             assert "shape: 20 notifications · concurrency 1 · 20 per SMTP session" in result.stdout
-            assert (
-                "Re-judge:      notifyprobe verdict " in result.stdout and str(db) in result.stdout
-            )
-            deadline = time.monotonic() + 3 * queue_run_s
-            while True:
-                again = probe("verdict", "--last", "--db", str(db), "--json", "-")
-                report = json.loads(again.stdout)
-                if report["delivered"] == 20 or time.monotonic() > deadline:
-                    break
-                time.sleep(0.5)
-    assert (report["delivered"], again.returncode) in ((20, 0), (20, 1)), again.stdout
+            printed = re.search(r"^  Re-judge: +notifyprobe (verdict .*)$", result.stdout, re.M)
+            assert printed, result.stdout
+            command = printed.group(1).split()  # run as printed: `verdict RUN_ID --db PATH`
+            assert command[2:] == ["--db", str(db)]
+            code, report = rejudged(command, 20, wait_s=3 * queue_run_s)
+    assert (report["delivered"], code) in ((20, 0), (20, 1)), report
     assert report["verdict"]["pattern"] in ("healthy", "slow")
     with Ledger(db) as ledger:
         assert ledger.load(report["run_id"]).run.options["per_session"] == 20
