@@ -87,11 +87,11 @@ class Sender:
         if self._smtp is None or not self._smtp.is_connected:
             self._session, self._position = next(self._session_ids), 0
         self._position += 1
-        where = {"session": self._session, "position": self._position}
+        session, position = self._session, self._position
         result = await self._submit(mail_from, rcpt, message)
-        if self.per_session is not None and self._position >= self.per_session:
+        if self.per_session is not None and position >= self.per_session:
             await self.close()
-        return replace(result, **where)
+        return replace(result, session=session, position=position)
 
     async def _submit(self, mail_from: str, rcpt: str, message: bytes) -> Submission:
         steps: list[Step] = []
@@ -227,9 +227,9 @@ async def send_burst(
     paced: bool = True,
 ) -> None:
     """Send notifications 1..count over `concurrency` connections at a time, `per_session` per
-    SMTP session, spaced by the gap between
-    notifications and never faster than the rate cap in all. `paced=False` only for the
-    benchmark, which measures the engine's own speed apart from that policy."""
+    SMTP session, spaced by the gap between notifications and never faster than the rate cap
+    in all. `paced=False` only for the benchmark: it measures the engine's own speed, apart
+    from that policy."""
     date = formatdate(localtime=True)
     mail_from = sender_for(run_id, domain)
     next_seq = iter(range(1, settings.count + 1))

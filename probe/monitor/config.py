@@ -349,7 +349,7 @@ class _Reader:
         if not 0.0 <= t.jitter <= 0.5:
             raise self.fail(where, "jitter is a fraction of the interval: 0 to 0.5")
         if t.patience.timeout_s <= 0:
-            raise self.fail(where, "step_timeout and timeout must be above 0")
+            raise self.fail(where, "timeout must be above 0")
         overlap = t.burst.notification_gap_s * t.burst.count
         if overlap > t.burst_interval_s:
             raise self.fail(
