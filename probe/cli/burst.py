@@ -122,6 +122,7 @@ def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) 
     p.add_argument(
         "--interval",
         dest="notification_gap",
+        metavar="SECONDS",
         type=seconds,
         default=default.notification_gap_s,
         help=describe("notification_gap_s"),

@@ -36,7 +36,9 @@ class BurstSettings:
     notification_gap_s: float = field(
         default=0.0, metadata=_help("seconds between the starts of two notifications")
     )
-    step_timeout_s: float = field(default=10.0, metadata=_help("longest wait per SMTP step (s)"))
+    step_timeout_s: float = field(
+        default=10.0, metadata=_help("seconds allowed for each SMTP step")
+    )
     max_rate: float = field(
         default=DEFAULT_MAX_RATE,
         metadata=_help(
