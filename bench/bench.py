@@ -25,8 +25,9 @@ from pathlib import Path
 import aiosmtplib
 
 from probe.correlation import TokenKey, recipient_for, sender_for
-from probe.delivery.burst import BurstPlan, compose, send_burst
+from probe.delivery.burst import compose, send_burst
 from probe.delivery.run import ProbeSettings, run_probe
+from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import DEFAULT_WINDOW_S, MIN_HEALTHY_RUNS, SettleWindow, WindowSource
 from probe.lab.gateway import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
@@ -159,19 +160,18 @@ async def bare_aiosmtplib(port: int, count: int, connections: int) -> float:
 
 
 async def product_burst(port: int, count: int, connections: int) -> float:
-    plan = BurstPlan(
-        run_id="0123456789", gateway=Endpoint("127.0.0.1", port), domain=DOMAIN, key=BENCH_KEY,
-        count=count, concurrency=connections,
-        max_rate=0,  # the engine's own speed: the CLI's rate cap is policy, measured apart
-    )  # fmt: skip
+    settings = BurstSettings(count=count, concurrency=connections, per_session=count)
     accepted = 0
 
     def on_result(_: int, submission) -> None:
         nonlocal accepted
         accepted += submission.accepted
 
+    gateway = Endpoint("127.0.0.1", port)
     started = time.perf_counter()
-    await send_burst(plan, on_result)
+    # paced=False: the engine's own speed; the CLI's rate cap is policy, measured apart
+    await send_burst(settings, run_id="0123456789", gateway=gateway, domain=DOMAIN, key=BENCH_KEY,
+                     on_result=on_result, paced=False)  # fmt: skip
     elapsed = time.perf_counter() - started
     assert accepted == count, f"only {accepted} of {count} accepted"
     return elapsed
@@ -197,7 +197,7 @@ def burst_throughput(count: int, repeats: int) -> list[Figure]:
     ratios = [o / b for o, b in zip(ours, bare, strict=True)]
     return [
         Figure(
-            f"burst sender ({count} msgs, 20 connections, reuse) into smtp-sink",
+            f"burst sender ({count} msgs, 20 connections, reused) into smtp-sink",
             statistics.median(ours), "msg/s",
             "bare aiosmtplib, 20 connections", statistics.median(bare),
             statistics.median(ratios), 0.8, spread(ratios),
@@ -240,7 +240,8 @@ def end_to_end(count: int) -> tuple[float, dict[str, float]]:
                 burst = subprocess.Popen(
                     [PY, "-m", "probe", "burst", "--gateway", f"127.0.0.1:{gateway_port}",
                      "--sink", f"127.0.0.1:{sink_port}", "--no-sink", "--db", db,
-                     "--count", str(count), "--concurrency", "20", "--timeout", "120",
+                     "--count", str(count), "--concurrency", "20", "--per-session", str(count),
+                     "--timeout", "120",
                      "--slow-after", "3600", "--max-rate", "1000",
                      "--json", os.devnull],
                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
@@ -282,7 +283,9 @@ async def first_only_verdict_s(ledger: Ledger, port: int) -> tuple[float, Settle
     gateway = LabGateway(Endpoint("127.0.0.1", port), sink, FaultMode.parse("first-only"))
     async with gateway as gw:
         started = time.perf_counter()
-        outcome = await run_probe(ledger, ProbeSettings(gateway=gw.listen, sink=sink, count=20))
+        outcome = await run_probe(
+            ledger, ProbeSettings(gw.listen, sink, BurstSettings(count=20, per_session=5))
+        )
         elapsed = time.perf_counter() - started
     assert outcome.verdict.pattern.value == "first_only", outcome.verdict.pattern
     return elapsed, SettleWindow.from_options(outcome.record.run.options)

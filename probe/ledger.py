@@ -632,8 +632,8 @@ def _insert_run(run: Run, control: bool, key: TokenKey, conn: sqlite3.Connection
 def _update_submission(run_id: str, seq: int, s: Submission, conn: sqlite3.Connection) -> None:
     conn.execute(
         "UPDATE notifications SET started_at = ?, finished_at = ?, stage = ?, code = ?,"
-        " enhanced = ?, text = ?, error = ?, error_kind = ?, transcript = ?"
-        " WHERE run_id = ? AND seq = ?",
+        " enhanced = ?, text = ?, error = ?, error_kind = ?, transcript = ?, session = ?,"
+        " position = ? WHERE run_id = ? AND seq = ?",
         (
             s.started_at,
             s.finished_at,
@@ -644,6 +644,8 @@ def _update_submission(run_id: str, seq: int, s: Submission, conn: sqlite3.Conne
             s.error,
             s.error_kind.value if s.error_kind else None,
             json.dumps([_step_to_json(step) for step in s.steps]),
+            s.session,
+            s.position,
             run_id,
             seq,
         ),
@@ -681,6 +683,8 @@ ADDED_COLUMNS = (
     # A verdict re-judged with mail that arrived after it; the original stays in `verdict`.
     ("runs", "corrected_verdict", "TEXT"),
     ("runs", "corrected_at", "REAL"),
+    ("notifications", "session", "INTEGER"),  # NULL in runs recorded before sessions were kept
+    ("notifications", "position", "INTEGER"),
 )
 
 
@@ -765,6 +769,8 @@ def _submission_from_row(row: sqlite3.Row) -> Submission | None:
         error=row["error"],
         error_kind=ErrorKind(row["error_kind"]) if row["error_kind"] else None,
         steps=tuple(_step_from_json(s) for s in json.loads(row["transcript"] or "[]")),
+        session=row["session"],
+        position=row["position"],
     )
 
 

@@ -97,6 +97,8 @@ class Submission:
 
     `stage` names the last SMTP step attempted (connect, ehlo, mail, rcpt, data). `reply` is the
     reply that decided the outcome: the DATA reply on success, the refusing reply otherwise.
+    `session` numbers the SMTP sessions of a burst from 1 and `position` is the notification's
+    place in its session (1 = the first); both None in runs recorded before they were kept.
     """
 
     started_at: float
@@ -106,6 +108,8 @@ class Submission:
     error: str | None = None
     error_kind: ErrorKind | None = None
     steps: tuple[Step, ...] = ()
+    session: int | None = None
+    position: int | None = None
 
     @property
     def accepted(self) -> bool:

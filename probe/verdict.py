@@ -19,6 +19,7 @@ class Pattern(str, Enum):
     HEALTHY = "healthy"
     FIRST_ONLY = "first_only"
     DEGRADED_AFTER_K = "degraded_after_k"
+    QUEUED_PER_SESSION = "queued_per_session"  # held after K messages of each SMTP session
     INTERMITTENT = "intermittent"
     NONE_DELIVERED = "none_delivered"
     GATEWAY_UNREACHABLE = "gateway_unreachable"
@@ -103,6 +104,9 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
         return _nothing_delivered(sent, accepted, verdict)
 
     if lost:
+        cut = per_session_cut(sent)
+        if cut is not None:
+            return _queued_per_session(record.run.run_id, sent, delivered, lost, cut, verdict)
         return _partial(sent, delivered, lost, thresholds, verdict)
 
     latencies = [n.latency_s for n in sent if n.latency_s is not None]
@@ -222,6 +226,76 @@ def gateway_order(notifications: Iterable[Notification]) -> list[Notification]:
         return (n.submission.finished_at if n.submission else float("inf"), n.seq)
 
     return sorted(notifications, key=key)
+
+
+@dataclass(frozen=True)
+class SessionCut:
+    """Losses that line up with SMTP sessions: each session delivered its first `k`."""
+
+    k: int
+    sessions: int  # sessions that carried more than k notifications, all cut at k
+    one_session: bool  # the whole burst went over one session
+
+
+def per_session_cut(sent: Sequence[Notification]) -> SessionCut | None:
+    """A loss that follows the SMTP sessions, not the burst: the first K of every session
+    delivered, every later one in a session accepted and not delivered, with the same K in
+    every session. That is a gateway holding back (queueing) mail after K messages on one
+    connection, as Exim does after `smtp_accept_queue_per_connection` (10), not a gateway that
+    breaks after K notifications in all.
+
+    The two only differ once a session delivers again after another session's loss (in the
+    order the gateway answered): then the loss is per session. A single session carrying the
+    whole burst cannot tell them apart; it is named per session when K >= 2 (K = 1 there is
+    `first_only`, the stale-module signature, whatever the session shape).
+    """
+    submissions = [n.submission for n in sent]
+    places = [(s.session, s.position) for s in submissions if s is not None]
+    if len(places) != len(sent) or any(a is None or b is None for a, b in places):
+        return None  # recorded before sessions were kept, or never submitted
+    lost = [n for n in sent if not n.copies]
+    if not lost or any(not (n.submission and n.submission.accepted) for n in lost):
+        return None  # refusals are answers, not mail held in a queue
+    k = max(_position(n) for n in sent if n.copies)
+    if any(_position(n) <= k for n in lost):
+        return None
+    one_session = len({s for s, _ in places}) == 1
+    first_loss = next(i for i, n in enumerate(sent) if not n.copies)
+    resumed = any(n.copies for n in sent[first_loss:])
+    if not resumed and not (one_session and k >= 2):
+        return None
+    cut_sessions = {n.submission.session for n in lost if n.submission}
+    return SessionCut(k=k, sessions=len(cut_sessions), one_session=one_session)
+
+
+def _position(n: Notification) -> int:
+    return (n.submission.position or 0) if n.submission else 0
+
+
+def _queued_per_session(run_id, sent, delivered, lost, cut: SessionCut, verdict) -> Verdict:
+    ambiguity = (
+        " One session carried the whole burst, so a gateway that stops after "
+        f"{cut.k} notifications in all looks the same until the re-judge."
+        if cut.one_session
+        else ""
+    )
+    return verdict(
+        Pattern.QUEUED_PER_SESSION,
+        Severity.WARNING,
+        f"queued after {cut.k} messages per session — the gateway's per-connection limit (e.g. "
+        f"Exim smtp_accept_queue_per_connection): the first {cut.k} notifications of each SMTP "
+        f"session were delivered, the {len(lost)} later ones were accepted and not delivered "
+        f"yet. Judge the run again after the gateway's queue run: notifyprobe verdict {run_id}."
+        + ambiguity,
+        [
+            f"delivered: {seq_ranges(n.seq for n in delivered)}, each among the first {cut.k} "
+            "of its session",
+            f"accepted, not delivered: {seq_ranges(n.seq for n in lost)}, each after the "
+            f"first {cut.k} of its session ({cut.sessions} session(s) cut)",
+        ],
+        k=cut.k,
+        sessions_cut=cut.sessions,
+    )
 
 
 def _nothing_delivered(sent, accepted, verdict) -> Verdict:

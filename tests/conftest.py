@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import structlog
 
 from probe.correlation import TokenKey
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
+from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience
 from probe.lab.gateway import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger, key_path
@@ -51,16 +53,21 @@ async def probe_lab(
     seed: int = 0,
     **settings: object,
 ) -> ProbeOutcome:
-    """Run a real burst through an in-process lab gateway in `mode` to the probe's own sink."""
+    """Run a real burst through an in-process lab gateway in `mode` to the probe's own sink.
+
+    `settings` are `BurstSettings` fields (concurrency, reuse, ...) or `ProbeSettings` ones."""
     sink = Endpoint("127.0.0.1", free_port())
     gateway = LabGateway(
         Endpoint("127.0.0.1", 0), sink, FaultMode.parse(mode), seed=seed, rewrite=rewrite
     )
+    burst_fields = {f.name for f in fields(BurstSettings)}
+    burst_options = {k: settings.pop(k) for k in list(settings) if k in burst_fields}
+    burst = BurstSettings(count=count, **burst_options)
     # The lab gateway relays at once: a short window keeps the suite fast (defaults: test_settle)
     settings.setdefault("patience", Patience(settle_s=1.0, timeout_s=5.0))
     settings.setdefault("thresholds", Thresholds())
     async with gateway:
         target = gateway.listen if mode != "down" else Endpoint("127.0.0.1", free_port())
         return await run_probe(
-            ledger, ProbeSettings(gateway=target, sink=sink, count=count, **settings)
+            ledger, ProbeSettings(gateway=target, sink=sink, burst=burst, **settings)
         )

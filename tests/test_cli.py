@@ -163,6 +163,7 @@ def wait_for_submissions(db: Path, at_least: int, timeout_s: float) -> bool:
         ["lab", "gateway", "--mode", "sometimes"],
         ["burst", "--gateway", "127.0.0.1:25", "--module", " "],
         ["demo", "--count", "0"],
+        ["burst", "--gateway", "127.0.0.1:25", "--per-session", "0"],
         ["verdict"],
         ["frobnicate"],
         [],

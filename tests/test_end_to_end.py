@@ -20,9 +20,9 @@ async def test_healthy_gateway_delivers_every_notification_once(ledger):
     assert {d.found_in for n in outcome.record.burst for d in n.deliveries} == {"envelope"}
 
 
-@pytest.mark.parametrize("reuse", [True, False])
-async def test_first_only_gateway_is_judged_first_only_within_seconds(ledger, reuse):
-    outcome = await probe_lab(ledger, "first-only", count=20, reuse=reuse)
+@pytest.mark.parametrize("per_session", [1, 5, 20])
+async def test_first_only_gateway_is_judged_first_only_within_seconds(ledger, per_session):
+    outcome = await probe_lab(ledger, "first-only", count=20, per_session=per_session)
     assert outcome.verdict.pattern is Pattern.FIRST_ONLY
     assert outcome.verdict.delivered == 1
     assert outcome.elapsed_s < 3.0  # adaptive wait, not the 5 s hard timeout
@@ -85,13 +85,13 @@ async def test_token_survives_a_gateway_that_rebuilds_every_message(ledger):
 
 
 async def test_paced_burst_spaces_submissions_by_the_interval(ledger):
-    outcome = await probe_lab(ledger, "healthy", count=3, interval_s=0.1)
+    outcome = await probe_lab(ledger, "healthy", count=3, notification_gap_s=0.1)
     starts = [n.submission.started_at for n in outcome.record.burst if n.submission]
     assert starts[2] - starts[0] >= 0.19
 
 
 async def test_every_submission_keeps_its_transcript(ledger):
-    outcome = await probe_lab(ledger, "first-only:5xx", count=2, reuse=False)
+    outcome = await probe_lab(ledger, "first-only:5xx", count=2, per_session=1)
     first, second = outcome.record.burst
     assert [s.command.split()[0] for s in first.submission.steps] == [
         "connect", "EHLO", "MAIL", "RCPT", "DATA",
@@ -112,7 +112,27 @@ def test_lab_first_only_relays_exactly_the_first_message():
     assert decide(mode, 2, rng) == Action(copies=0)
 
 
-@pytest.mark.parametrize("bad", ["", "sometimes", "slow:-1", "intermittent:2", "first-only:6xx"])
+def test_lab_queue_per_session_holds_every_message_after_the_kth_of_a_session():
+    mode = FaultMode.parse("queue-per-session:10:20")
+    rng = random.Random(0)
+    assert (mode.k, mode.delay_s) == (10, 20.0)
+    assert decide(mode, 25, rng, in_session=10) == Action()
+    assert decide(mode, 11, rng, in_session=11) == Action(hold=True)
+    assert FaultMode.parse("queue-per-session:3").delay_s == 20.0  # a queue run every 20 s
+
+
+BAD_MODES = [
+    "",
+    "sometimes",
+    "slow:-1",
+    "intermittent:2",
+    "first-only:6xx",
+    "queue-per-session:0",
+    "queue-per-session:5:0",
+]
+
+
+@pytest.mark.parametrize("bad", BAD_MODES)
 def test_bad_lab_mode_is_a_usage_error(bad):
     from probe.errors import UsageError
 

@@ -31,6 +31,8 @@ def note(
     stage: str = "data",
     error_kind: ErrorKind | None = None,
     attempted: bool = True,
+    session: int | None = None,
+    position: int | None = None,
 ) -> Notification:
     t = 1000.0 + seq * 0.01
     submission = (
@@ -41,6 +43,8 @@ def note(
             reply=reply,
             error=None if reply else "Connection refused",
             error_kind=error_kind,
+            session=session,
+            position=position,
         )
         if attempted
         else None
@@ -277,3 +281,81 @@ def test_no_late_mail_leaves_the_verdict_as_it_was():
     assert revision.summary() == (
         "no notification arrived after the verdict: the verdict stays first_only"
     )
+
+
+# -- losses that follow the SMTP sessions --------------------------------------------------------
+
+
+def shaped(count: int, per_session: int, delivered) -> RunRecord:
+    """A burst over consecutive sessions of `per_session`; `delivered(seq, session, position)`."""
+    notes = []
+    for seq in range(1, count + 1):
+        session, position = (seq - 1) // per_session + 1, (seq - 1) % per_session + 1
+        copies = 1 if delivered(seq, session, position) else 0
+        notes.append(note(seq, delivered=copies, session=session, position=position))
+    return record(*notes)
+
+
+def test_first_k_of_every_session_delivered_is_queued_per_session_a_warning():
+    verdict = classify(shaped(20, 8, lambda seq, session, pos: pos <= 3))
+    assert (verdict.pattern, verdict.severity) == (Pattern.QUEUED_PER_SESSION, Severity.WARNING)
+    assert verdict.details == {"k": 3, "sessions_cut": 3}
+    assert "queued after 3 messages per session" in verdict.summary
+    assert "smtp_accept_queue_per_connection" in verdict.summary
+    assert f"notifyprobe verdict {RUN}" in verdict.summary
+
+
+def test_one_session_carrying_the_whole_burst_cut_at_k_is_queued_per_session():
+    verdict = classify(shaped(20, 20, lambda seq, session, pos: pos <= 10))
+    assert verdict.pattern is Pattern.QUEUED_PER_SESSION
+    assert verdict.details == {"k": 10, "sessions_cut": 1}
+    assert "One session carried the whole burst" in verdict.summary
+
+
+def test_a_later_session_delivering_again_after_a_loss_is_per_session_even_if_one_is_cut():
+    verdict = classify(shaped(30, 20, lambda seq, session, pos: pos <= 10))
+    assert verdict.pattern is Pattern.QUEUED_PER_SESSION
+    assert verdict.details == {"k": 10, "sessions_cut": 1}
+
+
+def test_first_of_every_session_delivered_rest_missing_is_queued_after_one():
+    verdict = classify(shaped(10, 2, lambda seq, session, pos: pos == 1))
+    assert verdict.pattern is Pattern.QUEUED_PER_SESSION
+    assert verdict.details["k"] == 1
+
+
+@pytest.mark.parametrize("per_session", [1, 5, 20])
+def test_only_the_very_first_delivered_is_first_only_whatever_the_sessions(per_session):
+    verdict = classify(shaped(20, per_session, lambda seq, session, pos: seq == 1))
+    assert verdict.pattern is Pattern.FIRST_ONLY
+
+
+@pytest.mark.parametrize(("per_session", "k"), [(1, 3), (5, 3), (5, 5), (5, 7), (4, 12)])
+def test_loss_after_k_overall_across_sessions_stays_degraded_after_k(per_session, k):
+    verdict = classify(shaped(20, per_session, lambda seq, session, pos: seq <= k))
+    assert verdict.pattern is Pattern.DEGRADED_AFTER_K
+    assert verdict.details == {"k": k}
+
+
+def test_sessions_cut_at_different_places_are_not_queued_per_session():
+    cuts = {1: 3, 2: 4, 3: 3, 4: 3}
+    verdict = classify(shaped(20, 5, lambda seq, session, pos: pos <= cuts[session]))
+    assert verdict.pattern is Pattern.INTERMITTENT
+
+
+def test_refusals_after_k_per_session_are_not_mail_held_in_a_queue():
+    refused = SmtpReply(452, "4.5.3 Too many messages", "4.5.3")
+    notes = []
+    for seq in range(1, 13):
+        session, position = (seq - 1) // 4 + 1, (seq - 1) % 4 + 1
+        reply = OK if position <= 2 else refused
+        delivered = int(position <= 2)
+        notes.append(
+            note(seq, delivered=delivered, reply=reply, session=session, position=position)
+        )
+    assert classify(record(*notes)).pattern is not Pattern.QUEUED_PER_SESSION
+
+
+def test_runs_recorded_before_sessions_were_kept_are_judged_as_before():
+    notes = [note(seq, delivered=int(seq <= 10)) for seq in range(1, 21)]
+    assert classify(record(*notes)).pattern is Pattern.DEGRADED_AFTER_K

@@ -142,6 +142,6 @@ def run(args: argparse.Namespace) -> int:
         result = plugin_result(record, verdict, args.warning, args.critical)
         print(result.line)
         return int(result.state)
-    print(to_text(record, verdict, outcome.elapsed_s))
+    print(to_text(record, verdict, outcome.elapsed_s, args.db))
     print(diagnosis_text(why.diagnosis, why.inventory))
     return int(verdict.severity)

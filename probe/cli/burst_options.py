@@ -14,10 +14,9 @@ from probe.cli.hardening import (
     sink_tls_from,
 )
 from probe.delivery import (
-    DEFAULT_MAX_RATE,
     DEFAULT_WINDOW_S,
-    MAX_RATE_CAP,
     MIN_HEALTHY_RUNS,
+    BurstSettings,
     Patience,
     ProbeSettings,
 )
@@ -41,16 +40,50 @@ def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) 
         help="do not start a sink: a separate `notifyprobe sink` records into --db",
     )
     p.add_argument("--domain", type=domain, default="probe.invalid", help="probe domain")
-    p.add_argument("--count", type=positive_int, default=10, help="notifications (default: 10)")
-    p.add_argument("--concurrency", type=positive_int, default=1, help="SMTP connections")
+    default, describe = BurstSettings(), BurstSettings.describe
+    p.add_argument("--count", type=positive_int, default=default.count, help=describe("count"))
+    p.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=default.concurrency,
+        help=describe("concurrency"),
+    )
+    p.add_argument(
+        "--per-session",
+        type=positive_int,
+        default=default.per_session,
+        metavar="N",
+        help=describe("per_session"),
+    )
     p.add_argument(
         "--reuse",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="reuse each connection for several notifications (default: reuse)",
+        dest="per_session",
+        action="store_const",
+        const=default.per_session,
+        help=f"same as --per-session {default.per_session} (the default)",
     )
-    p.add_argument("--interval", type=seconds, default=0.0, help="seconds between notifications")
-    p.add_argument("--step-timeout", type=seconds, default=10.0, help="per SMTP step (s)")
+    p.add_argument(
+        "--no-reuse",
+        dest="per_session",
+        action="store_const",
+        const=1,
+        help="same as --per-session 1: one SMTP session per notification",
+    )
+    p.add_argument(
+        "--interval",
+        dest="notification_gap",
+        metavar="SECONDS",
+        type=seconds,
+        default=default.notification_gap_s,
+        help=describe("notification_gap_s"),
+    )
+    p.add_argument(
+        "--step-timeout",
+        type=seconds,
+        default=default.step_timeout_s,
+        help=describe("step_timeout_s"),
+    )
+    patience, thresholds = Patience(), Thresholds()
     p.add_argument(
         "--settle",
         type=seconds,
@@ -65,17 +98,22 @@ def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) 
     p.add_argument(
         "--timeout",
         type=seconds,
-        default=Patience().timeout_s,
+        default=patience.timeout_s,
         help="longest wait for late mail after the burst, whatever the window "
-        f"(default: {Patience().timeout_s:g} s)",
+        f"(default: {patience.timeout_s:g} s)",
     )
     p.add_argument(
         "--grace",
         type=seconds,
-        default=Patience().grace_s,
-        help=f"shortest window the gateway's history may teach (default: {Patience().grace_s:g} s)",
+        default=patience.grace_s,
+        help=f"shortest window the gateway's history may teach (default: {patience.grace_s:g} s)",
     )
-    p.add_argument("--slow-after", type=seconds, default=5.0, help="latency that is slow (s)")
+    p.add_argument(
+        "--slow-after",
+        type=seconds,
+        default=thresholds.slow_after_s,
+        help=f"latency that is slow (default: {thresholds.slow_after_s:g} s)",
+    )
     p.add_argument(
         "--no-control",
         dest="control",
@@ -85,10 +123,9 @@ def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) 
     p.add_argument(
         "--max-rate",
         type=float,
-        default=DEFAULT_MAX_RATE,
+        default=default.max_rate,
         metavar="MSGS_PER_S",
-        help=f"never submit faster than this, all connections together "
-        f"(default: {DEFAULT_MAX_RATE:g}, at most {MAX_RATE_CAP:g})",
+        help=describe("max_rate"),
     )
     add_client_security(p)
     add_sink_options(p)
@@ -99,21 +136,24 @@ def settings_from(args: argparse.Namespace) -> ProbeSettings:
     access = access_from(args)
     if args.own_sink:
         access.check_bind(args.sink.host)
+    burst = BurstSettings(
+        count=args.count,
+        concurrency=args.concurrency,
+        per_session=args.per_session,
+        notification_gap_s=args.notification_gap,
+        step_timeout_s=args.step_timeout,
+        max_rate=args.max_rate,
+        control=args.control,
+    )
     return ProbeSettings(
         gateway=args.gateway,
         sink=args.sink,
+        burst=burst,
         domain=args.domain,
-        count=args.count,
-        concurrency=args.concurrency,
-        reuse=args.reuse,
-        interval_s=args.interval,
-        step_timeout_s=args.step_timeout,
         own_sink=args.own_sink,
-        control=args.control,
         patience=Patience(settle_s=args.settle, grace_s=args.grace, timeout_s=args.timeout),
         thresholds=Thresholds(slow_after_s=args.slow_after),
         security=client_security_from(args),
-        max_rate=args.max_rate,
         sink_limits=sink_limits_from(args),
         sink_access=access,
         sink_tls=sink_tls_from(args) if args.own_sink else None,

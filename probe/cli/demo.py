@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from probe.cli.common import add_db, open_ledger, positive_int
-from probe.delivery import Patience, ProbeOutcome, ProbeSettings, run_probe
+from probe.delivery import BurstSettings, Patience, ProbeOutcome, ProbeSettings, run_probe
 from probe.diagnosis import Explanation, Request, explain, prepare
 from probe.host import collect_facts
 from probe.lab import FaultMode, LabGateway, build_dll, free_port, write_dll
@@ -72,7 +72,7 @@ async def rehearse(ledger: Ledger, mode: str, count: int) -> ProbeOutcome:
     gateway = LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode.parse(mode))
     async with gateway:
         settings = ProbeSettings(
-            gateway=gateway.listen, sink=sink, count=count, patience=Patience(settle_s=SETTLE_S)
+            gateway.listen, sink, BurstSettings(count=count), patience=Patience(settle_s=SETTLE_S)
         )
         return await run_probe(ledger, settings)
 

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         extra = {"revision": revision.to_dict()} if revision is not None else {}
         write_json(args.json, to_json(record, verdict) | extra)
     if args.json != "-":
-        print(to_text(record, verdict))
+        print(to_text(record, verdict, db=args.db))
         if revision is not None:
             print(revision_text(revision))
     return int(verdict.severity)

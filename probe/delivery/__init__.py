@@ -5,7 +5,7 @@
 limits and access rules are configured here too.
 """
 
-from probe.delivery.burst import DEFAULT_MAX_RATE, MAX_COUNT, MAX_RATE_CAP, Sender
+from probe.delivery.burst import Sender
 from probe.delivery.credentials import Secret, hide_secret, password_from_env, password_from_file
 from probe.delivery.late import revisit
 from probe.delivery.run import (
@@ -16,6 +16,7 @@ from probe.delivery.run import (
     SharedSink,
     run_probe,
 )
+from probe.delivery.settings import DEFAULT_MAX_RATE, MAX_COUNT, MAX_RATE_CAP, BurstSettings
 from probe.delivery.settle import (
     DEFAULT_WINDOW_S,
     HISTORY_FACTOR,
@@ -37,6 +38,7 @@ __all__ = [
     "MIN_HEALTHY_RUNS",
     "TLS_MODES",
     "Access",
+    "BurstSettings",
     "ClientSecurity",
     "DeliveryHub",
     "Patience",

@@ -9,11 +9,12 @@ never an exception out of the burst.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import ssl
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from email.utils import formatdate
 
 import aiosmtplib
@@ -21,38 +22,13 @@ from aiosmtplib import SMTP
 
 from probe.correlation import TokenKey, recipient_for, sender_for, split_address
 from probe.delivery.credentials import REDACTED, hide_secret
+from probe.delivery.settings import BurstSettings
 from probe.delivery.tls import ClientSecurity
 from probe.errors import ProbeError
 from probe.records import Endpoint, ErrorKind, SmtpReply, Step, Submission
 
 ResultCallback = Callable[[int, Submission], None]
-DEFAULT_MAX_RATE = 200.0  # notifications per second, all connections together
-MAX_RATE_CAP = 1_000.0  # msgs/s: above this a probe is a load test, not a probe
-MAX_COUNT = 10_000  # notifications in one burst, whoever asks (burst, watch, postflight)
 _BASE64ISH = re.compile(r"[A-Za-z0-9+/]{12,}={0,2}")
-
-
-@dataclass(frozen=True)
-class BurstPlan:
-    """What to send and how: the knobs of `notifyprobe burst`."""
-
-    run_id: str
-    gateway: Endpoint
-    domain: str
-    key: TokenKey  # the ledger's: signs every token of the run
-    count: int = 10
-    concurrency: int = 1
-    reuse: bool = True
-    interval_s: float = 0.0
-    step_timeout_s: float = 10.0
-    helo: str | None = None
-    security: ClientSecurity | None = None
-    max_rate: float = DEFAULT_MAX_RATE  # cap: a probe must never turn into a mail bomb
-
-    @property
-    def spacing_s(self) -> float:
-        """Seconds between the starts of two notifications: the interval, or the rate cap."""
-        return max(self.interval_s, 1.0 / self.max_rate if self.max_rate > 0 else 0.0)
 
 
 def ensure_probe_recipient(rcpt: str, domain: str) -> None:
@@ -82,26 +58,41 @@ def compose(token: str, run_id: str, seq: int, count: int, domain: str, date: st
 
 
 class Sender:
-    """Submits messages to one SMTP server, reusing one connection or opening one per message."""
+    """Submits messages to one SMTP server, at most `per_session` per SMTP session (None: no
+    limit), and numbers each submission's session (from `session_ids`) and place in it."""
 
     def __init__(
         self,
         endpoint: Endpoint,
         *,
         timeout: float,
-        reuse: bool,
+        per_session: int | None,
         helo: str | None,
         security: ClientSecurity | None = None,
+        session_ids: Iterator[int] | None = None,
     ):
         self.endpoint = endpoint
         self.timeout = timeout
-        self.reuse = reuse
+        self.per_session = per_session
         self.helo = helo
         self.security = security or ClientSecurity()
         self._tls_context = self.security.context()
         self._smtp: SMTP | None = None
+        self._session_ids = session_ids if session_ids is not None else itertools.count(1)
+        self._session = 0
+        self._position = 0
 
     async def submit(self, mail_from: str, rcpt: str, message: bytes) -> Submission:
+        if self._smtp is None or not self._smtp.is_connected:
+            self._session, self._position = next(self._session_ids), 0
+        self._position += 1
+        session, position = self._session, self._position
+        result = await self._submit(mail_from, rcpt, message)
+        if self.per_session is not None and position >= self.per_session:
+            await self.close()
+        return replace(result, session=session, position=position)
+
+    async def _submit(self, mail_from: str, rcpt: str, message: bytes) -> Submission:
         steps: list[Step] = []
         started = time.time()
         stage = "connect"
@@ -152,8 +143,6 @@ class Sender:
             return Submission(
                 started, time.time(), stage, error=error, error_kind=kind, steps=tuple(steps)
             )
-        if not self.reuse:
-            await self.close()
         return Submission(started, time.time(), stage, reply=reply, steps=tuple(steps))
 
     async def _open(self, reply_step, steps: list[Step]) -> SMTP:
@@ -203,7 +192,7 @@ class Sender:
     async def _recover(self, code: int) -> None:
         """After a refusal, reset the transaction so the connection can carry the next one."""
         smtp = self._smtp
-        if smtp is None or not self.reuse or code == 421 or not smtp.is_connected:
+        if smtp is None or self.per_session == 1 or code == 421 or not smtp.is_connected:
             await self._drop()
             return
         try:
@@ -225,22 +214,36 @@ class Sender:
                 smtp.close()
 
 
-async def send_burst(plan: BurstPlan, on_result: ResultCallback) -> None:
-    """Send notifications 1..count over `concurrency` connections, paced by `interval_s` and
-    never faster than `max_rate` in all."""
+async def send_burst(
+    settings: BurstSettings,
+    *,
+    run_id: str,
+    gateway: Endpoint,
+    domain: str,
+    key: TokenKey,
+    on_result: ResultCallback,
+    security: ClientSecurity | None = None,
+    paced: bool = True,
+) -> None:
+    """Send notifications 1..count over `concurrency` connections at a time, `per_session` per
+    SMTP session, spaced by the gap between notifications and never faster than the rate cap
+    in all. `paced=False` only for the benchmark: it measures the engine's own speed, apart
+    from that policy."""
     date = formatdate(localtime=True)
-    mail_from = sender_for(plan.run_id, plan.domain)
-    next_seq = iter(range(1, plan.count + 1))
-    spacing = plan.spacing_s
+    mail_from = sender_for(run_id, domain)
+    next_seq = iter(range(1, settings.count + 1))
+    spacing = settings.spacing_s if paced else 0.0
+    session_ids = itertools.count(1)  # shared: sessions are numbered across connections
     t0 = time.monotonic()
 
     async def worker() -> None:
         sender = Sender(
-            plan.gateway,
-            timeout=plan.step_timeout_s,
-            reuse=plan.reuse,
-            helo=plan.helo,
-            security=plan.security,
+            gateway,
+            timeout=settings.step_timeout_s,
+            per_session=settings.per_session,
+            helo=settings.helo,
+            security=security,
+            session_ids=session_ids,
         )
         try:
             for seq in next_seq:
@@ -248,16 +251,16 @@ async def send_burst(plan: BurstPlan, on_result: ResultCallback) -> None:
                     delay = t0 + (seq - 1) * spacing - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                token = plan.key.token(plan.run_id, seq)
-                rcpt = recipient_for(token, plan.domain)
-                ensure_probe_recipient(rcpt, plan.domain)
-                message = compose(token, plan.run_id, seq, plan.count, plan.domain, date)
+                token = key.token(run_id, seq)
+                rcpt = recipient_for(token, domain)
+                ensure_probe_recipient(rcpt, domain)
+                message = compose(token, run_id, seq, settings.count, domain, date)
                 result = await sender.submit(mail_from, rcpt, message)
                 on_result(seq, result)
         finally:
             await sender.close()
 
-    workers = max(1, min(plan.concurrency, plan.count))
+    workers = max(1, min(settings.concurrency, settings.count))
     await asyncio.gather(*(worker() for _ in range(workers)))
 
 
@@ -265,7 +268,7 @@ async def send_control(
     sink: Endpoint, key: TokenKey, run_id: str, domain: str, timeout: float, count: int
 ) -> Submission:
     """Sequence 0 straight to the sink: proves in this very run that the sink records mail."""
-    sender = Sender(sink, timeout=timeout, reuse=False, helo=None)
+    sender = Sender(sink, timeout=timeout, per_session=1, helo=None)
     token = key.token(run_id, 0)
     rcpt = recipient_for(token, domain)
     ensure_probe_recipient(rcpt, domain)

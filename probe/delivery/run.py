@@ -17,14 +17,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from probe.correlation import TokenRef, new_run_id
-from probe.delivery.burst import (
-    DEFAULT_MAX_RATE,
-    MAX_COUNT,
-    MAX_RATE_CAP,
-    BurstPlan,
-    send_burst,
-    send_control,
-)
+from probe.delivery.burst import send_burst, send_control
+from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import (
     HISTORY_RUNS,
     Patience,
@@ -35,7 +29,6 @@ from probe.delivery.settle import (
 from probe.delivery.sink import DeliveryCallback, Sink
 from probe.delivery.sink_limits import Access, SinkLimits
 from probe.delivery.tls import ClientSecurity
-from probe.errors import UsageError
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Delivery, Endpoint, Notification, Run, RunRecord, Submission
 from probe.verdict import Pattern, Thresholds, Verdict, classify
@@ -48,48 +41,34 @@ PROGRESS_EVERY_S = 0.25  # while waiting: how often the time left and provisiona
 
 @dataclass(frozen=True)
 class ProbeSettings:
+    """One run: where the burst goes, how it is sent (`burst`), how long to wait, how to judge."""
+
     gateway: Endpoint
     sink: Endpoint
+    burst: BurstSettings = field(default_factory=BurstSettings)
     domain: str = "probe.invalid"
-    count: int = 10
-    concurrency: int = 1
-    reuse: bool = True
-    interval_s: float = 0.0
-    step_timeout_s: float = 10.0
     own_sink: bool = True  # False: a separate `notifyprobe sink` records into the same ledger
-    control: bool = True
     patience: Patience = field(default_factory=Patience)
     thresholds: Thresholds = field(default_factory=Thresholds)
-    helo: str | None = None
     target: str = ""  # the watch target this run belongs to; "" for a one-off burst
     security: ClientSecurity = field(default_factory=ClientSecurity)
-    max_rate: float = DEFAULT_MAX_RATE
     sink_limits: SinkLimits = field(default_factory=SinkLimits)
     sink_access: Access = field(default_factory=Access)
     sink_tls: ssl.SSLContext | None = None
 
-    def __post_init__(self) -> None:
-        """The anti-mail-bomb caps, for every caller: burst, watch, postflight, demo."""
-        if not 1 <= self.count <= MAX_COUNT:
-            raise UsageError(f"count {self.count} (--count) is outside 1..{MAX_COUNT}")
-        if not 0 < self.max_rate <= MAX_RATE_CAP:
-            raise UsageError(
-                f"max rate {self.max_rate:g}/s (--max-rate) must be above 0 and at most "
-                f"{MAX_RATE_CAP:g}"
-            )
-
     def options(self) -> dict[str, object]:
         extra: dict[str, object] = {"target": self.target} if self.target else {}
+        burst = self.burst
         return {
             **extra,
             "security": self.security.describe(),
-            "max_rate": self.max_rate,
-            "concurrency": self.concurrency,
-            "reuse": self.reuse,
-            "interval_s": self.interval_s,
-            "step_timeout_s": self.step_timeout_s,
+            "max_rate": burst.max_rate,
+            "concurrency": burst.concurrency,
+            "per_session": burst.per_session,
+            "notification_gap_s": burst.notification_gap_s,
+            "step_timeout_s": burst.step_timeout_s,
             "own_sink": self.own_sink,
-            "control": self.control,
+            "control": burst.control,
             "timeout_s": self.patience.timeout_s,
             "slow_after_s": self.thresholds.slow_after_s,
         }
@@ -209,7 +188,7 @@ async def run_probe(
     """One run. With `shared`, use that running sink instead of starting one for this run."""
     t0 = time.monotonic()
     run_id = new_run_id()
-    tracker = _Tracker(run_id, settings.count, progress)
+    tracker = _Tracker(run_id, settings.burst.count, progress)
     async with AsyncExitStack() as stack:
         if shared is not None:
             writer = shared.writer
@@ -243,11 +222,11 @@ async def run_probe(
             gateway=gateway,
             sink=str(sink_endpoint),
             domain=settings.domain,
-            count=settings.count,
+            count=settings.burst.count,
             started_at=time.time(),
             options={**settings.options(), "settle": window.to_dict()},
         )
-        ledger.create_run(run, control=settings.control)
+        ledger.create_run(run, control=settings.burst.control)
         log.info("run_started", run_id=run_id, gateway=run.gateway, sink=run.sink, count=run.count,
                  settle_s=window.seconds, settle_source=window.source.value)  # fmt: skip
         status = "interrupted"
@@ -285,24 +264,19 @@ async def _probe(
         writer.record_submission(run_id, seq, submission)
         tracker.on_submission(seq, submission)
 
-    plan = BurstPlan(
+    burst = settings.burst
+    await send_burst(
+        burst,
         run_id=run_id,
         gateway=settings.gateway,
         domain=settings.domain,
         key=ledger.token_key,
-        count=settings.count,
-        concurrency=settings.concurrency,
-        reuse=settings.reuse,
-        interval_s=settings.interval_s,
-        step_timeout_s=settings.step_timeout_s,
-        helo=settings.helo,
+        on_result=on_result,
         security=settings.security,
-        max_rate=settings.max_rate,
     )
-    await send_burst(plan, on_result)
-    if settings.control:
+    if burst.control:
         control = await send_control(
-            sink, ledger.token_key, run_id, settings.domain, settings.step_timeout_s, settings.count
+            sink, ledger.token_key, run_id, settings.domain, burst.step_timeout_s, burst.count
         )
         on_result(0, control)
     burst_ended = time.time()

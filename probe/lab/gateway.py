@@ -3,8 +3,10 @@
 It stores and forwards like a real notification gateway (answers 250, then relays in the
 background) and can misbehave on purpose: relay only the first message after start (the
 MPNotifyPerf.dll symptom), drop after k, lose a seeded random share, delay, deliver in batches
-like a queue runner, duplicate, refuse everything, or not listen at all. `--rewrite` rebuilds
-each message from a template the way gateways do, so the token has to survive on its own.
+like a queue runner, duplicate, refuse everything, not listen at all, or hold every message after
+the K-th of an SMTP session for a queue runner, as Exim does after
+`smtp_accept_queue_per_connection`. `--rewrite` rebuilds each message from a template the way
+gateways do, so the token has to survive on its own.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import asyncio
 import base64
 import hmac
 import random
+import weakref
 from dataclasses import dataclass
 from email.header import Header
 from email.parser import BytesParser
@@ -32,16 +35,20 @@ _Queued = tuple[str, tuple[str, ...], bytes]  # envelope sender, recipients, mes
 STOP_TIMEOUT_S = 5.0
 
 MODES = ("healthy", "first-only", "drop-after-k", "intermittent", "slow", "batch", "duplicate",
-         "reject", "down")  # fmt: skip
+         "reject", "down", "queue-per-session")  # fmt: skip
+DEFAULT_QUEUE_RUN_S = 20.0  # `queue-per-session:K` without W: a queue runner every 20 s
 
 
 @dataclass(frozen=True)
 class FaultMode:
     """A parsed `--mode`: `first-only[:drop|4xx|5xx]`, `drop-after-k:K`, `intermittent:P`,
-    `slow:SECONDS`, `batch:SECONDS`, or one of `healthy`, `duplicate`, `reject`, `down`.
+    `slow:SECONDS`, `batch:SECONDS`, `queue-per-session:K[:W]`, or one of `healthy`,
+    `duplicate`, `reject`, `down`.
 
     `batch:W` is a queue runner that wakes at most every W s: the first notification goes out
-    at once, the ones accepted meanwhile wait for the next run, W s later."""
+    at once, the ones accepted meanwhile wait for the next run, W s later.
+    `queue-per-session:K[:W]` holds messages after the K-th of a session; a queue runner
+    delivers them every W s."""
 
     name: str
     k: int = 0
@@ -67,11 +74,17 @@ class FaultMode:
                 return cls(name, delay_s=float(arg))
             if name == "batch" and float(arg) > 0.0:
                 return cls(name, delay_s=float(arg))
+            if name == "queue-per-session":
+                k, _, run_every = arg.partition(":")
+                every_s = float(run_every) if run_every else DEFAULT_QUEUE_RUN_S
+                if int(k) >= 1 and every_s > 0:
+                    return cls(name, k=int(k), delay_s=every_s)
         except ValueError as exc:
             raise UsageError(f"bad lab mode {text!r}: {exc}") from None
         raise UsageError(
             f"bad lab mode {text!r}: use healthy, first-only[:drop|4xx|5xx], drop-after-k:K, "
-            "intermittent:P, slow:SECONDS, batch:SECONDS, duplicate, reject or down"
+            "intermittent:P, slow:SECONDS, batch:SECONDS, queue-per-session:K[:W], duplicate, "
+            "reject or down"
         )
 
 
@@ -82,10 +95,12 @@ class Action:
     copies: int = 1
     refuse: str | None = None  # the SMTP reply line when refusing
     delay_s: float = 0.0
+    hold: bool = False  # keep it for the next queue run
 
 
-def decide(mode: FaultMode, n: int, rng: random.Random) -> Action:
-    """The fault model, pure: `n` counts messages since the gateway started (1-based)."""
+def decide(mode: FaultMode, n: int, rng: random.Random, in_session: int = 1) -> Action:
+    """The fault model, pure: `n` counts messages since the gateway started (1-based),
+    `in_session` those of the current SMTP session."""
     if mode.name == "first-only" and n > 1:
         if mode.refusal == "4xx":
             return Action(refuse="451 4.3.0 Notification service failed to process the message")
@@ -102,6 +117,8 @@ def decide(mode: FaultMode, n: int, rng: random.Random) -> Action:
         return Action(copies=2)
     if mode.name == "slow":
         return Action(delay_s=mode.delay_s)
+    if mode.name == "queue-per-session" and in_session > mode.k:
+        return Action(hold=True)
     return Action()
 
 
@@ -165,6 +182,8 @@ class LabGateway:
         self._batch: list[_Queued] = []  # batch mode: accepted since the last queue run
         self._batch_waiting = asyncio.Event()
         self._batch_runner: asyncio.Task[None] | None = None
+        self._in_session: weakref.WeakKeyDictionary[Session, int] = weakref.WeakKeyDictionary()
+        self._held: list[_Queued] = []  # for the next queue run (queue-per-session)
         self._server: asyncio.base_events.Server | None = None
         self.relayed = 0
 
@@ -182,7 +201,8 @@ class LabGateway:
     # aiosmtpd handler hooks
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         self._received += 1
-        action = decide(self.mode, self._received, self._rng)
+        self._in_session[session] = in_session = self._in_session.get(session, 0) + 1
+        action = decide(self.mode, self._received, self._rng, in_session)
         if action.refuse:
             return action.refuse
         content = envelope.original_content or b""
@@ -196,7 +216,9 @@ class LabGateway:
                 log.warning("lab_rewrite_failed", error=str(exc))
         item = (envelope.mail_from or "", rcpts, content)
         for _ in range(action.copies):
-            if action.delay_s > 0:
+            if action.hold:
+                self._held.append(item)
+            elif action.delay_s > 0:
                 task = asyncio.get_running_loop().create_task(
                     self._enqueue_after(action.delay_s, item)
                 )
@@ -223,8 +245,16 @@ class LabGateway:
                 self._queue.put_nowait(item)
             await asyncio.sleep(self.mode.delay_s)  # the fault itself: a runner on a timer
 
+    async def _queue_runner(self) -> None:
+        """Every `delay_s`, hand everything held so far to the relay, like `exim -q20s`."""
+        while True:
+            await asyncio.sleep(self.mode.delay_s)
+            held, self._held = self._held, []
+            for item in held:
+                self._queue.put_nowait(item)
+
     async def _relay_worker(self) -> None:
-        sender = Sender(self.relay, timeout=30.0, reuse=True, helo="lab-gateway")
+        sender = Sender(self.relay, timeout=30.0, per_session=None, helo="lab-gateway")
         try:
             while (item := await self._queue.get()) is not None:
                 mail_from, rcpts, content = item
@@ -265,6 +295,9 @@ class LabGateway:
         ]
         if self.mode.name == "batch":
             self._batch_runner = loop.create_task(self._run_batches())
+        if self.mode.name == "queue-per-session":
+            runner = loop.create_task(self._queue_runner())
+            self._delayed.add(runner)  # cancelled on stop, like the other timers
         return self
 
     async def stop(self) -> None:

@@ -3,7 +3,8 @@
 Every mistake is a `UsageError` naming the file, the place and the key, so a service that will not
 start says why in one line. The caps that keep the probe from becoming a mail bomb are checked
 here, before a single notification is sent: count per burst, interval between bursts and the
-average rate per target, each with a hard ceiling that no configuration can lift.
+average rate per target, each with a hard ceiling that no configuration can lift. A target's
+burst keys build the same `BurstSettings` as `notifyprobe burst`'s options, with its defaults.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from probe.correlation import probe_domain
 from probe.delivery import (
     MAX_COUNT,
     Access,
+    BurstSettings,
     ClientSecurity,
+    Patience,
     Secret,
     client_network,
     password_from_env,
@@ -31,6 +34,7 @@ from probe.errors import UsageError
 from probe.host import read_host_file
 from probe.logs import LOG_LEVELS
 from probe.records import Endpoint
+from probe.verdict import Thresholds
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -47,12 +51,6 @@ _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
 
-def security_for(target: Target) -> ClientSecurity:
-    """The target's TLS and AUTH settings in the form the burst takes them."""
-    return ClientSecurity(tls=target.tls, ca_file=target.ca_file, insecure=target.insecure,
-                          user=target.username, password=target.password)  # fmt: skip
-
-
 @dataclass(frozen=True)
 class Caps:
     """Per-target caps; each may be lowered in `[limits]` but never raised past the hard ones."""
@@ -64,35 +62,23 @@ class Caps:
 
 @dataclass(frozen=True)
 class Target:
-    """One gateway to watch, with the burst options of `notifyprobe burst`."""
+    """One gateway to watch: a burst every `burst_interval_s`, sent as `notifyprobe burst` does."""
 
     name: str
     gateway: Endpoint
-    interval_s: float = 300.0
+    burst_interval_s: float = 300.0  # key `interval`: start to start of two bursts
     jitter: float = 0.1  # fraction of the interval, spreads bursts of many probes and targets
-    count: int = 10
-    concurrency: int = 1
-    reuse: bool = True
-    pacing_s: float = 0.0  # `burst --interval`: seconds between notifications of one burst
-    step_timeout_s: float = 10.0
-    timeout_s: float = 30.0
-    settle_s: float | None = None  # `burst --settle`; None: learned from history or default
-    grace_s: float = 1.0
-    slow_after_s: float = 5.0
-    control: bool = True
-    helo: str | None = None
-    username: str | None = None
-    password: Secret | None = None
-    tls: str = "none"  # none, starttls or implicit, as `burst --tls`
-    ca_file: Path | None = None
-    insecure: bool = False
+    burst: BurstSettings = field(default_factory=BurstSettings)
+    patience: Patience = field(default_factory=Patience)
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    security: ClientSecurity = field(default_factory=ClientSecurity)
     modules: tuple[str, ...] = ()  # after each run, count stale copies of these on this host
     installed: tuple[str, ...] = ()  # the installed copies to compare them with
 
     @property
     def per_minute(self) -> float:
         """Average notifications per minute this target receives (control mail skips it)."""
-        return self.count * 60.0 / self.interval_s
+        return self.burst.count * 60.0 / self.burst_interval_s
 
 
 @dataclass(frozen=True)
@@ -151,6 +137,7 @@ _TARGET_KEYS = {
     "jitter",
     "count",
     "concurrency",
+    "per_session",
     "reuse",
     "pacing",
     "step_timeout",
@@ -312,28 +299,49 @@ class _Reader:
         if "gateway" not in raw:
             raise self.fail(where, 'gateway = "HOST:PORT" is required')
         merged = {**defaults, **raw}
-        d = Target
+        d, thresholds = BurstSettings(), Thresholds()
+        count = int(self.number(merged, "count", where, d.count, integer=True))
+        concurrency = int(self.number(merged, "concurrency", where, d.concurrency, integer=True))
+        if count < 1 or concurrency < 1:
+            raise self.fail(where, "count and concurrency must be at least 1")
+        if count > caps.max_count:
+            raise self.fail(
+                where, f"count {count} is above the cap of {caps.max_count} ([limits] max_count)"
+            )
+        password = self.secret(merged, where)
+        username = self.string(merged, "username", where, "") or None
+        if password is not None and username is None:
+            raise self.fail(where, "a password needs a username")
+        try:
+            burst = BurstSettings(
+                count=count,
+                concurrency=concurrency,
+                per_session=self.per_session(merged, where, d.per_session),
+                notification_gap_s=self.duration(merged, "pacing", where, d.notification_gap_s),
+                step_timeout_s=self.duration(merged, "step_timeout", where, d.step_timeout_s),
+                control=self.boolean(merged, "control", where, d.control),
+                helo=self.string(merged, "helo", where, "") or None,
+            )
+            security = ClientSecurity(
+                tls=self.string(merged, "tls", where, "none"),
+                ca_file=self.path(merged["ca_file"]) if merged.get("ca_file") else None,
+                insecure=self.boolean(merged, "insecure", where, False),
+                user=username,
+                password=password,
+            )
+        except UsageError as exc:
+            raise self.fail(where, str(exc)) from None
         target = Target(
             name=name,
             gateway=self.endpoint(raw["gateway"], f"{where} gateway"),
-            interval_s=self.duration(merged, "interval", where, d.interval_s),
-            jitter=self.number(merged, "jitter", where, d.jitter),
-            count=int(self.number(merged, "count", where, d.count, integer=True)),
-            concurrency=int(self.number(merged, "concurrency", where, d.concurrency, integer=True)),
-            reuse=self.boolean(merged, "reuse", where, d.reuse),
-            pacing_s=self.duration(merged, "pacing", where, d.pacing_s),
-            step_timeout_s=self.duration(merged, "step_timeout", where, d.step_timeout_s),
-            timeout_s=self.duration(merged, "timeout", where, d.timeout_s),
-            settle_s=(self.duration(merged, "settle", where, 0.0) if "settle" in merged else None),
-            grace_s=self.duration(merged, "grace", where, d.grace_s),
-            slow_after_s=self.duration(merged, "slow_after", where, d.slow_after_s),
-            control=self.boolean(merged, "control", where, d.control),
-            helo=self.string(merged, "helo", where, "") or None,
-            username=self.string(merged, "username", where, "") or None,
-            password=self.secret(merged, where),
-            tls=self.string(merged, "tls", where, "none"),
-            ca_file=self.path(merged["ca_file"]) if merged.get("ca_file") else None,
-            insecure=self.boolean(merged, "insecure", where, False),
+            burst_interval_s=self.duration(merged, "interval", where, Target.burst_interval_s),
+            jitter=self.number(merged, "jitter", where, Target.jitter),
+            burst=burst,
+            patience=self.patience(merged, where),
+            thresholds=Thresholds(
+                slow_after_s=self.duration(merged, "slow_after", where, thresholds.slow_after_s)
+            ),
+            security=security,
             modules=self.strings(merged, "modules", where),
             installed=self.strings(merged, "installed", where),
         )
@@ -341,43 +349,45 @@ class _Reader:
         return target
 
     def check_target(self, t: Target, where: str, caps: Caps) -> None:
-        if t.count < 1 or t.concurrency < 1:
-            raise self.fail(where, "count and concurrency must be at least 1")
-        if t.count > caps.max_count:
-            raise self.fail(
-                where, f"count {t.count} is above the cap of {caps.max_count} ([limits] max_count)"
-            )
-        if t.interval_s < caps.min_interval_s:
+        """The caps of a target as a whole: how often, how much per minute, no overlap."""
+        if t.burst_interval_s < caps.min_interval_s:
             raise self.fail(
                 where,
-                f"interval {t.interval_s:g} s is below the minimum of "
+                f"interval {t.burst_interval_s:g} s is below the minimum of "
                 f"{caps.min_interval_s:g} s ([limits] min_interval)",
             )
         if t.per_minute > caps.max_per_minute:
             raise self.fail(
                 where,
-                f"{t.count} notifications every {t.interval_s:g} s is "
+                f"{t.burst.count} notifications every {t.burst_interval_s:g} s is "
                 f"{t.per_minute:.1f} per minute, above the cap of "
                 f"{caps.max_per_minute:g} ([limits] max_per_minute)",
             )
         if not 0.0 <= t.jitter <= 0.5:
             raise self.fail(where, "jitter is a fraction of the interval: 0 to 0.5")
-        if t.step_timeout_s <= 0 or t.timeout_s <= 0:
-            raise self.fail(where, "step_timeout and timeout must be above 0")
-        if t.settle_s is not None and t.settle_s > t.timeout_s:
-            raise self.fail(where, "settle (the settle window) must be at most timeout")
-        if t.pacing_s * t.count > t.interval_s:
+        if t.patience.timeout_s <= 0:
+            raise self.fail(where, "timeout must be above 0")
+        overlap = t.burst.notification_gap_s * t.burst.count
+        if overlap > t.burst_interval_s:
             raise self.fail(
                 where,
-                f"pacing × count ({t.pacing_s * t.count:g} s) is longer than "
-                "the interval: bursts would overlap",
+                f"pacing × count ({overlap:g} s) is longer than the interval: bursts would overlap",
             )
-        if t.password is not None and t.username is None:
-            raise self.fail(where, "a password needs a username")
-        try:
-            security_for(t)
-        except UsageError as exc:
-            raise self.fail(where, str(exc)) from None
+
+    def per_session(self, raw: dict[str, Any], where: str, default: int) -> int:
+        """`per_session = N`; the older `reuse = false` means 1, `reuse = true` the default."""
+        if "per_session" in raw:
+            return int(self.number(raw, "per_session", where, default, integer=True))
+        return default if self.boolean(raw, "reuse", where, True) else 1
+
+    def patience(self, merged: dict[str, Any], where: str) -> Patience:
+        default = Patience()
+        timeout = self.duration(merged, "timeout", where, default.timeout_s)
+        settle = self.duration(merged, "settle", where, 0.0) if "settle" in merged else None
+        if settle is not None and settle > timeout:
+            raise self.fail(where, "settle (the settle window) must be at most timeout")
+        grace = self.duration(merged, "grace", where, default.grace_s)
+        return Patience(settle_s=settle, grace_s=grace, timeout_s=timeout)
 
     def on_change(self, raw: dict[str, Any]) -> OnChange:
         where = "[on_change]"

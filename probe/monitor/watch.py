@@ -21,7 +21,6 @@ import structlog
 
 from probe.delivery import (
     DeliveryHub,
-    Patience,
     ProbeSettings,
     SharedSink,
     Sink,
@@ -31,11 +30,11 @@ from probe.delivery import (
 from probe.errors import ProbeError
 from probe.host import local_source, take_inventory
 from probe.ledger import Ledger, LedgerWriter
-from probe.monitor.config import OnChange, Target, WatchConfig, security_for
+from probe.monitor.config import OnChange, Target, WatchConfig
 from probe.monitor.metrics import Metrics
 from probe.records import Endpoint, RunRecord
 from probe.reporting import make_bundle, to_json
-from probe.verdict import Pattern, Severity, Thresholds, Verdict, judge_recorded
+from probe.verdict import Pattern, Severity, Verdict, judge_recorded
 
 log = structlog.get_logger("notifyprobe.watch")
 
@@ -64,12 +63,12 @@ class Judged:
 
 def first_delay(target: Target, rng: random.Random) -> float:
     """Spread the first runs over a jitter-sized window so targets and probes do not align."""
-    return rng.uniform(0.0, target.jitter * target.interval_s)
+    return rng.uniform(0.0, target.jitter * target.burst_interval_s)
 
 
 def next_delay(target: Target, rng: random.Random, elapsed_s: float) -> float:
     """Time from the end of a run to the start of the next: interval ± jitter, start to start."""
-    period = target.interval_s * (1.0 + rng.uniform(-target.jitter, target.jitter))
+    period = target.burst_interval_s * (1.0 + rng.uniform(-target.jitter, target.jitter))
     return max(0.0, period - elapsed_s)
 
 
@@ -84,20 +83,12 @@ def settings_for(config: WatchConfig, target: Target) -> ProbeSettings:
     return ProbeSettings(
         gateway=target.gateway,
         sink=config.sink,
+        burst=target.burst,
         domain=config.domain,
-        count=target.count,
-        concurrency=target.concurrency,
-        reuse=target.reuse,
-        interval_s=target.pacing_s,
-        step_timeout_s=target.step_timeout_s,
-        control=target.control,
-        patience=Patience(
-            settle_s=target.settle_s, grace_s=target.grace_s, timeout_s=target.timeout_s
-        ),
-        thresholds=Thresholds(slow_after_s=target.slow_after_s),
-        helo=target.helo,
+        patience=target.patience,
+        thresholds=target.thresholds,
         target=target.name,
-        security=security_for(target),
+        security=target.security,
     )
 
 
@@ -135,7 +126,7 @@ class Watcher:
         self.retain()
         self.load_states()
         if self.metrics is not None:
-            self.metrics.add_targets((t.name, t.interval_s) for t in self.config.targets)
+            self.metrics.add_targets((t.name, t.burst_interval_s) for t in self.config.targets)
             for name, state in self.states.items():
                 record = self.ledger.load(state.run_id)
                 at = record.run.finished_at or record.run.started_at
@@ -261,7 +252,8 @@ class Watcher:
         """The first critical run of an incident: write its evidence bundle while it is fresh."""
         run_id = judged.record.run.run_id
         path = directory / f"{judged.target}-{run_id}.zip"
-        secrets = [target.password.reveal()] if target.password is not None else []
+        password = target.security.password
+        secrets = [password.reveal()] if password is not None else []
         try:
             directory.mkdir(parents=True, exist_ok=True)
             command_line = ["notifyprobe", "watch", "--target", target.name]
@@ -299,9 +291,9 @@ class Watcher:
     ) -> dict[str, str]:
         """The probe's environment minus its secrets, plus the verdict in NOTIFYPROBE_* vars."""
         secret_vars = {
-            t.password.source.removeprefix("env:")
+            t.security.password.source.removeprefix("env:")
             for t in self.config.targets
-            if t.password is not None and t.password.source.startswith("env:")
+            if t.security.password is not None and t.security.password.source.startswith("env:")
         }
         env = {k: v for k, v in os.environ.items() if k not in secret_vars}
         env.update(

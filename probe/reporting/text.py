@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from probe.delivery import INSECURE_WARNING, SettleWindow
@@ -26,6 +27,14 @@ MEANING: dict[Pattern, tuple[str, str]] = {
         "component fails after a number of messages.",
         "Check the gateway's queue and logs around the first lost notification; restart it and "
         "probe again to see if k stays the same.",
+    ),
+    Pattern.QUEUED_PER_SESSION: (
+        "The gateway (or the MTA in front of it) holds back every message after the first K of "
+        "one SMTP connection for its next queue run: a per-connection limit such as Exim's "
+        "smtp_accept_queue_per_connection, not a fault. The default burst shape stays under it.",
+        "Judge the run again after the gateway's queue run (command below); if notifications are "
+        "still missing then, they were lost. Keep --per-session below K; see "
+        "docs/verdicts.md#queued_per_session.",
     ),
     Pattern.INTERMITTENT: (
         "Notifications are lost at scattered positions: an unreliable hop, not a startup state.",
@@ -98,7 +107,8 @@ def _notification_json(n: Notification) -> dict[str, Any]:
     submit: dict[str, Any] | None = None
     s = n.submission
     if s is not None:
-        submit = {"stage": s.stage, "started_at": s.started_at, "finished_at": s.finished_at}
+        submit = {"stage": s.stage, "started_at": s.started_at, "finished_at": s.finished_at,
+                  "session": s.session, "position": s.position}  # fmt: skip
         if s.reply is not None:
             submit.update(code=s.reply.code, enhanced=s.reply.enhanced, text=s.reply.text)
         else:
@@ -122,13 +132,18 @@ _STATE_WORD = {
 }
 
 
-def to_text(record: RunRecord, verdict: Verdict, elapsed_s: float | None = None) -> str:
+def to_text(
+    record: RunRecord, verdict: Verdict, elapsed_s: float | None = None, db: Path | None = None
+) -> str:
+    """`db`: the ledger the run is in, for the command that judges it again."""
     run = record.run
     took = f" · {elapsed_s:.2f} s" if elapsed_s is not None else ""
     meaning, action = MEANING[verdict.pattern]
     window = SettleWindow.from_options(run.options)
+    rejudge = f"notifyprobe verdict {run.run_id}" + (f" --db {db}" if db is not None else "")
     lines = [
         f"notifyprobe run {run.run_id}: gateway {run.gateway} → sink {run.sink} ({run.domain})",
+        *shape_line(run),
         f"  sent {verdict.sent} · accepted {verdict.accepted} · delivered {verdict.delivered}"
         f"{took}",
         *([f"  settle window {window.describe()}"] if window is not None else []),
@@ -140,6 +155,8 @@ def to_text(record: RunRecord, verdict: Verdict, elapsed_s: float | None = None)
         f"  What it means: {meaning}",
         f"  What to do:    {action}",
     ]
+    if verdict.pattern is Pattern.QUEUED_PER_SESSION:
+        lines.append(f"  Re-judge:      {rejudge}")
     return "\n".join(lines)
 
 
@@ -147,6 +164,17 @@ def revision_text(revision: Revision) -> str:
     """Under a re-judged run: what arrived after the verdict given at the end of the run."""
     word = "CHANGED" if revision.changed else "unchanged"
     return f"\n  Since the verdict ({word}): {revision.summary()}"
+
+
+def shape_line(run: Run) -> list[str]:
+    """How the burst was sent, from the run's options (runs kept before it was: nothing)."""
+    options = run.options
+    if "per_session" not in options:
+        return []
+    return [
+        f"  shape: {run.count} notifications · concurrency {options.get('concurrency')} · "
+        f"{options['per_session']} per SMTP session"
+    ]
 
 
 def diagnosis_text(diagnosis: Diagnosis | None, inventory: Inventory | None) -> str:

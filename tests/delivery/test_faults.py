@@ -18,6 +18,7 @@ import pytest
 from probe.correlation import TokenRef, recipient_for
 from probe.delivery.burst import Sender
 from probe.delivery.run import ProbeSettings, Progress, _Tracker, run_probe
+from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience, settle_deadline
 from probe.delivery.sink import Sink
 from probe.lab.gateway import free_port
@@ -64,9 +65,7 @@ async def test_gateway_killed_mid_burst_is_degraded_and_every_notification_is_ac
         settings = ProbeSettings(
             gateway=Endpoint("127.0.0.1", int(match.group(1))),
             sink=Endpoint("127.0.0.1", sink_port),
-            count=40,
-            interval_s=0.03,
-            step_timeout_s=2.0,
+            burst=BurstSettings(count=40, notification_gap_s=0.03, step_timeout_s=2.0),
             patience=Patience(timeout_s=2.0),
         )
         with Ledger(tmp_path / "died.sqlite3") as ledger:
@@ -104,7 +103,7 @@ async def test_connection_reset_mid_data_is_a_reset_at_the_data_stage():
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        sender = Sender(Endpoint("127.0.0.1", port), timeout=5, reuse=True, helo=None)
+        sender = Sender(Endpoint("127.0.0.1", port), timeout=5, per_session=None, helo=None)
         token = TEST_KEY.token("abcdef0123", 1)
         big = f"Subject: {token}\r\n\r\n".encode() + b"line of text\r\n" * 20000
         result = await sender.submit("a@example.org", recipient_for(token, DOMAIN), big)

@@ -22,6 +22,7 @@ from probe.correlation import recipient_for
 from probe.delivery.burst import Sender
 from probe.delivery.credentials import Secret, password_from_env, password_from_file
 from probe.delivery.run import ProbeSettings, run_probe
+from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience
 from probe.delivery.sink import Sink
 from probe.delivery.tls import ClientSecurity, server_context
@@ -86,7 +87,7 @@ async def tls_sink(tmp_path: Path, pki: dict[str, Path], *, implicit: bool = Fal
 
 async def submit(port: int, security: ClientSecurity, seq: int = 1):
     sender = Sender(
-        Endpoint("127.0.0.1", port), timeout=5, reuse=False, helo=None, security=security
+        Endpoint("127.0.0.1", port), timeout=5, per_session=1, helo=None, security=security
     )
     token = TEST_KEY.token(RUN, seq)
     data = f"Subject: {token}\r\n\r\nbody\r\n".encode()
@@ -136,7 +137,7 @@ async def test_tls_failure_on_every_notification_is_judged_unreachable_naming_tl
             settings = ProbeSettings(
                 gateway=Endpoint("127.0.0.1", sink.port),
                 sink=Endpoint("127.0.0.1", free_port()),
-                count=3,
+                burst=BurstSettings(count=3),
                 security=ClientSecurity(tls="starttls", ca_file=pki["stranger"]),
                 patience=Patience(timeout_s=1.0),
             )

@@ -8,8 +8,9 @@ import pytest
 import trustme
 
 from probe.delivery.credentials import Secret
+from probe.delivery.settings import BurstSettings
 from probe.errors import UsageError
-from probe.monitor.config import Caps, load_config, parse, security_for
+from probe.monitor.config import Caps, load_config, parse
 from probe.records import Endpoint
 
 FULL = """
@@ -84,25 +85,45 @@ def test_every_key_is_read(tmp_path):
     assert cfg.on_change.timeout_s == 10.0
     assert cfg.on_change.evidence_dir == Path("/var/lib/notifyprobe/evidence")
     paris, lyon = cfg.targets
-    assert (paris.interval_s, paris.jitter, paris.count, paris.pacing_s) == (300, 0.2, 20, 0.1)
-    assert paris.username == "probe" and paris.password == Secret("s3cret")
-    assert paris.password.source == "env:GW_PASSWORD"
+    assert (paris.burst_interval_s, paris.jitter) == (300, 0.2)
+    assert (paris.burst.count, paris.burst.notification_gap_s) == (20, 0.1)
+    assert paris.security.user == "probe" and paris.security.password == Secret("s3cret")
+    assert paris.security.password.source == "env:GW_PASSWORD"
     assert lyon.gateway == Endpoint("2001:db8::1", 2525)
-    assert (lyon.interval_s, lyon.count, lyon.concurrency, lyon.reuse) == (60, 5, 2, False)
-    assert (lyon.step_timeout_s, lyon.timeout_s, lyon.grace_s, lyon.slow_after_s) == (5, 60, 2.5, 3)
-    assert (lyon.control, lyon.helo) == (False, "probe.example.org")
+    assert lyon.burst_interval_s == 60
+    assert (lyon.burst.count, lyon.burst.concurrency, lyon.burst.per_session) == (5, 2, 1)
+    assert (lyon.burst.step_timeout_s, lyon.patience.timeout_s) == (5, 60)
+    assert (lyon.patience.grace_s, lyon.thresholds.slow_after_s) == (2.5, 3)
+    assert (lyon.burst.control, lyon.burst.helo) == (False, "probe.example.org")
 
 
 def test_minimal_config_takes_safe_defaults():
     cfg = parse(MINIMAL)
     (target,) = cfg.targets
     assert cfg.domain == "probe.invalid" and cfg.metrics is None and cfg.on_change is None
-    assert (target.interval_s, target.count, target.jitter) == (300.0, 10, 0.1)
+    assert (target.burst_interval_s, target.jitter) == (300.0, 0.1)
+    assert target.burst == BurstSettings()  # the defaults of `notifyprobe burst`
+
+
+@pytest.mark.parametrize(
+    ("keys", "per_session"),
+    [
+        ("", 5),
+        ("per_session = 20\n", 20),
+        ("reuse = false\n", 1),
+        ("reuse = true\n", 5),
+        ("reuse = false\nper_session = 3\n", 3),
+    ],
+)
+def test_per_session_key_and_the_older_reuse_key_shape_the_burst(keys, per_session):
+    assert parse(MINIMAL + keys).targets[0].burst.per_session == per_session
 
 
 def test_settle_is_unset_by_default_read_when_given_and_never_above_timeout():
-    assert parse(MINIMAL).targets[0].settle_s is None  # learned per gateway, or the default
-    assert parse(MINIMAL + 'settle = "2s"\n').targets[0].settle_s == 2.0
+    assert (
+        parse(MINIMAL).targets[0].patience.settle_s is None
+    )  # learned per gateway, or the default
+    assert parse(MINIMAL + 'settle = "2s"\n').targets[0].patience.settle_s == 2.0
     with pytest.raises(UsageError, match="must be at most timeout"):
         parse(MINIMAL + 'settle = "40s"\ntimeout = "30s"\n')
 
@@ -112,7 +133,7 @@ def test_secrets_never_show_in_repr_or_str(tmp_path):
     secret_file.write_text("hunter2\n")
     text = MINIMAL + f'username = "u"\npassword_file = "{secret_file}"\n'
     cfg = parse(text)
-    password = cfg.targets[0].password
+    password = cfg.targets[0].security.password
     assert password is not None and password.reveal() == "hunter2"
     assert "hunter2" not in repr(cfg) and "hunter2" not in str(password)
 
@@ -121,7 +142,7 @@ def test_password_file_is_read_like_burst_reads_it_first_line_only(tmp_path):
     secret_file = tmp_path / "pw"
     secret_file.write_text("hunter2\nsecond line is not part of it\n")
     cfg = parse(MINIMAL + f'username = "u"\npassword_file = "{secret_file}"\n')
-    assert cfg.targets[0].password.reveal() == "hunter2"
+    assert cfg.targets[0].security.password.reveal() == "hunter2"
     (tmp_path / "empty").write_text("")
     with pytest.raises(UsageError, match="is empty"):
         parse(MINIMAL + f'username = "u"\npassword_file = "{tmp_path / "empty"}"\n')
@@ -136,7 +157,7 @@ def test_target_tls_and_auth_reach_the_burst_settings(tmp_path):
         f'ca_file = "{tmp_path / "ca.pem"}"\n'
     )
     target = parse(text).targets[0]
-    security = security_for(target)
+    security = target.security
     assert (security.tls, security.user, security.ca_file) == ("starttls", "u", tmp_path / "ca.pem")
     assert security.password is not None and security.password.reveal() == "hunter2"
     assert "hunter2" not in repr(security)
@@ -201,14 +222,14 @@ def test_mistakes_are_one_line_errors_naming_the_key(text, message):
 def test_caps_can_be_lowered_and_raised_up_to_the_hard_ceiling():
     text = "[limits]\nmax_count = 1000\nmin_interval = 5\nmax_per_minute = 6000\n" + MINIMAL
     cfg = parse(text + "count = 500\ninterval = 5\n")
-    assert (cfg.targets[0].count, cfg.targets[0].interval_s) == (500, 5.0)
+    assert (cfg.targets[0].burst.count, cfg.targets[0].burst_interval_s) == (500, 5.0)
 
 
 def test_the_documented_example_config_is_valid():
     example = Path(__file__).resolve().parents[2] / "docs" / "examples" / "watch.toml"
     cfg = load_config(example, environ={"NOTIFYPROBE_LYON_PASSWORD": "x"})
     assert [t.name for t in cfg.targets] == ["meetingplace-paris", "meetingplace-lyon"]
-    assert cfg.targets[1].interval_s == 600.0
+    assert cfg.targets[1].burst_interval_s == 600.0
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from probe.delivery.settings import BurstSettings
+from probe.delivery.settle import Patience
 from probe.lab.gateway import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
 from probe.monitor.config import OnChange, Target, WatchConfig
@@ -32,20 +34,20 @@ from tests.test_cli import ENV, PROBE, probe, service
 WAIT_S = 20.0  # upper bound of every wait on another process
 
 
-def target(name: str, gateway: Endpoint, **options: object) -> Target:
-    options.setdefault("interval_s", 3600.0)
+def target(name: str, gateway: Endpoint, count: int = 4, **options: object) -> Target:
+    options.setdefault("burst_interval_s", 3600.0)
     options.setdefault("jitter", 0.0)
-    options.setdefault("count", 4)
-    options.setdefault("timeout_s", 5.0)
-    options.setdefault("settle_s", 1.0)  # lab gateways relay at once
-    return Target(name=name, gateway=gateway, **options)
+    options.setdefault(
+        "patience", Patience(settle_s=1.0, timeout_s=5.0)
+    )  # lab gateways relay at once
+    return Target(name=name, gateway=gateway, burst=BurstSettings(count=count), **options)
 
 
 # -- scheduling and state changes: pure ------------------------------------------------------
 
 
 def test_jitter_is_seeded_and_stays_within_its_fraction():
-    t = target("gw", Endpoint("127.0.0.1", 25), interval_s=100.0, jitter=0.2)
+    t = target("gw", Endpoint("127.0.0.1", 25), burst_interval_s=100.0, jitter=0.2)
     delays = [next_delay(t, random.Random("0:gw"), 0.0) for _ in range(3)]
     assert len(set(delays)) == 1  # same seed, same schedule
     rng = random.Random(7)
@@ -138,8 +140,11 @@ async def test_the_next_run_corrects_a_verdict_that_late_mail_proved_wrong(tmp_p
     # A queue runner every 1 s judged with a 0.3 s window: the first run reads first_only
     # until its batch arrives; the second run starts after it and looks back.
     async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode.parse("batch:1")) as gw:
-        cfg = WatchConfig(targets=(target("gw", gw.listen, count=3, settle_s=0.3,
-                                          interval_s=2.0),), sink=sink)  # fmt: skip
+        window = Patience(settle_s=0.3, timeout_s=5.0)
+        cfg = WatchConfig(
+            targets=(target("gw", gw.listen, count=3, patience=window, burst_interval_s=2.0),),
+            sink=sink,
+        )
         with Ledger(tmp_path / "l.db") as ledger:
             watcher = Watcher(cfg, ledger, metrics)
             stop = asyncio.Event()
