@@ -30,6 +30,7 @@ from probe.records import (
     ReceivedMessage,
     Run,
     RunRecord,
+    SmtpPhase,
     SmtpReply,
     Step,
     Submission,
@@ -197,6 +198,9 @@ class Ledger:
     def record_submission(self, run_id: str, seq: int, submission: Submission) -> None:
         self.write(partial(_update_submission, run_id, seq, submission))
 
+    def record_not_attempted(self, run_id: str, seq: int, reason: str) -> None:
+        self.write(partial(_update_not_attempted, run_id, seq, reason))
+
     def record_delivery(self, ref: TokenRef, found_in: str, message: ReceivedMessage) -> bool:
         return self.write(partial(_insert_delivery, ref, found_in, message))
 
@@ -288,6 +292,7 @@ class Ledger:
                 token=row["token"],
                 submission=_submission_from_row(row),
                 deliveries=tuple(deliveries.get(row["seq"], ())),
+                not_attempted=row["not_attempted"],
             )
             for row in self._query(
                 "SELECT * FROM notifications WHERE run_id = ? ORDER BY seq", (run_id,)
@@ -375,6 +380,11 @@ class LedgerWriter:
         future = self.defer(partial(_update_submission, run_id, seq, submission))
         future.add_done_callback(_log_failed_write)
 
+    def record_not_attempted(self, run_id: str, seq: int, reason: str) -> None:
+        """Queued like a submission: the probe chose not to send this one, and says why."""
+        future = self.defer(partial(_update_not_attempted, run_id, seq, reason))
+        future.add_done_callback(_log_failed_write)
+
     async def drain(self) -> None:
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
@@ -430,7 +440,7 @@ def _insert_run(run: Run, control: bool, conn: sqlite3.Connection) -> None:
 def _update_submission(run_id: str, seq: int, s: Submission, conn: sqlite3.Connection) -> None:
     conn.execute(
         "UPDATE notifications SET started_at = ?, finished_at = ?, stage = ?, code = ?,"
-        " enhanced = ?, text = ?, error = ?, error_kind = ?, transcript = ?"
+        " enhanced = ?, text = ?, error = ?, error_kind = ?, transcript = ?, stalled_at = ?"
         " WHERE run_id = ? AND seq = ?",
         (
             s.started_at,
@@ -442,9 +452,17 @@ def _update_submission(run_id: str, seq: int, s: Submission, conn: sqlite3.Conne
             s.error,
             s.error_kind.value if s.error_kind else None,
             json.dumps([_step_to_json(step) for step in s.steps]),
+            s.stalled_at.value if s.stalled_at else None,
             run_id,
             seq,
         ),
+    )
+
+
+def _update_not_attempted(run_id: str, seq: int, reason: str, conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "UPDATE notifications SET not_attempted = ? WHERE run_id = ? AND seq = ?",
+        (reason, run_id, seq),
     )
 
 
@@ -474,12 +492,21 @@ def _insert_foreign(reason: str, f: ReceivedMessage, run_id: str | None, conn) -
     )  # fmt: skip
 
 
+_ADDED_COLUMNS = (  # (table, column, declaration): added after schema 1, older versions ignore
+    ("deliveries", "helo", "TEXT NOT NULL DEFAULT ''"),
+    ("notifications", "stalled_at", "TEXT"),  # SmtpPhase where the gateway stopped answering
+    ("notifications", "not_attempted", "TEXT"),  # why the probe did not send it (breaker)
+)
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Columns added after schema 1; older notifyprobe versions ignore them."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(deliveries)")}
-    if "helo" not in columns:
+    """Add the columns that came after schema 1 to a ledger that lacks them."""
+    for table, column, declaration in _ADDED_COLUMNS:
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column in columns:
+            continue
         try:
-            conn.execute("ALTER TABLE deliveries ADD COLUMN helo TEXT NOT NULL DEFAULT ''")
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
         except sqlite3.OperationalError as exc:  # another process added it first
             if "duplicate column" not in str(exc):
                 raise
@@ -546,6 +573,7 @@ def _submission_from_row(row: sqlite3.Row) -> Submission | None:
         error=row["error"],
         error_kind=ErrorKind(row["error_kind"]) if row["error_kind"] else None,
         steps=tuple(_step_from_json(s) for s in json.loads(row["transcript"] or "[]")),
+        stalled_at=SmtpPhase(row["stalled_at"]) if row["stalled_at"] else None,
     )
 
 

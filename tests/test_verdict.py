@@ -12,6 +12,7 @@ from probe.records import (
     Notification,
     Run,
     RunRecord,
+    SmtpPhase,
     SmtpReply,
     Submission,
 )
@@ -30,6 +31,8 @@ def note(
     stage: str = "data",
     error_kind: ErrorKind | None = None,
     attempted: bool = True,
+    stalled_at: SmtpPhase | None = None,
+    not_attempted: str | None = None,
 ) -> Notification:
     t = 1000.0 + seq * 0.01
     submission = (
@@ -40,15 +43,16 @@ def note(
             reply=reply,
             error=None if reply else "Connection refused",
             error_kind=error_kind,
+            stalled_at=stalled_at,
         )
-        if attempted
+        if attempted and not not_attempted
         else None
     )
     deliveries = tuple(
         Delivery(RUN, seq, received_at=t + latency + i * 0.001, found_in="envelope")
         for i in range(delivered)
     )
-    return Notification(RUN, seq, make_token(RUN, seq), submission, deliveries)
+    return Notification(RUN, seq, make_token(RUN, seq), submission, deliveries, not_attempted)
 
 
 def record(*notes: Notification, control: bool | None = True) -> RunRecord:
@@ -77,7 +81,8 @@ def test_only_first_delivered_rest_refused_is_first_only_refused_form():
     verdict = classify(record(note(1), *(note(i, delivered=0, reply=refused) for i in (2, 3))))
     assert verdict.pattern is Pattern.FIRST_ONLY
     assert "refused at submission" in verdict.summary
-    assert any("seq 2-3: refused: DATA 554 5.3.0 failed" in line for line in verdict.evidence)
+    assert "refused at submission, permanently (5xx)" in verdict.summary
+    assert any(line.startswith("seq 2-3: refused permanently: DATA 554") for line in verdict.evidence)
 
 
 def test_first_means_first_answered_by_the_gateway_not_lowest_seq():
@@ -135,7 +140,13 @@ def test_every_notification_refused_is_all_rejected():
     notes = [note(i, delivered=0, reply=refused, stage="rcpt") for i in range(1, 4)]
     verdict = classify(record(*notes))
     assert verdict.pattern is Pattern.ALL_REJECTED
-    assert "seq 1-3: refused: RCPT 550 5.7.1 Relaying denied (first shown)" in verdict.evidence
+    assert verdict.summary == (
+        "the gateway refused all 3 notifications permanently (RCPT 550 5.7.1 Relaying denied)"
+    )
+    assert (
+        "seq 1-3: refused permanently: RCPT 550 5.7.1 Relaying denied (first shown)"
+        in verdict.evidence
+    )
 
 
 def test_banner_refusal_counts_as_rejected_not_unreachable():

@@ -20,16 +20,20 @@ import aiosmtplib
 from aiosmtplib import SMTP
 
 from probe.correlation import make_token, recipient_for, sender_for, split_address
+from probe.delivery.breaker import DEFAULT_BREAKER, CircuitBreaker
 from probe.delivery.credentials import REDACTED
 from probe.delivery.tls import ClientSecurity
 from probe.errors import ProbeError
-from probe.records import Endpoint, ErrorKind, SmtpReply, Step, Submission
+from probe.records import Endpoint, ErrorKind, SmtpPhase, SmtpReply, Step, Submission
 
 ResultCallback = Callable[[int, Submission], None]
+SkipCallback = Callable[[int, str], None]  # seq, why it was not attempted
 DEFAULT_MAX_RATE = 200.0  # notifications per second, all connections together
 MAX_RATE_CAP = 1_000.0  # msgs/s: above this a probe is a load test, not a probe
 MAX_COUNT = 10_000  # notifications in one burst, whoever asks (burst, watch, postflight)
 _BASE64ISH = re.compile(r"[A-Za-z0-9+/]{12,}={0,2}")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class BurstPlan:
     helo: str | None = None
     security: ClientSecurity | None = None
     max_rate: float = DEFAULT_MAX_RATE  # cap: a probe must never turn into a mail bomb
+    breaker: int = DEFAULT_BREAKER  # stop after this many in a row got no answer (0: never)
 
     @property
     def spacing_s(self) -> float:
@@ -111,33 +116,40 @@ class Sender:
             steps.append(Step(at=time.time(), command=command, reply=reply))
             return reply
 
+        phase = SmtpPhase.CONNECT
         try:
             smtp = self._smtp
             if smtp is None or not smtp.is_connected:
                 smtp = await self._open(reply_step, steps)
-            stage = "mail"
+            stage, phase = "mail", SmtpPhase.MAIL
             reply_step(f"MAIL FROM:<{mail_from}>", await smtp.mail(mail_from))
-            stage = "rcpt"
+            stage, phase = "rcpt", SmtpPhase.RCPT
             reply_step(f"RCPT TO:<{rcpt}>", await smtp.rcpt(rcpt))
-            stage = "data"
-            reply = reply_step(f"DATA ({len(message)} bytes)", await smtp.data(message))
+            stage, phase = "data", SmtpPhase.DATA
+            reply_step("DATA", _expect(await smtp.execute_command(b"DATA"), 354))
+            phase = SmtpPhase.END_OF_DATA
+            reply = reply_step(
+                f"message ({len(message)} bytes) and .", await self._end_of_data(smtp, message)
+            )
         except _Opening as opening:
             stage, exc = opening.stage, opening.error
             if isinstance(exc, aiosmtplib.SMTPResponseException):
                 reply = SmtpReply.parse(exc.code, self._scrub(exc.message, stage))
-                steps.append(Step(at=time.time(), command=_command(stage), reply=reply))
+                steps.append(Step(at=time.time(), command=_command(opening.phase), reply=reply))
                 await self._drop()
                 return Submission(started, time.time(), stage, reply=reply, steps=tuple(steps))
             error = self._scrub(_error_text(exc), stage)
-            steps.append(Step(at=time.time(), command=_command(stage), error=error))
+            steps.append(Step(at=time.time(), command=_command(opening.phase), error=error))
             await self._drop()
+            kind = _error_kind(exc, stage)
             return Submission(
                 started,
                 time.time(),
                 stage,
                 error=error,
-                error_kind=_error_kind(exc, stage),
+                error_kind=kind,
                 steps=tuple(steps),
+                stalled_at=opening.phase if kind is ErrorKind.TIMEOUT else None,
             )
         except aiosmtplib.SMTPResponseException as exc:
             reply = SmtpReply.parse(exc.code, exc.message)
@@ -147,14 +159,34 @@ class Sender:
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
             kind = _error_kind(exc, stage)
             error = _error_text(exc)
-            steps.append(Step(at=time.time(), command=stage.upper(), error=error))
+            steps.append(Step(at=time.time(), command=_command(phase), error=error))
             await self._drop()
             return Submission(
-                started, time.time(), stage, error=error, error_kind=kind, steps=tuple(steps)
+                started,
+                time.time(),
+                stage,
+                error=error,
+                error_kind=kind,
+                steps=tuple(steps),
+                stalled_at=phase if kind is ErrorKind.TIMEOUT else None,
             )
         if not self.reuse:
             await self.close()
         return Submission(started, time.time(), stage, reply=reply, steps=tuple(steps))
+
+    async def _end_of_data(self, smtp: SMTP, message: bytes) -> aiosmtplib.SMTPResponse:
+        """The message and its final dot, then the gateway's verdict on it.
+
+        aiosmtplib's `data()` sends DATA and the message in one call, so a stall before the 354
+        and a stall after the message look the same; sending the message here names the phase.
+        """
+        if smtp.protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+        body = _LEADING_DOT.sub(b"..", _LINE_END.sub(b"\r\n", message))
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        smtp.protocol.write(body + b".\r\n")
+        return _expect(await smtp.protocol.read_response(timeout=self.timeout), 250)
 
     async def _open(self, reply_step, steps: list[Step]) -> SMTP:
         """Connect, greet, secure and authenticate: one new session ready for MAIL.
@@ -187,9 +219,9 @@ class Sender:
                 stage = "auth"
                 response = await _login(smtp, security.user, security.password.reveal())
                 reply = SmtpReply.parse(response.code, self._scrub(response.message, stage))
-                steps.append(Step(at=time.time(), command=_command(stage), reply=reply))
+                steps.append(Step(at=time.time(), command=_command(SmtpPhase.AUTH), reply=reply))
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
-            raise _Opening(stage, exc) from exc
+            raise _Opening(stage, _opening_phase(stage, exc), exc) from exc
         return smtp
 
     def _scrub(self, text: str, stage: str) -> str:
@@ -226,13 +258,17 @@ class Sender:
                 smtp.close()
 
 
-async def send_burst(plan: BurstPlan, on_result: ResultCallback) -> None:
+async def send_burst(
+    plan: BurstPlan, on_result: ResultCallback, on_skipped: SkipCallback | None = None
+) -> None:
     """Send notifications 1..count over `concurrency` connections, paced by `interval_s` and
-    never faster than `max_rate` in all."""
+    never faster than `max_rate` in all; once the circuit breaker opens, the notifications not
+    yet started go to `on_skipped` with the reason instead."""
     date = formatdate(localtime=True)
     mail_from = sender_for(plan.run_id, plan.domain)
     next_seq = iter(range(1, plan.count + 1))
     spacing = plan.spacing_s
+    breaker = CircuitBreaker(plan.breaker)
     t0 = time.monotonic()
 
     async def worker() -> None:
@@ -245,15 +281,20 @@ async def send_burst(plan: BurstPlan, on_result: ResultCallback) -> None:
         )
         try:
             for seq in next_seq:
-                if spacing > 0:
+                if spacing > 0 and not breaker.open:
                     delay = t0 + (seq - 1) * spacing - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
+                if breaker.reason is not None:
+                    if on_skipped is not None:
+                        on_skipped(seq, breaker.reason)
+                    continue
                 token = make_token(plan.run_id, seq)
                 rcpt = recipient_for(token, plan.domain)
                 ensure_probe_recipient(rcpt, plan.domain)
                 message = compose(plan.run_id, seq, plan.count, plan.domain, date)
                 result = await sender.submit(mail_from, rcpt, message)
+                breaker.record(seq, result)
                 on_result(seq, result)
         finally:
             await sender.close()
@@ -287,16 +328,32 @@ async def _login(smtp: SMTP, user: str, password: str) -> aiosmtplib.SMTPRespons
 
 
 class _Opening(Exception):
-    """A failure while opening a session, with the step it happened in."""
+    """A failure while opening a session, with the step and the phase it happened in."""
 
-    def __init__(self, stage: str, error: BaseException):
+    def __init__(self, stage: str, phase: SmtpPhase, error: BaseException):
         super().__init__(stage)
         self.stage = stage
+        self.phase = phase
         self.error = error
 
 
-def _command(stage: str) -> str:
-    return "AUTH [redacted]" if stage == "auth" else stage.upper()
+def _opening_phase(stage: str, exc: BaseException) -> SmtpPhase:
+    """aiosmtplib's connect() covers the TCP handshake and the banner; a wait for the banner
+    that timed out is the one whose cause is a read timeout."""
+    if stage == "connect":
+        waited_for_banner = isinstance(exc.__cause__, aiosmtplib.SMTPTimeoutError)
+        return SmtpPhase.GREETING if waited_for_banner else SmtpPhase.CONNECT
+    return SmtpPhase(stage)
+
+
+def _expect(response: aiosmtplib.SMTPResponse, code: int) -> aiosmtplib.SMTPResponse:
+    if response.code != code:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    return response
+
+
+def _command(phase: SmtpPhase) -> str:
+    return "AUTH [redacted]" if phase is SmtpPhase.AUTH else phase.label.upper()
 
 
 def _error_kind(exc: BaseException, stage: str) -> ErrorKind:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from probe.correlation import TokenRef, new_run_id
+from probe.delivery.breaker import DEFAULT_BREAKER
 from probe.delivery.burst import (
     DEFAULT_MAX_RATE,
     MAX_COUNT,
@@ -60,6 +61,7 @@ class ProbeSettings:
     sink_limits: SinkLimits = field(default_factory=SinkLimits)
     sink_access: Access = field(default_factory=Access)
     sink_tls: ssl.SSLContext | None = None
+    breaker: int = DEFAULT_BREAKER
 
     def __post_init__(self) -> None:
         """The anti-mail-bomb caps, for every caller: burst, watch, postflight, demo."""
@@ -81,6 +83,7 @@ class ProbeSettings:
             "reuse": self.reuse,
             "interval_s": self.interval_s,
             "step_timeout_s": self.step_timeout_s,
+            "breaker": self.breaker,
             "own_sink": self.own_sink,
             "control": self.control,
             "timeout_s": self.patience.timeout_s,
@@ -271,8 +274,13 @@ async def _probe(
         helo=settings.helo,
         security=settings.security,
         max_rate=settings.max_rate,
+        breaker=settings.breaker,
     )
-    await send_burst(plan, on_result)
+
+    def on_skipped(seq: int, reason: str) -> None:
+        writer.record_not_attempted(run_id, seq, reason)
+
+    await send_burst(plan, on_result, on_skipped)
     if settings.control:
         on_result(0, await send_control(sink, run_id, settings.domain, settings.step_timeout_s,
                                          settings.count))  # fmt: skip
