@@ -94,7 +94,7 @@ async def test_every_submission_keeps_its_transcript(ledger):
     outcome = await probe_lab(ledger, "first-only:5xx", count=2, reuse=False)
     first, second = outcome.record.burst
     assert [s.command.split()[0] for s in first.submission.steps] == [
-        "connect", "EHLO", "MAIL", "RCPT", "DATA",
+        "connect", "EHLO", "MAIL", "RCPT", "DATA", "message",  # DATA's 354, then the message
     ]  # fmt: skip
     assert second.submission.steps[-1].reply.code == 554
 

@@ -33,7 +33,7 @@ from probe.delivery.tls import INSECURE_WARNING
 from probe.diagnosis import gather as explain
 from probe.errors import ProbeError, UsageError
 from probe.logs import CAPTURE
-from probe.monitor.nagios import Limits, plugin_result, unknown_line
+from probe.monitor.nagios import Limits, diagnosis_lines, plugin_result, unknown_line
 from probe.reporting.text import diagnosis_text, to_json, to_text
 from probe.verdict import Thresholds
 
@@ -215,8 +215,8 @@ def run(args: argparse.Namespace) -> int:
         return int(verdict.severity)
     if fmt == "nagios":
         result = plugin_result(record, verdict, args.warning, args.critical)
-        print(result.line)
+        print("\n".join([result.line, *diagnosis_lines(why.diagnosis, why.possible)]))
         return int(result.state)
     print(to_text(record, verdict, outcome.elapsed_s))
-    print(diagnosis_text(why.diagnosis, why.inventory))
+    print(diagnosis_text(why.diagnosis, why.inventory, why.possible))
     return int(verdict.severity)
