@@ -270,8 +270,13 @@ def _stalled(sent, delivered, tail, not_attempted: int, verdict) -> Verdict:
     return verdict(
         Pattern.GATEWAY_STALLED,
         Severity.CRITICAL,
-        f"the gateway {after}stopped answering at {where}: {stalls} of {len(sent)} "
-        f"notifications stalled, the last {len(tail)} in a row{skipped}",
+        f"the gateway {after}stopped answering at {where}: "
+        + (
+            f"all {stalls} notifications sent stalled"
+            if stalls == len(sent)
+            else f"{stalls} of {len(sent)} notifications stalled, the last {len(tail)} in a row"
+        )
+        + skipped,
         evidence,
     )
 

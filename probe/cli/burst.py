@@ -11,6 +11,7 @@ from probe.cli.common import (
     add_db,
     domain,
     endpoint,
+    non_negative_int,
     open_ledger,
     positive_int,
     seconds,
@@ -26,6 +27,7 @@ from probe.cli.hardening import (
     sink_limits_from,
     sink_tls_from,
 )
+from probe.delivery.breaker import DEFAULT_BREAKER
 from probe.delivery.burst import DEFAULT_MAX_RATE, MAX_RATE_CAP
 from probe.delivery.run import ProbeSettings, Progress, run_probe
 from probe.delivery.settle import Patience
@@ -99,7 +101,22 @@ def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) 
         help="reuse each connection for several notifications (default: reuse)",
     )
     p.add_argument("--interval", type=seconds, default=0.0, help="seconds between notifications")
-    p.add_argument("--step-timeout", type=seconds, default=10.0, help="per SMTP step (s)")
+    p.add_argument(
+        "--step-timeout",
+        type=seconds,
+        default=10.0,
+        help="longest wait for each SMTP reply; a gateway silent that long has stalled at that "
+        "phase (default: 10 s)",
+    )
+    p.add_argument(
+        "--breaker",
+        type=non_negative_int,
+        default=DEFAULT_BREAKER,
+        metavar="N",
+        help="circuit breaker: once N notifications in a row got no SMTP answer (stalled, "
+        "connection refused or reset), do not attempt the rest; they are recorded as not "
+        f"attempted, neither refused nor lost (default: {DEFAULT_BREAKER}; 0: never stop)",
+    )
     p.add_argument("--timeout", type=seconds, default=30.0, help="longest wait for late mail (s)")
     p.add_argument(
         "--grace",
@@ -141,6 +158,7 @@ def settings_from(args: argparse.Namespace) -> ProbeSettings:
         reuse=args.reuse,
         interval_s=args.interval,
         step_timeout_s=args.step_timeout,
+        breaker=args.breaker,
         own_sink=args.own_sink,
         control=args.control,
         patience=Patience(grace_s=args.grace, timeout_s=args.timeout),

@@ -22,7 +22,8 @@ def add_parser(subparsers, parents) -> None:
         help="run a lab gateway that relays to --relay with a fault --mode",
         description="An SMTP relay with deterministic faults. Modes: healthy, "
         "first-only[:drop|4xx|5xx], drop-after-k:K, intermittent:P, slow:SECONDS, duplicate, "
-        "reject, down.",
+        "reject, stall:PHASE (silent from that phase on: greeting, ehlo, mail, rcpt, data, "
+        "end_of_data), down.",
     )
     p.add_argument("--listen", type=endpoint, default=endpoint("127.0.0.1:2526"))
     p.add_argument("--relay", type=endpoint, default=endpoint("127.0.0.1:2525"))

@@ -43,5 +43,5 @@ class CircuitBreaker:
         if last - first + 1 >= self.threshold:
             self.reason = (
                 f"circuit breaker: seq {seq_ranges(range(first, last + 1))} in a row got no "
-                f"answer from the gateway ({submission.describe()})"
+                f"SMTP answer (last: {submission.describe()})"
             )
