@@ -8,6 +8,7 @@ import pytest
 
 from probe.delivery.settle import Patience
 from probe.lab.gateway import Action, FaultMode, decide
+from probe.records import SmtpPhase
 from probe.verdict import Pattern, Severity, Thresholds
 from tests.conftest import probe_lab
 
@@ -58,6 +59,15 @@ async def test_gateway_that_is_down_is_unreachable(ledger):
     outcome = await probe_lab(ledger, "down", count=3)
     assert outcome.verdict.pattern is Pattern.GATEWAY_UNREACHABLE
     assert outcome.verdict.severity is Severity.CRITICAL
+
+
+@pytest.mark.parametrize("phase", ["greeting", "ehlo", "mail", "rcpt", "data", "end_of_data"])
+async def test_lab_gateway_stalling_at_a_phase_is_gateway_stalled_there(ledger, phase):
+    outcome = await probe_lab(ledger, f"stall:{phase}", count=6, step_timeout_s=0.3)
+    assert outcome.verdict.pattern is Pattern.GATEWAY_STALLED
+    assert (outcome.verdict.sent, outcome.verdict.not_attempted) == (2, 4)
+    stalled = {n.submission.stalled_at for n in outcome.record.burst if n.submission}
+    assert stalled == {SmtpPhase(phase)}
 
 
 async def test_gateway_that_refuses_everything_is_all_rejected(ledger):
@@ -112,7 +122,11 @@ def test_lab_first_only_relays_exactly_the_first_message():
     assert decide(mode, 2, rng) == Action(copies=0)
 
 
-@pytest.mark.parametrize("bad", ["", "sometimes", "slow:-1", "intermittent:2", "first-only:6xx"])
+@pytest.mark.parametrize(
+    "bad",
+    ["", "sometimes", "slow:-1", "intermittent:2", "first-only:6xx", "stall", "stall:connect",
+     "stall:later"],
+)  # fmt: skip
 def test_bad_lab_mode_is_a_usage_error(bad):
     from probe.errors import UsageError
 
