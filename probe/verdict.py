@@ -2,6 +2,10 @@
 
 `classify` is a pure function of a `RunRecord` (no clock, no I/O), so a run cut off mid-burst is
 judged later exactly as it would have been live, and every pattern is unit-tested on crafted data.
+
+Words are evidence too: a gateway that stopped answering is `gateway_stalled` at the phase it fell
+silent in, never "refused"; a refusal says whether it was temporary (4xx) or permanent (5xx); and
+the notifications the circuit breaker left out are counted apart, neither refused nor lost.
 """
 
 from __future__ import annotations
@@ -65,7 +69,6 @@ class Verdict:
             "severity": self.severity.name.lower(),
             "summary": self.summary,
             "evidence": list(self.evidence),
-            "not_attempted": self.not_attempted,
             "sink_verified": self.sink_verified,
             **self.details,
         }
