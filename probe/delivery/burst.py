@@ -116,6 +116,17 @@ class Sender:
             steps.append(Step(at=time.time(), command=command, reply=reply))
             return reply
 
+        async def failed(
+            stage: str, phase: SmtpPhase, exc: BaseException, error: str
+        ) -> Submission:
+            """No SMTP reply to judge: the error, and the phase when the gateway went silent."""
+            steps.append(Step(at=time.time(), command=_command(phase), error=error))
+            await self._drop()
+            kind = _error_kind(exc, stage)
+            stalled_at = phase if kind is ErrorKind.TIMEOUT else None
+            return Submission(started, time.time(), stage, error=error, error_kind=kind,
+                              steps=tuple(steps), stalled_at=stalled_at)  # fmt: skip
+
         phase = SmtpPhase.CONNECT
         try:
             smtp = self._smtp
@@ -138,38 +149,14 @@ class Sender:
                 steps.append(Step(at=time.time(), command=_command(opening.phase), reply=reply))
                 await self._drop()
                 return Submission(started, time.time(), stage, reply=reply, steps=tuple(steps))
-            error = self._scrub(_error_text(exc), stage)
-            steps.append(Step(at=time.time(), command=_command(opening.phase), error=error))
-            await self._drop()
-            kind = _error_kind(exc, stage)
-            return Submission(
-                started,
-                time.time(),
-                stage,
-                error=error,
-                error_kind=kind,
-                steps=tuple(steps),
-                stalled_at=opening.phase if kind is ErrorKind.TIMEOUT else None,
-            )
+            return await failed(stage, opening.phase, exc, self._scrub(_error_text(exc), stage))
         except aiosmtplib.SMTPResponseException as exc:
             reply = SmtpReply.parse(exc.code, exc.message)
             steps.append(Step(at=time.time(), command=stage.upper(), reply=reply))
             await self._recover(reply.code)
             return Submission(started, time.time(), stage, reply=reply, steps=tuple(steps))
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-            kind = _error_kind(exc, stage)
-            error = _error_text(exc)
-            steps.append(Step(at=time.time(), command=_command(phase), error=error))
-            await self._drop()
-            return Submission(
-                started,
-                time.time(),
-                stage,
-                error=error,
-                error_kind=kind,
-                steps=tuple(steps),
-                stalled_at=phase if kind is ErrorKind.TIMEOUT else None,
-            )
+            return await failed(stage, phase, exc, _error_text(exc))
         if not self.reuse:
             await self.close()
         return Submission(started, time.time(), stage, reply=reply, steps=tuple(steps))
