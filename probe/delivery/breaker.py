@@ -14,6 +14,8 @@ nothing to which notifications are neighbours.
 
 from __future__ import annotations
 
+import asyncio
+
 from probe.records import Submission
 from probe.verdict import seq_ranges
 
@@ -24,14 +26,22 @@ class CircuitBreaker:
     def __init__(self, threshold: int = DEFAULT_BREAKER):
         self.threshold = threshold  # 0: never open
         self._silent: dict[int, Submission] = {}
+        self._in_flight: set[int] = set()
+        self._progress = asyncio.Event()  # set (and replaced) whenever an outcome comes back
         self.reason: str | None = None  # set once open: why the rest is not attempted
 
     @property
     def open(self) -> bool:
         return self.reason is not None
 
+    def started(self, seq: int) -> None:
+        self._in_flight.add(seq)
+
     def record(self, seq: int, submission: Submission) -> None:
         """One notification's outcome, in any order."""
+        self._in_flight.discard(seq)
+        self._progress.set()
+        self._progress = asyncio.Event()
         if self.threshold <= 0 or self.open or submission.answered:
             return
         self._silent[seq] = submission
@@ -45,3 +55,13 @@ class CircuitBreaker:
                 f"circuit breaker: seq {seq_ranges(range(first, last + 1))} in a row got no "
                 f"SMTP answer (last: {submission.describe()})"
             )
+
+    async def hold(self, submission: Submission) -> None:
+        """After an outcome with no answer, wait for the notifications then in flight: they may
+        be its neighbours that open the breaker, and starting another one meanwhile would cost a
+        hung gateway a whole step timeout more (several connections stall at about once)."""
+        if self.threshold <= 0 or submission.answered:
+            return
+        waiting_for = set(self._in_flight)
+        while not self.open and waiting_for & self._in_flight:
+            await self._progress.wait()

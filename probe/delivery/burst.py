@@ -280,9 +280,11 @@ async def send_burst(
                 rcpt = recipient_for(token, plan.domain)
                 ensure_probe_recipient(rcpt, plan.domain)
                 message = compose(plan.run_id, seq, plan.count, plan.domain, date)
+                breaker.started(seq)
                 result = await sender.submit(mail_from, rcpt, message)
                 breaker.record(seq, result)
                 on_result(seq, result)
+                await breaker.hold(result)
         finally:
             await sender.close()
 
