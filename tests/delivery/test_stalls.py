@@ -195,6 +195,9 @@ async def test_a_stall_is_named_by_the_phase_the_gateway_fell_silent_in(phase):
     assert (result.stalled_at, result.error_kind) == (phase, ErrorKind.TIMEOUT)
     assert result.stalled and not result.answered and not result.accepted
     assert result.describe().startswith(f"no answer at {phase.label}")
+    assert (
+        result.steps[-1].error and result.steps[-1].reply is None
+    )  # the silence, in the transcript
 
 
 async def test_connection_refused_is_unreachable_and_the_breaker_spares_the_rest(tmp_path):
