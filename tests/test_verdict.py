@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -359,3 +361,39 @@ def test_not_attempted_notifications_are_not_a_cut_off_run():
     assert verdict.pattern is Pattern.GATEWAY_UNREACHABLE
     assert "for all 2 notifications" in verdict.summary and verdict.not_attempted == 8
     assert not any("run cut off" in line for line in verdict.evidence)
+
+
+_OUTCOMES = st.sampled_from(["ok", "lost", "451", "550", "refused", "reset", "skipped",
+                             *(phase for phase in SmtpPhase)])  # fmt: skip
+
+
+@given(st.lists(st.tuples(_OUTCOMES, st.booleans()), min_size=1, max_size=25))
+def test_stalls_and_not_attempted_never_read_as_refusals_or_losses(shape):
+    """Any mix of answers, refusals, connection failures, stalls at any phase and notifications
+    left out by the breaker: counts stay consistent, `gateway_stalled` needs a stall after the
+    TCP handshake, and nothing is called refused unless the gateway sent a 4xx/5xx."""
+    notes = []
+    for seq, (outcome, arrived) in enumerate(shape, start=1):
+        if outcome == "skipped":
+            notes.append(note(seq, delivered=0, not_attempted=BREAKER))
+        elif isinstance(outcome, SmtpPhase):
+            notes.append(note(seq, stalled_at=outcome, **TIMED_OUT | {"delivered": int(arrived)}))
+        elif outcome in ("451", "550"):
+            reply = SmtpReply(int(outcome), "no")
+            notes.append(note(seq, delivered=0, reply=reply))
+        elif outcome in ("refused", "reset"):
+            kind = ErrorKind.REFUSED if outcome == "refused" else ErrorKind.RESET
+            notes.append(note(seq, delivered=0, reply=None, error_kind=kind, stage="connect"))
+        else:
+            notes.append(note(seq, delivered=int(outcome == "ok" or arrived)))
+    verdict = classify(record(*notes))
+    skipped = sum(1 for outcome, _ in shape if outcome == "skipped")
+    assert verdict.not_attempted == skipped
+    assert verdict.sent == len(shape) - skipped
+    stalls = [o for o, _ in shape if isinstance(o, SmtpPhase) and o is not SmtpPhase.CONNECT]
+    if verdict.pattern is Pattern.GATEWAY_STALLED:
+        assert stalls and verdict.severity is Severity.CRITICAL
+    if not any(o in ("451", "550") for o, _ in shape):  # "connection refused" is no refusal
+        assert not re.search(
+            r"refused (all|temporarily|permanently|at submission)", verdict.summary
+        )
