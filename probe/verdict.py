@@ -277,7 +277,8 @@ def _stalled(sent, delivered, tail, not_attempted: int, verdict) -> Verdict:
         + (
             f"all {stalls} notifications sent stalled"
             if stalls == len(sent)
-            else f"{stalls} of {len(sent)} notifications stalled, the last {len(tail)} in a row"
+            else f"{stalls} of {len(sent)} notifications stalled, and the last {len(tail)} in a "
+            "row got no answer"
         )
         + skipped,
         evidence,
