@@ -38,6 +38,7 @@ from probe.records import (
     ReceivedMessage,
     Run,
     RunRecord,
+    SmtpPhase,
     SmtpReply,
     Step,
     Submission,
@@ -360,6 +361,9 @@ class Ledger:
     def record_submission(self, run_id: str, seq: int, submission: Submission) -> None:
         self.write(partial(_update_submission, run_id, seq, submission))
 
+    def record_not_attempted(self, run_id: str, seq: int, reason: str) -> None:
+        self.write(partial(_update_not_attempted, run_id, seq, reason))
+
     def record_delivery(self, ref: TokenRef, found_in: str, message: ReceivedMessage) -> bool:
         return self.write(partial(_insert_delivery, ref, found_in, message))
 
@@ -484,6 +488,7 @@ class Ledger:
                 token=row["token"],
                 submission=_submission_from_row(row),
                 deliveries=tuple(deliveries.get(row["seq"], ())),
+                not_attempted=row["not_attempted"],
             )
             for row in self._query(
                 "SELECT * FROM notifications WHERE run_id = ? ORDER BY seq", (run_id,)
@@ -577,6 +582,11 @@ class LedgerWriter:
         future = self.defer(partial(_update_submission, run_id, seq, submission))
         future.add_done_callback(_log_failed_write)
 
+    def record_not_attempted(self, run_id: str, seq: int, reason: str) -> None:
+        """Queued like a submission: the probe chose not to send this one, and says why."""
+        future = self.defer(partial(_update_not_attempted, run_id, seq, reason))
+        future.add_done_callback(_log_failed_write)
+
     async def drain(self) -> None:
         while self._flusher is not None and not self._flusher.done():
             await asyncio.shield(self._flusher)
@@ -633,7 +643,7 @@ def _update_submission(run_id: str, seq: int, s: Submission, conn: sqlite3.Conne
     conn.execute(
         "UPDATE notifications SET started_at = ?, finished_at = ?, stage = ?, code = ?,"
         " enhanced = ?, text = ?, error = ?, error_kind = ?, transcript = ?, session = ?,"
-        " position = ? WHERE run_id = ? AND seq = ?",
+        " position = ?, stalled_at = ? WHERE run_id = ? AND seq = ?",
         (
             s.started_at,
             s.finished_at,
@@ -646,9 +656,17 @@ def _update_submission(run_id: str, seq: int, s: Submission, conn: sqlite3.Conne
             json.dumps([_step_to_json(step) for step in s.steps]),
             s.session,
             s.position,
+            s.stalled_at.value if s.stalled_at else None,
             run_id,
             seq,
         ),
+    )
+
+
+def _update_not_attempted(run_id: str, seq: int, reason: str, conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "UPDATE notifications SET not_attempted = ? WHERE run_id = ? AND seq = ?",
+        (reason, run_id, seq),
     )
 
 
@@ -685,6 +703,8 @@ ADDED_COLUMNS = (
     ("runs", "corrected_at", "REAL"),
     ("notifications", "session", "INTEGER"),  # NULL in runs recorded before sessions were kept
     ("notifications", "position", "INTEGER"),
+    ("notifications", "stalled_at", "TEXT"),  # SmtpPhase where the gateway stopped answering
+    ("notifications", "not_attempted", "TEXT"),  # why the probe did not send it (breaker)
 )
 
 
@@ -771,6 +791,7 @@ def _submission_from_row(row: sqlite3.Row) -> Submission | None:
         steps=tuple(_step_from_json(s) for s in json.loads(row["transcript"] or "[]")),
         session=row["session"],
         position=row["position"],
+        stalled_at=SmtpPhase(row["stalled_at"]) if row["stalled_at"] else None,
     )
 
 

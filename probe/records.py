@@ -58,6 +58,24 @@ class ErrorKind(str, Enum):
         return self in (ErrorKind.REFUSED, ErrorKind.TLS)
 
 
+class SmtpPhase(str, Enum):
+    """Where in the SMTP dialogue the probe was waiting: the phase a stall is named by."""
+
+    CONNECT = "connect"  # the TCP (and implicit TLS) handshake
+    GREETING = "greeting"  # the 220 banner
+    EHLO = "ehlo"
+    STARTTLS = "starttls"
+    AUTH = "auth"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"  # the DATA command, before 354
+    END_OF_DATA = "end_of_data"  # the message was sent, the final reply never came
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ") if self is not SmtpPhase.EHLO else "EHLO"
+
+
 @dataclass(frozen=True)
 class SmtpReply:
     """One SMTP reply: code, RFC 3463 enhanced status when present, and text."""
@@ -99,6 +117,7 @@ class Submission:
     reply that decided the outcome: the DATA reply on success, the refusing reply otherwise.
     `session` numbers the SMTP sessions of a burst from 1 and `position` is the notification's
     place in its session (1 = the first); both None in runs recorded before they were kept.
+    `stalled_at` is set when the gateway stopped answering: the phase it fell silent in.
     """
 
     started_at: float
@@ -110,14 +129,47 @@ class Submission:
     steps: tuple[Step, ...] = ()
     session: int | None = None
     position: int | None = None
+    stalled_at: SmtpPhase | None = None
+
+    @property
+    def answered(self) -> bool:
+        """The gateway gave an SMTP reply to judge (2xx, 4xx or 5xx), not silence or an error."""
+        return self.reply is not None
+
+    @property
+    def stalled(self) -> bool:
+        """An SMTP server took the connection, then went silent. Silence at the TCP handshake
+        proves no server is there: that is unreachable, not stalled."""
+        return self.stalled_at is not None and self.stalled_at is not SmtpPhase.CONNECT
+
+    @property
+    def unreachable(self) -> bool:
+        """No SMTP session could be opened: refused, no route, TLS, or silence at connect."""
+        if self.reply is not None or self.stalled:
+            return False
+        return self.stage == "connect" or (
+            self.error_kind is not None and self.error_kind.is_connect_failure
+        )
 
     @property
     def accepted(self) -> bool:
         return self.stage == "data" and self.reply is not None and 200 <= self.reply.code < 300
 
+    @property
+    def rejected(self) -> bool:
+        """The gateway answered with a 4xx/5xx reply (it was reachable, it said no)."""
+        return self.reply is not None and self.reply.code >= 400
+
+    @property
+    def reply_is_permanent(self) -> bool:
+        """A 5xx refusal: do not retry as is. A 4xx one is temporary: the gateway says later."""
+        return self.reply is not None and self.reply.code >= 500
+
     def describe(self) -> str:
         if self.reply is not None:
             return f"{self.stage.upper()} {self.reply}"
+        if self.stalled_at is not None:
+            return f"no answer at {self.stalled_at.label} ({self.error})"
         return f"{self.stage} {self.error_kind.value if self.error_kind else 'error'}: {self.error}"
 
 
@@ -157,6 +209,7 @@ class Notification:
     token: str
     submission: Submission | None = None  # None: never attempted (run cut off, or planned)
     deliveries: tuple[Delivery, ...] = ()
+    not_attempted: str | None = None  # why the probe chose not to send it (circuit breaker)
 
     @property
     def is_control(self) -> bool:

@@ -2,6 +2,10 @@
 
 `classify` is a pure function of a `RunRecord` (no clock, no I/O), so a run cut off mid-burst is
 judged later exactly as it would have been live, and every pattern is unit-tested on crafted data.
+
+Words are evidence too: a gateway that stopped answering is `gateway_stalled` at the phase it fell
+silent in, never "refused"; a refusal says whether it was temporary (4xx) or permanent (5xx); and
+the notifications the circuit breaker left out are counted apart, neither refused nor lost.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 
-from probe.records import Notification, RunRecord
+from probe.records import Notification, RunRecord, SmtpPhase, Submission
+
+MIN_STALL_RUN = 2  # notifications in a row that got no answer, ending the burst: a hung gateway
 
 
 class Pattern(str, Enum):
@@ -23,6 +29,7 @@ class Pattern(str, Enum):
     INTERMITTENT = "intermittent"
     NONE_DELIVERED = "none_delivered"
     GATEWAY_UNREACHABLE = "gateway_unreachable"
+    GATEWAY_STALLED = "gateway_stalled"  # an SMTP server took the connection, then went silent
     ALL_REJECTED = "all_rejected"
     SLOW = "slow"
     DUPLICATED = "duplicated"
@@ -53,6 +60,7 @@ class Verdict:
     sent: int = 0
     accepted: int = 0
     delivered: int = 0
+    not_attempted: int = 0  # left unsent by the circuit breaker: neither refused nor lost
     sink_verified: bool | None = None
     details: dict[str, int] = field(default_factory=dict)  # e.g. {"k": 3} for degraded_after_k
 
@@ -75,7 +83,8 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
     lost = [n for n in sent if not n.copies]
     control = record.control
     sink_verified = None if control is None or not control.attempted else bool(control.copies)
-    counts = {"sent": len(sent), "accepted": len(accepted), "delivered": len(delivered)}
+    counts = {"sent": len(sent), "accepted": len(accepted), "delivered": len(delivered),
+              "not_attempted": len(_not_attempted(record))}  # fmt: skip
 
     def verdict(pattern: Pattern, severity: Severity, summary: str, evidence: list[str], **details):
         evidence = evidence + _context_lines(record, sink_verified)
@@ -90,6 +99,9 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
             f"no notification was sent ({planned} planned): the run was cut off before it began",
             [],
         )
+    silent_tail = _silent_tail(sent)
+    if silent_tail:  # proven by the submissions alone, whatever the sink did
+        return _stalled(sent, delivered, silent_tail, counts["not_attempted"], verdict)
     if sink_verified is False and lost:
         return verdict(
             Pattern.INCONCLUSIVE,
@@ -300,12 +312,7 @@ def _queued_per_session(run_id, sent, delivered, lost, cut: SessionCut, verdict)
 
 def _nothing_delivered(sent, accepted, verdict) -> Verdict:
     submissions = [n.submission for n in sent if n.submission]
-    unreachable = [
-        s
-        for s in submissions
-        if s.reply is None
-        and (s.stage == "connect" or (s.error_kind is not None and s.error_kind.is_connect_failure))
-    ]
+    unreachable = [s for s in submissions if s.unreachable]
     if len(unreachable) == len(sent):
         reasons = Counter(f"{s.error_kind.value if s.error_kind else 'error'}: {s.error}"
                           for s in unreachable)  # fmt: skip
@@ -320,7 +327,7 @@ def _nothing_delivered(sent, accepted, verdict) -> Verdict:
         return verdict(
             Pattern.ALL_REJECTED,
             Severity.CRITICAL,
-            f"the gateway refused all {len(sent)} notifications",
+            _rejected_summary(submissions),
             _outcome_lines(sent),
         )
     return verdict(
@@ -332,12 +339,97 @@ def _nothing_delivered(sent, accepted, verdict) -> Verdict:
     )
 
 
+def _rejected_summary(submissions: Sequence[Submission]) -> str:
+    """Temporary (4xx: try later) and permanent (5xx: policy, hard failure) refusals named
+    apart; what got no reply at all is not called a refusal."""
+    total = len(submissions)
+    refusals = [
+        (how, replies)
+        for how, replies in (
+            ("temporarily", Counter(_reply_text(s) for s in submissions if s.rejected
+                                    and not s.reply_is_permanent)),
+            ("permanently", Counter(_reply_text(s) for s in submissions if s.reply_is_permanent)),
+        )
+        if replies
+    ]  # fmt: skip
+    described = [f"{sum(r.values())} {how} ({r.most_common(1)[0][0]})" for how, r in refusals]
+    refused = sum(sum(r.values()) for _, r in refusals)
+    if refused == total and len(refusals) == 1:
+        how, replies = refusals[0]
+        return (
+            f"the gateway refused all {total} notifications {how} ({replies.most_common(1)[0][0]})"
+        )
+    if refused == total:
+        return f"the gateway refused all {total} notifications: {', '.join(described)}"
+    failed = Counter(s.describe() for s in submissions if not s.answered)
+    parts = [f"refused {text}" for text in described]
+    parts.append(f"{sum(failed.values())} got no SMTP answer ({failed.most_common(1)[0][0]})")
+    return f"the gateway accepted none of the {total} notifications: {'; '.join(parts)}"
+
+
+def _reply_text(s: Submission) -> str:
+    return f"{s.stage.upper()} {s.reply}"
+
+
+def _silent_tail(sent: Sequence[Notification]) -> list[Notification]:
+    """The notifications, last in submission order, that got no answer at all, when among them
+    is a stall and they prove the gateway stopped answering: at least MIN_STALL_RUN in a row, or
+    every one sent. Otherwise none: a single stall amid answers is a loss, judged as such."""
+    tail: list[Notification] = []
+    for n in sorted(sent, key=lambda n: n.seq, reverse=True):
+        if n.submission is None or n.submission.answered:
+            break
+        tail.append(n)
+    stalled = any(n.submission and n.submission.stalled for n in tail)
+    if stalled and (len(tail) >= MIN_STALL_RUN or len(tail) == len(sent)):
+        return tail[::-1]
+    return []
+
+
+def _stalled(sent, delivered, tail, not_attempted: int, verdict) -> Verdict:
+    phases: dict[SmtpPhase, list[int]] = {}
+    for n in sent:
+        if n.submission and n.submission.stalled_at and n.submission.stalled:
+            phases.setdefault(n.submission.stalled_at, []).append(n.seq)
+    stalls = sum(len(seqs) for seqs in phases.values())
+    where = " and ".join(phase.label for phase in phases)
+    after = f"delivered {len(delivered)}, then " if delivered else ""
+    skipped = f"; {not_attempted} not attempted" if not_attempted else ""
+    evidence = [
+        f"{len(seqs)} stalled at {phase.label} (seq {seq_ranges(seqs)}): the gateway took the "
+        "connection, then sent no reply within the step timeout"
+        for phase, seqs in phases.items()
+    ]
+    silently_delivered = [n for n in sent if n.copies and n.submission and n.submission.stalled]
+    if silently_delivered:
+        evidence.append(
+            f"seq {seq_ranges(n.seq for n in silently_delivered)} stalled yet reached the sink: "
+            "the gateway took the message and never confirmed it"
+        )
+    if delivered:
+        evidence.append(f"delivered: {seq_ranges(n.seq for n in delivered)}")
+    evidence += _loss_lines([n for n in sent if not n.copies and not n.submission.stalled])
+    return verdict(
+        Pattern.GATEWAY_STALLED,
+        Severity.CRITICAL,
+        f"the gateway {after}stopped answering at {where}: "
+        + (
+            f"all {stalls} notifications sent stalled"
+            if stalls == len(sent)
+            else f"{stalls} of {len(sent)} notifications stalled, and the last {len(tail)} in a "
+            "row got no answer"
+        )
+        + skipped,
+        evidence,
+    )
+
+
 def _partial(sent, delivered, lost, thresholds: Thresholds, verdict) -> Verdict:
     k = len(delivered)
     is_prefix = all(n.copies for n in sent[:k])
     lost_accepted = [n for n in lost if n.submission and n.submission.accepted]
     lost_refused = [n for n in lost if not (n.submission and n.submission.accepted)]
-    how = _how_lost(lost_accepted, lost_refused)
+    how = _how_lost(lost)
     delivered_lines = [
         f"delivered: {seq_ranges(n.seq for n in delivered)} "
         f"({_latency_line([n.latency_s for n in delivered if n.latency_s is not None])})"
@@ -377,12 +469,28 @@ def _partial(sent, delivered, lost, thresholds: Thresholds, verdict) -> Verdict:
     )
 
 
-def _how_lost(lost_accepted: Sequence[Notification], lost_refused: Sequence[Notification]) -> str:
-    if lost_accepted and not lost_refused:
+def _how_lost(lost: Sequence[Notification]) -> str:
+    kinds = Counter(_loss_kind(n.submission) for n in lost)
+    if len(kinds) > 1:
+        return "lost (" + ", ".join(f"{count} {kind}" for kind, count in kinds.items()) + ")"
+    kind = next(iter(kinds))
+    if kind == "accepted and never delivered":
         return "accepted by the gateway (2xx) and never delivered"
-    if lost_refused and not lost_accepted:
-        return "refused at submission"
-    return f"lost ({len(lost_accepted)} accepted and never delivered, {len(lost_refused)} refused)"
+    if kind.startswith("refused"):
+        return f"refused at submission, {kind.split(' ', 1)[1]}"
+    return kind
+
+
+def _loss_kind(s: Submission | None) -> str:
+    if s is None:
+        return "never submitted"
+    if s.accepted:
+        return "accepted and never delivered"
+    if s.rejected:
+        return "refused permanently (5xx)" if s.reply_is_permanent else "refused temporarily (4xx)"
+    if s.stalled_at is not None and s.stalled:
+        return f"stalled at {s.stalled_at.label}"
+    return "failed without an SMTP answer"
 
 
 def _loss_lines(lost: Sequence[Notification]) -> list[str]:
@@ -396,10 +504,13 @@ def _loss_lines(lost: Sequence[Notification]) -> list[str]:
         elif s.accepted and s.reply is not None:
             key = ("accepted", s.reply.code, s.reply.enhanced)
             text = f"accepted ({s.reply}) but never delivered"
+        elif s.rejected:
+            key = ("refused", s.stage, s.reply.code if s.reply else None)
+            how = "permanently" if s.reply_is_permanent else "temporarily"
+            text = f"refused {how}: {s.describe()}"
         else:
-            code = s.reply.code if s.reply else None
-            key = ("refused", s.stage, code, s.error_kind)
-            text = f"refused: {s.describe()}"
+            key = ("failed", s.stage, s.stalled_at, s.error_kind)
+            text = f"stalled: {s.describe()}" if s.stalled else f"failed: {s.describe()}"
         groups.setdefault(key, (text, []))[1].append(n.seq)
     lines = []
     for text, seqs in groups.values():
@@ -429,10 +540,16 @@ def _latency_line(latencies: Sequence[float]) -> str:
 
 def _context_lines(record: RunRecord, sink_verified: bool | None) -> list[str]:
     lines = []
-    planned = len(record.burst)
+    skipped = _not_attempted(record)
+    planned = len(record.burst) - len(skipped)
     attempted = sum(1 for n in record.burst if n.attempted)
     if attempted < planned:
         lines.append(f"run cut off: {attempted} of {planned} planned notifications were sent")
+    if skipped:
+        lines.append(
+            f"{len(skipped)} not attempted (seq {seq_ranges(n.seq for n in skipped)}), neither "
+            f"refused nor lost: {skipped[0].not_attempted}"
+        )
     if sink_verified is True:
         lines.append("sink verified: the control message sent straight to the sink arrived")
     elif sink_verified is None:
@@ -440,6 +557,10 @@ def _context_lines(record: RunRecord, sink_verified: bool | None) -> list[str]:
     if record.bounces:
         lines.append(f"{record.bounces} bounce message(s) came back to the probe's sender")
     return lines
+
+
+def _not_attempted(record: RunRecord) -> list[Notification]:
+    return [n for n in record.burst if not n.attempted and n.not_attempted is not None]
 
 
 def seq_ranges(seqs: Iterable[int]) -> str:

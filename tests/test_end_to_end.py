@@ -8,6 +8,7 @@ import pytest
 
 from probe.delivery.settle import Patience
 from probe.lab.gateway import Action, FaultMode, decide
+from probe.records import SmtpPhase
 from probe.verdict import Pattern, Severity, Thresholds
 from tests.conftest import probe_lab
 
@@ -60,6 +61,15 @@ async def test_gateway_that_is_down_is_unreachable(ledger):
     assert outcome.verdict.severity is Severity.CRITICAL
 
 
+@pytest.mark.parametrize("phase", ["greeting", "ehlo", "mail", "rcpt", "data", "end_of_data"])
+async def test_lab_gateway_stalling_at_a_phase_is_gateway_stalled_there(ledger, phase):
+    outcome = await probe_lab(ledger, f"stall:{phase}", count=6, step_timeout_s=0.3)
+    assert outcome.verdict.pattern is Pattern.GATEWAY_STALLED
+    assert (outcome.verdict.sent, outcome.verdict.not_attempted) == (2, 4)
+    stalled = {n.submission.stalled_at for n in outcome.record.burst if n.submission}
+    assert stalled == {SmtpPhase(phase)}
+
+
 async def test_gateway_that_refuses_everything_is_all_rejected(ledger):
     outcome = await probe_lab(ledger, "reject", count=4, concurrency=2)
     assert outcome.verdict.pattern is Pattern.ALL_REJECTED
@@ -94,7 +104,7 @@ async def test_every_submission_keeps_its_transcript(ledger):
     outcome = await probe_lab(ledger, "first-only:5xx", count=2, per_session=1)
     first, second = outcome.record.burst
     assert [s.command.split()[0] for s in first.submission.steps] == [
-        "connect", "EHLO", "MAIL", "RCPT", "DATA",
+        "connect", "EHLO", "MAIL", "RCPT", "DATA", "message",  # DATA's 354, then the message
     ]  # fmt: skip
     assert second.submission.steps[-1].reply.code == 554
 
@@ -129,6 +139,9 @@ BAD_MODES = [
     "first-only:6xx",
     "queue-per-session:0",
     "queue-per-session:5:0",
+    "stall",
+    "stall:connect",
+    "stall:later",
 ]
 
 

@@ -20,6 +20,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from probe.cli import main
 from probe.delivery.late import revisit
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
+from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import DEFAULT_WINDOW_S, Patience, SettleWindow, WindowSource
 from probe.delivery.sink import Sink
 from probe.lab.gateway import free_port
@@ -96,7 +97,7 @@ class IndependentGateway:
 
 def defaults(gateway: Endpoint, sink: Endpoint) -> ProbeSettings:
     """`notifyprobe burst --count 20` with every other option at its default."""
-    return ProbeSettings(gateway=gateway, sink=sink, count=COUNT)
+    return ProbeSettings(gateway=gateway, sink=sink, burst=BurstSettings(count=COUNT))
 
 
 async def probe_once(ledger_path: Path, **gateway: object) -> ProbeOutcome:
@@ -205,7 +206,7 @@ async def test_verdict_after_late_mail_says_the_loss_was_a_delay(tmp_path, capsy
                 settings = ProbeSettings(
                     gateway=gw.endpoint,
                     sink=endpoint,
-                    count=5,
+                    burst=BurstSettings(count=5),
                     own_sink=False,
                     patience=Patience(settle_s=0.3),
                 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -12,6 +14,7 @@ from probe.records import (
     Notification,
     Run,
     RunRecord,
+    SmtpPhase,
     SmtpReply,
     Submission,
 )
@@ -33,6 +36,8 @@ def note(
     attempted: bool = True,
     session: int | None = None,
     position: int | None = None,
+    stalled_at: SmtpPhase | None = None,
+    not_attempted: str | None = None,
 ) -> Notification:
     t = 1000.0 + seq * 0.01
     submission = (
@@ -45,15 +50,16 @@ def note(
             error_kind=error_kind,
             session=session,
             position=position,
+            stalled_at=stalled_at,
         )
-        if attempted
+        if attempted and not not_attempted
         else None
     )
     deliveries = tuple(
         Delivery(RUN, seq, received_at=t + latency + i * 0.001, found_in="envelope")
         for i in range(delivered)
     )
-    return Notification(RUN, seq, TEST_KEY.token(RUN, seq), submission, deliveries)
+    return Notification(RUN, seq, TEST_KEY.token(RUN, seq), submission, deliveries, not_attempted)
 
 
 def record(*notes: Notification, control: bool | None = True) -> RunRecord:
@@ -82,7 +88,10 @@ def test_only_first_delivered_rest_refused_is_first_only_refused_form():
     verdict = classify(record(note(1), *(note(i, delivered=0, reply=refused) for i in (2, 3))))
     assert verdict.pattern is Pattern.FIRST_ONLY
     assert "refused at submission" in verdict.summary
-    assert any("seq 2-3: refused: DATA 554 5.3.0 failed" in line for line in verdict.evidence)
+    assert "refused at submission, permanently (5xx)" in verdict.summary
+    assert any(
+        line.startswith("seq 2-3: refused permanently: DATA 554") for line in verdict.evidence
+    )
 
 
 def test_first_means_first_answered_by_the_gateway_not_lowest_seq():
@@ -140,7 +149,13 @@ def test_every_notification_refused_is_all_rejected():
     notes = [note(i, delivered=0, reply=refused, stage="rcpt") for i in range(1, 4)]
     verdict = classify(record(*notes))
     assert verdict.pattern is Pattern.ALL_REJECTED
-    assert "seq 1-3: refused: RCPT 550 5.7.1 Relaying denied (first shown)" in verdict.evidence
+    assert verdict.summary == (
+        "the gateway refused all 3 notifications permanently (RCPT 550 5.7.1 Relaying denied)"
+    )
+    assert (
+        "seq 1-3: refused permanently: RCPT 550 5.7.1 Relaying denied (first shown)"
+        in verdict.evidence
+    )
 
 
 def test_banner_refusal_counts_as_rejected_not_unreachable():
@@ -359,3 +374,142 @@ def test_refusals_after_k_per_session_are_not_mail_held_in_a_queue():
 def test_runs_recorded_before_sessions_were_kept_are_judged_as_before():
     notes = [note(seq, delivered=int(seq <= 10)) for seq in range(1, 21)]
     assert classify(record(*notes)).pattern is Pattern.DEGRADED_AFTER_K
+
+
+# -- stalls, the circuit breaker, temporary and permanent refusals ---------------------------
+
+TIMED_OUT = dict(delivered=0, reply=None, error_kind=ErrorKind.TIMEOUT)
+BREAKER = "circuit breaker: seq 1-2 in a row got no answer from the gateway"
+
+
+def test_silence_after_data_is_gateway_stalled_not_a_refusal():
+    notes = [note(i, stage="data", stalled_at=SmtpPhase.END_OF_DATA, **TIMED_OUT) for i in (1, 2)]
+    notes += [note(i, delivered=0, not_attempted=BREAKER) for i in range(3, 21)]
+    verdict = classify(record(*notes))
+    assert (verdict.pattern, verdict.severity) == (Pattern.GATEWAY_STALLED, Severity.CRITICAL)
+    assert "refused" not in verdict.summary
+    assert "stopped answering at end of data" in verdict.summary
+    assert (verdict.sent, verdict.not_attempted) == (2, 18)
+    assert verdict.evidence[0].startswith("2 stalled at end of data (seq 1-2)")
+    assert any(line.startswith("18 not attempted (seq 3-20)") for line in verdict.evidence)
+
+
+def test_silence_at_the_greeting_is_gateway_stalled_not_unreachable():
+    notes = [note(i, stage="connect", stalled_at=SmtpPhase.GREETING, **TIMED_OUT) for i in (1, 2)]
+    verdict = classify(record(*notes))
+    assert verdict.pattern is Pattern.GATEWAY_STALLED
+    assert "at greeting" in verdict.summary
+
+
+def test_silence_at_the_tcp_handshake_is_unreachable_not_stalled():
+    notes = [note(i, stage="connect", stalled_at=SmtpPhase.CONNECT, **TIMED_OUT) for i in (1, 2)]
+    assert classify(record(*notes)).pattern is Pattern.GATEWAY_UNREACHABLE
+
+
+def test_deliveries_then_a_hang_is_gateway_stalled_and_names_how_many_stalled():
+    notes = [note(1), note(2)]
+    notes += [note(i, stalled_at=SmtpPhase.RCPT, stage="rcpt", **TIMED_OUT) for i in (3, 4)]
+    notes += [note(i, delivered=0, not_attempted=BREAKER) for i in range(5, 11)]
+    verdict = classify(record(*notes))
+    assert verdict.pattern is Pattern.GATEWAY_STALLED
+    assert verdict.summary.startswith("the gateway delivered 2, then stopped answering at rcpt")
+    assert "2 of 4 notifications stalled" in verdict.summary
+    assert "6 not attempted" in verdict.summary
+
+
+def test_a_stall_that_still_reached_the_sink_is_named_as_such():
+    notes = [note(i, stalled_at=SmtpPhase.END_OF_DATA, **TIMED_OUT | {"delivered": 1})
+             for i in (1, 2)]  # fmt: skip
+    verdict = classify(record(*notes))
+    assert verdict.pattern is Pattern.GATEWAY_STALLED
+    assert any("stalled yet reached the sink" in line for line in verdict.evidence)
+
+
+def test_one_stall_amid_deliveries_is_a_loss_named_stalled_not_refused():
+    notes = [note(i) for i in range(1, 11) if i != 6]
+    notes.append(note(6, stalled_at=SmtpPhase.END_OF_DATA, **TIMED_OUT))
+    verdict = classify(record(*notes))
+    assert verdict.pattern is Pattern.INTERMITTENT
+    assert "stalled at end of data" in verdict.summary and "refused" not in verdict.summary
+    assert any(line.startswith("seq 6: stalled: no answer at end of data") for line in
+               verdict.evidence)  # fmt: skip
+
+
+def test_refusals_all_temporary_are_named_temporary():
+    later = SmtpReply(451, "4.3.0 try again later", "4.3.0")
+    verdict = classify(record(*(note(i, delivered=0, reply=later) for i in range(1, 21))))
+    assert verdict.pattern is Pattern.ALL_REJECTED
+    assert verdict.summary == (
+        "the gateway refused all 20 notifications temporarily (DATA 451 4.3.0 try again later)"
+    )
+    assert verdict.evidence[0].startswith("seq 1-20: refused temporarily: DATA 451")
+
+
+def test_mixed_refusals_name_temporary_and_permanent_apart():
+    later = SmtpReply(451, "4.3.0 later", "4.3.0")
+    never = SmtpReply(554, "5.3.0 no", "5.3.0")
+    notes = [note(i, delivered=0, reply=later if i % 2 else never) for i in range(1, 5)]
+    verdict = classify(record(*notes))
+    assert verdict.summary == (
+        "the gateway refused all 4 notifications: 2 temporarily (DATA 451 4.3.0 later), "
+        "2 permanently (DATA 554 5.3.0 no)"
+    )
+
+
+def test_refusals_then_a_hang_is_stalled_and_resets_are_not_called_refusals():
+    later = SmtpReply(451, "4.3.0 later", "4.3.0")
+    hang = [note(i, stalled_at=SmtpPhase.DATA, **TIMED_OUT) for i in (3, 4)]
+    assert classify(record(note(1, delivered=0, reply=later), note(2, delivered=0, reply=later),
+                           *hang)).pattern is Pattern.GATEWAY_STALLED  # fmt: skip
+    resets = [note(i, delivered=0, reply=None, error_kind=ErrorKind.RESET) for i in (1, 2)]
+    verdict = classify(record(*resets))
+    assert verdict.pattern is Pattern.ALL_REJECTED
+    assert verdict.summary.startswith(
+        "the gateway accepted none of the 2 notifications: 2 got no SMTP answer (data reset"
+    )
+
+
+def test_not_attempted_notifications_are_not_a_cut_off_run():
+    notes = [note(i, reply=None, delivered=0, error_kind=ErrorKind.REFUSED, stage="connect")
+             for i in (1, 2)]  # fmt: skip
+    notes += [note(i, delivered=0, not_attempted=BREAKER) for i in range(3, 11)]
+    verdict = classify(record(*notes))
+    assert verdict.pattern is Pattern.GATEWAY_UNREACHABLE
+    assert "for all 2 notifications" in verdict.summary and verdict.not_attempted == 8
+    assert not any("run cut off" in line for line in verdict.evidence)
+
+
+_OUTCOMES = st.sampled_from(["ok", "lost", "451", "550", "refused", "reset", "skipped",
+                             *(phase for phase in SmtpPhase)])  # fmt: skip
+
+
+@given(st.lists(st.tuples(_OUTCOMES, st.booleans()), min_size=1, max_size=25))
+def test_stalls_and_not_attempted_never_read_as_refusals_or_losses(shape):
+    """Any mix of answers, refusals, connection failures, stalls at any phase and notifications
+    left out by the breaker: counts stay consistent, `gateway_stalled` needs a stall after the
+    TCP handshake, and nothing is called refused unless the gateway sent a 4xx/5xx."""
+    notes = []
+    for seq, (outcome, arrived) in enumerate(shape, start=1):
+        if outcome == "skipped":
+            notes.append(note(seq, delivered=0, not_attempted=BREAKER))
+        elif isinstance(outcome, SmtpPhase):
+            notes.append(note(seq, stalled_at=outcome, **TIMED_OUT | {"delivered": int(arrived)}))
+        elif outcome in ("451", "550"):
+            reply = SmtpReply(int(outcome), "no")
+            notes.append(note(seq, delivered=0, reply=reply))
+        elif outcome in ("refused", "reset"):
+            kind = ErrorKind.REFUSED if outcome == "refused" else ErrorKind.RESET
+            notes.append(note(seq, delivered=0, reply=None, error_kind=kind, stage="connect"))
+        else:
+            notes.append(note(seq, delivered=int(outcome == "ok" or arrived)))
+    verdict = classify(record(*notes))
+    skipped = sum(1 for outcome, _ in shape if outcome == "skipped")
+    assert verdict.not_attempted == skipped
+    assert verdict.sent == len(shape) - skipped
+    stalls = [o for o, _ in shape if isinstance(o, SmtpPhase) and o is not SmtpPhase.CONNECT]
+    if verdict.pattern is Pattern.GATEWAY_STALLED:
+        assert stalls and verdict.severity is Severity.CRITICAL
+    if not any(o in ("451", "550") for o, _ in shape):  # "connection refused" is no refusal
+        assert not re.search(
+            r"refused (all|temporarily|permanently|at submission)", verdict.summary
+        )

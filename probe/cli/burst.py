@@ -23,6 +23,7 @@ from probe.errors import ProbeError, UsageError
 from probe.logs import CAPTURE
 from probe.reporting import (
     PluginThresholds,
+    diagnosis_lines,
     diagnosis_text,
     plugin_result,
     to_json,
@@ -140,8 +141,8 @@ def run(args: argparse.Namespace) -> int:
         return int(verdict.severity)
     if fmt == "nagios":
         result = plugin_result(record, verdict, args.warning, args.critical)
-        print(result.line)
+        print("\n".join([result.line, *diagnosis_lines(why.diagnosis, why.possible)]))
         return int(result.state)
     print(to_text(record, verdict, outcome.elapsed_s, args.db))
-    print(diagnosis_text(why.diagnosis, why.inventory))
+    print(diagnosis_text(why.diagnosis, why.inventory, why.possible))
     return int(verdict.severity)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from probe.cli.common import add_db, domain, endpoint, positive_int, seconds
+from probe.cli.common import add_db, domain, endpoint, non_negative_int, positive_int, seconds
 from probe.cli.hardening import (
     access_from,
     add_client_security,
@@ -83,6 +83,13 @@ def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) 
         default=default.step_timeout_s,
         help=describe("step_timeout_s"),
     )
+    p.add_argument(
+        "--breaker",
+        type=non_negative_int,
+        default=default.breaker,
+        metavar="N",
+        help=describe("breaker"),
+    )
     patience, thresholds = Patience(), Thresholds()
     p.add_argument(
         "--settle",
@@ -142,6 +149,7 @@ def settings_from(args: argparse.Namespace) -> ProbeSettings:
         per_session=args.per_session,
         notification_gap_s=args.notification_gap,
         step_timeout_s=args.step_timeout,
+        breaker=args.breaker,
         max_rate=args.max_rate,
         control=args.control,
     )

@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             outcome = asyncio.run(rehearse(ledger, "first-only", args.count))
             why = diagnose_and_keep(ledger, outcome, installed)
         print(to_text(outcome.record, outcome.verdict, outcome.elapsed_s))
-        print(diagnosis_text(why.diagnosis, why.inventory), end="\n\n")
+        print(diagnosis_text(why.diagnosis, why.inventory, why.possible), end="\n\n")
         failures += outcome.verdict.pattern is not Pattern.FIRST_ONLY
         first_only_run = outcome.record.run.run_id
 

@@ -23,7 +23,9 @@ def add_parser(subparsers, parents) -> None:
         description="An SMTP relay with deterministic faults. Modes: healthy, "
         "first-only[:drop|4xx|5xx], drop-after-k:K, intermittent:P, slow:SECONDS, "
         "batch:SECONDS (a queue runner: the first at once, the rest every SECONDS), "
-        "queue-per-session:K[:W], duplicate, reject, down.",
+        "queue-per-session:K[:W], duplicate, reject, "
+        "stall:PHASE (silent from that phase on: greeting, ehlo, mail, rcpt, data, end_of_data), "
+        "down.",
     )
     p.add_argument("--listen", type=endpoint, default=endpoint("127.0.0.1:2526"))
     p.add_argument("--relay", type=endpoint, default=endpoint("127.0.0.1:2525"))

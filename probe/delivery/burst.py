@@ -21,14 +21,18 @@ import aiosmtplib
 from aiosmtplib import SMTP
 
 from probe.correlation import TokenKey, recipient_for, sender_for, split_address
+from probe.delivery.breaker import CircuitBreaker
 from probe.delivery.credentials import REDACTED, hide_secret
 from probe.delivery.settings import BurstSettings
 from probe.delivery.tls import ClientSecurity
 from probe.errors import ProbeError
-from probe.records import Endpoint, ErrorKind, SmtpReply, Step, Submission
+from probe.records import Endpoint, ErrorKind, SmtpPhase, SmtpReply, Step, Submission
 
 ResultCallback = Callable[[int, Submission], None]
+SkipCallback = Callable[[int, str], None]  # seq, why it was not attempted
 _BASE64ISH = re.compile(r"[A-Za-z0-9+/]{12,}={0,2}")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 def ensure_probe_recipient(rcpt: str, domain: str) -> None:
@@ -102,48 +106,62 @@ class Sender:
             steps.append(Step(at=time.time(), command=command, reply=reply))
             return reply
 
+        async def failed(
+            stage: str, phase: SmtpPhase, exc: BaseException, error: str
+        ) -> Submission:
+            """No SMTP reply to judge: the error, and the phase when the gateway went silent."""
+            steps.append(Step(at=time.time(), command=_command(phase), error=error))
+            await self._drop()
+            kind = _error_kind(exc, stage)
+            stalled_at = phase if kind is ErrorKind.TIMEOUT else None
+            return Submission(started, time.time(), stage, error=error, error_kind=kind,
+                              steps=tuple(steps), stalled_at=stalled_at)  # fmt: skip
+
+        phase = SmtpPhase.CONNECT
         try:
             smtp = self._smtp
             if smtp is None or not smtp.is_connected:
                 smtp = await self._open(reply_step, steps)
-            stage = "mail"
+            stage, phase = "mail", SmtpPhase.MAIL
             reply_step(f"MAIL FROM:<{mail_from}>", await smtp.mail(mail_from))
-            stage = "rcpt"
+            stage, phase = "rcpt", SmtpPhase.RCPT
             reply_step(f"RCPT TO:<{rcpt}>", await smtp.rcpt(rcpt))
-            stage = "data"
-            reply = reply_step(f"DATA ({len(message)} bytes)", await smtp.data(message))
+            stage, phase = "data", SmtpPhase.DATA
+            reply_step("DATA", _expect(await smtp.execute_command(b"DATA"), 354))
+            phase = SmtpPhase.END_OF_DATA
+            reply = reply_step(
+                f"message ({len(message)} bytes) and .", await self._end_of_data(smtp, message)
+            )
         except _Opening as opening:
             stage, exc = opening.stage, opening.error
             if isinstance(exc, aiosmtplib.SMTPResponseException):
                 reply = SmtpReply.parse(exc.code, self._scrub(exc.message, stage))
-                steps.append(Step(at=time.time(), command=_command(stage), reply=reply))
+                steps.append(Step(at=time.time(), command=_command(opening.phase), reply=reply))
                 await self._drop()
                 return Submission(started, time.time(), stage, reply=reply, steps=tuple(steps))
-            error = self._scrub(_error_text(exc), stage)
-            steps.append(Step(at=time.time(), command=_command(stage), error=error))
-            await self._drop()
-            return Submission(
-                started,
-                time.time(),
-                stage,
-                error=error,
-                error_kind=_error_kind(exc, stage),
-                steps=tuple(steps),
-            )
+            return await failed(stage, opening.phase, exc, self._scrub(_error_text(exc), stage))
         except aiosmtplib.SMTPResponseException as exc:
             reply = SmtpReply.parse(exc.code, self._scrub(exc.message, stage))
             steps.append(Step(at=time.time(), command=stage.upper(), reply=reply))
             await self._recover(reply.code)
             return Submission(started, time.time(), stage, reply=reply, steps=tuple(steps))
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as exc:
-            kind = _error_kind(exc, stage)
-            error = self._scrub(_error_text(exc), stage)
-            steps.append(Step(at=time.time(), command=stage.upper(), error=error))
-            await self._drop()
-            return Submission(
-                started, time.time(), stage, error=error, error_kind=kind, steps=tuple(steps)
-            )
+            return await failed(stage, phase, exc, self._scrub(_error_text(exc), stage))
         return Submission(started, time.time(), stage, reply=reply, steps=tuple(steps))
+
+    async def _end_of_data(self, smtp: SMTP, message: bytes) -> aiosmtplib.SMTPResponse:
+        """The message and its final dot, then the gateway's verdict on it.
+
+        aiosmtplib's `data()` sends DATA and the message in one call, so a stall before the 354
+        and a stall after the message look the same; sending the message here names the phase.
+        """
+        if smtp.protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Server not connected")
+        body = _LEADING_DOT.sub(b"..", _LINE_END.sub(b"\r\n", message))
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        smtp.protocol.write(body + b".\r\n")
+        return _expect(await smtp.protocol.read_response(timeout=self.timeout), 250)
 
     async def _open(self, reply_step, steps: list[Step]) -> SMTP:
         """Connect, greet, secure and authenticate: one new session ready for MAIL.
@@ -176,9 +194,9 @@ class Sender:
                 stage = "auth"
                 response = await _login(smtp, security.user, security.password.reveal())
                 reply = SmtpReply.parse(response.code, self._scrub(response.message, stage))
-                steps.append(Step(at=time.time(), command=_command(stage), reply=reply))
+                steps.append(Step(at=time.time(), command=_command(SmtpPhase.AUTH), reply=reply))
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
-            raise _Opening(stage, exc) from exc
+            raise _Opening(stage, _opening_phase(stage, exc), exc) from exc
         return smtp
 
     def _scrub(self, text: str, stage: str) -> str:
@@ -222,18 +240,21 @@ async def send_burst(
     domain: str,
     key: TokenKey,
     on_result: ResultCallback,
+    on_skipped: SkipCallback | None = None,
     security: ClientSecurity | None = None,
     paced: bool = True,
 ) -> None:
     """Send notifications 1..count over `concurrency` connections at a time, `per_session` per
     SMTP session, spaced by the gap between notifications and never faster than the rate cap
-    in all. `paced=False` only for the benchmark: it measures the engine's own speed, apart
-    from that policy."""
+    in all; once the circuit breaker opens, the notifications not yet started go to
+    `on_skipped` with the reason instead. `paced=False` only for the benchmark: it measures
+    the engine's own speed, apart from that policy."""
     date = formatdate(localtime=True)
     mail_from = sender_for(run_id, domain)
     next_seq = iter(range(1, settings.count + 1))
     spacing = settings.spacing_s if paced else 0.0
     session_ids = itertools.count(1)  # shared: sessions are numbered across connections
+    breaker = CircuitBreaker(settings.breaker)
     t0 = time.monotonic()
 
     async def worker() -> None:
@@ -247,16 +268,23 @@ async def send_burst(
         )
         try:
             for seq in next_seq:
-                if spacing > 0:
+                if spacing > 0 and not breaker.open:
                     delay = t0 + (seq - 1) * spacing - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
+                if breaker.reason is not None:
+                    if on_skipped is not None:
+                        on_skipped(seq, breaker.reason)
+                    continue
                 token = key.token(run_id, seq)
                 rcpt = recipient_for(token, domain)
                 ensure_probe_recipient(rcpt, domain)
                 message = compose(token, run_id, seq, settings.count, domain, date)
+                breaker.started(seq)
                 result = await sender.submit(mail_from, rcpt, message)
+                breaker.record(seq, result)
                 on_result(seq, result)
+                await breaker.hold(result)
         finally:
             await sender.close()
 
@@ -289,16 +317,38 @@ async def _login(smtp: SMTP, user: str, password: str) -> aiosmtplib.SMTPRespons
 
 
 class _Opening(Exception):
-    """A failure while opening a session, with the step it happened in."""
+    """A failure while opening a session, with the step and the phase it happened in."""
 
-    def __init__(self, stage: str, error: BaseException):
+    def __init__(self, stage: str, phase: SmtpPhase, error: BaseException):
         super().__init__(stage)
         self.stage = stage
+        self.phase = phase
         self.error = error
 
 
-def _command(stage: str) -> str:
-    return "AUTH [redacted]" if stage == "auth" else stage.upper()
+def _opening_phase(stage: str, exc: BaseException) -> SmtpPhase:
+    """aiosmtplib's connect() covers the TCP handshake and the banner; a wait for the banner
+    that timed out is the one whose cause is a read timeout."""
+    if stage == "connect":
+        waited_for_banner = isinstance(exc.__cause__, aiosmtplib.SMTPTimeoutError)
+        return SmtpPhase.GREETING if waited_for_banner else SmtpPhase.CONNECT
+    return SmtpPhase(stage)
+
+
+def _expect(response: aiosmtplib.SMTPResponse, code: int) -> aiosmtplib.SMTPResponse:
+    if response.code != code:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
+    return response
+
+
+def _command(phase: SmtpPhase) -> str:
+    """The transcript's client line for a step that ended without a reply."""
+    special = {
+        SmtpPhase.AUTH: "AUTH [redacted]",
+        SmtpPhase.GREETING: "(connected, waiting for the greeting)",
+        SmtpPhase.END_OF_DATA: "message and .",
+    }
+    return special.get(phase, phase.label.upper())
 
 
 def _error_kind(exc: BaseException, stage: str) -> ErrorKind:

@@ -67,6 +67,7 @@ class ProbeSettings:
             "per_session": burst.per_session,
             "notification_gap_s": burst.notification_gap_s,
             "step_timeout_s": burst.step_timeout_s,
+            "breaker": burst.breaker,
             "own_sink": self.own_sink,
             "control": burst.control,
             "timeout_s": self.patience.timeout_s,
@@ -264,6 +265,9 @@ async def _probe(
         writer.record_submission(run_id, seq, submission)
         tracker.on_submission(seq, submission)
 
+    def on_skipped(seq: int, reason: str) -> None:
+        writer.record_not_attempted(run_id, seq, reason)
+
     burst = settings.burst
     await send_burst(
         burst,
@@ -273,6 +277,7 @@ async def _probe(
         key=ledger.token_key,
         on_result=on_result,
         security=settings.security,
+        on_skipped=on_skipped,
     )
     if burst.control:
         control = await send_control(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from probe.delivery.breaker import DEFAULT_BREAKER
 from probe.errors import UsageError
 
 DEFAULT_MAX_RATE = 200.0  # notifications per second, all connections together
@@ -37,7 +38,18 @@ class BurstSettings:
         default=0.0, metadata=_help("seconds between the starts of two notifications")
     )
     step_timeout_s: float = field(
-        default=10.0, metadata=_help("seconds allowed for each SMTP step")
+        default=10.0,
+        metadata=_help(
+            "longest wait for each SMTP reply; a gateway silent that long has stalled at that phase"
+        ),
+    )
+    breaker: int = field(
+        default=DEFAULT_BREAKER,
+        metadata=_help(
+            "circuit breaker: once N notifications in a row got no SMTP answer (stalled, "
+            "connection refused or reset), do not attempt the rest; they are recorded as not "
+            "attempted, neither refused nor lost (0: never stop)"
+        ),
     )
     max_rate: float = field(
         default=DEFAULT_MAX_RATE,
@@ -61,6 +73,8 @@ class BurstSettings:
                 f"max rate {self.max_rate:g}/s (--max-rate) must be above 0 and at most "
                 f"{MAX_RATE_CAP:g}"
             )
+        if self.breaker < 0:
+            raise UsageError(f"breaker {self.breaker} (--breaker) cannot be negative")
         if self.notification_gap_s < 0 or self.step_timeout_s <= 0:
             raise UsageError("the gap between notifications and the step timeout must be positive")
 

@@ -7,13 +7,14 @@ issues are TOML files in `signatures/`, read with `load_signatures`.
 
 from probe.diagnosis.gather import Explanation, Request, explain, prepare
 from probe.diagnosis.restarts import ProcessStart
-from probe.diagnosis.rules import Confidence, Diagnosis
+from probe.diagnosis.rules import Confidence, Diagnosis, PossibleIssue, split
 from probe.diagnosis.signatures import Signature, TomlFields, load_signatures
 
 __all__ = [
     "Confidence",
     "Diagnosis",
     "Explanation",
+    "PossibleIssue",
     "ProcessStart",
     "Request",
     "Signature",
@@ -21,4 +22,5 @@ __all__ = [
     "explain",
     "load_signatures",
     "prepare",
+    "split",
 ]

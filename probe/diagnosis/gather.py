@@ -18,7 +18,7 @@ from probe.diagnosis.restarts import (
     load_history,
     record_starts,
 )
-from probe.diagnosis.rules import Diagnosis, RestartFacts, diagnose
+from probe.diagnosis.rules import Diagnosis, PossibleIssue, RestartFacts, diagnose, split
 from probe.diagnosis.signatures import Signature, load_signatures
 from probe.host import Inventory, NameMatcher, local_source, take_inventory
 from probe.ledger import Ledger
@@ -46,12 +46,14 @@ class Prepared:
 @dataclass(frozen=True)
 class Explanation:
     inventory: Inventory | None
-    diagnosis: Diagnosis | None
+    diagnosis: Diagnosis | None  # medium or high confidence only
     restarts: RestartFacts
+    possible: tuple[PossibleIssue, ...] = ()  # low-confidence matches: one line each
 
     def json_fields(self) -> dict[str, Any]:
         return {
             "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
+            "possible_known_issues": [p.to_dict() for p in self.possible],
             "modules": self.inventory.to_dict() if self.inventory else None,
             "gateway_processes": [s.to_dict() for s in self.restarts.starts],
         }
@@ -85,8 +87,8 @@ def explain(
     inventory = None
     if request.module_names:
         inventory = take_inventory(local_source(), request.module_names, request.installed)
-    diagnosis = diagnose(outcome.verdict, inventory, prepared.signatures, restarts)
-    return Explanation(inventory, diagnosis, restarts)
+    diagnosis, possible = split(diagnose(outcome.verdict, inventory, prepared.signatures, restarts))
+    return Explanation(inventory, diagnosis, restarts, possible)
 
 
 def _instances(starts: tuple[ProcessStart, ...]) -> set[tuple[int, float]]:

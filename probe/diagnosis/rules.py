@@ -4,6 +4,11 @@
 gateway restart facts and the signatures, and names at most one cause with a confidence, the
 evidence lines behind it and the signature's remediation. Nothing wrong with the mail flow and
 no old copy loaded → no diagnosis.
+
+Only a medium or high confidence is a diagnosis worth a cause and a remediation: a symptom that
+matches a known issue with no module evidence behind it is a *possible* known issue, one line
+saying what evidence would confirm or rule it out (`split`). A support engineer handed a
+six-step remediation for a cause nothing points to goes down the wrong path.
 """
 
 from __future__ import annotations
@@ -52,6 +57,12 @@ class Diagnosis:
     remediation: tuple[str, ...]
     reference: str
     runbook: str
+    to_confirm: str = ""  # what evidence would confirm or rule it out (said when it is low)
+
+    @property
+    def firm(self) -> bool:
+        """Evidence points to it: worth its cause and remediation."""
+        return self.confidence >= Confidence.MEDIUM
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +75,35 @@ class Diagnosis:
             "reference": self.reference,
             "runbook": self.runbook,
         }
+
+
+@dataclass(frozen=True)
+class PossibleIssue:
+    """A known issue the symptom matches with no evidence behind it: one line, never a cause."""
+
+    signature: str
+    title: str
+    to_confirm: str
+
+    @property
+    def line(self) -> str:
+        confirm = f": {self.to_confirm}" if self.to_confirm else ""
+        return f"[{self.signature}] {self.title} (low confidence){confirm}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"signature": self.signature, "title": self.title, "confidence": "low",
+                "to_confirm": self.to_confirm}  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PossibleIssue:
+        return cls(str(data["signature"]), str(data["title"]), str(data.get("to_confirm", "")))
+
+
+def split(diagnosis: Diagnosis | None) -> tuple[Diagnosis | None, tuple[PossibleIssue, ...]]:
+    """A firm diagnosis, or the possible known issue a low-confidence match amounts to."""
+    if diagnosis is None or diagnosis.firm:
+        return diagnosis, ()
+    return None, (PossibleIssue(diagnosis.signature, diagnosis.title, diagnosis.to_confirm),)
 
 
 def diagnose(
@@ -124,7 +164,7 @@ def _judge(
     finding = restarts.history
     if sig.first_after_restart and finding is not None and finding.matches:
         confidence = Confidence(min(Confidence.HIGH, confidence + 1))
-    return _diagnosis(sig, confidence, because)
+    return _diagnosis(sig, confidence, because, _to_confirm(sig, inventory))
 
 
 def covers(sig: Signature, hit: ModuleHit) -> bool:
@@ -156,6 +196,28 @@ def _more(hits: Sequence[ModuleHit]) -> list[str]:
     return [f"… and {extra} more process(es) with an old copy"] if extra > 0 else []
 
 
+def _to_confirm(sig: Signature, inventory: Inventory | None) -> str:
+    if inventory is None or not inventory.scanned:
+        if sig.confirm:
+            return sig.confirm
+        module = sig.modules[0] if sig.modules else "NAME"
+        return (
+            f"run again on the gateway host with --module {module} --installed PATH: an old "
+            "copy loaded confirms it, none rules it out"
+        )
+    names = ", ".join(sig.modules) or ", ".join(sig.directories)
+    unread = (
+        f"; {inventory.denied} process(es) could not be read: run as Administrator or root to "
+        "rule it out"
+        if inventory.denied
+        else ""
+    )
+    return (
+        f"no old copy of {names} is loaded ({inventory.scanned} processes scanned), which "
+        f"points away from it{unread}"
+    )
+
+
 def _no_old_copy_line(sig: Signature, inventory: Inventory | None) -> str:
     names = ", ".join(sig.modules) or ", ".join(sig.directories)
     if inventory is None:
@@ -183,7 +245,9 @@ def _restart_lines(restarts: RestartFacts) -> list[str]:
     return lines
 
 
-def _diagnosis(sig: Signature, confidence: Confidence, because: list[str]) -> Diagnosis:
+def _diagnosis(
+    sig: Signature, confidence: Confidence, because: list[str], to_confirm: str = ""
+) -> Diagnosis:
     return Diagnosis(
         signature=sig.id,
         title=sig.title,
@@ -193,4 +257,5 @@ def _diagnosis(sig: Signature, confidence: Confidence, because: list[str]) -> Di
         remediation=sig.remediation,
         reference=sig.reference,
         runbook=sig.runbook,
+        to_confirm=to_confirm,
     )

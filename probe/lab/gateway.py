@@ -3,16 +3,17 @@
 It stores and forwards like a real notification gateway (answers 250, then relays in the
 background) and can misbehave on purpose: relay only the first message after start (the
 MPNotifyPerf.dll symptom), drop after k, lose a seeded random share, delay, deliver in batches
-like a queue runner, duplicate, refuse everything, not listen at all, or hold every message after
-the K-th of an SMTP session for a queue runner, as Exim does after
-`smtp_accept_queue_per_connection`. `--rewrite` rebuilds each message from a template the way
-gateways do, so the token has to survive on its own.
+like a queue runner, duplicate, refuse everything, fall silent at a chosen SMTP phase, not listen
+at all, or hold every message after the K-th of an SMTP session for a queue runner, as Exim does
+after `smtp_accept_queue_per_connection`. `--rewrite` rebuilds each message from a template the
+way gateways do, so the token has to survive on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hmac
 import random
 import weakref
@@ -27,7 +28,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from probe.delivery import Secret, Sender
 from probe.errors import ProbeError, UsageError
-from probe.records import Endpoint
+from probe.records import Endpoint, SmtpPhase
 
 log = structlog.get_logger("notifyprobe.lab")
 
@@ -35,26 +36,32 @@ _Queued = tuple[str, tuple[str, ...], bytes]  # envelope sender, recipients, mes
 STOP_TIMEOUT_S = 5.0
 
 MODES = ("healthy", "first-only", "drop-after-k", "intermittent", "slow", "batch", "duplicate",
-         "reject", "down", "queue-per-session")  # fmt: skip
+         "reject", "stall", "down", "queue-per-session")  # fmt: skip
 DEFAULT_QUEUE_RUN_S = 20.0  # `queue-per-session:K` without W: a queue runner every 20 s
+STALL_PHASES = (SmtpPhase.GREETING, SmtpPhase.EHLO, SmtpPhase.MAIL, SmtpPhase.RCPT,
+                SmtpPhase.DATA, SmtpPhase.END_OF_DATA)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class FaultMode:
     """A parsed `--mode`: `first-only[:drop|4xx|5xx]`, `drop-after-k:K`, `intermittent:P`,
-    `slow:SECONDS`, `batch:SECONDS`, `queue-per-session:K[:W]`, or one of `healthy`,
-    `duplicate`, `reject`, `down`.
+    `slow:SECONDS`, `batch:SECONDS`, `queue-per-session:K[:W]`, `stall:PHASE`, or one of
+    `healthy`, `duplicate`, `reject`, `down`.
 
     `batch:W` is a queue runner that wakes at most every W s: the first notification goes out
     at once, the ones accepted meanwhile wait for the next run, W s later.
     `queue-per-session:K[:W]` holds messages after the K-th of a session; a queue runner
-    delivers them every W s."""
+    delivers them every W s. `stall:PHASE` falls silent from that SMTP phase on."""
 
     name: str
     k: int = 0
     probability: float = 0.0
     delay_s: float = 0.0  # slow: each message; batch: between two queue runs
     refusal: str = "drop"  # first-only: drop (accept and lose), 4xx or 5xx
+    stall_at: SmtpPhase | None = None  # stall: the phase where it stops answering
+
+    def stalls(self, phase: SmtpPhase) -> bool:
+        return self.name == "stall" and self.stall_at is phase
 
     @classmethod
     def parse(cls, text: str) -> FaultMode:
@@ -79,12 +86,17 @@ class FaultMode:
                 every_s = float(run_every) if run_every else DEFAULT_QUEUE_RUN_S
                 if int(k) >= 1 and every_s > 0:
                     return cls(name, k=int(k), delay_s=every_s)
+            if name == "stall":
+                phase = SmtpPhase(arg.replace("-", "_"))
+                if phase not in STALL_PHASES:
+                    raise ValueError(f"stall takes {', '.join(p.value for p in STALL_PHASES)}")
+                return cls(name, stall_at=phase)
         except ValueError as exc:
             raise UsageError(f"bad lab mode {text!r}: {exc}") from None
         raise UsageError(
             f"bad lab mode {text!r}: use healthy, first-only[:drop|4xx|5xx], drop-after-k:K, "
-            "intermittent:P, slow:SECONDS, batch:SECONDS, queue-per-session:K[:W], duplicate, "
-            "reject or down"
+            "intermittent:P, slow:SECONDS, batch:SECONDS, queue-per-session:K[:W], stall:PHASE, "
+            "duplicate, reject or down"
         )
 
 
@@ -185,6 +197,8 @@ class LabGateway:
         self._in_session: weakref.WeakKeyDictionary[Session, int] = weakref.WeakKeyDictionary()
         self._held: list[_Queued] = []  # for the next queue run (queue-per-session)
         self._server: asyncio.base_events.Server | None = None
+        self._stopping = asyncio.Event()
+        self._silent: set[asyncio.StreamWriter] = set()
         self.relayed = 0
 
     def _authenticate(
@@ -198,8 +212,25 @@ class LabGateway:
         )
         return AuthResult(success=ok, handled=False)
 
+    async def hang(self, phase: SmtpPhase) -> None:
+        """The `stall` fault: at its phase, say nothing until the gateway stops."""
+        if self.mode.stalls(phase):
+            await self._stopping.wait()
+
+    async def _silent_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        """`stall:greeting`: take the connection, never send the banner."""
+        self._silent.add(writer)
+        try:
+            with contextlib.suppress(ConnectionError):
+                while await reader.read(4096):  # whatever the client says goes unanswered
+                    pass
+        finally:
+            self._silent.discard(writer)
+            writer.close()
+
     # aiosmtpd handler hooks
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        await self.hang(SmtpPhase.END_OF_DATA)
         self._received += 1
         self._in_session[session] = in_session = self._in_session.get(session, 0) + 1
         action = decide(self.mode, self._received, self._rng, in_session)
@@ -277,13 +308,18 @@ class LabGateway:
 
         def factory() -> SMTP:
             if self.auth is None:
-                return SMTP(self, hostname="lab-gateway", ident="notifyprobe lab gateway")
-            return SMTP(self, hostname="lab-gateway", ident="notifyprobe lab gateway",
-                        authenticator=self._authenticate, auth_required=True,
-                        auth_require_tls=False)  # fmt: skip
+                return _LabSMTP(self, hostname="lab-gateway", ident="notifyprobe lab gateway")
+            return _LabSMTP(self, hostname="lab-gateway", ident="notifyprobe lab gateway",
+                            authenticator=self._authenticate, auth_required=True,
+                            auth_require_tls=False)  # fmt: skip
 
         try:
-            self._server = await loop.create_server(factory, self.listen.host, self.listen.port)
+            if self.mode.stalls(SmtpPhase.GREETING):
+                self._server = await asyncio.start_server(
+                    self._silent_session, self.listen.host, self.listen.port
+                )
+            else:
+                self._server = await loop.create_server(factory, self.listen.host, self.listen.port)
         except OSError as exc:
             raise ProbeError(
                 f"lab gateway cannot listen on {self.listen}: {exc.strerror}"
@@ -301,6 +337,9 @@ class LabGateway:
         return self
 
     async def stop(self) -> None:
+        self._stopping.set()
+        for writer in list(self._silent):
+            writer.close()
         for task in [*self._delayed, *([self._batch_runner] if self._batch_runner else [])]:
             task.cancel()
         if self._server is not None:
@@ -319,6 +358,28 @@ class LabGateway:
         await self.stop()
 
 
+class _LabSMTP(SMTP):
+    """aiosmtpd's server, silent before answering EHLO, MAIL, RCPT or DATA in `stall` mode."""
+
+    event_handler: LabGateway
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        await self.event_handler.hang(SmtpPhase.EHLO)
+        await super().smtp_EHLO(hostname)
+
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        await self.event_handler.hang(SmtpPhase.MAIL)
+        await super().smtp_MAIL(arg)
+
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        await self.event_handler.hang(SmtpPhase.RCPT)
+        await super().smtp_RCPT(arg)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        await self.event_handler.hang(SmtpPhase.DATA)
+        await super().smtp_DATA(arg)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on right now (used for `down` and for the demo's sockets)."""
     import socket
@@ -328,4 +389,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-__all__ = ["MODES", "Action", "FaultMode", "LabGateway", "decide", "free_port", "rewrite"]
+__all__ = [
+    "MODES",
+    "STALL_PHASES",
+    "Action",
+    "FaultMode",
+    "LabGateway",
+    "decide",
+    "free_port",
+    "rewrite",
+]

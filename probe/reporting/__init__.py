@@ -7,7 +7,7 @@ the ledger beside its rows (`keep_artifacts`, read back as `RunEvidence`), and r
 
 from probe.reporting.artifacts import RunEvidence, keep_artifacts, load_evidence
 from probe.reporting.bundle import BundleResult, make_bundle
-from probe.reporting.nagios import PluginThresholds, plugin_result, unknown_line
+from probe.reporting.nagios import PluginThresholds, diagnosis_lines, plugin_result, unknown_line
 from probe.reporting.redact import KINDS, clean_argv, secret_values_in_argv
 from probe.reporting.text import diagnosis_text, revision_text, to_json, to_text
 
@@ -17,6 +17,7 @@ __all__ = [
     "PluginThresholds",
     "RunEvidence",
     "clean_argv",
+    "diagnosis_lines",
     "diagnosis_text",
     "keep_artifacts",
     "load_evidence",

@@ -13,7 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from probe.diagnosis import Confidence, Diagnosis, Explanation, ProcessStart
+from probe.diagnosis import (
+    Confidence,
+    Diagnosis,
+    Explanation,
+    PossibleIssue,
+    ProcessStart,
+    split,
+)
 from probe.host import HostFacts, collect_facts
 from probe.ledger import Ledger
 from probe.records import RunRecord
@@ -82,6 +89,7 @@ class StoredExplanation:
     """The diagnosis side of a run as `burst` saw it (None/empty when not taken)."""
 
     diagnosis: Diagnosis | None = None
+    possible: tuple[PossibleIssue, ...] = ()
     inventory: InventoryView | None = None
     gateway_processes: tuple[ProcessStart, ...] = ()
     modules_json: dict[str, Any] | None = None  # Inventory.to_dict(), kept whole for modules.json
@@ -111,8 +119,11 @@ class StoredExplanation:
             ProcessStart(str(p["kind"]), str(p["name"]), int(p["pid"]), float(p["started_at"]))
             for p in data.get("gateway_processes", [])
         )
+        diagnosis, demoted = split(diagnosis)  # a run kept before low matches became one line
+        kept = tuple(PossibleIssue.from_dict(p) for p in data.get("possible_known_issues", []))
         return cls(
             diagnosis=diagnosis,
+            possible=demoted + kept,
             inventory=InventoryView.from_dict(modules) if modules else None,
             gateway_processes=starts,
             modules_json=modules,
@@ -121,6 +132,7 @@ class StoredExplanation:
     def json_fields(self) -> dict[str, Any]:
         return {
             "diagnosis": self.diagnosis.to_dict() if self.diagnosis else None,
+            "possible_known_issues": [p.to_dict() for p in self.possible],
             "modules": self.modules_json,
             "gateway_processes": [s.to_dict() for s in self.gateway_processes],
         }

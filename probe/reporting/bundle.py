@@ -212,7 +212,9 @@ def transcript_text(record: RunRecord, n: Notification, sink_rows: Sequence[dict
     lines = [f"{what} seq {n.seq} · token {n.token} · run {run.run_id}", ""]
     lines.append(f"client side (probe → {target})")
     s = n.submission
-    if s is None:
+    if s is None and n.not_attempted:
+        lines.append(f"  not attempted: {n.not_attempted}")
+    elif s is None:
         lines.append("  never submitted (the run ended before this notification)")
     else:
         commands = auth_safe([(st.command, st.reply.code if st.reply else None) for st in s.steps])

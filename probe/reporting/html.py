@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from probe import __version__
 from probe.delivery import SettleWindow
-from probe.records import Notification
+from probe.records import Notification, Submission
 from probe.reporting.artifacts import RunEvidence
 from probe.reporting.text import MEANING
 from probe.verdict import Severity, gateway_order
@@ -91,6 +91,7 @@ def render(ev: RunEvidence, clean: Clean) -> str:
         f'<p class="counts"><span>sent <b>{verdict.sent}</b></span>'
         f"<span>accepted <b>{verdict.accepted}</b></span>"
         f"<span>delivered <b>{verdict.delivered}</b></span>"
+        f"<span>not attempted <b>{verdict.not_attempted}</b></span>"
         f"<span>sink verified <b>{esc(_yes_no(verdict.sink_verified))}</b></span></p>",
         f"<p><b>What it means:</b> {esc(meaning)}</p>",
         *(
@@ -122,10 +123,15 @@ def _diagnosis(ev: RunEvidence, esc: Callable[[object], str], action: str) -> li
     d = ev.explanation.diagnosis
     out = ['<h2 id="diagnosis">Diagnosis</h2>']
     if d is None:
+        possible = ev.explanation.possible
         out += [
-            '<div class="diagnosis"><p>No known issue matches this run.</p>',
+            '<div class="diagnosis"><p>No known issue matches this run with evidence.</p>',
+            *(['<p id="possible">Possible known issues (the symptom matches, no evidence points '
+               'there):</p><ul class="because">'] if possible else []),
+            *(f"<li>{esc(p.line)}</li>" for p in possible),
+            *(["</ul>"] if possible else []),
             f"<p><b>What to do:</b> {esc(action)}</p></div>",
-        ]
+        ]  # fmt: skip
         return out
     out += [
         '<div class="diagnosis">',
@@ -206,7 +212,9 @@ def _notifications_table(
     for n in notifications[:MAX_ROWS]:
         s = n.submission
         submitted = f"+{s.started_at - t0:.3f} s" if s else "never"
-        reply = s.describe() if s else ""
+        reply = (
+            s.describe() if s else f"not attempted: {n.not_attempted}" if n.not_attempted else ""
+        )
         delivered = f"+{n.delivered_at - t0:.3f} s" if n.delivered_at is not None else "lost"
         latency = f"{n.latency_s:.3f} s" if n.latency_s is not None else ""
         label = "0 (control)" if n.is_control else str(n.seq)
@@ -289,7 +297,8 @@ def _row(n: Notification, y: float, x: Callable[[float], float], t0: float,
     s = n.submission
     end_x = WIDTH - RIGHT + 10
     if s is None:
-        return [f'<text x="{end_x}" y="{y + 4}" fill="#57606a">never submitted</text>']
+        why = "not attempted (circuit breaker)" if n.not_attempted else "never submitted"
+        return [f'<text x="{end_x}" y="{y + 4}" fill="#57606a">{why}</text>']
     xs, xf = x(s.started_at), x(s.finished_at)
     out = [
         f'<line x1="{xs}" y1="{y}" x2="{xf}" y2="{y}" stroke="#8c959f" stroke-width="2"/>',
@@ -305,7 +314,7 @@ def _row(n: Notification, y: float, x: Callable[[float], float], t0: float,
         out.append(
             f'<path d="M{xf - 5} {y - 5}L{xf + 5} {y + 5}M{xf - 5} {y + 5}L{xf + 5} {y - 5}" '
             f'stroke="#cf222e" stroke-width="2.5"><title>'
-            f"{esc(f'refused at +{s.finished_at - t0:.3f} s: {s.describe()}')}</title></path>"
+            f"{esc(f'{_failure(s)} at +{s.finished_at - t0:.3f} s: {s.describe()}')}</title></path>"
         )
     if n.delivered_at is not None:
         xd = x(n.delivered_at)
@@ -364,6 +373,10 @@ def _verdict_marks(
     return out
 
 
+def _failure(s: Submission) -> str:
+    return "refused" if s.answered else "stalled" if s.stalled else "failed"
+
+
 def _legend() -> str:
     y = 18
     return (
@@ -373,7 +386,7 @@ def _legend() -> str:
         f'<text x="{LEFT + 106}" y="{y + 4}">accepted by the gateway</text>'
         f'<path d="M{LEFT + 271} {y - 5}L{LEFT + 281} {y + 5}M{LEFT + 271} {y + 5}L{LEFT + 281} '
         f'{y - 5}" stroke="#cf222e" stroke-width="2.5"/>'
-        f'<text x="{LEFT + 290}" y="{y + 4}">refused / error</text>'
+        f'<text x="{LEFT + 290}" y="{y + 4}">refused / stalled</text>'
         f'<path d="M{LEFT + 406} {y - 6}L{LEFT + 412} {y}L{LEFT + 406} {y + 6}L{LEFT + 400} {y}Z" '
         'fill="#1a7f37"/>'
         f'<text x="{LEFT + 420}" y="{y + 4}">delivered to the sink</text>'

@@ -8,8 +8,10 @@ plugin format `'label'=value[UOM];warn;crit;min;max`. Pure formatting: no clock,
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from probe.diagnosis import Diagnosis, PossibleIssue
 from probe.records import RunRecord
 from probe.verdict import Severity, Verdict
 
@@ -139,6 +141,16 @@ def plugin_result(
         summary += "; " + ", ".join(crossed)
     return PluginResult(state, f"NOTIFYPROBE {STATE_WORD[state]} - {_clean(summary)} | "
                                f"{perfdata(m, warning, critical)}")  # fmt: skip
+
+
+def diagnosis_lines(diagnosis: Diagnosis | None, possible: Sequence[PossibleIssue]) -> list[str]:
+    """The plugin's long output (lines after the first): a firm diagnosis in one line with its
+    runbook, or each possible known issue in one line with what would confirm it."""
+    if diagnosis is not None:
+        return [_clean(f"diagnosis: [{diagnosis.signature}] {diagnosis.title} "
+                       f"({diagnosis.confidence.word} confidence): {diagnosis.cause}; "
+                       f"what to do: {diagnosis.runbook}")]  # fmt: skip
+    return [_clean(f"possible known issue: {p.line}") for p in possible]
 
 
 def unknown_line(message: str) -> str:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from probe.delivery import INSECURE_WARNING, SettleWindow
-from probe.diagnosis import Diagnosis
+from probe.diagnosis import Diagnosis, PossibleIssue
 from probe.host import Inventory
 from probe.records import Notification, Run, RunRecord
 from probe.verdict import Pattern, Revision, Severity, Verdict
@@ -48,9 +49,18 @@ MEANING: dict[Pattern, tuple[str, str]] = {
         "No SMTP session could be opened with the gateway.",
         "Check that the gateway service runs and listens on that address.",
     ),
+    Pattern.GATEWAY_STALLED: (
+        "The gateway took the connection, then stopped answering at the SMTP phase the evidence "
+        "names: it is hung (a blocked queue, a deadlocked service, a backend it waits on), it "
+        "did not refuse anything.",
+        "Check the gateway's service, queue and logs at that phase; restart it if it stays "
+        "silent and probe again. See docs/verdicts.md#gateway_stalled.",
+    ),
     Pattern.ALL_REJECTED: (
-        "The gateway answered but refused every notification.",
-        "Read the refusal replies in the evidence: relay rules, sender or recipient policy.",
+        "The gateway answered but accepted no notification: a temporary refusal (4xx) asks to "
+        "retry later, a permanent one (5xx) is policy or a hard failure.",
+        "Read the refusal replies in the evidence: 4xx, the gateway's queue or backend; 5xx, "
+        "relay rules, sender or recipient policy.",
     ),
     Pattern.SLOW: (
         "Everything arrived, but later than the threshold.",
@@ -81,6 +91,7 @@ def to_json(record: RunRecord, verdict: Verdict) -> dict[str, Any]:
         "sent": verdict.sent,
         "accepted": verdict.accepted,
         "delivered": verdict.delivered,
+        "not_attempted": verdict.not_attempted,
         "verdict": verdict.to_dict(),
         "settle": _window_json(run),
         "security": run.options.get("security"),
@@ -112,11 +123,13 @@ def _notification_json(n: Notification) -> dict[str, Any]:
         if s.reply is not None:
             submit.update(code=s.reply.code, enhanced=s.reply.enhanced, text=s.reply.text)
         else:
-            submit.update(error=s.error, kind=s.error_kind.value if s.error_kind else None)
+            submit.update(error=s.error, kind=s.error_kind.value if s.error_kind else None,
+                          stalled_at=s.stalled_at.value if s.stalled_at else None)  # fmt: skip
     return {
         "seq": n.seq,
         "token": n.token,
         "submit": submit,
+        "not_attempted": n.not_attempted,
         "delivered_at": n.delivered_at,
         "latency_s": round(n.latency_s, 6) if n.latency_s is not None else None,
         "copies": n.copies,
@@ -138,6 +151,7 @@ def to_text(
     """`db`: the ledger the run is in, for the command that judges it again."""
     run = record.run
     took = f" · {elapsed_s:.2f} s" if elapsed_s is not None else ""
+    skipped = f" · not attempted {verdict.not_attempted}" if verdict.not_attempted else ""
     meaning, action = MEANING[verdict.pattern]
     window = SettleWindow.from_options(run.options)
     rejudge = f"notifyprobe verdict {run.run_id}" + (f" --db {db}" if db is not None else "")
@@ -145,7 +159,7 @@ def to_text(
         f"notifyprobe run {run.run_id}: gateway {run.gateway} → sink {run.sink} ({run.domain})",
         *shape_line(run),
         f"  sent {verdict.sent} · accepted {verdict.accepted} · delivered {verdict.delivered}"
-        f"{took}",
+        f"{skipped}{took}",
         *([f"  settle window {window.describe()}"] if window is not None else []),
         *(f"  WARNING: {line}" for line in warnings(run)),
         "",
@@ -177,8 +191,13 @@ def shape_line(run: Run) -> list[str]:
     ]
 
 
-def diagnosis_text(diagnosis: Diagnosis | None, inventory: Inventory | None) -> str:
-    """The diagnosis section under a burst's verdict: the named cause, why, and what to do."""
+def diagnosis_text(
+    diagnosis: Diagnosis | None,
+    inventory: Inventory | None,
+    possible: Sequence[PossibleIssue] = (),
+) -> str:
+    """The diagnosis section under a burst's verdict: a firm diagnosis with its cause, why and
+    what to do; a low-confidence match only as one line under "possible known issues"."""
     lines = [""]
     if inventory is not None:
         old = inventory.old_copies
@@ -190,7 +209,10 @@ def diagnosis_text(diagnosis: Diagnosis | None, inventory: Inventory | None) -> 
                   f"{h.mapped_path}" for h in inventory.hits[:10]]  # fmt: skip
         lines.append("")
     if diagnosis is None:
-        lines.append("  Diagnosis: none (no known issue matches this run)")
+        lines.append("  Diagnosis: none (no known issue matches this run with evidence)")
+        if possible:
+            lines.append("  Possible known issues (the symptom matches, no evidence points there):")
+            lines += [f"    · {p.line}" for p in possible]
         return "\n".join(lines)
     lines += [
         f"  Diagnosis [{diagnosis.signature}] {diagnosis.title} — confidence "

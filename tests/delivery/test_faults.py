@@ -79,9 +79,11 @@ async def test_gateway_killed_mid_burst_is_degraded_and_every_notification_is_ac
     assert killed_at and killed_at[0] < 40
     assert verdict.pattern is Pattern.DEGRADED_AFTER_K, verdict.summary
     assert verdict.severity is Severity.CRITICAL and verdict.delivered >= 5
-    assert all(n.submission is not None for n in burst)  # every notification has its outcome
-    failed = [n.submission for n in burst if not n.submission.accepted]
+    # every notification has its outcome: sent, or left out by the circuit breaker with why
+    assert all((n.submission is None) == bool(n.not_attempted) for n in burst)
+    failed = [n.submission for n in burst if n.submission and not n.submission.accepted]
     assert failed and all(s.error_kind in (ErrorKind.REFUSED, ErrorKind.RESET) for s in failed)
+    assert verdict.not_attempted == sum(1 for n in burst if n.not_attempted)
     assert outcome.record.run.status == "done"
     assert integrity_ok(tmp_path / "died.sqlite3")
 

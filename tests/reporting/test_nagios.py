@@ -108,7 +108,7 @@ def test_bad_threshold_syntax_is_rejected(text):
         PluginThresholds.parse(text)
 
 
-def test_burst_format_nagios_prints_one_plugin_line_and_exits_with_its_state(tmp_path):
+def test_burst_format_nagios_prints_the_plugin_line_then_the_possible_issue_and_exits(tmp_path):
     from tests.test_cli import burst, free_port, service
 
     sink = free_port()
@@ -119,9 +119,13 @@ def test_burst_format_nagios_prints_one_plugin_line_and_exits_with_its_state(tmp
             "--warning", "loss=5%,latency=2s", "--critical", "loss=20%,latency=10s",
         )  # fmt: skip
     assert result.returncode == 2, result.stderr
-    (line,) = result.stdout.splitlines()
+    line, *long_output = result.stdout.splitlines()
     assert line.startswith("NOTIFYPROBE CRITICAL - first_only:")
     assert "'loss'=80%;5;20;0;100" in line
+    # no module inventory was asked for: the stale-DLL issue is only possible, in one line
+    (possible,) = long_output
+    assert possible.startswith("possible known issue: [000] ") and "(low confidence)" in possible
+    assert "--module MPNotifyPerf.dll --installed PATH" in possible and "|" not in possible
 
 
 def test_burst_format_nagios_says_unknown_on_stdout_when_the_probe_cannot_run(tmp_path):

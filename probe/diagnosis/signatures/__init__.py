@@ -38,6 +38,7 @@ class Signature:
     patterns: frozenset[Pattern]  # empty: the loaded modules alone are the evidence
     first_after_restart: bool
     symptoms: tuple[str, ...]
+    confirm: str = ""  # the evidence that confirms or rules it out when only the symptom matches
 
 
 def load_signatures(directory: Path | None = None) -> tuple[Signature, ...]:
@@ -84,6 +85,7 @@ def parse_signature(name: str, text: str) -> Signature:
         patterns=patterns,
         first_after_restart=symptoms.boolean("first_after_restart"),
         symptoms=symptoms.strings("text"),
+        confirm=fields.string("confirm") if "confirm" in data else "",
     )
     if not signature.remediation:
         raise ProbeError(f"signature {name}: remediation has no steps")
