@@ -86,7 +86,7 @@ def split_address(address: str) -> tuple[str, str]:
     return local, domain.lower().rstrip(".")
 
 
-def _unique(refs) -> list[TokenRef]:
+def _unique(refs: Iterable[TokenRef]) -> list[TokenRef]:
     seen: dict[TokenRef, None] = {}
     for ref in refs:
         seen.setdefault(ref, None)

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import platformdirs
 import structlog
@@ -185,11 +185,11 @@ class Ledger:
                 raise ProbeError(f"cannot write ledger {self.path}: {exc}") from exc
         return results
 
-    def write(self, op: Op) -> Any:
+    def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         result = self.apply([op])[0]
         if isinstance(result, Exception):
             raise ProbeError(f"cannot write ledger {self.path}: {result}")
-        return result
+        return cast(T, result)
 
     def create_run(self, run: Run, *, control: bool = True) -> None:
         self.write(partial(_insert_run, run, control))
@@ -335,7 +335,8 @@ class Ledger:
         rows = self._query("SELECT verdict FROM runs WHERE run_id = ?", (run_id,))
         if not rows or rows[0]["verdict"] is None:
             return None
-        return json.loads(rows[0]["verdict"])
+        verdict: dict[str, Any] = json.loads(rows[0]["verdict"])
+        return verdict
 
 
 class LedgerWriter:
@@ -352,9 +353,9 @@ class LedgerWriter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
         self._flusher: asyncio.Task[None] | None = None
 
-    def defer(self, op: Op) -> asyncio.Future[Any]:
+    def defer(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Queue `op`; the returned future resolves once it is committed."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((op, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
@@ -363,11 +364,15 @@ class LedgerWriter:
     async def write(self, op: Op) -> Any:
         return await self.defer(op)
 
-    def record_delivery(self, ref: TokenRef, found_in: str, message: ReceivedMessage):
+    def record_delivery(
+        self, ref: TokenRef, found_in: str, message: ReceivedMessage
+    ) -> asyncio.Future[bool]:
         """Queue one delivery; the future says True, or False when the token is unknown."""
         return self.defer(partial(_insert_delivery, ref, found_in, message))
 
-    def record_foreign(self, reason: str, message: ReceivedMessage, run_id: str | None = None):
+    def record_foreign(
+        self, reason: str, message: ReceivedMessage, run_id: str | None = None
+    ) -> asyncio.Future[None]:
         return self.defer(partial(_insert_foreign, reason, message, run_id))
 
     def record_submission(self, run_id: str, seq: int, submission: Submission) -> None:
@@ -465,7 +470,9 @@ def _insert_delivery(
     return False
 
 
-def _insert_foreign(reason: str, f: ReceivedMessage, run_id: str | None, conn) -> None:
+def _insert_foreign(
+    reason: str, f: ReceivedMessage, run_id: str | None, conn: sqlite3.Connection
+) -> None:
     conn.execute(
         "INSERT INTO foreign_messages (received_at, reason, run_id, peer, mail_from, rcpts,"
         " subject, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -492,7 +499,9 @@ def _put_artifact(run_id: str, name: str, content: str, conn: sqlite3.Connection
     )
 
 
-def _finish_run(run_id: str, status: str, finished_at: float, verdict: str | None, conn) -> None:
+def _finish_run(
+    run_id: str, status: str, finished_at: float, verdict: str | None, conn: sqlite3.Connection
+) -> None:
     conn.execute(
         "UPDATE runs SET status = ?, finished_at = ?, verdict = ? WHERE run_id = ?",
         (status, finished_at, verdict, run_id),

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
+from typing import Protocol
 
 from probe.records import Notification, RunRecord
 
@@ -66,6 +67,19 @@ class Verdict:
         }
 
 
+class _Judge(Protocol):
+    """`classify`'s closure that builds the verdict with the run's counts and context."""
+
+    def __call__(
+        self,
+        pattern: Pattern,
+        severity: Severity,
+        summary: str,
+        evidence: list[str],
+        **details: int,
+    ) -> Verdict: ...
+
+
 def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdict:
     """Judge a run from its notifications alone."""
     sent = gateway_order(n for n in record.burst if n.attempted)
@@ -76,10 +90,19 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
     sink_verified = None if control is None or not control.attempted else bool(control.copies)
     counts = {"sent": len(sent), "accepted": len(accepted), "delivered": len(delivered)}
 
-    def verdict(pattern: Pattern, severity: Severity, summary: str, evidence: list[str], **details):
+    def verdict(
+        pattern: Pattern, severity: Severity, summary: str, evidence: list[str], **details: int
+    ) -> Verdict:
         evidence = evidence + _context_lines(record, sink_verified)
-        return Verdict(pattern, severity, summary, tuple(evidence), **counts,
-                       sink_verified=sink_verified, details=details)  # fmt: skip
+        return Verdict(
+            pattern,
+            severity,
+            summary,
+            tuple(evidence),
+            **counts,
+            sink_verified=sink_verified,
+            details=details,
+        )
 
     if not sent:
         planned = len(record.burst)
@@ -129,9 +152,11 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
             Severity.WARNING,
             f"all {len(sent)} notifications delivered, but {len(slow)} took longer than "
             f"{thresholds.slow_after_s:g} s (slowest {slowest:.2f} s)",
-            [f"slower than {thresholds.slow_after_s:g} s: {seq_ranges(n.seq for n in slow)}",
-             latency_line],
-        )  # fmt: skip
+            [
+                f"slower than {thresholds.slow_after_s:g} s: {seq_ranges(n.seq for n in slow)}",
+                latency_line,
+            ],
+        )
     return verdict(
         Pattern.HEALTHY,
         Severity.OK,
@@ -159,7 +184,9 @@ def gateway_order(notifications: Iterable[Notification]) -> list[Notification]:
     return sorted(notifications, key=key)
 
 
-def _nothing_delivered(sent, accepted, verdict) -> Verdict:
+def _nothing_delivered(
+    sent: list[Notification], accepted: list[Notification], verdict: _Judge
+) -> Verdict:
     submissions = [n.submission for n in sent if n.submission]
     unreachable = [
         s
@@ -168,8 +195,9 @@ def _nothing_delivered(sent, accepted, verdict) -> Verdict:
         and (s.stage == "connect" or (s.error_kind is not None and s.error_kind.is_connect_failure))
     ]
     if len(unreachable) == len(sent):
-        reasons = Counter(f"{s.error_kind.value if s.error_kind else 'error'}: {s.error}"
-                          for s in unreachable)  # fmt: skip
+        reasons = Counter(
+            f"{s.error_kind.value if s.error_kind else 'error'}: {s.error}" for s in unreachable
+        )
         top, _ = reasons.most_common(1)[0]
         return verdict(
             Pattern.GATEWAY_UNREACHABLE,
@@ -193,7 +221,13 @@ def _nothing_delivered(sent, accepted, verdict) -> Verdict:
     )
 
 
-def _partial(sent, delivered, lost, thresholds: Thresholds, verdict) -> Verdict:
+def _partial(
+    sent: list[Notification],
+    delivered: list[Notification],
+    lost: list[Notification],
+    thresholds: Thresholds,
+    verdict: _Judge,
+) -> Verdict:
     k = len(delivered)
     is_prefix = all(n.copies for n in sent[:k])
     lost_accepted = [n for n in lost if n.submission and n.submission.accepted]
