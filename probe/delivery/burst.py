@@ -156,7 +156,9 @@ class Sender:
             await self.close()
         return Submission(started, time.time(), stage, reply=reply, steps=tuple(steps))
 
-    async def _open(self, reply_step, steps: list[Step]) -> SMTP:
+    async def _open(
+        self, reply_step: Callable[[str, aiosmtplib.SMTPResponse], SmtpReply], steps: list[Step]
+    ) -> SMTP:
         """Connect, greet, secure and authenticate: one new session ready for MAIL.
 
         Any failure comes out as `_Opening` naming the step (connect, ehlo, starttls, auth).

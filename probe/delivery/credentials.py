@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
 from probe.errors import UsageError
 
@@ -44,7 +45,7 @@ class Secret:
     def __hash__(self) -> int:
         return hash(self._value)
 
-    def __reduce__(self) -> object:  # no pickling a secret into an archive by accident
+    def __reduce__(self) -> NoReturn:  # no pickling a secret into an archive by accident
         raise TypeError("a Secret cannot be pickled")
 
 

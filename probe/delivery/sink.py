@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -76,7 +76,9 @@ class SinkHandler:
             tokens = await asyncio.to_thread(locate_tokens, list(envelope.rcpt_tos), content)
         else:
             tokens = locate_tokens(envelope.rcpt_tos, content)
-        writes = [self.writer.record_delivery(ref, where, message) for ref, where in tokens]
+        writes: list[Awaitable[bool | None]] = [
+            self.writer.record_delivery(ref, where, message) for ref, where in tokens
+        ]
         bounce_run = _bounce_run(envelope.rcpt_tos)
         if bounce_run is not None:
             writes.append(self.writer.record_foreign("bounce", message, bounce_run))

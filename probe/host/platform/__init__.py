@@ -12,10 +12,14 @@ import fnmatch
 import sys
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from probe.errors import ProbeError, UsageError
 from probe.host.pe import ModuleVersion
+
+if TYPE_CHECKING:
+    from probe.host.platform.linux import LinuxModules
+    from probe.host.platform.windows import WindowsModules
 
 T = TypeVar("T")
 
@@ -80,7 +84,9 @@ def _name_matches(name: str, pattern: str) -> bool:
 
 
 def _longest_literal(pattern: str) -> str:
-    runs, current, in_class = [], [], False
+    runs: list[str] = []
+    current: list[str] = []
+    in_class = False
     for c in pattern:
         if in_class:
             in_class = c != "]"
@@ -179,7 +185,7 @@ class HolderSource(Protocol):
 
 def local_holders() -> HolderSource:
     """The files-in-use source for the machine the probe runs on (same classes as modules)."""
-    return local_source()  # type: ignore[return-value]
+    return local_source()
 
 
 @dataclass(frozen=True)
@@ -209,7 +215,7 @@ def scan_processes(
     return found, ScanCounts(scanned, denied, vanished)
 
 
-def local_source() -> ModuleSource:
+def local_source() -> LinuxModules | WindowsModules:
     """The module source for the machine the probe runs on."""
     if sys.platform.startswith("linux"):
         from probe.host.platform.linux import LinuxModules

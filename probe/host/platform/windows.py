@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import ntpath
 import os
+import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,19 +75,22 @@ def modules_from_paths(
 
 def drive_devices() -> dict[str, str]:
     """Device name of each drive letter (QueryDosDeviceW), on Windows only."""
+    if sys.platform != "win32":
+        raise ProbeError("drive devices exist on Windows only")
     import ctypes
 
     devices: dict[str, str] = {}
     buffer = ctypes.create_unicode_buffer(1024)
     for letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
         drive = f"{letter}:"
-        if ctypes.windll.kernel32.QueryDosDeviceW(drive, buffer, len(buffer)):  # type: ignore[attr-defined]
+        if ctypes.windll.kernel32.QueryDosDeviceW(drive, buffer, len(buffer)):
             devices[buffer.value] = drive
     return devices
 
 
 class _WindowsPaths:
     platform = "windows"
+    devices: dict[str, str]  # each subclass's drive letter of each device name
 
     def same_path(self, a: str, b: str) -> bool:
         return ntpath.normcase(ntpath.normpath(a)) == ntpath.normcase(ntpath.normpath(b))
