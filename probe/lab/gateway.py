@@ -270,7 +270,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 __all__ = ["MODES", "Action", "FaultMode", "LabGateway", "decide", "free_port", "rewrite"]

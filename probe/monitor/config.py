@@ -274,7 +274,9 @@ class _Reader:
             )
         return caps
 
-    def target(self, index: int, raw: dict[str, Any], defaults: dict[str, Any], caps: Caps):
+    def target(
+        self, index: int, raw: dict[str, Any], defaults: dict[str, Any], caps: Caps
+    ) -> Target:
         where = f"[[target]] #{index + 1}"
         if isinstance(raw.get("name"), str):
             where = f"target {raw['name']!r}"

@@ -337,7 +337,7 @@ def _legend() -> str:
 def _nice_step(raw: float) -> float:
     if raw <= 0:
         return 1.0
-    power = 10 ** math.floor(math.log10(raw))
+    power: float = 10 ** math.floor(math.log10(raw))
     for mult in (1, 2, 5, 10):
         if raw <= mult * power:
             return mult * power

@@ -205,7 +205,8 @@ def win_norm(path: str, variables: dict[str, str] | None = None) -> str:
     for prefix in ("\\??\\", "\\\\?\\"):
         path = path.removeprefix(prefix)
     for name, value in (variables or {}).items():
-        path = re.sub(re.escape(f"%{name}%"), lambda _m, v=value: v, path, flags=re.IGNORECASE)
+        literal = value.replace("\\", "\\\\")  # a replacement template, with no escapes
+        path = re.sub(re.escape(f"%{name}%"), literal, path, flags=re.IGNORECASE)
     path = re.sub(r"\\+", r"\\", path)
     return ntpath.normcase(path).rstrip("\\")
 

@@ -11,12 +11,18 @@ signature, so the known issue and the upgrade checks never disagree about which 
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from probe.diagnosis.signatures import Signature, _Fields, load_signatures, tomllib
+from probe.diagnosis.signatures import Signature, _Fields, load_signatures
 from probe.errors import ProbeError, UsageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
 
 SEVERITIES = ("fail", "warn")
 POINTS_AT = ("relocated",)
