@@ -38,7 +38,10 @@ from probe.reporting.text import diagnosis_text, to_json, to_text
 from probe.verdict import Thresholds
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "burst",
         parents=parents,

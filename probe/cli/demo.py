@@ -33,7 +33,10 @@ from probe.verdict import Pattern
 MODULE = "MPNotifyPerf.dll"
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "demo",
         parents=parents,

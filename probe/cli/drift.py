@@ -17,7 +17,10 @@ from probe.upgrade.profiles import load_profile
 _WINDOWS_PATH = re.compile(r"^([A-Za-z]:[\\/]|\\\\|%)")
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "drift",
         parents=parents,

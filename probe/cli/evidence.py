@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,10 @@ SECRET_KEYS = ("password", "passwd", "secret", "token")
 MAX_SECRET_FILE_BYTES = 4096
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "evidence",
         parents=parents,
@@ -54,7 +57,7 @@ def add_parser(subparsers, parents) -> None:
     p.set_defaults(handler=run)
 
 
-def add_redaction_options(p: argparse.ArgumentParser) -> None:
+def add_redaction_options(p: argparse._ActionsContainer) -> None:
     p.add_argument(
         "--redact",
         nargs="+",
@@ -124,18 +127,18 @@ def secrets_from(args: argparse.Namespace) -> set[str]:
             found.add(value)
     for attr in ("password_env", "secret_env"):
         for name in _many(getattr(args, attr, None)):
-            if os.environ.get(str(name)):
-                found.add(os.environ[str(name)])
+            if os.environ.get(name):
+                found.add(os.environ[name])
     for attr in ("password_file", "secret_file"):
         for path in _many(getattr(args, attr, None)):
-            found |= _file_secret(Path(str(path)))
+            found |= _file_secret(Path(path))
     password = getattr(args, "password", None)
     if isinstance(password, str):
         found.add(password)
     elif password is not None and hasattr(password, "reveal"):
         found.add(password.reveal())
     for path in _many(getattr(args, "config", None)):
-        found |= config_secrets(Path(str(path)))
+        found |= config_secrets(Path(path))
     return {s for s in found if s}
 
 
@@ -178,12 +181,12 @@ def _file_secret(path: Path) -> set[str]:
     return {lines[0], text.strip()} if lines else set()
 
 
-def _many(value: object) -> Iterable[object]:
+def _many(value: object) -> list[str]:
     if value is None:
-        return ()
+        return []
     if isinstance(value, (list, tuple)):
-        return value
-    return (value,)
+        return [str(v) for v in value]
+    return [str(value)]
 
 
 def _argv(args: argparse.Namespace) -> list[str]:

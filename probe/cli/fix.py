@@ -14,7 +14,10 @@ from probe.upgrade.flight import check_root, held_candidates
 from probe.upgrade.profiles import load_profile
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "fix",
         parents=parents,

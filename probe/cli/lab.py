@@ -12,7 +12,10 @@ from probe.errors import UsageError
 from probe.lab.gateway import FaultMode, LabGateway
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     lab = subparsers.add_parser("lab", help="lab tools: a simulated gateway with fault modes")
     lab_commands = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")
     lab_commands.required = True

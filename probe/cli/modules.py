@@ -12,7 +12,10 @@ from probe.host.platform import local_source
 from probe.host.platform.windows import RecordedWindows
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "modules",
         parents=parents,

@@ -26,7 +26,10 @@ from probe.upgrade.flight import (
 from probe.upgrade.profiles import load_profile, under_root
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "postflight",
         parents=parents,

@@ -44,7 +44,10 @@ def add_profile_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "preflight",
         parents=parents,

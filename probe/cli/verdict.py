@@ -9,7 +9,10 @@ from probe.reporting.text import to_json, to_text
 from probe.verdict import judge_recorded
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "verdict",
         parents=parents,

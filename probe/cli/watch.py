@@ -9,6 +9,7 @@ import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import disable_created_metrics
 
@@ -19,7 +20,10 @@ from probe.monitor.metrics import Metrics
 from probe.monitor.watch import Watcher
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "watch",
         parents=parents,
@@ -55,7 +59,7 @@ def add_parser(subparsers, parents) -> None:
 
 def load(args: argparse.Namespace) -> watch_config.WatchConfig:
     cfg = watch_config.load(args.config)
-    overrides: dict[str, object] = {}
+    overrides: dict[str, Any] = {}  # argparse values: checked by the parser, typed as Any
     if args.metrics is not None:
         overrides["metrics"] = args.metrics
     if args.db is not None:
