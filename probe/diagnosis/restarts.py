@@ -44,7 +44,7 @@ def gateway_starts(processes: Sequence[str], services: Sequence[str]) -> tuple[P
     if sys.platform == "win32":
         for name in services:
             try:
-                pid = psutil.win_service_get(name).pid()  # type: ignore[attr-defined]
+                pid = psutil.win_service_get(name).pid()
                 if pid:
                     found.append(ProcessStart("service", name, pid,
                                               psutil.Process(pid).create_time()))  # fmt: skip

@@ -23,7 +23,8 @@ def parse_version(text: str) -> tuple[int, int, int, int]:
     parts = [int(p) for p in text.split(".")]
     if not 1 <= len(parts) <= 4 or any(not 0 <= p <= 0xFFFF for p in parts):
         raise ValueError(f"not a version a.b.c.d with 16-bit parts: {text!r}")
-    return (*parts, 0, 0, 0)[:4]  # type: ignore[return-value]
+    major, minor, build, private = (*parts, 0, 0, 0)[:4]
+    return major, minor, build, private
 
 
 def _align(n: int, to: int) -> int:

@@ -115,7 +115,8 @@ def compare_trees(default: Path, relocated: Path) -> tuple[FileDrift, ...]:
     drifts = []
     for key in sorted(set(left) | set(right)):
         d, r = left.get(key), right.get(key)
-        name = Path((d or r).path).relative_to(default if d else relocated).as_posix()  # type: ignore[union-attr]
+        path, root = (d.path, default) if d else (right[key].path, relocated)
+        name = Path(path).relative_to(root).as_posix()
         drifts.append(FileDrift(name, judge(d, r), d, r))
     return tuple(drifts)
 
