@@ -22,7 +22,7 @@ from probe.delivery import credentials
 from probe.delivery.burst import MAX_COUNT
 from probe.delivery.credentials import Secret
 from probe.delivery.sink_limits import Access, client_network
-from probe.delivery.tls import ClientSecurity
+from probe.delivery.tls import ClientSecurity, TlsMode, tls_mode
 from probe.errors import UsageError
 from probe.records import Endpoint
 
@@ -75,7 +75,7 @@ class Target:
     helo: str | None = None
     username: str | None = None
     password: Secret | None = None
-    tls: str = "none"  # none, starttls or implicit, as `burst --tls`
+    tls: TlsMode = "none"  # as `burst --tls`
     ca_file: Path | None = None
     insecure: bool = False
     modules: tuple[str, ...] = ()  # after each run, count stale copies of these on this host
@@ -312,7 +312,7 @@ class _Reader:
             helo=self.string(merged, "helo", where, "") or None,
             username=self.string(merged, "username", where, "") or None,
             password=self.secret(merged, where),
-            tls=self.string(merged, "tls", where, "none"),
+            tls=self.tls(merged, where),
             ca_file=self.path(merged["ca_file"]) if merged.get("ca_file") else None,
             insecure=self.boolean(merged, "insecure", where, False),
             modules=self.strings(merged, "modules", where),
@@ -400,6 +400,12 @@ class _Reader:
         if not isinstance(value, str):
             raise self.fail(where, f"{key} must be a string")
         return value
+
+    def tls(self, raw: dict[str, Any], where: str) -> TlsMode:
+        try:
+            return tls_mode(self.string(raw, "tls", where, "none"))
+        except UsageError as exc:
+            raise self.fail(where, str(exc)) from None
 
     def strings(self, raw: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
         value = raw.get(key, [])
