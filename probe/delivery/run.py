@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
+from typing import Literal
 
 import structlog
 
@@ -88,13 +89,16 @@ class ProbeSettings:
         }
 
 
+Phase = Literal["sending", "waiting", "judging"]
+
+
 @dataclass(frozen=True)
 class Progress:
     total: int
     sent: int
     accepted: int
     delivered: int
-    phase: str  # sending, waiting, judging
+    phase: Phase
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,7 @@ class _Tracker:
         self.accepted: set[int] = set()
         self.arrived: dict[int, float] = {}
         self.changed = asyncio.Event()
-        self.phase = "sending"
+        self.phase: Phase = "sending"
 
     def on_submission(self, seq: int, submission: Submission) -> None:
         self.started[seq] = submission.started_at

@@ -15,16 +15,19 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Literal
 
 import psutil
 
 from probe.ledger import Ledger
 from probe.verdict import gateway_order
 
+StartKind = Literal["process", "service"]
+
 
 @dataclass(frozen=True)
 class ProcessStart:
-    kind: str  # process or service
+    kind: StartKind
     name: str  # as asked for (the service name, or the process name pattern)
     pid: int
     started_at: float
@@ -41,6 +44,7 @@ def gateway_starts(processes: Sequence[str], services: Sequence[str]) -> tuple[P
     process name, which is what a systemd unit's main process is usually called.
     """
     found: list[ProcessStart] = []
+    patterns: list[tuple[StartKind, str]]
     if sys.platform == "win32":
         for name in services:
             try:

@@ -12,7 +12,7 @@ import fnmatch
 import sys
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from probe.errors import ProbeError, UsageError
 from probe.host.pe import ModuleVersion
@@ -157,6 +157,9 @@ class ModuleSource(Protocol):
     def join(self, directory: str, name: str) -> str: ...
 
 
+HowHeld = Literal["loaded", "open"]
+
+
 @dataclass(frozen=True)
 class HeldFile:
     """A file one process holds: `loaded` (mapped like a module) or `open` (a handle/fd).
@@ -165,7 +168,7 @@ class HeldFile:
 
     pid: int
     path: str
-    how: str
+    how: HowHeld
     key: Hashable
 
 

@@ -26,6 +26,7 @@ from probe.errors import ProbeError
 from probe.host.pe import ModuleVersion
 from probe.host.platform import (
     HeldFile,
+    HowHeld,
     MappedModule,
     NameMatcher,
     ProcessDenied,
@@ -112,7 +113,8 @@ class _WindowsPaths:
         self, pid: int, maps: Sequence[str], opened: Sequence[str], keys: frozenset[Hashable]
     ) -> list[HeldFile]:
         found: dict[tuple[str, str], HeldFile] = {}
-        for how, paths in (("loaded", maps), ("open", opened)):
+        held_as: tuple[tuple[HowHeld, Sequence[str]], ...] = (("loaded", maps), ("open", opened))
+        for how, paths in held_as:
             for raw in paths:
                 path = dos_path(raw, self.devices)
                 key = self.path_key(path)
