@@ -14,6 +14,8 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 
+from probe.records import FoundIn
+
 RUN_ID_HEX = 10
 TOKEN_RE = re.compile(rf"np-([0-9a-f]{{{RUN_ID_HEX}}})-(\d{{1,6}})(?!\d)", re.I)
 TOKEN_BYTES_RE = re.compile(TOKEN_RE.pattern.encode(), re.I)
@@ -93,14 +95,14 @@ def _unique(refs: Iterable[TokenRef]) -> list[TokenRef]:
     return list(seen)
 
 
-def locate_tokens(rcpts: Iterable[str], content: bytes) -> list[tuple[TokenRef, str]]:
+def locate_tokens(rcpts: Iterable[str], content: bytes) -> list[tuple[TokenRef, FoundIn]]:
     """Find the tokens a received message carries, and where each one survived.
 
     The envelope recipient is trusted first: gateways that rebuild a message from a template
     usually keep it. Only when no recipient carries a token is the message itself parsed:
     the X-Probe-Token header, the (decoded) Subject, the decoded text parts, then the raw bytes.
     """
-    found: dict[TokenRef, str] = {}
+    found: dict[TokenRef, FoundIn] = {}
     for rcpt in rcpts:
         local, _ = split_address(rcpt)
         if local.lower().startswith(LOCAL_PREFIX):

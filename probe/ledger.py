@@ -26,10 +26,12 @@ from probe.errors import ProbeError
 from probe.records import (
     Delivery,
     ErrorKind,
+    FoundIn,
     Notification,
     ReceivedMessage,
     Run,
     RunRecord,
+    RunStatus,
     SmtpReply,
     Step,
     Submission,
@@ -197,10 +199,12 @@ class Ledger:
     def record_submission(self, run_id: str, seq: int, submission: Submission) -> None:
         self.write(partial(_update_submission, run_id, seq, submission))
 
-    def record_delivery(self, ref: TokenRef, found_in: str, message: ReceivedMessage) -> bool:
+    def record_delivery(self, ref: TokenRef, found_in: FoundIn, message: ReceivedMessage) -> bool:
         return self.write(partial(_insert_delivery, ref, found_in, message))
 
-    def finish_run(self, run_id: str, status: str, finished_at: float, verdict: str | None) -> None:
+    def finish_run(
+        self, run_id: str, status: RunStatus, finished_at: float, verdict: str | None
+    ) -> None:
         self.write(partial(_finish_run, run_id, status, finished_at, verdict))
 
     def put_artifact(self, run_id: str, name: str, content: str) -> None:
@@ -365,7 +369,7 @@ class LedgerWriter:
         return await self.defer(op)
 
     def record_delivery(
-        self, ref: TokenRef, found_in: str, message: ReceivedMessage
+        self, ref: TokenRef, found_in: FoundIn, message: ReceivedMessage
     ) -> asyncio.Future[bool]:
         """Queue one delivery; the future says True, or False when the token is unknown."""
         return self.defer(partial(_insert_delivery, ref, found_in, message))
@@ -454,7 +458,7 @@ def _update_submission(run_id: str, seq: int, s: Submission, conn: sqlite3.Conne
 
 
 def _insert_delivery(
-    ref: TokenRef, found_in: str, f: ReceivedMessage, conn: sqlite3.Connection
+    ref: TokenRef, found_in: FoundIn, f: ReceivedMessage, conn: sqlite3.Connection
 ) -> bool:
     """Record one copy; False (and a foreign row) when the token names no known notification."""
     cur = conn.execute(
@@ -500,7 +504,11 @@ def _put_artifact(run_id: str, name: str, content: str, conn: sqlite3.Connection
 
 
 def _finish_run(
-    run_id: str, status: str, finished_at: float, verdict: str | None, conn: sqlite3.Connection
+    run_id: str,
+    status: RunStatus,
+    finished_at: float,
+    verdict: str | None,
+    conn: sqlite3.Connection,
 ) -> None:
     conn.execute(
         "UPDATE runs SET status = ?, finished_at = ?, verdict = ? WHERE run_id = ?",

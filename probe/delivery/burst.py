@@ -23,7 +23,7 @@ from probe.correlation import make_token, recipient_for, sender_for, split_addre
 from probe.delivery.credentials import REDACTED
 from probe.delivery.tls import ClientSecurity
 from probe.errors import ProbeError
-from probe.records import Endpoint, ErrorKind, SmtpReply, Step, Submission
+from probe.records import Endpoint, ErrorKind, SmtpReply, Stage, Step, Submission
 
 ResultCallback = Callable[[int, Submission], None]
 DEFAULT_MAX_RATE = 200.0  # notifications per second, all connections together
@@ -104,7 +104,7 @@ class Sender:
     async def submit(self, mail_from: str, rcpt: str, message: bytes) -> Submission:
         steps: list[Step] = []
         started = time.time()
-        stage = "connect"
+        stage: Stage = "connect"
 
         def reply_step(command: str, response: aiosmtplib.SMTPResponse) -> SmtpReply:
             reply = SmtpReply.parse(response.code, response.message)
@@ -175,7 +175,7 @@ class Sender:
             local_hostname=self.helo,
         )
         self._smtp = smtp
-        stage = "connect"
+        stage: Stage = "connect"
         try:
             reply_step("connect (implicit TLS)" if implicit else "connect", await smtp.connect())
             stage = "ehlo"
@@ -194,7 +194,7 @@ class Sender:
             raise _Opening(stage, exc) from exc
         return smtp
 
-    def _scrub(self, text: str, stage: str) -> str:
+    def _scrub(self, text: str, stage: Stage) -> str:
         """What a server says during AUTH may echo the credentials: keep none of it."""
         if stage != "auth":
             return text
@@ -291,17 +291,17 @@ async def _login(smtp: SMTP, user: str, password: str) -> aiosmtplib.SMTPRespons
 class _Opening(Exception):
     """A failure while opening a session, with the step it happened in."""
 
-    def __init__(self, stage: str, error: BaseException):
+    def __init__(self, stage: Stage, error: BaseException):
         super().__init__(stage)
         self.stage = stage
         self.error = error
 
 
-def _command(stage: str) -> str:
+def _command(stage: Stage) -> str:
     return "AUTH [redacted]" if stage == "auth" else stage.upper()
 
 
-def _error_kind(exc: BaseException, stage: str) -> ErrorKind:
+def _error_kind(exc: BaseException, stage: Stage) -> ErrorKind:
     if stage == "starttls" or _caused_by_tls(exc):
         return ErrorKind.TLS
     if isinstance(exc, (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError, TimeoutError)):

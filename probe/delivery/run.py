@@ -32,7 +32,7 @@ from probe.delivery.sink_limits import Access, SinkLimits
 from probe.delivery.tls import ClientSecurity
 from probe.errors import UsageError
 from probe.ledger import Ledger, LedgerWriter
-from probe.records import Endpoint, Run, RunRecord, Submission
+from probe.records import Endpoint, Run, RunRecord, RunStatus, Submission
 from probe.verdict import Thresholds, Verdict, classify
 
 log = structlog.get_logger("notifyprobe.run")
@@ -231,7 +231,7 @@ async def run_probe(
         )
         ledger.create_run(run, control=settings.control)
         log.info("run_started", run_id=run_id, gateway=run.gateway, sink=run.sink, count=run.count)
-        status = "interrupted"
+        status: RunStatus = "interrupted"
         try:
             in_process = shared is not None or settings.own_sink
             await _probe(writer, settings, run_id, sink_endpoint, tracker, ledger, in_process)
