@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal, TypeVar, get_args
 
 from probe.diagnosis.signatures import Signature, _Fields, load_signatures
 from probe.errors import ProbeError, UsageError
@@ -24,14 +25,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-SEVERITIES = ("fail", "warn")
-POINTS_AT = ("relocated",)
+LeftoverSeverity = Literal["fail", "warn"]
+PointsAt = Literal["relocated"]
+SEVERITIES: tuple[LeftoverSeverity, ...] = get_args(LeftoverSeverity)
+POINTS_AT: tuple[PointsAt, ...] = get_args(PointsAt)
+_Choice = TypeVar("_Choice", bound=str)
 
 
 @dataclass(frozen=True)
 class Leftover:
     path: str  # relative to the root, `/`-separated
-    severity: str  # fail: the procedure requires it gone; warn: remove "if necessary"
+    severity: LeftoverSeverity  # fail: the procedure requires it gone; warn: remove "if necessary"
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class RegistryRule:
 
     key: str
     value: str
-    points_at: str
+    points_at: PointsAt
 
     def expand(self, services: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
         if "{service}" not in self.key:
@@ -125,11 +129,12 @@ class _Profile(_Fields):
     def optional_table(self, key: str) -> _Profile | None:
         return _Profile(f"{self.where} [{key}]", self.table(key)) if key in self.data else None
 
-    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+    def choice(self, key: str, choices: tuple[_Choice, ...], default: _Choice) -> _Choice:
         value = self.string(key) if key in self.data else default
-        if value not in choices:
-            raise ProbeError(f"profile {self.where}: {key!r} must be one of {', '.join(choices)}")
-        return value
+        for choice in choices:
+            if value == choice:
+                return choice
+        raise ProbeError(f"profile {self.where}: {key!r} must be one of {', '.join(choices)}")
 
 
 def parse_profile(name: str, text: str, signatures: dict[str, Signature]) -> Profile:
