@@ -18,6 +18,7 @@ from email.header import Header
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from email.utils import formatdate, make_msgid
+from typing import Literal, TypeVar, get_args
 
 import structlog
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -32,8 +33,13 @@ log = structlog.get_logger("notifyprobe.lab")
 _Queued = tuple[str, tuple[str, ...], bytes]  # envelope sender, recipients, message
 STOP_TIMEOUT_S = 5.0
 
-MODES = ("healthy", "first-only", "drop-after-k", "intermittent", "slow", "duplicate", "reject",
-         "down")  # fmt: skip
+ModeName = Literal[
+    "healthy", "first-only", "drop-after-k", "intermittent", "slow", "duplicate", "reject", "down"
+]
+MODES: tuple[ModeName, ...] = get_args(ModeName)
+Refusal = Literal["drop", "4xx", "5xx"]  # how first-only refuses; drop: accept and lose
+REFUSALS: tuple[Refusal, ...] = get_args(Refusal)
+_Choice = TypeVar("_Choice", bound=str)
 
 
 @dataclass(frozen=True)
@@ -41,22 +47,24 @@ class FaultMode:
     """A parsed `--mode`: `first-only[:drop|4xx|5xx]`, `drop-after-k:K`, `intermittent:P`,
     `slow:SECONDS`, or one of `healthy`, `duplicate`, `reject`, `down`."""
 
-    name: str
+    name: ModeName
     k: int = 0
     probability: float = 0.0
     delay_s: float = 0.0
-    refusal: str = "drop"  # first-only: drop (accept and lose), 4xx or 5xx
+    refusal: Refusal = "drop"
 
     @classmethod
     def parse(cls, text: str) -> FaultMode:
-        name, _, arg = text.strip().partition(":")
+        given, _, arg = text.strip().partition(":")
+        name = _member(given, MODES)
         try:
             if name in ("healthy", "duplicate", "reject", "down") and not arg:
                 return cls(name)
             if name == "first-only":
-                if arg not in ("", "drop", "4xx", "5xx"):
+                refusal = _member(arg or "drop", REFUSALS)
+                if refusal is None:
                     raise ValueError("first-only takes drop, 4xx or 5xx")
-                return cls(name, refusal=arg or "drop")
+                return cls(name, refusal=refusal)
             if name == "drop-after-k" and int(arg) >= 0:
                 return cls(name, k=int(arg))
             if name == "intermittent" and 0.0 <= float(arg) <= 1.0:
@@ -69,6 +77,10 @@ class FaultMode:
             f"bad lab mode {text!r}: use healthy, first-only[:drop|4xx|5xx], drop-after-k:K, "
             "intermittent:P, slow:SECONDS, duplicate, reject or down"
         )
+
+
+def _member(text: str, choices: tuple[_Choice, ...]) -> _Choice | None:
+    return next((choice for choice in choices if choice == text), None)
 
 
 @dataclass(frozen=True)
