@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import psutil
 
@@ -174,7 +175,7 @@ class RecordedProcess:
     exe: str | None
     started_at: float | None
     maps: tuple[str, ...]
-    error: str | None  # denied or vanished
+    error: Literal["denied", "vanished"] | None
     open_files: tuple[str, ...] = ()
 
 
