@@ -104,8 +104,9 @@ def chosen_run(ledger: Ledger, run_id: str | None, last: bool, command: str) -> 
     return ids[0]
 
 
-def emit_checks(json_target: str | None, title: str, checks: Sequence[Check],
-                report: dict[str, Any]) -> int:  # fmt: skip
+def emit_checks(
+    json_target: str | None, title: str, checks: Sequence[Check], report: dict[str, Any]
+) -> int:
     """preflight, postflight, drift: the JSON report and/or the text, then the exit code."""
     if json_target:
         write_json(json_target, report)

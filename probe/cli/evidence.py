@@ -48,11 +48,22 @@ def add_parser(
     p.add_argument("--last", action="store_true", help="the most recent run")
     p.add_argument("--out", type=Path, required=True, metavar="FILE.zip", help="bundle to write")
     add_redaction_options(p)
-    p.add_argument("--secret-env", action="append", default=[], metavar="NAME",
-                   help="the value of this environment variable must never appear "
-                   "(repeatable; NOTIFYPROBE_*PASSWORD*/SECRET/TOKEN are always used)")  # fmt: skip
-    p.add_argument("--secret-file", action="append", default=[], type=Path, metavar="PATH",
-                   help="the first line of this file must never appear (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--secret-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="the value of this environment variable must never appear "
+        "(repeatable; NOTIFYPROBE_*PASSWORD*/SECRET/TOKEN are always used)",
+    )
+    p.add_argument(
+        "--secret-file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="the first line of this file must never appear (repeatable)",
+    )
     add_db(p)
     p.set_defaults(handler=run)
 
@@ -72,8 +83,9 @@ def add_redaction_options(p: argparse._ActionsContainer) -> None:
 
 def add_burst_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evidence")
-    g.add_argument("--evidence", type=Path, metavar="FILE.zip",
-                   help="after the run, write its evidence bundle")  # fmt: skip
+    g.add_argument(
+        "--evidence", type=Path, metavar="FILE.zip", help="after the run, write its evidence bundle"
+    )
     add_redaction_options(g)
 
 
@@ -96,16 +108,21 @@ def write(args: argparse.Namespace, ledger: Ledger, run_id: str) -> evidence.Bun
         secrets=sorted(secrets_from(args)),
         command_line=clean_argv(argv),
     )
-    print(f"evidence: {result.path} ({len(result.files)} files, sha256 {result.sha256})",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"evidence: {result.path} ({len(result.files)} files, sha256 {result.sha256})",
+        file=sys.stderr,
+    )
     if result.mapping_path is not None:
-        print(f"evidence: redaction map (keep private, do not send): {result.mapping_path}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"evidence: redaction map (keep private, do not send): {result.mapping_path}",
+            file=sys.stderr,
+        )
     return result
 
 
-def keep_run_artifacts(args: argparse.Namespace, ledger: Ledger, run_id: str,
-                       explanation: Explanation) -> None:  # fmt: skip
+def keep_run_artifacts(
+    args: argparse.Namespace, ledger: Ledger, run_id: str, explanation: Explanation
+) -> None:
     """Called by `burst` when a run ends: keep what a later bundle needs."""
     stored.keep(
         ledger,

@@ -52,8 +52,11 @@ async def serve(args: argparse.Namespace) -> None:
     )
     await gateway.start()
     state = "not listening (down)" if args.mode.name == "down" else f"listening on {gateway.listen}"
-    print(f"lab gateway {state}, relaying to {args.relay}, mode {args.mode.name}",
-          file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"lab gateway {state}, relaying to {args.relay}, mode {args.mode.name}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         await until_stopped()
     finally:

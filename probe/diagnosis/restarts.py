@@ -33,8 +33,12 @@ class ProcessStart:
     started_at: float
 
     def to_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "name": self.name, "pid": self.pid,
-                "started_at": self.started_at}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "pid": self.pid,
+            "started_at": self.started_at,
+        }
 
 
 def gateway_starts(processes: Sequence[str], services: Sequence[str]) -> tuple[ProcessStart, ...]:
@@ -50,8 +54,9 @@ def gateway_starts(processes: Sequence[str], services: Sequence[str]) -> tuple[P
             try:
                 pid = psutil.win_service_get(name).pid()
                 if pid:
-                    found.append(ProcessStart("service", name, pid,
-                                              psutil.Process(pid).create_time()))  # fmt: skip
+                    found.append(
+                        ProcessStart("service", name, pid, psutil.Process(pid).create_time())
+                    )
             except (psutil.Error, OSError):
                 continue
         patterns = [("process", p) for p in processes]
@@ -108,13 +113,15 @@ def first_after_restart(history: Sequence[RunStarts]) -> RestartFinding | None:
         if run.generation != previous.generation:
             after += 1
             if not (run.delivered == 1 and run.first_delivered):
-                misfits.append(f"run {run.run_id} after a restart delivered {run.delivered} of "
-                               f"{run.sent}")  # fmt: skip
+                misfits.append(
+                    f"run {run.run_id} after a restart delivered {run.delivered} of {run.sent}"
+                )
         else:
             without += 1
             if run.delivered:
-                misfits.append(f"run {run.run_id} without a restart delivered {run.delivered} of "
-                               f"{run.sent}")  # fmt: skip
+                misfits.append(
+                    f"run {run.run_id} without a restart delivered {run.delivered} of {run.sent}"
+                )
     if after == 0:
         return RestartFinding(False, 0, without, ("no gateway restart between the recorded runs",))
     if misfits:

@@ -240,9 +240,14 @@ class LabGateway:
         def factory() -> SMTP:
             if self.auth is None:
                 return SMTP(self, hostname="lab-gateway", ident="notifyprobe lab gateway")
-            return SMTP(self, hostname="lab-gateway", ident="notifyprobe lab gateway",
-                        authenticator=self._authenticate, auth_required=True,
-                        auth_require_tls=False)  # fmt: skip
+            return SMTP(
+                self,
+                hostname="lab-gateway",
+                ident="notifyprobe lab gateway",
+                authenticator=self._authenticate,
+                auth_required=True,
+                auth_require_tls=False,
+            )
 
         try:
             self._server = await loop.create_server(factory, self.listen.host, self.listen.port)

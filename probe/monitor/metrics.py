@@ -131,8 +131,14 @@ class Metrics:
                 self.runs.labels(name, pattern)
             for reply_class in REPLY_CLASSES:
                 self.failures.labels(name, reply_class)
-            for metric in (self.sent, self.accepted, self.delivered, self.probe_errors,
-                           self.hook_failures, self.latency):  # fmt: skip
+            for metric in (
+                self.sent,
+                self.accepted,
+                self.delivered,
+                self.probe_errors,
+                self.hook_failures,
+                self.latency,
+            ):
                 metric.labels(name)
             self.stale_modules.labels(name).set(0)
             self.interval.labels(name).set(interval_s)

@@ -253,11 +253,14 @@ def _timeline(
             break
         tx = x(t0 + tick)
         out.append(f'<line x1="{tx}" y1="{TOP - 6}" x2="{tx}" y2="{axis_y}" stroke="#eaeef2"/>')
-        out.append(f'<text x="{tx}" y="{axis_y + 16}" text-anchor="middle" fill="#57606a">'
-                   f"+{_fmt_s(tick)}</text>")  # fmt: skip
+        out.append(
+            f'<text x="{tx}" y="{axis_y + 16}" text-anchor="middle" fill="#57606a">'
+            f"+{_fmt_s(tick)}</text>"
+        )
         tick += step
-    out.append(f'<line x1="{LEFT}" y1="{axis_y}" x2="{LEFT + plot_w}" y2="{axis_y}" '
-               'stroke="#57606a"/>')  # fmt: skip
+    out.append(
+        f'<line x1="{LEFT}" y1="{axis_y}" x2="{LEFT + plot_w}" y2="{axis_y}" stroke="#57606a"/>'
+    )
     for i, n in enumerate(rows):
         y = TOP + ROW_H * i + ROW_H / 2
         label = "control" if n.is_control else f"seq {n.seq}"
@@ -271,8 +274,9 @@ def _timeline(
     return "\n".join(out) + ("\n" + note if more > 0 else "")
 
 
-def _row(n: Notification, y: float, x: Callable[[float], float], t0: float,
-         esc: Callable[[object], str]) -> list[str]:  # fmt: skip
+def _row(
+    n: Notification, y: float, x: Callable[[float], float], t0: float, esc: Callable[[object], str]
+) -> list[str]:
     s = n.submission
     end_x = WIDTH - RIGHT + 10
     if s is None:
@@ -296,8 +300,10 @@ def _row(n: Notification, y: float, x: Callable[[float], float], t0: float,
         )
     if n.delivered_at is not None:
         xd = x(n.delivered_at)
-        out.append(f'<line x1="{xf}" y1="{y}" x2="{xd}" y2="{y}" stroke="#1a7f37" '
-                   'stroke-dasharray="3 2" stroke-width="1.5"/>')  # fmt: skip
+        out.append(
+            f'<line x1="{xf}" y1="{y}" x2="{xd}" y2="{y}" stroke="#1a7f37" '
+            'stroke-dasharray="3 2" stroke-width="1.5"/>'
+        )
         for d in n.deliveries:
             xd = x(d.received_at)
             out.append(
@@ -308,8 +314,10 @@ def _row(n: Notification, y: float, x: Callable[[float], float], t0: float,
         status = f"delivered in {n.latency_s or 0:.3f} s{extra}"
         out.append(f'<text x="{end_x}" y="{y + 4}" fill="#1a7f37">{esc(status)}</text>')
     elif s.accepted:
-        out.append(f'<text x="{end_x}" y="{y + 4}" fill="#cf222e" font-weight="700">'
-                   "lost (accepted, never delivered)</text>")  # fmt: skip
+        out.append(
+            f'<text x="{end_x}" y="{y + 4}" fill="#cf222e" font-weight="700">'
+            "lost (accepted, never delivered)</text>"
+        )
     else:
         why = s.describe()
         why = why if len(why) <= 34 else why[:33] + "…"

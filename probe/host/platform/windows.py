@@ -70,8 +70,9 @@ def modules_from_paths(
         if match is None or key in found:
             continue
         present = exists(path)
-        found[key] = MappedModule(pid=pid, path=path, match=match, path_exists=present,
-                                  same_file=present)  # fmt: skip
+        found[key] = MappedModule(
+            pid=pid, path=path, match=match, path_exists=present, same_file=present
+        )
     return list(found.values())
 
 
@@ -240,8 +241,9 @@ class RecordedWindows(_WindowsPaths):
 
     def mapped_modules(self, pid: int, matcher: NameMatcher) -> list[MappedModule]:
         proc = self._process(pid)
-        return modules_from_paths(pid, proc.maps, matcher, self.devices,
-                                  lambda p: ntpath.normcase(p) in self.files)  # fmt: skip
+        return modules_from_paths(
+            pid, proc.maps, matcher, self.devices, lambda p: ntpath.normcase(p) in self.files
+        )
 
     def read_loaded_copy(self, module: MappedModule) -> ModuleVersion:
         return self.read_file(module.path)
