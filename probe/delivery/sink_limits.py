@@ -167,7 +167,7 @@ class GuardedSMTP(SMTP):
             refusal = self._gate.admit(ip)
             if refusal is not None:
                 self._refused = True
-                assert isinstance(transport, asyncio.WriteTransport)  # a stream socket's is
+                assert isinstance(transport, asyncio.WriteTransport)  # every TCP or TLS one is
                 transport.write(refusal.encode("ascii") + b"\r\n")
                 transport.close()
                 return
@@ -181,7 +181,7 @@ class GuardedSMTP(SMTP):
     def _session_expired(self) -> None:
         if self.transport is None:
             return
-        assert isinstance(self.transport, asyncio.WriteTransport)  # a stream socket's is
+        assert isinstance(self.transport, asyncio.WriteTransport)  # every TCP or TLS one is
         log.warning("sink_session_expired", client=self._client)
         try:
             self.transport.write(SESSION_EXPIRED.encode("ascii") + b"\r\n")

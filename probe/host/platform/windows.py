@@ -93,7 +93,7 @@ def drive_devices() -> dict[str, str]:
 
 class _WindowsPaths:
     platform = "windows"
-    devices: dict[str, str]  # each subclass's drive letter of each device name
+    devices: dict[str, str]  # device name -> drive letter, set by each subclass
 
     def same_path(self, a: str, b: str) -> bool:
         return ntpath.normcase(ntpath.normpath(a)) == ntpath.normcase(ntpath.normpath(b))
