@@ -21,6 +21,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 # Not part of `make test`: the figures of docs/performance.md, each beside its reference.
@@ -36,4 +37,4 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix $(SRC)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache

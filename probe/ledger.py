@@ -34,6 +34,7 @@ from probe.records import (
     Delivery,
     DeliveryHistory,
     ErrorKind,
+    FoundIn,
     Notification,
     ReceivedMessage,
     Run,
@@ -349,7 +350,7 @@ class Ledger:
                 raise ProbeError(_failure("write", self.path, exc)) from exc
         return results
 
-    def write(self, op: Op) -> Any:
+    def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         result = self.apply([op])[0]
         if isinstance(result, Exception):
             raise ProbeError(_failure("write", self.path, result))
@@ -367,7 +368,9 @@ class Ledger:
     def record_delivery(self, ref: TokenRef, found_in: str, message: ReceivedMessage) -> bool:
         return self.write(partial(_insert_delivery, ref, found_in, message))
 
-    def finish_run(self, run_id: str, status: str, finished_at: float, verdict: str | None) -> None:
+    def finish_run(
+        self, run_id: str, status: RunStatus, finished_at: float, verdict: str | None
+    ) -> None:
         self.write(partial(_finish_run, run_id, status, finished_at, verdict))
 
     def correct_verdict(self, run_id: str, verdict: str, at: float) -> None:
@@ -562,9 +565,9 @@ class LedgerWriter:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
         self._flusher: asyncio.Task[None] | None = None
 
-    def defer(self, op: Op) -> asyncio.Future[Any]:
+    def defer(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Queue `op`; the returned future resolves once it is committed."""
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((op, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
@@ -574,7 +577,9 @@ class LedgerWriter:
         """Queue one delivery; the future says True, or False when the token is unknown."""
         return self.defer(partial(_insert_delivery, ref, found_in, message))
 
-    def record_foreign(self, reason: str, message: ReceivedMessage, run_id: str | None = None):
+    def record_foreign(
+        self, reason: str, message: ReceivedMessage, run_id: str | None = None
+    ) -> asyncio.Future[None]:
         return self.defer(partial(_insert_foreign, reason, message, run_id))
 
     def record_submission(self, run_id: str, seq: int, submission: Submission) -> None:
@@ -671,7 +676,7 @@ def _update_not_attempted(run_id: str, seq: int, reason: str, conn: sqlite3.Conn
 
 
 def _insert_delivery(
-    ref: TokenRef, found_in: str, f: ReceivedMessage, conn: sqlite3.Connection
+    ref: TokenRef, found_in: FoundIn, f: ReceivedMessage, conn: sqlite3.Connection
 ) -> bool:
     """Record one copy; False (and a foreign row) when the token names no known notification."""
     cur = conn.execute(
@@ -687,7 +692,9 @@ def _insert_delivery(
     return False
 
 
-def _insert_foreign(reason: str, f: ReceivedMessage, run_id: str | None, conn) -> None:
+def _insert_foreign(
+    reason: str, f: ReceivedMessage, run_id: str | None, conn: sqlite3.Connection
+) -> None:
     conn.execute(
         "INSERT INTO foreign_messages (received_at, reason, run_id, peer, mail_from, rcpts,"
         " subject, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -728,7 +735,13 @@ def _put_artifact(run_id: str, name: str, content: str, conn: sqlite3.Connection
     )
 
 
-def _finish_run(run_id: str, status: str, finished_at: float, verdict: str | None, conn) -> None:
+def _finish_run(
+    run_id: str,
+    status: RunStatus,
+    finished_at: float,
+    verdict: str | None,
+    conn: sqlite3.Connection,
+) -> None:
     conn.execute(
         "UPDATE runs SET status = ?, finished_at = ?, verdict = ? WHERE run_id = ?",
         (status, finished_at, verdict, run_id),

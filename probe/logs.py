@@ -12,12 +12,14 @@ from collections import deque
 from typing import Any
 
 import structlog
+from structlog.typing import EventDict
 
 LOG_LEVELS = ("debug", "info", "warning", "error")  # what --log-level and log_level accept
 SECRET_KEYS = ("password", "passwd", "secret", "token_secret", "auth")
+_PLAIN = (str, int, float, bool, type(None))  # event values kept as they are; others as str()
 
 
-def _redact(_: object, __: str, event: dict[str, object]) -> dict[str, object]:
+def _redact(_: object, __: str, event: EventDict) -> EventDict:
     for key in list(event):
         if any(word in key.lower() for word in SECRET_KEYS):
             event[key] = "[redacted]"
@@ -34,11 +36,10 @@ class LogCapture:
         self._events: deque[dict[str, Any]] = deque(maxlen=limit)
         self.dropped = 0
 
-    def __call__(self, _: object, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, _: object, __: str, event: EventDict) -> EventDict:
         if len(self._events) == self._events.maxlen:
             self.dropped += 1
-        self._events.append({k: v if isinstance(v, (str, int, float, bool, type(None))) else str(v)
-                             for k, v in event.items()})  # fmt: skip
+        self._events.append({k: v if isinstance(v, _PLAIN) else str(v) for k, v in event.items()})
         return event
 
     def clear(self) -> None:
@@ -64,7 +65,7 @@ _LEVELS = {
 def _threshold(numeric: int) -> structlog.types.Processor:
     """Drop what is below the user's level for display, after it was captured."""
 
-    def processor(_: object, method: str, event: dict[str, Any]) -> dict[str, Any]:
+    def processor(_: object, method: str, event: EventDict) -> EventDict:
         if _LEVELS.get(method, 30) < numeric:
             raise structlog.DropEvent
         return event

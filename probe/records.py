@@ -9,6 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Literal
+
+Stage = Literal["connect", "ehlo", "starttls", "auth", "mail", "rcpt", "data"]
+FoundIn = Literal["envelope", "header", "subject", "body", "raw"]  # where the token survived
+RunStatus = Literal["running", "done", "interrupted"]
 
 _ENHANCED_RE = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -113,7 +118,7 @@ class Step:
 class Submission:
     """How handing one notification to the gateway went.
 
-    `stage` names the last SMTP step attempted (connect, ehlo, mail, rcpt, data). `reply` is the
+    `stage` names the last SMTP step attempted. `reply` is the
     reply that decided the outcome: the DATA reply on success, the refusing reply otherwise.
     `session` numbers the SMTP sessions of a burst from 1 and `position` is the notification's
     place in its session (1 = the first); both None in runs recorded before they were kept.
@@ -122,7 +127,7 @@ class Submission:
 
     started_at: float
     finished_at: float
-    stage: str
+    stage: Stage
     reply: SmtpReply | None = None
     error: str | None = None
     error_kind: ErrorKind | None = None
@@ -180,7 +185,7 @@ class Delivery:
     run_id: str
     seq: int
     received_at: float
-    found_in: str  # envelope, header, subject, body or raw: where the token survived
+    found_in: FoundIn
     peer: str = ""
     message_id: str = ""
     size: int = 0
@@ -246,7 +251,7 @@ class Run:
     started_at: float
     sink: str = ""
     finished_at: float | None = None
-    status: str = "running"  # running, done, interrupted
+    status: RunStatus = "running"
     options: dict[str, object] = field(default_factory=dict)
 
 

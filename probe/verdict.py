@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
+from typing import Protocol
 
 from probe.records import Notification, RunRecord, SmtpPhase, Submission
 
@@ -75,6 +76,19 @@ class Verdict:
         }
 
 
+class _Judge(Protocol):
+    """`classify`'s closure that builds the verdict with the run's counts and context."""
+
+    def __call__(
+        self,
+        pattern: Pattern,
+        severity: Severity,
+        summary: str,
+        evidence: list[str],
+        **details: int,
+    ) -> Verdict: ...
+
+
 def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdict:
     """Judge a run from its notifications alone."""
     sent = gateway_order(n for n in record.burst if n.attempted)
@@ -86,10 +100,19 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
     counts = {"sent": len(sent), "accepted": len(accepted), "delivered": len(delivered),
               "not_attempted": len(_not_attempted(record))}  # fmt: skip
 
-    def verdict(pattern: Pattern, severity: Severity, summary: str, evidence: list[str], **details):
+    def verdict(
+        pattern: Pattern, severity: Severity, summary: str, evidence: list[str], **details: int
+    ) -> Verdict:
         evidence = evidence + _context_lines(record, sink_verified)
-        return Verdict(pattern, severity, summary, tuple(evidence), **counts,
-                       sink_verified=sink_verified, details=details)  # fmt: skip
+        return Verdict(
+            pattern,
+            severity,
+            summary,
+            tuple(evidence),
+            **counts,
+            sink_verified=sink_verified,
+            details=details,
+        )
 
     if not sent:
         planned = len(record.burst)
@@ -145,9 +168,11 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
             Severity.WARNING,
             f"all {len(sent)} notifications delivered, but {len(slow)} took longer than "
             f"{thresholds.slow_after_s:g} s (slowest {slowest:.2f} s)",
-            [f"slower than {thresholds.slow_after_s:g} s: {seq_ranges(n.seq for n in slow)}",
-             latency_line],
-        )  # fmt: skip
+            [
+                f"slower than {thresholds.slow_after_s:g} s: {seq_ranges(n.seq for n in slow)}",
+                latency_line,
+            ],
+        )
     return verdict(
         Pattern.HEALTHY,
         Severity.OK,
@@ -314,8 +339,9 @@ def _nothing_delivered(sent, accepted, verdict) -> Verdict:
     submissions = [n.submission for n in sent if n.submission]
     unreachable = [s for s in submissions if s.unreachable]
     if len(unreachable) == len(sent):
-        reasons = Counter(f"{s.error_kind.value if s.error_kind else 'error'}: {s.error}"
-                          for s in unreachable)  # fmt: skip
+        reasons = Counter(
+            f"{s.error_kind.value if s.error_kind else 'error'}: {s.error}" for s in unreachable
+        )
         top, _ = reasons.most_common(1)[0]
         return verdict(
             Pattern.GATEWAY_UNREACHABLE,

@@ -101,6 +101,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("NOTIFYPROBE_TRACEBACK"):
             raise
         kind = type(exc).__name__
-        print(f"notifyprobe: internal error: {kind}: {exc} (NOTIFYPROBE_TRACEBACK=1 shows where)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"notifyprobe: internal error: {kind}: {exc} (NOTIFYPROBE_TRACEBACK=1 shows where)",
+            file=sys.stderr,
+        )
         return EXIT_UNKNOWN

@@ -32,7 +32,10 @@ from probe.reporting import (
 )
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "burst",
         parents=parents,

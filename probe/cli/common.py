@@ -73,7 +73,7 @@ def seconds(text: str) -> float:
     return value
 
 
-def add_db(parser: argparse.ArgumentParser) -> None:
+def add_db(parser: argparse._ActionsContainer) -> None:
     parser.add_argument(
         "--db",
         type=Path,

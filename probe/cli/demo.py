@@ -34,7 +34,10 @@ MODULE = "MPNotifyPerf.dll"
 SETTLE_S = 1.0
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "demo",
         parents=parents,

@@ -9,15 +9,38 @@ from probe.diagnosis import Request
 
 def add_diagnosis_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("diagnosis")
-    g.add_argument("--module", dest="module_names", action="append", default=[], metavar="NAME",
-                   help="after the run, find processes with this module loaded (repeatable, "
-                   "globs allowed), e.g. MPNotifyPerf.dll")  # fmt: skip
-    g.add_argument("--installed", action="append", default=[], metavar="PATH",
-                   help="the installed copy of a --module (repeatable)")  # fmt: skip
-    g.add_argument("--process", dest="gateway_processes", action="append", default=[],
-                   metavar="NAME", help="gateway process: record its start time")  # fmt: skip
-    g.add_argument("--service", dest="gateway_services", action="append", default=[],
-                   metavar="NAME", help="gateway service: record its start time")  # fmt: skip
+    g.add_argument(
+        "--module",
+        dest="module_names",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="after the run, find processes with this module loaded (repeatable, "
+        "globs allowed), e.g. MPNotifyPerf.dll",
+    )
+    g.add_argument(
+        "--installed",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="the installed copy of a --module (repeatable)",
+    )
+    g.add_argument(
+        "--process",
+        dest="gateway_processes",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="gateway process: record its start time",
+    )
+    g.add_argument(
+        "--service",
+        dest="gateway_services",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="gateway service: record its start time",
+    )
 
 
 def request_from(args: argparse.Namespace) -> Request:

@@ -24,7 +24,10 @@ from probe.upgrade import (
 _WINDOWS_PATH = re.compile(r"^([A-Za-z]:[\\/]|\\\\|%)")
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "drift",
         parents=parents,

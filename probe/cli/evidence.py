@@ -9,7 +9,10 @@ from probe.cli.common import add_db, chosen_run, open_ledger
 from probe.cli.evidence_options import add_redaction_options, write_bundle
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "evidence",
         parents=parents,
@@ -22,11 +25,22 @@ def add_parser(subparsers, parents) -> None:
     p.add_argument("--last", action="store_true", help="the most recent run")
     p.add_argument("--out", type=Path, required=True, metavar="FILE.zip", help="bundle to write")
     add_redaction_options(p)
-    p.add_argument("--secret-env", action="append", default=[], metavar="NAME",
-                   help="the value of this environment variable must never appear "
-                   "(repeatable; NOTIFYPROBE_*PASSWORD*/SECRET/TOKEN are always used)")  # fmt: skip
-    p.add_argument("--secret-file", action="append", default=[], type=Path, metavar="PATH",
-                   help="the first line of this file must never appear (repeatable)")  # fmt: skip
+    p.add_argument(
+        "--secret-env",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="the value of this environment variable must never appear "
+        "(repeatable; NOTIFYPROBE_*PASSWORD*/SECRET/TOKEN are always used)",
+    )
+    p.add_argument(
+        "--secret-file",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="the first line of this file must never appear (repeatable)",
+    )
     add_db(p)
     p.set_defaults(handler=run)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from probe.cli.common import positive_int, seconds
 from probe.delivery import (
@@ -22,10 +23,13 @@ from probe.delivery import (
 )
 from probe.errors import UsageError
 
+if TYPE_CHECKING:
+    import ssl
+
 _DEFAULT = SinkLimits()
 
 
-def add_sink_options(parser: argparse.ArgumentParser) -> None:
+def add_sink_options(parser: argparse._ActionsContainer) -> None:
     g = parser.add_argument_group("sink limits and access")
     g.add_argument(
         "--allow-remote",
@@ -99,7 +103,7 @@ def access_from(args: argparse.Namespace) -> Access:
     )
 
 
-def sink_tls_from(args: argparse.Namespace):
+def sink_tls_from(args: argparse.Namespace) -> ssl.SSLContext | None:
     if (args.tls_cert is None) != (args.tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
     if args.tls_cert is None:
@@ -107,7 +111,7 @@ def sink_tls_from(args: argparse.Namespace):
     return server_context(args.tls_cert, args.tls_key)
 
 
-def add_client_security(parser: argparse.ArgumentParser) -> None:
+def add_client_security(parser: argparse._ActionsContainer) -> None:
     g = parser.add_argument_group("submission security (TLS and AUTH)")
     g.add_argument(
         "--tls",

@@ -12,7 +12,10 @@ from probe.errors import UsageError
 from probe.lab import FaultMode, LabGateway
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     lab = subparsers.add_parser("lab", help="lab tools: a simulated gateway with fault modes")
     lab_commands = lab.add_subparsers(dest="lab_command", metavar="LAB_COMMAND")
     lab_commands.required = True
@@ -52,8 +55,11 @@ async def serve(args: argparse.Namespace) -> None:
     )
     await gateway.start()
     state = "not listening (down)" if args.mode.name == "down" else f"listening on {gateway.listen}"
-    print(f"lab gateway {state}, relaying to {args.relay}, mode {args.mode.name}",
-          file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"lab gateway {state}, relaying to {args.relay}, mode {args.mode.name}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         await until_stopped()
     finally:

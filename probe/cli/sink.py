@@ -12,7 +12,10 @@ from probe.delivery import Sink
 from probe.ledger import LedgerWriter
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "sink",
         parents=parents,

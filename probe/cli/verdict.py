@@ -11,7 +11,10 @@ from probe.reporting import revision_text, to_json, to_text
 from probe.verdict import judge_recorded
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "verdict",
         parents=parents,

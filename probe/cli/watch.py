@@ -18,7 +18,10 @@ from probe.logs import configure
 from probe.monitor import Metrics, WatchConfig, Watcher, load_config
 
 
-def add_parser(subparsers, parents) -> None:
+def add_parser(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
     p = subparsers.add_parser(
         "watch",
         parents=parents,

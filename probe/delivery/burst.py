@@ -99,7 +99,7 @@ class Sender:
     async def _submit(self, mail_from: str, rcpt: str, message: bytes) -> Submission:
         steps: list[Step] = []
         started = time.time()
-        stage = "connect"
+        stage: Stage = "connect"
 
         def reply_step(command: str, response: aiosmtplib.SMTPResponse) -> SmtpReply:
             reply = SmtpReply.parse(response.code, self._scrub(response.message, stage))
@@ -180,7 +180,7 @@ class Sender:
             local_hostname=self.helo,
         )
         self._smtp = smtp
-        stage = "connect"
+        stage: Stage = "connect"
         try:
             reply_step("connect (implicit TLS)" if implicit else "connect", await smtp.connect())
             stage = "ehlo"
@@ -351,7 +351,7 @@ def _command(phase: SmtpPhase) -> str:
     return special.get(phase, phase.label.upper())
 
 
-def _error_kind(exc: BaseException, stage: str) -> ErrorKind:
+def _error_kind(exc: BaseException, stage: Stage) -> ErrorKind:
     if stage == "starttls" or _caused_by_tls(exc):
         return ErrorKind.TLS
     if isinstance(exc, (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError, TimeoutError)):

@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NoReturn
 
 from probe.errors import UsageError
 from probe.host import read_host_file
@@ -78,7 +79,7 @@ class Secret:
     def __hash__(self) -> int:
         return hash(self._value)
 
-    def __reduce__(self) -> object:  # no pickling a secret into an archive by accident
+    def __reduce__(self) -> NoReturn:  # no pickling a secret into an archive by accident
         raise TypeError("a Secret cannot be pickled")
 
 

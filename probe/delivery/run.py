@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass, field
+from typing import Literal
 
 import structlog
 
@@ -73,6 +74,9 @@ class ProbeSettings:
             "timeout_s": self.patience.timeout_s,
             "slow_after_s": self.thresholds.slow_after_s,
         }
+
+
+Phase = Literal["sending", "waiting", "judging"]
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,7 @@ class _Tracker:
         self.submissions: dict[int, Submission] = {}
         self.arrived: dict[int, float] = {}
         self.changed = asyncio.Event()
-        self.phase = "sending"
+        self.phase: Phase = "sending"
 
     def on_submission(self, seq: int, submission: Submission) -> None:
         self.submissions[seq] = submission

@@ -167,7 +167,8 @@ class GuardedSMTP(SMTP):
             refusal = self._gate.admit(ip)
             if refusal is not None:
                 self._refused = True
-                transport.write(refusal.encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
+                assert isinstance(transport, asyncio.WriteTransport)  # every TCP or TLS one is
+                transport.write(refusal.encode("ascii") + b"\r\n")
                 transport.close()
                 return
             self._client = ip
@@ -180,9 +181,10 @@ class GuardedSMTP(SMTP):
     def _session_expired(self) -> None:
         if self.transport is None:
             return
+        assert isinstance(self.transport, asyncio.WriteTransport)  # every TCP or TLS one is
         log.warning("sink_session_expired", client=self._client)
         try:
-            self.transport.write(SESSION_EXPIRED.encode("ascii") + b"\r\n")  # type: ignore[attr-defined]
+            self.transport.write(SESSION_EXPIRED.encode("ascii") + b"\r\n")
         finally:
             self.transport.close()
 

@@ -9,29 +9,38 @@ from __future__ import annotations
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 from probe.delivery.credentials import Secret
 from probe.errors import UsageError
 
-TLS_MODES = ("none", "starttls", "implicit")
+TlsMode = Literal["none", "starttls", "implicit"]
+TLS_MODES: tuple[TlsMode, ...] = get_args(TlsMode)
 INSECURE_WARNING = (
     "TLS certificate verification is OFF (--insecure): the gateway is not authenticated"
 )
+
+
+def tls_mode(text: str) -> TlsMode:
+    """`text` (an option or config value) as a TLS mode; UsageError names the valid ones."""
+    for mode in TLS_MODES:
+        if text == mode:
+            return mode
+    raise UsageError(f"TLS mode must be one of {', '.join(TLS_MODES)}, not {text!r}")
 
 
 @dataclass(frozen=True)
 class ClientSecurity:
     """TLS and AUTH for the submission side. `password` never prints (see `Secret`)."""
 
-    tls: str = "none"  # none, starttls, implicit
+    tls: TlsMode = "none"
     ca_file: Path | None = None
     insecure: bool = False
     user: str | None = None
     password: Secret | None = None
 
     def __post_init__(self) -> None:
-        if self.tls not in TLS_MODES:
-            raise UsageError(f"TLS mode must be one of {', '.join(TLS_MODES)}, not {self.tls!r}")
+        tls_mode(self.tls)  # the type says it; a caller that skipped the check learns it here
         if (self.ca_file is not None or self.insecure) and self.tls == "none":
             raise UsageError("--ca-file and --insecure need --tls starttls or --tls implicit")
         if self.ca_file is not None and self.insecure:

@@ -15,23 +15,30 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import Literal
 
 import psutil
 
 from probe.ledger import Ledger
 from probe.verdict import gateway_order
 
+StartKind = Literal["process", "service"]
+
 
 @dataclass(frozen=True)
 class ProcessStart:
-    kind: str  # process or service
+    kind: StartKind
     name: str  # as asked for (the service name, or the process name pattern)
     pid: int
     started_at: float
 
     def to_dict(self) -> dict[str, object]:
-        return {"kind": self.kind, "name": self.name, "pid": self.pid,
-                "started_at": self.started_at}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "pid": self.pid,
+            "started_at": self.started_at,
+        }
 
 
 def gateway_starts(processes: Sequence[str], services: Sequence[str]) -> tuple[ProcessStart, ...]:
@@ -41,13 +48,15 @@ def gateway_starts(processes: Sequence[str], services: Sequence[str]) -> tuple[P
     process name, which is what a systemd unit's main process is usually called.
     """
     found: list[ProcessStart] = []
+    patterns: list[tuple[StartKind, str]]
     if sys.platform == "win32":
         for name in services:
             try:
-                pid = psutil.win_service_get(name).pid()  # type: ignore[attr-defined]
+                pid = psutil.win_service_get(name).pid()
                 if pid:
-                    found.append(ProcessStart("service", name, pid,
-                                              psutil.Process(pid).create_time()))  # fmt: skip
+                    found.append(
+                        ProcessStart("service", name, pid, psutil.Process(pid).create_time())
+                    )
             except (psutil.Error, OSError):
                 continue
         patterns = [("process", p) for p in processes]
@@ -104,13 +113,15 @@ def first_after_restart(history: Sequence[RunStarts]) -> RestartFinding | None:
         if run.generation != previous.generation:
             after += 1
             if not (run.delivered == 1 and run.first_delivered):
-                misfits.append(f"run {run.run_id} after a restart delivered {run.delivered} of "
-                               f"{run.sent}")  # fmt: skip
+                misfits.append(
+                    f"run {run.run_id} after a restart delivered {run.delivered} of {run.sent}"
+                )
         else:
             without += 1
             if run.delivered:
-                misfits.append(f"run {run.run_id} without a restart delivered {run.delivered} of "
-                               f"{run.sent}")  # fmt: skip
+                misfits.append(
+                    f"run {run.run_id} without a restart delivered {run.delivered} of {run.sent}"
+                )
     if after == 0:
         return RestartFinding(False, 0, without, ("no gateway restart between the recorded runs",))
     if misfits:

@@ -124,8 +124,11 @@ def diagnose(
 def _judge(
     sig: Signature, verdict: Verdict, inventory: Inventory | None, restarts: RestartFacts
 ) -> Diagnosis | None:
-    old = [h for h in (inventory.hits if inventory else ()) if covers(sig, h)
-           and h.state in sig.module_states]  # fmt: skip
+    old = [
+        h
+        for h in (inventory.hits if inventory else ())
+        if covers(sig, h) and h.state in sig.module_states
+    ]
     if not sig.patterns:
         if not old:
             return None
@@ -236,8 +239,9 @@ def _restart_lines(restarts: RestartFacts) -> list[str]:
     if restarts.run_started_at is not None:
         for s in restarts.starts[:MAX_HIT_LINES]:
             ago = restarts.run_started_at - s.started_at
-            lines.append(f"gateway {s.kind} {s.name} (pid {s.pid}) started {ago:.0f} s before "
-                         "this run")  # fmt: skip
+            lines.append(
+                f"gateway {s.kind} {s.name} (pid {s.pid}) started {ago:.0f} s before this run"
+            )
     if restarts.restarted_during_run:
         lines.append("a gateway process restarted during the run")
     if restarts.history is not None:

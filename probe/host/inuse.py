@@ -15,7 +15,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from probe.host.platform import HeldFile, HolderSource, ScanCounts, scan_processes
+from probe.host.platform import HeldFile, HolderSource, HowHeld, ScanCounts, scan_processes
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Holder:
     pid: int
     name: str
     exe: str | None
-    how: str  # loaded or open
+    how: HowHeld
     path: str  # the holder's name for the file
 
     def label(self) -> str:

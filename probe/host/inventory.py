@@ -187,8 +187,13 @@ class _Reader:
                 version = self.source.read_loaded_copy(module)
                 self.loaded[key] = Copy(module.path, version)
             except PermissionError:
-                self.loaded[key] = Copy(module.path, None, _NO_PRIVILEGE.get(
-                    self.source.platform, "permission denied reading the loaded copy"))  # fmt: skip
+                self.loaded[key] = Copy(
+                    module.path,
+                    None,
+                    _NO_PRIVILEGE.get(
+                        self.source.platform, "permission denied reading the loaded copy"
+                    ),
+                )
             except OSError as exc:
                 self.loaded[key] = Copy(module.path, None, f"cannot read the loaded copy: {exc}")
         return self.loaded[key]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass
+from typing import Literal
 
 import pefile
 
@@ -32,7 +33,7 @@ class ModuleVersion:
 
     sha256: str
     size: int
-    kind: str  # pe, elf or data
+    kind: Literal["pe", "elf", "data"]
     file_version: str | None = None
     product_version: str | None = None
     soname: str | None = None

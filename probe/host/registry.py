@@ -12,7 +12,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from types import ModuleType
+from typing import Any, Protocol
 
 from probe.errors import ProbeError
 
@@ -110,8 +111,8 @@ class LiveRegistry:
             raise ProbeError("the live registry exists on Windows only; pass --registry FILE.reg")
         import winreg
 
-        self._winreg = winreg
-        self._hives = {
+        self._winreg: ModuleType = winreg
+        self._hives: dict[str, int] = {
             "HKEY_LOCAL_MACHINE": winreg.HKEY_LOCAL_MACHINE,
             "HKEY_CURRENT_USER": winreg.HKEY_CURRENT_USER,
             "HKEY_CLASSES_ROOT": winreg.HKEY_CLASSES_ROOT,
@@ -119,7 +120,7 @@ class LiveRegistry:
             "HKEY_CURRENT_CONFIG": winreg.HKEY_CURRENT_CONFIG,
         }
 
-    def _open(self, path: str):  # type: ignore[no-untyped-def]
+    def _open(self, path: str) -> Any:  # a winreg.HKEYType: winreg exists on Windows only
         hive, _, sub = normalize_key(path).partition("\\")
         access = self._winreg.KEY_READ | self._winreg.KEY_WOW64_64KEY
         try:

@@ -23,7 +23,8 @@ def parse_version(text: str) -> tuple[int, int, int, int]:
     parts = [int(p) for p in text.split(".")]
     if not 1 <= len(parts) <= 4 or any(not 0 <= p <= 0xFFFF for p in parts):
         raise ValueError(f"not a version a.b.c.d with 16-bit parts: {text!r}")
-    return (*parts, 0, 0, 0)[:4]  # type: ignore[return-value]
+    major, minor, build, private = (*parts, 0, 0, 0)[:4]
+    return major, minor, build, private
 
 
 def _align(n: int, to: int) -> int:
@@ -81,14 +82,20 @@ def version_info(
         0,
     )
     table = b"".join(_pad4(_string(k, v)) for k, v in strings.items())
-    string_table = _block(f"{LANG_EN_US:04x}{CODEPAGE_UNICODE:04x}", b"", value_length=0,
-                          text=True, children=table)  # fmt: skip
+    string_table = _block(
+        f"{LANG_EN_US:04x}{CODEPAGE_UNICODE:04x}", b"", value_length=0, text=True, children=table
+    )
     string_info = _block("StringFileInfo", b"", value_length=0, text=True, children=string_table)
     translation = struct.pack("<HH", LANG_EN_US, CODEPAGE_UNICODE)
     var = _block("Translation", translation, value_length=len(translation), text=False)
     var_info = _block("VarFileInfo", b"", value_length=0, text=True, children=var)
-    return _block("VS_VERSION_INFO", fixed, value_length=len(fixed), text=False,
-                  children=_pad4(string_info) + var_info)  # fmt: skip
+    return _block(
+        "VS_VERSION_INFO",
+        fixed,
+        value_length=len(fixed),
+        text=False,
+        children=_pad4(string_info) + var_info,
+    )
 
 
 def resource_section(version_blob: bytes) -> bytes:

@@ -53,7 +53,7 @@ class FaultMode:
     `queue-per-session:K[:W]` holds messages after the K-th of a session; a queue runner
     delivers them every W s. `stall:PHASE` falls silent from that SMTP phase on."""
 
-    name: str
+    name: ModeName
     k: int = 0
     probability: float = 0.0
     delay_s: float = 0.0  # slow: each message; batch: between two queue runs
@@ -65,14 +65,16 @@ class FaultMode:
 
     @classmethod
     def parse(cls, text: str) -> FaultMode:
-        name, _, arg = text.strip().partition(":")
+        given, _, arg = text.strip().partition(":")
+        name = _member(given, MODES)
         try:
             if name in ("healthy", "duplicate", "reject", "down") and not arg:
                 return cls(name)
             if name == "first-only":
-                if arg not in ("", "drop", "4xx", "5xx"):
+                refusal = _member(arg or "drop", REFUSALS)
+                if refusal is None:
                     raise ValueError("first-only takes drop, 4xx or 5xx")
-                return cls(name, refusal=arg or "drop")
+                return cls(name, refusal=refusal)
             if name == "drop-after-k" and int(arg) >= 0:
                 return cls(name, k=int(arg))
             if name == "intermittent" and 0.0 <= float(arg) <= 1.0:
@@ -98,6 +100,10 @@ class FaultMode:
             "intermittent:P, slow:SECONDS, batch:SECONDS, queue-per-session:K[:W], stall:PHASE, "
             "duplicate, reject or down"
         )
+
+
+def _member(text: str, choices: tuple[_Choice, ...]) -> _Choice | None:
+    return next((choice for choice in choices if choice == text), None)
 
 
 @dataclass(frozen=True)
@@ -386,7 +392,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 __all__ = [

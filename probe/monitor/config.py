@@ -281,7 +281,9 @@ class _Reader:
             )
         return caps
 
-    def target(self, index: int, raw: dict[str, Any], defaults: dict[str, Any], caps: Caps):
+    def target(
+        self, index: int, raw: dict[str, Any], defaults: dict[str, Any], caps: Caps
+    ) -> Target:
         where = f"[[target]] #{index + 1}"
         if isinstance(raw.get("name"), str):
             where = f"target {raw['name']!r}"
@@ -431,6 +433,12 @@ class _Reader:
         if not isinstance(value, str):
             raise self.fail(where, f"{key} must be a string")
         return value
+
+    def tls(self, raw: dict[str, Any], where: str) -> TlsMode:
+        try:
+            return tls_mode(self.string(raw, "tls", where, "none"))
+        except UsageError as exc:
+            raise self.fail(where, str(exc)) from None
 
     def strings(self, raw: dict[str, Any], key: str, where: str) -> tuple[str, ...]:
         value = raw.get(key, [])

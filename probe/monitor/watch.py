@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -153,7 +154,8 @@ class Watcher:
         stopped = asyncio.create_task(stop.wait())
         all_ran = asyncio.gather(*tasks, return_exceptions=True)  # ends only with `once`
         try:
-            await asyncio.wait([all_ran, stopped], return_when=asyncio.FIRST_COMPLETED)
+            either: list[asyncio.Future[Any]] = [all_ran, stopped]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         finally:
             # Stop: cut every run short. run_probe records what it knows and marks the run
             # interrupted; it is judged below, from the ledger, like a run cut off by a kill.

@@ -116,7 +116,7 @@ class StoredExplanation:
         )
         modules = data.get("modules")
         starts = tuple(
-            ProcessStart(str(p["kind"]), str(p["name"]), int(p["pid"]), float(p["started_at"]))
+            ProcessStart(p["kind"], str(p["name"]), int(p["pid"]), float(p["started_at"]))
             for p in data.get("gateway_processes", [])
         )
         diagnosis, demoted = split(diagnosis)  # a run kept before low matches became one line

@@ -272,8 +272,10 @@ def _timeline(
             break
         tx = x(t0 + tick)
         out.append(f'<line x1="{tx}" y1="{TOP - 6}" x2="{tx}" y2="{axis_y}" stroke="#eaeef2"/>')
-        out.append(f'<text x="{tx}" y="{axis_y + 16}" text-anchor="middle" fill="#57606a">'
-                   f"+{_fmt_s(tick)}</text>")  # fmt: skip
+        out.append(
+            f'<text x="{tx}" y="{axis_y + 16}" text-anchor="middle" fill="#57606a">'
+            f"+{_fmt_s(tick)}</text>"
+        )
         tick += step
     out.append(f'<line x1="{LEFT}" y1="{axis_y}" x2="{LEFT + plot_w}" y2="{axis_y}" '
                'stroke="#57606a"/>')  # fmt: skip
@@ -292,8 +294,9 @@ def _timeline(
     return "\n".join(out) + ("\n" + note if more > 0 else "")
 
 
-def _row(n: Notification, y: float, x: Callable[[float], float], t0: float,
-         esc: Callable[[object], str]) -> list[str]:  # fmt: skip
+def _row(
+    n: Notification, y: float, x: Callable[[float], float], t0: float, esc: Callable[[object], str]
+) -> list[str]:
     s = n.submission
     end_x = WIDTH - RIGHT + 10
     if s is None:
@@ -318,8 +321,10 @@ def _row(n: Notification, y: float, x: Callable[[float], float], t0: float,
         )
     if n.delivered_at is not None:
         xd = x(n.delivered_at)
-        out.append(f'<line x1="{xf}" y1="{y}" x2="{xd}" y2="{y}" stroke="#1a7f37" '
-                   'stroke-dasharray="3 2" stroke-width="1.5"/>')  # fmt: skip
+        out.append(
+            f'<line x1="{xf}" y1="{y}" x2="{xd}" y2="{y}" stroke="#1a7f37" '
+            'stroke-dasharray="3 2" stroke-width="1.5"/>'
+        )
         for d in n.deliveries:
             xd = x(d.received_at)
             out.append(
@@ -330,8 +335,10 @@ def _row(n: Notification, y: float, x: Callable[[float], float], t0: float,
         status = f"delivered in {n.latency_s or 0:.3f} s{extra}"
         out.append(f'<text x="{end_x}" y="{y + 4}" fill="#1a7f37">{esc(status)}</text>')
     elif s.accepted:
-        out.append(f'<text x="{end_x}" y="{y + 4}" fill="#cf222e" font-weight="700">'
-                   "lost (accepted, never delivered)</text>")  # fmt: skip
+        out.append(
+            f'<text x="{end_x}" y="{y + 4}" fill="#cf222e" font-weight="700">'
+            "lost (accepted, never delivered)</text>"
+        )
     else:
         why = s.describe()
         why = why if len(why) <= 34 else why[:33] + "…"
@@ -397,7 +404,7 @@ def _legend() -> str:
 def _nice_step(raw: float) -> float:
     if raw <= 0:
         return 1.0
-    power = 10 ** math.floor(math.log10(raw))
+    power: float = 10 ** math.floor(math.log10(raw))
     for mult in (1, 2, 5, 10):
         if raw <= mult * power:
             return mult * power

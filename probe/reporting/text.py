@@ -205,8 +205,10 @@ def diagnosis_text(
             f"  Modules: {', '.join(inventory.names)} loaded in {len(inventory.hits)} place(s), "
             f"{len(old)} old · {inventory.scanned} processes scanned, {inventory.denied} denied"
         )
-        lines += [f"    · {h.state.value}: pid {h.process.pid} {h.process.name or '?'} "
-                  f"{h.mapped_path}" for h in inventory.hits[:10]]  # fmt: skip
+        lines += [
+            f"    · {h.state.value}: pid {h.process.pid} {h.process.name or '?'} {h.mapped_path}"
+            for h in inventory.hits[:10]
+        ]
         lines.append("")
     if diagnosis is None:
         lines.append("  Diagnosis: none (no known issue matches this run with evidence)")

@@ -137,7 +137,8 @@ def compare_trees(default: Path, relocated: Path) -> tuple[FileDrift, ...]:
     drifts = []
     for key in sorted(set(left) | set(right)):
         d, r = left.get(key), right.get(key)
-        name = Path((d or r).path).relative_to(default if d else relocated).as_posix()  # type: ignore[union-attr]
+        path, root = (d.path, default) if d else (right[key].path, relocated)
+        name = Path(path).relative_to(root).as_posix()
         drifts.append(FileDrift(name, judge(d, r), d, r))
     return tuple(drifts)
 
@@ -243,7 +244,8 @@ def win_norm(path: str, variables: dict[str, str] | None = None) -> str:
     for prefix in ("\\??\\", "\\\\?\\"):
         path = path.removeprefix(prefix)
     for name, value in (variables or {}).items():
-        path = re.sub(re.escape(f"%{name}%"), lambda _m, v=value: v, path, flags=re.IGNORECASE)
+        literal = value.replace("\\", "\\\\")  # a replacement template, with no escapes
+        path = re.sub(re.escape(f"%{name}%"), literal, path, flags=re.IGNORECASE)
     path = re.sub(r"\\+", r"\\", path)
     return ntpath.normcase(path).rstrip("\\")
 

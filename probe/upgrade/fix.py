@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import platformdirs
 
@@ -31,20 +31,24 @@ JOURNAL_VERSION = 1
 TMP_SUFFIX = ".notifyprobe-tmp"
 _CHUNK = 1 << 20
 
+StepOp = Literal["rename", "backup", "replace"]
+StepStatus = Literal["planned", "started", "done", "failed", "undone"]
+JournalState = Literal["applying", "applied", "failed", "undone"]
+
 
 @dataclass(frozen=True)
 class FixAction:
     """One reversible change. `op`: rename (source → target), backup (copy the folder `source`
     to `target`), replace (copy `source` over `target`; the old file is kept at `backup`)."""
 
-    op: str
+    op: StepOp
     source: str
     target: str
     old_sha256: str | None = None  # target before (replace) / the renamed file (rename)
     new_sha256: str | None = None  # target after (replace)
     backup: str | None = None
     made_dirs: tuple[str, ...] = ()
-    status: str = "planned"  # planned, started, done, failed, undone
+    status: StepStatus = "planned"
 
     def describe(self) -> str:
         if self.op == "rename":
@@ -210,7 +214,7 @@ class Journal:
         os.replace(temp, self.path)
         _fsync_dir(self.path.parent)
 
-    def mark(self, index: int, status: str, **changes: Any) -> None:
+    def mark(self, index: int, status: StepStatus, **changes: Any) -> None:
         self.steps[index] = replace(self.steps[index], status=status, **changes)
         self.save()
 
@@ -229,7 +233,7 @@ class Journal:
                 FixAction(**{**s, "made_dirs": tuple(s.get("made_dirs", ()))})
                 for s in data["steps"]
             ]
-            return cls(path, str(data["action"]), steps, str(data["state"]))
+            return cls(path, str(data["action"]), steps, data["state"])
         except (KeyError, TypeError) as exc:
             raise ProbeError(f"journal {path} is damaged: {exc}") from None
 

@@ -12,10 +12,14 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from probe.errors import ProbeError
 from probe.host import ModuleState
 from probe.verdict import Pattern
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,6 +47,7 @@ class Signature:
 
 def load_signatures(directory: Path | None = None) -> tuple[Signature, ...]:
     """All signatures, in file-name order; ProbeError names the file and field that is wrong."""
+    files: list[Traversable] | list[Path]
     if directory is None:
         files = sorted(
             (f for f in resources.files(__name__).iterdir() if f.name.endswith(".toml")),

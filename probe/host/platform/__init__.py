@@ -47,7 +47,7 @@ __all__ = [
 
 def local_holders() -> HolderSource:
     """The files-in-use source for the machine the probe runs on (same classes as modules)."""
-    return local_source()  # type: ignore[return-value]
+    return local_source()
 
 
 def local_source() -> ModuleSource:

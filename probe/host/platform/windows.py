@@ -15,9 +15,11 @@ from __future__ import annotations
 import json
 import ntpath
 import os
+import sys
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import psutil
 
@@ -25,6 +27,7 @@ from probe.errors import ProbeError
 from probe.host.pe import ModuleVersion
 from probe.host.platform.base import (
     HeldFile,
+    HowHeld,
     MappedModule,
     NameMatcher,
     ProcessDenied,
@@ -67,26 +70,30 @@ def modules_from_paths(
         if match is None or key in found:
             continue
         present = exists(path)
-        found[key] = MappedModule(pid=pid, path=path, match=match, path_exists=present,
-                                  same_file=present)  # fmt: skip
+        found[key] = MappedModule(
+            pid=pid, path=path, match=match, path_exists=present, same_file=present
+        )
     return list(found.values())
 
 
 def drive_devices() -> dict[str, str]:
     """Device name of each drive letter (QueryDosDeviceW), on Windows only."""
+    if sys.platform != "win32":
+        raise ProbeError("drive devices exist on Windows only")
     import ctypes
 
     devices: dict[str, str] = {}
     buffer = ctypes.create_unicode_buffer(1024)
     for letter in "ABCDEFGHIJKLMNOPQRSTUVWXYZ":
         drive = f"{letter}:"
-        if ctypes.windll.kernel32.QueryDosDeviceW(drive, buffer, len(buffer)):  # type: ignore[attr-defined]
+        if ctypes.windll.kernel32.QueryDosDeviceW(drive, buffer, len(buffer)):
             devices[buffer.value] = drive
     return devices
 
 
 class _WindowsPaths:
     platform = "windows"
+    devices: dict[str, str]  # device name -> drive letter, set by each subclass
 
     def same_path(self, a: str, b: str) -> bool:
         return ntpath.normcase(ntpath.normpath(a)) == ntpath.normcase(ntpath.normpath(b))
@@ -108,7 +115,8 @@ class _WindowsPaths:
         self, pid: int, maps: Sequence[str], opened: Sequence[str], keys: frozenset[Hashable]
     ) -> list[HeldFile]:
         found: dict[tuple[str, str], HeldFile] = {}
-        for how, paths in (("loaded", maps), ("open", opened)):
+        held_as: tuple[tuple[HowHeld, Sequence[str]], ...] = (("loaded", maps), ("open", opened))
+        for how, paths in held_as:
             for raw in paths:
                 path = dos_path(raw, self.devices)
                 key = self.path_key(path)
@@ -168,7 +176,7 @@ class RecordedProcess:
     exe: str | None
     started_at: float | None
     maps: tuple[str, ...]
-    error: str | None  # denied or vanished
+    error: Literal["denied", "vanished"] | None
     open_files: tuple[str, ...] = ()
 
 
@@ -233,8 +241,9 @@ class RecordedWindows(_WindowsPaths):
 
     def mapped_modules(self, pid: int, matcher: NameMatcher) -> list[MappedModule]:
         proc = self._process(pid)
-        return modules_from_paths(pid, proc.maps, matcher, self.devices,
-                                  lambda p: ntpath.normcase(p) in self.files)  # fmt: skip
+        return modules_from_paths(
+            pid, proc.maps, matcher, self.devices, lambda p: ntpath.normcase(p) in self.files
+        )
 
     def read_loaded_copy(self, module: MappedModule) -> ModuleVersion:
         return self.read_file(module.path)

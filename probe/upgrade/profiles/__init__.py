@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal, TypeVar, get_args
 
 from probe.diagnosis import Signature, TomlFields, load_signatures
 from probe.errors import ProbeError, UsageError
@@ -31,7 +32,7 @@ POINTS_AT = ("relocated",)
 @dataclass(frozen=True)
 class Leftover:
     path: str  # relative to the root, `/`-separated
-    severity: str  # fail: the procedure requires it gone; warn: remove "if necessary"
+    severity: LeftoverSeverity  # fail: the procedure requires it gone; warn: remove "if necessary"
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,7 @@ class RegistryRule:
 
     key: str
     value: str
-    points_at: str
+    points_at: PointsAt
 
     def expand(self, services: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
         if "{service}" not in self.key:
@@ -120,11 +121,12 @@ class _Profile(TomlFields):
     def optional_table(self, key: str) -> _Profile | None:
         return _Profile(f"{self.where} [{key}]", self.table(key)) if key in self.data else None
 
-    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+    def choice(self, key: str, choices: tuple[_Choice, ...], default: _Choice) -> _Choice:
         value = self.string(key) if key in self.data else default
-        if value not in choices:
-            raise ProbeError(f"profile {self.where}: {key!r} must be one of {', '.join(choices)}")
-        return value
+        for choice in choices:
+            if value == choice:
+                return choice
+        raise ProbeError(f"profile {self.where}: {key!r} must be one of {', '.join(choices)}")
 
 
 def parse_profile(name: str, text: str, signatures: dict[str, Signature]) -> Profile:
