@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from probe.correlation import make_token, recipient_for
+from probe.correlation import recipient_for
 from probe.delivery.breaker import CircuitBreaker
 from probe.delivery.burst import Sender, compose
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
@@ -26,6 +26,7 @@ from probe.lab.gateway import free_port
 from probe.ledger import SCHEMA, Ledger
 from probe.records import Endpoint, ErrorKind, SmtpPhase, SmtpReply, Submission
 from probe.verdict import Pattern, Severity
+from tests.conftest import TEST_KEY
 from tests.test_cli import burst
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -188,7 +189,7 @@ async def test_several_connections_stalling_at_once_open_the_breaker_once(tmp_pa
 async def test_a_stall_is_named_by_the_phase_the_gateway_fell_silent_in(phase):
     async with raw_gateway(silent_at(phase)) as gateway:
         sender = Sender(gateway, timeout=0.3, reuse=True, helo=None)
-        token = make_token("abcdef0123", 1)
+        token = TEST_KEY.token("abcdef0123", 1)
         message = compose("abcdef0123", 1, 1, DOMAIN, "Thu, 1 Jan 2026 00:00:00 +0000")
         result = await sender.submit("a@probe.invalid", recipient_for(token, DOMAIN), message)
         await sender.close()
