@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import platformdirs
 import structlog
@@ -39,6 +39,7 @@ from probe.records import (
     ReceivedMessage,
     Run,
     RunRecord,
+    RunStatus,
     SmtpPhase,
     SmtpReply,
     Step,
@@ -219,6 +220,7 @@ def default_path() -> Path:
     return platformdirs.user_data_path("notifyprobe", appauthor=False) / "ledger.sqlite3"
 
 
+T = TypeVar("T")
 KEY_BYTES = 32
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
 NEARLY_FULL_BYTES = 64 * 1024  # less than this free beside the ledger: a write error is "full"

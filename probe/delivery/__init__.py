@@ -26,7 +26,14 @@ from probe.delivery.settle import (
 )
 from probe.delivery.sink import Sink
 from probe.delivery.sink_limits import Access, SinkLimits, client_network
-from probe.delivery.tls import INSECURE_WARNING, TLS_MODES, ClientSecurity, server_context
+from probe.delivery.tls import (
+    INSECURE_WARNING,
+    TLS_MODES,
+    ClientSecurity,
+    TlsMode,
+    server_context,
+    tls_mode,
+)
 
 __all__ = [
     "DEFAULT_MAX_RATE",
@@ -51,6 +58,7 @@ __all__ = [
     "SharedSink",
     "Sink",
     "SinkLimits",
+    "TlsMode",
     "client_network",
     "hide_secret",
     "password_from_env",
@@ -58,4 +66,5 @@ __all__ = [
     "revisit",
     "run_probe",
     "server_context",
+    "tls_mode",
 ]

@@ -26,7 +26,7 @@ from probe.delivery.credentials import REDACTED, hide_secret
 from probe.delivery.settings import BurstSettings
 from probe.delivery.tls import ClientSecurity
 from probe.errors import ProbeError
-from probe.records import Endpoint, ErrorKind, SmtpPhase, SmtpReply, Step, Submission
+from probe.records import Endpoint, ErrorKind, SmtpPhase, SmtpReply, Stage, Step, Submission
 
 ResultCallback = Callable[[int, Submission], None]
 SkipCallback = Callable[[int, str], None]  # seq, why it was not attempted

@@ -22,6 +22,7 @@ from email.header import Header
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from email.utils import formatdate, make_msgid
+from typing import Literal, TypeVar, get_args
 
 import structlog
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
@@ -35,8 +36,23 @@ log = structlog.get_logger("notifyprobe.lab")
 _Queued = tuple[str, tuple[str, ...], bytes]  # envelope sender, recipients, message
 STOP_TIMEOUT_S = 5.0
 
-MODES = ("healthy", "first-only", "drop-after-k", "intermittent", "slow", "batch", "duplicate",
-         "reject", "stall", "down", "queue-per-session")  # fmt: skip
+ModeName = Literal[
+    "healthy",
+    "first-only",
+    "drop-after-k",
+    "intermittent",
+    "slow",
+    "batch",
+    "duplicate",
+    "reject",
+    "stall",
+    "down",
+    "queue-per-session",
+]
+MODES: tuple[ModeName, ...] = get_args(ModeName)
+Refusal = Literal["drop", "4xx", "5xx"]  # how first-only refuses; drop: accept and lose
+REFUSALS: tuple[Refusal, ...] = get_args(Refusal)
+_Choice = TypeVar("_Choice", bound=str)
 DEFAULT_QUEUE_RUN_S = 20.0  # `queue-per-session:K` without W: a queue runner every 20 s
 STALL_PHASES = (SmtpPhase.GREETING, SmtpPhase.EHLO, SmtpPhase.MAIL, SmtpPhase.RCPT,
                 SmtpPhase.DATA, SmtpPhase.END_OF_DATA)  # fmt: skip

@@ -26,9 +26,11 @@ from probe.delivery import (
     ClientSecurity,
     Patience,
     Secret,
+    TlsMode,
     client_network,
     password_from_env,
     password_from_file,
+    tls_mode,
 )
 from probe.errors import UsageError
 from probe.host import read_host_file

@@ -25,8 +25,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
-SEVERITIES = ("fail", "warn")
-POINTS_AT = ("relocated",)
+LeftoverSeverity = Literal["fail", "warn"]
+PointsAt = Literal["relocated"]
+SEVERITIES: tuple[LeftoverSeverity, ...] = get_args(LeftoverSeverity)
+POINTS_AT: tuple[PointsAt, ...] = get_args(PointsAt)
+_Choice = TypeVar("_Choice", bound=str)
 
 
 @dataclass(frozen=True)
