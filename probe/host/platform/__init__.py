@@ -17,6 +17,7 @@ from probe.errors import ProbeError
 from probe.host.platform.base import (
     HeldFile,
     HolderSource,
+    HowHeld,
     MappedModule,
     ModuleSource,
     NameMatch,
@@ -31,6 +32,7 @@ from probe.host.platform.base import (
 __all__ = [
     "HeldFile",
     "HolderSource",
+    "HowHeld",
     "MappedModule",
     "ModuleSource",
     "NameMatch",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from probe.errors import UsageError
 from probe.host.pe import ModuleVersion
@@ -145,6 +145,9 @@ class ModuleSource(Protocol):
     def join(self, directory: str, name: str) -> str: ...
 
 
+HowHeld = Literal["loaded", "open"]  # mapped into the process, or an open handle
+
+
 @dataclass(frozen=True)
 class HeldFile:
     """A file one process holds: `loaded` (mapped like a module) or `open` (a handle/fd).
@@ -153,7 +156,7 @@ class HeldFile:
 
     pid: int
     path: str
-    how: str
+    how: HowHeld
     key: Hashable
 
 
