@@ -309,7 +309,14 @@ def _position(n: Notification) -> int:
     return (n.submission.position or 0) if n.submission else 0
 
 
-def _queued_per_session(run_id, sent, delivered, lost, cut: SessionCut, verdict) -> Verdict:
+def _queued_per_session(
+    run_id: str,
+    sent: list[Notification],
+    delivered: list[Notification],
+    lost: list[Notification],
+    cut: SessionCut,
+    verdict: _Judge,
+) -> Verdict:
     ambiguity = (
         " One session carried the whole burst, so a gateway that stops after "
         f"{cut.k} notifications in all looks the same until the re-judge."
@@ -335,7 +342,9 @@ def _queued_per_session(run_id, sent, delivered, lost, cut: SessionCut, verdict)
     )
 
 
-def _nothing_delivered(sent, accepted, verdict) -> Verdict:
+def _nothing_delivered(
+    sent: list[Notification], accepted: list[Notification], verdict: _Judge
+) -> Verdict:
     submissions = [n.submission for n in sent if n.submission]
     unreachable = [s for s in submissions if s.unreachable]
     if len(unreachable) == len(sent):
@@ -412,7 +421,13 @@ def _silent_tail(sent: Sequence[Notification]) -> list[Notification]:
     return []
 
 
-def _stalled(sent, delivered, tail, not_attempted: int, verdict) -> Verdict:
+def _stalled(
+    sent: list[Notification],
+    delivered: list[Notification],
+    tail: list[Notification],
+    not_attempted: int,
+    verdict: _Judge,
+) -> Verdict:
     phases: dict[SmtpPhase, list[int]] = {}
     for n in sent:
         if n.submission and n.submission.stalled_at and n.submission.stalled:
@@ -434,7 +449,9 @@ def _stalled(sent, delivered, tail, not_attempted: int, verdict) -> Verdict:
         )
     if delivered:
         evidence.append(f"delivered: {seq_ranges(n.seq for n in delivered)}")
-    evidence += _loss_lines([n for n in sent if not n.copies and not n.submission.stalled])
+    evidence += _loss_lines(
+        [n for n in sent if not n.copies and not (n.submission and n.submission.stalled)]
+    )
     return verdict(
         Pattern.GATEWAY_STALLED,
         Severity.CRITICAL,
@@ -450,7 +467,13 @@ def _stalled(sent, delivered, tail, not_attempted: int, verdict) -> Verdict:
     )
 
 
-def _partial(sent, delivered, lost, thresholds: Thresholds, verdict) -> Verdict:
+def _partial(
+    sent: list[Notification],
+    delivered: list[Notification],
+    lost: list[Notification],
+    thresholds: Thresholds,
+    verdict: _Judge,
+) -> Verdict:
     k = len(delivered)
     is_prefix = all(n.copies for n in sent[:k])
     lost_accepted = [n for n in lost if n.submission and n.submission.accepted]
