@@ -12,6 +12,7 @@ psutil; recorded Windows inventories answer from JSON, so the Windows path is te
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from probe.errors import ProbeError
 from probe.host.platform.base import (
@@ -28,6 +29,10 @@ from probe.host.platform.base import (
     ScanCounts,
     scan_processes,
 )
+
+if TYPE_CHECKING:
+    from probe.host.platform.linux import LinuxModules
+    from probe.host.platform.windows import WindowsModules
 
 __all__ = [
     "HeldFile",
@@ -49,11 +54,15 @@ __all__ = [
 
 def local_holders() -> HolderSource:
     """The files-in-use source for the machine the probe runs on (same classes as modules)."""
-    return local_source()
+    return _local_platform()
 
 
 def local_source() -> ModuleSource:
     """The module source for the machine the probe runs on."""
+    return _local_platform()
+
+
+def _local_platform() -> LinuxModules | WindowsModules:
     if sys.platform.startswith("linux"):
         from probe.host.platform.linux import LinuxModules
 

@@ -74,7 +74,9 @@ def _name_matches(name: str, pattern: str) -> bool:
 
 
 def _longest_literal(pattern: str) -> str:
-    runs, current, in_class = [], [], False
+    runs: list[str] = []
+    current: list[str] = []
+    in_class = False
     for c in pattern:
         if in_class:
             in_class = c != "]"
