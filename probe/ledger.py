@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import platformdirs
 import structlog
@@ -356,7 +356,7 @@ class Ledger:
         result = self.apply([op])[0]
         if isinstance(result, Exception):
             raise ProbeError(_failure("write", self.path, result))
-        return result
+        return cast(T, result)
 
     def create_run(self, run: Run, *, control: bool = True) -> None:
         self.write(partial(_insert_run, run, control, self.token_key))
@@ -367,7 +367,7 @@ class Ledger:
     def record_not_attempted(self, run_id: str, seq: int, reason: str) -> None:
         self.write(partial(_update_not_attempted, run_id, seq, reason))
 
-    def record_delivery(self, ref: TokenRef, found_in: str, message: ReceivedMessage) -> bool:
+    def record_delivery(self, ref: TokenRef, found_in: FoundIn, message: ReceivedMessage) -> bool:
         return self.write(partial(_insert_delivery, ref, found_in, message))
 
     def finish_run(
@@ -549,7 +549,8 @@ class Ledger:
         rows = self._query(f"SELECT {column} AS v FROM runs WHERE run_id = ?", (run_id,))
         if not rows or rows[0]["v"] is None:
             return None
-        return json.loads(rows[0]["v"])
+        verdict: dict[str, Any] = json.loads(rows[0]["v"])
+        return verdict
 
 
 class LedgerWriter:
@@ -575,7 +576,9 @@ class LedgerWriter:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         return future
 
-    def record_delivery(self, ref: TokenRef, found_in: str, message: ReceivedMessage):
+    def record_delivery(
+        self, ref: TokenRef, found_in: FoundIn, message: ReceivedMessage
+    ) -> asyncio.Future[bool]:
         """Queue one delivery; the future says True, or False when the token is unknown."""
         return self.defer(partial(_insert_delivery, ref, found_in, message))
 

@@ -25,7 +25,7 @@ from probe.delivery.sink_limits import (
 )
 from probe.errors import ProbeError
 from probe.ledger import LedgerWriter
-from probe.records import ReceivedMessage, printable
+from probe.records import FoundIn, ReceivedMessage, printable
 
 log = structlog.get_logger("notifyprobe.sink")
 
@@ -79,7 +79,9 @@ class SinkHandler:
         else:
             found = locate_tokens(envelope.rcpt_tos, content)
         tokens, not_counted = self.authentic(found)
-        writes = [self.writer.record_delivery(ref, where, message) for ref, where in tokens]
+        writes: list[asyncio.Future[bool] | asyncio.Future[None]] = [
+            self.writer.record_delivery(ref, where, message) for ref, where in tokens
+        ]
         bounce_run = _bounce_run(envelope.rcpt_tos)
         if bounce_run is not None:
             writes.append(self.writer.record_foreign("bounce", message, bounce_run))
@@ -99,8 +101,8 @@ class SinkHandler:
         return "250 2.0.0 Recorded"
 
     def authentic(
-        self, found: list[tuple[FoundToken, str]]
-    ) -> tuple[list[tuple[TokenRef, str]], str]:
+        self, found: list[tuple[FoundToken, FoundIn]]
+    ) -> tuple[list[tuple[TokenRef, FoundIn]], str]:
         """The tokens to count (MAC checked, at most MAX_TOKENS_PER_MESSAGE) and, when some were
         not counted, one line that says why: one row per message, however many tokens it held.
         A gateway delivers one notification per message; a message naming many is forged or
