@@ -185,7 +185,9 @@ class Delivery:
     run_id: str
     seq: int
     received_at: float
-    found_in: FoundIn
+    # "live": counted by a running probe as it arrived, for its provisional verdict; the ledger
+    # row of the same copy says where the token was found.
+    found_in: FoundIn | Literal["live"]
     peer: str = ""
     message_id: str = ""
     size: int = 0

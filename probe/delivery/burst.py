@@ -107,7 +107,7 @@ class Sender:
             return reply
 
         async def failed(
-            stage: str, phase: SmtpPhase, exc: BaseException, error: str
+            stage: Stage, phase: SmtpPhase, exc: BaseException, error: str
         ) -> Submission:
             """No SMTP reply to judge: the error, and the phase when the gateway went silent."""
             steps.append(Step(at=time.time(), command=_command(phase), error=error))
@@ -163,7 +163,11 @@ class Sender:
         smtp.protocol.write(body + b".\r\n")
         return _expect(await smtp.protocol.read_response(timeout=self.timeout), 250)
 
-    async def _open(self, reply_step, steps: list[Step]) -> SMTP:
+    async def _open(
+        self,
+        reply_step: Callable[[str, aiosmtplib.SMTPResponse], SmtpReply],
+        steps: list[Step],
+    ) -> SMTP:
         """Connect, greet, secure and authenticate: one new session ready for MAIL.
 
         Any failure comes out as `_Opening` naming the step (connect, ehlo, starttls, auth).
@@ -319,7 +323,7 @@ async def _login(smtp: SMTP, user: str, password: str) -> aiosmtplib.SMTPRespons
 class _Opening(Exception):
     """A failure while opening a session, with the step and the phase it happened in."""
 
-    def __init__(self, stage: str, phase: SmtpPhase, error: BaseException):
+    def __init__(self, stage: Stage, phase: SmtpPhase, error: BaseException):
         super().__init__(stage)
         self.stage = stage
         self.phase = phase

@@ -31,7 +31,15 @@ from probe.delivery.sink import DeliveryCallback, Sink
 from probe.delivery.sink_limits import Access, SinkLimits
 from probe.delivery.tls import ClientSecurity
 from probe.ledger import Ledger, LedgerWriter
-from probe.records import Delivery, Endpoint, Notification, Run, RunRecord, Submission
+from probe.records import (
+    Delivery,
+    Endpoint,
+    Notification,
+    Run,
+    RunRecord,
+    RunStatus,
+    Submission,
+)
 from probe.verdict import Pattern, Thresholds, Verdict, classify
 
 log = structlog.get_logger("notifyprobe.run")
@@ -234,7 +242,7 @@ async def run_probe(
         ledger.create_run(run, control=settings.burst.control)
         log.info("run_started", run_id=run_id, gateway=run.gateway, sink=run.sink, count=run.count,
                  settle_s=window.seconds, settle_source=window.source.value)  # fmt: skip
-        status = "interrupted"
+        status: RunStatus = "interrupted"
         try:
             in_process = shared is not None or settings.own_sink
             await _probe(writer, settings, run, window, sink_endpoint, tracker, ledger, in_process)

@@ -239,7 +239,9 @@ class LabGateway:
         if self.mode.stalls(phase):
             await self._stopping.wait()
 
-    async def _silent_session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    async def _silent_session(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         """`stall:greeting`: take the connection, never send the banner."""
         self._silent.add(writer)
         try:

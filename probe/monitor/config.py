@@ -327,7 +327,7 @@ class _Reader:
                 helo=self.string(merged, "helo", where, "") or None,
             )
             security = ClientSecurity(
-                tls=self.string(merged, "tls", where, "none"),
+                tls=self.tls(merged, where),
                 ca_file=self.path(merged["ca_file"]) if merged.get("ca_file") else None,
                 insecure=self.boolean(merged, "insecure", where, False),
                 user=username,
