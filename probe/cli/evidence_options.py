@@ -35,7 +35,7 @@ SECRET_KEYS = ("password", "passwd", "secret", "token")
 MAX_SECRET_FILE_BYTES = 4096
 
 
-def add_redaction_options(p: argparse.ArgumentParser) -> None:
+def add_redaction_options(p: argparse._ActionsContainer) -> None:
     p.add_argument(
         "--redact",
         nargs="+",
@@ -98,9 +98,9 @@ def secrets_from(args: argparse.Namespace) -> set[str]:
         if name.upper().startswith("NOTIFYPROBE_") and any(w in name.upper() for w in SECRET_WORDS):
             found.add(value)
     for attr in ("password_env", "secret_env"):
-        for name in _many(getattr(args, attr, None)):
-            if os.environ.get(str(name)):
-                found.add(os.environ[str(name)])
+        for variable in _many(getattr(args, attr, None)):
+            if os.environ.get(str(variable)):
+                found.add(os.environ[str(variable)])
     for attr in ("password_file", "secret_file"):
         for path in _many(getattr(args, attr, None)):
             found |= _file_secret(Path(str(path)))
