@@ -296,7 +296,7 @@ async def healthy_history(ledger: Ledger, port: int, runs: int) -> None:
     sink = Endpoint("127.0.0.1", free_port())
     async with LabGateway(Endpoint("127.0.0.1", port), sink, FaultMode("healthy")) as gw:
         for _ in range(runs):
-            settings = ProbeSettings(gateway=gw.listen, sink=sink, count=20)
+            settings = ProbeSettings(gateway=gw.listen, sink=sink, burst=BurstSettings(count=20))
             assert (await run_probe(ledger, settings)).verdict.pattern.value == "healthy"
 
 
