@@ -20,8 +20,6 @@ from email import policy
 from email.message import EmailMessage
 from email.parser import BytesParser
 
-from probe.records import FoundIn
-
 RUN_ID_HEX = 10
 MAC_CHARS = 8  # base32: 40 bits, out of reach of guessing within any mail flow
 TOKEN_RE = re.compile(rf"np-([0-9a-f]{{{RUN_ID_HEX}}})-(\d{{1,6}})-([a-z2-7]{{{MAC_CHARS}}})", re.I)
@@ -128,14 +126,14 @@ def _unique(found: Iterable[FoundToken]) -> list[FoundToken]:
     return list(seen)
 
 
-def locate_tokens(rcpts: Iterable[str], content: bytes) -> list[tuple[FoundToken, FoundIn]]:
+def locate_tokens(rcpts: Iterable[str], content: bytes) -> list[tuple[FoundToken, str]]:
     """Find the tokens a received message carries, and where each one survived.
 
     The envelope recipient is trusted first: gateways that rebuild a message from a template
     usually keep it. Only when no recipient carries a token is the message itself parsed:
     the X-Probe-Token header, the (decoded) Subject, the decoded text parts, then the raw bytes.
     """
-    found: dict[FoundToken, FoundIn] = {}
+    found: dict[FoundToken, str] = {}
     for rcpt in rcpts:
         local, _ = split_address(rcpt)
         if local.lower().startswith(LOCAL_PREFIX):

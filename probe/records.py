@@ -9,15 +9,25 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Literal
+from typing import Literal, get_args
 
 Stage = Literal["connect", "ehlo", "starttls", "auth", "mail", "rcpt", "data"]
 FoundIn = Literal["envelope", "header", "subject", "body", "raw"]  # where the token survived
 RunStatus = Literal["running", "done", "interrupted"]
+FOUND_IN: tuple[FoundIn, ...] = get_args(FoundIn)
 
 _ENHANCED_RE = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+")
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _ENDPOINT_RE = re.compile(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^:\s\[\]]+):(\d{1,5})")
+
+
+def found_in(text: str) -> FoundIn:
+    """`text` as a FoundIn: `correlation` names the places with plain strings, since it sits
+    beside this module and may not import it."""
+    for place in FOUND_IN:
+        if text == place:
+            return place
+    raise ValueError(f"a token is found in one of {', '.join(FOUND_IN)}, not {text!r}")
 
 
 def printable(text: str) -> str:

@@ -25,7 +25,7 @@ from probe.delivery.sink_limits import (
 )
 from probe.errors import ProbeError
 from probe.ledger import LedgerWriter
-from probe.records import FoundIn, ReceivedMessage, printable
+from probe.records import FoundIn, ReceivedMessage, found_in, printable
 
 log = structlog.get_logger("notifyprobe.sink")
 
@@ -101,13 +101,13 @@ class SinkHandler:
         return "250 2.0.0 Recorded"
 
     def authentic(
-        self, found: list[tuple[FoundToken, FoundIn]]
+        self, found: list[tuple[FoundToken, str]]
     ) -> tuple[list[tuple[TokenRef, FoundIn]], str]:
         """The tokens to count (MAC checked, at most MAX_TOKENS_PER_MESSAGE) and, when some were
         not counted, one line that says why: one row per message, however many tokens it held.
         A gateway delivers one notification per message; a message naming many is forged or
         broken, and counting them all would let one message stand for a whole run."""
-        signed = [(f.ref, where) for f, where in found if self.key.verify(f)]
+        signed = [(f.ref, found_in(where)) for f, where in found if self.key.verify(f)]
         forged = len(found) - len(signed)
         reasons = [f"{forged} token(s) with a wrong MAC"] if forged else []
         if len(signed) > MAX_TOKENS_PER_MESSAGE:
