@@ -17,6 +17,7 @@ import sqlite3
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -223,6 +224,7 @@ def default_path() -> Path:
 T = TypeVar("T")
 KEY_BYTES = 32
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)
+OPEN_TIMEOUT_S = 30.0  # how long opening waits for another process holding the ledger
 NEARLY_FULL_BYTES = 64 * 1024  # less than this free beside the ledger: a write error is "full"
 
 
@@ -232,9 +234,9 @@ def _open_writable(path: Path | str) -> sqlite3.Connection:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
-            str(path), timeout=30.0, isolation_level=None, check_same_thread=False
+            str(path), timeout=OPEN_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA journal_mode=WAL")
+        _use_wal(conn)
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA busy_timeout=30000")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -250,6 +252,21 @@ def _open_writable(path: Path | str) -> sqlite3.Connection:
         if isinstance(exc, ProbeError):
             raise
         raise ProbeError(_failure("open", Path(path), exc)) from exc
+
+
+def _use_wal(conn: sqlite3.Connection) -> None:
+    """Switching a new ledger to WAL needs it alone for a moment, and SQLite says "locked" at
+    once, without its busy timeout, when another process opens it at the same time (a sink and
+    a burst started together): wait for the other opener as the busy timeout would."""
+    deadline = time.monotonic() + OPEN_TIMEOUT_S
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _open_read_only(path: Path) -> sqlite3.Connection:
