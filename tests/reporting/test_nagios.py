@@ -115,7 +115,7 @@ def test_burst_format_nagios_prints_the_plugin_line_then_the_possible_issue_and_
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "first-only") as gateway:  # fmt: skip
         result = burst(
-            gateway, sink, tmp_path / "l.db", "--count", "5", "--format", "nagios",
+            gateway, sink, tmp_path / "l.db", "--count", "5", "--settle", "1", "--format", "nagios",
             "--warning", "loss=5%,latency=2s", "--critical", "loss=20%,latency=10s",
         )  # fmt: skip
     assert result.returncode == 2, result.stderr
