@@ -131,7 +131,7 @@ async def probe_through(ledger: Ledger, gateway_port: int, shared: SharedSink, *
         gateway=Endpoint("127.0.0.1", gateway_port),
         sink=shared.endpoint,
         burst=BurstSettings(**burst),
-        patience=Patience(timeout_s=5.0),
+        patience=Patience(settle_s=1.0, timeout_s=5.0),  # the shape is under test, not the wait
     )
     return await run_probe(ledger, settings, shared=shared)
 
