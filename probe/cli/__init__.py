@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib import import_module
+from itertools import pairwise
 from typing import NoReturn
 
 from probe import __version__
@@ -121,5 +122,5 @@ def _plugin_output(argv: Sequence[str]) -> bool:
     """`--format nagios` anywhere in the arguments, whether or not they parse."""
     return any(
         arg == "--format=nagios" or (arg == "--format" and value == "nagios")
-        for arg, value in zip(argv, [*argv[1:], ""], strict=True)
+        for arg, value in pairwise([*argv, ""])
     )
