@@ -107,8 +107,8 @@ def render(ev: RunEvidence, clean: Clean) -> str:
             else []
         ),
         *(
-            [f'<p id="revision"><b>Since the verdict:</b> {esc(ev.revision.summary())}</p>']
-            if ev.revision is not None
+            [f'<p id="revision"><b>Since the verdict:</b> {esc(report.revision.summary())}</p>']
+            if report.revision is not None
             else []
         ),
         "</section>",
