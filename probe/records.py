@@ -63,6 +63,7 @@ class ErrorKind(str, Enum):
     """Why a submission got no SMTP reply to judge."""
 
     REFUSED = "refused"  # nothing listening / connection refused or unreachable
+    DNS = "dns"  # the gateway's host name did not resolve
     RESET = "reset"  # the gateway closed or reset the connection
     TIMEOUT = "timeout"  # a step took longer than the per-step timeout
     TLS = "tls"  # TLS negotiation failed
@@ -70,7 +71,7 @@ class ErrorKind(str, Enum):
 
     @property
     def is_connect_failure(self) -> bool:
-        return self in (ErrorKind.REFUSED, ErrorKind.TLS)
+        return self in (ErrorKind.REFUSED, ErrorKind.DNS, ErrorKind.TLS)
 
 
 class SmtpPhase(str, Enum):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum
 from typing import Protocol
 
-from probe.records import Notification, RunRecord, SmtpPhase, Submission
+from probe.records import ErrorKind, Notification, RunRecord, SmtpPhase, Submission
 
 MIN_STALL_RUN = 2  # notifications in a row that got no answer, ending the burst: a hung gateway
 
@@ -34,7 +34,21 @@ class Pattern(str, Enum):
     ALL_REJECTED = "all_rejected"
     SLOW = "slow"
     DUPLICATED = "duplicated"
-    INCONCLUSIVE = "inconclusive"  # the probe could not judge: nothing sent, or its sink unproven
+    INCONCLUSIVE = "inconclusive"  # the probe could not judge: cut off, or its sink unproven
+
+
+class Cause(str, Enum):
+    """What a failure was, when the pattern alone does not say what to do about it: the report
+    gives each its own meaning and next step (an AUTH refusal is not a relay-policy refusal)."""
+
+    CUT_OFF = "cut_off"  # interrupted or killed before the run could be judged
+    SINK_REFUSED = "sink_refused"  # the probe's own sink refused its control message
+    SINK_UNPROVEN = "sink_unproven"  # the control message was sent and never recorded
+    AUTH = "auth"  # the gateway refused the probe's credentials
+    TLS = "tls"  # the TLS handshake failed (certificate, name, protocol)
+    DNS = "dns"  # the gateway's name did not resolve
+    REFUSED = "refused"  # nothing listens there: connection refused or no route
+    TIMEOUT = "timeout"  # the TCP handshake got no answer within the step timeout
 
 
 class Severity(IntEnum):
@@ -64,6 +78,7 @@ class Verdict:
     not_attempted: int = 0  # left unsent by the circuit breaker: neither refused nor lost
     sink_verified: bool | None = None
     details: dict[str, int] = field(default_factory=dict)  # e.g. {"k": 3} for degraded_after_k
+    cause: Cause | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -72,6 +87,7 @@ class Verdict:
             "summary": self.summary,
             "evidence": list(self.evidence),
             "sink_verified": self.sink_verified,
+            "cause": self.cause.value if self.cause else None,
             **self.details,
         }
 
@@ -85,6 +101,7 @@ class _Judge(Protocol):
         severity: Severity,
         summary: str,
         evidence: list[str],
+        cause: Cause | None = None,
         **details: int,
     ) -> Verdict: ...
 
@@ -101,7 +118,12 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
               "not_attempted": len(_not_attempted(record))}  # fmt: skip
 
     def verdict(
-        pattern: Pattern, severity: Severity, summary: str, evidence: list[str], **details: int
+        pattern: Pattern,
+        severity: Severity,
+        summary: str,
+        evidence: list[str],
+        cause: Cause | None = None,
+        **details: int,
     ) -> Verdict:
         evidence = evidence + _context_lines(record, sink_verified)
         return Verdict(
@@ -112,20 +134,43 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
             **counts,
             sink_verified=sink_verified,
             details=details,
+            cause=cause,
         )
 
-    if not sent:
-        planned = len(record.burst)
+    planned = len(record.burst) - counts["not_attempted"]
+    if len(sent) < planned or not sent:  # what finished says nothing about what never started
         return verdict(
             Pattern.INCONCLUSIVE,
             Severity.UNKNOWN,
-            f"no notification was sent ({planned} planned): the run was cut off before it began",
-            [],
+            f"cut off after {len(sent)} of {planned} notifications; judge nothing from it",
+            [f"of the {len(sent)} sent, {len(delivered)} delivered"] if sent else [],
+            Cause.CUT_OFF,
+        )
+    missing = [n for n in accepted if not n.copies]
+    if record.run.status == "interrupted" and missing:
+        return verdict(
+            Pattern.INCONCLUSIVE,
+            Severity.UNKNOWN,
+            f"cut off while waiting for late mail, with {len(missing)} of {len(sent)} "
+            "notifications accepted and not delivered yet; judge nothing from it",
+            [f"accepted, not delivered when cut off: {seq_ranges(n.seq for n in missing)}"],
+            Cause.CUT_OFF,
         )
     silent_tail = _silent_tail(sent)
     if silent_tail:  # proven by the submissions alone, whatever the sink did
         return _stalled(sent, delivered, silent_tail, counts["not_attempted"], verdict)
     if sink_verified is False and lost:
+        refusal = control.submission if control and control.submission else None
+        if refusal is not None and refusal.rejected:
+            return verdict(
+                Pattern.INCONCLUSIVE,
+                Severity.UNKNOWN,
+                f"the probe's own sink refused its control message ({refusal.describe()}); the "
+                "losses cannot be blamed on the gateway",
+                [f"control message (seq 0) refused by the sink: {refusal.describe()}"]
+                + _loss_lines(lost),
+                Cause.SINK_REFUSED,
+            )
         return verdict(
             Pattern.INCONCLUSIVE,
             Severity.UNKNOWN,
@@ -133,6 +178,7 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
             "blamed on the gateway",
             [f"control message (seq 0): {_describe_submission(control)}, never recorded by sink"]
             + _loss_lines(lost),
+            Cause.SINK_UNPROVEN,
         )
 
     if not delivered:
@@ -352,18 +398,24 @@ def _nothing_delivered(
             f"{s.error_kind.value if s.error_kind else 'error'}: {s.error}" for s in unreachable
         )
         top, _ = reasons.most_common(1)[0]
+        kinds = Counter(
+            _UNREACHABLE_CAUSE.get(s.error_kind) if s.error_kind else None for s in unreachable
+        )
         return verdict(
             Pattern.GATEWAY_UNREACHABLE,
             Severity.CRITICAL,
             f"the gateway could not be reached ({top}) for all {len(sent)} notifications",
             [f"{count}× {reason}" for reason, count in reasons.most_common()],
+            kinds.most_common(1)[0][0],
         )
     if not accepted:
+        refused_credentials = all(s.stage == "auth" for s in submissions)
         return verdict(
             Pattern.ALL_REJECTED,
             Severity.CRITICAL,
             _rejected_summary(submissions),
             _outcome_lines(sent),
+            Cause.AUTH if refused_credentials else None,
         )
     return verdict(
         Pattern.NONE_DELIVERED,
@@ -372,6 +424,14 @@ def _nothing_delivered(
         "the sink",
         _outcome_lines(sent),
     )
+
+
+_UNREACHABLE_CAUSE = {
+    ErrorKind.DNS: Cause.DNS,
+    ErrorKind.REFUSED: Cause.REFUSED,
+    ErrorKind.TLS: Cause.TLS,
+    ErrorKind.TIMEOUT: Cause.TIMEOUT,  # silence at the TCP handshake
+}
 
 
 def _rejected_summary(submissions: Sequence[Submission]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -18,7 +19,7 @@ from probe.records import (
     SmtpReply,
     Submission,
 )
-from probe.verdict import Pattern, Severity, Thresholds, classify, revise, seq_ranges
+from probe.verdict import Cause, Pattern, Severity, Thresholds, classify, revise, seq_ranges
 from tests.conftest import TEST_KEY
 
 RUN = "abcdef0123"
@@ -197,14 +198,61 @@ def test_run_without_control_says_the_sink_was_not_verified():
 
 def test_run_cut_off_before_sending_is_inconclusive():
     verdict = classify(record(note(1, attempted=False), note(2, attempted=False)))
-    assert verdict.pattern is Pattern.INCONCLUSIVE
+    assert (verdict.pattern, verdict.cause) == (Pattern.INCONCLUSIVE, Cause.CUT_OFF)
+    assert verdict.summary == "cut off after 0 of 2 notifications; judge nothing from it"
 
 
-def test_run_cut_off_midway_is_judged_on_what_was_sent_and_says_so():
-    notes = [note(1), note(2), note(3, attempted=False, delivered=0)]
+def test_run_cut_off_midway_is_inconclusive_with_the_count_it_reached():
+    notes = [note(1), note(2), *(note(i, attempted=False, delivered=0) for i in range(3, 51))]
     verdict = classify(record(*notes))
-    assert verdict.pattern is Pattern.HEALTHY
-    assert "run cut off: 2 of 3 planned notifications were sent" in verdict.evidence
+    assert (verdict.pattern, verdict.severity) == (Pattern.INCONCLUSIVE, Severity.UNKNOWN)
+    assert verdict.cause is Cause.CUT_OFF
+    assert verdict.summary == "cut off after 2 of 50 notifications; judge nothing from it"
+    assert "run cut off: 2 of 50 planned notifications were sent" in verdict.evidence
+
+
+def test_run_cut_off_while_waiting_for_late_mail_is_inconclusive():
+    rec = record(note(1), note(2, delivered=0), note(3, delivered=0))
+    cut = replace(rec, run=replace(rec.run, status="interrupted"))
+    verdict = classify(cut)
+    assert (verdict.pattern, verdict.cause) == (Pattern.INCONCLUSIVE, Cause.CUT_OFF)
+    assert "accepted, not delivered when cut off: 2-3" in verdict.evidence
+    assert classify(rec).pattern is Pattern.FIRST_ONLY  # the same rows, judged at the end
+
+
+def test_interrupted_run_that_has_everything_is_judged_on_it():
+    rec = record(note(1), note(2))
+    assert classify(replace(rec, run=replace(rec.run, status="interrupted"))).pattern is (
+        Pattern.HEALTHY
+    )
+
+
+def test_control_message_refused_by_the_sink_names_the_reply():
+    refused = SmtpReply(550, "5.7.1 Relaying denied: this sink accepts only @probe.test", "5.7.1")
+    control = note(0, delivered=0, reply=refused, stage="rcpt")
+    rec = record(note(1, delivered=0), note(2, delivered=0), control=None)
+    verdict = classify(replace(rec, notifications=(control, *rec.notifications)))
+    assert (verdict.pattern, verdict.cause) == (Pattern.INCONCLUSIVE, Cause.SINK_REFUSED)
+    assert "RCPT 550 5.7.1 Relaying denied" in verdict.summary
+
+
+@pytest.mark.parametrize(
+    ("kind", "cause"),
+    [(ErrorKind.DNS, Cause.DNS), (ErrorKind.REFUSED, Cause.REFUSED), (ErrorKind.TLS, Cause.TLS)],
+)
+def test_unreachable_gateway_names_the_failure_kind(kind, cause):
+    notes = [note(i, reply=None, delivered=0, error_kind=kind, stage="connect") for i in (1, 2)]
+    verdict = classify(record(*notes))
+    assert (verdict.pattern, verdict.cause) == (Pattern.GATEWAY_UNREACHABLE, cause)
+
+
+def test_refused_credentials_are_an_auth_failure_not_a_policy_refusal():
+    bad_password = SmtpReply(535, "5.7.8 Authentication credentials invalid", "5.7.8")
+    notes = [note(i, reply=bad_password, delivered=0, stage="auth") for i in (1, 2)]
+    verdict = classify(record(*notes))
+    assert (verdict.pattern, verdict.cause) == (Pattern.ALL_REJECTED, Cause.AUTH)
+    policy = [note(i, reply=SmtpReply(550, "5.7.1 no"), delivered=0, stage="rcpt") for i in (1, 2)]
+    assert classify(record(*policy)).cause is None
 
 
 def test_seq_ranges_compacts_runs():

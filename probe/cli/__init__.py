@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from importlib import import_module
+from itertools import pairwise
 from typing import NoReturn
 
 from probe import __version__
@@ -81,8 +82,8 @@ def _chosen(argv: Sequence[str] | None) -> tuple[str, ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
     try:
-        args_list = list(sys.argv[1:] if argv is None else argv)
         args = build_parser(args_list).parse_args(args_list)
         args.argv = args_list  # for the evidence bundle
         from probe.logs import configure  # structlog: only once a subcommand runs
@@ -90,19 +91,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure(json_lines=args.log_json, level=args.log_level)
         return int(args.handler(args))
     except ProbeError as exc:
-        print(f"notifyprobe: error: {exc}", file=sys.stderr)
-        return EXIT_UNKNOWN
+        return _failed(args_list, f"notifyprobe: error: {exc}", str(exc))
     except KeyboardInterrupt:
-        print("notifyprobe: interrupted", file=sys.stderr)
-        return EXIT_UNKNOWN
+        return _failed(args_list, "notifyprobe: interrupted", "interrupted")
     except BrokenPipeError:
         return EXIT_UNKNOWN
     except Exception as exc:  # a bug of ours: still one line and UNKNOWN, the trace on demand
         if os.environ.get("NOTIFYPROBE_TRACEBACK"):
             raise
         kind = type(exc).__name__
-        print(
+        return _failed(
+            args_list,
             f"notifyprobe: internal error: {kind}: {exc} (NOTIFYPROBE_TRACEBACK=1 shows where)",
-            file=sys.stderr,
+            f"internal error: {kind}: {exc}",
         )
-        return EXIT_UNKNOWN
+
+
+def _failed(argv: Sequence[str], error: str, status: str) -> int:
+    """The probe could not run: one line on stderr and, for a monitoring system reading stdout
+    (`--format nagios`), its one UNKNOWN status line there too."""
+    print(error, file=sys.stderr, flush=True)
+    if _plugin_output(argv):
+        from probe.reporting import unknown_line
+
+        print(unknown_line(status), flush=True)
+    return EXIT_UNKNOWN
+
+
+def _plugin_output(argv: Sequence[str]) -> bool:
+    """`--format nagios` anywhere in the arguments, whether or not they parse."""
+    return any(
+        arg == "--format=nagios" or (arg == "--format" and value == "nagios")
+        for arg, value in pairwise([*argv, ""])
+    )

@@ -3,32 +3,36 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
+import time
 
 from probe.cli.burst_options import add_burst_options, settings_from
-from probe.cli.common import open_ledger, write_json
+from probe.cli.common import Stopped, open_ledger, run_stoppable, write_json
 from probe.cli.diagnosis_options import add_diagnosis_options, request_from
 from probe.cli.evidence_options import add_evidence_options, keep_run_artifacts, write_bundle
+from probe.correlation import new_run_id
 from probe.delivery import (
     DEFAULT_WINDOW_S,
     HISTORY_FACTOR,
     INSECURE_WARNING,
     MIN_HEALTHY_RUNS,
+    ProbeOutcome,
     Progress,
+    judge_cut_run,
     run_probe,
 )
 from probe.diagnosis import explain, prepare
 from probe.errors import ProbeError, UsageError
+from probe.ledger import Ledger
 from probe.logs import CAPTURE
 from probe.reporting import (
     PluginThresholds,
     diagnosis_lines,
-    diagnosis_text,
     plugin_result,
-    to_json,
+    rejudge_command,
+    report_json,
+    run_report,
     to_text,
-    unknown_line,
 )
 
 
@@ -113,39 +117,52 @@ def run(args: argparse.Namespace) -> int:
     fmt = "json" if args.json == "-" and args.format == "text" else args.format
     if args.json == "-" and fmt == "nagios":
         raise UsageError("burst: --json - and --format nagios both want stdout; pick one")
-    try:
-        settings = settings_from(args)
-        if settings.security.insecure:
-            print(f"notifyprobe: WARNING: {INSECURE_WARNING}", file=sys.stderr, flush=True)
-        request = request_from(args)
-        prepared = prepare(request)
-        progress = ProgressLine()
-        CAPTURE.clear()  # the evidence bundle keeps this run's log events only
-        with open_ledger(args.db) as ledger:
-            try:
-                outcome = asyncio.run(run_probe(ledger, settings, progress))
-            finally:
-                progress.clear()
-            why = explain(request, prepared, ledger, outcome)
-            run_id = outcome.record.run.run_id
-            keep_run_artifacts(args, ledger, run_id, why)
-            if args.evidence:
-                write_bundle(args, ledger, run_id)
-    except ProbeError as exc:
-        if fmt == "nagios":  # a plugin must say UNKNOWN on stdout, not only on stderr
-            print(unknown_line(str(exc)), flush=True)
-        raise
-    record, verdict = outcome.record, outcome.verdict
-    report = to_json(record, verdict) | why.json_fields()
+    settings = settings_from(args)
+    if settings.security.insecure:
+        print(f"notifyprobe: WARNING: {INSECURE_WARNING}", file=sys.stderr, flush=True)
+    request = request_from(args)
+    prepared = prepare(request)
+    progress = ProgressLine()
+    CAPTURE.clear()  # the evidence bundle keeps this run's log events only
+    run_id = new_run_id()
+    with open_ledger(args.db) as ledger:
+        t0 = time.monotonic()
+        try:
+            outcome = run_stoppable(run_probe(ledger, settings, progress, run_id=run_id))
+        except Stopped as stopped:
+            outcome = cut_short(ledger, run_id, stopped, time.monotonic() - t0)
+        finally:
+            progress.clear()
+        why = explain(request, prepared, ledger, outcome)
+        keep_run_artifacts(args, ledger, run_id, why)
+        report = run_report(ledger, outcome.record, outcome.verdict)
+        if args.evidence:
+            write_bundle(args, ledger, run_id)
+    record, verdict = report.record, report.verdict
     if args.json and args.json != "-":
-        write_json(args.json, report)
+        write_json(args.json, report_json(report))
     if fmt == "json":
-        write_json("-", report)
+        write_json("-", report_json(report))
         return int(verdict.severity)
     if fmt == "nagios":
         result = plugin_result(record, verdict, args.warning, args.critical)
-        print("\n".join([result.line, *diagnosis_lines(why.diagnosis, why.possible)]))
+        explained = report.explanation
+        print("\n".join([result.line, *diagnosis_lines(explained.diagnosis, explained.possible)]))
         return int(result.state)
-    print(to_text(record, verdict, outcome.elapsed_s, args.db))
-    print(diagnosis_text(why.diagnosis, why.inventory, why.possible))
+    print(to_text(report))
     return int(verdict.severity)
+
+
+def cut_short(ledger: Ledger, run_id: str, stopped: Stopped, elapsed_s: float) -> ProbeOutcome:
+    """The run a signal cut short, judged from what it recorded; stderr says how to judge it
+    again. Stopped before the run was recorded: nothing to judge, the plain error."""
+    if run_id not in ledger.unjudged_runs():
+        raise ProbeError(f"{stopped} before the run began: nothing was sent")
+    record, verdict = judge_cut_run(ledger, run_id)
+    print(
+        f"notifyprobe: {stopped}: run {run_id} is kept as interrupted ({verdict.summary}); "
+        f"judge it again with: {rejudge_command(run_id, ledger.path)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return ProbeOutcome(record, verdict, elapsed_s)

@@ -8,11 +8,12 @@ import contextlib
 import json
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from probe.correlation import probe_domain
-from probe.errors import UsageError
+from probe.errors import ProbeError, UsageError
 from probe.ledger import Ledger, default_path
 from probe.logs import LOG_LEVELS
 from probe.records import Endpoint
@@ -126,3 +127,51 @@ async def until_stopped() -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+T = TypeVar("T")
+
+
+class Stopped(ProbeError):
+    """A run cut short by SIGINT (Ctrl-C) or SIGTERM; the coroutine recorded what it knew."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(f"interrupted by {signal_name}")
+        self.signal_name = signal_name
+
+
+def run_stoppable(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run(main)`, where SIGINT or SIGTERM cancels `main` (its cleanup runs: a run is
+    marked interrupted) and then raises `Stopped`. A second signal during that cleanup is
+    ignored; once `main` has ended, signals act as usual again."""
+
+    async def guarded() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(main)
+        received: list[str] = []
+
+        def stop(sig: signal.Signals) -> None:
+            if not received:
+                received.append(sig.name)
+                task.cancel()
+
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # On Windows there are no signal handlers in asyncio: Ctrl-C raises KeyboardInterrupt.
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop, sig)
+                installed.append(sig)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            if received:
+                raise Stopped(received[0]) from None
+            raise
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
+
+    try:
+        return asyncio.run(guarded())
+    except KeyboardInterrupt:  # no handler could be installed: asyncio cancelled `main` itself
+        raise Stopped("SIGINT") from None

@@ -25,7 +25,7 @@ from probe.host import collect_facts
 from probe.lab import FaultMode, LabGateway, build_dll, free_port, write_dll
 from probe.ledger import Ledger
 from probe.records import Endpoint
-from probe.reporting import diagnosis_text, keep_artifacts, to_text
+from probe.reporting import keep_artifacts, run_report, to_text
 from probe.verdict import Pattern
 
 MODULE = "MPNotifyPerf.dll"
@@ -108,15 +108,14 @@ def run(args: argparse.Namespace) -> int:
         with stale_stand_in(Path(tmp)) as installed:
             outcome = asyncio.run(rehearse(ledger, "first-only", args.count))
             why = diagnose_and_keep(ledger, outcome, installed)
-        print(to_text(outcome.record, outcome.verdict, outcome.elapsed_s))
-        print(diagnosis_text(why.diagnosis, why.inventory, why.possible), end="\n\n")
+        print(to_text(run_report(ledger, outcome.record, outcome.verdict)), end="\n\n")
         failures += outcome.verdict.pattern is not Pattern.FIRST_ONLY
         first_only_run = outcome.record.run.run_id
 
         print("── 2/2  the same gateway after the fix (old module gone, gateway restarted)\n")
         outcome = asyncio.run(rehearse(ledger, "healthy", args.count))
         why = diagnose_and_keep(ledger, outcome, None)
-        print(to_text(outcome.record, outcome.verdict, outcome.elapsed_s), end="\n\n")
+        print(to_text(run_report(ledger, outcome.record, outcome.verdict)), end="\n\n")
         failures += outcome.verdict.pattern is not Pattern.HEALTHY or why.diagnosis is not None
 
         print(f"Runs are kept in {ledger.path}. Next steps:")

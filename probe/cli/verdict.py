@@ -7,7 +7,7 @@ import time
 
 from probe.cli.common import add_db, chosen_run, open_ledger, write_json
 from probe.delivery import revisit
-from probe.reporting import revision_text, to_json, to_text
+from probe.reporting import report_json, run_report, to_text
 from probe.verdict import judge_recorded
 
 
@@ -35,13 +35,11 @@ def run(args: argparse.Namespace) -> int:
     with open_ledger(args.db, existing=True) as ledger:
         revisited = revisit(ledger, chosen_run(ledger, args.run_id, args.last, "verdict"),
                             time.time())  # fmt: skip
-    record, revision = revisited.record, revisited.revision
-    verdict = revision.current if revision is not None else judge_recorded(record)
+        record, revision = revisited.record, revisited.revision
+        verdict = revision.current if revision is not None else judge_recorded(record)
+        report = run_report(ledger, record, verdict, revision)
     if args.json:
-        extra = {"revision": revision.to_dict()} if revision is not None else {}
-        write_json(args.json, to_json(record, verdict) | extra)
+        write_json(args.json, report_json(report))
     if args.json != "-":
-        print(to_text(record, verdict, db=args.db))
-        if revision is not None:
-            print(revision_text(revision))
+        print(to_text(report))
     return int(verdict.severity)

@@ -7,13 +7,14 @@ limits and access rules are configured here too.
 
 from probe.delivery.burst import Sender
 from probe.delivery.credentials import Secret, hide_secret, password_from_env, password_from_file
-from probe.delivery.late import revisit
+from probe.delivery.late import look_back, revisit
 from probe.delivery.run import (
     DeliveryHub,
     ProbeOutcome,
     ProbeSettings,
     Progress,
     SharedSink,
+    judge_cut_run,
     run_probe,
 )
 from probe.delivery.settings import DEFAULT_MAX_RATE, MAX_COUNT, MAX_RATE_CAP, BurstSettings
@@ -61,6 +62,8 @@ __all__ = [
     "TlsMode",
     "client_network",
     "hide_secret",
+    "judge_cut_run",
+    "look_back",
     "password_from_env",
     "password_from_file",
     "revisit",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import re
+import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -356,12 +357,14 @@ def _command(phase: SmtpPhase) -> str:
 
 
 def _error_kind(exc: BaseException, stage: Stage) -> ErrorKind:
-    if stage == "starttls" or _caused_by_tls(exc):
+    if stage == "starttls" or _caused_by(exc, ssl.SSLError):
         return ErrorKind.TLS
     if isinstance(exc, (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError, TimeoutError)):
         return ErrorKind.TIMEOUT
     if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
         return ErrorKind.RESET
+    if _caused_by(exc, socket.gaierror):
+        return ErrorKind.DNS
     if isinstance(exc, (aiosmtplib.SMTPConnectError, ConnectionRefusedError)) or stage == "connect":
         return ErrorKind.REFUSED
     if isinstance(exc, OSError):
@@ -369,11 +372,11 @@ def _error_kind(exc: BaseException, stage: Stage) -> ErrorKind:
     return ErrorKind.PROTOCOL
 
 
-def _caused_by_tls(exc: BaseException | None) -> bool:
-    for _ in range(5):  # aiosmtplib wraps the ssl error in its own; a short bounded walk
+def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
+    for _ in range(5):  # aiosmtplib wraps the OS error in its own; a short bounded walk
         if exc is None:
             return False
-        if isinstance(exc, ssl.SSLError):
+        if isinstance(exc, kind):
             return True
         exc = exc.__cause__ or exc.__context__
     return False

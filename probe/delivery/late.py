@@ -23,18 +23,26 @@ class Revisited:
     newly_corrected: bool = False  # this look stored a correction no earlier look had stored
 
 
-def revisit(ledger: Ledger, run_id: str, now: float) -> Revisited:
-    """Re-judge a run and keep a new correction in the ledger."""
-    record = ledger.load(run_id)
-    stored = ledger.stored_verdict(run_id)
+def look_back(ledger: Ledger, record: RunRecord) -> Revision | None:
+    """The run judged again against the verdict stored at its end, read-only (None: no verdict
+    was stored to compare with)."""
+    stored = ledger.stored_verdict(record.run.run_id)
     judged_at = record.run.finished_at
     try:
         original = Pattern(str(stored["pattern"])) if stored else None
     except ValueError:  # a pattern this version does not know: nothing to compare with
         original = None
     if original is None or judged_at is None:
+        return None
+    return revise(record, original, judged_at)
+
+
+def revisit(ledger: Ledger, run_id: str, now: float) -> Revisited:
+    """Re-judge a run and keep a new correction in the ledger."""
+    record = ledger.load(run_id)
+    revision = look_back(ledger, record)
+    if revision is None:
         return Revisited(record, None)
-    revision = revise(record, original, judged_at)
     if not revision.changed:
         return Revisited(record, revision)
     corrected = ledger.corrected_verdict(run_id)

@@ -12,7 +12,7 @@ import ssl
 import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import structlog
@@ -40,7 +40,7 @@ from probe.records import (
     RunStatus,
     Submission,
 )
-from probe.verdict import Pattern, Thresholds, Verdict, classify
+from probe.verdict import Pattern, Thresholds, Verdict, classify, judge_recorded
 
 log = structlog.get_logger("notifyprobe.run")
 
@@ -197,10 +197,12 @@ async def run_probe(
     progress: ProgressCallback | None = None,
     *,
     shared: SharedSink | None = None,
+    run_id: str | None = None,
 ) -> ProbeOutcome:
-    """One run. With `shared`, use that running sink instead of starting one for this run."""
+    """One run. With `shared`, use that running sink instead of starting one for this run;
+    `run_id` chosen by the caller (who can then name a run it cut short), else a new one."""
     t0 = time.monotonic()
-    run_id = new_run_id()
+    run_id = run_id or new_run_id()
     tracker = _Tracker(run_id, settings.burst.count, progress)
     async with AsyncExitStack() as stack:
         if shared is not None:
@@ -260,6 +262,17 @@ async def run_probe(
     return ProbeOutcome(ledger.load(run_id), verdict, time.monotonic() - t0)
 
 
+def judge_cut_run(ledger: Ledger, run_id: str) -> tuple[RunRecord, Verdict]:
+    """Judge a run cut off by a signal, a kill or a stop, and keep it as interrupted with that
+    verdict: judged as the interrupted run it is, whatever status it was left in."""
+    record = ledger.load(run_id)
+    finished = record.run.finished_at or time.time()
+    record = replace(record, run=replace(record.run, status="interrupted", finished_at=finished))
+    verdict = judge_recorded(record)
+    ledger.finish_run(run_id, "interrupted", finished, json.dumps(verdict.to_dict()))
+    return record, verdict
+
+
 async def _probe(
     writer: LedgerWriter,
     settings: ProbeSettings,
@@ -296,6 +309,11 @@ async def _probe(
             sink, ledger.token_key, run_id, settings.domain, burst.step_timeout_s, burst.count
         )
         on_result(0, control)
+        if control.rejected:  # the sink said no: nothing the gateway relays can be recorded
+            log.warning("control_refused", run_id=run_id, reply=str(control.reply))
+            tracker.phase = "judging"
+            tracker.report()
+            return
     burst_ended = time.time()
     # The wall clock can jump (NTP step, VM resume): the deadlines below use it because delivery
     # times come from it, but the monotonic clock bounds the whole wait whatever the wall does.

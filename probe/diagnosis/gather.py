@@ -7,6 +7,7 @@ process scan, the gateway's start times, the ledger's history of earlier runs.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,9 +18,11 @@ from probe.diagnosis.restarts import (
     gateway_starts,
     load_history,
     record_starts,
+    unknown_services,
 )
 from probe.diagnosis.rules import Diagnosis, PossibleIssue, RestartFacts, diagnose, split
 from probe.diagnosis.signatures import Signature, load_signatures
+from probe.errors import UsageError
 from probe.host import Inventory, NameMatcher, local_source, take_inventory
 from probe.ledger import Ledger
 
@@ -64,6 +67,10 @@ def prepare(request: Request) -> Prepared:
     signature stops the probe before it sends anything), and note the gateway's start times."""
     if request.module_names:
         NameMatcher(request.module_names)
+    unknown = unknown_services(request.services)
+    if unknown:
+        where = "" if sys.platform == "win32" else " (here a service is found by its process name)"
+        raise UsageError(f"unknown --service {', '.join(unknown)}: no such service runs{where}")
     watching = bool(request.processes or request.services)
     starts = gateway_starts(request.processes, request.services) if watching else ()
     return Prepared(load_signatures(), starts, watching)

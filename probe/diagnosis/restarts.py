@@ -64,12 +64,41 @@ def gateway_starts(processes: Sequence[str], services: Sequence[str]) -> tuple[P
         patterns = [("process", p) for p in processes] + [("service", s) for s in services]
     if not patterns:
         return tuple(found)
+    own = own_processes()
     for proc in psutil.process_iter(["name", "create_time"]):
+        if proc.pid in own:
+            continue
         name = (proc.info.get("name") or "").lower()
         for kind, pattern in patterns:
             if fnmatch.fnmatchcase(name, pattern.lower()):
                 found.append(ProcessStart(kind, pattern, proc.pid, proc.info["create_time"]))
     return tuple(sorted(found, key=lambda s: (s.name, s.pid)))
+
+
+def own_processes() -> frozenset[int]:
+    """The probe and its children: never the gateway, whatever they are called (the
+    `notifyprobe` command is a process named notifyprobe too)."""
+    me = psutil.Process()
+    try:
+        children = me.children(recursive=True)
+    except psutil.Error:
+        children = []
+    return frozenset([me.pid, *(c.pid for c in children)])
+
+
+def unknown_services(services: Sequence[str]) -> list[str]:
+    """The `--service` names that name nothing: no such Windows service; elsewhere, where a
+    service is looked up by its process name, no process of that name (but the probe's own)."""
+    if sys.platform == "win32":
+        unknown = []
+        for name in services:
+            try:
+                psutil.win_service_get(name)
+            except psutil.NoSuchProcess:
+                unknown.append(name)
+        return unknown
+    found = {s.name for s in gateway_starts((), services)}
+    return [name for name in services if name not in found]
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from probe.delivery import (
     ProbeSettings,
     SharedSink,
     Sink,
+    judge_cut_run,
     revisit,
     run_probe,
 )
@@ -35,7 +36,7 @@ from probe.monitor.config import OnChange, Target, WatchConfig
 from probe.monitor.metrics import Metrics
 from probe.records import Endpoint, RunRecord
 from probe.reporting import make_bundle, to_json
-from probe.verdict import Pattern, Severity, Verdict, judge_recorded
+from probe.verdict import Pattern, Severity, Verdict
 
 log = structlog.get_logger("notifyprobe.watch")
 
@@ -91,11 +92,6 @@ def settings_for(config: WatchConfig, target: Target) -> ProbeSettings:
         target=target.name,
         security=target.security,
     )
-
-
-def judge_from_ledger(ledger: Ledger, run_id: str) -> tuple[RunRecord, Verdict]:
-    record = ledger.load(run_id)
-    return record, judge_recorded(record)
 
 
 class Watcher:
@@ -319,13 +315,10 @@ class Watcher:
         """
         judged: list[Judged] = []
         for run_id in self.ledger.unjudged_runs():
-            record, verdict = judge_from_ledger(self.ledger, run_id)
-            target = record.run.options.get("target")
+            target = self.ledger.load(run_id).run.options.get("target")
             if not isinstance(target, str) or not target:
                 continue
-            finished = record.run.finished_at or time.time()
-            self.ledger.finish_run(run_id, "interrupted", finished,
-                                   json.dumps(verdict.to_dict()))  # fmt: skip
+            record, verdict = judge_cut_run(self.ledger, run_id)
             log.warning("run_recovered", target=target, run_id=run_id,
                         pattern=verdict.pattern.value, was=record.run.status)  # fmt: skip
             judged.append(Judged(target, record, verdict))

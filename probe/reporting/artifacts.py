@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from probe.delivery import look_back
 from probe.diagnosis import (
     Confidence,
     Diagnosis,
@@ -25,7 +27,7 @@ from probe.host import HostFacts, collect_facts
 from probe.ledger import Ledger
 from probe.records import RunRecord
 from probe.reporting.redact import Redactor, clean_argv
-from probe.verdict import Verdict, judge_recorded
+from probe.verdict import Revision, Verdict, judge_recorded
 
 EXPLANATION = "explanation"  # diagnosis, module inventory, gateway processes
 LOG = "log"  # the structured log events of the run
@@ -161,6 +163,81 @@ def keep_artifacts(
 
 
 @dataclass(frozen=True)
+class KeptCheck:
+    status: str
+    name: str
+    reason: str
+    fix: str
+
+
+@dataclass(frozen=True)
+class KeptChecks:
+    """Upgrade checks kept with the run (`postflight --gateway` keeps its checks with its burst)."""
+
+    name: str  # the artifact's name: postflight, preflight
+    status: str
+    profile: str
+    checks: tuple[KeptCheck, ...]
+
+    @classmethod
+    def from_artifact(cls, name: str, value: Any) -> KeptChecks | None:
+        """None when the document is not a list of checks."""
+        if not isinstance(value, dict) or not isinstance(value.get("checks"), list):
+            return None
+        checks = tuple(
+            KeptCheck(str(c.get("status", "?")), str(c.get("name", "")),
+                      str(c.get("reason", "")), str(c.get("fix") or ""))
+            for c in value["checks"]
+            if isinstance(c, dict)
+        )  # fmt: skip
+        return cls(name, str(value.get("status", "?")), str(value.get("profile", "?")), checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "profile": self.profile,
+            "checks": [vars(c) for c in self.checks],
+        }
+
+
+@dataclass(frozen=True)
+class RunReport:
+    """One run as every view tells it: `burst`, `verdict RUN` and the bundle's report.txt,
+    report.json and report.html render this one model, section by section, so they cannot
+    disagree. `revision`: the run judged again with the mail that arrived after its verdict
+    (None right after the run); `ledger`: where the run is kept, for the command that judges it
+    again."""
+
+    record: RunRecord
+    verdict: Verdict
+    explanation: StoredExplanation
+    upgrade_checks: tuple[KeptChecks, ...] = ()
+    revision: Revision | None = None
+    ledger: Path | None = None
+
+
+def run_report(
+    ledger: Ledger, record: RunRecord, verdict: Verdict, revision: Revision | None = None
+) -> RunReport:
+    """The model of one judged run, with what the run kept beside its rows."""
+    kept = ledger.artifacts(record.run.run_id)
+    return RunReport(
+        record=record,
+        verdict=verdict,
+        explanation=StoredExplanation.from_json(kept.get(EXPLANATION)),
+        upgrade_checks=kept_checks(_other_artifacts(kept)),
+        revision=revision,
+        ledger=ledger.path,
+    )
+
+
+def kept_checks(artifacts: Sequence[tuple[str, Any]]) -> tuple[KeptChecks, ...]:
+    found = (KeptChecks.from_artifact(name, value) for name, value in artifacts)
+    return tuple(c for c in found if c is not None)
+
+
+@dataclass(frozen=True)
 class RunEvidence:
     """Everything the ledger holds about one run, typed."""
 
@@ -173,16 +250,24 @@ class RunEvidence:
     host: HostFacts
     host_from_run: bool  # False: the run kept no host facts, these were collected now
     other_artifacts: tuple[tuple[str, Any], ...]  # e.g. upgrade checks, by name
+    revision: Revision | None = None
+    ledger: Path | None = None
 
     @property
     def run_id(self) -> str:
         return self.record.run.run_id
 
+    @property
+    def report(self) -> RunReport:
+        return RunReport(self.record, self.verdict, self.explanation,
+                         kept_checks(self.other_artifacts), self.revision, self.ledger)  # fmt: skip
+
 
 def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
     """Everything the ledger holds about `run_id` (host facts collected now if none were kept)."""
     record = ledger.load(run_id)
-    verdict = judge_recorded(record)
+    revision = look_back(ledger, record)
+    verdict = revision.current if revision is not None else judge_recorded(record)
     kept = ledger.artifacts(run_id)
     host_json = kept.get(HOST)
     command = kept.get(COMMAND_LINE)
@@ -195,7 +280,11 @@ def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
         run_command_line=tuple(json.loads(command)) if command else None,
         host=HostFacts.from_dict(json.loads(host_json)) if host_json else collect_facts(),
         host_from_run=host_json is not None,
-        other_artifacts=tuple(
-            (name, json.loads(text)) for name, text in kept.items() if name not in KNOWN
-        ),
+        other_artifacts=_other_artifacts(kept),
+        revision=revision,
+        ledger=ledger.path,
     )
+
+
+def _other_artifacts(kept: dict[str, str]) -> tuple[tuple[str, Any], ...]:
+    return tuple((name, json.loads(text)) for name, text in kept.items() if name not in KNOWN)

@@ -31,7 +31,7 @@ from probe.reporting.artifacts import RunEvidence, load_evidence
 from probe.reporting.html import render
 from probe.reporting.output import write_output
 from probe.reporting.redact import RedactionMap, Redactor, secret_forms
-from probe.reporting.text import MEANING, to_json, to_text
+from probe.reporting.text import report_json, to_text
 
 ZIP_EPOCH = 315532800  # 1980-01-01, the earliest time a zip entry can carry
 MIN_GUARDED_SECRET = 6  # shorter secret forms occur in ordinary words; they are still redacted
@@ -93,11 +93,11 @@ def build(ev: RunEvidence, redactor: Redactor, command_line: Sequence[str]) -> l
         text = json.dumps(redactor.redact_data(value), indent=2, ensure_ascii=False) + "\n"
         files[name] = text.encode("utf-8")
 
-    report = to_json(ev.record, ev.verdict) | ev.explanation.json_fields()
-    report["meaning"], report["what_to_do"] = MEANING[ev.verdict.pattern]
+    model = ev.report
+    report = report_json(model)
     report["host_facts_from"] = "run" if ev.host_from_run else "bundle time"
     put_json("report.json", report)
-    text = to_text(ev.record, ev.verdict) + "\n"
+    text = to_text(model) + "\n"
     files["report.txt"] = redactor.redact(text).encode("utf-8")
     files["report.html"] = render(ev, redactor.redact).encode("utf-8")
     for table, rows in ev.rows.items():

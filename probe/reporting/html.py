@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from probe import __version__
 from probe.delivery import SettleWindow
 from probe.records import Notification, Submission
-from probe.reporting.artifacts import RunEvidence
-from probe.reporting.text import MEANING
+from probe.reporting.artifacts import RunEvidence, RunReport
+from probe.reporting.text import advice, rejudge_line
 from probe.verdict import Severity, gateway_order
 
 Clean = Callable[[str], str]
@@ -67,12 +67,14 @@ def render(ev: RunEvidence, clean: Clean) -> str:
     def esc(text: object) -> str:
         return html.escape(clean(str(text)), quote=True)
 
-    record, verdict = ev.record, ev.verdict
+    report = ev.report
+    record, verdict = report.record, report.verdict
     run = record.run
     colour = COLOURS[verdict.severity]
-    meaning, action = MEANING[verdict.pattern]
+    meaning, action = advice(verdict)
     started = _utc(run.started_at)
     window = SettleWindow.from_options(run.options)
+    rejudge = rejudge_line(report)
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -99,12 +101,22 @@ def render(ev: RunEvidence, clean: Clean) -> str:
             if window is not None
             else []
         ),
+        *(
+            [f'<p class="meta" id="rejudge">re-judge: <code>{esc(rejudge)}</code></p>']
+            if rejudge
+            else []
+        ),
+        *(
+            [f'<p id="revision"><b>Since the verdict:</b> {esc(report.revision.summary())}</p>']
+            if report.revision is not None
+            else []
+        ),
         "</section>",
-        *_diagnosis(ev, esc, action),
+        *_diagnosis(report, esc, action),
         '<h2 id="timeline">Timeline</h2>',
         _timeline(record.notifications, run.started_at, esc, window, run.finished_at),
-        *_inventory(ev, esc),
-        *_upgrade_checks(ev, esc),
+        *_inventory(report, esc),
+        *_upgrade_checks(report, esc),
         '<h2 id="evidence">Evidence</h2><ul class="evidence">',
         *(f"<li>{esc(line)}</li>" for line in verdict.evidence),
         "</ul>",
@@ -119,11 +131,11 @@ def render(ev: RunEvidence, clean: Clean) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _diagnosis(ev: RunEvidence, esc: Callable[[object], str], action: str) -> list[str]:
-    d = ev.explanation.diagnosis
+def _diagnosis(report: RunReport, esc: Callable[[object], str], action: str) -> list[str]:
+    d = report.explanation.diagnosis
     out = ['<h2 id="diagnosis">Diagnosis</h2>']
     if d is None:
-        possible = ev.explanation.possible
+        possible = report.explanation.possible
         out += [
             '<div class="diagnosis"><p>No known issue matches this run with evidence.</p>',
             *(['<p id="possible">Possible known issues (the symptom matches, no evidence points '
@@ -149,34 +161,28 @@ def _diagnosis(ev: RunEvidence, esc: Callable[[object], str], action: str) -> li
     return out
 
 
-def _upgrade_checks(ev: RunEvidence, esc: Callable[[object], str]) -> list[str]:
+def _upgrade_checks(report: RunReport, esc: Callable[[object], str]) -> list[str]:
     """Preflight/postflight checks kept with this run (postflight with --gateway keeps them)."""
     out: list[str] = []
-    for name, report in ev.other_artifacts:
-        if not isinstance(report, dict) or not isinstance(report.get("checks"), list):
-            continue
-        status = str(report.get("status", "?"))
+    for kept in report.upgrade_checks:
         out += [
-            f'<h2 id="{esc(name)}">Upgrade checks: {esc(name)}</h2>',
-            f'<p>overall <b class="state-{esc(status)}">{esc(status)}</b> · profile '
-            f"{esc(report.get('profile', '?'))}</p>",
+            f'<h2 id="{esc(kept.name)}">Upgrade checks: {esc(kept.name)}</h2>',
+            f'<p>overall <b class="state-{esc(kept.status)}">{esc(kept.status)}</b> · profile '
+            f"{esc(kept.profile)}</p>",
             "<table><tr><th>status</th><th>check</th><th>why</th><th>what to do</th></tr>",
         ]
-        for check in report["checks"]:
-            if not isinstance(check, dict):
-                continue
-            state = str(check.get("status", "?"))
+        for check in kept.checks:
             out.append(
-                f'<tr><td class="state-{esc(state)}">{esc(state)}</td>'
-                f"<td>{esc(check.get('name', ''))}</td><td>{esc(check.get('reason', ''))}</td>"
-                f"<td>{esc(check.get('fix') or '')}</td></tr>"
+                f'<tr><td class="state-{esc(check.status)}">{esc(check.status)}</td>'
+                f"<td>{esc(check.name)}</td><td>{esc(check.reason)}</td>"
+                f"<td>{esc(check.fix)}</td></tr>"
             )
         out.append("</table>")
     return out
 
 
-def _inventory(ev: RunEvidence, esc: Callable[[object], str]) -> list[str]:
-    inv = ev.explanation.inventory
+def _inventory(report: RunReport, esc: Callable[[object], str]) -> list[str]:
+    inv = report.explanation.inventory
     out = ['<h2 id="modules">Module inventory</h2>']
     if inv is None:
         out.append("<p>No module inventory was taken in this run (burst --module NAME).</p>")

@@ -1,16 +1,22 @@
-"""Rendering a judged run: the terminal summary people read and the JSON machines read."""
+"""Rendering a judged run (`RunReport`): the terminal report people read and the JSON machines
+read, section by section the same story as the HTML report."""
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from probe.delivery import INSECURE_WARNING, SettleWindow
-from probe.diagnosis import Diagnosis, PossibleIssue
-from probe.host import Inventory
+from probe.host import ModuleState
 from probe.records import Notification, Run, RunRecord
-from probe.verdict import Pattern, Revision, Severity, Verdict
+from probe.reporting.artifacts import InventoryView, KeptChecks, RunReport, StoredExplanation
+from probe.reporting.nagios import STATE_WORD
+from probe.verdict import Cause, Pattern, Revision, Verdict
+
+MAX_MODULE_LINES = 10
+OLD_STATES = frozenset(s.value for s in ModuleState if s.is_old)
 
 MEANING: dict[Pattern, tuple[str, str]] = {
     Pattern.HEALTHY: (
@@ -137,24 +143,98 @@ def _notification_json(n: Notification) -> dict[str, Any]:
     }
 
 
-_STATE_WORD = {
-    Severity.OK: "OK",
-    Severity.WARNING: "WARNING",
-    Severity.CRITICAL: "CRITICAL",
-    Severity.UNKNOWN: "UNKNOWN",
+CAUSE_ADVICE: dict[Cause, tuple[str, str]] = {
+    Cause.CUT_OFF: (
+        "The run was cut off (interrupted or killed) before it could be judged: what happened to "
+        "the notifications it reached says nothing about the gateway.",
+        "Probe again and let the run end; `notifyprobe verdict RUN_ID` judges this one again "
+        "if a sink that kept running recorded the missing mail.",
+    ),
+    Cause.SINK_REFUSED: (
+        "The probe's own sink refused its control message, so it cannot record what the gateway "
+        "relays either: the run ended at once, without judging the gateway.",
+        "Read the sink's reply in the evidence: a wrong --domain (the sink accepts only its own "
+        "probe domain) or an --allow-client rule; fix it and probe again.",
+    ),
+    Cause.SINK_UNPROVEN: (
+        "The probe could not prove that its own sink records mail: the control message sent "
+        "straight to it never arrived.",
+        "Check the sink's address (--sink) and that it runs; then probe again.",
+    ),
+    Cause.AUTH: (
+        "The gateway refused the probe's credentials (AUTH): no notification was handed over.",
+        "Check --user and the password source (--password-env, --password-file) against the "
+        "gateway's account, and that the account may submit mail; then probe again.",
+    ),
+    Cause.TLS: (
+        "The TLS handshake with the gateway failed: its certificate is not trusted for that "
+        "name (or expired), or it does not speak the TLS mode asked for.",
+        "Read the TLS error in the evidence; give the CA that signed the gateway's certificate "
+        "with --ca-file, use the name the certificate carries in --gateway, or set --tls to "
+        "what the gateway offers (starttls or implicit).",
+    ),
+    Cause.DNS: (
+        "The gateway's host name did not resolve: no address to connect to.",
+        "Check the name in --gateway (`getent hosts NAME` on this host) and this host's DNS "
+        "resolver, or give the gateway's address.",
+    ),
+    Cause.REFUSED: (
+        "Nothing accepted the connection at that address: the service is down, listens "
+        "elsewhere, or a firewall rejects it.",
+        "Check that the gateway service runs and listens on that address and port.",
+    ),
+    Cause.TIMEOUT: (
+        "The gateway's address did not answer the TCP handshake within the step timeout: the "
+        "host is down or a firewall drops the packets.",
+        "Check the host is up and that a firewall between this host and the gateway lets SMTP "
+        "through; --step-timeout sets how long each step may take.",
+    ),
 }
 
 
-def to_text(
-    record: RunRecord, verdict: Verdict, elapsed_s: float | None = None, db: Path | None = None
-) -> str:
-    """`db`: the ledger the run is in, for the command that judges it again."""
-    run = record.run
-    took = f" · {elapsed_s:.2f} s" if elapsed_s is not None else ""
+def advice(verdict: Verdict) -> tuple[str, str]:
+    """What the verdict means and what to do: by its cause when it has one, else its pattern."""
+    return CAUSE_ADVICE[verdict.cause] if verdict.cause else MEANING[verdict.pattern]
+
+
+def rejudge_command(run_id: str, ledger: Path | None) -> str:
+    """The command that judges the run again, exactly as it can be typed."""
+    return f"notifyprobe verdict {run_id}" + (
+        f" --db {shlex.quote(str(ledger))}" if ledger is not None else ""
+    )
+
+
+def report_json(report: RunReport) -> dict[str, Any]:
+    """The JSON of `burst --json`, `verdict --json` and the bundle's report.json."""
+    meaning, action = advice(report.verdict)
+    revision = {"revision": report.revision.to_dict()} if report.revision is not None else {}
+    return (
+        to_json(report.record, report.verdict)
+        | {"meaning": meaning, "what_to_do": action}
+        | report.explanation.json_fields()
+        | {"upgrade_checks": [c.to_dict() for c in report.upgrade_checks]}
+        | revision
+    )
+
+
+def to_text(report: RunReport) -> str:
+    """The terminal report: the run, the verdict with its evidence, the modules, the diagnosis,
+    the upgrade checks kept with the run and, judged again later, what changed since."""
+    return "\n".join(
+        verdict_section(report)
+        + modules_section(report.explanation.inventory)
+        + diagnosis_section(report.explanation)
+        + checks_section(report.upgrade_checks)
+        + ([revision_text(report.revision)] if report.revision is not None else [])
+    )
+
+
+def verdict_section(report: RunReport) -> list[str]:
+    run, verdict = report.record.run, report.verdict
+    took = f" · {run.finished_at - run.started_at:.2f} s" if run.finished_at is not None else ""
     skipped = f" · not attempted {verdict.not_attempted}" if verdict.not_attempted else ""
-    meaning, action = MEANING[verdict.pattern]
+    meaning, action = advice(verdict)
     window = SettleWindow.from_options(run.options)
-    rejudge = f"notifyprobe verdict {run.run_id}" + (f" --db {db}" if db is not None else "")
     lines = [
         f"notifyprobe run {run.run_id}: gateway {run.gateway} → sink {run.sink} ({run.domain})",
         *shape_line(run),
@@ -163,15 +243,22 @@ def to_text(
         *([f"  settle window {window.describe()}"] if window is not None else []),
         *(f"  WARNING: {line}" for line in warnings(run)),
         "",
-        f"  {_STATE_WORD[verdict.severity]}  {verdict.pattern.value}: {verdict.summary}",
+        f"  {STATE_WORD[verdict.severity]}  {verdict.pattern.value}: {verdict.summary}",
         *(f"    · {line}" for line in verdict.evidence),
         "",
         f"  What it means: {meaning}",
         f"  What to do:    {action}",
     ]
-    if verdict.pattern is Pattern.QUEUED_PER_SESSION:
-        lines.append(f"  Re-judge:      {rejudge}")
-    return "\n".join(lines)
+    rejudge = rejudge_line(report)
+    return lines + ([f"  Re-judge:      {rejudge}"] if rejudge else [])
+
+
+def rejudge_line(report: RunReport) -> str | None:
+    """The re-judge command, for the verdicts that late mail can still change."""
+    verdict = report.verdict
+    if verdict.pattern is Pattern.QUEUED_PER_SESSION or verdict.cause is Cause.CUT_OFF:
+        return rejudge_command(report.record.run.run_id, report.ledger)
+    return None
 
 
 def revision_text(revision: Revision) -> str:
@@ -191,32 +278,33 @@ def shape_line(run: Run) -> list[str]:
     ]
 
 
-def diagnosis_text(
-    diagnosis: Diagnosis | None,
-    inventory: Inventory | None,
-    possible: Sequence[PossibleIssue] = (),
-) -> str:
-    """The diagnosis section under a burst's verdict: a firm diagnosis with its cause, why and
-    what to do; a low-confidence match only as one line under "possible known issues"."""
-    lines = [""]
-    if inventory is not None:
-        old = inventory.old_copies
-        lines.append(
-            f"  Modules: {', '.join(inventory.names)} loaded in {len(inventory.hits)} place(s), "
-            f"{len(old)} old · {inventory.scanned} processes scanned, {inventory.denied} denied"
-        )
-        lines += [
-            f"    · {h.state.value}: pid {h.process.pid} {h.process.name or '?'} {h.mapped_path}"
-            for h in inventory.hits[:10]
-        ]
-        lines.append("")
+def modules_section(inventory: InventoryView | None) -> list[str]:
+    if inventory is None:
+        return ["", "  Modules: no module inventory was taken in this run (burst --module NAME)"]
+    old = [r for r in inventory.rows if r.state in OLD_STATES]
+    return [
+        "",
+        f"  Modules: {', '.join(inventory.names)} loaded in {len(inventory.rows)} place(s), "
+        f"{len(old)} old · {inventory.scanned} processes scanned, {inventory.denied} denied",
+        *(f"    · {r.state}: pid {r.pid} {r.process} {r.mapped_path}"
+          for r in inventory.rows[:MAX_MODULE_LINES]),
+        *([f"    · … {len(inventory.rows) - MAX_MODULE_LINES} more in report.json"]
+          if len(inventory.rows) > MAX_MODULE_LINES else []),
+    ]  # fmt: skip
+
+
+def diagnosis_section(explanation: StoredExplanation) -> list[str]:
+    """A firm diagnosis with its cause, why and what to do; a low-confidence match only as one
+    line under "possible known issues"."""
+    diagnosis, possible = explanation.diagnosis, explanation.possible
     if diagnosis is None:
-        lines.append("  Diagnosis: none (no known issue matches this run with evidence)")
+        lines = ["", "  Diagnosis: none (no known issue matches this run with evidence)"]
         if possible:
             lines.append("  Possible known issues (the symptom matches, no evidence points there):")
             lines += [f"    · {p.line}" for p in possible]
-        return "\n".join(lines)
-    lines += [
+        return lines
+    return [
+        "",
         f"  Diagnosis [{diagnosis.signature}] {diagnosis.title} — confidence "
         f"{diagnosis.confidence.word}",
         f"    cause: {diagnosis.cause}",
@@ -227,4 +315,14 @@ def diagnosis_text(
         f"    reference: {diagnosis.reference}",
         f"    runbook:   {diagnosis.runbook}",
     ]
-    return "\n".join(lines)
+
+
+def checks_section(kept: Sequence[KeptChecks]) -> list[str]:
+    lines: list[str] = []
+    for checks in kept:
+        head = f"  Upgrade checks ({checks.name}, profile {checks.profile}): {checks.status}"
+        lines += ["", head]
+        for c in checks.checks:
+            fix = f" — fix: {c.fix}" if c.fix and c.status in ("warn", "fail") else ""
+            lines.append(f"    · {c.status:<7} {c.name}: {c.reason}{fix}")
+    return lines

@@ -308,7 +308,8 @@ def test_killed_watch_loses_no_row_and_judges_the_cut_run_on_restart(tmp_path):
             wait_for_submissions(db, at_least=len(submitted) + 2)
             proc.send_signal(signal.SIGTERM)  # graceful: the new run is cut and judged too
             assert proc.wait(timeout=10) == 0
-    assert stored is not None and stored["pattern"] in {p.value for p in Pattern}
+    assert stored is not None and stored["pattern"] == "inconclusive"  # not judged healthy
+    assert stored["summary"].startswith("cut off after ") and stored["cause"] == "cut_off"
     assert any("run cut off" in line for line in stored["evidence"])
     after, deliveries_after = ledger_rows(db)
     assert submitted <= after  # every submission committed before the kill is still there
