@@ -246,3 +246,24 @@ def test_demo_names_first_only_and_the_stale_module_then_healthy(tmp_path):
     assert "Diagnosis [000]" in first and "confidence high" in first
     assert "loaded 4.3.0.12, installed 5.0.0.41" in first
     assert "OK  healthy" in second and "Diagnosis" not in second
+
+
+def test_burst_help_groups_its_options_and_shows_every_default():
+    out = subprocess.run([*PROBE, "burst", "--help"], capture_output=True, text=True, env=ENV)
+    assert out.returncode == 0
+    headings = re.findall(r"^(\S[^\n]*):$", out.stdout, re.M)
+    assert headings == ["options", "what to send, and where", "waiting and judging",
+                        "submission security (TLS and AUTH)", "sink limits and access",
+                        "output", "diagnosis", "evidence"]  # fmt: skip
+    from probe.cli import build_parser
+
+    burst = build_parser(["burst"])._subparsers._group_actions[0].choices["burst"]  # type: ignore[union-attr]
+    exempt = {"-h", "--tls-key", "--password-env", "--password-file", "--reuse", "--no-reuse"}
+    undocumented = [
+        action.option_strings[-1]
+        for action in burst._actions
+        if not exempt & set(action.option_strings)
+        and "default" not in (action.help or "").lower()
+        and "required" not in (action.help or "")
+    ]
+    assert undocumented == [], "options whose --help shows no default"

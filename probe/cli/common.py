@@ -20,7 +20,9 @@ from probe.records import Endpoint
 
 def common_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--log-json", action="store_true", help="log JSON lines to stderr")
+    parent.add_argument(
+        "--log-json", action="store_true", help="log JSON lines to stderr (default: key=value)"
+    )
     parent.add_argument(
         "--log-level",
         default="warning",

@@ -35,7 +35,7 @@ SECRET_KEYS = ("password", "passwd", "secret", "token")
 MAX_SECRET_FILE_BYTES = 4096
 
 
-def add_redaction_options(p: argparse.ArgumentParser) -> None:
+def add_redaction_options(p: argparse._ActionsContainer) -> None:
     p.add_argument(
         "--redact",
         nargs="+",
@@ -44,14 +44,15 @@ def add_redaction_options(p: argparse.ArgumentParser) -> None:
         choices=[*KINDS, "all"],
         metavar="KIND",
         help="also replace these consistently: hosts, emails, ips (or all); the mapping is "
-        "written beside the bundle as FILE.zip.redaction-map.json",
+        "written beside the bundle as FILE.zip.redaction-map.json (default: none; secrets are "
+        "always removed)",
     )
 
 
 def add_evidence_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evidence")
     g.add_argument("--evidence", type=Path, metavar="FILE.zip",
-                   help="after the run, write its evidence bundle")  # fmt: skip
+                   help="after the run, write its evidence bundle (default: none)")  # fmt: skip
     add_redaction_options(g)
 
 
@@ -98,9 +99,9 @@ def secrets_from(args: argparse.Namespace) -> set[str]:
         if name.upper().startswith("NOTIFYPROBE_") and any(w in name.upper() for w in SECRET_WORDS):
             found.add(value)
     for attr in ("password_env", "secret_env"):
-        for name in _many(getattr(args, attr, None)):
-            if os.environ.get(str(name)):
-                found.add(os.environ[str(name)])
+        for variable in _many(getattr(args, attr, None)):
+            if os.environ.get(str(variable)):
+                found.add(os.environ[str(variable)])
     for attr in ("password_file", "secret_file"):
         for path in _many(getattr(args, attr, None)):
             found |= _file_secret(Path(str(path)))
