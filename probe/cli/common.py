@@ -6,6 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import shlex
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -128,3 +131,16 @@ async def until_stopped() -> None:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+
+
+def own_command() -> str:
+    """How to run this very program again from the user's shell, for the commands a subcommand
+    suggests: `notifyprobe` when PATH finds this program, else the path it was started by
+    (`.venv/bin/notifyprobe` after `make demo`, with no venv activated)."""
+    started_as = sys.argv[0]
+    if Path(started_as).name == "__main__.py":  # python -m probe
+        return f"{shlex.quote(sys.executable)} -m probe"
+    on_path = shutil.which("notifyprobe")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(started_as):
+        return "notifyprobe"
+    return shlex.quote(started_as)
