@@ -352,6 +352,19 @@ def clone(tmp_path: Path) -> Path:
     return here
 
 
+def session_env(private: Path, *, notifyprobe_on_path: bool) -> dict[str, str]:
+    """A reader's shell: no virtualenv activated (README.md gets there itself; the other pages
+    assume notifyprobe installed), a data directory of its own."""
+    path = os.pathsep.join(
+        p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != VENV_BIN.resolve()
+    )
+    if notifyprobe_on_path:
+        path = f"{VENV_BIN}{os.pathsep}{path}"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    return env | {"PATH": path, "XDG_DATA_HOME": str(private / "data"), "PYTHONUNBUFFERED": "1",
+                  "NOTIFYPROBE_LYON_PASSWORD": "the password watch.toml names"}  # fmt: skip
+
+
 def _listen_port(command: str) -> int:
     match = re.search(r"--listen \S+:(\d+)", command)
     assert match, f"a background command without --listen: {command}"
@@ -401,14 +414,7 @@ def test_page_commands_run_as_written(page: Path, tmp_path: Path, held_case_root
         "/tmp/": f"{private}/",
         "/srv/case-4711/E": str(held_case_root),
     }
-    path = os.pathsep.join(
-        p for p in os.environ["PATH"].split(os.pathsep) if Path(p).resolve() != VENV_BIN.resolve()
-    )
-    if page.name != "README.md":  # the pages assume notifyprobe installed; README gets there
-        path = f"{VENV_BIN}{os.pathsep}{path}"
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    env |= {"PATH": path, "XDG_DATA_HOME": str(private / "data"), "PYTHONUNBUFFERED": "1",
-            "NOTIFYPROBE_LYON_PASSWORD": "the password watch.toml names"}  # fmt: skip
+    env = session_env(private, notifyprobe_on_path=page.name != "README.md")
     lines = ["set -u"]
     if page.name == "evidence.md" or any("example.org:25" in c.text for c in commands):
         lab = f"{VENV_BIN}/notifyprobe lab gateway --listen 127.0.0.1:{lab_gateway} --relay "
@@ -445,3 +451,35 @@ def test_page_commands_run_as_written(page: Path, tmp_path: Path, held_case_root
         elif expected.says and not re.search(expected.says, said, re.M):
             failures.append(f"{c.key}\n  stdout lacks /{expected.says}/:\n{said[-3000:]}")
     assert not failures, f"{page.name}:\n" + "\n".join(failures) + f"\nshell: {shell_output}"
+
+
+def test_the_demos_next_steps_run_as_printed_from_where_the_user_stands(tmp_path: Path):
+    here = clone(tmp_path)
+    env = session_env(tmp_path, notifyprobe_on_path=False)
+    demo = subprocess.run([".venv/bin/notifyprobe", "demo", "--count", "3"], cwd=here, env=env,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    printed = demo.stdout[demo.stdout.index("Next steps:") :]
+    steps = re.findall(r"^  (\.venv/bin/notifyprobe (?:.*\\\n)*.*)$", printed, re.M)
+    assert [step.split()[1] for step in steps] == ["verdict", "evidence", "burst"]
+    verdict, evidence, burst = steps
+
+    def shell(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "-c", command], cwd=here, env=env, capture_output=True,
+                              text=True, timeout=60)  # fmt: skip
+
+    judged = shell(verdict)
+    assert judged.returncode == 2 and "first_only" in judged.stdout, judged.stderr
+    assert shell(evidence).returncode == 0 and (here / "case.zip").is_file()
+    gateway, sink = free_port(), free_port()
+    lab = subprocess.Popen([str(VENV_BIN / "notifyprobe"), "lab", "gateway", "--listen",
+                            f"127.0.0.1:{gateway}", "--relay", f"127.0.0.1:{sink}"],
+                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        assert "listening" in (lab.stderr.readline() if lab.stderr else "")
+        real = shell(burst.replace("GATEWAY:25", f"127.0.0.1:{gateway}")
+                     .replace("GATEWAY-IP", "127.0.0.1").replace(":2525", f":{sink}"))  # fmt: skip
+    finally:
+        lab.terminate()
+        lab.wait(timeout=10)
+    assert real.returncode == 0 and "healthy" in real.stdout, real.stdout + real.stderr
