@@ -99,7 +99,7 @@ COMMANDS: dict[str, Run | Service | Skip] = {
     "notifyprobe lab gateway --listen 127.0.0.1:2526 --relay 127.0.0.1:2525 "
     "--mode batch:3 &": Service(),
     "notifyprobe burst --gateway 127.0.0.1:2526 --sink 127.0.0.1:2525 --count 20 "
-    "--db /tmp/batch.sqlite3": run(0, says=r"healthy.*20/20|20/20.*healthy|healthy"),
+    "--db /tmp/batch.sqlite3": run(0, says=r"healthy"),
     "sleep 3": run(0),
     "notifyprobe burst --gateway 127.0.0.1:2526 --sink 127.0.0.1:2525 --count 20 "
     "--db /tmp/batch.sqlite3 --settle 1": run(2, says=r"first_only"),
@@ -385,8 +385,7 @@ def script(commands: list[Command], subs: dict[str, str], out: Path) -> list[str
     lines = []
     for i, c in enumerate(commands):
         text = c.text.removesuffix("&").rstrip() if c.background else c.text
-        for placeholder, value in subs.items():
-            text = text.replace(placeholder, value)
+        text = re.sub("|".join(map(re.escape, subs)), lambda m: subs[m[0]], text)
         if c.background:
             lines += background(text, _listen_port(text), out / f"{i}.err")
         else:
@@ -434,9 +433,8 @@ def test_page_commands_run_as_written(page: Path, tmp_path: Path, held_case_root
             session.kill()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(session.pid, signal.SIGTERM)  # the page's services, and the lab gateway
-    exits = dict(
-        line.split() for line in (out / "exits").read_text().splitlines()
-    ) if (out / "exits").exists() else {}  # fmt: skip
+    ran = (out / "exits").read_text().splitlines() if (out / "exits").exists() else []
+    exits = dict(line.split() for line in ran)
     failures = []
     for i, c in enumerate(commands):
         expected = COMMANDS[c.key]
