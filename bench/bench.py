@@ -27,7 +27,7 @@ import aiosmtplib
 from probe.correlation import TokenKey, recipient_for, sender_for
 from probe.delivery.burst import compose, send_burst
 from probe.delivery.run import ProbeSettings, run_probe
-from probe.delivery.settings import BurstSettings
+from probe.delivery.settings import MAX_COUNT, BurstSettings
 from probe.delivery.settle import DEFAULT_WINDOW_S, MIN_HEALTHY_RUNS, SettleWindow, WindowSource
 from probe.lab.gateway import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
@@ -261,7 +261,10 @@ def end_to_end(count: int) -> tuple[float, dict[str, float]]:
     return count / elapsed, memory
 
 
-def end_to_end_figures(count: int) -> list[Figure]:
+def end_to_end_figures(messages: int) -> list[Figure]:
+    """One burst is at most MAX_COUNT notifications (the anti mail-bomb cap of `burst`), so a
+    larger `--messages` measures the end to end path at that cap."""
+    count = min(messages, MAX_COUNT)
     rate, memory = end_to_end(count)
     _, small = end_to_end(max(1, count // 10))
     growth = memory["sink"] / small["sink"]
@@ -474,7 +477,7 @@ def render(figures: list[Figure]) -> str:
 
 SUITES: dict[str, Callable[[argparse.Namespace], list[Figure]]] = {
     "sink": lambda a: sink_throughput(a.messages, a.repeats),
-    "burst": lambda a: burst_throughput(a.messages // 2, a.repeats),
+    "burst": lambda a: burst_throughput(min(a.messages // 2, MAX_COUNT), a.repeats),
     "e2e": lambda a: end_to_end_figures(a.messages),
     "verdict": lambda a: time_to_verdict(a.repeats),
     "modules": lambda a: module_scan_figures(a.repeats * 3),
@@ -485,7 +488,12 @@ SUITES: dict[str, Callable[[argparse.Namespace], list[Figure]]] = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=10_000,
+        help=f"messages per throughput figure (end to end: at most {MAX_COUNT:,}, one burst)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", nargs="*", choices=sorted(SUITES), default=sorted(SUITES))
     args = parser.parse_args()
@@ -493,10 +501,17 @@ def main() -> int:
     if {"sink", "burst"} & set(args.only) and not shutil.which("smtp-source"):
         print("bench: Postfix's smtp-source is missing (Debian package postfix)", file=sys.stderr)
         return 3
+    if args.messages < 10 or args.repeats < 1:
+        print("bench: --messages must be at least 10 and --repeats at least 1", file=sys.stderr)
+        return 3
     figures: list[Figure] = []
     for name in args.only:
         print(f"bench: measuring {name} …", file=sys.stderr, flush=True)
-        figures.extend(SUITES[name](args))
+        try:
+            figures.extend(SUITES[name](args))
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            print(f"bench: {name} could not be measured: {exc}", file=sys.stderr)
+            return 3
     print(render(figures))
     return 0 if all(f.passed for f in figures) else 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -248,3 +249,42 @@ def test_demo_names_first_only_and_the_stale_module_then_healthy(tmp_path):
     assert "Diagnosis [000]" in first and "confidence high" in first
     assert "loaded 4.3.0.12, installed 5.0.0.41" in first
     assert "OK  healthy" in second and "Diagnosis: none (no known issue matches" in second
+
+
+def _parser(command: str) -> argparse.ArgumentParser:
+    from probe.cli import build_parser
+
+    subparsers = build_parser([command])._subparsers
+    assert subparsers is not None
+    return subparsers._group_actions[0].choices[command]  # type: ignore[index,no-any-return]
+
+
+def _options(command: str) -> set[str]:
+    return {option for action in _parser(command)._actions for option in action.option_strings}
+
+
+def test_burst_help_groups_its_options_and_shows_every_default():
+    out = subprocess.run([*PROBE, "burst", "--help"], capture_output=True, text=True, env=ENV)
+    assert out.returncode == 0
+    headings = re.findall(r"^(\S[^\n]*):$", out.stdout, re.M)
+    assert headings == ["options", "what to send, and where", "waiting and judging",
+                        "submission security (TLS and AUTH)", "sink limits and access",
+                        "output", "diagnosis", "evidence"]  # fmt: skip
+    burst = _parser("burst")
+    exempt = {"-h", "--tls-key", "--password-env", "--password-file", "--reuse", "--no-reuse"}
+    undocumented = [
+        action.option_strings[-1]
+        for action in burst._actions
+        if not exempt & set(action.option_strings)
+        and "default" not in (action.help or "").lower()
+        and "required" not in (action.help or "")
+    ]
+    assert undocumented == [], "options whose --help shows no default"
+
+
+def test_postflight_takes_every_burst_option_but_those_its_page_names():
+    page = (Path(__file__).parent.parent / "docs" / "postflight.md").read_text()
+    not_taken = page[page.index("Not taken") : page.index("\n\n", page.index("Not taken"))]
+    named = set(re.findall(r"`(--[a-z-]+)`", not_taken))
+    postflight = _options("postflight")
+    assert named - postflight == _options("burst") - postflight

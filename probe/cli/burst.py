@@ -43,6 +43,7 @@ def add_parser(
     p = subparsers.add_parser(
         "burst",
         parents=parents,
+        usage="notifyprobe burst --gateway HOST:PORT [options]",
         help="send test notifications through the gateway and judge delivery",
         description="Send a burst of correlated test notifications through the gateway to the "
         "probe's sink and classify the outcome.",
@@ -57,26 +58,32 @@ def add_parser(
         "RUN_ID` then re-judges the run and says what changed.",
     )
     add_burst_options(p, gateway_required=True)
-    p.add_argument("--json", metavar="FILE|-", help="write the result as JSON")
-    p.add_argument(
+    out = p.add_argument_group("output")
+    out.add_argument(
+        "--json", metavar="FILE|-", help="also write the result as JSON (-: stdout; default: none)"
+    )
+    out.add_argument(
         "--format",
         choices=["text", "json", "nagios"],
         default="text",
-        help="stdout: text (default), json, or nagios (one monitoring-plugin line with perfdata)",
+        help="stdout: text, json, or nagios (one monitoring-plugin line with perfdata; "
+        "default: text)",
     )
-    p.add_argument(
+    out.add_argument(
         "--warning",
         type=plugin_thresholds,
         default=PluginThresholds(),
         metavar="loss=N%,latency=Ns",
-        help="WARNING when loss or the slowest delivery is above this (nagios format)",
+        help="WARNING when loss or the slowest delivery is above this (nagios format; "
+        "default: the verdict alone decides)",
     )
-    p.add_argument(
+    out.add_argument(
         "--critical",
         type=plugin_thresholds,
         default=PluginThresholds(),
         metavar="loss=N%,latency=Ns",
-        help="CRITICAL when loss or the slowest delivery is above this (nagios format)",
+        help="CRITICAL when loss or the slowest delivery is above this (nagios format; "
+        "default: the verdict alone decides)",
     )
     add_diagnosis_options(p)
     add_evidence_options(p)

@@ -23,53 +23,72 @@ from probe.delivery import (
 from probe.verdict import Thresholds
 
 
-def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) -> None:
-    """Everything `settings_from` reads: shared by `burst` and `postflight`'s burst check."""
-    p.add_argument("--gateway", type=endpoint, required=gateway_required, metavar="HOST:PORT")
-    p.add_argument(
+def add_burst_options(p: argparse.ArgumentParser, *, gateway_required: bool) -> None:
+    """Everything `settings_from` reads: shared by `burst` and `postflight`'s burst check, in
+    the groups `--help` shows, each option with its default."""
+    send = p.add_argument_group("what to send, and where")
+    send.add_argument(
+        "--gateway",
+        type=endpoint,
+        required=gateway_required,
+        metavar="HOST:PORT",
+        help="the gateway's SMTP listener"
+        + (" (required)" if gateway_required else " (default: no burst)"),
+    )
+    send.add_argument(
         "--sink",
         type=endpoint,
         default=endpoint("127.0.0.1:2525"),
         metavar="HOST:PORT",
-        help="where the sink listens (default: 127.0.0.1:2525)",
+        help="where the sink listens and the control message goes (default: 127.0.0.1:2525); "
+        "off loopback it needs --allow-remote and --allow-client",
     )
-    p.add_argument(
+    send.add_argument(
         "--no-sink",
         dest="own_sink",
         action="store_false",
-        help="do not start a sink: a separate `notifyprobe sink` records into --db",
+        help="do not start a sink: a separate `notifyprobe sink` records into --db "
+        "(default: start one)",
     )
-    p.add_argument("--domain", type=domain, default="probe.invalid", help="probe domain")
+    send.add_argument(
+        "--domain",
+        type=domain,
+        default="probe.invalid",
+        help="probe domain: every recipient is probe+<token>@DOMAIN (default: probe.invalid)",
+    )
     default, describe = BurstSettings(), BurstSettings.describe
-    p.add_argument("--count", type=positive_int, default=default.count, help=describe("count"))
-    p.add_argument(
+    send.add_argument(
+        "--count", type=positive_int, default=default.count, metavar="N", help=describe("count")
+    )
+    send.add_argument(
         "--concurrency",
         type=positive_int,
         default=default.concurrency,
+        metavar="C",
         help=describe("concurrency"),
     )
-    p.add_argument(
+    send.add_argument(
         "--per-session",
         type=positive_int,
         default=default.per_session,
         metavar="N",
         help=describe("per_session"),
     )
-    p.add_argument(
+    send.add_argument(
         "--reuse",
         dest="per_session",
         action="store_const",
         const=default.per_session,
-        help=f"same as --per-session {default.per_session} (the default)",
+        help=f"older spelling of --per-session {default.per_session} (the default)",
     )
-    p.add_argument(
+    send.add_argument(
         "--no-reuse",
         dest="per_session",
         action="store_const",
         const=1,
-        help="same as --per-session 1: one SMTP session per notification",
+        help="older spelling of --per-session 1: one SMTP session per notification",
     )
-    p.add_argument(
+    send.add_argument(
         "--interval",
         dest="notification_gap",
         metavar="SECONDS",
@@ -77,13 +96,30 @@ def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) 
         default=default.notification_gap_s,
         help=describe("notification_gap_s"),
     )
-    p.add_argument(
+    send.add_argument(
+        "--max-rate",
+        type=float,
+        default=default.max_rate,
+        metavar="MSGS_PER_S",
+        help=describe("max_rate"),
+    )
+    send.add_argument(
+        "--no-control",
+        dest="control",
+        action="store_false",
+        help="do not send the control message straight to the sink (default: send it; "
+        "without it the verdict says the sink was not verified)",
+    )
+
+    judge = p.add_argument_group("waiting and judging")
+    judge.add_argument(
         "--step-timeout",
         type=seconds,
         default=default.step_timeout_s,
+        metavar="SECONDS",
         help=describe("step_timeout_s"),
     )
-    p.add_argument(
+    judge.add_argument(
         "--breaker",
         type=non_negative_int,
         default=default.breaker,
@@ -91,7 +127,7 @@ def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) 
         help=describe("breaker"),
     )
     patience, thresholds = Patience(), Thresholds()
-    p.add_argument(
+    judge.add_argument(
         "--settle",
         type=seconds,
         default=None,
@@ -102,37 +138,28 @@ def add_burst_options(p: argparse._ActionsContainer, *, gateway_required: bool) 
         f"delivered runs, else {DEFAULT_WINDOW_S:g} s, safe for queue runners that deliver in "
         "batches. A run where everything arrives never waits.",
     )
-    p.add_argument(
+    judge.add_argument(
         "--timeout",
         type=seconds,
         default=patience.timeout_s,
+        metavar="SECONDS",
         help="longest wait for late mail after the burst, whatever the window "
-        f"(default: {patience.timeout_s:g} s)",
+        f"(default: {patience.timeout_s:g})",
     )
-    p.add_argument(
+    judge.add_argument(
         "--grace",
         type=seconds,
         default=patience.grace_s,
-        help=f"shortest window the gateway's history may teach (default: {patience.grace_s:g} s)",
+        metavar="SECONDS",
+        help=f"shortest window the gateway's history may teach (default: {patience.grace_s:g})",
     )
-    p.add_argument(
+    judge.add_argument(
         "--slow-after",
         type=seconds,
         default=thresholds.slow_after_s,
-        help=f"latency that is slow (default: {thresholds.slow_after_s:g} s)",
-    )
-    p.add_argument(
-        "--no-control",
-        dest="control",
-        action="store_false",
-        help="do not send the control message straight to the sink",
-    )
-    p.add_argument(
-        "--max-rate",
-        type=float,
-        default=default.max_rate,
-        metavar="MSGS_PER_S",
-        help=describe("max_rate"),
+        metavar="SECONDS",
+        help="a delivery slower than this makes a complete run slow "
+        f"(default: {thresholds.slow_after_s:g})",
     )
     add_client_security(p)
     add_sink_options(p)

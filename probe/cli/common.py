@@ -6,6 +6,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import shlex
+import shutil
 import signal
 import sys
 from collections.abc import Coroutine
@@ -21,7 +24,9 @@ from probe.records import Endpoint
 
 def common_parent() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
-    parent.add_argument("--log-json", action="store_true", help="log JSON lines to stderr")
+    parent.add_argument(
+        "--log-json", action="store_true", help="log JSON lines to stderr (default: key=value)"
+    )
     parent.add_argument(
         "--log-level",
         default="warning",
@@ -175,3 +180,16 @@ def run_stoppable(main: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(guarded())
     except KeyboardInterrupt:  # no handler could be installed: asyncio cancelled `main` itself
         raise Stopped("SIGINT") from None
+
+
+def own_command() -> str:
+    """How to run this very program again from the user's shell, for the commands a subcommand
+    suggests: `notifyprobe` when PATH finds this program, else the path it was started by
+    (`.venv/bin/notifyprobe` after `make demo`, with no venv activated)."""
+    started_as = sys.argv[0]
+    if Path(started_as).name == "__main__.py":  # python -m probe
+        return f"{shlex.quote(sys.executable)} -m probe"
+    on_path = shutil.which("notifyprobe")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(started_as):
+        return "notifyprobe"
+    return shlex.quote(started_as)

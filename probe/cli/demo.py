@@ -12,13 +12,14 @@ import argparse
 import asyncio
 import mmap
 import os
+import shlex
 import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from probe.cli.common import add_db, open_ledger, positive_int
+from probe.cli.common import add_db, open_ledger, own_command, positive_int
 from probe.delivery import BurstSettings, Patience, ProbeOutcome, ProbeSettings, run_probe
 from probe.diagnosis import Explanation, Request, explain, prepare
 from probe.host import collect_facts
@@ -99,6 +100,23 @@ def diagnose_and_keep(ledger: Ledger, outcome: ProbeOutcome, installed: Path | N
     return why
 
 
+def next_steps(db: Path | None, ledger: Path, run_id: str) -> str:
+    """Commands that work as printed, from where the user stands (no venv activated: the path of
+    this program), against the ledger the demo used."""
+    me = own_command()
+    with_db = f" --db {shlex.quote(str(db))}" if db is not None else ""
+    return "\n".join([
+        f"Runs are kept in {ledger}. Next steps:",
+        f"  {me} verdict {run_id}{with_db}                  # judge the run again",
+        f"  {me} evidence {run_id} --out case.zip{with_db}  # bundle for a support case",
+        "On a real gateway: route the probe domain to this host's sink (docs/real-mail-setup.md),",
+        "then, with GATEWAY-IP the address the gateway delivers from:",
+        f"  {me} burst --gateway GATEWAY:25 --sink 0.0.0.0:2525 \\",
+        "      --allow-remote --allow-client GATEWAY-IP --domain probe.example.org \\",
+        f"      --module {MODULE} --installed 'PATH\\TO\\{MODULE}'",
+    ])  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> int:
     failures = 0
     with open_ledger(args.db) as ledger, tempfile.TemporaryDirectory() as tmp:
@@ -118,12 +136,5 @@ def run(args: argparse.Namespace) -> int:
         print(to_text(run_report(ledger, outcome.record, outcome.verdict)), end="\n\n")
         failures += outcome.verdict.pattern is not Pattern.HEALTHY or why.diagnosis is not None
 
-        print(f"Runs are kept in {ledger.path}. Next steps:")
-        print(f"  notifyprobe verdict {first_only_run}                 # judge a run again")
-        print(f"  notifyprobe evidence {first_only_run} --out case.zip # bundle for a support case")
-        print("On a real gateway: route the probe domain to the sink, then")
-        print("  notifyprobe burst --gateway GATEWAY:25 --sink HOST:2525 \\")
-        print(
-            f"      --domain probe.example.org --module {MODULE} --installed 'PATH\\TO\\{MODULE}'"
-        )
+        print(next_steps(args.db, ledger.path, first_only_run))
     return 1 if failures else 0

@@ -16,14 +16,14 @@ def add_diagnosis_options(p: argparse.ArgumentParser) -> None:
         default=[],
         metavar="NAME",
         help="after the run, find processes with this module loaded (repeatable, "
-        "globs allowed), e.g. MPNotifyPerf.dll",
+        "globs allowed), e.g. MPNotifyPerf.dll (default: no module scan)",
     )
     g.add_argument(
         "--installed",
         action="append",
         default=[],
         metavar="PATH",
-        help="the installed copy of a --module (repeatable)",
+        help="the installed copy of a --module (repeatable; default: the mapped path)",
     )
     g.add_argument(
         "--process",
@@ -31,7 +31,7 @@ def add_diagnosis_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="gateway process: record its start time",
+        help="gateway process: record its start time (repeatable; default: none)",
     )
     g.add_argument(
         "--service",
@@ -39,7 +39,7 @@ def add_diagnosis_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="gateway service: record its start time",
+        help="gateway service: record its start time (repeatable; default: none)",
     )
 
 

@@ -44,14 +44,15 @@ def add_redaction_options(p: argparse._ActionsContainer) -> None:
         choices=[*KINDS, "all"],
         metavar="KIND",
         help="also replace these consistently: hosts, emails, ips (or all); the mapping is "
-        "written beside the bundle as FILE.zip.redaction-map.json",
+        "written beside the bundle as FILE.zip.redaction-map.json (default: none; secrets are "
+        "always removed)",
     )
 
 
 def add_evidence_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evidence")
     g.add_argument("--evidence", type=Path, metavar="FILE.zip",
-                   help="after the run, write its evidence bundle")  # fmt: skip
+                   help="after the run, write its evidence bundle (default: none)")  # fmt: skip
     add_redaction_options(g)
 
 

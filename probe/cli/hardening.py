@@ -34,52 +34,66 @@ def add_sink_options(parser: argparse._ActionsContainer) -> None:
     g.add_argument(
         "--allow-remote",
         action="store_true",
-        help="allow the sink to listen on a non-loopback address (needs --allow-client)",
+        help="allow the sink to listen on a non-loopback address (needs --allow-client; "
+        "default: loopback only)",
     )
     g.add_argument(
         "--allow-client",
         action="append",
         default=[],
         metavar="CIDR",
-        help="address or network that may deliver to the sink (repeatable; loopback always may)",
+        help="address or network that may deliver to the sink (repeatable; default: none, "
+        "loopback always may)",
     )
     g.add_argument(
         "--max-message-bytes",
         type=positive_int,
         default=_DEFAULT.max_message_bytes,
+        metavar="BYTES",
         help=f"larger messages get 552 (default: {_DEFAULT.max_message_bytes})",
     )
     g.add_argument(
         "--max-connections",
         type=positive_int,
         default=_DEFAULT.max_connections,
+        metavar="N",
         help=f"live sessions in all (default: {_DEFAULT.max_connections})",
     )
     g.add_argument(
         "--max-per-client",
         type=positive_int,
         default=_DEFAULT.max_per_client,
+        metavar="N",
         help=f"live sessions per client address (default: {_DEFAULT.max_per_client})",
     )
     g.add_argument(
         "--max-recipients",
         type=positive_int,
         default=_DEFAULT.max_recipients,
+        metavar="N",
         help=f"recipients per message (default: {_DEFAULT.max_recipients})",
     )
     g.add_argument(
         "--idle-timeout",
         type=seconds,
         default=_DEFAULT.idle_timeout_s,
-        help=f"no complete command for this long (default: {_DEFAULT.idle_timeout_s:g})",
+        metavar="SECONDS",
+        help=f"close a session with no complete command for this long "
+        f"(default: {_DEFAULT.idle_timeout_s:g})",
     )
     g.add_argument(
         "--session-timeout",
         type=seconds,
         default=_DEFAULT.session_timeout_s,
-        help=f"longest session (default: {_DEFAULT.session_timeout_s:g} s)",
+        metavar="SECONDS",
+        help=f"longest session (default: {_DEFAULT.session_timeout_s:g})",
     )
-    g.add_argument("--tls-cert", type=Path, metavar="PEM", help="offer STARTTLS with this cert")
+    g.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PEM",
+        help="offer STARTTLS with this certificate (default: no STARTTLS)",
+    )
     g.add_argument("--tls-key", type=Path, metavar="PEM", help="the key of --tls-cert")
 
 
@@ -128,9 +142,9 @@ def add_client_security(parser: argparse._ActionsContainer) -> None:
     g.add_argument(
         "--insecure",
         action="store_true",
-        help="do NOT verify the gateway's certificate (reported as a warning)",
+        help="do NOT verify the gateway's certificate (reported as a warning; default: verify)",
     )
-    g.add_argument("--user", metavar="NAME", help="AUTH user name")
+    g.add_argument("--user", metavar="NAME", help="AUTH user name (default: no AUTH)")
     source = g.add_mutually_exclusive_group()
     source.add_argument(
         "--password-env",

@@ -27,7 +27,7 @@ MEANING: dict[Pattern, tuple[str, str]] = {
         "The gateway handles one notification after a (re)start and fails every later one: the "
         "signature of an old performance module (MPNotifyPerf.dll) still loaded after an upgrade.",
         "Run `notifyprobe modules` on the gateway host to find the process holding the old "
-        "module; see docs/verdicts.md#first_only.",
+        "module; see docs/patterns.md#first_only.",
     ),
     Pattern.DEGRADED_AFTER_K: (
         "The gateway delivered the first notifications, then stopped: a resource runs out or a "
@@ -41,7 +41,7 @@ MEANING: dict[Pattern, tuple[str, str]] = {
         "smtp_accept_queue_per_connection, not a fault. The default burst shape stays under it.",
         "Judge the run again after the gateway's queue run (command below); if notifications are "
         "still missing then, they were lost. Keep --per-session below K; see "
-        "docs/verdicts.md#queued_per_session.",
+        "docs/patterns.md#queued_per_session.",
     ),
     Pattern.INTERMITTENT: (
         "Notifications are lost at scattered positions: an unreliable hop, not a startup state.",
@@ -60,7 +60,7 @@ MEANING: dict[Pattern, tuple[str, str]] = {
         "names: it is hung (a blocked queue, a deadlocked service, a backend it waits on), it "
         "did not refuse anything.",
         "Check the gateway's service, queue and logs at that phase; restart it if it stays "
-        "silent and probe again. See docs/verdicts.md#gateway_stalled.",
+        "silent and probe again. See docs/patterns.md#gateway_stalled.",
     ),
     Pattern.ALL_REJECTED: (
         "The gateway answered but accepted no notification: a temporary refusal (4xx) asks to "
