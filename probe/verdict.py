@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum, IntEnum
 from typing import Protocol
 
@@ -182,16 +182,45 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
 
 
 def judge_recorded(record: RunRecord) -> Verdict:
-    """Judge a run again from the ledger, with the thresholds it was run with."""
+    """Judge a run again from the ledger, with the thresholds it was run with; a run that was
+    cut off (status `interrupted`) as `judge_interrupted` does."""
     slow_after = record.run.options.get("slow_after_s", Thresholds.slow_after_s)
     try:
         thresholds = Thresholds(slow_after_s=float(str(slow_after)))
     except ValueError:
         thresholds = Thresholds()
+    if record.run.status == "interrupted":
+        return judge_interrupted(record, thresholds)
     return classify(record, thresholds)
 
 
 COMPLETE = frozenset({Pattern.HEALTHY, Pattern.SLOW, Pattern.DUPLICATED})  # nothing lost
+
+
+def judge_interrupted(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdict:
+    """Judge a run the probe itself cut off (a stop, a kill, a crash): it proves delivery,
+    never loss.
+
+    Its missing notifications were not given their settle window (and the sink may have
+    closed before they could arrive), and the attempt cut in flight says nothing of the
+    gateway. So the run keeps its verdict only when everything it sent has arrived; otherwise
+    it is `inconclusive`, never a loss pattern: stopping or restarting the probe must never
+    raise an alert. What it showed so far stays in the evidence.
+    """
+    so_far = classify(record, thresholds)
+    if so_far.pattern in COMPLETE:
+        return so_far
+    missing = so_far.sent - so_far.delivered
+    return replace(
+        so_far,
+        pattern=Pattern.INCONCLUSIVE,
+        severity=Severity.UNKNOWN,
+        summary=f"the probe stopped during this run: {so_far.delivered} of {so_far.sent} "
+        f"notifications sent had arrived, {missing} had not been given their settle window; "
+        "a stop proves nothing about the gateway",
+        evidence=(f"so far it looked {so_far.pattern.value}: {so_far.summary}", *so_far.evidence),
+        details={},
+    )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prometheus_client import disable_created_metrics
 
-from probe.cli.common import endpoint, open_ledger
+from probe.cli.common import common_parent, endpoint, open_ledger
 from probe.ledger import exclusive_use
 from probe.logs import configure
 from probe.monitor import Metrics, WatchConfig, Watcher, load_config
@@ -24,7 +24,8 @@ def add_parser(
 ) -> None:
     p = subparsers.add_parser(
         "watch",
-        parents=parents,
+        # The log level's default is the config's log_level, itself "info" by default.
+        parents=[common_parent(level_default="info, or the config's log_level")],
         help="keep probing the configured gateways; serve Prometheus metrics",
         description="Run a burst per target on an interval (with jitter) through one shared "
         "sink, keep history in the ledger, expose Prometheus metrics and run a command when a "
