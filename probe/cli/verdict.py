@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import asdict
 
 from probe.cli.common import add_db, chosen_run, open_ledger, write_json
 from probe.delivery import revisit
-from probe.reporting import revision_text, to_json, to_text
+from probe.reporting import history_text, revision_text, to_json, to_text
 from probe.verdict import judge_recorded
 
 
@@ -22,7 +23,7 @@ def add_parser(
         description="Re-read a run from the ledger, with mail that arrived since, and judge it. "
         "When notifications arrived after the verdict given at the end of the run, say so and "
         "whether the pattern changed; a changed verdict is kept in the ledger beside the "
-        "original.",
+        "original, and both are shown with the time each was given.",
     )
     p.add_argument("run_id", nargs="?", metavar="RUN_ID")
     p.add_argument("--last", action="store_true", help="the most recent run")
@@ -38,10 +39,18 @@ def run(args: argparse.Namespace) -> int:
     record, revision = revisited.record, revisited.revision
     verdict = revision.current if revision is not None else judge_recorded(record)
     if args.json:
-        extra = {"revision": revision.to_dict()} if revision is not None else {}
+        extra: dict[str, object] = {}
+        if revision is not None:
+            extra["revision"] = revision.to_dict()
+        if revisited.original is not None:
+            extra["original_verdict"] = asdict(revisited.original)
+            correction = revisited.correction
+            extra["corrected_verdict"] = asdict(correction) if correction is not None else None
         write_json(args.json, to_json(record, verdict) | extra)
     if args.json != "-":
         print(to_text(record, verdict, db=args.db))
         if revision is not None:
             print(revision_text(revision))
+        if revisited.original is not None:
+            print(history_text(revisited.original, revisited.correction))
     return int(verdict.severity)

@@ -9,7 +9,13 @@ from probe.reporting.artifacts import RunEvidence, keep_artifacts, load_evidence
 from probe.reporting.bundle import BundleResult, make_bundle
 from probe.reporting.nagios import PluginThresholds, diagnosis_lines, plugin_result, unknown_line
 from probe.reporting.redact import KINDS, clean_argv, secret_values_in_argv
-from probe.reporting.text import diagnosis_text, revision_text, to_json, to_text
+from probe.reporting.text import (
+    diagnosis_text,
+    history_text,
+    revision_text,
+    to_json,
+    to_text,
+)
 
 __all__ = [
     "KINDS",
@@ -19,6 +25,7 @@ __all__ = [
     "clean_argv",
     "diagnosis_lines",
     "diagnosis_text",
+    "history_text",
     "keep_artifacts",
     "load_evidence",
     "make_bundle",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from probe.delivery import INSECURE_WARNING, SettleWindow
+from probe.delivery import INSECURE_WARNING, SettleWindow, StoredVerdict
 from probe.diagnosis import Diagnosis, PossibleIssue
 from probe.host import Inventory
 from probe.records import Notification, Run, RunRecord
@@ -178,6 +179,29 @@ def revision_text(revision: Revision) -> str:
     """Under a re-judged run: what arrived after the verdict given at the end of the run."""
     word = "CHANGED" if revision.changed else "unchanged"
     return f"\n  Since the verdict ({word}): {revision.summary()}"
+
+
+def history_text(original: StoredVerdict, correction: StoredVerdict | None) -> str:
+    """Both verdicts the ledger keeps: the one given when the run ended, and its correction by
+    late mail with the time it was stored (an alert raised by the first can be annotated)."""
+    lines = [f"  Original verdict:  {_stored(original)}"]
+    if correction is None:
+        lines.append("  Corrected verdict: none (no late mail changed the pattern)")
+    else:
+        later = ""
+        if correction.at is not None and original.at is not None:
+            later = f", {correction.at - original.at:.1f} s after the original"
+        lines.append(f"  Corrected verdict: {_stored(correction)}{later}")
+    return "\n".join(["", *lines])
+
+
+def _stored(verdict: StoredVerdict) -> str:
+    when = _utc(verdict.at) if verdict.at is not None else "at an unknown time"
+    return f"{verdict.pattern} ({verdict.severity.upper()}) at {when}"
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
 def shape_line(run: Run) -> list[str]:
