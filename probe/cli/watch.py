@@ -89,11 +89,13 @@ async def serve(cfg: WatchConfig) -> int:
     disable_created_metrics()  # no `_created` twin of every counter: this process is the probe
     metrics = Metrics()
     with open_ledger(cfg.ledger) as ledger, exclusive_use(cfg.ledger, "watch"):
+        watcher = Watcher(cfg, ledger, metrics, announce)
+        watcher.prepare()  # every series and the restored state, before the first scrape
         if cfg.metrics is not None:
             bound = metrics.serve(cfg.metrics)
             announce(f"metrics listening on {bound}")
         try:
-            worst = await Watcher(cfg, ledger, metrics, announce).run(stop)
+            worst = await watcher.run(stop)
         finally:
             metrics.close()
     return int(worst) if cfg.once else 0

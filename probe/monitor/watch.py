@@ -129,6 +129,7 @@ class Watcher:
         self.looks: dict[str, list[str]] = {}  # per target: runs to re-judge at its next run
         self.worst = Severity.OK
         self._last_retention = 0.0
+        self._prepared = False
 
     # -- the whole service -----------------------------------------------------------------
 
@@ -137,13 +138,9 @@ class Watcher:
 
         Returns the worst severity seen in this session (the exit code of `--once`).
         """
+        if not self._prepared:
+            self.prepare()
         cfg = self.config
-        self.recover()
-        self.retain()
-        if self.metrics is not None:
-            self.metrics.add_targets(((t.name, t.burst_interval_s) for t in cfg.targets),
-                                     started_at=time.time())  # fmt: skip
-        self.load_states()
         writer = LedgerWriter(self.ledger)
         hub = DeliveryHub()
         sink = Sink(writer, host=cfg.sink.host, port=cfg.sink.port, domain=cfg.domain,
@@ -184,6 +181,17 @@ class Watcher:
             self.recover()
             log.info("watch_stopped")
         return self.worst
+
+    def prepare(self) -> None:
+        """Before anything listens: judge the runs a kill cut off, apply retention, and give
+        every target its series and its state from the ledger, so the first scrape is whole."""
+        self._prepared = True
+        self.recover()
+        self.retain()
+        if self.metrics is not None:
+            targets = ((t.name, t.burst_interval_s) for t in self.config.targets)
+            self.metrics.add_targets(targets, started_at=time.time())
+        self.load_states()
 
     async def drain(self, writer: LedgerWriter) -> None:
         """Keep the sink up for mail the gateways already accepted in the runs cut by the stop:

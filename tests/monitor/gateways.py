@@ -2,7 +2,7 @@
 a queue runner, and one that hangs after DATA. Each runs in process (`batching_gateway`,
 `hung_gateway`) or as its own process for the service tests:
 
-    python -m tests.monitor.gateways batching --relay 127.0.0.1:2525 --every 3
+    python -m tests.monitor.gateways batching --relay 127.0.0.1:2525 --every 3 [--first-at-once]
     python -m tests.monitor.gateways hung
 
 which prints `listening on 127.0.0.1:PORT` once it accepts connections.
@@ -16,6 +16,7 @@ import contextlib
 import re
 import subprocess
 import sys
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
@@ -30,39 +31,52 @@ from tests.test_cli import ENV
 class QueueRunner:
     """Accepts every message at once (250) and relays what it holds to `relay` every `every_s`
     seconds, in one batch. A batch the relay cannot take (the sink is down: the probe was
-    stopped) stays queued for the next run, as a real MTA's queue keeps it."""
+    stopped) stays queued for the next run, as a real MTA's queue keeps it. With
+    `first_at_once`, the first message of each SMTP session is relayed before the 250 and only
+    the later ones wait (a per-connection queueing limit): its bursts look first-only until
+    the queue runs."""
 
-    def __init__(self, relay: Endpoint, every_s: float):
+    def __init__(self, relay: Endpoint, every_s: float, first_at_once: bool = False):
         self.relay = relay
         self.every_s = every_s
+        self.first_at_once = first_at_once
         self.queue: list[tuple[str, list[str], bytes]] = []
-        self.relayed = 0
+        self.sessions: weakref.WeakSet[Session] = weakref.WeakSet()  # those that relayed one
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        content = envelope.original_content or b""
-        self.queue.append((envelope.mail_from or "", list(envelope.rcpt_tos), content))
+        message = (envelope.mail_from or "", list(envelope.rcpt_tos),
+                   envelope.original_content or b"")  # fmt: skip
+        if self.first_at_once and session not in self.sessions:
+            self.sessions.add(session)
+            if await self.send(*message):
+                return "250 2.0.0 delivered"
+        self.queue.append(message)
         return "250 2.0.0 queued for the next queue run"
+
+    async def send(self, sender: str, rcpts: list[str], content: bytes) -> bool:
+        try:
+            relay = self.relay
+            await aiosmtplib.send(content, sender=sender, recipients=rcpts, hostname=relay.host,
+                                  port=relay.port, timeout=5)  # fmt: skip
+        except (aiosmtplib.SMTPException, OSError):
+            return False
+        return True
 
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self.every_s)
             batch, self.queue = self.queue, []
-            left = []
-            for index, (sender, rcpts, content) in enumerate(batch):
-                try:
-                    await aiosmtplib.send(content, sender=sender, recipients=rcpts,
-                                          hostname=self.relay.host, port=self.relay.port,
-                                          timeout=5)  # fmt: skip
-                    self.relayed += 1
-                except (aiosmtplib.SMTPException, OSError):
-                    left = batch[index:]  # the relay is down: keep the rest for the next run
+            for index, message in enumerate(batch):
+                if not await self.send(*message):
+                    self.queue[:0] = batch[index:]  # the relay is down: keep the rest
                     break
-            self.queue = left + self.queue
 
 
 @asynccontextmanager
-async def batching_gateway(relay: Endpoint, every_s: float) -> AsyncIterator[Endpoint]:
-    runner = QueueRunner(relay, every_s)
+async def batching_gateway(
+    relay: Endpoint, every_s: float, first_at_once: bool = False
+) -> AsyncIterator[Endpoint]:
+    runner = QueueRunner(relay, every_s, first_at_once)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: SMTP(runner), "127.0.0.1", 0)
     task = asyncio.create_task(runner.run())
@@ -101,7 +115,7 @@ def gateway_process(*args: str) -> Iterator[int]:
 
 async def serve(args: argparse.Namespace) -> None:
     if args.kind == "batching":
-        gateway = batching_gateway(Endpoint.parse(args.relay), args.every)
+        gateway = batching_gateway(Endpoint.parse(args.relay), args.every, args.first_at_once)
     else:
         gateway = hung_gateway()
     async with gateway as endpoint:
@@ -114,6 +128,7 @@ def main() -> None:
     parser.add_argument("kind", choices=("batching", "hung"))
     parser.add_argument("--relay", default="127.0.0.1:2525")
     parser.add_argument("--every", type=float, default=3.0, help="seconds between queue runs")
+    parser.add_argument("--first-at-once", action="store_true")
     asyncio.run(serve(parser.parse_args()))
 
 
