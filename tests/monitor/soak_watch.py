@@ -84,22 +84,23 @@ def write_config(path: Path, sink: int, db: Path, gateways: dict[str, int]) -> P
 
 
 @contextmanager
-def watch(config: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    proc = subprocess.Popen([*PROBE, "watch", "--config", str(config), "--log-level", "warning"],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env=ENV)  # fmt: skip
+def watch(config: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """The watch with its log in `log` (info level: kept for when the soak fails)."""
+    announced = re.compile(r"metrics listening on [\d.]+:(\d+)")
+    earlier = len(announced.findall(log.read_text())) if log.exists() else 0
+    with log.open("ab") as out:
+        proc = subprocess.Popen([*PROBE, "watch", "--config", str(config)], stderr=out,
+                                stdout=subprocess.DEVNULL, env=ENV)  # fmt: skip
     try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        match = re.search(r"metrics listening on [\d.]+:(\d+)", line)
-        assert match, f"watch did not announce its metrics: {line!r}"
-        yield proc, int(match.group(1))
+        deadline = time.monotonic() + 30
+        while len(ports := announced.findall(log.read_text())) <= earlier:
+            assert proc.poll() is None and time.monotonic() < deadline, "watch did not start"
+            time.sleep(0.05)
+        yield proc, int(ports[-1])
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
-        if proc.stderr is not None:
-            proc.stderr.close()
 
 
 def values(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -153,7 +154,7 @@ def run_in_flight(db: Path, target: str) -> bool:
 
 
 def soak_phase(config: Path, db: Path, targets: list[str], length_s: float, fig: Figures) -> None:
-    with watch(config) as (proc, metrics_port):
+    with watch(config, Path(f"{db}.log")) as (proc, metrics_port):
         check_every_series(scrape(metrics_port), targets)
         end = time.monotonic() + length_s
         while time.monotonic() < end or not run_in_flight(db, "batch-4s"):
@@ -170,7 +171,7 @@ def soak_phase(config: Path, db: Path, targets: list[str], length_s: float, fig:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=STOP_DRAIN_S + 30) == 0
         fig.stops_s.append(time.monotonic() - sent_at)
-    assert fig.stops_s[-1] <= STOP_DRAIN_S + 3.0, f"stop took {fig.stops_s[-1]:.1f} s"
+    assert fig.stops_s[-1] <= STOP_DRAIN_S + 3.0, f"stop took {fig.stops_s[-1]:.1f} s, see {db}.log"
 
 
 def collect_queued_mail(db: Path, sink: int, wait_s: float) -> None:
