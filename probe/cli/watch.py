@@ -9,6 +9,7 @@ import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import disable_created_metrics
 
@@ -58,7 +59,7 @@ def add_parser(
 
 def load(args: argparse.Namespace) -> WatchConfig:
     cfg = load_config(args.config)
-    overrides: dict[str, object] = {}
+    overrides: dict[str, Any] = {}  # WatchConfig fields, each of its own type
     if args.metrics is not None:
         overrides["metrics"] = args.metrics
     if args.db is not None:
@@ -88,7 +89,7 @@ async def serve(cfg: WatchConfig) -> int:
             loop.add_signal_handler(sig, stop.set)
     disable_created_metrics()  # no `_created` twin of every counter: this process is the probe
     metrics = Metrics()
-    with open_ledger(cfg.ledger) as ledger, exclusive_use(cfg.ledger, "watch"):
+    with open_ledger(cfg.ledger) as ledger, exclusive_use(ledger.path, "watch"):
         watcher = Watcher(cfg, ledger, metrics, announce)
         watcher.prepare()  # every series and the restored state, before the first scrape
         if cfg.metrics is not None:

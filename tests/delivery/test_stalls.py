@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -22,6 +23,7 @@ from probe.correlation import recipient_for
 from probe.delivery.breaker import CircuitBreaker
 from probe.delivery.burst import Sender, compose
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
+from probe.delivery.settings import BurstSettings
 from probe.lab.gateway import free_port
 from probe.ledger import SCHEMA, Ledger
 from probe.records import Endpoint, ErrorKind, SmtpPhase, SmtpReply, Submission
@@ -100,9 +102,10 @@ async def refusing_gateway(reply: str) -> AsyncIterator[Endpoint]:
         server.close()
 
 
-async def probe_defaults(db: Path, gateway: Endpoint, **options: object) -> ProbeOutcome:
+async def probe_defaults(db: Path, gateway: Endpoint, **options: Any) -> ProbeOutcome:
     """A burst of 20 with every other option at its default (step timeout 10 s, breaker 2)."""
-    settings = ProbeSettings(gateway, Endpoint("127.0.0.1", free_port()), count=20, **options)
+    burst = BurstSettings(count=20, **options)
+    settings = ProbeSettings(gateway, Endpoint("127.0.0.1", free_port()), burst=burst)
     with Ledger(db) as ledger:
         return await run_probe(ledger, settings)
 
@@ -188,7 +191,7 @@ async def test_several_connections_stalling_at_once_open_the_breaker_once(tmp_pa
 )  # fmt: skip
 async def test_a_stall_is_named_by_the_phase_the_gateway_fell_silent_in(phase):
     async with raw_gateway(silent_at(phase)) as gateway:
-        sender = Sender(gateway, timeout=0.3, reuse=True, helo=None)
+        sender = Sender(gateway, timeout=0.3, per_session=None, helo=None)
         token = TEST_KEY.token("abcdef0123", 1)
         message = compose("abcdef0123", 1, 1, DOMAIN, "Thu, 1 Jan 2026 00:00:00 +0000")
         result = await sender.submit("a@probe.invalid", recipient_for(token, DOMAIN), message)
