@@ -193,7 +193,7 @@ async def test_a_stall_is_named_by_the_phase_the_gateway_fell_silent_in(phase):
     async with raw_gateway(silent_at(phase)) as gateway:
         sender = Sender(gateway, timeout=0.3, per_session=None, helo=None)
         token = TEST_KEY.token("abcdef0123", 1)
-        message = compose("abcdef0123", 1, 1, DOMAIN, "Thu, 1 Jan 2026 00:00:00 +0000")
+        message = compose(token, "abcdef0123", 1, 1, DOMAIN, "Thu, 1 Jan 2026 00:00:00 +0000")
         result = await sender.submit("a@probe.invalid", recipient_for(token, DOMAIN), message)
         await sender.close()
     assert (result.stalled_at, result.error_kind) == (phase, ErrorKind.TIMEOUT)
