@@ -411,13 +411,9 @@ class Ledger:
         rows = self._query("SELECT run_id FROM runs WHERE verdict IS NULL ORDER BY started_at")
         return [r["run_id"] for r in rows]
 
-    def last_judged_run(self, target: str) -> str | None:
-        """The most recent judged run of a `watch` target (its name is kept in the options)."""
-        runs = self.judged_runs(target, limit=1)
-        return runs[0] if runs else None
-
     def judged_runs(self, target: str, limit: int) -> list[str]:
-        """The `limit` most recent judged runs of a `watch` target, newest first."""
+        """The `limit` most recent judged runs of a `watch` target (its name is kept in the
+        options), newest first."""
         rows = self._query(
             "SELECT run_id FROM runs WHERE verdict IS NOT NULL"
             " AND json_extract(options, '$.target') = ? ORDER BY started_at DESC LIMIT ?",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
@@ -18,7 +19,16 @@ from probe.records import (
     SmtpReply,
     Submission,
 )
-from probe.verdict import Pattern, Severity, Thresholds, classify, revise, seq_ranges
+from probe.verdict import (
+    Pattern,
+    Severity,
+    Thresholds,
+    classify,
+    judge_interrupted,
+    judge_recorded,
+    revise,
+    seq_ranges,
+)
 from tests.conftest import TEST_KEY
 
 RUN = "abcdef0123"
@@ -513,3 +523,34 @@ def test_stalls_and_not_attempted_never_read_as_refusals_or_losses(shape):
         assert not re.search(
             r"refused (all|temporarily|permanently|at submission)", verdict.summary
         )
+
+
+# -- runs the probe itself cut off (a stop, a kill) --------------------------------------------
+
+
+def interrupted(*notes: Notification) -> RunRecord:
+    cut = record(*notes)
+    return replace(cut, run=replace(cut.run, status="interrupted"))
+
+
+def test_a_run_the_probe_cut_off_is_inconclusive_never_a_loss():
+    looks_first_only = interrupted(note(1), *(note(s, delivered=0) for s in range(2, 6)))
+    assert classify(looks_first_only).pattern is Pattern.FIRST_ONLY  # as if it had finished
+    v = judge_recorded(looks_first_only)
+    assert (v.pattern, v.severity) == (Pattern.INCONCLUSIVE, Severity.UNKNOWN)
+    assert "the probe stopped during this run: 1 of 5" in v.summary
+    assert v.evidence[0].startswith("so far it looked first_only")
+    assert judge_interrupted(looks_first_only) == v
+
+
+def test_a_cut_run_whose_mail_all_arrived_keeps_its_verdict():
+    all_arrived = interrupted(note(1), note(2), note(3, attempted=False))
+    assert judge_recorded(all_arrived).pattern is Pattern.HEALTHY
+
+
+def test_the_attempt_in_flight_at_a_stop_is_neither_unreachable_nor_stalled():
+    cut = note(1, reply=None, stage="connect", error_kind=ErrorKind.INTERRUPTED, delivered=0)
+    assert cut.submission is not None and cut.submission.interrupted
+    assert not cut.submission.unreachable and not cut.submission.stalled
+    v = judge_recorded(interrupted(cut))
+    assert v.pattern is Pattern.INCONCLUSIVE

@@ -383,7 +383,7 @@ class Watcher:
             finished = stored.run.finished_at or time.time()
             self.ledger.finish_run(run_id, "interrupted", finished,
                                    json.dumps(verdict.to_dict()))  # fmt: skip
-            log.warning("run_interrupted", target=target, run_id=run_id,
+            log.warning("interrupted_run_judged", target=target, run_id=run_id,
                         pattern=verdict.pattern.value, was=stored.run.status)  # fmt: skip
             judged.append(Judged(target, record, verdict))
         return judged
