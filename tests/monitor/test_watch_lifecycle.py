@@ -136,7 +136,7 @@ async def test_a_failing_gateway_keeps_its_interval(tmp_path):
         with Ledger(tmp_path / "l.db") as ledger:
             stop = asyncio.Event()
             task = asyncio.create_task(
-                Watcher(WatchConfig((watched,), sink=sink), ledger).run(stop)
+                Watcher(WatchConfig((watched,), sink=sink, stop_drain_s=0.5), ledger).run(stop)
             )
             await until(lambda: len(ledger.run_ids()) >= 3, "three runs")
             stop.set()
