@@ -44,7 +44,8 @@ async def test_a_stop_cuts_a_hung_step_at_once_drains_accepted_mail_and_raises_n
     sink = Endpoint("127.0.0.1", free_port())
     hook = tmp_path / "hook-called"
     metrics = Metrics(CollectorRegistry())
-    async with hung_gateway() as hung, batching_gateway(sink, every_s=1.5) as batching:
+    # The first queue run comes 3 s after the gateway starts: after the stop, within the drain.
+    async with hung_gateway() as hung, batching_gateway(sink, every_s=3.0) as batching:
         hangs = BurstSettings(count=3, step_timeout_s=HUNG_STEP_TIMEOUT_S)
         hung_target = replace(target("hung", hung), burst=hangs)
         batch_target = target("batching", batching, count=3,
@@ -59,9 +60,10 @@ async def test_a_stop_cuts_a_hung_step_at_once_drains_accepted_mail_and_raises_n
                 runs = [ledger.load(r) for r in ledger.run_ids()]
                 hung_sent = any(r.run.gateway == str(hung) for r in runs)
                 batch_accepted = any(
-                    r.run.gateway == str(batching) and sum(1 for n in r.burst if n.attempted) == 3
+                    r.run.gateway == str(batching) and r.run.status == "running"
+                    and sum(1 for n in r.burst if n.attempted) == 3
                     for r in runs
-                )
+                )  # fmt: skip
                 return hung_sent and batch_accepted
 
             await until(both_in_flight, "both runs in flight")
