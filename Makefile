@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SRC    := $(wildcard probe tests fixtures bench)
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test soak lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ test: $(STAMP)
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+# Not part of `make test`: `watch` for about 3-4 minutes, stopped and restarted during runs
+# (tests/monitor/soak_watch.py says what must hold).
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -s tests/monitor/soak_watch.py
 
 # Not part of `make test`: the figures of docs/performance.md, each beside its reference.
 bench: $(STAMP)

@@ -428,14 +428,15 @@ class Ledger:
         rows = self._query("SELECT run_id FROM runs WHERE verdict IS NULL ORDER BY started_at")
         return [r["run_id"] for r in rows]
 
-    def last_judged_run(self, target: str) -> str | None:
-        """The most recent judged run of a `watch` target (its name is kept in the options)."""
+    def judged_runs(self, target: str, limit: int) -> list[str]:
+        """The `limit` most recent judged runs of a `watch` target (its name is kept in the
+        options), newest first."""
         rows = self._query(
             "SELECT run_id FROM runs WHERE verdict IS NOT NULL"
-            " AND json_extract(options, '$.target') = ? ORDER BY started_at DESC LIMIT 1",
-            (target,),
+            " AND json_extract(options, '$.target') = ? ORDER BY started_at DESC LIMIT ?",
+            (target, limit),
         )
-        return rows[0]["run_id"] if rows else None
+        return [r["run_id"] for r in rows]
 
     def delivery_count(self, run_id: str) -> int:
         rows = self._query("SELECT COUNT(*) AS n FROM deliveries WHERE run_id = ?", (run_id,))
@@ -561,6 +562,11 @@ class Ledger:
     def corrected_verdict(self, run_id: str) -> dict[str, Any] | None:
         """The latest correction of the run's verdict by mail that arrived after it, if any."""
         return self._verdict_column(run_id, "corrected_verdict")
+
+    def corrected_at(self, run_id: str) -> float | None:
+        """When the latest correction of the run's verdict was stored, if any."""
+        rows = self._query("SELECT corrected_at FROM runs WHERE run_id = ?", (run_id,))
+        return float(rows[0]["corrected_at"]) if rows and rows[0]["corrected_at"] else None
 
     def _verdict_column(self, run_id: str, column: str) -> dict[str, Any] | None:
         rows = self._query(f"SELECT {column} AS v FROM runs WHERE run_id = ?", (run_id,))

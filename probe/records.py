@@ -68,6 +68,7 @@ class ErrorKind(str, Enum):
     TIMEOUT = "timeout"  # a step took longer than the per-step timeout
     TLS = "tls"  # TLS negotiation failed
     PROTOCOL = "protocol"  # the gateway said something that is not SMTP
+    INTERRUPTED = "interrupted"  # the probe itself stopped mid-step (watch stop): says nothing
 
     @property
     def is_connect_failure(self) -> bool:
@@ -161,11 +162,16 @@ class Submission:
     @property
     def unreachable(self) -> bool:
         """No SMTP session could be opened: refused, no route, TLS, or silence at connect."""
-        if self.reply is not None or self.stalled:
+        if self.reply is not None or self.stalled or self.interrupted:
             return False
         return self.stage == "connect" or (
             self.error_kind is not None and self.error_kind.is_connect_failure
         )
+
+    @property
+    def interrupted(self) -> bool:
+        """Cut off by the probe's own stop, not by anything the gateway did or failed to do."""
+        return self.error_kind is ErrorKind.INTERRUPTED
 
     @property
     def accepted(self) -> bool:

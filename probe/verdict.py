@@ -108,7 +108,10 @@ class _Judge(Protocol):
 
 def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdict:
     """Judge a run from its notifications alone."""
-    sent = gateway_order(n for n in record.burst if n.attempted)
+    # An attempt the probe itself cut mid-step (a stop) says nothing of the gateway: not sent.
+    sent = gateway_order(
+        n for n in record.burst if n.submission is not None and not n.submission.interrupted
+    )
     accepted = [n for n in sent if n.submission and n.submission.accepted]
     delivered = [n for n in sent if n.copies]
     lost = [n for n in sent if not n.copies]
@@ -228,7 +231,8 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
 
 
 def judge_recorded(record: RunRecord) -> Verdict:
-    """Judge a run again from the ledger, with the thresholds it was run with."""
+    """Judge a run again from the ledger, with the thresholds it was run with (a run that was
+    cut off is `inconclusive`: it proves nothing, neither delivery nor loss)."""
     slow_after = record.run.options.get("slow_after_s", Thresholds.slow_after_s)
     try:
         thresholds = Thresholds(slow_after_s=float(str(slow_after)))

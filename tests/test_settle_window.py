@@ -9,6 +9,8 @@ concurrently, once per module, so the default window costs the suite its length 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from probe.cli import main
-from probe.delivery.late import revisit
+from probe.delivery.late import StoredVerdict, revisit
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import DEFAULT_WINDOW_S, Patience, SettleWindow, WindowSource
@@ -225,7 +227,20 @@ async def test_verdict_after_late_mail_says_the_loss_was_a_delay(tmp_path, capsy
     assert "healthy" in out
     assert "4 notifications arrived after the verdict" in out
     assert "the loss was a delay (first_only → healthy)" in out
+    assert re.search(r"Original verdict: +first_only \(CRITICAL\) at \d{4}-\d\d-\d\d ", out)
+    assert re.search(r"Corrected verdict: healthy \(OK\) at .* UTC, [\d.]+ s after the original",
+                     out)  # fmt: skip
     with Ledger(db) as ledger:
         assert ledger.stored_verdict(run_id)["pattern"] == "first_only"  # kept as given
         assert ledger.corrected_verdict(run_id)["pattern"] == "healthy"
-        assert not revisit(ledger, run_id, time.time()).newly_corrected  # counted once
+        again = revisit(ledger, run_id, time.time())
+        assert not again.newly_corrected  # counted once
+        judged_at, corrected_at = ledger.load(run_id).run.finished_at, ledger.corrected_at(run_id)
+    assert again.original == StoredVerdict("first_only", "critical", judged_at)
+    assert again.correction == StoredVerdict("healthy", "ok", corrected_at)
+    assert corrected_at is not None and corrected_at > judged_at
+    assert main(["verdict", run_id, "--db", str(db), "--json", "-"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["original_verdict"] == {"pattern": "first_only", "severity": "critical",
+                                          "at": judged_at}  # fmt: skip
+    assert report["corrected_verdict"]["at"] == corrected_at

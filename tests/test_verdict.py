@@ -19,7 +19,16 @@ from probe.records import (
     SmtpReply,
     Submission,
 )
-from probe.verdict import Cause, Pattern, Severity, Thresholds, classify, revise, seq_ranges
+from probe.verdict import (
+    Cause,
+    Pattern,
+    Severity,
+    Thresholds,
+    classify,
+    judge_recorded,
+    revise,
+    seq_ranges,
+)
 from tests.conftest import TEST_KEY
 
 RUN = "abcdef0123"
@@ -303,7 +312,8 @@ def test_classify_is_total_over_errors_cut_offs_and_clock_jumps(shape, control):
             )
         )
     verdict = classify(record(*notes, control=control))
-    sent = [n for n in notes if n.attempted]
+    # an attempt the probe itself cut mid-step (a stop) is not counted as sent
+    sent = [n for n in notes if n.submission and not n.submission.interrupted]
     assert verdict.sent == len(sent)
     assert verdict.delivered == sum(1 for n in sent if n.copies)
     assert 0 <= verdict.accepted <= verdict.sent
@@ -561,3 +571,36 @@ def test_stalls_and_not_attempted_never_read_as_refusals_or_losses(shape):
         assert not re.search(
             r"refused (all|temporarily|permanently|at submission)", verdict.summary
         )
+
+
+# -- runs the probe itself cut off (a stop, a kill) --------------------------------------------
+
+
+def interrupted(*notes: Notification) -> RunRecord:
+    cut = record(*notes)
+    return replace(cut, run=replace(cut.run, status="interrupted"))
+
+
+def test_a_run_the_probe_cut_off_is_inconclusive_never_a_loss():
+    looks_first_only = interrupted(note(1), *(note(s, delivered=0) for s in range(2, 6)))
+    v = judge_recorded(looks_first_only)
+    assert (v.pattern, v.severity, v.cause) == (
+        Pattern.INCONCLUSIVE, Severity.UNKNOWN, Cause.CUT_OFF,
+    )  # fmt: skip
+    assert "cut off while waiting for late mail, with 4 of 5" in v.summary
+    assert classify(looks_first_only) == v
+
+
+def test_a_cut_run_is_inconclusive_even_when_what_it_sent_arrived():
+    all_arrived = interrupted(note(1), note(2), note(3, attempted=False))
+    v = judge_recorded(all_arrived)
+    assert (v.pattern, v.cause) == (Pattern.INCONCLUSIVE, Cause.CUT_OFF)
+    assert "cut off after 2 of 3 notifications" in v.summary
+
+
+def test_the_attempt_in_flight_at_a_stop_is_neither_unreachable_nor_stalled():
+    cut = note(1, reply=None, stage="connect", error_kind=ErrorKind.INTERRUPTED, delivered=0)
+    assert cut.submission is not None and cut.submission.interrupted
+    assert not cut.submission.unreachable and not cut.submission.stalled
+    v = judge_recorded(interrupted(cut))
+    assert v.pattern is Pattern.INCONCLUSIVE

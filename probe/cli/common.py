@@ -22,7 +22,8 @@ from probe.logs import LOG_LEVELS
 from probe.records import Endpoint
 
 
-def common_parent() -> argparse.ArgumentParser:
+def common_parent(level_default: str = "warning") -> argparse.ArgumentParser:
+    """The log options; `level_default` is only shown (`watch` reads its own from its config)."""
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument(
         "--log-json", action="store_true", help="log JSON lines to stderr (default: key=value)"
@@ -31,7 +32,7 @@ def common_parent() -> argparse.ArgumentParser:
         "--log-level",
         default="warning",
         choices=LOG_LEVELS,
-        help="log threshold (default: warning)",
+        help=f"log threshold (default: {level_default})",
     )
     return parent
 

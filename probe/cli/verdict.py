@@ -22,7 +22,7 @@ def add_parser(
         description="Re-read a run from the ledger, with mail that arrived since, and judge it. "
         "When notifications arrived after the verdict given at the end of the run, say so and "
         "whether the pattern changed; a changed verdict is kept in the ledger beside the "
-        "original.",
+        "original, and both are shown with the time each was given.",
     )
     p.add_argument("run_id", nargs="?", metavar="RUN_ID")
     p.add_argument("--last", action="store_true", help="the most recent run")

@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import disable_created_metrics
 
-from probe.cli.common import endpoint, open_ledger
+from probe.cli.common import common_parent, endpoint, open_ledger
 from probe.ledger import exclusive_use
 from probe.logs import configure
 from probe.monitor import Metrics, WatchConfig, Watcher, load_config
@@ -25,7 +25,8 @@ def add_parser(
 ) -> None:
     p = subparsers.add_parser(
         "watch",
-        parents=parents,
+        # The log level's default is the config's log_level, itself "info" by default.
+        parents=[common_parent(level_default="info, or the config's log_level")],
         help="keep probing the configured gateways; serve Prometheus metrics",
         description="Run a burst per target on an interval (with jitter) through one shared "
         "sink, keep history in the ledger, expose Prometheus metrics and run a command when a "
@@ -89,11 +90,13 @@ async def serve(cfg: WatchConfig) -> int:
     disable_created_metrics()  # no `_created` twin of every counter: this process is the probe
     metrics = Metrics()
     with open_ledger(cfg.ledger) as ledger, exclusive_use(ledger.path, "watch"):
+        watcher = Watcher(cfg, ledger, metrics, announce)
+        watcher.prepare()  # every series and the restored state, before the first scrape
         if cfg.metrics is not None:
             bound = metrics.serve(cfg.metrics)
             announce(f"metrics listening on {bound}")
         try:
-            worst = await Watcher(cfg, ledger, metrics, announce).run(stop)
+            worst = await watcher.run(stop)
         finally:
             metrics.close()
     return int(worst) if cfg.once else 0

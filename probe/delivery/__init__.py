@@ -7,7 +7,7 @@ limits and access rules are configured here too.
 
 from probe.delivery.burst import Sender
 from probe.delivery.credentials import Secret, hide_secret, password_from_env, password_from_file
-from probe.delivery.late import look_back, revisit
+from probe.delivery.late import StoredVerdict, look_back, revisit
 from probe.delivery.run import (
     DeliveryHub,
     ProbeOutcome,
@@ -59,6 +59,7 @@ __all__ = [
     "SharedSink",
     "Sink",
     "SinkLimits",
+    "StoredVerdict",
     "TlsMode",
     "client_network",
     "hide_secret",

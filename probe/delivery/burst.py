@@ -15,7 +15,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from email.utils import formatdate
 
 import aiosmtplib
@@ -34,6 +34,19 @@ SkipCallback = Callable[[int, str], None]  # seq, why it was not attempted
 _BASE64ISH = re.compile(r"[A-Za-z0-9+/]{12,}={0,2}")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
+INTERRUPTED = "the probe stopped during this step (watch stop): the gateway was not at fault"
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """When a run's time is up (monotonic clock): no SMTP step waits past it, and the
+    notifications not started by then are recorded as not attempted, with `reason`."""
+
+    at: float
+    reason: str
+
+    def left_s(self) -> float:
+        return self.at - time.monotonic()
 
 
 def ensure_probe_recipient(rcpt: str, domain: str) -> None:
@@ -75,9 +88,13 @@ class Sender:
         helo: str | None,
         security: ClientSecurity | None = None,
         session_ids: Iterator[int] | None = None,
+        deadline: Deadline | None = None,
     ):
         self.endpoint = endpoint
         self.timeout = timeout
+        self.deadline = deadline
+        self._shortened_to: float | None = None  # the last step's timeout, when the deadline cut it
+        self.cut: Submission | None = None  # the attempt in flight when the task was cancelled
         self.per_session = per_session
         self.helo = helo
         self.security = security or ClientSecurity()
@@ -111,9 +128,11 @@ class Sender:
             stage: Stage, phase: SmtpPhase, exc: BaseException, error: str
         ) -> Submission:
             """No SMTP reply to judge: the error, and the phase when the gateway went silent."""
+            kind = _error_kind(exc, stage)
+            if kind is ErrorKind.TIMEOUT and self._shortened_to is not None:
+                error += f" (in the {self._shortened_to:.1f} s left of the run's time budget)"
             steps.append(Step(at=time.time(), command=_command(phase), error=error))
             await self._drop()
-            kind = _error_kind(exc, stage)
             stalled_at = phase if kind is ErrorKind.TIMEOUT else None
             return Submission(started, time.time(), stage, error=error, error_kind=kind,
                               steps=tuple(steps), stalled_at=stalled_at)  # fmt: skip
@@ -124,15 +143,25 @@ class Sender:
             if smtp is None or not smtp.is_connected:
                 smtp = await self._open(reply_step, steps)
             stage, phase = "mail", SmtpPhase.MAIL
-            reply_step(f"MAIL FROM:<{mail_from}>", await smtp.mail(mail_from))
+            reply_step(f"MAIL FROM:<{mail_from}>", await self._armed(smtp).mail(mail_from))
             stage, phase = "rcpt", SmtpPhase.RCPT
-            reply_step(f"RCPT TO:<{rcpt}>", await smtp.rcpt(rcpt))
+            reply_step(f"RCPT TO:<{rcpt}>", await self._armed(smtp).rcpt(rcpt))
             stage, phase = "data", SmtpPhase.DATA
-            reply_step("DATA", _expect(await smtp.execute_command(b"DATA"), 354))
+            reply_step("DATA", _expect(await self._armed(smtp).execute_command(b"DATA"), 354))
             phase = SmtpPhase.END_OF_DATA
             reply = reply_step(
-                f"message ({len(message)} bytes) and .", await self._end_of_data(smtp, message)
+                f"message ({len(message)} bytes) and .",
+                await self._end_of_data(self._armed(smtp), message),
             )
+        except asyncio.CancelledError:
+            # Stopped from outside (watch stop): keep the attempt, drop the session at once
+            # (a QUIT to a hung gateway would wait a whole step timeout), and stop.
+            steps.append(Step(at=time.time(), command=_command(phase), error=INTERRUPTED))
+            self.abort()
+            self.cut = Submission(started, time.time(), stage, error=INTERRUPTED,
+                                  error_kind=ErrorKind.INTERRUPTED, steps=tuple(steps),
+                                  session=self._session, position=self._position)  # fmt: skip
+            raise
         except _Opening as opening:
             stage, exc = opening.stage, opening.error
             if isinstance(exc, aiosmtplib.SMTPResponseException):
@@ -162,7 +191,17 @@ class Sender:
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         smtp.protocol.write(body + b".\r\n")
-        return _expect(await smtp.protocol.read_response(timeout=self.timeout), 250)
+        return _expect(await smtp.protocol.read_response(timeout=smtp.timeout), 250)
+
+    def _armed(self, smtp: SMTP) -> SMTP:
+        """`smtp` with the timeout of its next step: the step timeout, or less when the run's
+        deadline comes sooner (the gateway then had only what was left to answer)."""
+        timeout = self.timeout
+        self._shortened_to = None
+        if self.deadline is not None and self.deadline.left_s() < timeout:
+            timeout = self._shortened_to = max(0.01, self.deadline.left_s())
+        smtp.timeout = timeout
+        return smtp
 
     async def _open(
         self,
@@ -187,17 +226,20 @@ class Sender:
         self._smtp = smtp
         stage: Stage = "connect"
         try:
-            reply_step("connect (implicit TLS)" if implicit else "connect", await smtp.connect())
+            connected = await self._armed(smtp).connect()
+            reply_step("connect (implicit TLS)" if implicit else "connect", connected)
             stage = "ehlo"
-            reply_step("EHLO", await smtp.ehlo())
+            reply_step("EHLO", await self._armed(smtp).ehlo())
             if security.tls == "starttls":
                 stage = "starttls"
-                reply_step("STARTTLS", await smtp.starttls(tls_context=self._tls_context))
+                tls = self._tls_context
+                reply_step("STARTTLS", await self._armed(smtp).starttls(tls_context=tls))
                 stage = "ehlo"
-                reply_step("EHLO", await smtp.ehlo())
+                reply_step("EHLO", await self._armed(smtp).ehlo())
             if security.user is not None and security.password is not None:
                 stage = "auth"
-                response = await _login(smtp, security.user, security.password.reveal())
+                password = security.password.reveal()
+                response = await _login(self._armed(smtp), security.user, password)
                 reply = SmtpReply.parse(response.code, self._scrub(response.message, stage))
                 steps.append(Step(at=time.time(), command=_command(SmtpPhase.AUTH), reply=reply))
         except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
@@ -224,6 +266,10 @@ class Sender:
             await self._drop()
 
     async def _drop(self) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        """Close the session without QUIT: nothing is waited for."""
         if self._smtp is not None:
             self._smtp.close()
             self._smtp = None
@@ -248,12 +294,15 @@ async def send_burst(
     on_skipped: SkipCallback | None = None,
     security: ClientSecurity | None = None,
     paced: bool = True,
+    deadline: Deadline | None = None,
 ) -> None:
     """Send notifications 1..count over `concurrency` connections at a time, `per_session` per
     SMTP session, spaced by the gap between notifications and never faster than the rate cap
     in all; once the circuit breaker opens, the notifications not yet started go to
-    `on_skipped` with the reason instead. `paced=False` only for the benchmark: it measures
-    the engine's own speed, apart from that policy."""
+    `on_skipped` with the reason instead, as do those not started by the `deadline`.
+    Cancelled (watch stop), it reports the attempts in flight as interrupted and waits for
+    nothing. `paced=False` only for the benchmark: it measures the engine's own speed, apart
+    from that policy."""
     date = formatdate(localtime=True)
     mail_from = sender_for(run_id, domain)
     next_seq = iter(range(1, settings.count + 1))
@@ -270,16 +319,23 @@ async def send_burst(
             helo=settings.helo,
             security=security,
             session_ids=session_ids,
+            deadline=deadline,
         )
+        seq = 0
         try:
             for seq in next_seq:
                 if spacing > 0 and not breaker.open:
                     delay = t0 + (seq - 1) * spacing - time.monotonic()
+                    if deadline is not None:
+                        delay = min(delay, deadline.left_s())
                     if delay > 0:
                         await asyncio.sleep(delay)
-                if breaker.reason is not None:
+                skip = breaker.reason
+                if skip is None and deadline is not None and deadline.left_s() <= 0:
+                    skip = deadline.reason
+                if skip is not None:
                     if on_skipped is not None:
-                        on_skipped(seq, breaker.reason)
+                        on_skipped(seq, skip)
                     continue
                 token = key.token(run_id, seq)
                 rcpt = recipient_for(token, domain)
@@ -290,6 +346,11 @@ async def send_burst(
                 breaker.record(seq, result)
                 on_result(seq, result)
                 await breaker.hold(result)
+        except asyncio.CancelledError:
+            if sender.cut is not None:
+                on_result(seq, sender.cut)
+            sender.abort()
+            raise
         finally:
             await sender.close()
 

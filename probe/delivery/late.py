@@ -17,10 +17,27 @@ from probe.verdict import Pattern, Revision, revise
 
 
 @dataclass(frozen=True)
+class StoredVerdict:
+    """A verdict as the ledger keeps it: the pattern and severity, and when it was given."""
+
+    pattern: str
+    severity: str
+    at: float | None
+
+    @classmethod
+    def of(cls, data: dict[str, object] | None, at: float | None) -> StoredVerdict | None:
+        if data is None:
+            return None
+        return cls(str(data.get("pattern", "?")), str(data.get("severity", "?")), at)
+
+
+@dataclass(frozen=True)
 class Revisited:
     record: RunRecord
     revision: Revision | None  # None: no verdict was stored at the end of the run to compare
     newly_corrected: bool = False  # this look stored a correction no earlier look had stored
+    original: StoredVerdict | None = None  # given when the run ended (or was cut off)
+    correction: StoredVerdict | None = None  # the latest stored correction, if any
 
 
 def look_back(ledger: Ledger, record: RunRecord) -> Revision | None:
@@ -43,10 +60,13 @@ def revisit(ledger: Ledger, run_id: str, now: float) -> Revisited:
     revision = look_back(ledger, record)
     if revision is None:
         return Revisited(record, None)
-    if not revision.changed:
-        return Revisited(record, revision)
+    kept = StoredVerdict.of(ledger.stored_verdict(run_id), record.run.finished_at)
     corrected = ledger.corrected_verdict(run_id)
-    if corrected is not None and corrected.get("pattern") == revision.current.pattern.value:
-        return Revisited(record, revision)
-    ledger.correct_verdict(run_id, json.dumps(revision.current.to_dict()), now)
-    return Revisited(record, revision, newly_corrected=True)
+    newly = revision.changed and (
+        corrected is None or corrected.get("pattern") != revision.current.pattern.value
+    )
+    if newly:
+        corrected = revision.current.to_dict()
+        ledger.correct_verdict(run_id, json.dumps(corrected), now)
+    correction = StoredVerdict.of(corrected, ledger.corrected_at(run_id))
+    return Revisited(record, revision, newly, kept, correction)

@@ -18,7 +18,7 @@ from typing import Literal
 import structlog
 
 from probe.correlation import TokenRef, new_run_id
-from probe.delivery.burst import send_burst, send_control
+from probe.delivery.burst import Deadline, send_burst, send_control
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import (
     HISTORY_RUNS,
@@ -64,6 +64,7 @@ class ProbeSettings:
     sink_limits: SinkLimits = field(default_factory=SinkLimits)
     sink_access: Access = field(default_factory=Access)
     sink_tls: ssl.SSLContext | None = None
+    budget_s: float | None = None  # the longest the whole run may take (watch); None: no limit
 
     def options(self) -> dict[str, object]:
         extra: dict[str, object] = {"target": self.target} if self.target else {}
@@ -81,6 +82,7 @@ class ProbeSettings:
             "control": burst.control,
             "timeout_s": self.patience.timeout_s,
             "slow_after_s": self.thresholds.slow_after_s,
+            **({"budget_s": self.budget_s} if self.budget_s is not None else {}),
         }
 
 
@@ -202,6 +204,11 @@ async def run_probe(
     """One run. With `shared`, use that running sink instead of starting one for this run;
     `run_id` chosen by the caller (who can then name a run it cut short), else a new one."""
     t0 = time.monotonic()
+    time_up = None
+    if settings.budget_s is not None:
+        reason = (f"the run's time budget ({settings.budget_s:.3g} s, to keep the target's "
+                  "interval) was spent")  # fmt: skip
+        time_up = Deadline(t0 + settings.budget_s, reason)
     run_id = run_id or new_run_id()
     tracker = _Tracker(run_id, settings.burst.count, progress)
     async with AsyncExitStack() as stack:
@@ -247,7 +254,8 @@ async def run_probe(
         status: RunStatus = "interrupted"
         try:
             in_process = shared is not None or settings.own_sink
-            await _probe(writer, settings, run, window, sink_endpoint, tracker, ledger, in_process)
+            await _probe(writer, settings, run, window, sink_endpoint, tracker, ledger,
+                         in_process, time_up)  # fmt: skip
             status = "done"
         finally:
             await writer.drain()
@@ -282,6 +290,7 @@ async def _probe(
     tracker: _Tracker,
     ledger: Ledger,
     in_process: bool,
+    time_up: Deadline | None,
 ) -> None:
     """Send, then wait for late mail; `in_process`: deliveries are reported live, no polling."""
     run_id = run.run_id
@@ -303,6 +312,7 @@ async def _probe(
         on_result=on_result,
         security=settings.security,
         on_skipped=on_skipped,
+        deadline=time_up,
     )
     if burst.control:
         control = await send_control(
@@ -318,6 +328,8 @@ async def _probe(
     # The wall clock can jump (NTP step, VM resume): the deadlines below use it because delivery
     # times come from it, but the monotonic clock bounds the whole wait whatever the wall does.
     hard_stop = time.monotonic() + settings.patience.timeout_s
+    if time_up is not None:
+        hard_stop = min(hard_stop, time_up.at)
     tracker.phase = "waiting"
     reported_at = float("-inf")
     while time.monotonic() < hard_stop:

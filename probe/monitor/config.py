@@ -51,6 +51,9 @@ MAX_DURATION_S = 7 * 86400.0  # no wait, interval or timeout of a watch is longe
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+RUN_BUDGET_SHARE = 0.9  # a run takes at most this share of the shortest interval jitter can draw
+DEFAULT_STOP_DRAIN_S = 10.0  # on stop, the longest the sink waits for mail already accepted
+MAX_STOP_DRAIN_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,13 @@ class Target:
     security: ClientSecurity = field(default_factory=ClientSecurity)
     modules: tuple[str, ...] = ()  # after each run, count stale copies of these on this host
     installed: tuple[str, ...] = ()  # the installed copies to compare them with
+
+    @property
+    def run_budget_s(self) -> float:
+        """The longest one run may take, burst and wait for late mail together, so that a
+        failing gateway (hung, or losing mail the settle window waits for) keeps the schedule:
+        90 % of the shortest interval the jitter can draw."""
+        return self.burst_interval_s * (1.0 - self.jitter) * RUN_BUDGET_SHARE
 
     @property
     def per_minute(self) -> float:
@@ -105,6 +115,7 @@ class WatchConfig:
     once: bool = False
     log_level: str = "info"
     log_json: bool = False
+    stop_drain_s: float = DEFAULT_STOP_DRAIN_S  # key `stop_drain`: see Watcher.drain
     caps: Caps = field(default_factory=Caps)
     on_change: OnChange | None = None
     source: str = "<config>"
@@ -123,6 +134,7 @@ _TOP_KEYS = {
     "once",
     "log_level",
     "log_json",
+    "stop_drain",
     "limits",
     "defaults",
     "on_change",
@@ -226,6 +238,9 @@ class _Reader:
         retention = self.number(data, "retention_days", "", 30.0)
         if retention <= 0:
             raise self.fail("", "retention_days must be above 0")
+        stop_drain = self.duration(data, "stop_drain", "", DEFAULT_STOP_DRAIN_S)
+        if stop_drain > MAX_STOP_DRAIN_S:
+            raise self.fail("", f"stop_drain must be at most {MAX_STOP_DRAIN_S:g} s")
         ledger = data.get("ledger")
         metrics = data.get("metrics")
         sink = self.endpoint(data.get("sink", "127.0.0.1:2525"), "sink")
@@ -241,6 +256,7 @@ class _Reader:
             once=self.boolean(data, "once", "", False),
             log_level=level,
             log_json=self.boolean(data, "log_json", "", False),
+            stop_drain_s=stop_drain,
             caps=caps,
             on_change=self.on_change(on_change) if on_change else None,
             source=self.source,

@@ -5,6 +5,10 @@ pages: the fleet scales there, not here. Names follow the Prometheus conventions
 `_total` for counters, `_seconds`, `_timestamp_seconds`) and pass `promtool check metrics`.
 The verdict is a state set: one series per pattern, 1 for the current one and 0 for the others,
 so an alert can name the pattern and a dashboard can show its history.
+
+Before a target's first verdict every series exists already: the state set at 0 for every
+pattern, `NO_VERDICT` (-1) for the severity and the sink check, and the time the watch started
+as the last run's time, so a staleness alert counts from the start.
 """
 
 from __future__ import annotations
@@ -18,9 +22,18 @@ from prometheus_client.exposition import generate_latest, start_http_server
 from probe import __version__
 from probe.errors import ProbeError
 from probe.records import Endpoint, RunRecord
-from probe.verdict import Pattern, Severity, Verdict
+from probe.verdict import COMPLETE, Pattern, Verdict
 
 PATTERNS = tuple(p.value for p in Pattern)
+NO_VERDICT = -1  # severity and sink check of a target with no conclusive run yet
+# Corrections whose series exist from the first scrape: a loss (or a run cut off by a stop)
+# that late mail turned into a complete delivery. Others appear at their first occurrence.
+CORRECTED_FROM = tuple(
+    p.value
+    for p in (Pattern.FIRST_ONLY, Pattern.DEGRADED_AFTER_K, Pattern.QUEUED_PER_SESSION,
+              Pattern.INTERMITTENT, Pattern.NONE_DELIVERED, Pattern.INCONCLUSIVE)
+)  # fmt: skip
+CORRECTED_TO = tuple(p.value for p in Pattern if p in COMPLETE)
 REPLY_CLASSES = ("4xx", "5xx", "no_reply")  # no_reply: refused, reset, timeout, TLS
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -40,12 +53,17 @@ class Metrics:
         )
         self.severity = Gauge(
             "notifyprobe_verdict_severity",
-            "Severity of the last judged run: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
+            "Severity of the last judged run: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; "
+            "-1 before the target's first conclusive run",
             t,
             registry=r,
         )
         self.runs = Counter(
-            "notifyprobe_runs", "Runs judged, by pattern", ["target", "pattern"], registry=r
+            "notifyprobe_runs",
+            "Runs judged, by the pattern of their first verdict (given when the run ended; "
+            "later corrections are counted in notifyprobe_verdicts_corrected_total)",
+            ["target", "pattern"],
+            registry=r,
         )
         self.sent = Counter(
             "notifyprobe_notifications_sent", "Notifications handed to the gateway", t, registry=r
@@ -77,7 +95,8 @@ class Metrics:
         )
         self.last_run = Gauge(
             "notifyprobe_last_run_timestamp_seconds",
-            "When the last run of the target was judged (Unix time)",
+            "When the last run of the target was judged (Unix time); before its first run, "
+            "when the watch started",
             t,
             registry=r,
         )
@@ -95,7 +114,8 @@ class Metrics:
         )
         self.sink_verified = Gauge(
             "notifyprobe_sink_verified",
-            "1 when the last run's control message reached the sink, 0 when it did not",
+            "1 when the last run's control message reached the sink, 0 when it did not, -1 "
+            "when not known (no run yet, or no control message sent)",
             t,
             registry=r,
         )
@@ -119,9 +139,9 @@ class Metrics:
         )
         self.corrected = Counter(
             "notifyprobe_verdicts_corrected",
-            "Runs whose verdict changed when re-judged, at the start of the next run, with the "
-            "mail that arrived after it (a loss that was a delay)",
-            t,
+            "Stored verdicts corrected by mail that arrived after them (re-judged at the start "
+            "of the target's next run, or of the watch), by original and corrected pattern",
+            ["target", "from_pattern", "to_pattern"],
             registry=r,
         )
         self.sink_up = Gauge(
@@ -130,8 +150,9 @@ class Metrics:
         Info("notifyprobe_build", "notifyprobe version", registry=r).info({"version": __version__})
         self._server: WSGIServer | None = None
 
-    def add_targets(self, targets: Iterable[tuple[str, float]]) -> None:
-        """Create each target's series at zero, so rates and alerts work from the first scrape."""
+    def add_targets(self, targets: Iterable[tuple[str, float]], started_at: float) -> None:
+        """Create every series of each target, so rates and alerts work from the first scrape:
+        counters at 0, and the documented values for "no run yet"."""
         for name, interval_s in targets:
             for pattern in PATTERNS:
                 self.verdict.labels(name, pattern).set(0)
@@ -139,29 +160,36 @@ class Metrics:
             for reply_class in REPLY_CLASSES:
                 self.failures.labels(name, reply_class)
             for metric in (self.sent, self.accepted, self.delivered, self.probe_errors,
-                           self.hook_failures, self.corrected, self.latency):  # fmt: skip
+                           self.hook_failures, self.latency):  # fmt: skip
                 metric.labels(name)
+            for original in CORRECTED_FROM:
+                for corrected in CORRECTED_TO:
+                    self.corrected.labels(name, original, corrected)
+            self.severity.labels(name).set(NO_VERDICT)
+            self.sink_verified.labels(name).set(NO_VERDICT)
+            self.last_run.labels(name).set(started_at)
+            self.duration.labels(name).set(0)
             self.stale_modules.labels(name).set(0)
             self.interval.labels(name).set(interval_s)
 
-    def show_verdict(self, target: str, pattern: Pattern, severity: Severity, at: float) -> None:
+    def show_verdict(self, target: str, verdict: Verdict, at: float, duration_s: float) -> None:
         """The target's current state: after a run, or from the ledger when the watch starts."""
         for name in PATTERNS:
-            self.verdict.labels(target, name).set(1 if name == pattern.value else 0)
-        self.severity.labels(target).set(int(severity))
+            self.verdict.labels(target, name).set(1 if name == verdict.pattern.value else 0)
+        self.severity.labels(target).set(int(verdict.severity))
         self.last_run.labels(target).set(at)
+        self.duration.labels(target).set(duration_s)
+        verified = verdict.sink_verified
+        self.sink_verified.labels(target).set(NO_VERDICT if verified is None else int(verified))
 
     def observe_run(
         self, target: str, record: RunRecord, verdict: Verdict, elapsed_s: float, at: float
     ) -> None:
-        self.show_verdict(target, verdict.pattern, verdict.severity, at)
+        self.show_verdict(target, verdict, at, elapsed_s)
         self.runs.labels(target, verdict.pattern.value).inc()
-        self.duration.labels(target).set(elapsed_s)
         self.sent.labels(target).inc(verdict.sent)
         self.accepted.labels(target).inc(verdict.accepted)
         self.delivered.labels(target).inc(verdict.delivered)
-        if verdict.sink_verified is not None:
-            self.sink_verified.labels(target).set(1 if verdict.sink_verified else 0)
         for n in record.burst:
             s = n.submission
             if s is None:
@@ -173,6 +201,9 @@ class Metrics:
                 self.failures.labels(target, reply_class).inc()
             if n.latency_s is not None:
                 self.latency.labels(target).observe(n.latency_s)
+
+    def count_correction(self, target: str, original: Pattern, corrected: Pattern) -> None:
+        self.corrected.labels(target, original.value, corrected.value).inc()
 
     def set_stale_modules(self, target: str, count: int) -> None:
         """Hook for the module inventory: how many stale modules it found on the target's host."""

@@ -4,25 +4,34 @@ One long-lived sink serves all targets (runs tell their mail apart by run id), e
 the ledger as it happens, and a run cut off by a kill or a stop is judged from the ledger when
 the watch starts (or stops) again. On a verdict change a configured command gets the verdict JSON
 on stdin, so it can page, open a ticket or collect evidence.
+
+A service that runs for months is stopped and restarted: neither may raise an alert. A stop cuts
+the runs in flight at once, keeps the sink up for a bounded drain, and judges the cut runs as
+interrupted (`inconclusive` unless everything they sent arrived); they never set a target's
+state. A start takes each target's state from its last conclusive run, re-judged with what the
+ledger holds now.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from probe.delivery import (
     DeliveryHub,
     ProbeSettings,
+    SettleWindow,
     SharedSink,
     Sink,
     judge_cut_run,
@@ -39,9 +48,12 @@ from probe.reporting import make_bundle, to_json
 from probe.verdict import Pattern, Severity, Verdict
 
 log = structlog.get_logger("notifyprobe.watch")
+T = TypeVar("T")
 
 RETENTION_EVERY_S = 3600.0
 HOOK_OUTPUT_LIMIT = 500  # characters of a failed command's stderr kept in the log
+LOOK_BACK_RUNS = 20  # at start: how far back a target's last conclusive run is looked for
+DRAIN_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -91,7 +103,13 @@ def settings_for(config: WatchConfig, target: Target) -> ProbeSettings:
         thresholds=target.thresholds,
         target=target.name,
         security=target.security,
+        budget_s=target.run_budget_s,
     )
+
+
+def missing(record: RunRecord) -> int:
+    """Notifications of a run the gateway accepted that have not reached the sink yet."""
+    return sum(1 for n in record.burst if n.submission and n.submission.accepted and not n.copies)
 
 
 class Watcher:
@@ -109,8 +127,10 @@ class Watcher:
         self.metrics = metrics
         self.announce = announce
         self.states: dict[str, TargetState] = {}
+        self.looks: dict[str, list[str]] = {}  # per target: runs to re-judge at its next run
         self.worst = Severity.OK
         self._last_retention = 0.0
+        self._prepared = False
 
     # -- the whole service -----------------------------------------------------------------
 
@@ -119,18 +139,11 @@ class Watcher:
 
         Returns the worst severity seen in this session (the exit code of `--once`).
         """
-        self.recover()
-        self.retain()
-        self.load_states()
-        if self.metrics is not None:
-            self.metrics.add_targets((t.name, t.burst_interval_s) for t in self.config.targets)
-            for name, state in self.states.items():
-                record = self.ledger.load(state.run_id)
-                at = record.run.finished_at or record.run.started_at
-                self.metrics.show_verdict(name, state.pattern, state.severity, at)
+        if not self._prepared:
+            self.prepare()
+        cfg = self.config
         writer = LedgerWriter(self.ledger)
         hub = DeliveryHub()
-        cfg = self.config
         sink = Sink(writer, host=cfg.sink.host, port=cfg.sink.port, domain=cfg.domain,
                     on_delivery=hub, access=cfg.sink_access)  # fmt: skip
         try:
@@ -144,7 +157,7 @@ class Watcher:
         self.announce(f"sink listening on {sink.address} for @{cfg.domain}")
         log.info("watch_started", targets=[t.name for t in cfg.targets], sink=sink.address)
         tasks = [
-            asyncio.create_task(self.watch_target(t, shared), name=f"watch-{t.name}")
+            asyncio.create_task(self.watch_target(t, shared, stop), name=f"watch-{t.name}")
             for t in cfg.targets
         ]
         stopped = asyncio.create_task(stop.wait())
@@ -153,11 +166,15 @@ class Watcher:
             either: list[asyncio.Future[Any]] = [all_ran, stopped]
             await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            # Stop: cut every run short. run_probe records what it knows and marks the run
-            # interrupted; it is judged below, from the ledger, like a run cut off by a kill.
+            # Stop: no new run, and the runs in flight stop sending at once (the SMTP step in
+            # flight is cancelled and recorded). The sink stays up for the drain, then the cut
+            # runs are judged from the ledger as interrupted.
             for task in [*tasks, stopped]:
                 task.cancel()
             await asyncio.gather(all_ran, stopped, return_exceptions=True)
+            await writer.drain()
+            if stop.is_set():
+                await self.drain(writer)
             await sink.stop()
             await writer.close()
             if self.metrics is not None:
@@ -166,14 +183,43 @@ class Watcher:
             log.info("watch_stopped")
         return self.worst
 
+    def prepare(self) -> None:
+        """Before anything listens: judge the runs a kill cut off, apply retention, and give
+        every target its series and its state from the ledger, so the first scrape is whole."""
+        self._prepared = True
+        self.recover()
+        self.retain()
+        if self.metrics is not None:
+            targets = ((t.name, t.burst_interval_s) for t in self.config.targets)
+            self.metrics.add_targets(targets, started_at=time.time())
+        self.load_states()
+
+    async def drain(self, writer: LedgerWriter) -> None:
+        """Keep the sink up for mail the gateways already accepted in the runs cut by the stop:
+        until none is missing, at most the longest settle window of those runs, capped by
+        `stop_drain`."""
+        cut = [self.ledger.load(run_id) for run_id in self.cut_runs()]
+        windows = [SettleWindow.from_options(r.run.options) for r in cut if missing(r)]
+        longest = max((w.seconds for w in windows if w is not None), default=0.0)
+        drain_s = min(longest, self.config.stop_drain_s)
+        log.info("watch_stopping", runs_cut=len(cut), drain_s=round(drain_s, 3))
+        deadline = time.monotonic() + drain_s
+        while time.monotonic() < deadline:
+            await writer.drain()
+            if not any(missing(self.ledger.load(r.run.run_id)) for r in cut):
+                return
+            await asyncio.sleep(min(DRAIN_POLL_S, max(0.0, deadline - time.monotonic())))
+
     # -- one target ------------------------------------------------------------------------
 
-    async def watch_target(self, target: Target, shared: SharedSink) -> None:
+    async def watch_target(self, target: Target, shared: SharedSink, stop: asyncio.Event) -> None:
         rng = random.Random(f"{self.config.seed}:{target.name}")
         delay = first_delay(target, rng)
         while True:
             if delay > 0:
                 await asyncio.sleep(delay)  # the interval itself: nothing to wait for but time
+            if stop.is_set():  # stopping: no new run, even one due in the same instant
+                return
             started = time.monotonic()
             try:  # everything of one round: a failure must never end this target's loop
                 self.look_back(target)
@@ -207,6 +253,7 @@ class Watcher:
         previous = self.states.get(target.name)
         self.states[target.name] = TargetState(verdict.pattern, verdict.severity,
                                                record.run.run_id)  # fmt: skip
+        self.looks[target.name] = [record.run.run_id]
         log.info("watch_run_judged", target=target.name, run_id=record.run.run_id,
                  pattern=verdict.pattern.value, severity=verdict.severity.name.lower())  # fmt: skip
         if not changed(previous, verdict):
@@ -230,19 +277,24 @@ class Watcher:
                 self.metrics.hook_failures.labels(target.name).inc()
 
     def look_back(self, target: Target) -> None:
-        """Re-judge the target's previous run with the mail that arrived after its verdict."""
-        previous = self.states.get(target.name)
-        if previous is None:
-            return
-        looked = revisit(self.ledger, previous.run_id, time.time())
+        """Re-judge the target's previous run (and the runs a stop cut off since, when the
+        watch just started) with the mail that arrived after their verdict."""
+        for run_id in self.looks.pop(target.name, []):
+            self.revisit(target.name, run_id)
+
+    def revisit(self, target: str, run_id: str) -> Verdict | None:
+        """The run's verdict now; a change is stored, logged once and counted."""
+        looked = revisit(self.ledger, run_id, time.time())
         r = looked.revision
-        if not looked.newly_corrected or r is None:
-            return
-        log.warning("verdict_corrected", target=target.name, run_id=previous.run_id,
-                    original=r.original.value, corrected=r.current.pattern.value, late=r.late,
-                    last_late_s=r.last_late_s, summary=r.summary())  # fmt: skip
-        if self.metrics is not None:
-            self.metrics.corrected.labels(target.name).inc()
+        if r is None:
+            return None
+        if looked.newly_corrected:
+            log.warning("verdict_corrected", target=target, run_id=run_id,
+                        original=r.original.value, corrected=r.current.pattern.value,
+                        late=r.late, last_late_s=r.last_late_s, summary=r.summary())  # fmt: skip
+            if self.metrics is not None:
+                self.metrics.count_correction(target, r.original, r.current.pattern)
+        return r.current
 
     # -- state change: evidence and the command ---------------------------------------------
 
@@ -307,35 +359,50 @@ class Watcher:
 
     # -- ledger: recovery, history, retention ------------------------------------------------
 
-    def recover(self) -> list[Judged]:
-        """Judge the watch's runs left without a verdict (killed, or cut short by a stop).
+    def cut_runs(self) -> list[str]:
+        """This watch's runs left without a verdict: killed, crashed, or cut by a stop.
 
-        Only runs a watch started (they carry a target name) are touched: a `burst` in another
+        Only runs a watch started (they carry a target name) count: a `burst` in another
         process may be running on the same ledger right now.
         """
+        targets = {t.name for t in self.config.targets}
+        return [
+            run_id
+            for run_id in self.ledger.unjudged_runs()
+            if self.ledger.load(run_id).run.options.get("target") in targets
+        ]
+
+    def recover(self) -> list[Judged]:
+        """Judge the cut runs as interrupted (`inconclusive`: a stop proves nothing); they never
+        set a target's state or fire a state change."""
         judged: list[Judged] = []
-        for run_id in self.ledger.unjudged_runs():
-            target = self.ledger.load(run_id).run.options.get("target")
-            if not isinstance(target, str) or not target:
-                continue
+        for run_id in self.cut_runs():
+            was = self.ledger.load(run_id).run.status
             record, verdict = judge_cut_run(self.ledger, run_id)
-            log.warning("run_recovered", target=target, run_id=run_id,
-                        pattern=verdict.pattern.value, was=record.run.status)  # fmt: skip
+            target = str(record.run.options["target"])
+            log.warning("interrupted_run_judged", target=target, run_id=run_id,
+                        pattern=verdict.pattern.value, was=was)  # fmt: skip
             judged.append(Judged(target, record, verdict))
         return judged
 
     def load_states(self) -> None:
-        """Each target's last verdict from the ledger, so a restart does not re-page."""
+        """Each target's state from its last conclusive run, judged again with what the ledger
+        holds now (corrections stored and counted): a restart neither re-pages nor shows the
+        verdict of a run that a stop or a kill cut off."""
         for target in self.config.targets:
-            run_id = self.ledger.last_judged_run(target.name)
-            stored = self.ledger.stored_verdict(run_id) if run_id else None
-            if run_id and stored:
-                try:
-                    pattern = Pattern(str(stored["pattern"]))
-                    severity = Severity[str(stored["severity"]).upper()]
-                except (KeyError, ValueError):
+            walked: list[str] = []
+            for run_id in self.ledger.judged_runs(target.name, LOOK_BACK_RUNS):
+                walked.append(run_id)
+                verdict = self.revisit(target.name, run_id)
+                if verdict is None or verdict.pattern is Pattern.INCONCLUSIVE:
                     continue
-                self.states[target.name] = TargetState(pattern, severity, run_id)
+                self.states[target.name] = TargetState(verdict.pattern, verdict.severity, run_id)
+                if self.metrics is not None:
+                    run = self.ledger.load(run_id).run
+                    at = run.finished_at or run.started_at
+                    self.metrics.show_verdict(target.name, verdict, at, at - run.started_at)
+                break
+            self.looks[target.name] = walked  # the runs that late mail may still correct
 
     def retain(self) -> None:
         now = time.time()
@@ -350,8 +417,8 @@ class Watcher:
 async def stale_modules(target: Target) -> int:
     """How many processes on this host hold an old copy of the target's modules."""
     try:
-        inventory = await asyncio.to_thread(
-            take_inventory, local_source(), target.modules, target.installed
+        inventory = await in_daemon_thread(
+            lambda: take_inventory(local_source(), target.modules, target.installed)
         )
     except ProbeError as exc:
         log.error("module_inventory_failed", target=target.name, error=str(exc))
@@ -361,6 +428,31 @@ async def stale_modules(target: Target) -> int:
         log.warning("stale_modules", target=target.name,
                     pids=sorted({hit.process.pid for hit in old}))  # fmt: skip
     return len(old)
+
+
+async def in_daemon_thread(work: Callable[[], T]) -> T:
+    """`work()` in a daemon thread: a stop cancels the wait at once and the process exits
+    without joining the thread (a scan of a host that hangs on a read never holds a stop)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.done():
+            outcome()
+
+    def thread() -> None:
+        try:
+            result = work()
+        except BaseException as exc:  # handed to the awaiting coroutine, as to_thread does
+            error = exc
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(settle, lambda: future.set_exception(error))
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, lambda: future.set_result(result))
+
+    threading.Thread(target=thread, name="watch-scan", daemon=True).start()
+    return await future
 
 
 def sink_endpoint(listen: Endpoint, port: int) -> Endpoint:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from probe.delivery import look_back
+from probe.delivery import StoredVerdict, look_back
 from probe.diagnosis import (
     Confidence,
     Diagnosis,
@@ -215,6 +215,8 @@ class RunReport:
     upgrade_checks: tuple[KeptChecks, ...] = ()
     revision: Revision | None = None
     ledger: Path | None = None
+    original: StoredVerdict | None = None  # judged again: the verdict given when the run ended
+    correction: StoredVerdict | None = None  # and its correction by late mail, if one was kept
 
 
 def run_report(
@@ -222,6 +224,7 @@ def run_report(
 ) -> RunReport:
     """The model of one judged run, with what the run kept beside its rows."""
     kept = ledger.artifacts(record.run.run_id)
+    original, correction = verdict_history(ledger, record, revision)
     return RunReport(
         record=record,
         verdict=verdict,
@@ -229,7 +232,22 @@ def run_report(
         upgrade_checks=kept_checks(_other_artifacts(kept)),
         revision=revision,
         ledger=ledger.path,
+        original=original,
+        correction=correction,
     )
+
+
+def verdict_history(
+    ledger: Ledger, record: RunRecord, revision: Revision | None
+) -> tuple[StoredVerdict | None, StoredVerdict | None]:
+    """For a run judged again: the verdict given when it ended and its correction by late mail,
+    as the ledger keeps them (read only); nothing right after the run."""
+    if revision is None:
+        return None, None
+    run_id = record.run.run_id
+    original = StoredVerdict.of(ledger.stored_verdict(run_id), record.run.finished_at)
+    correction = StoredVerdict.of(ledger.corrected_verdict(run_id), ledger.corrected_at(run_id))
+    return original, correction
 
 
 def kept_checks(artifacts: Sequence[tuple[str, Any]]) -> tuple[KeptChecks, ...]:
@@ -252,6 +270,8 @@ class RunEvidence:
     other_artifacts: tuple[tuple[str, Any], ...]  # e.g. upgrade checks, by name
     revision: Revision | None = None
     ledger: Path | None = None
+    original: StoredVerdict | None = None
+    correction: StoredVerdict | None = None
 
     @property
     def run_id(self) -> str:
@@ -260,7 +280,8 @@ class RunEvidence:
     @property
     def report(self) -> RunReport:
         return RunReport(self.record, self.verdict, self.explanation,
-                         kept_checks(self.other_artifacts), self.revision, self.ledger)  # fmt: skip
+                         kept_checks(self.other_artifacts), self.revision, self.ledger,
+                         self.original, self.correction)  # fmt: skip
 
 
 def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
@@ -271,6 +292,7 @@ def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
     kept = ledger.artifacts(run_id)
     host_json = kept.get(HOST)
     command = kept.get(COMMAND_LINE)
+    original, correction = verdict_history(ledger, record, revision)
     return RunEvidence(
         record=record,
         verdict=verdict,
@@ -283,6 +305,8 @@ def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
         other_artifacts=_other_artifacts(kept),
         revision=revision,
         ledger=ledger.path,
+        original=original,
+        correction=correction,
     )
 
 

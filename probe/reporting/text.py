@@ -4,11 +4,13 @@ read, section by section the same story as the HTML report."""
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from probe.delivery import INSECURE_WARNING, SettleWindow
+from probe.delivery import INSECURE_WARNING, SettleWindow, StoredVerdict
 from probe.host import ModuleState
 from probe.records import Notification, Run, RunRecord
 from probe.reporting.artifacts import InventoryView, KeptChecks, RunReport, StoredExplanation
@@ -207,7 +209,15 @@ def rejudge_command(run_id: str, ledger: Path | None) -> str:
 def report_json(report: RunReport) -> dict[str, Any]:
     """The JSON of `burst --json`, `verdict --json` and the bundle's report.json."""
     meaning, action = advice(report.verdict)
-    revision = {"revision": report.revision.to_dict()} if report.revision is not None else {}
+    revision: dict[str, Any] = (
+        {"revision": report.revision.to_dict()} if report.revision is not None else {}
+    )
+    if report.revision is not None and report.original is not None:
+        correction = report.correction
+        revision |= {
+            "original_verdict": asdict(report.original),
+            "corrected_verdict": asdict(correction) if correction is not None else None,
+        }
     return (
         to_json(report.record, report.verdict)
         | {"meaning": meaning, "what_to_do": action}
@@ -226,6 +236,11 @@ def to_text(report: RunReport) -> str:
         + diagnosis_section(report.explanation)
         + checks_section(report.upgrade_checks)
         + ([revision_text(report.revision)] if report.revision is not None else [])
+        + (
+            [history_text(report.original, report.correction)]
+            if report.revision is not None and report.original is not None
+            else []
+        )
     )
 
 
@@ -265,6 +280,29 @@ def revision_text(revision: Revision) -> str:
     """Under a re-judged run: what arrived after the verdict given at the end of the run."""
     word = "CHANGED" if revision.changed else "unchanged"
     return f"\n  Since the verdict ({word}): {revision.summary()}"
+
+
+def history_text(original: StoredVerdict, correction: StoredVerdict | None) -> str:
+    """Both verdicts the ledger keeps: the one given when the run ended, and its correction by
+    late mail with the time it was stored (an alert raised by the first can be annotated)."""
+    lines = [f"  Original verdict:  {_stored(original)}"]
+    if correction is None:
+        lines.append("  Corrected verdict: none (no late mail changed the pattern)")
+    else:
+        later = ""
+        if correction.at is not None and original.at is not None:
+            later = f", {correction.at - original.at:.1f} s after the original"
+        lines.append(f"  Corrected verdict: {_stored(correction)}{later}")
+    return "\n".join(["", *lines])
+
+
+def _stored(verdict: StoredVerdict) -> str:
+    when = _utc(verdict.at) if verdict.at is not None else "at an unknown time"
+    return f"{verdict.pattern} ({verdict.severity.upper()}) at {when}"
+
+
+def _utc(at: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
 
 
 def shape_line(run: Run) -> list[str]:

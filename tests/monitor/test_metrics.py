@@ -10,9 +10,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from probe.monitor.metrics import PATTERNS, Metrics
+from probe.monitor.metrics import NO_VERDICT, PATTERNS, Metrics
 from probe.records import SmtpReply
-from probe.verdict import classify
+from probe.verdict import Pattern, classify
 from tests.test_verdict import note, record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 
 def observed() -> Metrics:
     metrics = Metrics(CollectorRegistry())
-    metrics.add_targets([("paris", 300.0), ("lyon", 60.0)])
+    metrics.add_targets([("paris", 300.0), ("lyon", 60.0)], started_at=1_699_999_000.0)
     healthy = record(*(note(s, latency=0.02) for s in range(1, 5)))
     metrics.observe_run("paris", healthy, classify(healthy), 0.4, at=1_700_000_000.0)
     refused = SmtpReply(451, "4.3.0 try later", "4.3.0")
@@ -72,13 +72,30 @@ def test_counts_latency_failures_and_times_are_exposed_per_target():
     assert s[("notifyprobe_runs_total", (("pattern", "first_only"),) + lyon)] == 1
 
 
-def test_targets_have_series_before_their_first_run():
+def test_every_series_exists_before_the_first_run_with_the_no_run_values():
     metrics = Metrics(CollectorRegistry())
-    metrics.add_targets([("new", 120.0)])
+    metrics.add_targets([("new", 120.0)], started_at=1_700_000_000.0)
     s = samples(metrics)
-    assert s[("notifyprobe_verdict", (("pattern", "healthy"), ("target", "new")))] == 0.0
-    assert s[("notifyprobe_notifications_sent_total", (("target", "new"),))] == 0.0
-    assert ("notifyprobe_verdict_severity", (("target", "new"),)) not in s  # no verdict yet
+    new = (("target", "new"),)
+    assert all(s[("notifyprobe_verdict", (("pattern", p),) + new)] == 0.0 for p in PATTERNS)
+    assert s[("notifyprobe_notifications_sent_total", new)] == 0.0
+    assert s[("notifyprobe_verdict_severity", new)] == NO_VERDICT
+    assert s[("notifyprobe_sink_verified", new)] == NO_VERDICT
+    assert s[("notifyprobe_last_run_timestamp_seconds", new)] == 1_700_000_000.0  # the start
+    assert s[("notifyprobe_last_run_duration_seconds", new)] == 0.0
+    corrected = (
+        "notifyprobe_verdicts_corrected_total",
+        (("from_pattern", "first_only"), ("target", "new"), ("to_pattern", "healthy")),
+    )
+    assert s[corrected] == 0.0  # fmt: skip
+
+
+def test_a_correction_is_counted_by_original_and_corrected_pattern():
+    metrics = observed()
+    metrics.count_correction("lyon", Pattern.FIRST_ONLY, Pattern.SLOW)
+    metrics.count_correction("lyon", Pattern.FIRST_ONLY, Pattern.SLOW)
+    key = (("from_pattern", "first_only"), ("target", "lyon"), ("to_pattern", "slow"))
+    assert samples(metrics)[("notifyprobe_verdicts_corrected_total", key)] == 2.0
 
 
 def test_stale_module_hook_sets_the_gauge():

@@ -158,7 +158,8 @@ async def test_the_next_run_corrects_a_verdict_that_late_mail_proved_wrong(tmp_p
             assert ledger.stored_verdict(first)["pattern"] == "first_only"
             assert ledger.corrected_verdict(first)["pattern"] == "healthy"
     exposition = metrics.exposition().decode()
-    assert 'notifyprobe_verdicts_corrected_total{target="gw"} 1.0' in exposition
+    corrected = 'from_pattern="first_only",target="gw",to_pattern="healthy"'
+    assert f"notifyprobe_verdicts_corrected_total{{{corrected}}} 1.0" in exposition
     log = [line for line in capsys.readouterr().out.splitlines() if "verdict_corrected" in line]
     assert len(log) == 1 and "first_only" in log[0] and "healthy" in log[0]
 
