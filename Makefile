@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # Not part of `make test`: `watch` for about 3-4 minutes, stopped and restarted during runs
 # (tests/monitor/soak_watch.py says what must hold).
