@@ -14,6 +14,9 @@ from typing import Literal, get_args
 Stage = Literal["connect", "ehlo", "starttls", "auth", "mail", "rcpt", "data"]
 FoundIn = Literal["envelope", "header", "subject", "body", "raw"]  # where the token survived
 RunStatus = Literal["running", "done", "interrupted"]
+# What a delivery report (RFC 3464 Action field) says happened to a notification it returns.
+BounceAction = Literal["failed", "delayed", "delivered", "relayed", "expanded"]
+BOUNCE_ACTIONS: tuple[BounceAction, ...] = get_args(BounceAction)
 FOUND_IN: tuple[FoundIn, ...] = get_args(FoundIn)
 
 _ENHANCED_RE = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+")
