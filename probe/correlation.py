@@ -92,9 +92,37 @@ def recipient_for(token: str, domain: str) -> str:
     return f"{LOCAL_PREFIX}{token}@{domain}"
 
 
-def sender_for(run_id: str, domain: str) -> str:
-    """The envelope sender: bounces for this run come back to the sink, marked as bounces."""
-    return f"{BOUNCE_PREFIX}{run_id}@{domain}"
+def sender_for(token: str, domain: str) -> str:
+    """A notification's own envelope sender (VERP, as mailing-list managers use it): a bounce
+    comes back to the sink at an address that names the notification it returns, whatever
+    format the report is in."""
+    return f"{BOUNCE_PREFIX}{token}@{domain}"
+
+
+def is_bounce_address(address: str) -> bool:
+    """An address of the probe's envelope senders: what arrives there is a report, not mail."""
+    local, _ = split_address(address)
+    return local.lower().startswith(BOUNCE_PREFIX)
+
+
+def bounce_address_tokens(rcpts: Iterable[str]) -> list[FoundToken]:
+    """The tokens named by the bounce addresses among `rcpts` (MACs not checked here)."""
+    found: list[FoundToken] = []
+    for rcpt in rcpts:
+        if is_bounce_address(rcpt):
+            found.extend(find_tokens(split_address(rcpt)[0]))
+    return _unique(found)
+
+
+def bounce_address_run(rcpts: Iterable[str]) -> str | None:
+    """The run named by a bounce address of the older, run-wide form (`probe-bounce+<run>`)."""
+    for rcpt in rcpts:
+        local, _ = split_address(rcpt)
+        if is_bounce_address(rcpt) and not find_tokens(local):
+            run = local[len(BOUNCE_PREFIX) :].lower()
+            if re.fullmatch(rf"[0-9a-f]{{{RUN_ID_HEX}}}", run):
+                return run
+    return None
 
 
 def find_tokens(text: str) -> list[FoundToken]:

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -32,6 +32,9 @@ from probe.correlation import TokenKey, TokenRef
 from probe.errors import ProbeError
 from probe.host import read_host_file
 from probe.records import (
+    BOUNCE_ACTIONS,
+    Bounce,
+    BounceAction,
     Delivery,
     DeliveryHistory,
     ErrorKind,
@@ -106,6 +109,33 @@ CREATE TABLE IF NOT EXISTS run_artifacts (
     content     TEXT NOT NULL,
     PRIMARY KEY (run_id, name)
 );
+CREATE TABLE IF NOT EXISTS returned_messages (
+    id          INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    run_id      TEXT,
+    peer        TEXT NOT NULL DEFAULT '',
+    mail_from   TEXT NOT NULL DEFAULT '',
+    rcpts       TEXT NOT NULL DEFAULT '',
+    format      TEXT NOT NULL DEFAULT '',
+    content     BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bounces (
+    id            INTEGER PRIMARY KEY,
+    run_id        TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    received_at   REAL NOT NULL,
+    action        TEXT NOT NULL,
+    status        TEXT NOT NULL DEFAULT '',
+    diagnostic    TEXT NOT NULL DEFAULT '',
+    remote_mta    TEXT NOT NULL DEFAULT '',
+    reporting_mta TEXT NOT NULL DEFAULT '',
+    recipient     TEXT NOT NULL DEFAULT '',
+    named_by      TEXT NOT NULL,
+    confirmed     INTEGER NOT NULL DEFAULT 0,
+    format        TEXT NOT NULL DEFAULT '',
+    returned_id   INTEGER REFERENCES returned_messages(id)
+);
+CREATE INDEX IF NOT EXISTS bounces_by_run ON bounces (run_id, seq);
 CREATE TABLE IF NOT EXISTS foreign_messages (
     id          INTEGER PRIMARY KEY,
     received_at REAL NOT NULL,
@@ -387,6 +417,10 @@ class Ledger:
     def record_delivery(self, ref: TokenRef, found_in: FoundIn, message: ReceivedMessage) -> bool:
         return self.write(partial(_insert_delivery, ref, found_in, message))
 
+    def record_returned(self, returned: Returned) -> list[bool]:
+        """Keep a returned notification and its bounces; which bounces named a known one."""
+        return self.write(partial(_insert_returned, returned))
+
     def finish_run(
         self, run_id: str, status: RunStatus, finished_at: float, verdict: str | None
     ) -> None:
@@ -455,6 +489,21 @@ class Ledger:
         )
         return {r["seq"]: r["t"] for r in rows}
 
+    def bounced_seqs(self, run_id: str) -> dict[int, tuple[float, BounceAction]]:
+        """The latest report about each notification of a run that one came back about: when,
+        and what it said (a separate sink records them; the waiting run polls)."""
+        rows = self._by_run("bounces", run_id, order="id")
+        return {r["seq"]: (r["received_at"], _action(r["action"])) for r in rows}
+
+    def _by_run(self, table: str, run_id: str, order: str = "rowid") -> list[sqlite3.Row]:
+        """A table's rows about one run; none from a read-only ledger written before the table
+        existed (a writable one gains it when opened)."""
+        if self.read_only and not self._query(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ):
+            return []
+        return self._query(f"SELECT * FROM {table} WHERE run_id = ? ORDER BY {order}", (run_id,))
+
     def delivery_history(self, gateway: str, limit: int) -> DeliveryHistory:
         """The latencies and gaps of the gateway's `limit` latest fully delivered runs.
 
@@ -504,6 +553,9 @@ class Ledger:
                     size=row["size"],
                 )
             )
+        bounces: dict[int, list[Bounce]] = {}
+        for row in self._by_run("bounces", run_id, order="id"):
+            bounces.setdefault(row["seq"], []).append(_bounce_from_row(row))
         notifications = tuple(
             Notification(
                 run_id=run_id,
@@ -512,16 +564,17 @@ class Ledger:
                 submission=_submission_from_row(row),
                 deliveries=tuple(deliveries.get(row["seq"], ())),
                 not_attempted=row["not_attempted"],
+                bounces=tuple(bounces.get(row["seq"], ())),
             )
             for row in self._query(
                 "SELECT * FROM notifications WHERE run_id = ? ORDER BY seq", (run_id,)
             )
         )
-        bounces = self._query(
-            "SELECT COUNT(*) AS n FROM foreign_messages WHERE run_id = ? AND reason = 'bounce'",
+        unmatched = self._query(
+            "SELECT COUNT(*) AS n FROM foreign_messages WHERE run_id = ? AND reason LIKE 'bounce%'",
             (run_id,),
         )[0]["n"]
-        return RunRecord(run=run, notifications=notifications, bounces=int(bounces))
+        return RunRecord(run=run, notifications=notifications, unmatched_bounces=int(unmatched))
 
     def artifacts(self, run_id: str) -> dict[str, str]:
         """The named documents kept with a run, by name."""
@@ -545,6 +598,7 @@ class Ledger:
             "runs": runs,
             "notifications": self._query(by_run.format("notifications"), (run_id,)),
             "deliveries": self._query(by_run.format("deliveries"), (run_id,)),
+            "bounces": self._by_run("bounces", run_id),
             "foreign_messages": self._query(
                 "SELECT * FROM foreign_messages WHERE run_id = ? OR (run_id IS NULL AND"
                 " received_at BETWEEN ? AND ?) ORDER BY id",
@@ -609,6 +663,11 @@ class LedgerWriter:
         self, reason: str, message: ReceivedMessage, run_id: str | None = None
     ) -> asyncio.Future[None]:
         return self.defer(partial(_insert_foreign, reason, message, run_id))
+
+    def record_returned(self, returned: Returned) -> asyncio.Future[list[bool]]:
+        """Queue a returned notification and its bounces; the future says, bounce by bounce,
+        whether it named a known notification."""
+        return self.defer(partial(_insert_returned, returned))
 
     def record_submission(self, run_id: str, seq: int, submission: Submission) -> None:
         """Queued, not awaited: the burst goes on. A failure is logged, never silent."""
@@ -731,6 +790,69 @@ def _insert_foreign(
     )  # fmt: skip
 
 
+RETURNED_BYTES = 256 * 1024  # what is kept of one returned message: its report and headers
+
+
+@dataclass(frozen=True)
+class Returned:
+    """A message that came back to the probe's envelope sender, and the bounces read from it."""
+
+    message: ReceivedMessage
+    content: bytes
+    format: str
+    run_id: str | None  # the run it names, when it names one
+    bounces: tuple[Bounce, ...]
+    unmatched: str = "bounce naming no known notification"  # kept as, when no bounce counts
+
+
+def _insert_returned(r: Returned, conn: sqlite3.Connection) -> list[bool]:
+    """Keep the message (capped) and one row per bounce of a known notification; a bounce
+    that names none is kept as a foreign message of its run, never judged by."""
+    f = r.message
+    returned_id = conn.execute(
+        "INSERT INTO returned_messages (received_at, run_id, peer, mail_from, rcpts, format,"
+        " content) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (f.received_at, r.run_id, f.peer, f.mail_from, ",".join(f.rcpts), r.format,
+         r.content[:RETURNED_BYTES]),
+    ).lastrowid  # fmt: skip
+    known = []
+    for b in r.bounces:
+        cur = conn.execute(
+            "INSERT INTO bounces (run_id, seq, received_at, action, status, diagnostic,"
+            " remote_mta, reporting_mta, recipient, named_by, confirmed, format, returned_id)"
+            " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
+            " WHERE EXISTS (SELECT 1 FROM notifications WHERE run_id = ? AND seq = ?)",
+            (b.run_id, b.seq, b.received_at, b.action, b.status, b.diagnostic, b.remote_mta,
+             b.reporting_mta, b.recipient, b.named_by, int(b.confirmed), b.format, returned_id,
+             b.run_id, b.seq),
+        )  # fmt: skip
+        known.append(cur.rowcount == 1)
+    if not any(known):
+        _insert_foreign(r.unmatched, f, r.run_id, conn)
+    return known
+
+
+def _bounce_from_row(row: sqlite3.Row) -> Bounce:
+    return Bounce(
+        run_id=row["run_id"],
+        seq=row["seq"],
+        received_at=row["received_at"],
+        action=_action(row["action"]),
+        status=row["status"],
+        diagnostic=row["diagnostic"],
+        remote_mta=row["remote_mta"],
+        reporting_mta=row["reporting_mta"],
+        recipient=row["recipient"],
+        named_by="token" if row["named_by"] == "token" else "verp",
+        confirmed=bool(row["confirmed"]),
+        format=row["format"],
+    )
+
+
+def _action(text: str) -> BounceAction:
+    return next((a for a in BOUNCE_ACTIONS if a == text), "failed")
+
+
 ADDED_COLUMNS = (
     ("deliveries", "helo", "TEXT NOT NULL DEFAULT ''"),
     # A verdict re-judged with mail that arrived after it; the original stays in `verdict`.
@@ -786,6 +908,8 @@ def _correct_verdict(run_id: str, verdict: str, at: float, conn: sqlite3.Connect
 def _delete_runs_before(cutoff: float, conn: sqlite3.Connection) -> int:
     old = "SELECT run_id FROM runs WHERE started_at < ? AND verdict IS NOT NULL"
     conn.execute(f"DELETE FROM deliveries WHERE run_id IN ({old})", (cutoff,))
+    conn.execute(f"DELETE FROM bounces WHERE run_id IN ({old})", (cutoff,))
+    conn.execute("DELETE FROM returned_messages WHERE received_at < ?", (cutoff,))
     conn.execute(f"DELETE FROM notifications WHERE run_id IN ({old})", (cutoff,))
     conn.execute(f"DELETE FROM run_artifacts WHERE run_id IN ({old})", (cutoff,))
     conn.execute(f"DELETE FROM process_starts WHERE run_id IN ({old})", (cutoff,))

@@ -213,6 +213,40 @@ class Delivery:
     size: int = 0
 
 
+BouncedBy = Literal["verp", "token"]  # how a report named its notification: the address it came
+# back to (the notification's own envelope sender), or only a token in what it returned
+
+
+@dataclass(frozen=True)
+class Bounce:
+    """A delivery report about one notification: what a mail server on the way said happened
+    to it (RFC 3464 fields, or their equivalents read from a non-standard bounce).
+
+    A bounce is evidence, never a delivery: a notification that came back did not arrive.
+    """
+
+    run_id: str
+    seq: int
+    received_at: float
+    action: BounceAction
+    status: str = ""  # RFC 3463, e.g. "5.7.1"; "" when the report gave none
+    diagnostic: str = ""  # e.g. "smtp; 550 5.7.1 Recipient address rejected"
+    remote_mta: str = ""  # the server that refused or delayed it
+    reporting_mta: str = ""  # the server that wrote the report
+    recipient: str = ""  # the notification's recipient, as the report quotes it
+    named_by: BouncedBy = "verp"
+    confirmed: bool = False  # the returned headers or the recipient carry the same token
+    format: str = ""  # rfc3464, or the non-standard format it was read from
+
+    def describe(self) -> str:
+        """One line: the status and the reason, then who said it."""
+        reason = self.diagnostic or "no diagnostic given"
+        status = f"{self.status} " if self.status else ""
+        where = f" at {self.remote_mta}" if self.remote_mta else ""
+        by = f", reported by {self.reporting_mta}" if self.reporting_mta else ""
+        return f"{self.action} {status}({reason}){where}{by}"
+
+
 @dataclass(frozen=True, slots=True)
 class ReceivedMessage:
     """What the sink knows of one received message, whatever token it carries."""
@@ -237,6 +271,7 @@ class Notification:
     submission: Submission | None = None  # None: never attempted (run cut off, or planned)
     deliveries: tuple[Delivery, ...] = ()
     not_attempted: str | None = None  # why the probe chose not to send it (circuit breaker)
+    bounces: tuple[Bounce, ...] = ()  # delivery reports that came back about it, oldest first
 
     @property
     def is_control(self) -> bool:
@@ -254,6 +289,29 @@ class Notification:
     @property
     def delivered_at(self) -> float | None:
         return min((d.received_at for d in self.deliveries), default=None)
+
+    @property
+    def bounce(self) -> Bounce | None:
+        """The report that decides what happened to it: the latest failure, else the latest
+        delay (a failure after a delay ends the retries; a delay after a failure changes
+        nothing). None when no report said it failed or was delayed."""
+        for action in ("failed", "delayed"):
+            last = [b for b in self.bounces if b.action == action]
+            if last:
+                return last[-1]
+        return None
+
+    @property
+    def bounced(self) -> bool:
+        """A report said delivery failed and it never arrived: not lost, returned."""
+        bounce = self.bounce
+        return not self.deliveries and bounce is not None and bounce.action == "failed"
+
+    @property
+    def delayed(self) -> bool:
+        """A report said delivery is delayed (the next hop will retry) and it has not arrived."""
+        bounce = self.bounce
+        return not self.deliveries and bounce is not None and bounce.action == "delayed"
 
     @property
     def latency_s(self) -> float | None:
@@ -292,7 +350,9 @@ class RunRecord:
 
     run: Run
     notifications: tuple[Notification, ...]
-    bounces: int = 0  # bounce messages that came back to this run's envelope sender
+    # Reports that came back to this run but named none of its notifications (an old-style
+    # run-wide sender, or tokens that did not check): kept as evidence, judged nothing by.
+    unmatched_bounces: int = 0
 
     @property
     def control(self) -> Notification | None:

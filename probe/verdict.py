@@ -32,6 +32,7 @@ class Pattern(str, Enum):
     GATEWAY_UNREACHABLE = "gateway_unreachable"
     GATEWAY_STALLED = "gateway_stalled"  # an SMTP server took the connection, then went silent
     ALL_REJECTED = "all_rejected"
+    ALL_BOUNCED = "all_bounced"  # accepted, then every one came back: a report said why
     SLOW = "slow"
     DUPLICATED = "duplicated"
     INCONCLUSIVE = "inconclusive"  # the probe could not judge: cut off, or its sink unproven
@@ -76,6 +77,8 @@ class Verdict:
     accepted: int = 0
     delivered: int = 0
     not_attempted: int = 0  # left unsent by the circuit breaker: neither refused nor lost
+    bounced: int = 0  # came back with a report that delivery failed: returned, not lost
+    delayed: int = 0  # a report said a server on the way is still trying: not judged yet
     sink_verified: bool | None = None
     details: dict[str, int] = field(default_factory=dict)  # e.g. {"k": 3} for degraded_after_k
     cause: Cause | None = None
@@ -88,6 +91,8 @@ class Verdict:
             "evidence": list(self.evidence),
             "sink_verified": self.sink_verified,
             "cause": self.cause.value if self.cause else None,
+            "bounced": self.bounced,
+            "delayed": self.delayed,
             **self.details,
         }
 
@@ -107,18 +112,28 @@ class _Judge(Protocol):
 
 
 def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdict:
-    """Judge a run from its notifications alone."""
+    """Judge a run from its notifications alone.
+
+    A bounce is never a delivery: a notification a report says failed is not delivered, and
+    it is not waited for either, so the pattern it makes with the others (first_only,
+    all_bounced, ...) is named with the report's reason. A notification a report says is
+    delayed is not lost: it is left out of the pattern and named apart until it arrives or
+    fails.
+    """
     # An attempt the probe itself cut mid-step (a stop) says nothing of the gateway: not sent.
-    sent = gateway_order(
+    attempted = gateway_order(
         n for n in record.burst if n.submission is not None and not n.submission.interrupted
     )
+    delayed = [n for n in attempted if n.delayed]
+    sent = [n for n in attempted if not n.delayed]
     accepted = [n for n in sent if n.submission and n.submission.accepted]
     delivered = [n for n in sent if n.copies]
     lost = [n for n in sent if not n.copies]
     control = record.control
     sink_verified = None if control is None or not control.attempted else bool(control.copies)
-    counts = {"sent": len(sent), "accepted": len(accepted), "delivered": len(delivered),
-              "not_attempted": len(_not_attempted(record))}  # fmt: skip
+    counts = {"sent": len(attempted), "accepted": len(accepted), "delivered": len(delivered),
+              "not_attempted": len(_not_attempted(record)),
+              "bounced": sum(1 for n in sent if n.bounced), "delayed": len(delayed)}  # fmt: skip
 
     def verdict(
         pattern: Pattern,
@@ -128,7 +143,7 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
         cause: Cause | None = None,
         **details: int,
     ) -> Verdict:
-        evidence = evidence + _context_lines(record, sink_verified)
+        evidence = evidence + _delayed_lines(delayed) + _context_lines(record, sink_verified)
         return Verdict(
             pattern,
             severity,
@@ -141,15 +156,23 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
         )
 
     planned = len(record.burst) - counts["not_attempted"]
-    if len(sent) < planned or not sent:  # what finished says nothing about what never started
+    if len(attempted) < planned or not attempted:  # what never started proves nothing
         return verdict(
             Pattern.INCONCLUSIVE,
             Severity.UNKNOWN,
-            f"cut off after {len(sent)} of {planned} notifications; judge nothing from it",
-            [f"of the {len(sent)} sent, {len(delivered)} delivered"] if sent else [],
+            f"cut off after {len(attempted)} of {planned} notifications; judge nothing from it",
+            [f"of the {len(attempted)} sent, {len(delivered)} delivered"] if attempted else [],
             Cause.CUT_OFF,
         )
-    missing = [n for n in accepted if not n.copies]
+    if not sent:
+        return verdict(
+            Pattern.SLOW,
+            Severity.WARNING,
+            f"none of the {len(attempted)} notifications has arrived yet: a mail server on the "
+            f"way reported every one delayed ({_top_bounce(delayed)}) and is still trying",
+            [],
+        )
+    missing = [n for n in accepted if not n.copies and not n.bounced]
     if record.run.status == "interrupted" and missing:
         return verdict(
             Pattern.INCONCLUSIVE,
@@ -195,6 +218,15 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
 
     latencies = [n.latency_s for n in sent if n.latency_s is not None]
     latency_line = _latency_line(latencies)
+    if delayed:
+        return verdict(
+            Pattern.SLOW,
+            Severity.WARNING,
+            f"{len(sent)} of {len(attempted)} notifications delivered; the other "
+            f"{len(delayed)} were reported delayed by a mail server on the way "
+            f"({_top_bounce(delayed)}), which is still trying: late, not lost",
+            [latency_line],
+        )
     duplicates = [n for n in sent if n.copies > 1]
     if duplicates:
         extra = sum(n.copies - 1 for n in duplicates)
@@ -249,8 +281,9 @@ class Revision:
     """A run judged again with the mail that reached the sink after its verdict.
 
     A sink that keeps running records notifications the gateway delivers after the settle
-    window gave up on them; they do not rewrite history (the original verdict is what the
-    operator saw and acted on) but they say whether the loss was a delay.
+    window gave up on them, and the bounces that come back for them; they do not rewrite
+    history (the original verdict is what the operator saw and acted on) but they say whether
+    the loss was a delay, or what it was.
     """
 
     original: Pattern
@@ -258,6 +291,7 @@ class Revision:
     late: int  # burst notifications whose first copy arrived after the verdict
     last_late_s: float | None  # when the last of them arrived, seconds after the run started
     after_verdict_s: float | None  # and how long after the verdict
+    late_bounces: int = 0  # burst notifications a report first came back about after it
 
     @property
     def changed(self) -> bool:
@@ -272,9 +306,13 @@ class Revision:
                 f"verdict, the last at +{self.last_late_s:.1f} s ({self.after_verdict_s:.1f} s "
                 "after the verdict)"
             )
+        if self.late_bounces:
+            head += f"; a report came back after it about {self.late_bounces} more"
         if not self.changed:
             return f"{head}: the verdict stays {self.original.value}"
         change = f"{self.original.value} → {self.current.pattern.value}"
+        if not self.late:
+            return f"{head}: what came back changes the verdict ({change})"
         if self.current.pattern in COMPLETE:
             return f"{head}: the loss was a delay ({change})"
         return f"{head}: part of the loss was a delay ({change})"
@@ -287,6 +325,7 @@ class Revision:
             "late": self.late,
             "last_late_s": self.last_late_s,
             "after_verdict_s": self.after_verdict_s,
+            "late_bounces": self.late_bounces,
             "summary": self.summary(),
         }
 
@@ -297,12 +336,16 @@ def revise(record: RunRecord, original: Pattern, judged_at: float) -> Revision:
     late = [n.delivered_at for n in record.burst
             if n.delivered_at is not None and n.delivered_at > judged_at]  # fmt: skip
     last = max(late, default=None)
+    late_bounces = sum(
+        1 for n in record.burst if n.bounces and min(b.received_at for b in n.bounces) > judged_at
+    )
     return Revision(
         original=original,
         current=judge_recorded(record),
         late=len(late),
         last_late_s=last - record.run.started_at if last is not None else None,
         after_verdict_s=last - judged_at if last is not None else None,
+        late_bounces=late_bounces,
     )
 
 
@@ -341,8 +384,8 @@ def per_session_cut(sent: Sequence[Notification]) -> SessionCut | None:
     if len(places) != len(sent) or any(a is None or b is None for a, b in places):
         return None  # recorded before sessions were kept, or never submitted
     lost = [n for n in sent if not n.copies]
-    if not lost or any(not (n.submission and n.submission.accepted) for n in lost):
-        return None  # refusals are answers, not mail held in a queue
+    if not lost or any(not (n.submission and n.submission.accepted) or n.bounced for n in lost):
+        return None  # refusals and bounces are answers, not mail held in a queue
     k = max(_position(n) for n in sent if n.copies)
     if any(_position(n) <= k for n in lost):
         return None
@@ -420,6 +463,16 @@ def _nothing_delivered(
             _rejected_summary(submissions),
             _outcome_lines(sent),
             Cause.AUTH if refused_credentials else None,
+        )
+    if all(n.bounced for n in accepted):
+        refused = len(sent) - len(accepted)
+        also = f"; {refused} more refused at submission" if refused else ""
+        return verdict(
+            Pattern.ALL_BOUNCED,
+            Severity.CRITICAL,
+            f"the gateway accepted {len(accepted)} of {len(sent)} notifications and every one "
+            f"came back as a bounce: {_top_bounce(accepted)}{also}",
+            _outcome_lines(sent),
         )
     return verdict(
         Pattern.NONE_DELIVERED,
@@ -583,10 +636,12 @@ def _partial(
 
 
 def _how_lost(lost: Sequence[Notification]) -> str:
-    kinds = Counter(_loss_kind(n.submission) for n in lost)
+    kinds = Counter(_loss_kind(n) for n in lost)
     if len(kinds) > 1:
         return "lost (" + ", ".join(f"{count} {kind}" for kind, count in kinds.items()) + ")"
     kind = next(iter(kinds))
+    if kind.startswith("bounced"):
+        return f"accepted by the gateway (2xx) and came back {kind}"
     if kind == "accepted and never delivered":
         return "accepted by the gateway (2xx) and never delivered"
     if kind.startswith("refused"):
@@ -594,9 +649,12 @@ def _how_lost(lost: Sequence[Notification]) -> str:
     return kind
 
 
-def _loss_kind(s: Submission | None) -> str:
+def _loss_kind(n: Notification) -> str:
+    s = n.submission
     if s is None:
         return "never submitted"
+    if n.bounced and n.bounce is not None:
+        return f"bounced ({n.bounce.status or 'no status given'})"
     if s.accepted:
         return "accepted and never delivered"
     if s.rejected:
@@ -611,9 +669,13 @@ def _loss_lines(lost: Sequence[Notification]) -> list[str]:
     groups: dict[tuple[object, ...], tuple[str, list[int]]] = {}
     for n in lost:
         s = n.submission
+        bounce = n.bounce
         if s is None:
             key: tuple[object, ...] = ("never submitted",)
             text = "never submitted"
+        elif n.bounced and bounce is not None:
+            key = ("bounced", bounce.status, bounce.diagnostic, bounce.remote_mta)
+            text = f"accepted, then bounced: {bounce.describe()}"
         elif s.accepted and s.reply is not None:
             key = ("accepted", s.reply.code, s.reply.enhanced)
             text = f"accepted ({s.reply}) but never delivered"
@@ -667,9 +729,33 @@ def _context_lines(record: RunRecord, sink_verified: bool | None) -> list[str]:
         lines.append("sink verified: the control message sent straight to the sink arrived")
     elif sink_verified is None:
         lines.append("sink not verified: no control message was sent in this run")
-    if record.bounces:
-        lines.append(f"{record.bounces} bounce message(s) came back to the probe's sender")
+    if record.unmatched_bounces:
+        lines.append(
+            f"{record.unmatched_bounces} bounce message(s) came back to this run's sender "
+            "naming none of its notifications: kept, not judged by"
+        )
     return lines
+
+
+def _delayed_lines(delayed: Sequence[Notification]) -> list[str]:
+    """Delayed notifications, grouped by what the report said: neither delivered nor lost."""
+    groups: dict[str, list[int]] = {}
+    for n in delayed:
+        if n.bounce is not None:
+            groups.setdefault(n.bounce.describe(), []).append(n.seq)
+    return [
+        f"seq {seq_ranges(seqs)}: {text}; not judged until it arrives or fails"
+        for text, seqs in groups.items()
+    ]
+
+
+def _top_bounce(notifications: Sequence[Notification]) -> str:
+    """The most common report among `notifications`, with its status first."""
+    reports = Counter(n.bounce.describe() for n in notifications if n.bounce is not None)
+    if not reports:
+        return "no report"
+    text, count = reports.most_common(1)[0]
+    return text if count == len(notifications) else f"{count}× {text}"
 
 
 def _not_attempted(record: RunRecord) -> list[Notification]:

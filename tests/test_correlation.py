@@ -129,7 +129,7 @@ def test_broken_mime_falls_back_to_raw_bytes():
 def test_composed_notification_carries_the_token_in_every_place():
     raw = compose(TOKEN, RUN, 7, 10, "probe.invalid", "Sat, 21 Nov 2026 10:00:00 +0000")
     headers, _, body = raw.partition(b"\r\n\r\n")
-    assert headers.count(TOKEN.encode()) == 4  # To, Subject, Message-ID, X-Probe-Token
+    assert headers.count(TOKEN.encode()) == 5  # From (VERP), To, Subject, Message-ID, X-Probe-Token
     assert TOKEN.encode() in body
     assert all(len(line) <= 78 for line in raw.split(b"\r\n"))
 

@@ -59,7 +59,7 @@ def ensure_probe_recipient(rcpt: str, domain: str) -> None:
 def compose(token: str, run_id: str, seq: int, count: int, domain: str, date: str) -> bytes:
     """The notification: the token in Subject, header and body, plain ASCII and short lines."""
     return (
-        f"From: notifyprobe <{sender_for(run_id, domain)}>\r\n"
+        f"From: notifyprobe <{sender_for(token, domain)}>\r\n"
         f"To: <{recipient_for(token, domain)}>\r\n"
         f"Subject: notifyprobe test notification {token} ({seq}/{count})\r\n"
         f"Date: {date}\r\n"
@@ -304,7 +304,6 @@ async def send_burst(
     nothing. `paced=False` only for the benchmark: it measures the engine's own speed, apart
     from that policy."""
     date = formatdate(localtime=True)
-    mail_from = sender_for(run_id, domain)
     next_seq = iter(range(1, settings.count + 1))
     spacing = settings.spacing_s if paced else 0.0
     session_ids = itertools.count(1)  # shared: sessions are numbered across connections
@@ -342,7 +341,7 @@ async def send_burst(
                 ensure_probe_recipient(rcpt, domain)
                 message = compose(token, run_id, seq, settings.count, domain, date)
                 breaker.started(seq)
-                result = await sender.submit(mail_from, rcpt, message)
+                result = await sender.submit(sender_for(token, domain), rcpt, message)
                 breaker.record(seq, result)
                 on_result(seq, result)
                 await breaker.hold(result)
@@ -367,7 +366,7 @@ async def send_control(
     rcpt = recipient_for(token, domain)
     ensure_probe_recipient(rcpt, domain)
     message = compose(token, run_id, 0, count, domain, formatdate(localtime=True))
-    return await sender.submit(sender_for(run_id, domain), rcpt, message)
+    return await sender.submit(sender_for(token, domain), rcpt, message)
 
 
 async def _login(smtp: SMTP, user: str, password: str) -> aiosmtplib.SMTPResponse:

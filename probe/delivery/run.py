@@ -27,11 +27,13 @@ from probe.delivery.settle import (
     choose_window,
     settle_deadline,
 )
-from probe.delivery.sink import DeliveryCallback, Sink
+from probe.delivery.sink import BounceCallback, DeliveryCallback, Sink
 from probe.delivery.sink_limits import Access, SinkLimits
 from probe.delivery.tls import ClientSecurity
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import (
+    Bounce,
+    BounceAction,
     Delivery,
     Endpoint,
     Notification,
@@ -111,28 +113,37 @@ ProgressCallback = Callable[[Progress], None]
 
 
 class DeliveryHub:
-    """Fans the deliveries of one long-lived sink out to the runs waiting for them, by run id."""
+    """Fans the deliveries and bounces of one long-lived sink out to the runs waiting for
+    them, by run id: the sink's `on_delivery` is the hub, its `on_bounce` is `hub.bounced`."""
 
     def __init__(self) -> None:
-        self._subscribers: dict[str, DeliveryCallback] = {}
+        self._subscribers: dict[str, tuple[DeliveryCallback, BounceCallback]] = {}
 
-    def subscribe(self, run_id: str, callback: DeliveryCallback) -> None:
-        self._subscribers[run_id] = callback
+    def subscribe(
+        self, run_id: str, on_delivery: DeliveryCallback, on_bounce: BounceCallback
+    ) -> None:
+        self._subscribers[run_id] = (on_delivery, on_bounce)
 
     def unsubscribe(self, run_id: str) -> None:
         self._subscribers.pop(run_id, None)
 
     def __call__(self, ref: TokenRef, received_at: float) -> None:
-        callback = self._subscribers.get(ref.run_id)
-        if callback is not None:
-            callback(ref, received_at)
+        callbacks = self._subscribers.get(ref.run_id)
+        if callbacks is not None:
+            callbacks[0](ref, received_at)
+
+    def bounced(self, ref: TokenRef, received_at: float, action: BounceAction) -> None:
+        callbacks = self._subscribers.get(ref.run_id)
+        if callbacks is not None:
+            callbacks[1](ref, received_at, action)
 
 
 @dataclass(frozen=True)
 class SharedSink:
     """An already-started in-process sink that several runs use at once (`notifyprobe watch`).
 
-    Its `on_delivery` must be `hub`; `writer` is the sink's group-commit writer, shared too.
+    Its `on_delivery` must be `hub` and its `on_bounce` `hub.bounced`; `writer` is the sink's
+    group-commit writer, shared too.
     """
 
     writer: LedgerWriter
@@ -149,6 +160,7 @@ class _Tracker:
         self.progress = progress
         self.submissions: dict[int, Submission] = {}
         self.arrived: dict[int, float] = {}
+        self.reported: dict[int, Bounce] = {}  # the latest failure or delay report of each
         self.changed = asyncio.Event()
         self.phase: Phase = "sending"
 
@@ -165,10 +177,21 @@ class _Tracker:
             if self.phase == "sending":
                 self.report()
 
+    def on_bounce(self, ref: TokenRef, received_at: float, action: BounceAction) -> None:
+        """A report came back: a failure or a delay ends the wait for that notification (it
+        will not arrive now, or not soon); the other actions are evidence only."""
+        if ref.run_id != self.run_id or action not in ("failed", "delayed"):
+            return
+        earlier = self.reported.get(ref.seq)
+        if earlier is None or earlier.action != "failed" or action == "failed":
+            self.reported[ref.seq] = Bounce(self.run_id, ref.seq, received_at, action)
+            self.changed.set()
+
     def pending(self) -> int:
-        """Accepted notifications (control included) that have not arrived yet."""
-        arrived = self.arrived
-        return sum(1 for s, sub in self.submissions.items() if sub.accepted and s not in arrived)
+        """Accepted notifications (control included) that have neither arrived nor come back
+        with a report that they failed or are delayed."""
+        done = self.arrived.keys() | self.reported.keys()
+        return sum(1 for s, sub in self.submissions.items() if sub.accepted and s not in done)
 
     def last_delivery_at(self) -> float | None:
         """The latest first arrival through the gateway: the control message skips it."""
@@ -177,11 +200,18 @@ class _Tracker:
     def provisional(self, run: Run, thresholds: Thresholds) -> Pattern:
         """The verdict if nothing more arrived: the same pure judgement, on what is known now."""
         notifications = tuple(
-            Notification(self.run_id, seq, "", submission,
-                         (Delivery(self.run_id, seq, self.arrived[seq], "live"),)
-                         if seq in self.arrived else ())
+            Notification(
+                self.run_id,
+                seq,
+                "",
+                submission,
+                (Delivery(self.run_id, seq, self.arrived[seq], "live"),)
+                if seq in self.arrived
+                else (),
+                bounces=(self.reported[seq],) if seq in self.reported else (),
+            )
             for seq, submission in sorted(self.submissions.items())
-        )  # fmt: skip
+        )
         return classify(RunRecord(run, notifications), thresholds).pattern
 
     def report(self, provisional: Pattern | None = None, left_s: float | None = None) -> None:
@@ -214,7 +244,7 @@ async def run_probe(
     async with AsyncExitStack() as stack:
         if shared is not None:
             writer = shared.writer
-            shared.hub.subscribe(run_id, tracker.on_delivery)
+            shared.hub.subscribe(run_id, tracker.on_delivery, tracker.on_bounce)
             stack.callback(shared.hub.unsubscribe, run_id)
             sink_endpoint = shared.endpoint
         else:
@@ -228,6 +258,7 @@ async def run_probe(
                     port=settings.sink.port,
                     domain=settings.domain,
                     on_delivery=tracker.on_delivery,
+                    on_bounce=tracker.on_bounce,
                     limits=settings.sink_limits,
                     access=settings.sink_access,
                     tls_context=settings.sink_tls,
@@ -336,6 +367,8 @@ async def _probe(
         if not in_process:
             for seq, at in ledger.delivered_seqs(run_id).items():
                 tracker.on_delivery(TokenRef(run_id, seq), at)
+            for seq, (at, action) in ledger.bounced_seqs(run_id).items():
+                tracker.on_bounce(TokenRef(run_id, seq), at, action)
         deadline = settle_deadline(tracker.pending(), tracker.last_delivery_at(), burst_ended,
                                    window.seconds, settings.patience.timeout_s)  # fmt: skip
         remaining = min(deadline - time.time(), hard_stop - time.monotonic())

@@ -11,11 +11,21 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable
+from typing import Any
 
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from probe.correlation import BOUNCE_PREFIX, FoundToken, TokenRef, locate_tokens, split_address
+from probe.correlation import (
+    FoundToken,
+    TokenRef,
+    bounce_address_run,
+    bounce_address_tokens,
+    is_bounce_address,
+    locate_tokens,
+    split_address,
+)
+from probe.delivery.bounce import BounceReport, RecipientReport, looks_like_bounce, read_bounce
 from probe.delivery.sink_limits import (
     TOO_MANY_RECIPIENTS,
     Access,
@@ -24,18 +34,35 @@ from probe.delivery.sink_limits import (
     SinkLimits,
 )
 from probe.errors import ProbeError
-from probe.ledger import LedgerWriter
-from probe.records import FoundIn, ReceivedMessage, found_in, printable
+from probe.ledger import LedgerWriter, Returned
+from probe.records import (
+    Bounce,
+    BounceAction,
+    BouncedBy,
+    FoundIn,
+    ReceivedMessage,
+    found_in,
+    printable,
+)
 
 log = structlog.get_logger("notifyprobe.sink")
 
 DeliveryCallback = Callable[[TokenRef, float], None]
+BounceCallback = Callable[[TokenRef, float, BounceAction], None]
 PARSE_IN_THREAD_BYTES = 256 * 1024  # parse larger messages off the loop: others keep being served
 MAX_TOKENS_PER_MESSAGE = 4  # a rewriting gateway may repeat a few; a whole run is a forgery
+RECORDED = "250 2.0.0 Recorded"
+CANNOT_RECORD = "451 4.3.0 Cannot record the message now, try again later"
 
 
 class SinkHandler:
-    """aiosmtpd handler: RCPT checks the domain, DATA records tokens durably before 250."""
+    """aiosmtpd handler: RCPT checks the domain, DATA records tokens durably before 250.
+
+    A message that comes back to a notification's envelope sender, or that is shaped as a
+    delivery report, is a bounce: read for what it says about the notifications it names and
+    never counted as a delivery, whatever tokens it carries (a returned notification carries
+    its own).
+    """
 
     def __init__(
         self,
@@ -43,11 +70,13 @@ class SinkHandler:
         domain: str,
         on_delivery: DeliveryCallback | None,
         max_recipients: int = SinkLimits.max_recipients,
+        on_bounce: BounceCallback | None = None,
     ):
         self.writer = writer
         self.key = writer.ledger.token_key
         self.domain = domain.lower().rstrip(".")
         self.on_delivery = on_delivery
+        self.on_bounce = on_bounce
         self.max_recipients = max_recipients
         self.received = 0
 
@@ -74,31 +103,83 @@ class SinkHandler:
             size=len(content),
             helo=printable(session.host_name or ""),
         )
+        rcpts = list(envelope.rcpt_tos)
+        if any(is_bounce_address(r) for r in rcpts) or looks_like_bounce(
+            message.mail_from, content
+        ):
+            return await self._returned(rcpts, content, message)
         if len(content) > PARSE_IN_THREAD_BYTES:
-            found = await asyncio.to_thread(locate_tokens, list(envelope.rcpt_tos), content)
+            found = await asyncio.to_thread(locate_tokens, rcpts, content)
         else:
-            found = locate_tokens(envelope.rcpt_tos, content)
+            found = locate_tokens(rcpts, content)
         tokens, not_counted = self.authentic(found)
         writes: list[asyncio.Future[bool] | asyncio.Future[None]] = [
             self.writer.record_delivery(ref, where, message) for ref, where in tokens
         ]
-        bounce_run = _bounce_run(envelope.rcpt_tos)
-        if bounce_run is not None:
-            writes.append(self.writer.record_foreign("bounce", message, bounce_run))
-        elif not_counted:
+        if not_counted:
             writes.append(self.writer.record_foreign(not_counted, message))
         elif not tokens:
             writes.append(self.writer.record_foreign("no token", message))
-        try:
-            results = await asyncio.gather(*writes)
-        except ProbeError as exc:
-            log.error("ledger_write_failed", error=str(exc))
-            return "451 4.3.0 Cannot record the message now, try again later"
+        results = await self._committed(writes)
+        if results is None:
+            return CANNOT_RECORD
         self.received += 1
         for (ref, _), known in zip(tokens, results, strict=False):
             if known is True and self.on_delivery is not None:
                 self.on_delivery(ref, message.received_at)
-        return "250 2.0.0 Recorded"
+        return RECORDED
+
+    async def _returned(self, rcpts: list[str], content: bytes, message: ReceivedMessage) -> str:
+        """A bounce: what it says of each notification it names, kept with the message."""
+        if len(content) > PARSE_IN_THREAD_BYTES:
+            report = await asyncio.to_thread(read_bounce, content)
+        else:
+            report = read_bounce(content)
+        named = self.named_by_bounce(rcpts, report)
+        reason = "bounce naming no known notification"
+        is_report = bool(report.recipients) or looks_like_bounce(message.mail_from, content)
+        if not is_report and message.mail_from not in ("", "<>"):
+            # An answer to the probe's sender that reports nothing (an auto-reply): kept, but
+            # no evidence of what became of the notification.
+            named, reason = [], "bounce address: not a delivery report"
+        bounces = tuple(
+            _bounce(ref, by, report, message.received_at, self.key_token(ref))
+            for ref, by in named
+        )
+        run_id = named[0][0].run_id if named else bounce_address_run(rcpts)
+        returned = Returned(message, content, report.format, run_id, bounces, reason)
+        results = await self._committed([self.writer.record_returned(returned)])
+        if results is None:
+            return CANNOT_RECORD
+        self.received += 1
+        known = results[0] if isinstance(results[0], list) else []
+        for bounce, is_known in zip(bounces, known, strict=False):
+            if is_known and self.on_bounce is not None:
+                self.on_bounce(TokenRef(bounce.run_id, bounce.seq), bounce.received_at,
+                               bounce.action)  # fmt: skip
+        return RECORDED
+
+    def named_by_bounce(
+        self, rcpts: list[str], report: BounceReport
+    ) -> list[tuple[TokenRef, BouncedBy]]:
+        """The notifications a bounce is about, MAC checked: named by the bounce address it
+        came back to (VERP), else only by the tokens in what it returned."""
+        verp = [f.ref for f in bounce_address_tokens(rcpts) if self.key.verify(f)]
+        if verp:
+            return [(ref, "verp") for ref in verp[:MAX_TOKENS_PER_MESSAGE]]
+        returned = [f.ref for f in report.returned_tokens if self.key.verify(f)]
+        return [(ref, "token") for ref in dict.fromkeys(returned)][:MAX_TOKENS_PER_MESSAGE]
+
+    def key_token(self, ref: TokenRef) -> str:
+        return self.key.token(ref.run_id, ref.seq)
+
+    async def _committed(self, writes: list[asyncio.Future[Any]]) -> list[Any] | None:
+        """The writes' results once durable; None (logged) when the ledger refused them."""
+        try:
+            return list(await asyncio.gather(*writes))
+        except ProbeError as exc:
+            log.error("ledger_write_failed", error=str(exc))
+            return None
 
     def authentic(
         self, found: list[tuple[FoundToken, str]]
@@ -134,6 +215,7 @@ class Sink:
         port: int,
         domain: str,
         on_delivery: DeliveryCallback | None = None,
+        on_bounce: BounceCallback | None = None,
         limits: SinkLimits | None = None,
         access: Access | None = None,
         tls_context: ssl.SSLContext | None = None,
@@ -144,7 +226,9 @@ class Sink:
         self.access = access or Access()
         self.tls_context = tls_context  # offered through STARTTLS, never required
         self.gate = ConnectionGate(self.limits, self.access)
-        self.handler = SinkHandler(self.writer, domain, on_delivery, self.limits.max_recipients)
+        self.handler = SinkHandler(
+            self.writer, domain, on_delivery, self.limits.max_recipients, on_bounce
+        )
         self._server: asyncio.base_events.Server | None = None
 
     def _protocol(self) -> SMTP:
@@ -197,9 +281,37 @@ def _peer(session: Session) -> str:
     return str(peer or "")
 
 
-def _bounce_run(rcpts: list[str]) -> str | None:
-    for rcpt in rcpts:
-        local, _ = split_address(rcpt)
-        if local.lower().startswith(BOUNCE_PREFIX):
-            return local[len(BOUNCE_PREFIX) :].lower()
-    return None
+def _bounce(
+    ref: TokenRef, named_by: BouncedBy, report: BounceReport, received_at: float, token: str
+) -> Bounce:
+    """What `report` says of the notification `ref` (whose full token is `token`): the block
+    that quotes its recipient, else the only block, else the first failure. A report with no
+    block that could be read is a failure with no status: it came back, it did not arrive."""
+    mine = [r for r in report.recipients if token in r.recipient.lower()]
+    block: RecipientReport | None = (
+        mine[0]
+        if mine
+        else report.recipients[0]
+        if len(report.recipients) == 1
+        else next((r for r in report.recipients if r.action == "failed"), None)
+    )
+    confirmed = bool(mine) or any(f.ref == ref for f in report.returned_tokens)
+    if block is None:
+        return Bounce(ref.run_id, ref.seq, received_at, "failed",
+                      diagnostic="the report gave no delivery status that could be read",
+                      reporting_mta=report.reporting_mta, named_by=named_by,
+                      confirmed=confirmed, format=report.format)  # fmt: skip
+    return Bounce(
+        ref.run_id,
+        ref.seq,
+        received_at,
+        block.action,
+        status=block.status,
+        diagnostic=printable(block.diagnostic),
+        remote_mta=printable(block.remote_mta),
+        reporting_mta=printable(report.reporting_mta),
+        recipient=printable(block.recipient),
+        named_by=named_by,
+        confirmed=confirmed,
+        format=report.format,
+    )

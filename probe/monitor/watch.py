@@ -145,7 +145,8 @@ class Watcher:
         writer = LedgerWriter(self.ledger)
         hub = DeliveryHub()
         sink = Sink(writer, host=cfg.sink.host, port=cfg.sink.port, domain=cfg.domain,
-                    on_delivery=hub, access=cfg.sink_access)  # fmt: skip
+                    on_delivery=hub, on_bounce=hub.bounced,
+                    access=cfg.sink_access)  # fmt: skip
         try:
             await sink.start()
         except BaseException:

@@ -76,10 +76,14 @@ async def test_message_without_any_token_is_recorded_as_foreign(sink, ledger):
     assert ledger.foreign_reasons() == ["no token"]
 
 
-async def test_bounce_to_the_probe_sender_is_counted_as_a_bounce_of_its_run(sink, ledger):
+async def test_a_run_wide_bounce_address_is_kept_with_its_run_but_names_no_notification(
+    sink, ledger
+):
     run_id = new_run(ledger)
     await send(sink, f"probe-bounce+{run_id}@{DOMAIN}", b"Subject: Undeliverable\r\n\r\nx\r\n")
-    assert ledger.load(run_id).bounces == 1
+    record = ledger.load(run_id)
+    assert record.unmatched_bounces == 1
+    assert not any(n.copies or n.bounces for n in record.notifications)
 
 
 async def test_stopping_the_sink_ends_sessions_a_relay_keeps_open(ledger):
