@@ -143,8 +143,7 @@ class SinkHandler:
             # no evidence of what became of the notification.
             named, reason = [], "bounce address: not a delivery report"
         bounces = tuple(
-            _bounce(ref, by, report, message.received_at, self.key_token(ref))
-            for ref, by in named
+            _bounce(ref, by, report, message.received_at, self.key_token(ref)) for ref, by in named
         )
         run_id = named[0][0].run_id if named else bounce_address_run(rcpts)
         returned = Returned(message, content, report.format, run_id, bounces, reason)
