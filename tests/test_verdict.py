@@ -10,6 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from probe.records import (
+    BOUNCE_ACTIONS,
+    Bounce,
+    BounceAction,
     Delivery,
     ErrorKind,
     Notification,
@@ -604,3 +607,102 @@ def test_the_attempt_in_flight_at_a_stop_is_neither_unreachable_nor_stalled():
     assert not cut.submission.unreachable and not cut.submission.stalled
     v = judge_recorded(interrupted(cut))
     assert v.pattern is Pattern.INCONCLUSIVE
+
+
+# -- bounces: a notification that came back is evidence, never a delivery ----------------------
+
+REFUSED_5_7_1 = "smtp; 550 5.7.1 <probe+x@probe.invalid>: Recipient address rejected"
+
+
+def bounced(seq: int, action: BounceAction = "failed", status: str = "5.7.1",
+            at: float = 1001.0, **kw) -> Notification:  # fmt: skip
+    report = Bounce(RUN, seq, at, action, status=status, diagnostic=REFUSED_5_7_1,
+                    remote_mta="next-hop.example", reporting_mta="gw.example")  # fmt: skip
+    return replace(note(seq, delivered=0, **kw), bounces=(report,))
+
+
+def test_every_accepted_notification_bounced_is_all_bounced_and_names_the_status():
+    verdict = classify(record(*(bounced(seq) for seq in range(1, 11))))
+    assert verdict.pattern is Pattern.ALL_BOUNCED and verdict.severity is Severity.CRITICAL
+    assert verdict.delivered == 0 and verdict.bounced == 10
+    assert "5.7.1" in verdict.summary and "next-hop.example" in verdict.summary
+    assert any("seq 1-10: accepted, then bounced: failed 5.7.1" in e for e in verdict.evidence)
+
+
+def test_first_delivered_and_the_rest_bounced_is_first_only_whatever_the_rest_failed_of():
+    verdict = classify(record(note(1), *(bounced(seq) for seq in range(2, 11))))
+    assert verdict.pattern is Pattern.FIRST_ONLY
+    assert "came back bounced (5.7.1)" in verdict.summary
+
+
+def test_bounces_and_silent_losses_together_are_none_delivered_with_both_named():
+    verdict = classify(record(bounced(1), note(2, delivered=0), bounced(3)))
+    assert verdict.pattern is Pattern.NONE_DELIVERED
+    assert any("bounced" in e for e in verdict.evidence)
+    assert any("never delivered" in e for e in verdict.evidence)
+
+
+def test_a_delayed_notification_is_not_lost_the_run_is_slow_not_critical():
+    verdict = classify(record(note(1), note(2), bounced(3, "delayed", "4.4.1")))
+    assert verdict.pattern is Pattern.SLOW and verdict.severity is Severity.WARNING
+    assert verdict.delayed == 1 and "4.4.1" in verdict.summary
+    assert any("seq 3: delayed 4.4.1" in e for e in verdict.evidence)
+
+
+def test_every_notification_delayed_is_a_warning_that_waits_for_the_retries():
+    verdict = classify(record(*(bounced(seq, "delayed", "4.4.7") for seq in range(1, 4))))
+    assert verdict.pattern is Pattern.SLOW and verdict.severity is Severity.WARNING
+    assert "none of the 3" in verdict.summary
+
+
+def test_a_failure_after_a_delay_report_is_a_bounce():
+    n = bounced(2, "delayed", "4.4.1", at=1001.0)
+    failed = Bounce(RUN, 2, 1005.0, "failed", status="5.4.7")
+    verdict = classify(record(note(1), replace(n, bounces=(*n.bounces, failed))))
+    assert verdict.pattern is Pattern.FIRST_ONLY and verdict.bounced == 1
+    assert verdict.delayed == 0
+
+
+def test_a_success_report_is_evidence_but_not_a_delivery():
+    relayed = replace(bounced(2), bounces=(Bounce(RUN, 2, 1001.0, "relayed"),))
+    verdict = classify(record(note(1), relayed))
+    assert verdict.delivered == 1 and verdict.pattern is not Pattern.HEALTHY
+
+
+def test_bounces_are_not_mail_held_per_session():
+    notes = [note(1, session=1, position=1), note(2, session=1, position=2),
+             bounced(3, session=1, position=3), note(4, session=2, position=1),
+             note(5, session=2, position=2), bounced(6, session=2, position=3)]  # fmt: skip
+    assert classify(record(*notes)).pattern is not Pattern.QUEUED_PER_SESSION
+
+
+def test_bounces_that_came_back_after_the_verdict_re_judge_it():
+    late = record(*(bounced(seq, at=JUDGED_AT + 3) for seq in range(1, 4)))
+    revision = revise(late, Pattern.NONE_DELIVERED, JUDGED_AT)
+    assert revision.current.pattern is Pattern.ALL_BOUNCED and revision.late_bounces == 3
+    assert "none_delivered → all_bounced" in revision.summary()
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.booleans(), st.sampled_from([None, *BOUNCE_ACTIONS])),
+        min_size=1,
+        max_size=25,
+    )
+)
+def test_every_notification_is_delivered_bounced_delayed_or_lost_never_two(shape):
+    """Total over any mix of copies, refusals and reports; a bounced notification is never
+    counted delivered, and nothing that bounced or is delayed reads as healthy."""
+    notes = []
+    for seq, (copies, accepted, action) in enumerate(shape, start=1):
+        n = note(seq, delivered=copies, reply=OK if accepted else SmtpReply(550, "no"))
+        if action is not None:
+            n = replace(n, bounces=(Bounce(RUN, seq, 1001.0, action, status="5.1.1"),))
+        notes.append(n)
+    verdict = classify(record(*notes))
+    assert verdict.delivered == sum(1 for n in notes if n.copies)
+    assert verdict.bounced == sum(1 for n in notes if n.bounced)
+    assert verdict.delayed == sum(1 for n in notes if n.delayed)
+    assert not any(n.bounced and n.copies for n in notes)
+    if verdict.severity is Severity.OK:
+        assert verdict.bounced == verdict.delayed == 0
