@@ -24,7 +24,7 @@ def add_parser(
         parents=parents,
         help="run a lab gateway that relays to --relay with a fault --mode",
         description="An SMTP relay with deterministic faults. Modes: healthy, "
-        "first-only[:drop|4xx|5xx], drop-after-k:K, intermittent:P, slow:SECONDS, "
+        "first-only[:drop|4xx|5xx|bounce], drop-after-k:K, intermittent:P, slow:SECONDS, "
         "batch:SECONDS (a queue runner: the first at once, the rest every SECONDS), "
         "queue-per-session:K[:W], duplicate, reject, "
         "stall:PHASE (silent from that phase on: greeting, ehlo, mail, rcpt, data, end_of_data), "

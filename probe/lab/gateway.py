@@ -50,7 +50,9 @@ ModeName = Literal[
     "queue-per-session",
 ]
 MODES: tuple[ModeName, ...] = get_args(ModeName)
-Refusal = Literal["drop", "4xx", "5xx"]  # how first-only refuses; drop: accept and lose
+# How first-only refuses: drop (accept and lose), a 4xx or 5xx reply, or bounce (accept, then
+# return an RFC 3464 report of a next hop's 550 5.7.1 to the envelope sender).
+Refusal = Literal["drop", "4xx", "5xx", "bounce"]
 REFUSALS: tuple[Refusal, ...] = get_args(Refusal)
 _Choice = TypeVar("_Choice", bound=str)
 DEFAULT_QUEUE_RUN_S = 20.0  # `queue-per-session:K` without W: a queue runner every 20 s
@@ -60,7 +62,7 @@ STALL_PHASES = (SmtpPhase.GREETING, SmtpPhase.EHLO, SmtpPhase.MAIL, SmtpPhase.RC
 
 @dataclass(frozen=True)
 class FaultMode:
-    """A parsed `--mode`: `first-only[:drop|4xx|5xx]`, `drop-after-k:K`, `intermittent:P`,
+    """A parsed `--mode`: `first-only[:drop|4xx|5xx|bounce]`, `drop-after-k:K`, `intermittent:P`,
     `slow:SECONDS`, `batch:SECONDS`, `queue-per-session:K[:W]`, `stall:PHASE`, or one of
     `healthy`, `duplicate`, `reject`, `down`.
 
@@ -89,7 +91,7 @@ class FaultMode:
             if name == "first-only":
                 refusal = _member(arg or "drop", REFUSALS)
                 if refusal is None:
-                    raise ValueError("first-only takes drop, 4xx or 5xx")
+                    raise ValueError("first-only takes drop, 4xx, 5xx or bounce")
                 return cls(name, refusal=refusal)
             if name == "drop-after-k" and int(arg) >= 0:
                 return cls(name, k=int(arg))
@@ -112,9 +114,9 @@ class FaultMode:
         except ValueError as exc:
             raise UsageError(f"bad lab mode {text!r}: {exc}") from None
         raise UsageError(
-            f"bad lab mode {text!r}: use healthy, first-only[:drop|4xx|5xx], drop-after-k:K, "
-            "intermittent:P, slow:SECONDS, batch:SECONDS, queue-per-session:K[:W], stall:PHASE, "
-            "duplicate, reject or down"
+            f"bad lab mode {text!r}: use healthy, first-only[:drop|4xx|5xx|bounce], "
+            "drop-after-k:K, intermittent:P, slow:SECONDS, batch:SECONDS, "
+            "queue-per-session:K[:W], stall:PHASE, duplicate, reject or down"
         )
 
 
@@ -130,6 +132,7 @@ class Action:
     refuse: str | None = None  # the SMTP reply line when refusing
     delay_s: float = 0.0
     hold: bool = False  # keep it for the next queue run
+    bounce: bool = False  # accept it, then send a delivery report back to its sender
 
 
 def decide(mode: FaultMode, n: int, rng: random.Random, in_session: int = 1) -> Action:
@@ -140,7 +143,7 @@ def decide(mode: FaultMode, n: int, rng: random.Random, in_session: int = 1) -> 
             return Action(refuse="451 4.3.0 Notification service failed to process the message")
         if mode.refusal == "5xx":
             return Action(refuse="554 5.3.0 Notification service failed to process the message")
-        return Action(copies=0)
+        return Action(copies=0, bounce=mode.refusal == "bounce")
     if mode.name == "drop-after-k" and n > mode.k:
         return Action(copies=0)
     if mode.name == "intermittent":
@@ -154,6 +157,36 @@ def decide(mode: FaultMode, n: int, rng: random.Random, in_session: int = 1) -> 
     if mode.name == "queue-per-session" and in_session > mode.k:
         return Action(hold=True)
     return Action()
+
+
+NEXT_HOP_REFUSAL = "550 5.7.1 Recipient address rejected: notifications not accepted here"
+
+
+def delivery_report(original: bytes, sender: str, rcpt: str, n: int) -> bytes:
+    """The RFC 3464 report a gateway returns when its next hop refused a message: a
+    human-readable part, the delivery status, and the returned headers."""
+    headers, _, _ = original.partition(b"\r\n\r\n")
+    boundary = f"lab-report-{n}"
+    return (
+        (
+            f"From: MAILER-DAEMON@lab-gateway.invalid\r\nTo: <{sender}>\r\n"
+            "Subject: Undelivered Mail Returned to Sender\r\n"
+            f"Date: {formatdate(localtime=True)}\r\nMessage-ID: {make_msgid('lab-report')}\r\n"
+            "MIME-Version: 1.0\r\nAuto-Submitted: auto-replied\r\n"
+            "Content-Type: multipart/report; report-type=delivery-status;\r\n"
+            f' boundary="{boundary}"\r\n'
+            f"\r\n--{boundary}\r\nContent-Type: text/plain\r\n\r\n"
+            f"The next hop refused your message to <{rcpt}>.\r\n"
+            f"\r\n--{boundary}\r\nContent-Type: message/delivery-status\r\n\r\n"
+            "Reporting-MTA: dns; lab-gateway.invalid\r\n\r\n"
+            f"Final-Recipient: rfc822; {rcpt}\r\nOriginal-Recipient: rfc822; {rcpt}\r\n"
+            "Action: failed\r\nStatus: 5.7.1\r\nRemote-MTA: dns; next-hop.lab-gateway.invalid\r\n"
+            f"Diagnostic-Code: smtp; {NEXT_HOP_REFUSAL}\r\n"
+            f"\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        ).encode()
+        + headers
+        + f"\r\n\r\n--{boundary}--\r\n".encode()
+    )
 
 
 def rewrite(content: bytes, domain: str) -> tuple[bytes, str]:
@@ -270,6 +303,9 @@ class LabGateway:
             except Exception as exc:  # a lab gateway that cannot template still relays as is
                 log.warning("lab_rewrite_failed", error=str(exc))
         item = (envelope.mail_from or "", rcpts, content)
+        if action.bounce and envelope.mail_from:
+            report = delivery_report(content, envelope.mail_from, rcpts[0], self._received)
+            self._queue.put_nowait(("", (envelope.mail_from,), report))
         for _ in range(action.copies):
             if action.hold:
                 self._held.append(item)
