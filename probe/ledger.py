@@ -609,6 +609,11 @@ class Ledger:
             out["process_starts"] = self._query(by_run.format("process_starts"), (run_id,))
         return {name: [dict(row) for row in rows] for name, rows in out.items()}
 
+    def returned_messages(self, run_id: str) -> list[tuple[int, bytes]]:
+        """The messages that came back about a run (bounces), as received (capped), by id."""
+        rows = self._by_run("returned_messages", run_id, order="id")
+        return [(int(r["id"]), bytes(r["content"])) for r in rows]
+
     def stored_verdict(self, run_id: str) -> dict[str, Any] | None:
         """The verdict given when the run ended (or when it was recovered), never corrected."""
         return self._verdict_column(run_id, "verdict")

@@ -27,6 +27,7 @@ from probe.ledger import Ledger
 from probe.logs import CAPTURE
 from probe.reporting import (
     PluginThresholds,
+    bounce_lines,
     diagnosis_lines,
     plugin_result,
     rejudge_command,
@@ -154,7 +155,10 @@ def run(args: argparse.Namespace) -> int:
     if fmt == "nagios":
         result = plugin_result(record, verdict, args.warning, args.critical)
         explained = report.explanation
-        print("\n".join([result.line, *diagnosis_lines(explained.diagnosis, explained.possible)]))
+        long_output = bounce_lines(record) + diagnosis_lines(
+            explained.diagnosis, explained.possible
+        )
+        print("\n".join([result.line, *long_output]))
         return int(result.state)
     print(to_text(report))
     return int(verdict.severity)

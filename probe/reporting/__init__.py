@@ -15,7 +15,13 @@ from probe.reporting.artifacts import (
     run_report,
 )
 from probe.reporting.bundle import BundleResult, make_bundle
-from probe.reporting.nagios import PluginThresholds, diagnosis_lines, plugin_result, unknown_line
+from probe.reporting.nagios import (
+    PluginThresholds,
+    bounce_lines,
+    diagnosis_lines,
+    plugin_result,
+    unknown_line,
+)
 from probe.reporting.redact import KINDS, clean_argv, secret_values_in_argv
 from probe.reporting.text import history_text, rejudge_command, report_json, to_json, to_text
 
@@ -25,6 +31,7 @@ __all__ = [
     "PluginThresholds",
     "RunEvidence",
     "RunReport",
+    "bounce_lines",
     "clean_argv",
     "diagnosis_lines",
     "history_text",

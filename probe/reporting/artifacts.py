@@ -272,6 +272,7 @@ class RunEvidence:
     ledger: Path | None = None
     original: StoredVerdict | None = None
     correction: StoredVerdict | None = None
+    returned: tuple[tuple[int, bytes], ...] = ()  # bounce messages as received, by ledger id
 
     @property
     def run_id(self) -> str:
@@ -307,6 +308,7 @@ def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
         ledger=ledger.path,
         original=original,
         correction=correction,
+        returned=tuple(ledger.returned_messages(run_id)),
     )
 
 

@@ -106,6 +106,10 @@ def build(ev: RunEvidence, redactor: Redactor, command_line: Sequence[str]) -> l
         sink_rows = [d for d in ev.rows.get("deliveries", []) if d.get("seq") == n.seq]
         transcript = transcript_text(ev.record, n, sink_rows)
         files[f"transcripts/seq-{n.seq:04d}.txt"] = redactor.redact(transcript).encode("utf-8")
+    for returned_id, content in ev.returned:
+        # Kept byte for byte where no secret or host name is replaced (latin-1 maps each byte).
+        text = redactor.redact(content.decode("latin-1"))
+        files[f"bounces/returned-{returned_id:04d}.eml"] = text.encode("latin-1", "replace")
     if ev.explanation.modules_json is not None:
         put_json("modules.json", ev.explanation.modules_json)
     for name, value in ev.other_artifacts:

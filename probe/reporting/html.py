@@ -17,7 +17,7 @@ from probe import __version__
 from probe.delivery import SettleWindow
 from probe.records import Notification, Submission
 from probe.reporting.artifacts import RunEvidence, RunReport
-from probe.reporting.text import advice, rejudge_line
+from probe.reporting.text import advice, outcome, rejudge_line
 from probe.verdict import Severity, gateway_order
 
 Clean = Callable[[str], str]
@@ -94,6 +94,8 @@ def render(ev: RunEvidence, clean: Clean) -> str:
         f"<span>accepted <b>{verdict.accepted}</b></span>"
         f"<span>delivered <b>{verdict.delivered}</b></span>"
         f"<span>not attempted <b>{verdict.not_attempted}</b></span>"
+        f"<span>bounced <b>{verdict.bounced}</b></span>"
+        f"<span>delayed <b>{verdict.delayed}</b></span>"
         f"<span>sink verified <b>{esc(_yes_no(verdict.sink_verified))}</b></span></p>",
         f"<p><b>What it means:</b> {esc(meaning)}</p>",
         *(
@@ -213,7 +215,8 @@ def _notifications_table(
 ) -> list[str]:
     out = [
         '<h2 id="notifications">Notifications</h2><table><tr><th>seq</th><th>submitted</th>'
-        "<th>gateway reply</th><th>delivered</th><th>latency</th><th>copies</th></tr>"
+        "<th>gateway reply</th><th>delivered</th><th>latency</th><th>copies</th>"
+        "<th>report that came back</th></tr>"
     ]
     for n in notifications[:MAX_ROWS]:
         s = n.submission
@@ -221,13 +224,15 @@ def _notifications_table(
         reply = (
             s.describe() if s else f"not attempted: {n.not_attempted}" if n.not_attempted else ""
         )
-        delivered = f"+{n.delivered_at - t0:.3f} s" if n.delivered_at is not None else "lost"
+        delivered = f"+{n.delivered_at - t0:.3f} s" if n.delivered_at is not None else outcome(n)
+        bounce = n.bounce.describe() if n.bounce is not None else ""
         latency = f"{n.latency_s:.3f} s" if n.latency_s is not None else ""
         label = "0 (control)" if n.is_control else str(n.seq)
         out.append(
             f'<tr><td class="num">{esc(label)}</td><td class="num">{esc(submitted)}</td>'
             f'<td class="mono">{esc(reply)}</td><td class="num">{esc(delivered)}</td>'
-            f'<td class="num">{esc(latency)}</td><td class="num">{n.copies}</td></tr>'
+            f'<td class="num">{esc(latency)}</td><td class="num">{n.copies}</td>'
+            f'<td class="mono">{esc(bounce)}</td></tr>'
         )
     out.append("</table>")
     return out

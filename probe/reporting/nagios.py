@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from probe.diagnosis import Diagnosis, PossibleIssue
 from probe.records import RunRecord
-from probe.verdict import Severity, Verdict
+from probe.verdict import Severity, Verdict, seq_ranges
 
 STATE_WORD = {
     Severity.OK: "OK",
@@ -151,6 +151,16 @@ def diagnosis_lines(diagnosis: Diagnosis | None, possible: Sequence[PossibleIssu
                        f"({diagnosis.confidence.word} confidence): {diagnosis.cause}; "
                        f"what to do: {diagnosis.runbook}")]  # fmt: skip
     return [_clean(f"possible known issue: {p.line}") for p in possible]
+
+
+def bounce_lines(record: RunRecord) -> list[str]:
+    """The plugin's long output about what came back: one line per distinct report, with the
+    notifications it names, so a pager shows the status and the diagnostic."""
+    groups: dict[str, list[int]] = {}
+    for n in record.burst:
+        if (n.bounced or n.delayed) and n.bounce is not None:
+            groups.setdefault(n.bounce.describe(), []).append(n.seq)
+    return [_clean(f"seq {seq_ranges(seqs)}: {text}") for text, seqs in groups.items()]
 
 
 def unknown_line(message: str) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from probe.delivery import INSECURE_WARNING, SettleWindow, StoredVerdict
 from probe.host import ModuleState
-from probe.records import Notification, Run, RunRecord
+from probe.records import Bounce, Notification, Run, RunRecord
 from probe.reporting.artifacts import InventoryView, KeptChecks, RunReport, StoredExplanation
 from probe.reporting.nagios import STATE_WORD
 from probe.verdict import Cause, Pattern, Revision, Verdict
@@ -70,6 +70,14 @@ MEANING: dict[Pattern, tuple[str, str]] = {
         "Read the refusal replies in the evidence: 4xx, the gateway's queue or backend; 5xx, "
         "relay rules, sender or recipient policy.",
     ),
+    Pattern.ALL_BOUNCED: (
+        "The gateway accepted the notifications, and a mail server after it refused every one: "
+        "the reports that came back to the probe say which server, with what status and why.",
+        "Read the status and diagnostic in the evidence: 5.1.x or 5.4.x, the route (is the "
+        "probe domain routed to the sink from the gateway?); 5.7.x, a policy of the server the "
+        "report names (relay rules, sender checks). Fix it there and probe again; see "
+        "docs/patterns.md#all_bounced.",
+    ),
     Pattern.SLOW: (
         "Everything arrived, but later than the threshold.",
         "Check the gateway's queue and its downstream relay for backlog.",
@@ -100,6 +108,8 @@ def to_json(record: RunRecord, verdict: Verdict) -> dict[str, Any]:
         "accepted": verdict.accepted,
         "delivered": verdict.delivered,
         "not_attempted": verdict.not_attempted,
+        "bounced": verdict.bounced,
+        "delayed": verdict.delayed,
         "verdict": verdict.to_dict(),
         "settle": _window_json(run),
         "security": run.options.get("security"),
@@ -142,6 +152,35 @@ def _notification_json(n: Notification) -> dict[str, Any]:
         "latency_s": round(n.latency_s, 6) if n.latency_s is not None else None,
         "copies": n.copies,
         "found_in": sorted({d.found_in for d in n.deliveries}),
+        "outcome": outcome(n),
+        "bounces": [_bounce_json(b) for b in n.bounces],
+    }
+
+
+def outcome(n: Notification) -> str:
+    """One word for what became of a notification: delivered, bounced, delayed, lost (nothing
+    came back), or not sent."""
+    if n.copies:
+        return "delivered"
+    if n.bounced:
+        return "bounced"
+    if n.delayed:
+        return "delayed"
+    return "lost" if n.attempted else "not sent"
+
+
+def _bounce_json(b: Bounce) -> dict[str, Any]:
+    return {
+        "received_at": b.received_at,
+        "action": b.action,
+        "status": b.status,
+        "diagnostic": b.diagnostic,
+        "remote_mta": b.remote_mta,
+        "reporting_mta": b.reporting_mta,
+        "recipient": b.recipient,
+        "named_by": b.named_by,
+        "confirmed": b.confirmed,
+        "format": b.format,
     }
 
 
@@ -248,6 +287,8 @@ def verdict_section(report: RunReport) -> list[str]:
     run, verdict = report.record.run, report.verdict
     took = f" · {run.finished_at - run.started_at:.2f} s" if run.finished_at is not None else ""
     skipped = f" · not attempted {verdict.not_attempted}" if verdict.not_attempted else ""
+    skipped += f" · bounced {verdict.bounced}" if verdict.bounced else ""
+    skipped += f" · delayed {verdict.delayed}" if verdict.delayed else ""
     meaning, action = advice(verdict)
     window = SettleWindow.from_options(run.options)
     lines = [
@@ -271,7 +312,11 @@ def verdict_section(report: RunReport) -> list[str]:
 def rejudge_line(report: RunReport) -> str | None:
     """The re-judge command, for the verdicts that late mail can still change."""
     verdict = report.verdict
-    if verdict.pattern is Pattern.QUEUED_PER_SESSION or verdict.cause is Cause.CUT_OFF:
+    if (
+        verdict.pattern is Pattern.QUEUED_PER_SESSION
+        or verdict.cause is Cause.CUT_OFF
+        or verdict.delayed
+    ):
         return rejudge_command(report.record.run.run_id, report.ledger)
     return None
 
