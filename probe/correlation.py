@@ -115,13 +115,18 @@ def bounce_address_tokens(rcpts: Iterable[str]) -> list[FoundToken]:
 
 
 def bounce_address_run(rcpts: Iterable[str]) -> str | None:
-    """The run named by a bounce address of the older, run-wide form (`probe-bounce+<run>`)."""
+    """The run a bounce address names, whether or not its token checks (a report that names no
+    notification is still kept with its run), or in the older run-wide form
+    (`probe-bounce+<run>`)."""
     for rcpt in rcpts:
-        local, _ = split_address(rcpt)
-        if is_bounce_address(rcpt) and not find_tokens(local):
-            run = local[len(BOUNCE_PREFIX) :].lower()
-            if re.fullmatch(rf"[0-9a-f]{{{RUN_ID_HEX}}}", run):
-                return run
+        if not is_bounce_address(rcpt):
+            continue
+        local = split_address(rcpt)[0][len(BOUNCE_PREFIX) :].lower()
+        tokens = find_tokens(local)
+        if tokens:
+            return tokens[0].ref.run_id
+        if re.fullmatch(rf"[0-9a-f]{{{RUN_ID_HEX}}}", local):
+            return local
     return None
 
 
