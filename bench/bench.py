@@ -280,10 +280,13 @@ def end_to_end_figures(messages: int) -> list[Figure]:
 # -- 4. time to a critical verdict: default window, learned window -------------------------------
 
 
-async def first_only_verdict_s(ledger: Ledger, port: int) -> tuple[float, SettleWindow | None]:
-    """A first-only lab gateway on `port`, 20 notifications, default options: start to verdict."""
+async def first_only_verdict_s(
+    ledger: Ledger, port: int, mode: str = "first-only"
+) -> tuple[float, SettleWindow | None]:
+    """A first-only lab gateway on `port`, 20 notifications, default options: start to verdict.
+    `first-only:bounce` returns every later notification as a bounce instead of losing it."""
     sink = Endpoint("127.0.0.1", free_port())
-    gateway = LabGateway(Endpoint("127.0.0.1", port), sink, FaultMode.parse("first-only"))
+    gateway = LabGateway(Endpoint("127.0.0.1", port), sink, FaultMode.parse(mode))
     async with gateway as gw:
         started = time.perf_counter()
         outcome = await run_probe(
@@ -305,7 +308,7 @@ async def healthy_history(ledger: Ledger, port: int, runs: int) -> None:
 
 def time_to_verdict(repeats: int) -> list[Figure]:
     fixed_timeout_s = 30.0  # a mail-loop check with a fixed delivery timeout needs all of it
-    default, learned = [], []
+    default, learned, bounced = [], [], []
     for _ in range(repeats):  # interleaved, so drift hits both sides alike
         with tempfile.TemporaryDirectory() as tmp:
             with Ledger(Path(tmp) / "empty.sqlite3") as ledger:
@@ -318,6 +321,12 @@ def time_to_verdict(repeats: int) -> list[Figure]:
                 elapsed, window = asyncio.run(first_only_verdict_s(ledger, port))
                 assert window is not None and window.source is WindowSource.LEARNED, window
                 learned.append(elapsed)
+            with Ledger(Path(tmp) / "bounced.sqlite3") as ledger:
+                elapsed, window = asyncio.run(
+                    first_only_verdict_s(ledger, free_port(), "first-only:bounce")
+                )
+                assert window is not None and window.source is WindowSource.DEFAULT, window
+                bounced.append(elapsed)
     reference = "fixed 30 s delivery timeout (mail-loop checks)"
     return [
         Figure("time to a critical verdict, first-only gateway, 20 notifications, default "
@@ -328,6 +337,11 @@ def time_to_verdict(repeats: int) -> list[Figure]:
                f"{MIN_HEALTHY_RUNS} healthy runs", statistics.median(learned), "s",
                reference, fixed_timeout_s, statistics.median(learned) / fixed_timeout_s,
                0.1, spread(learned), False),
+        Figure("time to a critical verdict, first-only gateway whose later notifications all "
+               "bounce, no history", statistics.median(bounced), "s",
+               f"the default settle window it no longer waits out ({DEFAULT_WINDOW_S:g} s)",
+               DEFAULT_WINDOW_S, statistics.median(bounced) / DEFAULT_WINDOW_S,
+               0.2, spread(bounced), False),
     ]  # fmt: skip
 
 
