@@ -117,9 +117,10 @@ class CaptureHandler:
 class Capture:
     """An SMTP server that keeps every message it is given (the fixture program's sink)."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         self.handler = CaptureHandler()
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=free_port())
+        port = port if port is not None else free_port()
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=port)
 
     @property
     def port(self) -> int:
