@@ -81,12 +81,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _private_exim(root: Path, sink_port: int) -> list[str]:
+def _private_exim(
+    root: Path, sink_port: int, config_text: str = CONFIG, **values: object
+) -> list[str]:
     """Lay out one Exim instance in `root`; returns the command that starts its daemon.
 
-    Every file is copied in, so the daemon's unprivileged children need nothing outside it.
-    `exim` is a wrapper that sets the library path and the private user table on every
-    re-exec (Exim purges its environment, and re-executes itself for deliveries and queue runs).
+    `config_text` is its configuration (default: relay the probe domain to the sink), formatted
+    with root, sink_port and `values`. Every file is copied in, so the daemon's unprivileged
+    children need nothing outside it. `exim` is a wrapper that sets the library path and the
+    private user table on every re-exec (Exim purges its environment, and re-executes itself
+    for deliveries and queue runs).
     """
     libdir = UNPACKED / "usr/lib/x86_64-linux-gnu"
     lib = root / "lib"
@@ -113,7 +117,7 @@ def _private_exim(root: Path, sink_port: int) -> list[str]:
         (root / folder).mkdir()
         os.chown(root / folder, uid, gid)
     config = root / "exim.conf"
-    config.write_text(CONFIG.format(root=root, sink_port=sink_port))
+    config.write_text(config_text.format(root=root, sink_port=sink_port, **values))
     return [str(wrapper), "-C", str(config), "-bdf", "-oX", str(_free_port()), f"-q{QUEUE_RUN_S}s"]
 
 

@@ -14,15 +14,10 @@ NOTIFYPROBE_REQUIRE_POSTFIX=1 to turn such a skip into a failure (for CI that in
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
@@ -32,244 +27,24 @@ import pytest
 
 from probe.correlation import recipient_for
 from probe.delivery.burst import compose
+from tests.private_postfix import DOMAIN, PrivatePostfix, private_postfix
 
-POSTFIX = Path("/usr/sbin/postfix")
-POSTCONF = Path("/usr/sbin/postconf")
-DOMAIN = "probe.invalid"
 COUNT = 10
 FIXED_RECIPIENT = f"notifications@{DOMAIN}"
-START_TIMEOUT_S = 15.0  # first start creates the queue tree: about 3 s here
-LISTEN_TIMEOUT_S = 10.0
-STOP_TIMEOUT_S = 10.0
-LOG_TIMEOUT_S = 5.0
 BURST_TIMEOUT_S = 60.0
-
-# Every service the master may need to relay mail and log to a file, none chrooted (the queue
-# lives in a temp dir, not in a prepared chroot). smtpd is added per instance on its own port.
-MASTER_CF_SERVICES = """\
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
-
-
-def _require_or_skip(reason: str) -> None:
-    """Skip, unless the environment says Postfix must be there (then a skip would hide a bug)."""
-    if os.environ.get("NOTIFYPROBE_REQUIRE_POSTFIX") == "1":
-        pytest.fail(f"NOTIFYPROBE_REQUIRE_POSTFIX=1 but {reason}")
-    pytest.skip(reason)
-
-
-def _free_port() -> int:
-    """A loopback port nobody listens on now (the kernel picks it, we release it at once)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class PrivatePostfix:
-    """One Postfix instance that lives entirely in `root` and relays DOMAIN to the sink port.
-
-    `postfix -c CONFDIR` makes every Postfix program (and, through MAIL_CONFIG, every daemon the
-    master spawns) read this instance's main.cf, so it coexists with any system instance.
-    """
-
-    def __init__(
-        self,
-        root: Path,
-        sink_port: int,
-        extra: dict[str, str] | None = None,
-        tables: dict[str, str] | None = None,
-    ):
-        self.root = root
-        self.conf = root / "conf"
-        self.queue = root / "queue"
-        self.data = root / "data"
-        self.maillog = root / "maillog"
-        self.sink_port = sink_port
-        self.smtpd_port = _free_port()
-        self.extra = extra or {}  # main.cf overrides; "{conf}" stands for the config directory
-        self.tables = tables or {}  # lookup table files to write into the config directory
-
-    def main_cf(self) -> dict[str, str]:
-        settings = {
-            "compatibility_level": "3.6",
-            "config_directory": str(self.conf),
-            "queue_directory": str(self.queue),
-            "data_directory": str(self.data),
-            "mail_owner": "postfix",
-            "setgid_group": "postdrop",
-            # A fixed FQDN: a container's short hostname would make Postfix complain.
-            "myhostname": "gateway.notifyprobe-lab.invalid",
-            "inet_interfaces": "127.0.0.1",
-            "inet_protocols": "ipv4",
-            # Never deliver locally, relay only the probe domain, only for loopback clients.
-            "mydestination": "",
-            "relay_domains": DOMAIN,
-            "mynetworks": "127.0.0.0/8",
-            "smtpd_relay_restrictions": "permit_mynetworks, reject",
-            "transport_maps": f"inline:{{ {DOMAIN}=smtp:[127.0.0.1]:{self.sink_port} }}",
-            # No syslog in a container: postlogd writes this instance's log to a file.
-            "maillog_file": str(self.maillog),
-            "maillog_file_prefixes": str(self.root),
-            # Loopback only, no DNS, and retry fast should the sink not be up yet.
-            "smtp_dns_support_level": "disabled",
-            "smtp_host_lookup": "native",
-            "queue_run_delay": "1s",
-            "minimal_backoff_time": "1s",
-            "maximal_backoff_time": "2s",
-            "in_flow_delay": "0",
-        }
-        settings.update({key: value.format(conf=self.conf) for key, value in self.extra.items()})
-        return settings
-
-    def write_config(self) -> None:
-        self.conf.mkdir(parents=True)
-        self.queue.mkdir()
-        self.data.mkdir()
-        shutil.chown(self.data, user="postfix")
-        lines = [f"{key} = {value}" for key, value in self.main_cf().items()]
-        (self.conf / "main.cf").write_text("\n".join(lines) + "\n", encoding="ascii")
-        smtpd = f"127.0.0.1:{self.smtpd_port} inet n - n - - smtpd\n"
-        (self.conf / "master.cf").write_text(smtpd + MASTER_CF_SERVICES, encoding="ascii")
-        for name, text in self.tables.items():
-            (self.conf / name).write_text(text, encoding="ascii")
-
-    def postfix(self, *args: str, timeout: float = START_TIMEOUT_S) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [str(POSTFIX), "-c", str(self.conf), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    def running(self) -> bool:
-        return self.postfix("status", timeout=STOP_TIMEOUT_S).returncode == 0
-
-    def start(self) -> None:
-        """Start the master and wait (bounded) until smtpd answers with a 220 banner."""
-        self.write_config()
-        result = self.postfix("start")
-        if result.returncode != 0:
-            raise RuntimeError(f"postfix start failed: {(result.stderr or result.stdout).strip()}")
-        self.wait_for_banner()
-
-    def wait_for_banner(self) -> None:
-        deadline = time.monotonic() + LISTEN_TIMEOUT_S
-        last = "no attempt"
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.smtpd_port), timeout=1.0) as s:
-                    s.settimeout(2.0)
-                    banner = s.recv(512).decode("ascii", "replace")
-                    if banner.startswith("220"):
-                        s.sendall(b"QUIT\r\n")
-                        return
-                    last = f"unexpected banner {banner.strip()!r}"
-            except OSError as exc:
-                last = str(exc)
-            time.sleep(0.05)
-        raise RuntimeError(
-            f"Postfix smtpd on 127.0.0.1:{self.smtpd_port} not ready after "
-            f"{LISTEN_TIMEOUT_S:.0f} s ({last}); maillog:\n{self.log_tail()}"
-        )
-
-    def stop(self) -> None:
-        """Stop the master and wait (bounded) for it to be gone; abort if it lingers."""
-        if not (self.queue / "pid" / "master.pid").exists():
-            return
-        self.postfix("stop", timeout=STOP_TIMEOUT_S)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while self.running():
-            if time.monotonic() > deadline:
-                self.postfix("abort", timeout=STOP_TIMEOUT_S)
-                break
-            time.sleep(0.1)
-
-    def log_tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.maillog.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no maillog)"
-
-    def wait_for_log(self, patterns: list[re.Pattern[str]]) -> str:
-        """The maillog once every pattern matches in it (postlogd writes asynchronously)."""
-        deadline = time.monotonic() + LOG_TIMEOUT_S
-        while True:
-            text = self.maillog.read_text(errors="replace") if self.maillog.exists() else ""
-            missing = [p.pattern for p in patterns if not p.search(text)]
-            if not missing or time.monotonic() > deadline:
-                assert not missing, f"not in the Postfix log: {missing}\n{self.log_tail()}"
-                return text
-            time.sleep(0.1)
-
-
-def _postfix_unavailable() -> str | None:
-    if not POSTFIX.exists() or not POSTCONF.exists():
-        return f"Postfix is not installed ({POSTFIX} missing; .ci/system-packages installs it)"
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return "a private Postfix instance needs root (its master runs as root)"
-    import grp  # POSIX only, like the rest of this module's subject
-    import pwd
-
-    try:
-        pwd.getpwnam("postfix")
-        grp.getgrnam("postdrop")
-    except KeyError as exc:
-        return f"Postfix's postfix user or postdrop group is missing: {exc}"
-    return None
-
-
-def _private_postfix(
-    extra: dict[str, str] | None = None, tables: dict[str, str] | None = None
-) -> Iterator[PrivatePostfix]:
-    reason = _postfix_unavailable()
-    if reason is not None:
-        _require_or_skip(reason)
-    # Not pytest's tmp_path: its parent is mode 0700 and the daemons run as the postfix user,
-    # so they could not reach their own queue directory.
-    root = Path(tempfile.mkdtemp(prefix="notifyprobe-postfix-"))
-    root.chmod(0o755)
-    instance = PrivatePostfix(root, sink_port=_free_port(), extra=extra, tables=tables)
-    try:
-        try:
-            instance.start()
-        except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-            _require_or_skip(f"the private Postfix instance could not start: {exc}")
-        yield instance
-    finally:
-        instance.stop()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def relaying_postfix() -> Iterator[PrivatePostfix]:
     """Postfix that relays the probe domain to the sink unchanged, apart from its headers."""
-    yield from _private_postfix()
+    yield from private_postfix()
 
 
 @pytest.fixture(scope="module")
 def rewriting_postfix() -> Iterator[PrivatePostfix]:
     """Postfix that rewrites every probe+<token> recipient to one fixed address."""
     rule = rf"/^probe\+.*@{re.escape(DOMAIN)}$/ {FIXED_RECIPIENT}" + "\n"
-    yield from _private_postfix(
+    yield from private_postfix(
         extra={"recipient_canonical_maps": "regexp:{conf}/recipient_canonical"},
         tables={"recipient_canonical": rule},
     )
@@ -279,7 +54,7 @@ def rewriting_postfix() -> Iterator[PrivatePostfix]:
 def rate_delayed_postfix() -> Iterator[PrivatePostfix]:
     """Postfix that spaces deliveries to the sink one second apart, as MTAs that throttle a
     destination do: the first notification arrives at once, the next ones later."""
-    yield from _private_postfix(extra={"default_destination_rate_delay": "1s"})
+    yield from private_postfix(extra={"default_destination_rate_delay": "1s"})
 
 
 def run_burst(
