@@ -247,6 +247,7 @@ def _rfc3464(blocks: list[list[tuple[str, str]]]) -> tuple[str, tuple[RecipientR
 def _recipient_block(fields: dict[str, str]) -> RecipientReport | None:
     status_match = _STATUS_RE.search(fields.get("status", ""))
     status = status_match.group(0) if status_match else ""
+    status = _specific(status, fields.get("diagnostic-code", ""))
     action = _action(fields.get("action", ""), status)
     recipient = _typed(fields.get("original-recipient", "")) or _typed(
         fields.get("final-recipient", "")
@@ -260,6 +261,17 @@ def _recipient_block(fields: dict[str, str]) -> RecipientReport | None:
         remote_mta=_typed(fields.get("remote-mta", "")),
         recipient=recipient,
     )
+
+
+def _specific(status: str, diagnostic: str) -> str:
+    """A generic `X.0.0` (Exim writes `5.0.0` whatever the next hop said) refined by the status
+    the next hop's own reply in the diagnostic gives, when it is of the same class."""
+    if not re.fullmatch(r"[245]\.0\.0", status):
+        return status
+    quoted = _STATUS_RE.search(diagnostic)
+    if quoted is not None and quoted.group(1) == status[0]:
+        return quoted.group(0)
+    return status
 
 
 def _action(text: str, status: str) -> BounceAction | None:

@@ -153,6 +153,7 @@ def _notification_json(n: Notification) -> dict[str, Any]:
         "copies": n.copies,
         "found_in": sorted({d.found_in for d in n.deliveries}),
         "outcome": outcome(n),
+        "bounce": _bounce_json(n.bounce) if n.bounce is not None else None,  # the deciding one
         "bounces": [_bounce_json(b) for b in n.bounces],
     }
 

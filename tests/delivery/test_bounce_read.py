@@ -45,11 +45,12 @@ EXPECTED: dict[str, tuple[BounceFormat, str, RecipientReport]] = {
         "gateway.notifyprobe-lab.invalid",
         RecipientReport("delayed", "4.7.1", "smtp; 450 4.7.1 try again later", "127.0.0.1", RCPT),
     ),
-    # Exim 4.96 writes a generic Status; the remote's 5.7.1 is in the diagnostic.
+    # Exim 4.96 writes a generic Status (5.0.0); the remote's 5.7.1, quoted in the diagnostic,
+    # is the status read.
     "exim-failed.eml": (
         "rfc3464",
         "exim-gateway.invalid",
-        RecipientReport("failed", "5.0.0", f"smtp; {REFUSED}", "127.0.0.1", RCPT),
+        RecipientReport("failed", "5.7.1", f"smtp; {REFUSED}", "127.0.0.1", RCPT),
     ),
     "exim-plain-failed.eml": (
         "exim",
