@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import aiosmtplib
 import pytest
@@ -159,3 +160,32 @@ def test_no_message_to_the_bounce_address_ever_counts_as_a_delivery(
             assert ledger.delivery_count(RUN) == 0
 
     asyncio.run(exchange())
+
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "bounces"
+FIXTURE_RUN, FIXTURE_SEQ = "0123456789", 7
+
+
+@pytest.mark.parametrize(
+    ("name", "action", "status"),
+    [
+        ("postfix-failed.eml", "failed", "5.7.1"),
+        ("postfix-delayed.eml", "delayed", "4.7.1"),
+        ("exim-failed.eml", "failed", "5.7.1"),
+        ("exim-plain-failed.eml", "failed", "5.7.1"),
+        ("exim-plain-delayed.eml", "delayed", ""),
+        ("qmail-failed.eml", "failed", "5.7.1"),
+        ("exchange-failed.eml", "failed", "5.7.1"),
+    ],
+)
+async def test_every_known_bounce_format_reaches_its_notification_as_a_bounce(
+    sink, ledger, name, action, status
+):
+    ledger.create_run(Run(FIXTURE_RUN, "gw:25", DOMAIN, 7, time.time()))
+    token = TEST_KEY.token(FIXTURE_RUN, FIXTURE_SEQ)
+    content = (FIXTURES / name).read_bytes()
+    assert await send(sink, "", sender_for(token, DOMAIN), content) == 250
+    n = ledger.load(FIXTURE_RUN).notifications[FIXTURE_SEQ]
+    assert n.copies == 0 and n.bounce is not None
+    assert n.bounce.action == action and n.bounce.confirmed
+    assert n.bounce.status.startswith(status)
