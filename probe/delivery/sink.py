@@ -11,7 +11,8 @@ import asyncio
 import ssl
 import time
 from collections.abc import Callable
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -46,6 +47,7 @@ from probe.records import (
 )
 
 log = structlog.get_logger("notifyprobe.sink")
+T = TypeVar("T")
 
 DeliveryCallback = Callable[[TokenRef, float], None]
 BounceCallback = Callable[[TokenRef, float, BounceAction], None]
@@ -108,10 +110,7 @@ class SinkHandler:
             message.mail_from, content
         ):
             return await self._returned(rcpts, content, message)
-        if len(content) > PARSE_IN_THREAD_BYTES:
-            found = await asyncio.to_thread(locate_tokens, rcpts, content)
-        else:
-            found = locate_tokens(rcpts, content)
+        found = await _parsed(partial(locate_tokens, rcpts), content)
         tokens, not_counted = self.authentic(found)
         writes: list[asyncio.Future[bool] | asyncio.Future[None]] = [
             self.writer.record_delivery(ref, where, message) for ref, where in tokens
@@ -131,10 +130,7 @@ class SinkHandler:
 
     async def _returned(self, rcpts: list[str], content: bytes, message: ReceivedMessage) -> str:
         """A bounce: what it says of each notification it names, kept with the message."""
-        if len(content) > PARSE_IN_THREAD_BYTES:
-            report = await asyncio.to_thread(read_bounce, content)
-        else:
-            report = read_bounce(content)
+        report = await _parsed(read_bounce, content)
         named = self.named_by_bounce(rcpts, report)
         reason = "bounce naming no known notification"
         is_report = bool(report.recipients) or looks_like_bounce(message.mail_from, content)
@@ -143,7 +139,8 @@ class SinkHandler:
             # no evidence of what became of the notification.
             named, reason = [], "bounce address: not a delivery report"
         bounces = tuple(
-            _bounce(ref, by, report, message.received_at, self.key_token(ref)) for ref, by in named
+            _bounce(ref, by, report, message.received_at, self.key.token(ref.run_id, ref.seq))
+            for ref, by in named
         )
         run_id = named[0][0].run_id if named else bounce_address_run(rcpts)
         returned = Returned(message, content, report.format, run_id, bounces, reason)
@@ -168,9 +165,6 @@ class SinkHandler:
             return [(ref, "verp") for ref in verp[:MAX_TOKENS_PER_MESSAGE]]
         returned = [f.ref for f in report.returned_tokens if self.key.verify(f)]
         return [(ref, "token") for ref in dict.fromkeys(returned)][:MAX_TOKENS_PER_MESSAGE]
-
-    def key_token(self, ref: TokenRef) -> str:
-        return self.key.token(ref.run_id, ref.seq)
 
     async def _committed(self, writes: list[asyncio.Future[Any]]) -> list[Any] | None:
         """The writes' results once durable; None (logged) when the ledger refused them."""
@@ -271,6 +265,14 @@ class Sink:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+async def _parsed(parse: Callable[[bytes], T], content: bytes) -> T:
+    """`parse(content)`, off the event loop for a large message: other sessions keep being
+    served while it is read."""
+    if len(content) > PARSE_IN_THREAD_BYTES:
+        return await asyncio.to_thread(parse, content)
+    return parse(content)
 
 
 def _peer(session: Session) -> str:
