@@ -19,6 +19,7 @@ from probe.delivery import (
     BurstSettings,
     Patience,
     ProbeSettings,
+    refuse_own_sink,
 )
 from probe.verdict import Thresholds
 
@@ -167,6 +168,10 @@ def add_burst_options(p: argparse.ArgumentParser, *, gateway_required: bool) -> 
 
 
 def settings_from(args: argparse.Namespace) -> ProbeSettings:
+    """The settings of one run; a usage error, before anything is sent, when they cannot make
+    an honest run (a gateway that is the sink itself, a sink open to anyone)."""
+    if args.gateway is not None:  # with its own sink or not: --sink is where the sink listens
+        refuse_own_sink(args.gateway, args.sink)
     access = access_from(args)
     if args.own_sink:
         access.check_bind(args.sink.host)

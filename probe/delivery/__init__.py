@@ -2,12 +2,14 @@
 
 `run_probe` is the entry point: one burst with `ProbeSettings`, judged into a `ProbeOutcome`.
 `Sink` records what arrives; `SharedSink` serves several runs (watch); TLS, AUTH and the sink's
-limits and access rules are configured here too.
+limits and access rules are configured here too; `refuse_own_sink` stops a run whose gateway
+is the sink itself before anything is sent.
 """
 
 from probe.delivery.burst import Sender
 from probe.delivery.credentials import Secret, hide_secret, password_from_env, password_from_file
 from probe.delivery.late import StoredVerdict, look_back, revisit
+from probe.delivery.own_sink import is_own_sink, own_sink_message, refuse_own_sink
 from probe.delivery.run import (
     DeliveryHub,
     ProbeOutcome,
@@ -63,10 +65,13 @@ __all__ = [
     "TlsMode",
     "client_network",
     "hide_secret",
+    "is_own_sink",
     "judge_cut_run",
     "look_back",
+    "own_sink_message",
     "password_from_env",
     "password_from_file",
+    "refuse_own_sink",
     "revisit",
     "run_probe",
     "server_context",
