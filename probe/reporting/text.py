@@ -218,6 +218,14 @@ def report_json(report: RunReport) -> dict[str, Any]:
             "original_verdict": asdict(report.original),
             "corrected_verdict": asdict(correction) if correction is not None else None,
         }
+    earlier = report.explanation_at_verdict
+    if earlier is not None and report.revision is not None:
+        fields = earlier.json_fields()
+        revision["diagnosis_at_verdict"] = {
+            "verdict": report.revision.original.value,
+            "diagnosis": fields["diagnosis"],
+            "possible_known_issues": fields["possible_known_issues"],
+        }
     return (
         to_json(report.record, report.verdict)
         | {"meaning": meaning, "what_to_do": action}
@@ -234,6 +242,7 @@ def to_text(report: RunReport) -> str:
         verdict_section(report)
         + modules_section(report.explanation.inventory)
         + diagnosis_section(report.explanation)
+        + diagnosis_at_verdict_section(report)
         + checks_section(report.upgrade_checks)
         + ([revision_text(report.revision)] if report.revision is not None else [])
         + (
@@ -353,6 +362,26 @@ def diagnosis_section(explanation: StoredExplanation) -> list[str]:
         f"    reference: {diagnosis.reference}",
         f"    runbook:   {diagnosis.runbook}",
     ]
+
+
+def diagnosis_at_verdict_section(report: RunReport) -> list[str]:
+    """Under a diagnosis recomputed for a corrected verdict: what the original verdict was told."""
+    earlier, revision = report.explanation_at_verdict, report.revision
+    if earlier is None or revision is None:
+        return []
+    return [
+        f"  Said with the original verdict ({revision.original.value}), before late mail "
+        f"corrected it to {revision.current.pattern.value}:",
+        *(f"    · {line}" for line in said_lines(earlier)),
+    ]
+
+
+def said_lines(explanation: StoredExplanation) -> list[str]:
+    """A diagnosis and its possible known issues, one line each."""
+    d = explanation.diagnosis
+    lines = [f"diagnosis [{d.signature}] {d.title} ({d.confidence.word} confidence)"] if d else []
+    lines += [f"possible known issue {p.line}" for p in explanation.possible]
+    return lines or ["no diagnosis, no possible known issue"]
 
 
 def checks_section(kept: Sequence[KeptChecks]) -> list[str]:
