@@ -14,6 +14,7 @@ from probe.cli.hardening import (
     sink_tls_from,
 )
 from probe.delivery import (
+    DEFAULT_DOMAIN,
     DEFAULT_WINDOW_S,
     MIN_HEALTHY_RUNS,
     BurstSettings,
@@ -54,8 +55,10 @@ def add_burst_options(p: argparse.ArgumentParser, *, gateway_required: bool) -> 
     send.add_argument(
         "--domain",
         type=domain,
-        default="probe.invalid",
-        help="probe domain: every recipient is probe+<token>@DOMAIN (default: probe.invalid)",
+        default=DEFAULT_DOMAIN,
+        help="probe domain: every recipient is probe+<token>@DOMAIN, routed to the sink by the "
+        f"gateway's mail server (default: {DEFAULT_DOMAIN}, which routes nowhere: for the lab "
+        "gateway only)",
     )
     default, describe = BurstSettings(), BurstSettings.describe
     send.add_argument(

@@ -17,7 +17,7 @@ from probe import __version__
 from probe.delivery import SettleWindow
 from probe.records import Notification, Submission
 from probe.reporting.artifacts import RunEvidence, RunReport
-from probe.reporting.text import advice, rejudge_line, said_lines
+from probe.reporting.text import advice, domain_warning, rejudge_line, said_lines
 from probe.verdict import Severity, gateway_order
 
 Clean = Callable[[str], str]
@@ -71,7 +71,8 @@ def render(ev: RunEvidence, clean: Clean) -> str:
     record, verdict = report.record, report.verdict
     run = record.run
     colour = COLOURS[verdict.severity]
-    meaning, action = advice(verdict)
+    meaning, action = advice(verdict, record)
+    unrouted = domain_warning(record)
     started = _utc(run.started_at)
     window = SettleWindow.from_options(run.options)
     rejudge = rejudge_line(report)
@@ -86,6 +87,7 @@ def render(ev: RunEvidence, clean: Clean) -> str:
         f'<h1>notifyprobe evidence — run <span class="mono">{esc(run.run_id)}</span></h1>',
         f'<div class="meta">gateway <b>{esc(run.gateway)}</b> → sink {esc(run.sink)} · '
         f"domain {esc(run.domain)} · started {esc(started)} · status {esc(run.status)}</div>",
+        *([f'<p id="domain-warning"><b>Warning:</b> {esc(unrouted)}</p>'] if unrouted else []),
         f'<section class="verdict" id="verdict" style="--c:{colour}">',
         f'<span class="state">{esc(verdict.severity.name)}</span>'
         f'<span class="pattern">{esc(verdict.pattern.value)}</span>',
