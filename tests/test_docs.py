@@ -103,6 +103,9 @@ COMMANDS: dict[str, Run | Service | Skip] = {
     "notifyprobe burst --gateway 127.0.0.1:2526 --sink 127.0.0.1:2525 --count 20 "
     "--db /tmp/batch.sqlite3": run(0, says=r"healthy"),
     "sleep 2": run(0),
+    "notifyprobe burst --gateway localhost:2525 --sink 127.0.0.1:2525 --format nagios": run(
+        3, says=r"^NOTIFYPROBE UNKNOWN - gateway localhost:\d+ is the probe's own sink listener"
+    ),
     "notifyprobe burst --gateway 127.0.0.1:2526 --sink 127.0.0.1:2525 --count 20 "
     "--db /tmp/batch.sqlite3 --settle 1": run(2, says=r"first_only"),
     # docs/drift.md

@@ -12,13 +12,16 @@ from probe.cli.diagnosis_options import add_diagnosis_options, request_from
 from probe.cli.evidence_options import add_evidence_options, keep_run_artifacts, write_bundle
 from probe.correlation import new_run_id
 from probe.delivery import (
+    DEFAULT_DOMAIN,
     DEFAULT_WINDOW_S,
     HISTORY_FACTOR,
     INSECURE_WARNING,
     MIN_HEALTHY_RUNS,
     ProbeOutcome,
     Progress,
+    default_domain_warning,
     judge_cut_run,
+    may_be_lab,
     run_probe,
 )
 from probe.diagnosis import explain, prepare
@@ -27,8 +30,7 @@ from probe.ledger import Ledger
 from probe.logs import CAPTURE
 from probe.reporting import (
     PluginThresholds,
-    bounce_lines,
-    diagnosis_lines,
+    plugin_long_output,
     plugin_result,
     rejudge_command,
     report_json,
@@ -128,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if settings.security.insecure:
         print(f"notifyprobe: WARNING: {INSECURE_WARNING}", file=sys.stderr, flush=True)
+    if settings.domain == DEFAULT_DOMAIN and not may_be_lab(settings.gateway):
+        # A gateway on loopback may be the lab gateway: its greeting tells, the report says.
+        warning = default_domain_warning(settings.domain)
+        print(f"notifyprobe: WARNING: {warning}", file=sys.stderr, flush=True)
     request = request_from(args)
     prepared = prepare(request)
     progress = ProgressLine()
@@ -154,11 +160,7 @@ def run(args: argparse.Namespace) -> int:
         return int(verdict.severity)
     if fmt == "nagios":
         result = plugin_result(record, verdict, args.warning, args.critical)
-        explained = report.explanation
-        long_output = bounce_lines(record) + diagnosis_lines(
-            explained.diagnosis, explained.possible
-        )
-        print("\n".join([result.line, *long_output]))
+        print("\n".join([result.line, *plugin_long_output(report)]))
         return int(result.state)
     print(to_text(report))
     return int(verdict.severity)

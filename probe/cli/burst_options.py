@@ -14,11 +14,13 @@ from probe.cli.hardening import (
     sink_tls_from,
 )
 from probe.delivery import (
+    DEFAULT_DOMAIN,
     DEFAULT_WINDOW_S,
     MIN_HEALTHY_RUNS,
     BurstSettings,
     Patience,
     ProbeSettings,
+    refuse_own_sink,
 )
 from probe.verdict import Thresholds
 
@@ -53,8 +55,10 @@ def add_burst_options(p: argparse.ArgumentParser, *, gateway_required: bool) -> 
     send.add_argument(
         "--domain",
         type=domain,
-        default="probe.invalid",
-        help="probe domain: every recipient is probe+<token>@DOMAIN (default: probe.invalid)",
+        default=DEFAULT_DOMAIN,
+        help="probe domain: every recipient is probe+<token>@DOMAIN, routed to the sink by the "
+        f"gateway's mail server (default: {DEFAULT_DOMAIN}, which routes nowhere: for the lab "
+        "gateway only)",
     )
     default, describe = BurstSettings(), BurstSettings.describe
     send.add_argument(
@@ -167,6 +171,10 @@ def add_burst_options(p: argparse.ArgumentParser, *, gateway_required: bool) -> 
 
 
 def settings_from(args: argparse.Namespace) -> ProbeSettings:
+    """The settings of one run; a usage error, before anything is sent, when they cannot make
+    an honest run (a gateway that is the sink itself, a sink open to anyone)."""
+    if args.gateway is not None:  # with its own sink or not: --sink is where the sink listens
+        refuse_own_sink(args.gateway, args.sink)
     access = access_from(args)
     if args.own_sink:
         access.check_bind(args.sink.host)

@@ -76,7 +76,11 @@ async def rehearse(ledger: Ledger, mode: str, count: int) -> ProbeOutcome:
     gateway = LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode.parse(mode))
     async with gateway:
         settings = ProbeSettings(
-            gateway.listen, sink, BurstSettings(count=count), patience=Patience(settle_s=SETTLE_S)
+            gateway.listen,
+            sink,
+            BurstSettings(count=count),
+            patience=Patience(settle_s=SETTLE_S),
+            lab=True,  # its own lab gateway: the default domain is routed, by the lab
         )
         return await run_probe(ledger, settings)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from pathlib import Path
 
 from probe.cli.burst_options import add_burst_options, settings_from
 from probe.cli.common import open_ledger
 from probe.cli.upgrade_options import add_profile_options, emit_checks
-from probe.delivery import ProbeOutcome, run_probe
+from probe.delivery import ProbeOutcome, ProbeSettings, run_probe
 from probe.host import local_source, take_inventory
 from probe.upgrade import (
     burst_check,
@@ -42,15 +43,16 @@ def add_parser(
     p.set_defaults(handler=run)
 
 
-def burst(args: argparse.Namespace) -> ProbeOutcome | None:
-    if args.gateway is None:
+def burst(settings: ProbeSettings | None, db: Path | None) -> ProbeOutcome | None:
+    if settings is None:
         return None
-    settings = settings_from(args)
-    with open_ledger(args.db) as ledger:
+    with open_ledger(db) as ledger:
         return asyncio.run(run_probe(ledger, settings))
 
 
 def run(args: argparse.Namespace) -> int:
+    # The burst's settings first: a usage error stops the command before any check runs.
+    settings = settings_from(args) if args.gateway is not None else None
     profile = load_profile(args.profile)
     check_root(args.root)
     inv = None
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     checks = leftover_checks(profile, args.root)
     checks.append(module_check(profile, inv, args.root))
     checks.append(version_check(profile, args.root, args.expect_version))
-    outcome = burst(args)
+    outcome = burst(settings, args.db)
     checks.append(burst_check(outcome.verdict if outcome else None))
     report = report_dict("postflight", checks, profile=profile.id, root=str(args.root))
     if outcome is not None:  # `notifyprobe evidence` on this run then includes the checks

@@ -2,12 +2,24 @@
 
 `run_probe` is the entry point: one burst with `ProbeSettings`, judged into a `ProbeOutcome`.
 `Sink` records what arrives; `SharedSink` serves several runs (watch); TLS, AUTH and the sink's
-limits and access rules are configured here too.
+limits and access rules are configured here too; `refuse_own_sink` stops a run whose gateway
+is the sink itself before anything is sent; `unrouted_default_domain` tells a run whose default
+probe domain routes nowhere.
 """
 
 from probe.delivery.burst import Sender
 from probe.delivery.credentials import Secret, hide_secret, password_from_env, password_from_file
+from probe.delivery.domain import (
+    DEFAULT_DOMAIN,
+    LAB_HOSTNAME,
+    LAB_IDENT,
+    default_domain_warning,
+    first_check,
+    may_be_lab,
+    unrouted_default_domain,
+)
 from probe.delivery.late import StoredVerdict, look_back, revisit
+from probe.delivery.own_sink import is_own_sink, own_sink_message, refuse_own_sink
 from probe.delivery.run import (
     DeliveryHub,
     ProbeOutcome,
@@ -37,10 +49,13 @@ from probe.delivery.tls import (
 )
 
 __all__ = [
+    "DEFAULT_DOMAIN",
     "DEFAULT_MAX_RATE",
     "DEFAULT_WINDOW_S",
     "HISTORY_FACTOR",
     "INSECURE_WARNING",
+    "LAB_HOSTNAME",
+    "LAB_IDENT",
     "MAX_COUNT",
     "MAX_RATE_CAP",
     "MIN_HEALTHY_RUNS",
@@ -62,13 +77,20 @@ __all__ = [
     "StoredVerdict",
     "TlsMode",
     "client_network",
+    "default_domain_warning",
+    "first_check",
     "hide_secret",
+    "is_own_sink",
     "judge_cut_run",
     "look_back",
+    "may_be_lab",
+    "own_sink_message",
     "password_from_env",
     "password_from_file",
+    "refuse_own_sink",
     "revisit",
     "run_probe",
     "server_context",
     "tls_mode",
+    "unrouted_default_domain",
 ]

@@ -19,6 +19,7 @@ import structlog
 
 from probe.correlation import TokenRef, new_run_id
 from probe.delivery.burst import Deadline, send_burst, send_control
+from probe.delivery.domain import DEFAULT_DOMAIN, LAB_OPTION
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import (
     HISTORY_RUNS,
@@ -57,7 +58,7 @@ class ProbeSettings:
     gateway: Endpoint
     sink: Endpoint
     burst: BurstSettings = field(default_factory=BurstSettings)
-    domain: str = "probe.invalid"
+    domain: str = DEFAULT_DOMAIN
     own_sink: bool = True  # False: a separate `notifyprobe sink` records into the same ledger
     patience: Patience = field(default_factory=Patience)
     thresholds: Thresholds = field(default_factory=Thresholds)
@@ -67,6 +68,7 @@ class ProbeSettings:
     sink_access: Access = field(default_factory=Access)
     sink_tls: ssl.SSLContext | None = None
     budget_s: float | None = None  # the longest the whole run may take (watch); None: no limit
+    lab: bool = False  # the gateway is a lab gateway this process started (the demo)
 
     def options(self) -> dict[str, object]:
         extra: dict[str, object] = {"target": self.target} if self.target else {}
@@ -85,6 +87,7 @@ class ProbeSettings:
             "timeout_s": self.patience.timeout_s,
             "slow_after_s": self.thresholds.slow_after_s,
             **({"budget_s": self.budget_s} if self.budget_s is not None else {}),
+            **({LAB_OPTION: True} if self.lab else {}),
         }
 
 

@@ -1,11 +1,12 @@
 """Diagnosis: join a verdict with the host inventory and the known-issue signatures into a cause.
 
 `prepare` (before the run: signatures loaded, names checked) and `explain` (after it: inventory,
-gateway restarts, rules) turn a `Request` into an `Explanation`; `rules` is the pure part. Known
-issues are TOML files in `signatures/`, read with `load_signatures`.
+gateway restarts, rules) turn a `Request` into an `Explanation`; `rediagnose` diagnoses a run
+again for a corrected verdict, from what the run kept; `rules` is the pure part. Known issues
+are TOML files in `signatures/`, read with `load_signatures`.
 """
 
-from probe.diagnosis.gather import Explanation, Request, explain, prepare
+from probe.diagnosis.gather import Explanation, Request, explain, prepare, rediagnose
 from probe.diagnosis.restarts import ProcessStart
 from probe.diagnosis.rules import Confidence, Diagnosis, PossibleIssue, split
 from probe.diagnosis.signatures import Signature, TomlFields, load_signatures
@@ -22,5 +23,6 @@ __all__ = [
     "explain",
     "load_signatures",
     "prepare",
+    "rediagnose",
     "split",
 ]

@@ -25,6 +25,7 @@ from probe.diagnosis.signatures import Signature, load_signatures
 from probe.errors import UsageError
 from probe.host import Inventory, NameMatcher, local_source, take_inventory
 from probe.ledger import Ledger
+from probe.verdict import Verdict
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,20 @@ def explain(
         inventory = take_inventory(local_source(), request.module_names, request.installed)
     diagnosis, possible = split(diagnose(outcome.verdict, inventory, prepared.signatures, restarts))
     return Explanation(inventory, diagnosis, restarts, possible)
+
+
+def rediagnose(
+    verdict: Verdict,
+    inventory: Inventory | None,
+    starts: tuple[ProcessStart, ...] = (),
+    run_started_at: float | None = None,
+) -> tuple[Diagnosis | None, tuple[PossibleIssue, ...]]:
+    """A run diagnosed again for a new verdict (late mail corrected it), from what the run kept:
+    its inventory and its gateway's start times, never a new scan of a host that has changed
+    since. Pure but for reading the shipped signatures; the restart history across runs and a
+    restart during the run are not kept, so they no longer raise a confidence."""
+    restarts = RestartFacts(starts=starts, run_started_at=run_started_at if starts else None)
+    return split(diagnose(verdict, inventory, load_signatures(), restarts))
 
 
 def _instances(starts: tuple[ProcessStart, ...]) -> set[tuple[int, float]]:

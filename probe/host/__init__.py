@@ -3,11 +3,11 @@
 `take_inventory` (loaded modules, stale copies) and `files_in_use` over a platform source
 (`local_source`, `local_holders`, or a `RecordedWindows` inventory); `describe` reads a PE
 version; `read_host_file` reads a host's file without being fooled by what sits at its path;
-`collect_facts` the host facts a report carries; registry readers and pending-reboot
-sources for the upgrade checks.
+`collect_facts` the host facts a report carries, `interface_addresses` this host's own
+addresses; registry readers and pending-reboot sources for the upgrade checks.
 """
 
-from probe.host.facts import HostFacts, collect_facts
+from probe.host.facts import HostFacts, collect_facts, interface_addresses
 from probe.host.files import UnsafeFileError, read_host_file
 from probe.host.inuse import InUse, files_in_use
 from probe.host.inventory import DEFAULT_MODULE, Inventory, ModuleHit, ModuleState, take_inventory
@@ -34,6 +34,7 @@ __all__ = [
     "collect_facts",
     "describe",
     "files_in_use",
+    "interface_addresses",
     "linux_sources",
     "local_holders",
     "local_source",

@@ -94,6 +94,12 @@ def _versions() -> list[tuple[str, str]]:
 
 
 def _addresses() -> list[str]:
+    return [a for a in interface_addresses() if a not in ("127.0.0.1", "::1")]
+
+
+def interface_addresses() -> list[str]:
+    """This host's own IPv4 and IPv6 interface addresses, loopback included, without a scope
+    (`fe80::1`, not `fe80::1%eth0`); none when the interfaces cannot be listed."""
     try:
         interfaces = psutil.net_if_addrs()
     except (OSError, psutil.Error):
@@ -102,9 +108,7 @@ def _addresses() -> list[str]:
     for addrs in interfaces.values():
         for a in addrs:
             if a.family in (socket.AF_INET, socket.AF_INET6):
-                address = a.address.split("%")[0]
-                if address not in ("127.0.0.1", "::1"):
-                    out.add(address)
+                out.add(a.address.split("%")[0])
     return sorted(out)
 
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from probe.host.pe import ModuleVersion
 from probe.host.platform import (
@@ -63,6 +63,25 @@ class ModuleHit:
     loaded: Copy
     installed: Copy
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModuleHit:
+        """A hit as `to_dict` kept it: what the diagnosis rules read (file sizes are not kept)."""
+        process = ProcessInfo(int(d.get("pid") or 0), str(d.get("process") or ""),
+                              d.get("exe"), d.get("started_at"))  # fmt: skip
+        try:
+            state = ModuleState(str(d.get("state")))
+        except ValueError:
+            state = ModuleState.UNKNOWN
+        return cls(
+            process=process,
+            mapped_path=str(d.get("mapped_path") or ""),
+            module=str(d.get("module") or ""),
+            state=state,
+            reason=str(d.get("reason") or ""),
+            loaded=_kept_copy(d, "loaded", d.get("mapped_path")),
+            installed=_kept_copy(d, "installed", d.get("installed_path")),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         lv, iv = self.loaded.version, self.installed.version
         return {
@@ -102,6 +121,20 @@ class Inventory:
     def old_copies(self) -> tuple[ModuleHit, ...]:
         return tuple(h for h in self.hits if h.state.is_old)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Inventory:
+        """An inventory as `to_dict` kept it with a run, to diagnose that run again later."""
+        return cls(
+            names=tuple(str(n) for n in d.get("names", [])),
+            installed=tuple(str(p) for p in d.get("installed", [])),
+            platform=str(d.get("platform", "")),
+            hits=tuple(ModuleHit.from_dict(h) for h in d.get("hits", []) if isinstance(h, dict)),
+            scanned=int(d.get("scanned", 0)),
+            denied=int(d.get("denied", 0)),
+            vanished=int(d.get("vanished", 0)),
+            elapsed_s=float(d.get("elapsed_s", 0.0)),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "names": list(self.names),
@@ -113,6 +146,19 @@ class Inventory:
             "elapsed_s": round(self.elapsed_s, 4),
             "hits": [h.to_dict() for h in self.hits],
         }
+
+
+def _kept_copy(d: dict[str, Any], side: str, path: object) -> Copy:
+    """The loaded or installed copy of a kept hit: its version as far as it was kept."""
+    sha256, file_version = d.get(f"{side}_sha256"), d.get(f"{side}_version")
+    soname = d.get(f"{side}_soname")
+    version = None
+    if sha256 or file_version or soname:
+        kind: Literal["pe", "elf", "data"] = "pe" if file_version else "elf" if soname else "data"
+        version = ModuleVersion(str(sha256 or ""), 0, kind, file_version,
+                                d.get(f"{side}_product_version"), soname)  # fmt: skip
+    error = d.get(f"{side}_error")
+    return Copy(str(path) if path else None, version, str(error) if error else None)
 
 
 def judge_state(

@@ -27,7 +27,7 @@ from typing import Literal, TypeVar, get_args
 import structlog
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from probe.delivery import Secret, Sender
+from probe.delivery import LAB_HOSTNAME, LAB_IDENT, Secret, Sender
 from probe.errors import ProbeError, UsageError
 from probe.records import Endpoint, SmtpPhase
 
@@ -368,8 +368,8 @@ class LabGateway:
 
         def factory() -> SMTP:
             if self.auth is None:
-                return _LabSMTP(self, hostname="lab-gateway", ident="notifyprobe lab gateway")
-            return _LabSMTP(self, hostname="lab-gateway", ident="notifyprobe lab gateway",
+                return _LabSMTP(self, hostname=LAB_HOSTNAME, ident=LAB_IDENT)
+            return _LabSMTP(self, hostname=LAB_HOSTNAME, ident=LAB_IDENT,
                             authenticator=self._authenticate, auth_required=True,
                             auth_require_tls=False)  # fmt: skip
 

@@ -3,7 +3,8 @@
 Every mistake is a `UsageError` naming the file, the place and the key, so a service that will not
 start says why in one line. The caps that keep the probe from becoming a mail bomb are checked
 here, before a single notification is sent: count per burst, interval between bursts and the
-average rate per target, each with a hard ceiling that no configuration can lift. A target's
+average rate per target, each with a hard ceiling that no configuration can lift; and no target
+may be the shared sink's own listener (it would prove nothing about a gateway). A target's
 burst keys build the same `BurstSettings` as `notifyprobe burst`'s options, with its defaults.
 """
 
@@ -28,6 +29,8 @@ from probe.delivery import (
     Secret,
     TlsMode,
     client_network,
+    is_own_sink,
+    own_sink_message,
     password_from_env,
     password_from_file,
     tls_mode,
@@ -244,6 +247,9 @@ class _Reader:
         ledger = data.get("ledger")
         metrics = data.get("metrics")
         sink = self.endpoint(data.get("sink", "127.0.0.1:2525"), "sink")
+        for target in targets:  # the shared sink's own listener is no gateway to watch
+            if is_own_sink(target.gateway, sink):
+                raise self.fail(f"target {target.name!r}", own_sink_message(target.gateway, sink))
         return WatchConfig(
             targets=targets,
             domain=self.domain(data),

@@ -23,7 +23,14 @@ from probe.reporting.nagios import (
     unknown_line,
 )
 from probe.reporting.redact import KINDS, clean_argv, secret_values_in_argv
-from probe.reporting.text import history_text, rejudge_command, report_json, to_json, to_text
+from probe.reporting.text import (
+    history_text,
+    plugin_long_output,
+    rejudge_command,
+    report_json,
+    to_json,
+    to_text,
+)
 
 __all__ = [
     "KINDS",
@@ -38,6 +45,7 @@ __all__ = [
     "keep_artifacts",
     "load_evidence",
     "make_bundle",
+    "plugin_long_output",
     "plugin_result",
     "rejudge_command",
     "report_json",

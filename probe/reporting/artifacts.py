@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +21,10 @@ from probe.diagnosis import (
     Explanation,
     PossibleIssue,
     ProcessStart,
+    rediagnose,
     split,
 )
-from probe.host import HostFacts, collect_facts
+from probe.host import HostFacts, Inventory, collect_facts
 from probe.ledger import Ledger
 from probe.records import RunRecord
 from probe.reporting.redact import Redactor, clean_argv
@@ -139,6 +140,26 @@ class StoredExplanation:
             "gateway_processes": [s.to_dict() for s in self.gateway_processes],
         }
 
+    def for_verdict(self, verdict: Verdict, run_started_at: float) -> StoredExplanation:
+        """The diagnosis and possible known issues again, for `verdict`, from the inventory and
+        gateway processes this run kept (the host is not scanned again)."""
+        inventory = Inventory.from_dict(self.modules_json) if self.modules_json else None
+        diagnosis, possible = rediagnose(verdict, inventory, self.gateway_processes,
+                                         run_started_at)  # fmt: skip
+        return replace(self, diagnosis=diagnosis, possible=possible)
+
+
+def explanations(
+    kept: str | None, record: RunRecord, revision: Revision | None
+) -> tuple[StoredExplanation, StoredExplanation | None]:
+    """The explanation to show with the run's verdict, and what was said when the run ended if
+    that differs: once late mail has changed the verdict, its hints are recomputed for the
+    corrected verdict (a first_only corrected to slow no longer points to an old DLL)."""
+    stored = StoredExplanation.from_json(kept)
+    if kept is None or revision is None or not revision.changed:
+        return stored, None
+    return stored.for_verdict(revision.current, record.run.started_at), stored
+
 
 def keep_artifacts(
     ledger: Ledger,
@@ -217,6 +238,9 @@ class RunReport:
     ledger: Path | None = None
     original: StoredVerdict | None = None  # judged again: the verdict given when the run ended
     correction: StoredVerdict | None = None  # and its correction by late mail, if one was kept
+    # Late mail changed the verdict: `explanation` is recomputed for it, this is what the run's
+    # original verdict was told (None: nothing changed, `explanation` is what was said).
+    explanation_at_verdict: StoredExplanation | None = None
 
 
 def run_report(
@@ -225,15 +249,17 @@ def run_report(
     """The model of one judged run, with what the run kept beside its rows."""
     kept = ledger.artifacts(record.run.run_id)
     original, correction = verdict_history(ledger, record, revision)
+    explanation, at_verdict = explanations(kept.get(EXPLANATION), record, revision)
     return RunReport(
         record=record,
         verdict=verdict,
-        explanation=StoredExplanation.from_json(kept.get(EXPLANATION)),
+        explanation=explanation,
         upgrade_checks=kept_checks(_other_artifacts(kept)),
         revision=revision,
         ledger=ledger.path,
         original=original,
         correction=correction,
+        explanation_at_verdict=at_verdict,
     )
 
 
@@ -273,6 +299,7 @@ class RunEvidence:
     original: StoredVerdict | None = None
     correction: StoredVerdict | None = None
     returned: tuple[tuple[int, bytes], ...] = ()  # bounce messages as received, by ledger id
+    explanation_at_verdict: StoredExplanation | None = None  # see RunReport
 
     @property
     def run_id(self) -> str:
@@ -282,7 +309,8 @@ class RunEvidence:
     def report(self) -> RunReport:
         return RunReport(self.record, self.verdict, self.explanation,
                          kept_checks(self.other_artifacts), self.revision, self.ledger,
-                         self.original, self.correction)  # fmt: skip
+                         self.original, self.correction,
+                         self.explanation_at_verdict)  # fmt: skip
 
 
 def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
@@ -294,11 +322,12 @@ def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
     host_json = kept.get(HOST)
     command = kept.get(COMMAND_LINE)
     original, correction = verdict_history(ledger, record, revision)
+    explanation, at_verdict = explanations(kept.get(EXPLANATION), record, revision)
     return RunEvidence(
         record=record,
         verdict=verdict,
         rows=ledger.rows(run_id),
-        explanation=StoredExplanation.from_json(kept.get(EXPLANATION)),
+        explanation=explanation,
         log_events=tuple(json.loads(kept.get(LOG) or "[]")),
         run_command_line=tuple(json.loads(command)) if command else None,
         host=HostFacts.from_dict(json.loads(host_json)) if host_json else collect_facts(),
@@ -309,6 +338,7 @@ def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
         original=original,
         correction=correction,
         returned=tuple(ledger.returned_messages(run_id)),
+        explanation_at_verdict=at_verdict,
     )
 
 

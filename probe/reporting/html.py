@@ -17,7 +17,7 @@ from probe import __version__
 from probe.delivery import SettleWindow
 from probe.records import Notification, Submission
 from probe.reporting.artifacts import RunEvidence, RunReport
-from probe.reporting.text import advice, outcome, rejudge_line
+from probe.reporting.text import advice, domain_warning, outcome, rejudge_line, said_lines
 from probe.verdict import Severity, gateway_order
 
 Clean = Callable[[str], str]
@@ -71,7 +71,8 @@ def render(ev: RunEvidence, clean: Clean) -> str:
     record, verdict = report.record, report.verdict
     run = record.run
     colour = COLOURS[verdict.severity]
-    meaning, action = advice(verdict)
+    meaning, action = advice(verdict, record)
+    unrouted = domain_warning(record)
     started = _utc(run.started_at)
     window = SettleWindow.from_options(run.options)
     rejudge = rejudge_line(report)
@@ -86,6 +87,7 @@ def render(ev: RunEvidence, clean: Clean) -> str:
         f'<h1>notifyprobe evidence — run <span class="mono">{esc(run.run_id)}</span></h1>',
         f'<div class="meta">gateway <b>{esc(run.gateway)}</b> → sink {esc(run.sink)} · '
         f"domain {esc(run.domain)} · started {esc(started)} · status {esc(run.status)}</div>",
+        *([f'<p id="domain-warning"><b>Warning:</b> {esc(unrouted)}</p>'] if unrouted else []),
         f'<section class="verdict" id="verdict" style="--c:{colour}">',
         f'<span class="state">{esc(verdict.severity.name)}</span>'
         f'<span class="pattern">{esc(verdict.pattern.value)}</span>',
@@ -134,6 +136,25 @@ def render(ev: RunEvidence, clean: Clean) -> str:
 
 
 def _diagnosis(report: RunReport, esc: Callable[[object], str], action: str) -> list[str]:
+    return _current_diagnosis(report, esc, action) + _diagnosis_at_verdict(report, esc)
+
+
+def _diagnosis_at_verdict(report: RunReport, esc: Callable[[object], str]) -> list[str]:
+    """A diagnosis recomputed for a corrected verdict: what the original verdict was told."""
+    earlier, revision = report.explanation_at_verdict, report.revision
+    if earlier is None or revision is None:
+        return []
+    return [
+        f'<p class="meta" id="diagnosis-at-verdict">Said with the original verdict '
+        f"({esc(revision.original.value)}), before late mail corrected it to "
+        f"{esc(revision.current.pattern.value)}:</p>",
+        '<ul class="because">',
+        *(f"<li>{esc(line)}</li>" for line in said_lines(earlier)),
+        "</ul>",
+    ]
+
+
+def _current_diagnosis(report: RunReport, esc: Callable[[object], str], action: str) -> list[str]:
     d = report.explanation.diagnosis
     out = ['<h2 id="diagnosis">Diagnosis</h2>']
     if d is None:

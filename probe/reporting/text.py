@@ -10,11 +10,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from probe.delivery import INSECURE_WARNING, SettleWindow, StoredVerdict
+from probe.delivery import (
+    INSECURE_WARNING,
+    SettleWindow,
+    StoredVerdict,
+    default_domain_warning,
+    first_check,
+    unrouted_default_domain,
+)
 from probe.host import ModuleState
 from probe.records import Bounce, Notification, Run, RunRecord
 from probe.reporting.artifacts import InventoryView, KeptChecks, RunReport, StoredExplanation
-from probe.reporting.nagios import STATE_WORD
+from probe.reporting.nagios import STATE_WORD, bounce_lines, diagnosis_lines
 from probe.verdict import Cause, Pattern, Revision, Verdict
 
 MAX_MODULE_LINES = 10
@@ -92,6 +99,12 @@ MEANING: dict[Pattern, tuple[str, str]] = {
     ),
 }
 
+# The verdicts whose first suspect is a probe domain that routes nowhere (the default one, through
+# a real gateway): the notifications were accepted and none reached the sink. Pattern values, in
+# this one place: `all_bounced` (every notification came back as a bounce) counts as soon as a
+# verdict names it.
+UNROUTED_DOMAIN_PATTERNS = frozenset({Pattern.NONE_DELIVERED, Pattern.ALL_BOUNCED})
+
 
 def to_json(record: RunRecord, verdict: Verdict) -> dict[str, Any]:
     run = record.run
@@ -114,6 +127,7 @@ def to_json(record: RunRecord, verdict: Verdict) -> dict[str, Any]:
         "settle": _window_json(run),
         "security": run.options.get("security"),
         "warnings": warnings(run),
+        "domain_warning": domain_warning(record),
         "control": _notification_json(control) if control else None,
         "notifications": [_notification_json(n) for n in record.burst],
     }
@@ -130,6 +144,11 @@ def warnings(run: Run) -> list[str]:
     if isinstance(security, dict) and security.get("insecure"):
         return [INSECURE_WARNING]
     return []
+
+
+def domain_warning(record: RunRecord) -> str | None:
+    """The run's default probe domain routes nowhere (not a lab run): said in the header."""
+    return default_domain_warning(record.run.domain) if unrouted_default_domain(record) else None
 
 
 def _notification_json(n: Notification) -> dict[str, Any]:
@@ -234,9 +253,32 @@ CAUSE_ADVICE: dict[Cause, tuple[str, str]] = {
 }
 
 
-def advice(verdict: Verdict) -> tuple[str, str]:
-    """What the verdict means and what to do: by its cause when it has one, else its pattern."""
-    return CAUSE_ADVICE[verdict.cause] if verdict.cause else MEANING[verdict.pattern]
+def advice(verdict: Verdict, record: RunRecord | None = None) -> tuple[str, str]:
+    """What the verdict means and what to do: by its cause when it has one, else its pattern;
+    with the run's `record`, the default probe domain first when it explains the loss."""
+    meaning, action = CAUSE_ADVICE[verdict.cause] if verdict.cause else MEANING[verdict.pattern]
+    step = domain_first_step(verdict, record) if record is not None else None
+    return meaning, f"{step} Then: {action}" if step else action
+
+
+def domain_first_step(verdict: Verdict, record: RunRecord) -> str | None:
+    """The default domain as the first thing to check, for a verdict of mail that never came."""
+    if verdict.pattern in UNROUTED_DOMAIN_PATTERNS and unrouted_default_domain(record):
+        return first_check(record.run.domain)
+    return None
+
+
+def plugin_long_output(report: RunReport) -> list[str]:
+    """The monitoring plugin's lines after its status line: the default domain first when it
+    explains the loss, then what the bounces said, then the diagnosis or the possible known
+    issues."""
+    step = domain_first_step(report.verdict, report.record)
+    explained = report.explanation
+    return [
+        *([f"what to do: {step}"] if step else []),
+        *bounce_lines(report.record),
+        *diagnosis_lines(explained.diagnosis, explained.possible),
+    ]
 
 
 def rejudge_command(run_id: str, ledger: Path | None) -> str:
@@ -248,7 +290,7 @@ def rejudge_command(run_id: str, ledger: Path | None) -> str:
 
 def report_json(report: RunReport) -> dict[str, Any]:
     """The JSON of `burst --json`, `verdict --json` and the bundle's report.json."""
-    meaning, action = advice(report.verdict)
+    meaning, action = advice(report.verdict, report.record)
     revision: dict[str, Any] = (
         {"revision": report.revision.to_dict()} if report.revision is not None else {}
     )
@@ -257,6 +299,14 @@ def report_json(report: RunReport) -> dict[str, Any]:
         revision |= {
             "original_verdict": asdict(report.original),
             "corrected_verdict": asdict(correction) if correction is not None else None,
+        }
+    earlier = report.explanation_at_verdict
+    if earlier is not None and report.revision is not None:
+        fields = earlier.json_fields()
+        revision["diagnosis_at_verdict"] = {
+            "verdict": report.revision.original.value,
+            "diagnosis": fields["diagnosis"],
+            "possible_known_issues": fields["possible_known_issues"],
         }
     return (
         to_json(report.record, report.verdict)
@@ -274,6 +324,7 @@ def to_text(report: RunReport) -> str:
         verdict_section(report)
         + modules_section(report.explanation.inventory)
         + diagnosis_section(report.explanation)
+        + diagnosis_at_verdict_section(report)
         + checks_section(report.upgrade_checks)
         + ([revision_text(report.revision)] if report.revision is not None else [])
         + (
@@ -290,8 +341,9 @@ def verdict_section(report: RunReport) -> list[str]:
     skipped = f" · not attempted {verdict.not_attempted}" if verdict.not_attempted else ""
     skipped += f" · bounced {verdict.bounced}" if verdict.bounced else ""
     skipped += f" · delayed {verdict.delayed}" if verdict.delayed else ""
-    meaning, action = advice(verdict)
+    meaning, action = advice(verdict, report.record)
     window = SettleWindow.from_options(run.options)
+    unrouted = domain_warning(report.record)
     lines = [
         f"notifyprobe run {run.run_id}: gateway {run.gateway} → sink {run.sink} ({run.domain})",
         *shape_line(run),
@@ -299,6 +351,7 @@ def verdict_section(report: RunReport) -> list[str]:
         f"{skipped}{took}",
         *([f"  settle window {window.describe()}"] if window is not None else []),
         *(f"  WARNING: {line}" for line in warnings(run)),
+        *([f"  WARNING: {unrouted}"] if unrouted else []),
         "",
         f"  {STATE_WORD[verdict.severity]}  {verdict.pattern.value}: {verdict.summary}",
         *(f"    · {line}" for line in verdict.evidence),
@@ -399,6 +452,26 @@ def diagnosis_section(explanation: StoredExplanation) -> list[str]:
         f"    reference: {diagnosis.reference}",
         f"    runbook:   {diagnosis.runbook}",
     ]
+
+
+def diagnosis_at_verdict_section(report: RunReport) -> list[str]:
+    """Under a diagnosis recomputed for a corrected verdict: what the original verdict was told."""
+    earlier, revision = report.explanation_at_verdict, report.revision
+    if earlier is None or revision is None:
+        return []
+    return [
+        f"  Said with the original verdict ({revision.original.value}), before late mail "
+        f"corrected it to {revision.current.pattern.value}:",
+        *(f"    · {line}" for line in said_lines(earlier)),
+    ]
+
+
+def said_lines(explanation: StoredExplanation) -> list[str]:
+    """A diagnosis and its possible known issues, one line each."""
+    d = explanation.diagnosis
+    lines = [f"diagnosis [{d.signature}] {d.title} ({d.confidence.word} confidence)"] if d else []
+    lines += [f"possible known issue {p.line}" for p in explanation.possible]
+    return lines or ["no diagnosis, no possible known issue"]
 
 
 def checks_section(kept: Sequence[KeptChecks]) -> list[str]:

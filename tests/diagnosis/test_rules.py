@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from probe.diagnosis import rediagnose
 from probe.diagnosis.restarts import ProcessStart, RunStarts, first_after_restart
-from probe.diagnosis.rules import Confidence, RestartFacts, diagnose
+from probe.diagnosis.rules import Confidence, RestartFacts, diagnose, split
 from probe.diagnosis.signatures import load_signatures, parse_signature
 from probe.errors import ProbeError
 from probe.host.inventory import Copy, Inventory, ModuleHit, ModuleState
@@ -168,3 +169,20 @@ def test_duplicate_signature_ids_are_rejected(tmp_path: Path) -> None:
     (tmp_path / "b.toml").write_text(GOOD, encoding="utf-8")
     with pytest.raises(ProbeError, match="used twice"):
         load_signatures(tmp_path)
+
+
+def test_a_kept_inventory_diagnoses_again_as_the_scan_did() -> None:
+    scanned = inventory(hit(ModuleState.STALE), hit(ModuleState.CURRENT, pid=7), denied=1)
+    kept = Inventory.from_dict(scanned.to_dict())
+    assert [h.to_dict() for h in kept.hits] == [h.to_dict() for h in scanned.hits]
+    for pattern in (Pattern.FIRST_ONLY, Pattern.NONE_DELIVERED, Pattern.SLOW):
+        assert rediagnose(verdict(pattern), kept) == split(
+            diagnose(verdict(pattern), scanned, SIGNATURES)
+        )
+
+
+def test_a_first_only_corrected_to_slow_points_to_no_known_issue() -> None:
+    current = inventory(hit(ModuleState.CURRENT))  # no old copy: 000 is only possible
+    firm, possible = rediagnose(verdict(Pattern.FIRST_ONLY), current)
+    assert firm is None and [p.signature for p in possible] == ["000"]
+    assert rediagnose(verdict(Pattern.SLOW), current) == (None, ())
