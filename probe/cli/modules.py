@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -82,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.json, result.to_dict())
     if args.json != "-":
         print(to_text(result))
+    elif result.sight not in (Sight.CLEAN, Sight.OLD_COPY):
+        print(f"notifyprobe modules: {unknown_line(result)}", file=sys.stderr)
     return exit_code(result.sight)
 
 
@@ -101,6 +104,15 @@ def exit_code(sight: Sight) -> int:
     return EXIT_CODES[sight]
 
 
+def unknown_line(inv: Inventory) -> str:
+    """Why a scan with no old copy found is still UNKNOWN."""
+    if inv.denied:
+        return f"UNKNOWN: {inv.unreadable_note()}"
+    if inv.processes:
+        return f"UNKNOWN: no process is named {', '.join(inv.processes)}: nothing was scanned"
+    return "UNKNOWN: no process could be listed: nothing was scanned"
+
+
 _WORD = {
     ModuleState.CURRENT: "current",
     ModuleState.STALE: "STALE",
@@ -118,15 +130,8 @@ def to_text(inv: Inventory) -> str:
         f"process(es) · {inv.scanned} scanned, {inv.denied} denied, {inv.vanished} vanished"
         f"{scope} · {inv.elapsed_s * 1000:.0f} ms",
     ]
-    sight = inv.sight
-    if sight in (Sight.PARTIAL, Sight.BLIND):
-        lines.append(f"  UNKNOWN: {inv.unreadable_note()}")
-    elif sight is Sight.EMPTY:
-        lines.append(
-            f"  UNKNOWN: no process is named {', '.join(inv.processes)}: nothing was scanned"
-            if inv.processes
-            else "  UNKNOWN: no process could be listed: nothing was scanned"
-        )
+    if inv.sight not in (Sight.CLEAN, Sight.OLD_COPY):
+        lines.append(f"  {unknown_line(inv)}")
     for hit in inv.hits:
         p = hit.process
         started = (
