@@ -4,6 +4,8 @@ read every process in its scope is never a clean one, and says what would let it
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,8 @@ from probe.host.platform.linux import LinuxModules
 from probe.host.platform.windows import RecordedWindows
 from probe.reporting.artifacts import InventoryView
 
-WINDOWS = Path(__file__).resolve().parents[2] / "fixtures" / "windows"
+ROOT = Path(__file__).resolve().parents[2]
+WINDOWS = ROOT / "fixtures" / "windows"
 MEETINGPLACE = WINDOWS / "meetingplace-gateway.json"
 INSTALLED = r"D:\Latitude\Shared Components\MeetingPlace Notification Gateway\MPNotifyPerf.dll"
 
@@ -132,3 +135,10 @@ def test_the_inventory_json_keeps_the_count_and_the_advice_and_old_ones_still_lo
     assert stored_before.denied == 2
     assert "could not read 2 of 7 processes" in (stored_before.unreadable_line() or "")
     assert InventoryView.from_dict({**old, "denied": 0}).unreadable_line() is None
+
+
+def test_an_empty_process_name_is_one_line_and_exit_3() -> None:
+    proc = subprocess.run([sys.executable, "-m", "probe", "modules", "--process", " "],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert proc.returncode == 3
+    assert proc.stderr.strip() == "notifyprobe: error: --process needs a process name"

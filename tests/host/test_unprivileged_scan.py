@@ -27,8 +27,19 @@ from fixtures.make_pe import build_dll, write_dll
 
 ROOT = Path(__file__).resolve().parents[2]
 NOBODY = ("--reuid=65534", "--regid=65534", "--clear-groups")
-# What the unit file grants (AmbientCapabilities=), as setpriv spells it.
-UNIT_CAPS = "+sys_ptrace,+dac_read_search"
+UNIT = ROOT / "docs" / "examples" / "notifyprobe-watch.service"
+
+
+def unit_capabilities() -> str:
+    """What the shipped unit grants (its uncommented AmbientCapabilities= lines), as setpriv
+    spells it: the test below proves the unit's claim, not a copy of it."""
+    granted = re.findall(r"^AmbientCapabilities=(.+)$", UNIT.read_text(), re.MULTILINE)
+    caps = [c.strip().lower().removeprefix("cap_") for line in granted for c in line.split()]
+    assert caps, "the unit grants no capability"
+    return ",".join(f"+{c}" for c in caps)
+
+
+UNIT_CAPS = unit_capabilities()
 
 pytestmark = pytest.mark.skipif(
     not sys.platform.startswith("linux") or os.geteuid() != 0 or not shutil.which("setpriv"),
@@ -107,6 +118,7 @@ def test_a_scan_that_cannot_read_the_holder_is_unknown_and_says_what_would_let_i
 def test_with_the_units_capabilities_the_same_user_sees_the_stale_copy(
     stale_module: tuple[Path, int],
 ) -> None:
+    assert UNIT_CAPS == "+sys_ptrace,+dac_read_search"
     module, holder = stale_module
     proc = modules_as_nobody(module, "--json", "-", caps=UNIT_CAPS)
     if proc.returncode not in (0, 1) and "Operation not permitted" in proc.stderr:
