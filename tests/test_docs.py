@@ -88,7 +88,8 @@ COMMANDS: dict[str, Run | Service | Skip] = {
     "make test": Skip("the suite this test is part of"),
     ".venv/bin/notifyprobe verdict --last": run(0, says=r"healthy"),
     ". .venv/bin/activate": run(0),
-    "notifyprobe modules --name MPNotifyPerf.dll": run(0, 1),  # 1: a parallel demo's stand-in
+    # 1: a parallel demo's stand-in; 3: a process even root cannot read (a sandbox's init)
+    "notifyprobe modules --name MPNotifyPerf.dll": run(0, 1, 3),
     "pip install .": INSTALL,
     "pipx install .": INSTALL,
     "notifyprobe burst --gateway gateway.example.org:25 --sink 0.0.0.0:2525 --allow-remote "
@@ -138,8 +139,8 @@ COMMANDS: dict[str, Run | Service | Skip] = {
         2, says=r"gateway_stalled"
     ),
     # docs/modules.md
-    "notifyprobe modules [--name NAME ...] [--installed PATH ...] [--json FILE|-] "
-    "[--recorded FILE]": SYNOPSIS,
+    "notifyprobe modules [--name NAME ...] [--installed PATH ...] [--process NAME ...] "
+    "[--json FILE|-] [--recorded FILE]": SYNOPSIS,
     "python -m bench.module_scan --rounds 9": BENCH,
     "python -m bench.module_scan --rounds 9 --no-hit": BENCH,
     # docs/nagios.md: a healthy gateway here, so the line is OK (the page's example is CRITICAL)
@@ -206,7 +207,7 @@ COMMANDS: dict[str, Run | Service | Skip] = {
     "'D:\\path\\of\\the\\new\\MPNotifyPerf.dll' --service 'SMTP service name' "
     "--service 'Notification service name'": WINDOWS,
     "notifyprobe modules --name Mdbperf.dll --name Msefperf.dll --name Mtaperf.dll "
-    "--name Perfdsa.dll": run(0, 1),  # 1: a parallel test's stand-in may be loaded
+    "--name Perfdsa.dll": run(0, 1, 3),  # 1: a parallel test's stand-in; 3: see README's
     "notifyprobe modules --name '*.dll' --name '*.exe' --installed "
     "'C:\\exchsrvr\\Msmcon\\Bin\\<file>' ...": SYNOPSIS,
 }

@@ -146,10 +146,7 @@ def _judge(
         confidence = Confidence.LOW
         because.append(_no_old_copy_line(sig, inventory))
         if inventory is not None and inventory.denied:
-            because.append(
-                f"{inventory.denied} process(es) could not be read; an old copy may be loaded "
-                "there (run the probe as Administrator or root)"
-            )
+            because.append(f"{inventory.unreadable_note()}: the module evidence is incomplete")
 
     if verdict.sink_verified:
         because.append(
@@ -209,15 +206,15 @@ def _to_confirm(sig: Signature, inventory: Inventory | None) -> str:
             "copy loaded confirms it, none rules it out"
         )
     names = ", ".join(sig.modules) or ", ".join(sig.directories)
-    unread = (
-        f"; {inventory.denied} process(es) could not be read: run as Administrator or root to "
-        "rule it out"
-        if inventory.denied
-        else ""
-    )
+    if inventory.denied:
+        # A blind scan rules nothing out: the unread process may be the one with the old copy.
+        return (
+            f"none of the {inventory.scanned} processes read has an old copy of {names} "
+            f"loaded, but that does not rule it out: {inventory.unreadable_note()}"
+        )
     return (
         f"no old copy of {names} is loaded ({inventory.scanned} processes scanned), which "
-        f"points away from it{unread}"
+        "points away from it"
     )
 
 
@@ -227,6 +224,12 @@ def _no_old_copy_line(sig: Signature, inventory: Inventory | None) -> str:
         return (
             f"no module inventory was taken, so the symptom matches but the module evidence is "
             f"missing (add --module {sig.modules[0] if sig.modules else 'NAME'} --installed PATH)"
+        )
+    if inventory.denied:
+        return (
+            f"none of the {inventory.scanned} processes read has an old copy of {names} "
+            f"loaded, and {inventory.denied} could not be read: the symptom matches but the "
+            "module evidence is missing"
         )
     return (
         f"no process has an old copy of {names} loaded ({inventory.scanned} processes "

@@ -10,7 +10,16 @@ addresses; registry readers and pending-reboot sources for the upgrade checks.
 from probe.host.facts import HostFacts, collect_facts, interface_addresses
 from probe.host.files import UnsafeFileError, read_host_file
 from probe.host.inuse import InUse, files_in_use
-from probe.host.inventory import DEFAULT_MODULE, Inventory, ModuleHit, ModuleState, take_inventory
+from probe.host.inventory import (
+    DEFAULT_MODULE,
+    Inventory,
+    ModuleHit,
+    ModuleState,
+    Sight,
+    judge_sight,
+    take_inventory,
+    unreadable_note,
+)
 from probe.host.pe import ModuleVersion, describe
 from probe.host.platform import NameMatcher, local_holders, local_source
 from probe.host.platform.windows import RecordedWindows
@@ -30,11 +39,13 @@ __all__ = [
     "RebootSource",
     "RecordedWindows",
     "RegistryReader",
+    "Sight",
     "UnsafeFileError",
     "collect_facts",
     "describe",
     "files_in_use",
     "interface_addresses",
+    "judge_sight",
     "linux_sources",
     "local_holders",
     "local_source",
@@ -42,5 +53,6 @@ __all__ = [
     "reader_for",
     "take_inventory",
     "unknown_names",
+    "unreadable_note",
     "windows_sources",
 ]

@@ -5,7 +5,8 @@ Restart Manager, which installers ask, misses some holders, so the probe looks i
 images (how a DLL is held) and open handles or descriptors (how a template or a log is held).
 Files are compared by identity, not by name — on Linux device and inode, on Windows the
 normalised path — so a file reached through another name is still found. A process that cannot
-be read is counted, never fatal: the report says how many were denied.
+be read is counted, never fatal: the report says how many were denied and what would let the
+probe read them, and "nobody holds it" is only said of a scan that read every process.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class InUse:
     denied: int
     vanished: int
     elapsed_s: float
+    unreadable_advice: str = ""  # the platform's word for what would let it read the denied
 
     @property
     def held(self) -> tuple[FileUse, ...]:
@@ -68,6 +70,7 @@ class InUse:
             "scanned": self.scanned,
             "denied": self.denied,
             "vanished": self.vanished,
+            "unreadable_advice": self.unreadable_advice if self.denied else None,
             "elapsed_s": round(self.elapsed_s, 4),
             "files": [f.to_dict() for f in self.files],
         }
@@ -96,5 +99,10 @@ def files_in_use(source: HolderSource, paths: Sequence[str]) -> InUse:
         holders.sort(key=lambda h: (h.pid, h.how))
         files.append(FileUse(path, key is not None, tuple(holders)))
     return InUse(
-        tuple(files), counts.scanned, counts.denied, counts.vanished, time.perf_counter() - t0
+        tuple(files),
+        counts.scanned,
+        counts.denied,
+        counts.vanished,
+        time.perf_counter() - t0,
+        source.unreadable_advice,
     )

@@ -3,7 +3,9 @@
 A notification gateway that still runs an old copy of a DLL after an upgrade (document 000:
 MPNotifyPerf.dll) fails in ways the mail flow alone cannot explain. Performance-counter DLLs are
 loaded by whatever reads counters, so every process is scanned, not only the gateway's. One
-process that cannot be read is counted (denied, vanished) and never fails the scan.
+process that cannot be read is counted (denied, vanished) and never fails the scan — but a scan
+that could not read every process in its scope cannot say "no old copy": `judge_sight` says
+what the scan saw, and the platform says what would let it see the rest.
 
 `judge_state` is pure: it decides current / stale / deleted / renamed / unknown from facts the
 platform gathered, so Linux and recorded Windows inventories go through the same rules.
@@ -22,6 +24,7 @@ from probe.host.platform import (
     MappedModule,
     ModuleSource,
     NameMatcher,
+    ProcessFilter,
     ProcessInfo,
     scan_processes,
 )
@@ -40,6 +43,36 @@ class ModuleState(str, Enum):
     def is_old(self) -> bool:
         """The process runs a copy that is not the installed one."""
         return self in (ModuleState.STALE, ModuleState.DELETED, ModuleState.RENAMED)
+
+
+class Sight(str, Enum):
+    """What a scan saw, before anyone may call it clean."""
+
+    OLD_COPY = "old_copy"  # an old copy is loaded: what was read is enough to say so
+    CLEAN = "clean"  # every process in scope was read and none runs an old copy
+    PARTIAL = "partial"  # some processes in scope could not be read; none of the others is old
+    BLIND = "blind"  # no process in scope could be read
+    EMPTY = "empty"  # no process in scope at all (a process filter that matched nothing)
+
+
+def judge_sight(found_old: bool, scanned: int, unreadable: int) -> Sight:
+    """A scan is clean only when it read every process in its scope: an unreadable process may
+    be the very one that holds the old copy, so "none found" from a partial scan is not "none
+    loaded". An old copy found is a finding whatever was left unread. Vanished processes and
+    processes outside a filter are not in scope."""
+    if found_old:
+        return Sight.OLD_COPY
+    if unreadable:
+        return Sight.PARTIAL if scanned else Sight.BLIND
+    return Sight.CLEAN if scanned else Sight.EMPTY
+
+
+def unreadable_note(unreadable: int, scanned: int, advice: str) -> str:
+    """`could not read N of M processes: …; <what would let it see>`."""
+    return (
+        f"could not read {unreadable} of {unreadable + scanned} processes: an old copy may be "
+        f"loaded there; {advice or 'run as root or Administrator'}"
+    )
 
 
 @dataclass(frozen=True)
@@ -113,9 +146,12 @@ class Inventory:
     platform: str
     hits: tuple[ModuleHit, ...]
     scanned: int
-    denied: int
+    denied: int  # processes in scope that could not be read (vanished ones are not among them)
     vanished: int
     elapsed_s: float = 0.0
+    processes: tuple[str, ...] = ()  # the process filter (`--process`); empty: every process
+    out_of_scope: int = 0  # processes the filter left out, never read
+    unreadable_advice: str = ""  # the platform's word for what would let it read the denied
 
     @property
     def old_copies(self) -> tuple[ModuleHit, ...]:
@@ -133,7 +169,17 @@ class Inventory:
             denied=int(d.get("denied", 0)),
             vanished=int(d.get("vanished", 0)),
             elapsed_s=float(d.get("elapsed_s", 0.0)),
+            processes=tuple(str(p) for p in d.get("processes", [])),
+            out_of_scope=int(d.get("out_of_scope", 0)),
+            unreadable_advice=str(d.get("unreadable_advice", "")),
         )
+
+    @property
+    def sight(self) -> Sight:
+        return judge_sight(bool(self.old_copies), self.scanned, self.denied)
+
+    def unreadable_note(self) -> str:
+        return unreadable_note(self.denied, self.scanned, self.unreadable_advice)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +189,11 @@ class Inventory:
             "scanned": self.scanned,
             "denied": self.denied,
             "vanished": self.vanished,
+            "processes": list(self.processes),
+            "out_of_scope": self.out_of_scope,
+            "sight": self.sight.value,
+            "unreadable": self.denied,
+            "unreadable_advice": self.unreadable_advice if self.denied else None,
             "elapsed_s": round(self.elapsed_s, 4),
             "hits": [h.to_dict() for h in self.hits],
         }
@@ -233,13 +284,7 @@ class _Reader:
                 version = self.source.read_loaded_copy(module)
                 self.loaded[key] = Copy(module.path, version)
             except PermissionError:
-                self.loaded[key] = Copy(
-                    module.path,
-                    None,
-                    _NO_PRIVILEGE.get(
-                        self.source.platform, "permission denied reading the loaded copy"
-                    ),
-                )
+                self.loaded[key] = Copy(module.path, None, self.source.loaded_copy_advice)
             except OSError as exc:
                 self.loaded[key] = Copy(module.path, None, f"cannot read the loaded copy: {exc}")
         return self.loaded[key]
@@ -255,11 +300,6 @@ class _Reader:
         return self.files[path]
 
 
-_NO_PRIVILEGE = {
-    "linux": "reading the replaced copy through /proc/PID/map_files needs root (CAP_SYS_ADMIN)",
-}
-
-
 def installed_path_for(source: ModuleSource, module: MappedModule, installed: Sequence[str]) -> str:
     """Where the installed copy of this module is: the `--installed` path with the same name,
     the only `--installed` path, or else the mapped path under its original (unrenamed) name."""
@@ -273,12 +313,22 @@ def installed_path_for(source: ModuleSource, module: MappedModule, installed: Se
 
 
 def take_inventory(
-    source: ModuleSource, names: Sequence[str], installed: Sequence[str] = ()
+    source: ModuleSource,
+    names: Sequence[str],
+    installed: Sequence[str] = (),
+    processes: Sequence[str] = (),
 ) -> Inventory:
-    """Scan every process for the named modules and judge each loaded copy."""
+    """Scan every process (or those named by `processes`) for the named modules and judge
+    each loaded copy."""
     t0 = time.perf_counter()
     matcher = NameMatcher(names)
-    found, counts = scan_processes(source.pids(), lambda pid: source.mapped_modules(pid, matcher))
+    keep = ProcessFilter(processes) if processes else None
+
+    found, counts = scan_processes(
+        source.pids(),
+        lambda pid: source.mapped_modules(pid, matcher),
+        (lambda pid: keep.keeps(source.process_info(pid).name)) if keep is not None else None,
+    )
     reader = _Reader(source)
     hits = []
     for module in found:
@@ -309,4 +359,7 @@ def take_inventory(
         denied=counts.denied,
         vanished=counts.vanished,
         elapsed_s=time.perf_counter() - t0,
+        processes=keep.patterns if keep is not None else (),
+        out_of_scope=counts.out_of_scope,
+        unreadable_advice=source.unreadable_advice,
     )

@@ -7,8 +7,9 @@ The verdict is a state set: one series per pattern, 1 for the current one and 0 
 so an alert can name the pattern and a dashboard can show its history.
 
 Before a target's first verdict every series exists already: the state set at 0 for every
-pattern, `NO_VERDICT` (-1) for the severity and the sink check, and the time the watch started
-as the last run's time, so a staleness alert counts from the start.
+pattern, `NO_VERDICT` (-1) for the severity, the sink check and the module inventory (stale
+modules, unreadable processes), and the time the watch started as the last run's time, so a
+staleness alert counts from the start.
 """
 
 from __future__ import annotations
@@ -121,7 +122,16 @@ class Metrics:
         )
         self.stale_modules = Gauge(
             "notifyprobe_stale_modules",
-            "Stale loaded modules found on the gateway host (0 until a module inventory runs)",
+            "Old copies of the target's modules loaded on this host; -1 when not known (no "
+            "inventory yet, it failed, or it found none but could not read every process)",
+            t,
+            registry=r,
+        )
+        self.unreadable = Gauge(
+            "notifyprobe_unreadable_processes",
+            "Processes the last module inventory could not read (an old copy may be loaded "
+            "there; root, or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, would let it); -1 before "
+            "the first inventory or when it failed",
             t,
             registry=r,
         )
@@ -169,7 +179,8 @@ class Metrics:
             self.sink_verified.labels(name).set(NO_VERDICT)
             self.last_run.labels(name).set(started_at)
             self.duration.labels(name).set(0)
-            self.stale_modules.labels(name).set(0)
+            self.stale_modules.labels(name).set(NO_VERDICT)
+            self.unreadable.labels(name).set(NO_VERDICT)
             self.interval.labels(name).set(interval_s)
 
     def show_verdict(self, target: str, verdict: Verdict, at: float, duration_s: float) -> None:
@@ -205,9 +216,14 @@ class Metrics:
     def count_correction(self, target: str, original: Pattern, corrected: Pattern) -> None:
         self.corrected.labels(target, original.value, corrected.value).inc()
 
-    def set_stale_modules(self, target: str, count: int) -> None:
-        """Hook for the module inventory: how many stale modules it found on the target's host."""
+    def set_stale_modules(self, target: str, count: int, unreadable: int = 0) -> None:
+        """Hook for the module inventory: how many old copies it found on the target's host,
+        and how many processes it could not read. A scan that found none but could not read
+        every process does not know the count: -1, never a clean 0. -1 for both: no answer."""
+        if count == 0 and unreadable != 0:
+            count = NO_VERDICT
         self.stale_modules.labels(target).set(count)
+        self.unreadable.labels(target).set(unreadable)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

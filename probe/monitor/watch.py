@@ -42,7 +42,7 @@ from probe.errors import ProbeError
 from probe.host import local_source, take_inventory
 from probe.ledger import Ledger, LedgerWriter
 from probe.monitor.config import OnChange, Target, WatchConfig
-from probe.monitor.metrics import Metrics
+from probe.monitor.metrics import NO_VERDICT, Metrics
 from probe.records import Endpoint, RunRecord
 from probe.reporting import make_bundle, to_json
 from probe.verdict import Pattern, Severity, Verdict
@@ -250,7 +250,7 @@ class Watcher:
             at = record.run.finished_at or time.time()
             self.metrics.observe_run(target.name, record, verdict, judged.elapsed_s or 0.0, at)
             if target.modules:
-                self.metrics.set_stale_modules(target.name, await stale_modules(target))
+                self.metrics.set_stale_modules(target.name, *await stale_modules(target))
         previous = self.states.get(target.name)
         self.states[target.name] = TargetState(verdict.pattern, verdict.severity,
                                                record.run.run_id)  # fmt: skip
@@ -415,20 +415,26 @@ class Watcher:
             log.info("retention", deleted_runs=deleted, days=self.config.retention_days)
 
 
-async def stale_modules(target: Target) -> int:
-    """How many processes on this host hold an old copy of the target's modules."""
+async def stale_modules(target: Target) -> tuple[int, int]:
+    """How many processes on this host hold an old copy of the target's modules, and how many
+    the scan could not read (-1, -1: the inventory itself failed). A scan that could not read
+    some processes says so in the log, with what would let it see them."""
     try:
         inventory = await in_daemon_thread(
             lambda: take_inventory(local_source(), target.modules, target.installed)
         )
     except ProbeError as exc:
         log.error("module_inventory_failed", target=target.name, error=str(exc))
-        return 0
+        return NO_VERDICT, NO_VERDICT
     old = inventory.old_copies
     if old:
         log.warning("stale_modules", target=target.name,
                     pids=sorted({hit.process.pid for hit in old}))  # fmt: skip
-    return len(old)
+    if inventory.denied:
+        log.warning("module_scan_blind", target=target.name, unreadable=inventory.denied,
+                    scanned=inventory.scanned, advice=inventory.unreadable_advice,
+                    note=inventory.unreadable_note())  # fmt: skip
+    return len(old), inventory.denied
 
 
 async def in_daemon_thread(work: Callable[[], T]) -> T:

@@ -24,7 +24,7 @@ from probe.diagnosis import (
     rediagnose,
     split,
 )
-from probe.host import HostFacts, Inventory, collect_facts
+from probe.host import HostFacts, Inventory, collect_facts, unreadable_note
 from probe.ledger import Ledger
 from probe.records import RunRecord
 from probe.reporting.redact import Redactor, clean_argv
@@ -74,6 +74,13 @@ class InventoryView:
     denied: int
     vanished: int
     rows: tuple[InventoryRow, ...]
+    unreadable_advice: str = ""  # absent from inventories stored before it was kept
+
+    def unreadable_line(self) -> str | None:
+        """What a scan that could not read every process leaves unknown (None: it read all)."""
+        if not self.denied:
+            return None
+        return unreadable_note(self.denied, self.scanned, self.unreadable_advice)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> InventoryView:
@@ -84,6 +91,7 @@ class InventoryView:
             denied=int(d.get("denied", 0)),
             vanished=int(d.get("vanished", 0)),
             rows=tuple(InventoryRow.from_dict(h) for h in d.get("hits", [])),
+            unreadable_advice=str(d.get("unreadable_advice") or ""),
         )
 
 

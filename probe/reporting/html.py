@@ -214,6 +214,9 @@ def _inventory(report: RunReport, esc: Callable[[object], str]) -> list[str]:
         f"<p>{esc(', '.join(inv.names))} on {esc(inv.platform)}: {len(inv.rows)} process(es) "
         f"with it loaded · {inv.scanned} scanned · {inv.denied} denied · {inv.vanished} gone</p>"
     )
+    unread = inv.unreadable_line()
+    if unread is not None:
+        out.append(f"<p><strong>Unknown:</strong> {esc(unread)}</p>")
     if not inv.rows:
         return out
     out.append(

@@ -423,6 +423,7 @@ def modules_section(inventory: InventoryView | None) -> list[str]:
         "",
         f"  Modules: {', '.join(inventory.names)} loaded in {len(inventory.rows)} place(s), "
         f"{len(old)} old · {inventory.scanned} processes scanned, {inventory.denied} denied",
+        *([f"    · {line}"] if (line := inventory.unreadable_line()) else []),
         *(f"    · {r.state}: pid {r.pid} {r.process} {r.mapped_path}"
           for r in inventory.rows[:MAX_MODULE_LINES]),
         *([f"    · … {len(inventory.rows) - MAX_MODULE_LINES} more in report.json"]

@@ -19,10 +19,13 @@ from probe.host import (
     InUse,
     Inventory,
     RebootSource,
+    Sight,
     describe,
+    judge_sight,
     local_source,
     read_host_file,
     take_inventory,
+    unreadable_note,
 )
 from probe.upgrade.checks import Check, Status
 from probe.upgrade.profiles import Profile, under_root
@@ -80,12 +83,20 @@ def in_use_checks(usage: InUse, profile: Profile, root: Path) -> list[Check]:
         ]
     blocking = [u for u in usage.held if not is_set_aside(u.path)]
     set_aside = [u for u in usage.held if is_set_aside(u.path)]
+    sight = judge_sight(bool(blocking), usage.scanned, usage.denied)
+    blind = (
+        f"; {unreadable_note(usage.denied, usage.scanned, usage.unreadable_advice)}"
+        if usage.denied
+        else ""
+    )
     checks = [
         Check(
             "files in use",
-            Status.FAIL if blocking else Status.PASS,
+            SIGHT_STATUS[sight],
             f"{len(blocking)} of {len(present)} file(s) held by a process ({seen})"
-            + (f"; {len(set_aside)} set aside as {SET_ASIDE_SUFFIX}" if set_aside else ""),
+            + (f"; {len(set_aside)} set aside as {SET_ASIDE_SUFFIX}" if set_aside else "")
+            + blind,
+            fix=usage.unreadable_advice if sight in (Sight.PARTIAL, Sight.BLIND) else "",
         )
     ]
     for use in blocking:
@@ -231,7 +242,21 @@ def leftover_checks(profile: Profile, root: Path) -> list[Check]:
     return checks
 
 
+# What a scan that found nothing wrong may claim: pass only when it read every process. A
+# partial scan warns (what it read is clean, the rest is unknown); a scan that read nothing (or
+# had nothing to read) did not run, whatever it found.
+SIGHT_STATUS = {
+    Sight.OLD_COPY: Status.FAIL,
+    Sight.CLEAN: Status.PASS,
+    Sight.PARTIAL: Status.WARN,
+    Sight.BLIND: Status.NOT_RUN,
+    Sight.EMPTY: Status.NOT_RUN,
+}
+
+
 def module_check(profile: Profile, inventory: Inventory | None, root: Path) -> Check:
+    """No process runs an old copy of the profile's modules under the root — said only of a
+    scan that could read every process; otherwise `warn` or `not run` with what was missed."""
     label = "no stale module loaded"
     if not profile.modules:
         return Check(label, Status.NOT_RUN, "the profile names no modules")
@@ -240,15 +265,28 @@ def module_check(profile: Profile, inventory: Inventory | None, root: Path) -> C
     hits = [h for h in inventory.hits if is_under(h.mapped_path, root)]
     old = [h for h in hits if h.state.is_old]
     names = ", ".join(profile.modules)
-    if not old:
+    sight = judge_sight(bool(old), inventory.scanned, inventory.denied)
+    note = inventory.unreadable_note() if inventory.denied else ""
+    if sight is Sight.CLEAN:
         return Check(label, Status.PASS, f"{len(hits)} process(es) map {names}, none an old copy")
+    if sight in (Sight.PARTIAL, Sight.BLIND, Sight.EMPTY):
+        read = f"{len(hits)} of the {inventory.scanned} processes read map {names}, none old"
+        return Check(
+            label,
+            SIGHT_STATUS[sight],
+            (f"{read}; {note}" if sight is Sight.PARTIAL else note)
+            or "no process could be scanned",
+            fix=f"{inventory.unreadable_advice}, then run postflight again"
+            if inventory.unreadable_advice
+            else "",
+        )
     evidence = tuple(
         f"pid {h.process.pid} {h.process.name or '?'}: {h.state.value}, {h.reason}" for h in old
     )
     return Check(
         label,
         Status.FAIL,
-        f"{len(old)} process(es) still run an old copy of {names}",
+        f"{len(old)} process(es) still run an old copy of {names}" + (f"; {note}" if note else ""),
         fix="restart those processes (or reboot), then run postflight again",
         evidence=evidence,
     )

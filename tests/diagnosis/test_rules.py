@@ -73,8 +73,19 @@ def test_first_only_without_stale_module_says_so_with_low_confidence() -> None:
                  SIGNATURES)  # fmt: skip
     assert d is not None and d.signature == "000"
     assert d.confidence is Confidence.LOW
-    assert any("no process has an old copy" in line for line in d.because)
-    assert any("2 process(es) could not be read" in line for line in d.because)
+    assert any("none of the 80 processes read has an old copy" in line for line in d.because)
+    assert any("could not read 2 of 82 processes" in line for line in d.because)
+
+
+def test_a_blind_scan_never_points_away_from_the_old_module() -> None:
+    """A scan that could not read every process rules nothing out: no "points away"."""
+    blind = diagnose(verdict(Pattern.FIRST_ONLY), inventory(denied=3), SIGNATURES)
+    assert blind is not None and blind.confidence is Confidence.LOW
+    assert "points away" not in blind.to_confirm
+    assert "does not rule it out" in blind.to_confirm
+    assert "could not read 3 of 83 processes" in blind.to_confirm
+    seen = diagnose(verdict(Pattern.FIRST_ONLY), inventory(), SIGNATURES)
+    assert seen is not None and "points away" in seen.to_confirm
 
 
 def test_first_only_without_inventory_asks_for_one() -> None:

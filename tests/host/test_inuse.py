@@ -66,4 +66,5 @@ def test_the_json_names_each_holder_with_its_process(tmp_path: Path) -> None:
     (entry,) = data["files"]
     (loaded,) = [h for h in entry["holders"] if (h["pid"], h["how"]) == (holder.pid, "loaded")]
     assert loaded["process"] and loaded["exe"] == os.path.realpath(sys.executable)
-    assert set(data) == {"scanned", "denied", "vanished", "elapsed_s", "files"}
+    assert set(data) == {"scanned", "denied", "vanished", "unreadable_advice", "elapsed_s", "files"}
+    assert data["unreadable_advice"] is None or data["denied"]

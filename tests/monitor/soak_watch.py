@@ -51,6 +51,7 @@ EVERY_SERIES = (
     "notifyprobe_last_run_duration_seconds",
     "notifyprobe_sink_verified",
     "notifyprobe_stale_modules",
+    "notifyprobe_unreadable_processes",
     "notifyprobe_interval_seconds",
     "notifyprobe_notifications_sent_total",
     "notifyprobe_notifications_accepted_total",

@@ -68,7 +68,8 @@ def test_counts_latency_failures_and_times_are_exposed_per_target():
     assert s[("notifyprobe_last_run_timestamp_seconds", lyon)] == 1_700_000_060.0
     assert s[("notifyprobe_last_run_duration_seconds", lyon)] == 1.5
     assert s[("notifyprobe_interval_seconds", lyon)] == 60.0
-    assert s[("notifyprobe_stale_modules", lyon)] == 0
+    assert s[("notifyprobe_stale_modules", lyon)] == -1  # no module inventory: not known
+    assert s[("notifyprobe_unreadable_processes", lyon)] == -1
     assert s[("notifyprobe_runs_total", (("pattern", "first_only"),) + lyon)] == 1
 
 
@@ -102,6 +103,29 @@ def test_stale_module_hook_sets_the_gauge():
     metrics = observed()
     metrics.set_stale_modules("paris", 2)
     assert samples(metrics)[("notifyprobe_stale_modules", (("target", "paris"),))] == 2
+    assert samples(metrics)[("notifyprobe_unreadable_processes", (("target", "paris"),))] == 0
+
+
+def test_a_blind_module_scan_never_exports_a_clean_zero():
+    """None found but 9 processes unread: the count is not known (-1), the 9 are exported."""
+    metrics = observed()
+    paris = (("target", "paris"),)
+    metrics.set_stale_modules("paris", 0, unreadable=9)
+    s = samples(metrics)
+    assert (
+        s[("notifyprobe_stale_modules", paris)],
+        s[("notifyprobe_unreadable_processes", paris)],
+    ) == (-1, 9)
+    metrics.set_stale_modules("paris", 2, unreadable=9)  # found: a lower bound, still a finding
+    assert samples(metrics)[("notifyprobe_stale_modules", paris)] == 2
+    metrics.set_stale_modules("paris", 0, unreadable=0)  # read everything, none: a real 0
+    assert samples(metrics)[("notifyprobe_stale_modules", paris)] == 0
+    metrics.set_stale_modules("paris", -1, unreadable=-1)  # the inventory failed
+    s = samples(metrics)
+    assert (
+        s[("notifyprobe_stale_modules", paris)],
+        s[("notifyprobe_unreadable_processes", paris)],
+    ) == (-1, -1)
 
 
 @needs_promtool

@@ -373,4 +373,35 @@ async def test_stale_module_on_this_host_is_exported_per_target(tmp_path):
             metrics = Metrics()
             with Ledger(tmp_path / "l.db") as ledger:
                 await Watcher(cfg, ledger, metrics).run(asyncio.Event())
-    assert 'notifyprobe_stale_modules{target="gw"} 1.0' in metrics.exposition().decode()
+    exposition = metrics.exposition().decode()
+    assert 'notifyprobe_stale_modules{target="gw"} 1.0' in exposition
+    assert 'notifyprobe_unreadable_processes{target="gw"} ' in exposition
+
+
+async def test_a_module_scan_that_could_not_read_every_process_warns_with_the_advice(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Recorded Windows host: System and System Idle Process are denied. The log names the
+    count and what would let the scan see them; the gauges get the count, not a clean 0."""
+    from structlog.testing import capture_logs
+
+    from probe.host import RecordedWindows
+    from probe.monitor import watch
+
+    recording = (
+        Path(__file__).resolve().parents[2] / "fixtures" / "windows" / "meetingplace-gateway.json"
+    )
+    monkeypatch.setattr(watch, "local_source", lambda: RecordedWindows.load(recording))
+    watched = target("gw", Endpoint("127.0.0.1", 1), modules=("NoSuch.dll",))
+    with capture_logs() as logs:
+        found = await watch.stale_modules(watched)
+    assert found == (0, 2)
+    (blind,) = [e for e in logs if e["event"] == "module_scan_blind"]
+    assert blind["log_level"] == "warning" and blind["unreadable"] == 2
+    assert "SeDebugPrivilege" in blind["advice"] and "could not read 2 of" in blind["note"]
+    metrics = Metrics()
+    metrics.add_targets([("gw", 60.0)], started_at=0.0)
+    metrics.set_stale_modules("gw", *found)
+    exposition = metrics.exposition().decode()
+    assert 'notifyprobe_stale_modules{target="gw"} -1.0' in exposition
+    assert 'notifyprobe_unreadable_processes{target="gw"} 2.0' in exposition

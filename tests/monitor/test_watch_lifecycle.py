@@ -175,7 +175,8 @@ def test_first_scrape_has_every_series_and_sigterm_with_a_hung_gateway_is_quick(
         label = f'target="{name}"'
         for series in ("notifyprobe_verdict_severity", "notifyprobe_last_run_timestamp_seconds",
                        "notifyprobe_last_run_duration_seconds", "notifyprobe_sink_verified",
-                       "notifyprobe_stale_modules", "notifyprobe_interval_seconds",
+                       "notifyprobe_stale_modules", "notifyprobe_unreadable_processes",
+                       "notifyprobe_interval_seconds",
                        "notifyprobe_notifications_sent_total",
                        "notifyprobe_probe_errors_total"):  # fmt: skip
             assert f"{series}{{{label}}}" in first, (series, name)

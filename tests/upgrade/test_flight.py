@@ -92,8 +92,9 @@ def test_files_nobody_holds_pass_and_absent_files_warn_that_nothing_was_checked(
 ) -> None:
     exchange_tree(tmp_path)
     usage = files_in_use(local_holders(), profile_files(EXCHANGE, tmp_path))
+    seen_all = Status.PASS if usage.denied == 0 else Status.WARN  # some hosts hide a process
     assert [(c.status, c.reason[:28]) for c in in_use_checks(usage, EXCHANGE, tmp_path)] == [
-        (Status.PASS, "0 of 4 file(s) held by a pro")
+        (seen_all, "0 of 4 file(s) held by a pro")
     ]
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -168,7 +169,8 @@ def test_an_old_copy_still_loaded_under_the_root_fails_postflight(tmp_path: Path
     assert any("stale" in line for line in stale.evidence)
     elsewhere = tmp_path / "other-root"
     elsewhere.mkdir()
-    assert module_check(EXCHANGE, inventory, elsewhere).status is Status.PASS
+    seen_all = Status.PASS if inventory.denied == 0 else Status.WARN  # some hosts hide a process
+    assert module_check(EXCHANGE, inventory, elsewhere).status is seen_all
     assert module_check(EXCHANGE, None, tmp_path).status is Status.NOT_RUN
 
 

@@ -93,6 +93,29 @@ def _longest_literal(pattern: str) -> str:
     return max(runs, key=len)
 
 
+class ProcessFilter:
+    """The process names a scan is restricted to: case-insensitive, globs allowed, and on
+    Windows the `.exe` may be left out (`--process gateway` keeps gateway.exe).
+
+    The filter is decided on the name alone, which any user may read (Linux /proc/PID/stat and
+    cmdline, Windows' process list): a process it leaves out is never read, so it cannot make
+    the scan blind. A process whose name cannot be read is kept — it might be the one asked for.
+    """
+
+    def __init__(self, patterns: Iterable[str]):
+        self.patterns = tuple(dict.fromkeys(p.strip() for p in patterns if p.strip()))
+        if not self.patterns:
+            raise UsageError("--process needs a process name")
+        self._lowered = tuple(p.lower() for p in self.patterns)
+
+    def keeps(self, name: str) -> bool:
+        if not name:
+            return True
+        low = name.lower()
+        names = (low, low.removesuffix(".exe"))
+        return any(_name_matches(n, p) for n in names for p in self._lowered)
+
+
 @dataclass(frozen=True)
 class ProcessInfo:
     pid: int
@@ -124,9 +147,13 @@ class MappedModule:
 
 class ModuleSource(Protocol):
     """What a platform provides to the inventory. Errors: ProcessDenied, ProcessVanished,
-    OSError from the readers."""
+    OSError from the readers. `unreadable_advice` says what would let a scan read the processes
+    it was refused (root, a capability, a privilege: each platform its own), and
+    `loaded_copy_advice` what reading a mapped copy that is no longer at its path needs."""
 
     platform: str
+    unreadable_advice: str
+    loaded_copy_advice: str
 
     def pids(self) -> list[int]: ...
 
@@ -166,6 +193,7 @@ class HolderSource(Protocol):
     """What the files-in-use check needs from a platform, beside the process list."""
 
     platform: str
+    unreadable_advice: str
 
     def pids(self) -> list[int]: ...
 
@@ -178,21 +206,31 @@ class HolderSource(Protocol):
 
 @dataclass(frozen=True)
 class ScanCounts:
-    """How a scan of every process went: read, refused (AccessDenied), gone meanwhile."""
+    """How a scan of every process went: read, refused (AccessDenied), gone meanwhile, and
+    left out by a process filter (never read, so never unreadable)."""
 
     scanned: int = 0
     denied: int = 0
     vanished: int = 0
+    out_of_scope: int = 0
 
 
 def scan_processes(
-    pids: Iterable[int], read: Callable[[int], Iterable[T]]
+    pids: Iterable[int],
+    read: Callable[[int], Iterable[T]],
+    in_scope: Callable[[int], bool] | None = None,
 ) -> tuple[list[T], ScanCounts]:
-    """`read` every process and collect what it finds; one unreadable process never fails it."""
+    """`read` every process (that `in_scope` keeps) and collect what it finds; one unreadable
+    process never fails it. `in_scope` decides from what anyone may read (the process name),
+    so a process it leaves out is neither scanned nor unreadable; it may raise
+    ProcessVanished."""
     found: list[T] = []
-    scanned = denied = vanished = 0
+    scanned = denied = vanished = out_of_scope = 0
     for pid in pids:
         try:
+            if in_scope is not None and not in_scope(pid):
+                out_of_scope += 1
+                continue
             found.extend(read(pid))
         except ProcessDenied:
             denied += 1
@@ -200,4 +238,4 @@ def scan_processes(
             vanished += 1
         else:
             scanned += 1
-    return found, ScanCounts(scanned, denied, vanished)
+    return found, ScanCounts(scanned, denied, vanished, out_of_scope)

@@ -5,7 +5,8 @@ inode, so it cannot see a replaced file. Here each maps file is read raw and onl
 the module name; matching lines give the mapped path, the device and inode. Comparing those with
 the file now at that path tells whether the process still runs an old copy. The old copy's bytes
 come from /proc/PID/map_files/START-END, which reopens the mapped inode itself (root or
-CAP_SYS_ADMIN only); without it the state is still known, the old version is not.
+CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN only); without it the state is still known, the old
+version is not.
 """
 
 from __future__ import annotations
@@ -29,6 +30,19 @@ from probe.host.platform.base import (
 from probe.host.platform.common import psutil_pids, psutil_process_info, read_whole
 
 DELETED = " (deleted)"
+# What each read needs for a process of another user (checked on Linux 6.x with setpriv, and by
+# tests/host/test_unprivileged_scan.py): /proc/PID/maps and exe pass the kernel's ptrace read
+# check (CAP_SYS_PTRACE); /proc/PID/fd and map_files are folders only their owner may open
+# (CAP_DAC_READ_SEARCH), and following an fd link needs both.
+UNREADABLE_ADVICE = (
+    "run as root, or grant the service CAP_SYS_PTRACE (to read /proc/PID/maps and exe of "
+    "other users' processes) and CAP_DAC_READ_SEARCH (to list /proc/PID/fd and map_files)"
+)
+# Reopening a mapped inode through map_files is the checkpoint/restore interface on top of that.
+LOADED_COPY_ADVICE = (
+    "reading the replaced copy through /proc/PID/map_files needs root, or CAP_CHECKPOINT_RESTORE "
+    "(Linux 5.9 and later; before: CAP_SYS_ADMIN) with CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH"
+)
 SKIPPED_PREFIXES = ("/dev/", "/memfd:", "/SYSV", "/proc/")
 
 
@@ -72,6 +86,8 @@ class LinuxModules:
     with PermissionError to prove the inventory still judges correctly without privilege)."""
 
     platform = "linux"
+    unreadable_advice = UNREADABLE_ADVICE
+    loaded_copy_advice = LOADED_COPY_ADVICE
 
     def __init__(self, proc: Path = Path("/proc"), opener: Opener = os.open):
         self.proc = proc

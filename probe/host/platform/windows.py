@@ -93,6 +93,12 @@ def drive_devices() -> dict[str, str]:
 
 class _WindowsPaths:
     platform = "windows"
+    # psutil enables SeDebugPrivilege when the token holds it: an elevated Administrator's does.
+    unreadable_advice = (
+        "run elevated (as Administrator: SeDebugPrivilege opens other users' and services' "
+        "processes; protected processes stay unreadable even then)"
+    )
+    loaded_copy_advice = "permission denied reading the loaded copy: run elevated (Administrator)"
     devices: dict[str, str]  # device name -> drive letter, set by each subclass
 
     def same_path(self, a: str, b: str) -> bool:
