@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from probe.cli.modules import exit_code, to_text
 from probe.host.inventory import Inventory, Sight, judge_sight, take_inventory, unreadable_note
 from probe.host.platform import ProcessDenied, ProcessFilter, ProcessVanished, scan_processes
 from probe.host.platform.linux import LinuxModules
-from probe.host.platform.windows import RecordedWindows
+from probe.host.platform.windows import RecordedWindows, loads_no_user_modules
 from probe.reporting.artifacts import InventoryView
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,24 +93,44 @@ def test_each_platform_gives_its_own_advice() -> None:
     assert "CAP_CHECKPOINT_RESTORE" in LinuxModules().loaded_copy_advice
 
 
-def recording(tmp_path: Path, keep: set[int]) -> Path:
+def recording(tmp_path: Path, keep: set[int], denied: frozenset[int] = frozenset()) -> Path:
     data = json.loads(MEETINGPLACE.read_text())
-    data["processes"] = [p for p in data["processes"] if p["pid"] in keep]
+    data["processes"] = [
+        {**p, "error": "denied"} if p["pid"] in denied else p
+        for p in data["processes"]
+        if p["pid"] in keep
+    ]
     path = tmp_path / "recording.json"
     path.write_text(json.dumps(data))
     return path
 
 
-def test_a_recorded_windows_scan_that_could_not_read_system_is_unknown(
+def test_system_and_the_idle_process_load_no_module_so_not_reading_them_misses_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """System Idle Process and System are denied; perfmon runs the current copy."""
+    """Nobody may read pid 0 and 4, not even elevated; they run no user-mode code."""
     path = recording(tmp_path, {0, 4, 1020, 2604})
+    assert main(["modules", "--recorded", str(path)]) == 0
+    assert "could not read" not in capsys.readouterr().out
+
+
+def test_a_recorded_windows_scan_that_could_not_read_a_service_is_unknown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """svchost is denied (not elevated); perfmon runs the current copy."""
+    path = recording(tmp_path, {0, 4, 1020, 2604}, denied=frozenset({1020}))
     assert main(["modules", "--recorded", str(path)]) == 3
     out = capsys.readouterr().out
-    assert "UNKNOWN: could not read 2 of 4 processes" in out and "SeDebugPrivilege" in out
+    assert "UNKNOWN: could not read 1 of 4 processes" in out and "SeDebugPrivilege" in out
     assert main(["modules", "--recorded", str(path), "--process", "perfmon"]) == 0
     assert "only perfmon" in capsys.readouterr().out
+
+
+def test_a_process_named_like_a_minimal_one_is_not_exempt_unless_system_started_it() -> None:
+    assert loads_no_user_modules(0, "System Idle Process", None)
+    assert loads_no_user_modules(88, "Registry", 4)
+    assert not loads_no_user_modules(5120, "Registry", 3344)
+    assert not loads_no_user_modules(5120, "svchost.exe", 4)
 
 
 def test_a_scope_with_an_old_copy_fails_and_one_with_no_such_process_is_unknown(
@@ -123,17 +144,19 @@ def test_a_scope_with_an_old_copy_fails_and_one_with_no_such_process_is_unknown(
 
 
 def test_the_inventory_json_keeps_the_count_and_the_advice_and_old_ones_still_load() -> None:
-    scoped = take_inventory(RecordedWindows.load(MEETINGPLACE), ["MPNotifyPerf.dll"])
+    source = RecordedWindows.load(MEETINGPLACE)
+    source.processes[1020] = replace(source.processes[1020], error="denied")  # svchost
+    scoped = take_inventory(source, ["MPNotifyPerf.dll"])
     data = scoped.to_dict()
-    assert (data["unreadable"], data["sight"]) == (2, "old_copy")
+    assert (data["unreadable"], data["sight"]) == (1, "old_copy")
     assert "SeDebugPrivilege" in data["unreadable_advice"]
     view = InventoryView.from_dict(data)
     assert view.unreadable_line() == scoped.unreadable_note()
     old = {k: v for k, v in data.items() if k in ("names", "platform", "scanned", "denied",
                                                   "vanished", "hits")}  # fmt: skip
     stored_before = InventoryView.from_dict(old)
-    assert stored_before.denied == 2
-    assert "could not read 2 of 7 processes" in (stored_before.unreadable_line() or "")
+    assert stored_before.denied == 1
+    assert "could not read 1 of 7 processes" in (stored_before.unreadable_line() or "")
     assert InventoryView.from_dict({**old, "denied": 0}).unreadable_line() is None
 
 

@@ -37,6 +37,16 @@ from probe.host.platform.base import (
 from probe.host.platform.common import psutil_pids, psutil_process_info, read_whole
 
 DEVICE_PREFIX = "\\device\\"
+# Processes that run no user-mode code, so load no DLL at all: the idle process (0), System (4)
+# and the minimal processes System starts. Nobody may read them, not even an elevated
+# Administrator; a scan that could not read them has not missed a loaded module.
+NO_USER_MODE_PIDS = frozenset({0, 4})
+MINIMAL_PROCESSES = frozenset({"registry", "memory compression", "secure system"})
+
+
+def loads_no_user_modules(pid: int, name: str, parent: int | None) -> bool:
+    """The idle process, System, or a minimal process System itself started."""
+    return pid in NO_USER_MODE_PIDS or (name.lower() in MINIMAL_PROCESSES and parent == 4)
 
 
 def dos_path(path: str, devices: Mapping[str, str]) -> str:
@@ -145,10 +155,13 @@ class WindowsModules(_WindowsPaths):
 
     def mapped_modules(self, pid: int, matcher: NameMatcher) -> list[MappedModule]:
         try:
-            maps = psutil.Process(pid).memory_maps(grouped=True)
+            process = psutil.Process(pid)
+            maps = process.memory_maps(grouped=True)
         except psutil.NoSuchProcess:
             raise ProcessVanished(pid) from None
         except (psutil.AccessDenied, OSError):
+            if _kernel_side(pid):
+                return []
             raise ProcessDenied(pid) from None
         paths = [m.path for m in maps if m.path]
         return modules_from_paths(pid, paths, matcher, self.devices, os.path.exists)
@@ -175,6 +188,14 @@ class WindowsModules(_WindowsPaths):
         return self.holdings(pid, maps, opened, keys)
 
 
+def _kernel_side(pid: int) -> bool:
+    try:
+        process = psutil.Process(pid)
+        return loads_no_user_modules(pid, process.name(), process.ppid())
+    except (psutil.Error, OSError):
+        return pid in NO_USER_MODE_PIDS
+
+
 @dataclass(frozen=True)
 class RecordedProcess:
     pid: int
@@ -184,6 +205,7 @@ class RecordedProcess:
     maps: tuple[str, ...]
     error: Literal["denied", "vanished"] | None
     open_files: tuple[str, ...] = ()
+    parent: int | None = None
 
 
 class RecordedWindows(_WindowsPaths):
@@ -213,6 +235,7 @@ class RecordedWindows(_WindowsPaths):
                     maps=tuple(p.get("maps", ())),
                     error=p.get("error"),
                     open_files=tuple(p.get("open_files", ())),
+                    parent=p.get("ppid"),
                 )
                 for p in data["processes"]
             ]
@@ -246,6 +269,13 @@ class RecordedWindows(_WindowsPaths):
         return ProcessInfo(pid, proc.name, proc.exe, proc.started_at)
 
     def mapped_modules(self, pid: int, matcher: NameMatcher) -> list[MappedModule]:
+        recorded = self.processes.get(pid)
+        if (
+            recorded is not None
+            and recorded.error == "denied"
+            and loads_no_user_modules(pid, recorded.name, recorded.parent)
+        ):
+            return []
         proc = self._process(pid)
         return modules_from_paths(
             pid, proc.maps, matcher, self.devices, lambda p: ntpath.normcase(p) in self.files
