@@ -1,0 +1,47 @@
+"""A bounce told the same way in every view: the terminal report, JSON, the nagios long output,
+`verdict RUN` and the evidence bundle (report.html, report.json and the returned messages
+themselves, redacted). The gateway is a real lab gateway process whose later notifications come
+back as RFC 3464 bounces, as a gateway does when its next hop refuses them."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+from probe.cli import main
+from tests.test_cli import free_port, service
+
+REASON = "550 5.7.1 Recipient address rejected"
+
+
+def test_a_bounce_reads_the_same_in_text_json_nagios_verdict_and_the_bundle(tmp_path, capsys):
+    db, sink, bundle = tmp_path / "l.db", free_port(), tmp_path / "case.zip"
+    relay = ["--relay", f"127.0.0.1:{sink}"]
+    with service("lab", "gateway", "--listen", "127.0.0.1:0", *relay,
+                 "--mode", "first-only:bounce") as gateway:  # fmt: skip
+        where = ["--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}",
+                 "--db", str(db), "--count", "4"]  # fmt: skip
+        assert main(["burst", *where, "--evidence", str(bundle)]) == 2
+        text = capsys.readouterr().out
+        assert main(["burst", *where, "--format", "nagios"]) == 2
+        nagios = capsys.readouterr().out.splitlines()
+    assert "CRITICAL  first_only" in text and "bounced 3" in text
+    assert f"seq 2-4: accepted, then bounced: failed 5.7.1 (smtp; {REASON}" in text
+    # the gateway restarted nothing: every notification of the second run came back
+    assert nagios[0].startswith("NOTIFYPROBE CRITICAL - all_bounced") and "5.7.1" in nagios[0]
+    assert any(line.startswith("seq 1-4: failed 5.7.1") for line in nagios[1:])
+
+    with zipfile.ZipFile(bundle) as archive:
+        names = archive.namelist()
+        page = archive.read("report.html").decode("utf-8")
+        kept = json.loads(archive.read("report.json"))
+        returned = [archive.read(n) for n in names if n.startswith("bounces/")]
+    assert len(returned) == 3 and all(b"message/delivery-status" in r for r in returned)
+    assert "<span>bounced <b>3</b></span>" in page and REASON in page
+    [second] = [n for n in kept["notifications"] if n["seq"] == 2]
+    assert second["outcome"] == "bounced" and second["copies"] == 0
+    assert (second["bounce"]["status"], second["bounce"]["named_by"]) == ("5.7.1", "verp")
+
+    assert main(["verdict", kept["run_id"], "--db", str(db), "--json", "-"]) == 2
+    again = json.loads(capsys.readouterr().out)
+    assert again["verdict"]["pattern"] == "first_only" and again["verdict"]["bounced"] == 3
