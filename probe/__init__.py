@@ -9,6 +9,7 @@ The map, top to bottom (imports only point down; docs/architecture.md tells the 
     lab/        a gateway with fault modes and stand-in DLLs, to rehearse on one host
     diagnosis/  verdict + loaded modules + known-issue signatures -> the likely cause
     delivery/   send the burst, receive it in the sink, wait until it settles
+    history     a run judged again with late mail and bounces; corrections kept beside verdicts
     ledger      the SQLite record of every run, notification, delivery and artifact
     verdict     the pure judgement of a run (healthy, first_only, degraded_after_k, ...)
     host/       loaded modules, files in use, PE versions, host facts, registry, pending reboot

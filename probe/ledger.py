@@ -426,9 +426,9 @@ class Ledger:
     ) -> None:
         self.write(partial(_finish_run, run_id, status, finished_at, verdict))
 
-    def correct_verdict(self, run_id: str, verdict: str, at: float) -> None:
-        """Keep a re-judged verdict beside the original one, with the time of the change."""
-        self.write(partial(_correct_verdict, run_id, verdict, at))
+    def store_correction(self, run_id: str, verdict: str, at: float) -> None:
+        """Keep a corrected verdict beside the original one, with the time it was found."""
+        self.write(partial(_store_correction, run_id, verdict, at))
 
     def put_artifact(self, run_id: str, name: str, content: str) -> None:
         """Keep a named JSON document with a run (inventory, diagnosis, log), for `evidence`."""
@@ -903,7 +903,7 @@ def _finish_run(
     )
 
 
-def _correct_verdict(run_id: str, verdict: str, at: float, conn: sqlite3.Connection) -> None:
+def _store_correction(run_id: str, verdict: str, at: float, conn: sqlite3.Connection) -> None:
     conn.execute(
         "UPDATE runs SET corrected_verdict = ?, corrected_at = ? WHERE run_id = ?",
         (verdict, at, run_id),

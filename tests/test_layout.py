@@ -24,6 +24,7 @@ LAYERS = (
     ("reporting", "upgrade"),
     ("lab", "diagnosis"),
     ("delivery",),
+    ("history",),
     ("ledger", "verdict"),
     ("host",),
     ("records", "correlation", "logs", "errors"),

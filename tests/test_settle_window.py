@@ -20,11 +20,11 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from probe.cli import main
-from probe.delivery.late import StoredVerdict, revisit
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import DEFAULT_WINDOW_S, Patience, SettleWindow, WindowSource
 from probe.delivery.sink import Sink
+from probe.history import StoredVerdict, revise_and_keep
 from probe.lab.gateway import free_port
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Endpoint
@@ -233,7 +233,7 @@ async def test_verdict_after_late_mail_says_the_loss_was_a_delay(tmp_path, capsy
     with Ledger(db) as ledger:
         assert ledger.stored_verdict(run_id)["pattern"] == "first_only"  # kept as given
         assert ledger.corrected_verdict(run_id)["pattern"] == "healthy"
-        again = revisit(ledger, run_id, time.time())
+        again = revise_and_keep(ledger, run_id, time.time())
         assert not again.newly_corrected  # counted once
         judged_at, corrected_at = ledger.load(run_id).run.finished_at, ledger.corrected_at(run_id)
     assert again.original == StoredVerdict("first_only", "critical", judged_at)

@@ -29,7 +29,6 @@ from probe.verdict import (
     Thresholds,
     classify,
     judge_recorded,
-    revise,
     seq_ranges,
 )
 from tests.conftest import TEST_KEY
@@ -324,39 +323,6 @@ def test_classify_is_total_over_errors_cut_offs_and_clock_jumps(shape, control):
     assert all(n.latency_s is None or n.latency_s >= 0 for n in notes)
     if verdict.severity is Severity.OK:
         assert verdict.delivered == verdict.sent > 0
-
-
-# -- late mail: the run judged again against the verdict given at its end -----------------------
-
-JUDGED_AT = 1002.0  # the verdict; every note() is submitted around 1000 s
-
-
-def test_late_mail_that_completes_the_run_says_the_loss_was_a_delay():
-    late = record(note(1), *(note(seq, latency=4.0) for seq in range(2, 5)))
-    revision = revise(late, Pattern.FIRST_ONLY, JUDGED_AT)
-    assert revision.changed and revision.current.pattern is Pattern.HEALTHY
-    assert revision.late == 3 and revision.after_verdict_s == pytest.approx(2.04)
-    assert revision.summary() == (
-        "3 notifications arrived after the verdict, the last at +5.0 s (2.0 s after the "
-        "verdict): the loss was a delay (first_only → healthy)"
-    )
-
-
-def test_late_mail_that_leaves_losses_says_part_of_the_loss_was_a_delay():
-    partly = record(note(1), note(2, latency=4.0), note(3, latency=4.0),
-                    note(4, delivered=0), note(5, delivered=0))  # fmt: skip
-    revision = revise(partly, Pattern.FIRST_ONLY, JUDGED_AT)
-    assert revision.current.pattern is Pattern.DEGRADED_AFTER_K
-    assert "part of the loss was a delay (first_only → degraded_after_k)" in revision.summary()
-
-
-def test_no_late_mail_leaves_the_verdict_as_it_was():
-    lost = record(note(1), note(2, delivered=0), note(3, delivered=0))
-    revision = revise(lost, Pattern.FIRST_ONLY, JUDGED_AT)
-    assert not revision.changed and revision.late == 0
-    assert revision.summary() == (
-        "no notification arrived after the verdict: the verdict stays first_only"
-    )
 
 
 # -- losses that follow the SMTP sessions --------------------------------------------------------
@@ -674,13 +640,6 @@ def test_bounces_are_not_mail_held_per_session():
              bounced(3, session=1, position=3), note(4, session=2, position=1),
              note(5, session=2, position=2), bounced(6, session=2, position=3)]  # fmt: skip
     assert classify(record(*notes)).pattern is not Pattern.QUEUED_PER_SESSION
-
-
-def test_bounces_that_came_back_after_the_verdict_re_judge_it():
-    late = record(*(bounced(seq, at=JUDGED_AT + 3) for seq in range(1, 4)))
-    revision = revise(late, Pattern.NONE_DELIVERED, JUDGED_AT)
-    assert revision.current.pattern is Pattern.ALL_BOUNCED and revision.late_bounces == 3
-    assert "none_delivered → all_bounced" in revision.summary()
 
 
 @given(

@@ -6,9 +6,8 @@ import argparse
 import time
 
 from probe.cli.common import add_db, chosen_run, open_ledger, write_json
-from probe.delivery import revisit
+from probe.history import revise_and_keep
 from probe.reporting import report_json, run_report, to_text
-from probe.verdict import judge_recorded
 
 
 def add_parser(
@@ -33,11 +32,10 @@ def add_parser(
 
 def run(args: argparse.Namespace) -> int:
     with open_ledger(args.db, existing=True) as ledger:
-        revisited = revisit(ledger, chosen_run(ledger, args.run_id, args.last, "verdict"),
-                            time.time())  # fmt: skip
-        record, revision = revisited.record, revisited.revision
-        verdict = revision.current if revision is not None else judge_recorded(record)
-        report = run_report(ledger, record, verdict, revision)
+        run_id = chosen_run(ledger, args.run_id, args.last, "verdict")
+        revised = revise_and_keep(ledger, run_id, time.time())
+        verdict = revised.verdict
+        report = run_report(ledger, revised.record, verdict, revised.revision)
     if args.json:
         write_json(args.json, report_json(report))
     if args.json != "-":

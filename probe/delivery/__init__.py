@@ -18,7 +18,6 @@ from probe.delivery.domain import (
     may_be_lab,
     unrouted_default_domain,
 )
-from probe.delivery.late import StoredVerdict, look_back, revisit
 from probe.delivery.own_sink import is_own_sink, own_sink_message, refuse_own_sink
 from probe.delivery.run import (
     DeliveryHub,
@@ -74,7 +73,6 @@ __all__ = [
     "SharedSink",
     "Sink",
     "SinkLimits",
-    "StoredVerdict",
     "TlsMode",
     "client_network",
     "default_domain_warning",
@@ -82,13 +80,11 @@ __all__ = [
     "hide_secret",
     "is_own_sink",
     "judge_cut_run",
-    "look_back",
     "may_be_lab",
     "own_sink_message",
     "password_from_env",
     "password_from_file",
     "refuse_own_sink",
-    "revisit",
     "run_probe",
     "server_context",
     "tls_mode",

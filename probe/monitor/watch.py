@@ -35,10 +35,10 @@ from probe.delivery import (
     SharedSink,
     Sink,
     judge_cut_run,
-    revisit,
     run_probe,
 )
 from probe.errors import ProbeError
+from probe.history import revise_and_keep
 from probe.host import local_source, take_inventory
 from probe.ledger import Ledger, LedgerWriter
 from probe.monitor.config import OnChange, Target, WatchConfig
@@ -223,7 +223,7 @@ class Watcher:
                 return
             started = time.monotonic()
             try:  # everything of one round: a failure must never end this target's loop
-                self.look_back(target)
+                self.revise_previous(target)
                 outcome = await run_probe(
                     self.ledger, settings_for(self.config, target), shared=shared
                 )
@@ -277,19 +277,19 @@ class Watcher:
             if not ok and self.metrics is not None:
                 self.metrics.hook_failures.labels(target.name).inc()
 
-    def look_back(self, target: Target) -> None:
-        """Re-judge the target's previous run (and the runs a stop cut off since, when the
-        watch just started) with the mail that arrived after their verdict."""
+    def revise_previous(self, target: Target) -> None:
+        """Judge the target's previous run again (and the runs a stop cut off since, when the
+        watch just started) with the mail and bounces that arrived after their verdict."""
         for run_id in self.looks.pop(target.name, []):
-            self.revisit(target.name, run_id)
+            self.revise(target.name, run_id)
 
-    def revisit(self, target: str, run_id: str) -> Verdict | None:
-        """The run's verdict now; a change is stored, logged once and counted."""
-        looked = revisit(self.ledger, run_id, time.time())
-        r = looked.revision
+    def revise(self, target: str, run_id: str) -> Verdict | None:
+        """The run's verdict now; a correction is kept, logged once and counted."""
+        revised = revise_and_keep(self.ledger, run_id, time.time())
+        r = revised.revision
         if r is None:
             return None
-        if looked.newly_corrected:
+        if revised.newly_corrected:
             log.warning("verdict_corrected", target=target, run_id=run_id,
                         original=r.original.value, corrected=r.current.pattern.value,
                         late=r.late, last_late_s=r.last_late_s, summary=r.summary())  # fmt: skip
@@ -394,7 +394,7 @@ class Watcher:
             walked: list[str] = []
             for run_id in self.ledger.judged_runs(target.name, LOOK_BACK_RUNS):
                 walked.append(run_id)
-                verdict = self.revisit(target.name, run_id)
+                verdict = self.revise(target.name, run_id)
                 if verdict is None or verdict.pattern is Pattern.INCONCLUSIVE:
                     continue
                 self.states[target.name] = TargetState(verdict.pattern, verdict.severity, run_id)

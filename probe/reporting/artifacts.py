@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from probe.delivery import StoredVerdict, look_back
 from probe.diagnosis import (
     Confidence,
     Diagnosis,
@@ -24,11 +23,12 @@ from probe.diagnosis import (
     rediagnose,
     split,
 )
+from probe.history import Revision, StoredVerdict, kept_verdicts, revision_of
 from probe.host import HostFacts, Inventory, collect_facts, unreadable_note
 from probe.ledger import Ledger
 from probe.records import RunRecord
 from probe.reporting.redact import Redactor, clean_argv
-from probe.verdict import Revision, Verdict, judge_recorded
+from probe.verdict import Verdict, judge_recorded
 
 EXPLANATION = "explanation"  # diagnosis, module inventory, gateway processes
 LOG = "log"  # the structured log events of the run
@@ -256,7 +256,7 @@ def run_report(
 ) -> RunReport:
     """The model of one judged run, with what the run kept beside its rows."""
     kept = ledger.artifacts(record.run.run_id)
-    original, correction = verdict_history(ledger, record, revision)
+    original, correction = kept_verdicts(ledger, record) if revision else (None, None)
     explanation, at_verdict = explanations(kept.get(EXPLANATION), record, revision)
     return RunReport(
         record=record,
@@ -269,19 +269,6 @@ def run_report(
         correction=correction,
         explanation_at_verdict=at_verdict,
     )
-
-
-def verdict_history(
-    ledger: Ledger, record: RunRecord, revision: Revision | None
-) -> tuple[StoredVerdict | None, StoredVerdict | None]:
-    """For a run judged again: the verdict given when it ended and its correction by late mail,
-    as the ledger keeps them (read only); nothing right after the run."""
-    if revision is None:
-        return None, None
-    run_id = record.run.run_id
-    original = StoredVerdict.of(ledger.stored_verdict(run_id), record.run.finished_at)
-    correction = StoredVerdict.of(ledger.corrected_verdict(run_id), ledger.corrected_at(run_id))
-    return original, correction
 
 
 def kept_checks(artifacts: Sequence[tuple[str, Any]]) -> tuple[KeptChecks, ...]:
@@ -324,12 +311,12 @@ class RunEvidence:
 def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
     """Everything the ledger holds about `run_id` (host facts collected now if none were kept)."""
     record = ledger.load(run_id)
-    revision = look_back(ledger, record)
+    revision = revision_of(ledger, record)
     verdict = revision.current if revision is not None else judge_recorded(record)
     kept = ledger.artifacts(run_id)
     host_json = kept.get(HOST)
     command = kept.get(COMMAND_LINE)
-    original, correction = verdict_history(ledger, record, revision)
+    original, correction = kept_verdicts(ledger, record) if revision else (None, None)
     explanation, at_verdict = explanations(kept.get(EXPLANATION), record, revision)
     return RunEvidence(
         record=record,

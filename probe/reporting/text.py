@@ -13,16 +13,16 @@ from typing import Any
 from probe.delivery import (
     INSECURE_WARNING,
     SettleWindow,
-    StoredVerdict,
     default_domain_warning,
     first_check,
     unrouted_default_domain,
 )
+from probe.history import Revision, StoredVerdict
 from probe.host import ModuleState
 from probe.records import Bounce, Notification, Run, RunRecord
 from probe.reporting.artifacts import InventoryView, KeptChecks, RunReport, StoredExplanation
 from probe.reporting.nagios import STATE_WORD, bounce_lines, diagnosis_lines
-from probe.verdict import Cause, Pattern, Revision, Verdict
+from probe.verdict import Cause, Pattern, Verdict
 
 MAX_MODULE_LINES = 10
 OLD_STATES = frozenset(s.value for s in ModuleState if s.is_old)
