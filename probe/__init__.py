@@ -4,6 +4,7 @@ The map, top to bottom (imports only point down; docs/architecture.md tells the 
 
     cli/        the `notifyprobe` command: one module per subcommand, exit codes
     monitor/    `watch`: every gateway on an interval, its TOML config, Prometheus metrics
+    pipeline    probe once: run -> explain -> keep -> report, for every command that probes
     reporting/  text, JSON, nagios and HTML reports, the evidence bundle, kept artifacts, redaction
     upgrade/    pre/postflight checks, relocated-install drift, undoable fixes, upgrade profiles
     lab/        a gateway with fault modes and stand-in DLLs, to rehearse on one host

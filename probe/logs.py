@@ -49,6 +49,11 @@ class LogCapture:
     def events(self) -> list[dict[str, Any]]:
         return list(self._events)
 
+    def events_of(self, run_id: str) -> list[dict[str, Any]]:
+        """The events that name one run: what its bundle keeps when several runs share the
+        process (watch)."""
+        return [e for e in self._events if e.get("run_id") == run_id]
+
 
 CAPTURE = LogCapture()
 _LEVELS = {

@@ -21,6 +21,7 @@ LAYERS = (
     ("__main__",),
     ("cli",),
     ("monitor",),
+    ("pipeline",),
     ("reporting", "upgrade"),
     ("lab", "diagnosis"),
     ("delivery",),

@@ -9,7 +9,7 @@ import time
 from probe.cli.burst_options import add_burst_options, settings_from
 from probe.cli.common import Stopped, open_ledger, run_stoppable, write_json
 from probe.cli.diagnosis_options import add_diagnosis_options, request_from
-from probe.cli.evidence_options import add_evidence_options, keep_run_artifacts, write_bundle
+from probe.cli.evidence_options import add_evidence_options, kept_with_run, write_bundle
 from probe.correlation import new_run_id
 from probe.delivery import (
     DEFAULT_DOMAIN,
@@ -22,19 +22,17 @@ from probe.delivery import (
     default_domain_warning,
     judge_cut_run,
     may_be_lab,
-    run_probe,
 )
-from probe.diagnosis import explain, prepare
 from probe.errors import ProbeError, UsageError
 from probe.ledger import Ledger
 from probe.logs import CAPTURE
+from probe.pipeline import Job, Probe
 from probe.reporting import (
     PluginThresholds,
     plugin_long_output,
     plugin_result,
     rejudge_command,
     report_json,
-    run_report,
     to_text,
 )
 
@@ -134,22 +132,22 @@ def run(args: argparse.Namespace) -> int:
         # A gateway on loopback may be the lab gateway: its greeting tells, the report says.
         warning = default_domain_warning(settings.domain)
         print(f"notifyprobe: WARNING: {warning}", file=sys.stderr, flush=True)
-    request = request_from(args)
-    prepared = prepare(request)
+    argv, secrets = kept_with_run(args)
+    # One run per process: its bundle keeps every event of it, the sink's included.
+    job = Job(settings, request_from(args), argv, secrets, log_events=lambda _: CAPTURE.events())
+    probe = Probe(job)
     progress = ProgressLine()
-    CAPTURE.clear()  # the evidence bundle keeps this run's log events only
+    CAPTURE.clear()
     run_id = new_run_id()
     with open_ledger(args.db) as ledger:
         t0 = time.monotonic()
         try:
-            outcome = run_stoppable(run_probe(ledger, settings, progress, run_id=run_id))
+            outcome = run_stoppable(probe.run(ledger, progress, run_id=run_id))
         except Stopped as stopped:
             outcome = cut_short(ledger, run_id, stopped, time.monotonic() - t0)
         finally:
             progress.clear()
-        why = explain(request, prepared, ledger, outcome)
-        keep_run_artifacts(args, ledger, run_id, why)
-        report = run_report(ledger, outcome.record, outcome.verdict)
+        report = probe.finish(ledger, outcome).report
         if args.evidence:
             write_bundle(args, ledger, run_id)
     record, verdict = report.record, report.verdict

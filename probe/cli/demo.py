@@ -20,13 +20,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from probe.cli.common import add_db, open_ledger, own_command, positive_int
-from probe.delivery import BurstSettings, Patience, ProbeOutcome, ProbeSettings, run_probe
-from probe.diagnosis import Explanation, Request, explain, prepare
-from probe.host import collect_facts
+from probe.delivery import BurstSettings, Patience, ProbeSettings
+from probe.diagnosis import Request
 from probe.lab import FaultMode, LabGateway, build_dll, free_port, write_dll
 from probe.ledger import Ledger
+from probe.pipeline import Job, Probe, Probed
 from probe.records import Endpoint
-from probe.reporting import keep_artifacts, run_report, to_text
+from probe.reporting import to_text
 from probe.verdict import Pattern
 
 MODULE = "MPNotifyPerf.dll"
@@ -71,9 +71,16 @@ def stale_stand_in(directory: Path) -> Iterator[Path | None]:
         view.close()
 
 
-async def rehearse(ledger: Ledger, mode: str, count: int) -> ProbeOutcome:
+async def rehearse(ledger: Ledger, mode: str, count: int, installed: Path | None) -> Probed:
+    """One run through a lab gateway in `mode`, diagnosed and kept as `burst --module …
+    --installed …` would do (no module scan when there is no stand-in to find)."""
     sink = Endpoint("127.0.0.1", free_port())
     gateway = LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode.parse(mode))
+    request = (
+        Request(module_names=(MODULE,), installed=(str(installed),))
+        if installed is not None
+        else Request()
+    )
     async with gateway:
         settings = ProbeSettings(
             gateway.listen,
@@ -82,26 +89,8 @@ async def rehearse(ledger: Ledger, mode: str, count: int) -> ProbeOutcome:
             patience=Patience(settle_s=SETTLE_S),
             lab=True,  # its own lab gateway: the default domain is routed, by the lab
         )
-        return await run_probe(ledger, settings)
-
-
-def diagnose_and_keep(ledger: Ledger, outcome: ProbeOutcome, installed: Path | None) -> Explanation:
-    """Inventory and diagnosis as `burst --module … --installed …` would do, kept for evidence."""
-    request = (
-        Request(module_names=(MODULE,), installed=(str(installed),))
-        if installed is not None
-        else Request()
-    )
-    why = explain(request, prepare(request), ledger, outcome)
-    keep_artifacts(
-        ledger,
-        outcome.record.run.run_id,
-        explanation=why,
-        log_events=[],
-        argv=["notifyprobe", "demo"],
-        host=collect_facts(),
-    )
-    return why
+        job = Job(settings, request, argv=("notifyprobe", "demo"))
+        return await Probe(job).once(ledger)
 
 
 def next_steps(db: Path | None, ledger: Path, run_id: str) -> str:
@@ -128,17 +117,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"       (settle window {SETTLE_S:g} s, as `--settle {SETTLE_S:g}`: the lab gateway "
               "relays at once)\n")  # fmt: skip
         with stale_stand_in(Path(tmp)) as installed:
-            outcome = asyncio.run(rehearse(ledger, "first-only", args.count))
-            why = diagnose_and_keep(ledger, outcome, installed)
-        print(to_text(run_report(ledger, outcome.record, outcome.verdict)), end="\n\n")
-        failures += outcome.verdict.pattern is not Pattern.FIRST_ONLY
-        first_only_run = outcome.record.run.run_id
+            first = asyncio.run(rehearse(ledger, "first-only", args.count, installed))
+        print(to_text(first.report), end="\n\n")
+        failures += first.report.verdict.pattern is not Pattern.FIRST_ONLY
+        first_only_run = first.report.record.run.run_id
 
         print("── 2/2  the same gateway after the fix (old module gone, gateway restarted)\n")
-        outcome = asyncio.run(rehearse(ledger, "healthy", args.count))
-        why = diagnose_and_keep(ledger, outcome, None)
-        print(to_text(run_report(ledger, outcome.record, outcome.verdict)), end="\n\n")
-        failures += outcome.verdict.pattern is not Pattern.HEALTHY or why.diagnosis is not None
+        fixed = asyncio.run(rehearse(ledger, "healthy", args.count, None))
+        print(to_text(fixed.report), end="\n\n")
+        healthy = fixed.report.verdict.pattern is Pattern.HEALTHY
+        failures += not healthy or fixed.explanation.diagnosis is not None
 
         print(next_steps(args.db, ledger.path, first_only_run))
     return 1 if failures else 0

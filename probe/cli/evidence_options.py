@@ -12,18 +12,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from probe.diagnosis import Explanation
-from probe.host import collect_facts
 from probe.ledger import Ledger
-from probe.logs import CAPTURE
-from probe.reporting import (
-    KINDS,
-    BundleResult,
-    clean_argv,
-    keep_artifacts,
-    make_bundle,
-    secret_values_in_argv,
-)
+from probe.reporting import KINDS, BundleResult, clean_argv, make_bundle, secret_values_in_argv
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -77,18 +67,10 @@ def write_bundle(args: argparse.Namespace, ledger: Ledger, run_id: str) -> Bundl
     return result
 
 
-def keep_run_artifacts(args: argparse.Namespace, ledger: Ledger, run_id: str,
-                       explanation: Explanation) -> None:  # fmt: skip
-    """Called by `burst` when a run ends: keep what a later bundle needs."""
-    keep_artifacts(
-        ledger,
-        run_id,
-        explanation=explanation,
-        log_events=CAPTURE.events(),
-        argv=_argv(args),
-        host=collect_facts(),
-        secrets=sorted(secrets_from(args)),
-    )
+def kept_with_run(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What `burst` keeps with every run for a bundle made later: the command line, and every
+    secret it knows (never kept, in any encoding)."""
+    return tuple(_argv(args)), tuple(sorted(secrets_from(args)))
 
 
 def secrets_from(args: argparse.Namespace) -> set[str]:

@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,19 +31,21 @@ import structlog
 
 from probe.delivery import (
     DeliveryHub,
+    ProbeOutcome,
     ProbeSettings,
     SettleWindow,
     SharedSink,
     Sink,
     judge_cut_run,
-    run_probe,
 )
+from probe.diagnosis import Request
 from probe.errors import ProbeError
 from probe.history import revise_and_keep
-from probe.host import local_source, take_inventory
+from probe.host import Inventory
 from probe.ledger import Ledger, LedgerWriter
 from probe.monitor.config import OnChange, Target, WatchConfig
 from probe.monitor.metrics import NO_VERDICT, Metrics
+from probe.pipeline import Job, Probe
 from probe.records import Endpoint, RunRecord
 from probe.reporting import make_bundle, to_json
 from probe.verdict import Pattern, Severity, Verdict
@@ -105,6 +108,58 @@ def settings_for(config: WatchConfig, target: Target) -> ProbeSettings:
         security=target.security,
         budget_s=target.run_budget_s,
     )
+
+
+def job_for(config: WatchConfig, target: Target) -> Job:
+    """A target's run as the pipeline makes it: its modules diagnosed after the burst, kept
+    with the burst command a user can run again to make the same run."""
+    password = target.security.password
+    return Job(
+        settings_for(config, target),
+        Request(module_names=target.modules, installed=target.installed),
+        argv=burst_command(config, target),
+        secrets=(password.reveal(),) if password is not None else (),
+    )
+
+
+def burst_command(config: WatchConfig, target: Target) -> tuple[str, ...]:
+    """`notifyprobe burst` with this target's settings, through the watch's own sink and
+    ledger (`--no-sink`: the watch's sink records it), as a user can run it again."""
+    burst, patience, security = target.burst, target.patience, target.security
+    options = {
+        "--gateway": str(target.gateway),
+        "--sink": str(config.sink),
+        "--domain": config.domain,
+        "--count": str(burst.count),
+        "--concurrency": str(burst.concurrency),
+        "--per-session": str(burst.per_session),
+        "--max-rate": f"{burst.max_rate:g}",
+        "--step-timeout": f"{burst.step_timeout_s:g}",
+        "--timeout": f"{patience.timeout_s:g}",
+        "--grace": f"{patience.grace_s:g}",
+    }
+    argv = ["notifyprobe", "burst", "--no-sink"]
+    for flag, value in options.items():
+        argv += [flag, value]
+    if burst.notification_gap_s:
+        argv += ["--interval", f"{burst.notification_gap_s:g}"]
+    if patience.settle_s is not None:
+        argv += ["--settle", f"{patience.settle_s:g}"]
+    if config.ledger is not None:
+        argv += ["--db", str(config.ledger)]
+    if security.tls != "none":
+        argv += ["--tls", security.tls]
+    if security.ca_file is not None:
+        argv += ["--ca-file", str(security.ca_file)]
+    if security.insecure:
+        argv.append("--insecure")
+    if security.user is not None:
+        argv += ["--user", security.user, "--password-env", "PASSWORD_VARIABLE"]
+    for module in target.modules:
+        argv += ["--module", module]
+    for path in target.installed:
+        argv += ["--installed", path]
+    return tuple(argv)
 
 
 def missing(record: RunRecord) -> int:
@@ -224,9 +279,9 @@ class Watcher:
             started = time.monotonic()
             try:  # everything of one round: a failure must never end this target's loop
                 self.revise_previous(target)
-                outcome = await run_probe(
-                    self.ledger, settings_for(self.config, target), shared=shared
-                )
+                probe = Probe(job_for(self.config, target))
+                outcome = await probe.run(self.ledger, shared=shared)
+                await self.finish(target, probe, outcome)
                 judged = Judged(target.name, outcome.record, outcome.verdict, outcome.elapsed_s)
                 await self.after_run(target, judged)
                 if not self.config.once:
@@ -249,8 +304,6 @@ class Watcher:
         if self.metrics is not None:
             at = record.run.finished_at or time.time()
             self.metrics.observe_run(target.name, record, verdict, judged.elapsed_s or 0.0, at)
-            if target.modules:
-                self.metrics.set_stale_modules(target.name, *await stale_modules(target))
         previous = self.states.get(target.name)
         self.states[target.name] = TargetState(verdict.pattern, verdict.severity,
                                                record.run.run_id)  # fmt: skip
@@ -296,6 +349,44 @@ class Watcher:
             if self.metrics is not None:
                 self.metrics.count_correction(target, r.original, r.current.pattern)
         return r.current
+
+    async def finish(self, target: Target, probe: Probe, outcome: ProbeOutcome) -> None:
+        """A judged run explained and kept by the pipeline, off the event loop (the module scan
+        reads the host; the other targets go on). A scan that fails costs the diagnosis, never
+        the verdict."""
+        try:
+            probed = await in_daemon_thread(partial(probe.finish, self.ledger, outcome))
+        except ProbeError as exc:
+            log.error("module_inventory_failed", target=target.name, error=str(exc))
+            self.scanned(target, None)
+            return
+        if target.modules:
+            self.scanned(target, probed.explanation.inventory)
+
+    def scanned(self, target: Target, inventory: Inventory | None) -> None:
+        """After a run's module scan: how many processes on this host hold an old copy of the
+        target's modules, and how many the scan could not read (-1: the scan failed)."""
+        if inventory is None:
+            old, unreadable = NO_VERDICT, NO_VERDICT
+        else:
+            old, unreadable = len(inventory.old_copies), inventory.denied
+            if old:
+                log.warning(
+                    "stale_modules",
+                    target=target.name,
+                    pids=sorted({hit.process.pid for hit in inventory.old_copies}),
+                )
+            if unreadable:
+                log.warning(
+                    "module_scan_blind",
+                    target=target.name,
+                    unreadable=unreadable,
+                    scanned=inventory.scanned,
+                    advice=inventory.unreadable_advice,
+                    note=inventory.unreadable_note(),
+                )
+        if self.metrics is not None:
+            self.metrics.set_stale_modules(target.name, old, unreadable)
 
     # -- state change: evidence and the command ---------------------------------------------
 
@@ -413,28 +504,6 @@ class Watcher:
         deleted = self.ledger.delete_runs_before(now - self.config.retention_days * 86400.0)
         if deleted:
             log.info("retention", deleted_runs=deleted, days=self.config.retention_days)
-
-
-async def stale_modules(target: Target) -> tuple[int, int]:
-    """How many processes on this host hold an old copy of the target's modules, and how many
-    the scan could not read (-1, -1: the inventory itself failed). A scan that could not read
-    some processes says so in the log, with what would let it see them."""
-    try:
-        inventory = await in_daemon_thread(
-            lambda: take_inventory(local_source(), target.modules, target.installed)
-        )
-    except ProbeError as exc:
-        log.error("module_inventory_failed", target=target.name, error=str(exc))
-        return NO_VERDICT, NO_VERDICT
-    old = inventory.old_copies
-    if old:
-        log.warning("stale_modules", target=target.name,
-                    pids=sorted({hit.process.pid for hit in old}))  # fmt: skip
-    if inventory.denied:
-        log.warning("module_scan_blind", target=target.name, unreadable=inventory.denied,
-                    scanned=inventory.scanned, advice=inventory.unreadable_advice,
-                    note=inventory.unreadable_note())  # fmt: skip
-    return len(old), inventory.denied
 
 
 async def in_daemon_thread(work: Callable[[], T]) -> T:

@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from probe.cli import build_parser
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience
 from probe.lab.gateway import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
+from probe.logs import configure
 from probe.monitor.config import OnChange, Target, WatchConfig
 from probe.monitor.metrics import Metrics
 from probe.monitor.watch import TargetState, Watcher, changed, first_delay, next_delay
@@ -83,6 +85,7 @@ async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidenc
         f"pathlib.Path({str(out)!r}).write_text(data + os.environ['NOTIFYPROBE_PATTERN'])"
     )
     command = (sys.executable, "-c", script)
+    configure(level="info")  # as `notifyprobe watch` does: the log a bundle keeps
     async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode.parse("first-only")) as gw:
         cfg = WatchConfig(
             targets=(target("gw", gw.listen),),
@@ -103,7 +106,15 @@ async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidenc
     assert evidence.with_name(evidence.name + ".sha256").exists()
     with zipfile.ZipFile(evidence) as bundle:
         report = json.loads(bundle.read("report.json"))
+        manifest = json.loads(bundle.read("manifest.json"))
+        log_events = [json.loads(line) for line in bundle.read("log.jsonl").splitlines()]
     assert report["run_id"] == payload["run"]["run_id"]
+    # the run was made by the one pipeline: its log and the burst a user can run again
+    assert {"run_started", "run_judged"} <= {e["event"] for e in log_events}
+    command = manifest["run_command_line"]
+    assert command[:3] == ["notifyprobe", "burst", "--no-sink"]
+    assert f"127.0.0.1:{gw.listen.port}" in command
+    build_parser(command[1:]).parse_args(command[1:])  # a valid burst command as it stands
 
 
 async def test_no_command_when_the_verdict_stays_the_same_across_restarts(tmp_path):
@@ -378,30 +389,32 @@ async def test_stale_module_on_this_host_is_exported_per_target(tmp_path):
     assert 'notifyprobe_unreadable_processes{target="gw"} ' in exposition
 
 
-async def test_a_module_scan_that_could_not_read_every_process_warns_with_the_advice(
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_module_scan_that_could_not_read_every_process_warns_with_the_advice(
+    tmp_path: Path,
 ) -> None:
-    """Recorded Windows host: System and System Idle Process are denied. The log names the
-    count and what would let the scan see them; the gauges get the count, not a clean 0."""
+    """Recorded Windows host where a service (svchost) could not be read. The log names the
+    count and what would let the scan see it; the gauges get the count, not a clean 0."""
+    from dataclasses import replace
+
     from structlog.testing import capture_logs
 
-    from probe.host import RecordedWindows
-    from probe.monitor import watch
+    from probe.host import RecordedWindows, take_inventory
 
     recording = (
         Path(__file__).resolve().parents[2] / "fixtures" / "windows" / "meetingplace-gateway.json"
     )
-    monkeypatch.setattr(watch, "local_source", lambda: RecordedWindows.load(recording))
+    source = RecordedWindows.load(recording)
+    source.processes[1020] = replace(source.processes[1020], error="denied")
+    inventory = take_inventory(source, ["NoSuch.dll"])
     watched = target("gw", Endpoint("127.0.0.1", 1), modules=("NoSuch.dll",))
-    with capture_logs() as logs:
-        found = await watch.stale_modules(watched)
-    assert found == (0, 2)
-    (blind,) = [e for e in logs if e["event"] == "module_scan_blind"]
-    assert blind["log_level"] == "warning" and blind["unreadable"] == 2
-    assert "SeDebugPrivilege" in blind["advice"] and "could not read 2 of" in blind["note"]
     metrics = Metrics()
     metrics.add_targets([("gw", 60.0)], started_at=0.0)
-    metrics.set_stale_modules("gw", *found)
+    cfg = WatchConfig(targets=(watched,), once=True)
+    with Ledger(tmp_path / "l.db") as ledger, capture_logs() as logs:
+        Watcher(cfg, ledger, metrics).scanned(watched, inventory)
+    (blind,) = [e for e in logs if e["event"] == "module_scan_blind"]
+    assert blind["log_level"] == "warning" and blind["unreadable"] == 1
+    assert "SeDebugPrivilege" in blind["advice"] and "could not read 1 of" in blind["note"]
     exposition = metrics.exposition().decode()
     assert 'notifyprobe_stale_modules{target="gw"} -1.0' in exposition
-    assert 'notifyprobe_unreadable_processes{target="gw"} 2.0' in exposition
+    assert 'notifyprobe_unreadable_processes{target="gw"} 1.0' in exposition
