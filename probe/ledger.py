@@ -372,8 +372,11 @@ class Ledger:
     def apply(self, ops: list[Op]) -> list[Any]:
         """Run `ops` in one transaction. One op failing does not undo the others.
 
-        Returns each op's result, or the exception it raised. Raises only when the commit itself
-        fails, in which case nothing of the group was written.
+        Returns each op's result, or the exception it raised, whatever it was (a value SQLite
+        cannot store raises UnicodeEncodeError or OverflowError, not sqlite3.Error). Raises only
+        when the transaction itself fails, in which case nothing of the group was written, and
+        the connection is always left outside any transaction: a failed group never makes the
+        next one fail ("cannot start a transaction within a transaction").
         """
         if self.read_only:
             raise ProbeError(f"ledger {self.path} is read-only: nothing can be recorded in it")
@@ -386,18 +389,24 @@ class Ledger:
                     conn.execute("SAVEPOINT op")
                     try:
                         results.append(op(conn))
-                        conn.execute("RELEASE op")
-                    except sqlite3.Error as exc:
+                    except Exception as exc:  # this op only: the group goes on
                         conn.execute("ROLLBACK TO op")
-                        conn.execute("RELEASE op")
                         results.append(exc)
+                    conn.execute("RELEASE op")
                 conn.execute("COMMIT")
                 self.commits += 1
-            except sqlite3.Error as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
+            except BaseException as exc:
+                self._abandon()
+                if not isinstance(exc, Exception):
+                    raise
                 raise ProbeError(_failure("write", self.path, exc)) from exc
         return results
+
+    def _abandon(self) -> None:
+        """Roll back whatever transaction a failed group left open, whatever failed."""
+        with contextlib.suppress(sqlite3.Error):
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
 
     def write(self, op: Callable[[sqlite3.Connection], T]) -> T:
         result = self.apply([op])[0]
@@ -425,6 +434,11 @@ class Ledger:
         self, run_id: str, status: RunStatus, finished_at: float, verdict: str | None
     ) -> None:
         self.write(partial(_finish_run, run_id, status, finished_at, verdict))
+
+    def record_failure(self, run_id: str, failure: str) -> None:
+        """Keep why the probe failed to record part of a run (a ledger write that failed): the
+        run is then judged an internal failure, never a run cut off."""
+        self.write(partial(_record_failure, run_id, failure))
 
     def store_correction(self, run_id: str, verdict: str, at: float) -> None:
         """Keep a corrected verdict beside the original one, with the time it was found."""
@@ -649,6 +663,9 @@ class LedgerWriter:
         self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger")
         self._flusher: asyncio.Task[None] | None = None
+        # run id → the first write about that run's notifications that failed, with its cause:
+        # the run cannot be judged from the ledger then, and must say why
+        self.failures: dict[str, str] = {}
 
     def defer(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Queue `op`; the returned future resolves once it is committed."""
@@ -677,12 +694,14 @@ class LedgerWriter:
     def record_submission(self, run_id: str, seq: int, submission: Submission) -> None:
         """Queued, not awaited: the burst goes on. A failure is logged, never silent."""
         future = self.defer(partial(_update_submission, run_id, seq, submission))
-        future.add_done_callback(_log_failed_write)
+        future.add_done_callback(partial(self._failed, run_id, f"the result of notification {seq}"))
 
     def record_not_attempted(self, run_id: str, seq: int, reason: str) -> None:
         """Queued like a submission: the probe chose not to send this one, and says why."""
         future = self.defer(partial(_update_not_attempted, run_id, seq, reason))
-        future.add_done_callback(_log_failed_write)
+        future.add_done_callback(
+            partial(self._failed, run_id, f"why notification {seq} was not sent")
+        )
 
     async def drain(self) -> None:
         while self._flusher is not None and not self._flusher.done():
@@ -713,10 +732,13 @@ class LedgerWriter:
                 else:
                     future.set_result(result)
 
-
-def _log_failed_write(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("ledger_write_failed", error=str(future.exception()))
+    def _failed(self, run_id: str, what: str, future: asyncio.Future[Any]) -> None:
+        """A write the burst did not wait for failed: logged, and kept as the run's failure."""
+        if future.cancelled() or future.exception() is None:
+            return
+        error = str(future.exception())
+        log.error("ledger_write_failed", run_id=run_id, error=error)
+        self.failures.setdefault(run_id, f"cannot record {what}: {error}")
 
 
 # -- the SQL behind each operation ---------------------------------------------------------
@@ -867,6 +889,7 @@ ADDED_COLUMNS = (
     ("notifications", "position", "INTEGER"),
     ("notifications", "stalled_at", "TEXT"),  # SmtpPhase where the gateway stopped answering
     ("notifications", "not_attempted", "TEXT"),  # why the probe did not send it (breaker)
+    ("runs", "failure", "TEXT"),  # a write of the run that failed: an internal failure
 )
 
 
@@ -903,6 +926,12 @@ def _finish_run(
     )
 
 
+def _record_failure(run_id: str, failure: str, conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "UPDATE runs SET failure = COALESCE(failure, ?) WHERE run_id = ?", (failure, run_id)
+    )
+
+
 def _store_correction(run_id: str, verdict: str, at: float, conn: sqlite3.Connection) -> None:
     conn.execute(
         "UPDATE runs SET corrected_verdict = ?, corrected_at = ? WHERE run_id = ?",
@@ -927,7 +956,11 @@ def _delete_runs_before(cutoff: float, conn: sqlite3.Connection) -> int:
 def _step_to_json(step: Step) -> dict[str, Any]:
     data: dict[str, Any] = {"at": step.at, "command": step.command}
     if step.reply is not None:
-        data["reply"] = asdict(step.reply)
+        reply = asdict(step.reply)
+        raw = reply.pop("raw")
+        data["reply"] = reply
+        if raw:  # beside the reply, not in it: older versions rebuild the reply from its keys
+            data["raw"] = raw
     if step.error is not None:
         data["error"] = step.error
     return data
@@ -938,7 +971,7 @@ def _step_from_json(data: dict[str, Any]) -> Step:
     return Step(
         at=data["at"],
         command=data["command"],
-        reply=SmtpReply(**reply) if reply else None,
+        reply=SmtpReply(**reply, raw=str(data.get("raw", ""))) if reply else None,
         error=data.get("error"),
     )
 
@@ -946,11 +979,15 @@ def _step_from_json(data: dict[str, Any]) -> Step:
 def _submission_from_row(row: sqlite3.Row) -> Submission | None:
     if row["started_at"] is None:
         return None
-    reply = (
-        SmtpReply(code=row["code"], text=row["text"] or "", enhanced=row["enhanced"])
-        if row["code"] is not None
-        else None
-    )
+    steps = tuple(_step_from_json(s) for s in json.loads(row["transcript"] or "[]"))
+    reply = None
+    if row["code"] is not None:
+        reply = SmtpReply(code=row["code"], text=row["text"] or "", enhanced=row["enhanced"])
+        # its raw bytes are kept with the same reply in the transcript
+        same = [s.reply for s in steps if s.reply is not None and s.reply.code == reply.code
+                and s.reply.text == reply.text]  # fmt: skip
+        if same:
+            reply = same[-1]
     return Submission(
         started_at=row["started_at"],
         finished_at=row["finished_at"] if row["finished_at"] is not None else row["started_at"],
@@ -958,7 +995,7 @@ def _submission_from_row(row: sqlite3.Row) -> Submission | None:
         reply=reply,
         error=row["error"],
         error_kind=ErrorKind(row["error_kind"]) if row["error_kind"] else None,
-        steps=tuple(_step_from_json(s) for s in json.loads(row["transcript"] or "[]")),
+        steps=steps,
         session=row["session"],
         position=row["position"],
         stalled_at=SmtpPhase(row["stalled_at"]) if row["stalled_at"] else None,
@@ -976,4 +1013,5 @@ def _run_from_row(row: sqlite3.Row) -> Run:
         finished_at=row["finished_at"],
         status=row["status"],
         options=json.loads(row["options"] or "{}"),
+        failure=str(dict(row).get("failure") or ""),  # absent from a read-only older ledger
     )

@@ -20,7 +20,31 @@ BOUNCE_ACTIONS: tuple[BounceAction, ...] = get_args(BounceAction)
 FOUND_IN: tuple[FoundIn, ...] = get_args(FoundIn)
 
 _ENHANCED_RE = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\s+")
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+_UNESCAPE_RE = re.compile(r"\\(\\|x[0-9a-f]{2}|u[0-9a-f]{4})")
+# Letters and typography a Windows-1252 reply spells with bytes that are not UTF-8: a gateway
+# localised in cp1252 ("für", "Warteschlange – bereit") reads better so decoded than escaped.
+_CP1252_TYPOGRAPHY = frozenset("€‚„…†‡‰‹›‘’“”•–—™°§«»¡¿·´¨")
+# A temporary refusal that names a rate or connection limit: the gateway's policy toward the
+# probe's client, not a fault. Wording a 4.7.x or a 421 reply must carry to count ...
+_LIMIT_WORDING = re.compile(
+    r"\brate\b|\brate[- ]?limit|\blimit(?:s|ed|ing)?\b|\bexceed|\bthrottl|\btoo much\b"
+    r"|\btoo many (?!(?:protocol |syntax |bad |invalid |unknown |unrecognized |failed )?"
+    r"(?:errors|commands|hops)\b)",
+    re.IGNORECASE,
+)
+# ... and the texts of the known limits, whatever their status: Postfix anvil ("450 4.7.1
+# Error: too much mail from 192.0.2.1", "421 4.7.0 host Error: too many connections from ..."),
+# Exim (the ratelimit ACL's "Sender rate ..."; smtp_accept_max_per_host "Too many concurrent
+# SMTP connections"), Exchange receive connectors ("421 4.3.2 The maximum number of concurrent
+# server connections has exceeded a limit", "421 4.4.2 Message submission rate for this client
+# has exceeded the configured limit", "452 4.5.3 Too many recipients").
+_KNOWN_LIMITS = re.compile(
+    r"too (?:much mail|many (?:connections|recipients|messages|new tls sessions|concurrent))"
+    r"|exceeded (?:a|the configured) limit|(?:sender|message|submission|connection) rate"
+    r"|rate ?limit",
+    re.IGNORECASE,
+)
 _ENDPOINT_RE = re.compile(r"\[([0-9a-fA-F:.]+)\]:(\d{1,5})|([^:\s\[\]]+):(\d{1,5})")
 
 
@@ -35,8 +59,78 @@ def found_in(text: str) -> FoundIn:
 
 def printable(text: str) -> str:
     """`text` as it may be stored and shown: control bytes (an ESC from a hostile HELO or reply
-    would drive the reader's terminal) written as \\xNN, line breaks kept."""
-    return _CONTROL_RE.sub(lambda m: f"\\x{ord(m.group(0)):02x}", text)
+    would drive the reader's terminal) written as \\xNN, line breaks kept. A byte that was not
+    UTF-8 (decoded with surrogateescape, as aiosmtplib and aiosmtpd do) is written \\xNN too: a
+    lone surrogate cannot be stored by SQLite or written to a UTF-8 terminal."""
+    return _CONTROL_RE.sub(_escape_char, text)
+
+
+def _escape_char(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    if 0xDC80 <= code <= 0xDCFF:  # surrogateescape: the byte it stands for
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}" if code > 0xFF else f"\\x{code:02x}"
+
+
+def wire_bytes(text: str) -> bytes:
+    """The bytes a gateway sent, from the text aiosmtplib or aiosmtpd decoded them into (UTF-8
+    with surrogateescape). Lossless for what they decode; any other lone surrogate is kept as
+    its UTF-8 form."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+def escape_bytes(data: bytes) -> str:
+    """`data` as text, reversibly (`unescape_bytes` gives the bytes back): UTF-8 text as is but
+    a backslash doubled, every control or non-UTF-8 byte \\xNN, a C1 control character \\uNNNN.
+    Storable and safe to show anywhere."""
+    text = data.decode("utf-8", "surrogateescape").replace("\\", "\\\\")
+    return _CONTROL_RE.sub(
+        lambda m: (
+            f"\\u{ord(m.group(0)):04x}" if 0x80 <= ord(m.group(0)) <= 0x9F else _escape_char(m)
+        ),
+        text,
+    )
+
+
+def unescape_bytes(text: str) -> bytes:
+    """The bytes `escape_bytes` wrote as `text`."""
+    out = bytearray()
+    last = 0
+    for match in _UNESCAPE_RE.finditer(text):
+        out += text[last : match.start()].encode("utf-8")
+        token = match.group(1)
+        if token == "\\":
+            out += b"\\"
+        elif token[0] == "x":
+            out.append(int(token[1:], 16))
+        else:
+            out += chr(int(token[1:], 16)).encode("utf-8", "surrogatepass")
+        last = match.end()
+    return bytes(out + text[last:].encode("utf-8"))
+
+
+def display_text(data: bytes) -> str:
+    """What a gateway sent, as a person should read it: UTF-8 when it is, else Windows-1252
+    when every byte outside ASCII then reads as a letter or typography (a localised Windows
+    gateway), else with the bytes that are not UTF-8 as \\xNN. Control bytes always \\xNN."""
+    try:
+        return printable(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        pass
+    try:
+        legacy = data.decode("cp1252")
+    except UnicodeDecodeError:
+        legacy = ""
+    if legacy and all(c < "\x80" or _reads_as_text(c) for c in legacy):
+        return printable(legacy)
+    return printable(data.decode("utf-8", "surrogateescape"))
+
+
+def _reads_as_text(char: str) -> bool:
+    return (char.isalpha() and char != "ÿ") or char in _CP1252_TYPOGRAPHY
 
 
 @dataclass(frozen=True)
@@ -98,17 +192,44 @@ class SmtpPhase(str, Enum):
 
 @dataclass(frozen=True)
 class SmtpReply:
-    """One SMTP reply: code, RFC 3463 enhanced status when present, and text."""
+    """One SMTP reply: code, RFC 3463 enhanced status when present, and text.
+
+    `text` is for reading (see `display_text`: no control byte, cp1252 decoded where that
+    reads better); `raw` keeps the reply's bytes, reversibly escaped (`unescape_bytes`), when
+    `text` is not already exactly them: nothing a gateway says is lost.
+    """
 
     code: int
     text: str
     enhanced: str | None = None
+    raw: str = ""
 
     @classmethod
     def parse(cls, code: int, message: str) -> SmtpReply:
-        text = printable(message.strip())
+        data = wire_bytes(message)
+        text = display_text(data.strip())
+        raw = escape_bytes(data)
         match = _ENHANCED_RE.match(text)
-        return cls(code=code, text=text, enhanced=match.group(1) if match else None)
+        return cls(code=code, text=text, enhanced=match.group(1) if match else None,
+                   raw="" if raw == text else raw)  # fmt: skip
+
+    @property
+    def wire(self) -> bytes:
+        """The reply's text as the gateway sent it (the lines joined by LF, as aiosmtplib
+        gives them)."""
+        return unescape_bytes(self.raw or self.text)
+
+    @property
+    def names_limit(self) -> bool:
+        """A temporary refusal that names a rate or connection limit (the gateway throttles the
+        probe's client): a 4.7.x or 421 reply worded so, or the text of a known MTA's limit. A
+        permanent (5xx) refusal is policy, whatever it says."""
+        if not 400 <= self.code < 500:
+            return False
+        if _KNOWN_LIMITS.search(self.text):
+            return True
+        policy = self.code == 421 or (self.enhanced or "").startswith("4.7.")
+        return policy and _LIMIT_WORDING.search(self.text) is not None
 
     @property
     def reply_class(self) -> str:
@@ -166,6 +287,8 @@ class Submission:
     def unreachable(self) -> bool:
         """No SMTP session could be opened: refused, no route, TLS, or silence at connect."""
         if self.reply is not None or self.stalled or self.interrupted:
+            return False
+        if self.error_kind is ErrorKind.PROTOCOL:  # something answered, not in SMTP
             return False
         return self.stage == "connect" or (
             self.error_kind is not None and self.error_kind.is_connect_failure
@@ -333,6 +456,7 @@ class Run:
     finished_at: float | None = None
     status: RunStatus = "running"
     options: dict[str, object] = field(default_factory=dict)
+    failure: str = ""  # a ledger write of the run failed: the probe's fault, said with its cause
 
 
 @dataclass(frozen=True)

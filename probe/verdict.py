@@ -35,6 +35,7 @@ class Pattern(str, Enum):
     ALL_BOUNCED = "all_bounced"  # accepted, then every one came back: a report said why
     SLOW = "slow"
     DUPLICATED = "duplicated"
+    THROTTLED = "throttled"  # refused by a rate or connection limit: the gateway's policy
     INCONCLUSIVE = "inconclusive"  # the probe could not judge: cut off, or its sink unproven
 
 
@@ -50,6 +51,8 @@ class Cause(str, Enum):
     DNS = "dns"  # the gateway's name did not resolve
     REFUSED = "refused"  # nothing listens there: connection refused or no route
     TIMEOUT = "timeout"  # the TCP handshake got no answer within the step timeout
+    PROTOCOL = "protocol"  # the gateway's replies were not SMTP (malformed, over the cap)
+    INTERNAL = "internal"  # the probe failed to record the run in its ledger
 
 
 class Severity(IntEnum):
@@ -131,6 +134,7 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
     lost = [n for n in sent if not n.copies]
     control = record.control
     sink_verified = None if control is None or not control.attempted else bool(control.copies)
+    throttled: list[Notification] = []  # set once refusals by a limit are judged apart
     counts = {"sent": len(attempted), "accepted": len(accepted), "delivered": len(delivered),
               "not_attempted": len(_not_attempted(record)),
               "bounced": sum(1 for n in sent if n.bounced), "delayed": len(delayed)}  # fmt: skip
@@ -143,7 +147,12 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
         cause: Cause | None = None,
         **details: int,
     ) -> Verdict:
-        evidence = evidence + _delayed_lines(delayed) + _context_lines(record, sink_verified)
+        evidence = (
+            evidence
+            + _limit_lines(throttled)
+            + _delayed_lines(delayed)
+            + _context_lines(record, sink_verified)
+        )
         return Verdict(
             pattern,
             severity,
@@ -155,6 +164,15 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
             cause=cause,
         )
 
+    if record.run.failure:  # the probe's fault, whatever the rows it did keep say
+        return verdict(
+            Pattern.INCONCLUSIVE,
+            Severity.UNKNOWN,
+            f"the probe failed to record this run in its ledger ({record.run.failure}); judge "
+            "nothing from it",
+            [f"internal failure: {record.run.failure}"],
+            Cause.INTERNAL,
+        )
     planned = len(record.burst) - counts["not_attempted"]
     if len(attempted) < planned or not attempted:  # what never started proves nothing
         return verdict(
@@ -207,6 +225,13 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
             Cause.SINK_UNPROVEN,
         )
 
+    limited = [n for n in lost if _limited(n)]
+    if limited:  # the gateway's policy toward the probe, judged apart from what it let through
+        throttled = limited
+        sent = [n for n in sent if n not in limited]
+        lost = [n for n in lost if n not in limited]
+        if not lost:
+            return _throttled(limited, sent, verdict)
     if not delivered:
         return _nothing_delivered(sent, accepted, verdict)
 
@@ -383,13 +408,17 @@ def _nothing_delivered(
             kinds.most_common(1)[0][0],
         )
     if not accepted:
-        refused_credentials = all(s.stage == "auth" for s in submissions)
+        cause = None
+        if all(s.stage == "auth" for s in submissions):
+            cause = Cause.AUTH
+        elif all(s.error_kind is ErrorKind.PROTOCOL for s in submissions):
+            cause = Cause.PROTOCOL
         return verdict(
             Pattern.ALL_REJECTED,
             Severity.CRITICAL,
             _rejected_summary(submissions),
             _outcome_lines(sent),
-            Cause.AUTH if refused_credentials else None,
+            cause,
         )
     if all(n.bounced for n in accepted):
         refused = len(sent) - len(accepted)
@@ -410,6 +439,63 @@ def _nothing_delivered(
     )
 
 
+def _limited(n: Notification) -> bool:
+    """Refused, and not delivered, by a reply that names a rate or connection limit."""
+    s = n.submission
+    return not n.copies and s is not None and s.reply is not None and s.reply.names_limit
+
+
+def _throttled(
+    limited: list[Notification], through: list[Notification], verdict: _Judge
+) -> Verdict:
+    """A rate or connection limit refused some notifications and every other one arrived: the
+    gateway throttles the probe. Nothing got through at all: nothing proves that it delivers,
+    so that stays critical, as any refusal of everything is."""
+    reply = Counter(_reply_text(n.submission) for n in limited if n.submission).most_common(1)
+    quoted = reply[0][0] if reply else "no reply kept"
+    fewer = (
+        "open fewer connections (lower --concurrency, or raise --per-session up to the "
+        "gateway's per-connection limit)"
+        if "connection" in quoted.lower()
+        else "send slower (lower --max-rate, or a smaller --count)"
+    )
+    advice = f"{fewer}, or exempt the probe's address from the gateway's limit"
+    if not through:
+        return verdict(
+            Pattern.THROTTLED,
+            Severity.CRITICAL,
+            f"the gateway refused all {len(limited)} notifications with a rate or connection "
+            f"limit ({quoted}): none got through, so delivery could not be checked; {advice}",
+            [],
+            throttled=len(limited),
+        )
+    return verdict(
+        Pattern.THROTTLED,
+        Severity.WARNING,
+        f"the gateway's rate or connection limit refused {len(limited)} of "
+        f"{len(limited) + len(through)} notifications ({quoted}); the {len(through)} it let "
+        f"through were all delivered; {advice}",
+        [
+            f"delivered: {seq_ranges(n.seq for n in through)} "
+            f"({_latency_line([n.latency_s for n in through if n.latency_s is not None])})"
+        ],
+        throttled=len(limited),
+    )
+
+
+def _limit_lines(limited: Sequence[Notification]) -> list[str]:
+    """Notifications a limit refused, grouped by reply: neither delivered nor lost."""
+    groups: dict[str, list[int]] = {}
+    for n in limited:
+        if n.submission is not None:
+            groups.setdefault(n.submission.describe(), []).append(n.seq)
+    return [
+        f"seq {seq_ranges(seqs)}: refused by a rate or connection limit: {text}"
+        + (" (first shown)" if len(seqs) > 1 else "")
+        for text, seqs in groups.items()
+    ]
+
+
 _UNREACHABLE_CAUSE = {
     ErrorKind.DNS: Cause.DNS,
     ErrorKind.REFUSED: Cause.REFUSED,
@@ -420,29 +506,36 @@ _UNREACHABLE_CAUSE = {
 
 def _rejected_summary(submissions: Sequence[Submission]) -> str:
     """Temporary (4xx: try later) and permanent (5xx: policy, hard failure) refusals named
-    apart; what got no reply at all is not called a refusal."""
+    apart; what got no reply at all, or one that is not SMTP, is not called a refusal. Every
+    submission is in exactly one of the three groups, whatever the mix."""
     total = len(submissions)
+    temporary = Counter(_reply_text(s) for s in submissions if s.rejected
+                        and not s.reply_is_permanent)  # fmt: skip
+    permanent = Counter(_reply_text(s) for s in submissions if s.reply_is_permanent)
+    other = Counter(s.describe() for s in submissions if not s.rejected)
     refusals = [
-        (how, replies)
-        for how, replies in (
-            ("temporarily", Counter(_reply_text(s) for s in submissions if s.rejected
-                                    and not s.reply_is_permanent)),
-            ("permanently", Counter(_reply_text(s) for s in submissions if s.reply_is_permanent)),
-        )
-        if replies
-    ]  # fmt: skip
+        (how, r) for how, r in (("temporarily", temporary), ("permanently", permanent)) if r
+    ]
     described = [f"{sum(r.values())} {how} ({r.most_common(1)[0][0]})" for how, r in refusals]
-    refused = sum(sum(r.values()) for _, r in refusals)
-    if refused == total and len(refusals) == 1:
+    if not other and len(refusals) == 1:
         how, replies = refusals[0]
         return (
             f"the gateway refused all {total} notifications {how} ({replies.most_common(1)[0][0]})"
         )
-    if refused == total:
+    if not other:
         return f"the gateway refused all {total} notifications: {', '.join(described)}"
-    failed = Counter(s.describe() for s in submissions if not s.answered)
     parts = [f"refused {text}" for text in described]
-    parts.append(f"{sum(failed.values())} got no SMTP answer ({failed.most_common(1)[0][0]})")
+    protocol = [s for s in submissions if not s.rejected and s.error_kind is ErrorKind.PROTOCOL]
+    unanswered = sum(other.values()) - len(protocol)
+    if protocol:
+        reasons = Counter(s.describe() for s in protocol)
+        parts.append(
+            f"{len(protocol)} got a reply that is not SMTP ({reasons.most_common(1)[0][0]})"
+        )
+    if unanswered:
+        reasons = Counter(s.describe() for s in submissions
+                          if not s.rejected and s.error_kind is not ErrorKind.PROTOCOL)  # fmt: skip
+        parts.append(f"{unanswered} got no SMTP answer ({reasons.most_common(1)[0][0]})")
     return f"the gateway accepted none of the {total} notifications: {'; '.join(parts)}"
 
 
@@ -553,12 +646,14 @@ def _partial(
         )
     loss = len(lost) / len(sent)
     severity = Severity.WARNING if loss <= thresholds.minor_loss else Severity.CRITICAL
+    protocol = all(n.submission and n.submission.error_kind is ErrorKind.PROTOCOL for n in lost)
     return verdict(
         Pattern.INTERMITTENT,
         severity,
         f"{k} of {len(sent)} notifications delivered; {len(lost)} {how} at scattered positions "
         f"({loss:.0%} loss)",
         delivered_lines + _loss_lines(lost),
+        Cause.PROTOCOL if protocol else None,
     )
 
 
@@ -588,6 +683,8 @@ def _loss_kind(n: Notification) -> str:
         return "refused permanently (5xx)" if s.reply_is_permanent else "refused temporarily (4xx)"
     if s.stalled_at is not None and s.stalled:
         return f"stalled at {s.stalled_at.label}"
+    if s.error_kind is ErrorKind.PROTOCOL:
+        return "answered with a reply that is not SMTP"
     return "failed without an SMTP answer"
 
 
@@ -612,7 +709,13 @@ def _loss_lines(lost: Sequence[Notification]) -> list[str]:
             text = f"refused {how}: {s.describe()}"
         else:
             key = ("failed", s.stage, s.stalled_at, s.error_kind)
-            text = f"stalled: {s.describe()}" if s.stalled else f"failed: {s.describe()}"
+            text = (
+                f"stalled: {s.describe()}"
+                if s.stalled
+                else f"protocol error: {s.describe()}"
+                if s.error_kind is ErrorKind.PROTOCOL
+                else f"failed: {s.describe()}"
+            )
         groups.setdefault(key, (text, []))[1].append(n.seq)
     lines = []
     for text, seqs in groups.values():

@@ -665,3 +665,112 @@ def test_every_notification_is_delivered_bounced_delayed_or_lost_never_two(shape
     assert not any(n.bounced and n.copies for n in notes)
     if verdict.severity is Severity.OK:
         assert verdict.bounced == verdict.delayed == 0
+
+
+# -- refusals by a rate or connection limit, replies that are not SMTP, the probe's own failure --
+
+TOO_MUCH_MAIL = SmtpReply(450, "4.7.1 Error: too much mail from 127.0.0.1", "4.7.1")
+TOO_MANY_CONNECTIONS = SmtpReply(
+    421, "4.7.0 gw.example Error: too many connections from 127.0.0.1", "4.7.0"
+)
+
+
+def test_a_message_rate_limit_after_five_is_throttled_not_degraded_after_k():
+    limited = [note(i, delivered=0, reply=TOO_MUCH_MAIL, stage="mail") for i in range(6, 11)]
+    verdict = classify(record(*(note(i) for i in range(1, 6)), *limited))
+    assert (verdict.pattern, verdict.severity) == (Pattern.THROTTLED, Severity.WARNING)
+    assert "MAIL 450 4.7.1 Error: too much mail from 127.0.0.1" in verdict.summary
+    assert "--max-rate" in verdict.summary
+    assert "seq 6-10: refused by a rate or connection limit: MAIL 450 4.7.1" in "\n".join(
+        verdict.evidence
+    )
+    assert verdict.to_dict()["throttled"] == 5
+
+
+def test_a_connection_limit_refusing_later_sessions_is_throttled_and_advises_fewer_sessions():
+    limited = [note(i, delivered=0, reply=TOO_MANY_CONNECTIONS, stage="connect")
+               for i in range(11, 21)]  # fmt: skip
+    verdict = classify(record(*(note(i) for i in range(1, 11)), *limited))
+    assert verdict.pattern is Pattern.THROTTLED
+    assert "--concurrency" in verdict.summary and "--per-session" in verdict.summary
+
+
+def test_a_first_only_gateway_behind_a_rate_limit_is_still_first_only():
+    limited = [note(i, delivered=0, reply=TOO_MUCH_MAIL, stage="mail") for i in range(6, 11)]
+    lost = [note(i, delivered=0) for i in range(2, 6)]
+    verdict = classify(record(note(1), *lost, *limited))
+    assert verdict.pattern is Pattern.FIRST_ONLY
+    assert any(line.startswith("seq 6-10: refused by a rate or connection limit")
+               for line in verdict.evidence)  # fmt: skip
+
+
+def test_a_limit_that_lets_nothing_through_stays_critical():
+    verdict = classify(record(*(note(i, delivered=0, reply=TOO_MUCH_MAIL) for i in (1, 2, 3))))
+    assert (verdict.pattern, verdict.severity) == (Pattern.THROTTLED, Severity.CRITICAL)
+    assert "none got through" in verdict.summary
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        SmtpReply(554, "5.7.1 rate limit exceeded", "5.7.1"),  # permanent: policy
+        SmtpReply(451, "4.3.0 Queue full, try again later", "4.3.0"),
+        SmtpReply(421, "4.7.0 gw Error: too many errors", "4.7.0"),  # the probe's own errors
+        SmtpReply(450, "4.7.1 Greylisted, try again in 300 seconds", "4.7.1"),
+    ],
+)
+def test_other_refusals_keep_their_patterns(reply):
+    verdict = classify(record(note(1), *(note(i, delivered=0, reply=reply) for i in (2, 3, 4))))
+    assert verdict.pattern is Pattern.FIRST_ONLY
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        SmtpReply(421, "4.3.2 The maximum number of concurrent server connections has exceeded "
+                  "a limit, closing transmission channel", "4.3.2"),  # Exchange
+        SmtpReply(421, "4.4.2 Message submission rate for this client has exceeded the "
+                  "configured limit", "4.4.2"),  # Exchange MessageRateLimit
+        SmtpReply(421, "Too many concurrent SMTP connections from this IP address; please try "
+                  "again later."),  # Exim smtp_accept_max_per_host
+        SmtpReply(451, "Sender rate 12.0 / 1h"),  # Exim ratelimit ACL
+        SmtpReply(450, "4.7.1 Error: too many recipients from 127.0.0.1", "4.7.1"),  # Postfix
+    ],
+)  # fmt: skip
+def test_known_limit_texts_of_exim_exchange_and_postfix_are_throttling(reply):
+    assert reply.names_limit
+    verdict = classify(record(note(1), note(2), *(note(i, delivered=0, reply=reply)
+                                                  for i in (3, 4))))  # fmt: skip
+    assert verdict.pattern is Pattern.THROTTLED
+
+
+def test_replies_that_are_not_smtp_are_a_protocol_error_never_a_refusal():
+    garbage = [note(i, delivered=0, reply=None, stage="ehlo", error_kind=ErrorKind.PROTOCOL)
+               for i in (1, 2)]  # fmt: skip
+    verdict = classify(record(*garbage))
+    assert (verdict.pattern, verdict.cause) == (Pattern.ALL_REJECTED, Cause.PROTOCOL)
+    assert "got a reply that is not SMTP" in verdict.summary
+    assert not re.search(r"refused (all|temporarily|permanently)", verdict.summary)
+
+
+def test_a_reply_over_the_cap_at_the_greeting_is_not_an_unreachable_gateway():
+    greeting = [note(i, delivered=0, reply=None, stage="connect", error_kind=ErrorKind.PROTOCOL)
+                for i in (1, 2)]  # fmt: skip
+    assert classify(record(*greeting)).cause is Cause.PROTOCOL
+
+
+def test_old_runs_that_kept_a_library_error_as_a_reply_are_judged_without_raising():
+    odd = [note(i, delivered=0, reply=SmtpReply(-1, "Response too long"), stage="ehlo")
+           for i in (1, 2)]  # fmt: skip
+    verdict = classify(record(*odd))
+    assert verdict.pattern is Pattern.ALL_REJECTED and "got no SMTP answer" in verdict.summary
+
+
+def test_a_ledger_write_that_failed_is_an_internal_failure_not_a_cut_off_run():
+    run = Run(RUN, "gw:25", "probe.invalid", 10, 999.0, status="done",
+              failure="cannot record the result of notification 6: disk full")  # fmt: skip
+    notes = (note(0), *(note(i) for i in range(1, 6)), *(note(i, attempted=False)
+                                                        for i in range(6, 11)))  # fmt: skip
+    verdict = classify(RunRecord(run, notes))
+    assert (verdict.pattern, verdict.cause) == (Pattern.INCONCLUSIVE, Cause.INTERNAL)
+    assert "disk full" in verdict.summary and "cut off" not in verdict.summary

@@ -27,7 +27,17 @@ from probe.delivery.credentials import REDACTED, hide_secret
 from probe.delivery.settings import BurstSettings
 from probe.delivery.tls import ClientSecurity
 from probe.errors import ProbeError
-from probe.records import Endpoint, ErrorKind, SmtpPhase, SmtpReply, Stage, Step, Submission
+from probe.records import (
+    Endpoint,
+    ErrorKind,
+    SmtpPhase,
+    SmtpReply,
+    Stage,
+    Step,
+    Submission,
+    printable,
+    wire_bytes,
+)
 
 ResultCallback = Callable[[int, Submission], None]
 SkipCallback = Callable[[int, str], None]  # seq, why it was not attempted
@@ -35,6 +45,43 @@ _BASE64ISH = re.compile(r"[A-Za-z0-9+/]{12,}={0,2}")
 _LINE_END = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 INTERRUPTED = "the probe stopped during this step (watch stop): the gateway was not at fault"
+# The most one reply may hold. No real reply comes near (an EHLO reply is a dozen lines); a
+# gateway that streams continuation lines or one endless line must cost one step, not memory.
+# aiosmtplib bounds what it buffers for one reply itself (32 KiB in 5.x, a line 8 KiB) and
+# says "Response too long" with code -1; the line count is ours.
+MAX_REPLY_LINES = 100
+MAX_REPLY_BYTES = 64 * 1024
+
+
+class ReplyError(aiosmtplib.SMTPException):
+    """A reply that is not SMTP the probe can read: over the cap, malformed, or a code where
+    another was due. A protocol error, never a refusal: it says nothing of delivery."""
+
+
+def bounded(response: aiosmtplib.SMTPResponse) -> aiosmtplib.SMTPResponse:
+    """`response`, or ReplyError when it runs past MAX_REPLY_LINES or MAX_REPLY_BYTES."""
+    lines = response.message.count("\n") + 1
+    size = len(wire_bytes(response.message))
+    if lines > MAX_REPLY_LINES or size > MAX_REPLY_BYTES:
+        raise ReplyError(
+            f"reply over the cap ({lines} lines, {size} bytes; at most {MAX_REPLY_LINES} lines, "
+            f"{MAX_REPLY_BYTES // 1024} KiB): {printable(response.message[:80])}…"
+        )
+    return response
+
+
+def _not_smtp(exc: aiosmtplib.SMTPResponseException) -> ReplyError | None:
+    """The library's own "response" that is not one (code -1: too long, malformed), or a
+    reply code that is neither a refusal nor what the step expects."""
+    if 400 <= exc.code < 600:
+        try:
+            bounded(aiosmtplib.SMTPResponse(exc.code, exc.message))
+        except ReplyError as error:
+            return error
+        return None
+    if exc.code < 0:
+        return ReplyError(f"{printable(exc.message[:200])} (not an SMTP reply)")
+    return ReplyError(f"unexpected reply {exc.code} {printable(exc.message[:200])}")
 
 
 @dataclass(frozen=True)
@@ -120,6 +167,7 @@ class Sender:
         stage: Stage = "connect"
 
         def reply_step(command: str, response: aiosmtplib.SMTPResponse) -> SmtpReply:
+            bounded(response)
             reply = SmtpReply.parse(response.code, self._scrub(response.message, stage))
             steps.append(Step(at=time.time(), command=command, reply=reply))
             return reply
@@ -165,12 +213,19 @@ class Sender:
         except _Opening as opening:
             stage, exc = opening.stage, opening.error
             if isinstance(exc, aiosmtplib.SMTPResponseException):
+                exc = _not_smtp(exc) or exc
+            if isinstance(exc, aiosmtplib.SMTPResponseException):
                 reply = SmtpReply.parse(exc.code, self._scrub(exc.message, stage))
                 steps.append(Step(at=time.time(), command=_command(opening.phase), reply=reply))
                 await self._drop()
                 return Submission(started, time.time(), stage, reply=reply, steps=tuple(steps))
             return await failed(stage, opening.phase, exc, self._scrub(_error_text(exc), stage))
         except aiosmtplib.SMTPResponseException as exc:
+            not_smtp = _not_smtp(exc)
+            if not_smtp is not None:
+                return await failed(
+                    stage, phase, not_smtp, self._scrub(_error_text(not_smtp), stage)
+                )
             reply = SmtpReply.parse(exc.code, self._scrub(exc.message, stage))
             steps.append(Step(at=time.time(), command=stage.upper(), reply=reply))
             await self._recover(reply.code)
@@ -191,7 +246,7 @@ class Sender:
         if not body.endswith(b"\r\n"):
             body += b"\r\n"
         smtp.protocol.write(body + b".\r\n")
-        return _expect(await smtp.protocol.read_response(timeout=smtp.timeout), 250)
+        return _expect(bounded(await smtp.protocol.read_response(timeout=smtp.timeout)), 250)
 
     def _armed(self, smtp: SMTP) -> SMTP:
         """`smtp` with the timeout of its next step: the step timeout, or less when the run's
@@ -401,9 +456,11 @@ def _opening_phase(stage: str, exc: BaseException) -> SmtpPhase:
 
 
 def _expect(response: aiosmtplib.SMTPResponse, code: int) -> aiosmtplib.SMTPResponse:
-    if response.code != code:
-        raise aiosmtplib.SMTPDataError(response.code, response.message)
-    return response
+    """`response` when it has `code`; a 4xx/5xx is a refusal; any other code is a protocol
+    error (a 250 to DATA is no invitation to send the message, and accepts nothing)."""
+    if response.code == code or (code == 250 and 200 <= response.code < 300):
+        return response
+    raise aiosmtplib.SMTPDataError(response.code, response.message)
 
 
 def _command(phase: SmtpPhase) -> str:
@@ -417,6 +474,8 @@ def _command(phase: SmtpPhase) -> str:
 
 
 def _error_kind(exc: BaseException, stage: Stage) -> ErrorKind:
+    if isinstance(exc, ReplyError):
+        return ErrorKind.PROTOCOL
     if stage == "starttls" or _caused_by(exc, ssl.SSLError):
         return ErrorKind.TLS
     if isinstance(exc, (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError, TimeoutError)):
@@ -444,4 +503,4 @@ def _caused_by(exc: BaseException | None, kind: type[BaseException]) -> bool:
 
 def _error_text(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
-    return " ".join(text.split())[:300]
+    return printable(" ".join(text.split())[:300])  # it may quote the gateway

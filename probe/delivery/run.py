@@ -293,6 +293,9 @@ async def run_probe(
             status = "done"
         finally:
             await writer.drain()
+            failure = writer.failures.pop(run_id, None)
+            if failure is not None:  # judged as the probe's own failure, with its cause
+                ledger.record_failure(run_id, failure)
             if status != "done":
                 ledger.finish_run(run_id, status, time.time(), None)
                 log.warning("run_interrupted", run_id=run_id)

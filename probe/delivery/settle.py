@@ -10,9 +10,10 @@ Where the window comes from, in this order:
 - **set by option** (`--settle`, the `settle` key of a watch target): the operator knows best;
 - **learned** from this gateway's own history in the ledger, once it has `MIN_HEALTHY_RUNS`
   fully delivered runs: a multiple of the largest latency and of the largest gap between two
-  deliveries those runs showed, never below a floor (`--grace`) and never above the default. A
-  gateway known to deliver in milliseconds is judged about a second after the burst; one known
-  to deliver in batches keeps a window that outlasts its batches;
+  deliveries those runs showed, never below a floor (`--grace`, 5.5 s: a slow spell of a few
+  seconds is late, not lost) and never above the default. A gateway known to deliver in
+  milliseconds is judged about 5.5 s after the burst; one known to deliver in batches keeps a
+  window that outlasts its batches;
 - **default** otherwise: long enough for a gateway that delivers the first notification at once
   and the rest when its queue runner wakes up to 10 s later (the first-only signature of a
   stale module must never be a queue runner misread).
@@ -35,6 +36,13 @@ DEFAULT_WINDOW_S = 15.0  # a queue runner that wakes every 10 s, with a third to
 MIN_HEALTHY_RUNS = 3  # fully delivered runs before a gateway's own history sets its window
 HISTORY_FACTOR = 3.0  # a learned window: 3 × the slowest delivery or the longest gap seen
 HISTORY_RUNS = 20  # the most recent fully delivered runs learned from: a gateway may change
+# The shortest window history may teach (--grace). A gateway fast for months still pauses now
+# and then: a 5 s resolver timeout, a content filter restarting, a queue manager busy. Such a
+# spell must read as late, not lost, so the floor outlasts a 5 s pause; and it keeps a gateway
+# that really loses mail judged in well under half the default window (about 5.7 s for a
+# first-only gateway, `make bench`). Waiting out the default window before a learned-window
+# verdict that would be critical would cost the whole default (15 s) on every real failure.
+LEARNED_FLOOR_S = 5.5
 
 
 class WindowSource(str, Enum):
@@ -48,7 +56,7 @@ class Patience:
     """What the operator chose about waiting for late mail."""
 
     settle_s: float | None = None  # an explicit window (--settle); None: learned or default
-    grace_s: float = 1.0  # the shortest window history may teach (--grace): jitter, pacing
+    grace_s: float = LEARNED_FLOOR_S  # the shortest window history may teach (--grace)
     timeout_s: float = 30.0  # the hard cap after the burst (--timeout), whatever was seen
 
     def __post_init__(self) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from probe.diagnosis.restarts import ProcessStart, RestartFinding
 from probe.diagnosis.signatures import Signature
 from probe.host import Inventory, ModuleHit, NameMatcher
-from probe.verdict import Verdict
+from probe.verdict import Cause, Pattern, Verdict
 
 MAX_HIT_LINES = 5
 
@@ -121,6 +121,17 @@ def diagnose(
     return max(candidates, key=lambda d: (d.confidence, len(d.because)))
 
 
+# What the gateway said explains these verdicts by itself: a rate limit, a reply that is not SMTP,
+# a TLS handshake, a name that does not resolve, refused credentials. A known issue matched on
+# the delivery pattern alone would send a support engineer the wrong way.
+EXPLAINED = frozenset({Cause.PROTOCOL, Cause.TLS, Cause.DNS, Cause.AUTH})
+
+
+def explained(verdict: Verdict) -> bool:
+    """The evidence names the cause: no known issue is matched on the pattern alone."""
+    return verdict.pattern is Pattern.THROTTLED or verdict.cause in EXPLAINED
+
+
 def _judge(
     sig: Signature, verdict: Verdict, inventory: Inventory | None, restarts: RestartFacts
 ) -> Diagnosis | None:
@@ -135,7 +146,7 @@ def _judge(
         because = [_hit_line(h) for h in old[:MAX_HIT_LINES]]
         because += _more(old)
         return _diagnosis(sig, Confidence.MEDIUM, because)
-    if verdict.pattern not in sig.patterns:
+    if verdict.pattern not in sig.patterns or explained(verdict):
         return None
 
     because = [f"verdict {verdict.pattern.value}: {verdict.summary}"]

@@ -93,6 +93,19 @@ MEANING: dict[Pattern, tuple[str, str]] = {
         "Everything arrived, some notifications more than once: retried after a lost reply.",
         "Check timeouts between the gateway and its relay.",
     ),
+    Pattern.THROTTLED: (
+        "The gateway refused part of the burst with a rate or connection limit (the reply is "
+        "quoted above): its policy toward the probe's client, not a fault; what it let through "
+        "was delivered. When nothing got through, nothing proves that it delivers.",
+        "Probe within the limit: a message-rate limit, lower --max-rate (or --count); a "
+        "connection limit, lower --concurrency or raise --per-session so the burst opens fewer "
+        "sessions. Or exempt the probe's address from the limit: Postfix "
+        "smtpd_client_event_limit_exceptions (the limits are smtpd_client_message_rate_limit, "
+        "smtpd_client_connection_rate_limit, smtpd_client_connection_count_limit); Exim, a "
+        "`hosts = !` condition on the ratelimit ACL statement, or smtp_accept_max_per_host; "
+        "Exchange, the receive connector's MessageRateLimit, MaxInboundConnectionPerSource and "
+        "MaxInboundConnection (Set-ReceiveConnector). See docs/patterns.md#throttled.",
+    ),
     Pattern.INCONCLUSIVE: (
         "The probe could not judge the gateway.",
         "Fix what the evidence names (the probe's own sink or an interrupted run) and probe again.",
@@ -249,6 +262,20 @@ CAUSE_ADVICE: dict[Cause, tuple[str, str]] = {
         "host is down or a firewall drops the packets.",
         "Check the host is up and that a firewall between this host and the gateway lets SMTP "
         "through; --step-timeout sets how long each step may take.",
+    ),
+    Cause.PROTOCOL: (
+        "The gateway answered with something that is not an SMTP reply the probe can read: a "
+        "reply over the cap (100 lines or 64 KiB), a line without a reply code, or a code "
+        "where another step was due. It is not a refusal and says nothing of delivery.",
+        "Read the gateway's replies in the evidence (escaped as \\xNN where they were not "
+        "text): a proxy, TLS terminator or non-SMTP service may sit on that port, or the "
+        "gateway is broken; check --gateway points at its SMTP port.",
+    ),
+    Cause.INTERNAL: (
+        "The probe failed to record part of the run in its ledger, so the run cannot be "
+        "judged: an internal failure of the probe, not of the gateway.",
+        "Read the cause in the evidence (a full disk, a read-only ledger, a bug to report with "
+        "the log), fix it and probe again.",
     ),
 }
 

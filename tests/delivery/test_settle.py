@@ -7,6 +7,7 @@ from probe.delivery.settle import (
     DEFAULT_WINDOW_S,
     HISTORY_FACTOR,
     HISTORY_RUNS,
+    LEARNED_FLOOR_S,
     MIN_HEALTHY_RUNS,
     Patience,
     SettleWindow,
@@ -43,8 +44,16 @@ def test_a_gateway_known_to_be_fast_gets_the_floor():
 def test_a_learned_window_outlasts_the_slowest_delivery_and_the_longest_gap_seen():
     slow = DeliveryHistory(runs=5, max_latency_s=2.0, max_gap_s=0.5)
     assert choose_window(Patience(), slow).seconds == HISTORY_FACTOR * 2.0
-    spaced = DeliveryHistory(runs=5, max_latency_s=0.5, max_gap_s=1.5)
-    assert choose_window(Patience(), spaced).seconds == HISTORY_FACTOR * 1.5
+    spaced = DeliveryHistory(runs=5, max_latency_s=0.5, max_gap_s=2.5)
+    assert choose_window(Patience(), spaced).seconds == HISTORY_FACTOR * 2.5
+
+
+def test_a_learned_window_outlasts_a_slow_spell_of_a_few_seconds():
+    # a gateway fast for months still pauses: a 5 s resolver timeout is late, not lost
+    window = choose_window(Patience(), FAST)
+    assert window.source is WindowSource.LEARNED
+    assert window.seconds == LEARNED_FLOOR_S > 5.0
+    assert window.seconds <= 0.4 * DEFAULT_WINDOW_S  # still much faster than the default
 
 
 def test_a_learned_window_is_never_above_the_default():

@@ -1,0 +1,95 @@
+"""Gateways that speak a dialect the lab never scripted, probed as a user would run the probe.
+
+A working gateway localised in Windows-1252 is healthy. Every hostile one ends within the step
+timeouts, in bounded memory, with exit 2 and one verdict line that names the cause; nothing it
+sent reaches the terminal raw (no control byte, no byte that is not UTF-8).
+"""
+
+from __future__ import annotations
+
+import re
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from probe.lab.gateway import free_port
+from tests.conftest import with_test_key
+from tests.hostile_gateways import (
+    Handler,
+    closes_during_data,
+    control_bytes,
+    cp1252_relay,
+    endless_continuation,
+    garbage_after_starttls,
+    greeting_421,
+    huge_line,
+    serving,
+)
+
+STEP_TIMEOUT_S = 2.0
+RUN_TIMEOUT_S = 60.0
+RAW = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
+MAX_RSS_MIB = 300
+
+
+def burst(port: int, sink_port: int, db: Path, *extra: str) -> subprocess.CompletedProcess[bytes]:
+    command = [sys.executable, "-m", "probe", "burst", "--gateway", f"127.0.0.1:{port}",
+               "--sink", f"127.0.0.1:{sink_port}", "--count", "5", "--step-timeout",
+               str(STEP_TIMEOUT_S), "--timeout", "5", "--db", str(db), *extra]  # fmt: skip
+    return subprocess.run(command, capture_output=True, timeout=RUN_TIMEOUT_S, check=False)
+
+
+def verdict_line(result: subprocess.CompletedProcess[bytes]) -> str:
+    out = result.stdout + result.stderr
+    assert not RAW.search(out), f"raw gateway bytes on the terminal: {out!r}"
+    text = out.decode("utf-8")  # strict: every byte shown is UTF-8 text
+    lines = [line.strip() for line in text.splitlines() if re.match(r"\s+(CRITICAL|WARNING|OK|"
+             r"UNKNOWN)\s", line)]  # fmt: skip
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def test_a_working_gateway_that_speaks_cp1252_is_healthy(tmp_path: Path) -> None:
+    sink_port = free_port()
+    with serving(cp1252_relay(sink_port)) as port:
+        result = burst(port, sink_port, with_test_key(tmp_path / "l.db"))
+    line = verdict_line(result)
+    assert result.returncode == 0 and line.startswith("OK  healthy"), line
+
+
+@pytest.mark.parametrize(
+    ("handler", "extra", "cause"),
+    [
+        (endless_continuation, (), r"reply that is not SMTP .*Response too long|over the cap"),
+        (huge_line, (), r"reply that is not SMTP"),
+        (control_bytes, (), r"refused all 5 notifications permanently \(RCPT 554 5\.7\.1 "
+                            r"\\x1b\[2J\\x00\\x07\\xff not for you\)"),
+        (greeting_421, (), r"refused all 5 notifications temporarily \(CONNECT 421 4\.3\.2"),
+        (closes_during_data, (), r"got no SMTP answer \(data reset"),
+        (garbage_after_starttls, ("--tls", "starttls", "--insecure"), r"\(tls: "),
+    ],
+    ids=["endless-continuation", "huge-line", "control-bytes", "421-greeting",
+         "closed-during-data", "garbage-after-starttls"],
+)  # fmt: skip
+def test_a_hostile_gateway_ends_critical_in_one_line_naming_the_cause(
+    tmp_path: Path, handler: Handler, extra: tuple[str, ...], cause: str
+) -> None:
+    with serving(handler) as port:
+        result = burst(port, free_port(), with_test_key(tmp_path / "l.db"), *extra)
+    line = verdict_line(result)
+    assert result.returncode == 2, line
+    assert line.startswith("CRITICAL") and re.search(cause, line), line
+    # the burst process (a child of this one) stayed in bounded memory: KiB on Linux
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss < MAX_RSS_MIB * 1024
+    assert "inconclusive" not in line and "internal error" not in result.stderr.decode()
+
+
+def test_a_reply_over_the_cap_is_named_a_protocol_error_in_the_json(tmp_path: Path) -> None:
+    with serving(endless_continuation) as port:
+        result = burst(port, free_port(), with_test_key(tmp_path / "l.db"), "--json", "-")
+    assert result.returncode == 2
+    assert b'"cause": "protocol"' in result.stdout
+    assert b'"kind": "protocol"' in result.stdout
