@@ -11,10 +11,11 @@ The map, top to bottom (imports only point down; docs/architecture.md tells the 
     diagnosis/  verdict + loaded modules + known-issue signatures -> the likely cause
     delivery/   send the burst, receive it in the sink, wait until it settles
     history     a run judged again with late mail and bounces; corrections kept beside verdicts
-    ledger      the SQLite record of every run, notification, delivery and artifact
+    ledger/     the SQLite record of every run, notification, delivery, bounce and artifact
     verdict     the pure judgement of a run (healthy, first_only, degraded_after_k, ...)
     host/       loaded modules, files in use, PE versions, host facts, registry, pending reboot
     records     the shared model (Run, Notification, Endpoint, ...)
+    files       reading a host's file safely (no link followed, no device opened, bounded)
     correlation the tokens that tie a delivered message to the notification that caused it
     logs        structured logging;  errors: ProbeError and UsageError (exit 3)
 """

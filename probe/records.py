@@ -443,6 +443,28 @@ class Notification:
         return max(0.0, self.delivered_at - self.submission.started_at)
 
 
+StartKind = Literal["process", "service"]
+
+
+@dataclass(frozen=True)
+class ProcessStart:
+    """When a gateway process (or service) was started, as seen around a run: a restart
+    between two runs is what the first-only signature counts from."""
+
+    kind: StartKind
+    name: str  # as asked for (the service name, or the process name pattern)
+    pid: int
+    started_at: float
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "pid": self.pid,
+            "started_at": self.started_at,
+        }
+
+
 @dataclass(frozen=True)
 class Run:
     """One burst: where it went, how many notifications, and how it ended."""

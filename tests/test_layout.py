@@ -28,7 +28,7 @@ LAYERS = (
     ("history",),
     ("ledger", "verdict"),
     ("host",),
-    ("records", "correlation", "logs", "errors"),
+    ("records", "correlation", "files", "logs", "errors"),
 )
 FLOOR = {unit: floor for floor, units in enumerate(LAYERS) for unit in units}
 # The CLI is the top, not a library: its __init__ is the entry point, not a surface.

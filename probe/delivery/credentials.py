@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from probe.errors import UsageError
-from probe.host import read_host_file
+from probe.files import read_host_file
 
 REDACTED = "[redacted]"
 MAX_PASSWORD_FILE_BYTES = 4096

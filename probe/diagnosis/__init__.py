@@ -7,7 +7,6 @@ are TOML files in `signatures/`, read with `load_signatures`.
 """
 
 from probe.diagnosis.gather import Explanation, Request, explain, prepare, rediagnose
-from probe.diagnosis.restarts import ProcessStart
 from probe.diagnosis.rules import Confidence, Diagnosis, PossibleIssue, split
 from probe.diagnosis.signatures import Signature, TomlFields, load_signatures
 
@@ -16,7 +15,6 @@ __all__ = [
     "Diagnosis",
     "Explanation",
     "PossibleIssue",
-    "ProcessStart",
     "Request",
     "Signature",
     "TomlFields",

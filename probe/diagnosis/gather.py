@@ -13,7 +13,6 @@ from typing import Any
 
 from probe.delivery import ProbeOutcome
 from probe.diagnosis.restarts import (
-    ProcessStart,
     first_after_restart,
     gateway_starts,
     load_history,
@@ -25,6 +24,7 @@ from probe.diagnosis.signatures import Signature, load_signatures
 from probe.errors import UsageError
 from probe.host import Inventory, NameMatcher, local_source, take_inventory
 from probe.ledger import Ledger
+from probe.records import ProcessStart
 from probe.verdict import Verdict
 
 

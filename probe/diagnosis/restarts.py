@@ -10,35 +10,16 @@ on crafted histories.
 from __future__ import annotations
 
 import fnmatch
-import sqlite3
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import Literal
 
 import psutil
 
 from probe.ledger import Ledger
+from probe.records import ProcessStart, StartKind
 from probe.verdict import gateway_order
-
-StartKind = Literal["process", "service"]
-
-
-@dataclass(frozen=True)
-class ProcessStart:
-    kind: StartKind
-    name: str  # as asked for (the service name, or the process name pattern)
-    pid: int
-    started_at: float
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "kind": self.kind,
-            "name": self.name,
-            "pid": self.pid,
-            "started_at": self.started_at,
-        }
 
 
 def gateway_starts(processes: Sequence[str], services: Sequence[str]) -> tuple[ProcessStart, ...]:
@@ -168,29 +149,13 @@ def first_after_restart(history: Sequence[RunStarts]) -> RestartFinding | None:
 
 
 def record_starts(ledger: Ledger, run_id: str, starts: Sequence[ProcessStart]) -> None:
-    def op(conn: sqlite3.Connection) -> None:
-        conn.executemany(
-            "INSERT INTO process_starts (run_id, kind, name, pid, started_at) VALUES (?,?,?,?,?)",
-            [(run_id, s.kind, s.name, s.pid, s.started_at) for s in starts],
-        )
-
-    ledger.write(op)
+    ledger.record_starts(run_id, starts)
 
 
 def load_history(ledger: Ledger, gateway: str, limit: int = 20) -> list[RunStarts]:
     """The latest runs against `gateway` that recorded process starts, oldest first."""
 
-    rows = ledger.query(
-        "SELECT p.run_id, p.kind, p.name, p.pid, p.started_at FROM process_starts p"
-        " JOIN runs r ON r.run_id = p.run_id WHERE r.gateway = ?"
-        " AND p.run_id IN (SELECT DISTINCT q.run_id FROM process_starts q"
-        "  JOIN runs s ON s.run_id = q.run_id WHERE s.gateway = ?"
-        "  ORDER BY s.started_at DESC LIMIT ?)",
-        (gateway, gateway, limit),
-    )
-    starts: dict[str, list[ProcessStart]] = {}
-    for run_id, kind, name, pid, started_at in rows:
-        starts.setdefault(run_id, []).append(ProcessStart(kind, name, pid, started_at))
+    starts = ledger.process_starts(gateway, limit)
     history = []
     for run_id, run_starts in starts.items():
         record = ledger.load(run_id)

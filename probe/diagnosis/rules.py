@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from probe.diagnosis.restarts import ProcessStart, RestartFinding
+from probe.diagnosis.restarts import RestartFinding
 from probe.diagnosis.signatures import Signature
 from probe.host import Inventory, ModuleHit, NameMatcher
+from probe.records import ProcessStart
 from probe.verdict import Cause, Pattern, Verdict
 
 MAX_HIT_LINES = 5

@@ -2,13 +2,12 @@
 
 `take_inventory` (loaded modules, stale copies) and `files_in_use` over a platform source
 (`local_source`, `local_holders`, or a `RecordedWindows` inventory); `describe` reads a PE
-version; `read_host_file` reads a host's file without being fooled by what sits at its path;
+version (host files are read with `probe.files.read_host_file`);
 `collect_facts` the host facts a report carries, `interface_addresses` this host's own
 addresses; registry readers and pending-reboot sources for the upgrade checks.
 """
 
 from probe.host.facts import HostFacts, collect_facts, interface_addresses
-from probe.host.files import UnsafeFileError, read_host_file
 from probe.host.inuse import InUse, files_in_use
 from probe.host.inventory import (
     DEFAULT_MODULE,
@@ -40,7 +39,6 @@ __all__ = [
     "RecordedWindows",
     "RegistryReader",
     "Sight",
-    "UnsafeFileError",
     "collect_facts",
     "describe",
     "files_in_use",
@@ -49,7 +47,6 @@ __all__ = [
     "linux_sources",
     "local_holders",
     "local_source",
-    "read_host_file",
     "reader_for",
     "take_inventory",
     "unknown_names",

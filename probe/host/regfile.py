@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from probe.errors import ProbeError
-from probe.host.files import read_host_file
+from probe.files import read_host_file
 from probe.host.registry import (
     REG_BINARY,
     REG_DWORD,

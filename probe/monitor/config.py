@@ -36,7 +36,7 @@ from probe.delivery import (
     tls_mode,
 )
 from probe.errors import UsageError
-from probe.host import read_host_file
+from probe.files import read_host_file
 from probe.logs import LOG_LEVELS
 from probe.records import Endpoint
 from probe.verdict import Thresholds

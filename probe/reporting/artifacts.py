@@ -19,14 +19,13 @@ from probe.diagnosis import (
     Diagnosis,
     Explanation,
     PossibleIssue,
-    ProcessStart,
     rediagnose,
     split,
 )
 from probe.history import Revision, StoredVerdict, kept_verdicts, revision_of
 from probe.host import HostFacts, Inventory, collect_facts, unreadable_note
 from probe.ledger import Ledger
-from probe.records import RunRecord
+from probe.records import ProcessStart, RunRecord
 from probe.reporting.redact import Redactor, clean_argv
 from probe.verdict import Verdict, judge_recorded
 

@@ -20,7 +20,8 @@ from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any
 
 from probe.errors import ProbeError
-from probe.host import ModuleVersion, RegistryReader, UnsafeFileError, describe, read_host_file
+from probe.files import UnsafeFileError, read_host_file
+from probe.host import ModuleVersion, RegistryReader, describe
 from probe.upgrade.checks import Check, Status
 from probe.upgrade.profiles import Profile, under_root
 

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from probe.errors import ProbeError
+from probe.files import read_host_file
 from probe.host import (
     InUse,
     Inventory,
@@ -23,7 +24,6 @@ from probe.host import (
     describe,
     judge_sight,
     local_source,
-    read_host_file,
     take_inventory,
     unreadable_note,
 )

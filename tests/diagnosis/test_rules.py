@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 
 from probe.diagnosis import rediagnose
-from probe.diagnosis.restarts import ProcessStart, RunStarts, first_after_restart
+from probe.diagnosis.restarts import RunStarts, first_after_restart
 from probe.diagnosis.rules import Confidence, RestartFacts, diagnose, split
 from probe.diagnosis.signatures import load_signatures, parse_signature
 from probe.errors import ProbeError
 from probe.host.inventory import Copy, Inventory, ModuleHit, ModuleState
 from probe.host.pe import ModuleVersion
 from probe.host.platform import ProcessInfo
+from probe.records import ProcessStart
 from probe.verdict import Pattern, Severity, Verdict
 
 SIGNATURES = load_signatures()

@@ -15,7 +15,7 @@ import pytest
 from fixtures.hold_module import held
 from fixtures.make_pe import build_dll, write_dll
 from probe.errors import UsageError
-from probe.host.files import UnsafeFileError, read_host_file
+from probe.files import UnsafeFileError, read_host_file
 from probe.host.pe import describe
 from probe.upgrade.drift import Drift, compare_trees
 

@@ -23,13 +23,12 @@ import pytest
 
 from fixtures.hold_module import upgraded_while_loaded
 from probe.diagnosis.gather import Explanation
-from probe.diagnosis.restarts import ProcessStart
 from probe.diagnosis.rules import Confidence, Diagnosis, RestartFacts
 from probe.host.facts import collect_facts
 from probe.host.inventory import Inventory
 from probe.lab.gateway import free_port
 from probe.ledger import Ledger
-from probe.records import Notification, Run, RunRecord, SmtpReply, Step, Submission
+from probe.records import Notification, ProcessStart, Run, RunRecord, SmtpReply, Step, Submission
 from probe.reporting.artifacts import (
     COMMAND_LINE,
     KNOWN,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psutil
 
-from probe.host.files import read_host_file
+from probe.files import read_host_file
 from probe.host.pe import ModuleVersion, describe
 from probe.host.platform.base import ProcessInfo
 

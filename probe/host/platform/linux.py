@@ -17,7 +17,7 @@ import posixpath
 from collections.abc import Hashable
 from pathlib import Path
 
-from probe.host.files import Opener, read_host_file
+from probe.files import Opener, read_host_file
 from probe.host.pe import ModuleVersion, describe
 from probe.host.platform.base import (
     HeldFile,
