@@ -288,3 +288,15 @@ def test_postflight_takes_every_burst_option_but_those_its_page_names():
     named = set(re.findall(r"`(--[a-z-]+)`", not_taken))
     postflight = _options("postflight")
     assert named - postflight == _options("burst") - postflight
+
+
+def test_the_notification_gap_is_gap_and_its_older_spelling_interval_still_parses(capsys):
+    from probe.cli import build_parser, main
+
+    for flag in ("--gap", "--interval"):
+        argv = ["burst", "--gateway", "127.0.0.1:25", flag, "0.25"]
+        assert build_parser(argv).parse_args(argv).notification_gap == 0.25
+    with pytest.raises(SystemExit):
+        main(["burst", "--help"])
+    shown = capsys.readouterr().out
+    assert "--gap SECONDS" in shown and "--interval" not in shown

@@ -96,7 +96,7 @@ COMMANDS: dict[str, Run | Service | Skip] = {
     "--allow-client 192.0.2.25 --domain probe.example.org --count 20": run(0, says=r"healthy"),
     # docs/burst.md
     "notifyprobe burst --gateway HOST:PORT [--sink HOST:PORT | --no-sink] [--domain D] "
-    "[--count N] [--concurrency C] [--per-session N] [--interval S] [--step-timeout S] "
+    "[--count N] [--concurrency C] [--per-session N] [--gap S] [--step-timeout S] "
     "[--breaker N] [--settle S] [--timeout S] [--grace S] [--slow-after S] [--no-control] "
     "[--json FILE|-] [--db PATH] [--log-json] [--log-level L]": SYNOPSIS,
     "notifyprobe lab gateway --listen 127.0.0.1:2526 --relay 127.0.0.1:2525 "

@@ -16,7 +16,9 @@ from probe.cli.hardening import (
 from probe.delivery import (
     DEFAULT_DOMAIN,
     DEFAULT_WINDOW_S,
+    GAP_FLAG,
     MIN_HEALTHY_RUNS,
+    OLD_GAP_SPELLINGS,
     BurstSettings,
     Patience,
     ProbeSettings,
@@ -93,13 +95,16 @@ def add_burst_options(p: argparse.ArgumentParser, *, gateway_required: bool) -> 
         help="older spelling of --per-session 1: one SMTP session per notification",
     )
     send.add_argument(
-        "--interval",
+        GAP_FLAG,
         dest="notification_gap",
         metavar="SECONDS",
         type=seconds,
         default=default.notification_gap_s,
         help=describe("notification_gap_s"),
     )
+    for old, new in OLD_GAP_SPELLINGS.items():
+        if new == GAP_FLAG:  # accepted, not shown
+            send.add_argument(old, dest="notification_gap", type=seconds, help=argparse.SUPPRESS)
     send.add_argument(
         "--max-rate",
         type=float,

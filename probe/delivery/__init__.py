@@ -29,7 +29,15 @@ from probe.delivery.run import (
     judge_cut_run,
     run_probe,
 )
-from probe.delivery.settings import DEFAULT_MAX_RATE, MAX_COUNT, MAX_RATE_CAP, BurstSettings
+from probe.delivery.settings import (
+    DEFAULT_MAX_RATE,
+    GAP_FLAG,
+    GAP_KEY,
+    MAX_COUNT,
+    MAX_RATE_CAP,
+    OLD_GAP_SPELLINGS,
+    BurstSettings,
+)
 from probe.delivery.settle import (
     DEFAULT_WINDOW_S,
     HISTORY_FACTOR,
@@ -52,6 +60,8 @@ __all__ = [
     "DEFAULT_DOMAIN",
     "DEFAULT_MAX_RATE",
     "DEFAULT_WINDOW_S",
+    "GAP_FLAG",
+    "GAP_KEY",
     "HISTORY_FACTOR",
     "INSECURE_WARNING",
     "LAB_HOSTNAME",
@@ -59,6 +69,7 @@ __all__ = [
     "MAX_COUNT",
     "MAX_RATE_CAP",
     "MIN_HEALTHY_RUNS",
+    "OLD_GAP_SPELLINGS",
     "TLS_MODES",
     "Access",
     "BurstSettings",

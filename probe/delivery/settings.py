@@ -21,6 +21,13 @@ def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
 
+# The notification gap (seconds between the starts of two notifications of one burst) is
+# `--gap` and the watch key `gap`; its older spellings, still accepted, are kept here alone.
+# (A watch's `interval` is the time between two bursts: another concept, another word.)
+GAP_FLAG, GAP_KEY = "--gap", "gap"
+OLD_GAP_SPELLINGS = {"--interval": GAP_FLAG, "pacing": GAP_KEY}
+
+
 @dataclass(frozen=True)
 class BurstSettings:
     """How one burst is sent. Each field's help is the one the CLI shows."""
@@ -34,7 +41,7 @@ class BurstSettings:
             "traffic, not one long session tripping its per-connection limit"
         ),
     )
-    notification_gap_s: float = field(
+    notification_gap_s: float = field(  # the notification gap: `--gap`, watch key `gap`
         default=0.0, metadata=_help("seconds between the starts of two notifications")
     )
     step_timeout_s: float = field(

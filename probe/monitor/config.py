@@ -21,7 +21,9 @@ from typing import Any
 
 from probe.correlation import probe_domain
 from probe.delivery import (
+    GAP_KEY,
     MAX_COUNT,
+    OLD_GAP_SPELLINGS,
     Access,
     BurstSettings,
     ClientSecurity,
@@ -156,7 +158,8 @@ _TARGET_KEYS = {
     "concurrency",
     "per_session",
     "reuse",
-    "pacing",
+    GAP_KEY,
+    *(old for old, new in OLD_GAP_SPELLINGS.items() if new == GAP_KEY),
     "step_timeout",
     "timeout",
     "settle",
@@ -343,7 +346,9 @@ class _Reader:
                 count=count,
                 concurrency=concurrency,
                 per_session=self.per_session(merged, where, d.per_session),
-                notification_gap_s=self.duration(merged, "pacing", where, d.notification_gap_s),
+                notification_gap_s=self.duration(
+                    merged, self.gap_key(merged, where), where, d.notification_gap_s
+                ),
                 step_timeout_s=self.duration(merged, "step_timeout", where, d.step_timeout_s),
                 control=self.boolean(merged, "control", where, d.control),
                 helo=self.string(merged, "helo", where, "") or None,
@@ -397,8 +402,16 @@ class _Reader:
         if overlap > t.burst_interval_s:
             raise self.fail(
                 where,
-                f"pacing × count ({overlap:g} s) is longer than the interval: bursts would overlap",
+                f"{GAP_KEY} × count ({overlap:g} s) is longer than the interval: "
+                "bursts would overlap",
             )
+
+    def gap_key(self, raw: dict[str, Any], where: str) -> str:
+        """`gap`, or an older spelling of it (`pacing`); never both."""
+        given = [key for key, new in OLD_GAP_SPELLINGS.items() if new == GAP_KEY and key in raw]
+        if given and GAP_KEY in raw:
+            raise self.fail(where, f"give {GAP_KEY}, not both {GAP_KEY} and {given[0]}")
+        return given[0] if given else GAP_KEY
 
     def per_session(self, raw: dict[str, Any], where: str, default: int) -> int:
         """`per_session = N`; the older `reuse = false` means 1, `reuse = true` the default."""

@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 import structlog
 
 from probe.delivery import (
+    GAP_FLAG,
     DeliveryHub,
     ProbeOutcome,
     ProbeSettings,
@@ -142,7 +143,7 @@ def burst_command(config: WatchConfig, target: Target) -> tuple[str, ...]:
     for flag, value in options.items():
         argv += [flag, value]
     if burst.notification_gap_s:
-        argv += ["--interval", f"{burst.notification_gap_s:g}"]
+        argv += [GAP_FLAG, f"{burst.notification_gap_s:g}"]
     if patience.settle_s is not None:
         argv += ["--settle", f"{patience.settle_s:g}"]
     if config.ledger is not None:

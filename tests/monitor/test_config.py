@@ -34,7 +34,7 @@ max_per_minute = 60
 interval = "5m"
 jitter = 0.2
 count = 20
-pacing = "100ms"
+gap = "100ms"
 
 [on_change]
 command = ["/usr/local/bin/page", "--team", "mail"]
@@ -192,7 +192,7 @@ def test_load_reads_a_file_and_names_it_in_errors(tmp_path):
         (MINIMAL + "jitter = 0.9\n", "jitter is a fraction"),
         (MINIMAL + "interval = nan\n", "interval must be a finite number"),
         ("[limits]\nmin_interval = inf\n" + MINIMAL, "min_interval must be a finite number"),
-        (MINIMAL + 'pacing = "10s"\ncount = 40\n', "bursts would overlap"),
+        (MINIMAL + 'gap = "10s"\ncount = 40\n', "bursts would overlap"),
         (
             MINIMAL + 'password_env = "NOPE_NOT_SET"\nusername = "u"\n',
             r"NOPE_NOT_SET \(from password_env\) is not set",
@@ -259,3 +259,10 @@ def test_the_per_minute_cap_counts_every_target_together() -> None:
     )
     with pytest.raises(UsageError, match=r"all targets together send 300000\.0 notifications"):
         parse('[limits]\nmax_count = 500\nmin_interval = "5s"\nmax_per_minute = 6000\n' + targets)
+
+
+def test_the_notification_gap_is_gap_and_its_older_spelling_pacing_still_reads():
+    assert parse(MINIMAL + 'gap = "250ms"\n').targets[0].burst.notification_gap_s == 0.25
+    assert parse(MINIMAL + 'pacing = "250ms"\n').targets[0].burst.notification_gap_s == 0.25
+    with pytest.raises(UsageError, match="give gap, not both gap and pacing"):
+        parse(MINIMAL + 'gap = "1s"\npacing = "2s"\n')

@@ -303,7 +303,7 @@ def test_killed_watch_loses_no_row_and_judges_the_cut_run_on_restart(tmp_path):
     relay = ("--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}")
     with service("lab", "gateway", *relay, "--mode", "healthy") as gateway:
         config = write_config(tmp_path / "watch.toml", sink, db, {"gw": gateway},
-                              count="40", pacing='"100ms"')  # fmt: skip
+                              count="40", gap='"100ms"')  # fmt: skip
         with watch(config) as (proc, _):
             wait_for_submissions(db, at_least=5)
             proc.send_signal(signal.SIGKILL)
