@@ -159,7 +159,7 @@ class Endpoint:
 class ErrorKind(str, Enum):
     """Why a submission got no SMTP reply to judge."""
 
-    REFUSED = "refused"  # nothing listening / connection refused or unreachable
+    CONNECTION_REFUSED = "connection_refused"  # nothing listening there, or no route
     DNS = "dns"  # the gateway's host name did not resolve
     RESET = "reset"  # the gateway closed or reset the connection
     TIMEOUT = "timeout"  # a step took longer than the per-step timeout
@@ -169,7 +169,16 @@ class ErrorKind(str, Enum):
 
     @property
     def is_connect_failure(self) -> bool:
-        return self in (ErrorKind.REFUSED, ErrorKind.DNS, ErrorKind.TLS)
+        return self in (ErrorKind.CONNECTION_REFUSED, ErrorKind.DNS, ErrorKind.TLS)
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ")
+
+    @classmethod
+    def _missing_(cls, value: object) -> ErrorKind | None:
+        """Ledgers written before "refused" was kept for SMTP refusals alone."""
+        return cls.CONNECTION_REFUSED if value == "refused" else None
 
 
 class SmtpPhase(str, Enum):
@@ -304,7 +313,7 @@ class Submission:
         return self.stage == "data" and self.reply is not None and 200 <= self.reply.code < 300
 
     @property
-    def rejected(self) -> bool:
+    def refused(self) -> bool:
         """The gateway answered with a 4xx/5xx reply (it was reachable, it said no)."""
         return self.reply is not None and self.reply.code >= 400
 
@@ -318,7 +327,7 @@ class Submission:
             return f"{self.stage.upper()} {self.reply}"
         if self.stalled_at is not None:
             return f"no answer at {self.stalled_at.label} ({self.error})"
-        return f"{self.stage} {self.error_kind.value if self.error_kind else 'error'}: {self.error}"
+        return f"{self.stage} {self.error_kind.label if self.error_kind else 'error'}: {self.error}"
 
 
 @dataclass(frozen=True)

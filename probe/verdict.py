@@ -31,12 +31,17 @@ class Pattern(str, Enum):
     NONE_DELIVERED = "none_delivered"
     GATEWAY_UNREACHABLE = "gateway_unreachable"
     GATEWAY_STALLED = "gateway_stalled"  # an SMTP server took the connection, then went silent
-    ALL_REJECTED = "all_rejected"
+    ALL_REFUSED = "all_refused"  # the gateway answered every notification with 4xx or 5xx
     ALL_BOUNCED = "all_bounced"  # accepted, then every one came back: a report said why
     SLOW = "slow"
     DUPLICATED = "duplicated"
     THROTTLED = "throttled"  # refused by a rate or connection limit: the gateway's policy
     INCONCLUSIVE = "inconclusive"  # the probe could not judge: cut off, or its sink unproven
+
+    @classmethod
+    def _missing_(cls, value: object) -> Pattern | None:
+        """Ledgers written when `all_refused` was called `all_rejected`."""
+        return cls.ALL_REFUSED if value == "all_rejected" else None
 
 
 class Cause(str, Enum):
@@ -49,7 +54,7 @@ class Cause(str, Enum):
     AUTH = "auth"  # the gateway refused the probe's credentials
     TLS = "tls"  # the TLS handshake failed (certificate, name, protocol)
     DNS = "dns"  # the gateway's name did not resolve
-    REFUSED = "refused"  # nothing listens there: connection refused or no route
+    CONNECTION_REFUSED = "connection_refused"  # nothing listens there: no SMTP server, no route
     TIMEOUT = "timeout"  # the TCP handshake got no answer within the step timeout
     PROTOCOL = "protocol"  # the gateway's replies were not SMTP (malformed, over the cap)
     INTERNAL = "internal"  # the probe failed to record the run in its ledger
@@ -205,7 +210,7 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
         return _stalled(sent, delivered, silent_tail, counts["not_attempted"], verdict)
     if sink_verified is False and lost:
         refusal = control.submission if control and control.submission else None
-        if refusal is not None and refusal.rejected:
+        if refusal is not None and refusal.refused:
             return verdict(
                 Pattern.INCONCLUSIVE,
                 Severity.UNKNOWN,
@@ -394,7 +399,7 @@ def _nothing_delivered(
     unreachable = [s for s in submissions if s.unreachable]
     if len(unreachable) == len(sent):
         reasons = Counter(
-            f"{s.error_kind.value if s.error_kind else 'error'}: {s.error}" for s in unreachable
+            f"{s.error_kind.label if s.error_kind else 'error'}: {s.error}" for s in unreachable
         )
         top, _ = reasons.most_common(1)[0]
         kinds = Counter(
@@ -414,9 +419,9 @@ def _nothing_delivered(
         elif all(s.error_kind is ErrorKind.PROTOCOL for s in submissions):
             cause = Cause.PROTOCOL
         return verdict(
-            Pattern.ALL_REJECTED,
+            Pattern.ALL_REFUSED,
             Severity.CRITICAL,
-            _rejected_summary(submissions),
+            _refused_summary(submissions),
             _outcome_lines(sent),
             cause,
         )
@@ -498,21 +503,21 @@ def _limit_lines(limited: Sequence[Notification]) -> list[str]:
 
 _UNREACHABLE_CAUSE = {
     ErrorKind.DNS: Cause.DNS,
-    ErrorKind.REFUSED: Cause.REFUSED,
+    ErrorKind.CONNECTION_REFUSED: Cause.CONNECTION_REFUSED,
     ErrorKind.TLS: Cause.TLS,
     ErrorKind.TIMEOUT: Cause.TIMEOUT,  # silence at the TCP handshake
 }
 
 
-def _rejected_summary(submissions: Sequence[Submission]) -> str:
+def _refused_summary(submissions: Sequence[Submission]) -> str:
     """Temporary (4xx: try later) and permanent (5xx: policy, hard failure) refusals named
     apart; what got no reply at all, or one that is not SMTP, is not called a refusal. Every
     submission is in exactly one of the three groups, whatever the mix."""
     total = len(submissions)
-    temporary = Counter(_reply_text(s) for s in submissions if s.rejected
+    temporary = Counter(_reply_text(s) for s in submissions if s.refused
                         and not s.reply_is_permanent)  # fmt: skip
     permanent = Counter(_reply_text(s) for s in submissions if s.reply_is_permanent)
-    other = Counter(s.describe() for s in submissions if not s.rejected)
+    other = Counter(s.describe() for s in submissions if not s.refused)
     refusals = [
         (how, r) for how, r in (("temporarily", temporary), ("permanently", permanent)) if r
     ]
@@ -525,7 +530,7 @@ def _rejected_summary(submissions: Sequence[Submission]) -> str:
     if not other:
         return f"the gateway refused all {total} notifications: {', '.join(described)}"
     parts = [f"refused {text}" for text in described]
-    protocol = [s for s in submissions if not s.rejected and s.error_kind is ErrorKind.PROTOCOL]
+    protocol = [s for s in submissions if not s.refused and s.error_kind is ErrorKind.PROTOCOL]
     unanswered = sum(other.values()) - len(protocol)
     if protocol:
         reasons = Counter(s.describe() for s in protocol)
@@ -534,7 +539,7 @@ def _rejected_summary(submissions: Sequence[Submission]) -> str:
         )
     if unanswered:
         reasons = Counter(s.describe() for s in submissions
-                          if not s.rejected and s.error_kind is not ErrorKind.PROTOCOL)  # fmt: skip
+                          if not s.refused and s.error_kind is not ErrorKind.PROTOCOL)  # fmt: skip
         parts.append(f"{unanswered} got no SMTP answer ({reasons.most_common(1)[0][0]})")
     return f"the gateway accepted none of the {total} notifications: {'; '.join(parts)}"
 
@@ -679,7 +684,7 @@ def _loss_kind(n: Notification) -> str:
         return f"bounced ({n.bounce.status or 'no status given'})"
     if s.accepted:
         return "accepted and never delivered"
-    if s.rejected:
+    if s.refused:
         return "refused permanently (5xx)" if s.reply_is_permanent else "refused temporarily (4xx)"
     if s.stalled_at is not None and s.stalled:
         return f"stalled at {s.stalled_at.label}"
@@ -703,7 +708,7 @@ def _loss_lines(lost: Sequence[Notification]) -> list[str]:
         elif s.accepted and s.reply is not None:
             key = ("accepted", s.reply.code, s.reply.enhanced)
             text = f"accepted ({s.reply}) but never delivered"
-        elif s.rejected:
+        elif s.refused:
             key = ("refused", s.stage, s.reply.code if s.reply else None)
             how = "permanently" if s.reply_is_permanent else "temporarily"
             text = f"refused {how}: {s.describe()}"

@@ -70,9 +70,9 @@ async def test_lab_gateway_stalling_at_a_phase_is_gateway_stalled_there(ledger, 
     assert stalled == {SmtpPhase(phase)}
 
 
-async def test_gateway_that_refuses_everything_is_all_rejected(ledger):
+async def test_gateway_that_refuses_everything_is_all_refused(ledger):
     outcome = await probe_lab(ledger, "reject", count=4, concurrency=2)
-    assert outcome.verdict.pattern is Pattern.ALL_REJECTED
+    assert outcome.verdict.pattern is Pattern.ALL_REFUSED
     assert any("550 5.7.1" in line for line in outcome.verdict.evidence)
 
 

@@ -103,7 +103,7 @@ def test_each_failure_kind_has_its_own_message_and_next_step(tmp_path):
     assert "did not resolve" in told["dns"][0] and "getent hosts" in told["dns"][1]
 
     code, report, text = burst_json(f"127.0.0.1:{free_port()}", tmp_path / "refused")
-    assert (code, report["verdict"]["cause"]) == (2, "refused"), report["verdict"]
+    assert (code, report["verdict"]["cause"]) == (2, "connection_refused"), report["verdict"]
     told["refused"] = advice(text)
     assert "listens" in told["refused"][1]
 

@@ -148,19 +148,19 @@ def test_accepted_and_none_arrived_is_none_delivered():
 
 def test_connection_refused_everywhere_is_gateway_unreachable():
     notes = [
-        note(i, delivered=0, reply=None, stage="connect", error_kind=ErrorKind.REFUSED)
+        note(i, delivered=0, reply=None, stage="connect", error_kind=ErrorKind.CONNECTION_REFUSED)
         for i in range(1, 4)
     ]
     verdict = classify(record(*notes))
     assert verdict.pattern is Pattern.GATEWAY_UNREACHABLE
-    assert verdict.evidence[0] == "3× refused: Connection refused"
+    assert verdict.evidence[0] == "3× connection refused: Connection refused"
 
 
-def test_every_notification_refused_is_all_rejected():
+def test_every_notification_refused_is_all_refused():
     refused = SmtpReply(550, "5.7.1 Relaying denied", "5.7.1")
     notes = [note(i, delivered=0, reply=refused, stage="rcpt") for i in range(1, 4)]
     verdict = classify(record(*notes))
-    assert verdict.pattern is Pattern.ALL_REJECTED
+    assert verdict.pattern is Pattern.ALL_REFUSED
     assert verdict.summary == (
         "the gateway refused all 3 notifications permanently (RCPT 550 5.7.1 Relaying denied)"
     )
@@ -173,7 +173,7 @@ def test_every_notification_refused_is_all_rejected():
 def test_banner_refusal_counts_as_rejected_not_unreachable():
     banner = SmtpReply(421, "4.3.2 Service not available", "4.3.2")
     notes = [note(i, delivered=0, reply=banner, stage="connect") for i in range(1, 3)]
-    assert classify(record(*notes)).pattern is Pattern.ALL_REJECTED
+    assert classify(record(*notes)).pattern is Pattern.ALL_REFUSED
 
 
 def test_all_delivered_but_late_is_slow_warning():
@@ -249,7 +249,11 @@ def test_control_message_refused_by_the_sink_names_the_reply():
 
 @pytest.mark.parametrize(
     ("kind", "cause"),
-    [(ErrorKind.DNS, Cause.DNS), (ErrorKind.REFUSED, Cause.REFUSED), (ErrorKind.TLS, Cause.TLS)],
+    [
+        (ErrorKind.DNS, Cause.DNS),
+        (ErrorKind.CONNECTION_REFUSED, Cause.CONNECTION_REFUSED),
+        (ErrorKind.TLS, Cause.TLS),
+    ],
 )
 def test_unreachable_gateway_names_the_failure_kind(kind, cause):
     notes = [note(i, reply=None, delivered=0, error_kind=kind, stage="connect") for i in (1, 2)]
@@ -261,7 +265,7 @@ def test_refused_credentials_are_an_auth_failure_not_a_policy_refusal():
     bad_password = SmtpReply(535, "5.7.8 Authentication credentials invalid", "5.7.8")
     notes = [note(i, reply=bad_password, delivered=0, stage="auth") for i in (1, 2)]
     verdict = classify(record(*notes))
-    assert (verdict.pattern, verdict.cause) == (Pattern.ALL_REJECTED, Cause.AUTH)
+    assert (verdict.pattern, verdict.cause) == (Pattern.ALL_REFUSED, Cause.AUTH)
     policy = [note(i, reply=SmtpReply(550, "5.7.1 no"), delivered=0, stage="rcpt") for i in (1, 2)]
     assert classify(record(*policy)).cause is None
 
@@ -465,7 +469,7 @@ def test_one_stall_amid_deliveries_is_a_loss_named_stalled_not_refused():
 def test_refusals_all_temporary_are_named_temporary():
     later = SmtpReply(451, "4.3.0 try again later", "4.3.0")
     verdict = classify(record(*(note(i, delivered=0, reply=later) for i in range(1, 21))))
-    assert verdict.pattern is Pattern.ALL_REJECTED
+    assert verdict.pattern is Pattern.ALL_REFUSED
     assert verdict.summary == (
         "the gateway refused all 20 notifications temporarily (DATA 451 4.3.0 try again later)"
     )
@@ -490,15 +494,15 @@ def test_refusals_then_a_hang_is_stalled_and_resets_are_not_called_refusals():
                            *hang)).pattern is Pattern.GATEWAY_STALLED  # fmt: skip
     resets = [note(i, delivered=0, reply=None, error_kind=ErrorKind.RESET) for i in (1, 2)]
     verdict = classify(record(*resets))
-    assert verdict.pattern is Pattern.ALL_REJECTED
+    assert verdict.pattern is Pattern.ALL_REFUSED
     assert verdict.summary.startswith(
         "the gateway accepted none of the 2 notifications: 2 got no SMTP answer (data reset"
     )
 
 
 def test_not_attempted_notifications_are_not_a_cut_off_run():
-    notes = [note(i, reply=None, delivered=0, error_kind=ErrorKind.REFUSED, stage="connect")
-             for i in (1, 2)]  # fmt: skip
+    refused = ErrorKind.CONNECTION_REFUSED
+    notes = [note(i, reply=None, delivered=0, error_kind=refused, stage="connect") for i in (1, 2)]
     notes += [note(i, delivered=0, not_attempted=BREAKER) for i in range(3, 11)]
     verdict = classify(record(*notes))
     assert verdict.pattern is Pattern.GATEWAY_UNREACHABLE
@@ -525,7 +529,7 @@ def test_stalls_and_not_attempted_never_read_as_refusals_or_losses(shape):
             reply = SmtpReply(int(outcome), "no")
             notes.append(note(seq, delivered=0, reply=reply))
         elif outcome in ("refused", "reset"):
-            kind = ErrorKind.REFUSED if outcome == "refused" else ErrorKind.RESET
+            kind = ErrorKind.CONNECTION_REFUSED if outcome == "refused" else ErrorKind.RESET
             notes.append(note(seq, delivered=0, reply=None, error_kind=kind, stage="connect"))
         else:
             notes.append(note(seq, delivered=int(outcome == "ok" or arrived)))
@@ -748,7 +752,7 @@ def test_replies_that_are_not_smtp_are_a_protocol_error_never_a_refusal():
     garbage = [note(i, delivered=0, reply=None, stage="ehlo", error_kind=ErrorKind.PROTOCOL)
                for i in (1, 2)]  # fmt: skip
     verdict = classify(record(*garbage))
-    assert (verdict.pattern, verdict.cause) == (Pattern.ALL_REJECTED, Cause.PROTOCOL)
+    assert (verdict.pattern, verdict.cause) == (Pattern.ALL_REFUSED, Cause.PROTOCOL)
     assert "got a reply that is not SMTP" in verdict.summary
     assert not re.search(r"refused (all|temporarily|permanently)", verdict.summary)
 
@@ -763,7 +767,7 @@ def test_old_runs_that_kept_a_library_error_as_a_reply_are_judged_without_raisin
     odd = [note(i, delivered=0, reply=SmtpReply(-1, "Response too long"), stage="ehlo")
            for i in (1, 2)]  # fmt: skip
     verdict = classify(record(*odd))
-    assert verdict.pattern is Pattern.ALL_REJECTED and "got no SMTP answer" in verdict.summary
+    assert verdict.pattern is Pattern.ALL_REFUSED and "got no SMTP answer" in verdict.summary
 
 
 def test_a_ledger_write_that_failed_is_an_internal_failure_not_a_cut_off_run():
@@ -774,3 +778,10 @@ def test_a_ledger_write_that_failed_is_an_internal_failure_not_a_cut_off_run():
     verdict = classify(RunRecord(run, notes))
     assert (verdict.pattern, verdict.cause) == (Pattern.INCONCLUSIVE, Cause.INTERNAL)
     assert "disk full" in verdict.summary and "cut off" not in verdict.summary
+
+
+def test_values_stored_by_older_versions_still_read():
+    """`all_rejected` became `all_refused`, and a TCP refusal's kind `connection_refused`:
+    one word per thing. A ledger written before still loads."""
+    assert Pattern("all_rejected") is Pattern.ALL_REFUSED
+    assert ErrorKind("refused") is ErrorKind.CONNECTION_REFUSED

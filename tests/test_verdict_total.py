@@ -37,7 +37,7 @@ REPLIES = (
     SmtpReply(221, "bye"),
 )
 ERRORS = (
-    (ErrorKind.REFUSED, None),
+    (ErrorKind.CONNECTION_REFUSED, None),
     (ErrorKind.RESET, None),
     (ErrorKind.PROTOCOL, None),
     (ErrorKind.TLS, None),

@@ -485,7 +485,7 @@ def _error_kind(exc: BaseException, stage: Stage) -> ErrorKind:
     if _caused_by(exc, socket.gaierror):
         return ErrorKind.DNS
     if isinstance(exc, (aiosmtplib.SMTPConnectError, ConnectionRefusedError)) or stage == "connect":
-        return ErrorKind.REFUSED
+        return ErrorKind.CONNECTION_REFUSED
     if isinstance(exc, OSError):
         return ErrorKind.RESET
     return ErrorKind.PROTOCOL

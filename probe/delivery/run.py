@@ -356,7 +356,7 @@ async def _probe(
             sink, ledger.token_key, run_id, settings.domain, burst.step_timeout_s, burst.count
         )
         on_result(0, control)
-        if control.rejected:  # the sink said no: nothing the gateway relays can be recorded
+        if control.refused:  # the sink said no: nothing the gateway relays can be recorded
             log.warning("control_refused", run_id=run_id, reply=str(control.reply))
             tracker.phase = "judging"
             tracker.report()

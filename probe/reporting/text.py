@@ -71,7 +71,7 @@ MEANING: dict[Pattern, tuple[str, str]] = {
         "Check the gateway's service, queue and logs at that phase; restart it if it stays "
         "silent and probe again. See docs/patterns.md#gateway_stalled.",
     ),
-    Pattern.ALL_REJECTED: (
+    Pattern.ALL_REFUSED: (
         "The gateway answered but accepted no notification: a temporary refusal (4xx) asks to "
         "retry later, a permanent one (5xx) is policy or a hard failure.",
         "Read the refusal replies in the evidence: 4xx, the gateway's queue or backend; 5xx, "
@@ -252,7 +252,7 @@ CAUSE_ADVICE: dict[Cause, tuple[str, str]] = {
         "Check the name in --gateway (`getent hosts NAME` on this host) and this host's DNS "
         "resolver, or give the gateway's address.",
     ),
-    Cause.REFUSED: (
+    Cause.CONNECTION_REFUSED: (
         "Nothing accepted the connection at that address: the service is down, listens "
         "elsewhere, or a firewall rejects it.",
         "Check that the gateway service runs and listens on that address and port.",

@@ -82,7 +82,9 @@ async def test_gateway_killed_mid_burst_is_degraded_and_every_notification_is_ac
     # every notification has its outcome: sent, or left out by the circuit breaker with why
     assert all((n.submission is None) == bool(n.not_attempted) for n in burst)
     failed = [n.submission for n in burst if n.submission and not n.submission.accepted]
-    assert failed and all(s.error_kind in (ErrorKind.REFUSED, ErrorKind.RESET) for s in failed)
+    assert failed and all(
+        s.error_kind in (ErrorKind.CONNECTION_REFUSED, ErrorKind.RESET) for s in failed
+    )
     assert verdict.not_attempted == sum(1 for n in burst if n.not_attempted)
     assert outcome.record.run.status == "done"
     assert integrity_ok(tmp_path / "died.sqlite3")

@@ -146,12 +146,12 @@ async def test_hung_and_refusing_gateways_are_told_apart_within_30s_with_default
     assert two_connections.verdict.pattern is Pattern.GATEWAY_STALLED
     assert (two_connections.verdict.sent, two_connections.verdict.not_attempted) == (2, 18)
 
-    assert refused_4xx.verdict.pattern is Pattern.ALL_REJECTED
+    assert refused_4xx.verdict.pattern is Pattern.ALL_REFUSED
     assert refused_4xx.verdict.summary == (
         "the gateway refused all 20 notifications temporarily "
         "(DATA 451 4.3.0 Queue full, try again later)"
     )
-    assert refused_5xx.verdict.pattern is Pattern.ALL_REJECTED
+    assert refused_5xx.verdict.pattern is Pattern.ALL_REFUSED
     assert "refused all 20 notifications permanently (DATA 550 5.7.1" in refused_5xx.verdict.summary
     assert refused_4xx.verdict.not_attempted == refused_5xx.verdict.not_attempted == 0
 

@@ -257,7 +257,7 @@ async def test_auth_password_never_reaches_ledger_json_or_logs(tmp_path, pki, ri
         assert report["verdict"]["pattern"] == "healthy"
         assert gateway.logins and all(ok for _, ok in gateway.logins)
     else:
-        assert report["verdict"]["pattern"] == "all_rejected"
+        assert report["verdict"]["pattern"] == "all_refused"
         assert report["notifications"][0]["submit"].get("code") == 535, report["notifications"][0]
     assert report["security"] == {
         "tls": "starttls", "ca_file": str(pki["ca"]), "insecure": False, "auth_user": USER,

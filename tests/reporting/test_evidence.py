@@ -332,7 +332,7 @@ def test_hostile_reply_text_is_escaped_in_the_html() -> None:
     page = render(hostile_evidence(), lambda text: text)
     assert "<script" not in page and "<img" not in page and "<b>title" not in page
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
-    assert "all_rejected" in page and "<svg" in page
+    assert "all_refused" in page and "<svg" in page
 
 
 def test_run_artifacts_are_stored_without_secrets(ledger: Ledger) -> None:
