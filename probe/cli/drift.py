@@ -130,4 +130,4 @@ def run(args: argparse.Namespace) -> int:
         registry=reader.source if reader else None,
         files=[d.to_dict() for d in drifts],
     )
-    return emit_checks(args.json, "drift", checks, report)
+    return emit_checks(args, "drift", checks, report)
