@@ -41,10 +41,11 @@ from probe.delivery import (
 from probe.errors import ProbeError
 from probe.host import local_source, take_inventory
 from probe.ledger import Ledger, LedgerWriter
+from probe.logs import CAPTURE
 from probe.monitor.config import OnChange, Target, WatchConfig
 from probe.monitor.metrics import NO_VERDICT, Metrics
 from probe.records import Endpoint, RunRecord
-from probe.reporting import make_bundle, to_json
+from probe.reporting import keep_log, make_bundle, to_json
 from probe.verdict import Pattern, Severity, Verdict
 
 log = structlog.get_logger("notifyprobe.watch")
@@ -91,6 +92,18 @@ def changed(previous: TargetState | None, verdict: Verdict) -> bool:
     if previous is None:
         return verdict.severity is not Severity.OK
     return previous.pattern is not verdict.pattern
+
+
+def run_events(record: RunRecord, target: str) -> list[dict[str, Any]]:
+    """The captured log events of one run: those naming it, and the target's own since it
+    started (the process's log mixes every target)."""
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.run.started_at))
+    return [
+        e
+        for e in CAPTURE.events()
+        if e.get("run_id") == record.run.run_id
+        or (e.get("target") == target and str(e.get("timestamp", "")) >= since)
+    ]
 
 
 def settings_for(config: WatchConfig, target: Target) -> ProbeSettings:
@@ -307,7 +320,11 @@ class Watcher:
         secrets = [password.reveal()] if password is not None else []
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            command_line = ["notifyprobe", "watch", "--target", target.name]
+            # The command that makes this bundle again; the burst it records is rebuilt from the
+            # run's options, and the log is this run's events (watch keeps no other artifact).
+            db = ["--db", str(self.ledger.path)] if self.ledger.path is not None else []
+            command_line = ["notifyprobe", "evidence", run_id, *db, "--out", str(path)]
+            keep_log(self.ledger, run_id, run_events(judged.record, target.name), secrets)
             make_bundle(self.ledger, run_id, path, secrets=secrets, command_line=command_line)
         except (OSError, ProbeError) as exc:
             log.error("evidence_write_failed", path=str(path), error=str(exc))

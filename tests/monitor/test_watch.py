@@ -19,10 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from probe.cli import build_parser
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience
 from probe.lab.gateway import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
+from probe.logs import configure
 from probe.monitor.config import OnChange, Target, WatchConfig
 from probe.monitor.metrics import Metrics
 from probe.monitor.watch import TargetState, Watcher, changed, first_delay, next_delay
@@ -76,6 +78,7 @@ def test_a_state_change_is_another_pattern_and_a_first_verdict_only_when_not_ok(
 
 
 async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidence(tmp_path):
+    configure(level="warning")  # as `watch` does: the events are captured for the bundle
     sink = Endpoint("127.0.0.1", free_port())
     out = tmp_path / "hook.json"
     script = (
@@ -103,7 +106,19 @@ async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidenc
     assert evidence.with_name(evidence.name + ".sha256").exists()
     with zipfile.ZipFile(evidence) as bundle:
         report = json.loads(bundle.read("report.json"))
+        manifest = json.loads(bundle.read("manifest.json"))
+        log_lines = bundle.read("log.jsonl").decode().splitlines()
     assert report["run_id"] == payload["run"]["run_id"]
+    # Commands a user can run again: the bundle's own, and the burst the watch sent.
+    made, burst = manifest["command_line"], manifest["run_command_line"]
+    assert made[:3] == ["notifyprobe", "evidence", report["run_id"]]
+    assert burst[:4] == ["notifyprobe", "burst", "--gateway", str(gw.listen)]
+    for argv in (made, burst):
+        args = build_parser(argv[1:]).parse_args(argv[1:])
+        assert args.command == argv[1]
+    # The run's own log: at least the verdict the watch judged.
+    events = [json.loads(line) for line in log_lines]
+    assert any(e.get("event") == "watch_run_judged" for e in events), events
 
 
 async def test_no_command_when_the_verdict_stays_the_same_across_restarts(tmp_path):
