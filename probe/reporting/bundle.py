@@ -177,8 +177,7 @@ def build(ev: RunEvidence, redactor: Redactor, command_line: Sequence[str]) -> l
     books = runbooks(ev)
     report["runbooks"] = {sig.id: f"runbook-{sig.id}.txt" for sig in books}
     put_json("report.json", report)
-    text = to_text(model) + "\n"
-    text += "".join(f"\n{'=' * 78}\n{runbook_text(sig)}" for sig in books)
+    text = to_text(model) + "\n"  # exactly as `verdict RUN` prints it; the runbooks beside it
     files["report.txt"] = redactor.redact(text).encode("utf-8")
     page = render(ev, redactor.redact, [runbook_text(sig) for sig in books])
     files["report.html"] = page.encode("utf-8")

@@ -478,7 +478,8 @@ def diagnosis_section(explanation: StoredExplanation) -> list[str]:
         "    what to do:",
         *(f"      {n}. {step}" for n, step in enumerate(diagnosis.remediation, start=1)),
         f"    reference: {diagnosis.reference}",
-        f"    runbook:   {diagnosis.runbook}",
+        f"    runbook:   {diagnosis.runbook} (in an evidence bundle: runbook-"
+        f"{diagnosis.signature}.txt)",
     ]
 
 
