@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 "registry",
                 Status.NOT_RUN,
                 "no registry here: pass --registry FILE.reg exported on the server",
+                part="registry",
             )
         )
     else:

@@ -83,6 +83,24 @@ def test_meetingplace_fresh_install_in_the_old_folders_passes_with_the_version_f
     ]
 
 
+def test_meetingplace_correct_reinstall_in_the_same_folders_passes_with_a_healthy_gateway(
+    tmp_path: Path,
+) -> None:
+    from tests.test_cli import free_port, service
+
+    meetingplace_install(tmp_path)
+    sink = free_port()
+    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
+                 "--mode", "healthy") as gateway:  # fmt: skip
+        code, report = postflight(tmp_path, "meetingplace", "--expect-version", NEW,
+                                  "--gateway", f"127.0.0.1:{gateway}", "--sink",
+                                  f"127.0.0.1:{sink}", "--count", "3",
+                                  "--db", str(tmp_path / "l.db"))  # fmt: skip
+    assert check(report, "burst")["status"] == "pass", report["checks"]
+    assert passes_as_far_as_it_could_see(code, report), report["checks"]
+    assert report["parts"]["leftovers"] == "pass" and report["parts"]["versions"] == "pass"
+
+
 def test_meetingplace_old_dll_left_beside_the_new_gateway_fails_naming_it(tmp_path: Path) -> None:
     meetingplace_install(tmp_path, dll_version=OLD)
     code, report = postflight(tmp_path, "meetingplace", "--expect-version", NEW)
