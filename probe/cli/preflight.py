@@ -13,7 +13,7 @@ from probe.cli.upgrade_options import (
     reboot_sources,
 )
 from probe.errors import UsageError
-from probe.host import files_in_use, local_holders, local_source, unknown_names
+from probe.host import files_in_use, local_holders, local_source, take_inventory, unknown_names
 from probe.upgrade import (
     backup_check,
     check_root,
@@ -50,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     unknown = unknown_names(args.ignore_reboot)
     if unknown:
         raise UsageError(f"unknown --ignore-reboot-source {', '.join(unknown)}")
-    local_source()  # fails early, with a clear message, on an unsupported platform
-    usage = files_in_use(local_holders(), held_candidates(profile, args.root))
+    source = local_source()  # fails early, with a clear message, on an unsupported platform
+    inv = take_inventory(source, list(profile.modules), []) if profile.modules else None
+    usage = files_in_use(local_holders(), held_candidates(profile, args.root, inv))
     sources = reboot_sources(args.registry, args.root)
     checks = in_use_checks(usage, profile, args.root)
     checks += reboot_checks(sources, args.ignore_reboot, profile)
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         remedy=profile.signature.remedy,
         root=str(args.root),
         in_use=usage.to_dict(),
+        modules=inv.to_dict() if inv is not None else None,
         reboot=[s.to_dict() for s in sources],
     )
     return emit_checks(args, f"preflight {profile.id}", checks, report)

@@ -646,10 +646,11 @@ def _rel(path: str, root: Path) -> str:
         return path
 
 
-def held_candidates(profile: Profile, root: Path) -> list[str]:
-    """The profile's files, plus every copy of its modules a process maps under the root."""
+def held_candidates(profile: Profile, root: Path, inventory: Inventory | None = None) -> list[str]:
+    """The profile's files, plus every copy of its modules a process maps under the root (from
+    `inventory` when the caller took it, so its report can show the same scan)."""
     paths = profile_files(profile, root)
     if profile.modules:
-        inv = take_inventory(local_source(), list(profile.modules), [])
+        inv = inventory or take_inventory(local_source(), list(profile.modules), [])
         paths += [h.mapped_path for h in inv.hits if is_under(h.mapped_path, root)]
     return paths

@@ -297,3 +297,4 @@ def test_meetingplace_preflight_never_suggests_rename_in_use(tmp_path: Path) -> 
     _, report = probe_json("preflight", "--profile", "meetingplace", "--root", str(tmp_path))
     assert "rename-in-use" not in json.dumps(report)
     assert report["signature"] == "000" and "uninstall" in str(report["remedy"])
+    assert report["modules"]["names"] == ["MPNotifyPerf.dll"]  # the inventory it took
