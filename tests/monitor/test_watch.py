@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import structlog
 
 from probe.cli import build_parser
 from probe.delivery.settings import BurstSettings
@@ -77,8 +78,19 @@ def test_a_state_change_is_another_pattern_and_a_first_verdict_only_when_not_ok(
 # -- in process: the watcher with lab gateways --------------------------------------------------
 
 
-async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidence(tmp_path):
-    configure(level="warning")  # as `watch` does: the events are captured for the bundle
+@pytest.fixture
+def captured_logs() -> Iterator[None]:
+    """The logging `watch` sets up (its events captured for the bundle), undone afterwards."""
+    configure(level="warning")
+    try:
+        yield
+    finally:
+        structlog.reset_defaults()
+
+
+async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidence(
+    tmp_path, captured_logs
+):
     sink = Endpoint("127.0.0.1", free_port())
     out = tmp_path / "hook.json"
     script = (
