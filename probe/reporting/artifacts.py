@@ -260,6 +260,13 @@ class KeptChecks:
         parts = " · ".join(f"{p} {s.replace('_', ' ')}" for p, s in self.parts)
         return f"notifyprobe {self.title}: {word}" + (f" · {parts}" if parts else "")
 
+    def to_do(self) -> list[str]:
+        """The failed checks first, then the warnings, each with its fix: what the command says
+        to do, whatever the delivery part below says about mail alone."""
+        order = {"fail": 0, "warn": 1}
+        bad = sorted((c for c in self.checks if c.status in order), key=lambda c: order[c.status])
+        return [f"{c.status.upper()} {c.name}" + (f": {c.fix}" if c.fix else "") for c in bad]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,

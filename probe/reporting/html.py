@@ -172,7 +172,10 @@ def _overall(report: RunReport, esc: Callable[[object], str]) -> list[str]:
             for part, status in command.parts
         )
         + "</p>",
-        f"<p>Every check, with what to do, is under “Upgrade checks: {esc(command.name)}”.</p>",
+        *(['<p><b>What to do:</b></p><ul class="because">'] if command.to_do() else []),
+        *(f"<li>{esc(line)}</li>" for line in command.to_do()),
+        *(["</ul>"] if command.to_do() else []),
+        f"<p>Every check is under “Upgrade checks: {esc(command.name)}”.</p>",
         "</section>",
     ]
 

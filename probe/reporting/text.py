@@ -331,6 +331,7 @@ def overall_json(report: RunReport) -> dict[str, Any]:
             "status": command.status,
             "parts": dict(command.parts),
             "headline": command.headline(),
+            "what_to_do": command.to_do(),
         }
     }
 
@@ -339,7 +340,14 @@ def overall_section(report: RunReport) -> list[str]:
     command = report.command
     if command is None:
         return []
-    return [command.headline(), "", "  Delivery verdict (the burst of this command):"]
+    to_do = command.to_do()
+    return [
+        command.headline(),
+        *(["  What to do (the upgrade checks below):"] if to_do else []),
+        *(f"    · {line}" for line in to_do),
+        "",
+        "  Delivery verdict (the burst of this command):",
+    ]
 
 
 def to_text(report: RunReport) -> str:

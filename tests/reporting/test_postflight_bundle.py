@@ -51,6 +51,10 @@ def test_a_failed_upgrade_through_a_healthy_gateway_opens_every_bundle_view_with
     assert title is not None and "postflight meetingplace: FAIL" in title.group(1)
     assert "healthy" not in title.group(1)
     assert page.index('id="overall"') < page.index('id="verdict"')
+    # What to do comes from the failed checks, before the healthy delivery's "nothing to do".
+    assert report["overall"]["what_to_do"][0].startswith("FAIL leftover: ")
+    assert text.index("What to do (the upgrade checks below)") < text.index("Delivery verdict")
+    assert page.index("FAIL leftover: ") < page.index('id="verdict"')
 
     # The inventory postflight took, in every view.
     assert json.loads(files["modules.json"])["names"] == ["MPNotifyPerf.dll"]
