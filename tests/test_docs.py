@@ -115,7 +115,7 @@ COMMANDS: dict[str, Run | Service | Skip] = {
     "[--profile msmail-relocated] [--json FILE|-]": SYNOPSIS,
     'reg export "HKLM\\SYSTEM\\CurrentControlSet\\Services" services.reg': WINDOWS,
     # docs/evidence.md
-    "notifyprobe evidence (RUN_ID | --last) --out FILE.zip [--redact hosts emails ips | all] "
+    "notifyprobe evidence (RUN_ID | --last) --out FILE.zip [--redact hosts emails ips users | all] "
     "[--secret-env NAME]... [--secret-file PATH]... [--db PATH]": SYNOPSIS,
     "notifyprobe burst ... --evidence FILE.zip [--redact ...]": SYNOPSIS,
     "notifyprobe evidence --last --out evidence.zip": run(0),
@@ -160,9 +160,11 @@ COMMANDS: dict[str, Run | Service | Skip] = {
     "2>&1 | sort -t'|' -k2 -n | tail": run(0, says=r"probe\.cli\.burst"),
     # docs/postflight.md, docs/preflight.md
     "notifyprobe postflight --profile NAME [--root DIR] [--expect-version A.B.C.D] "
-    "[--gateway HOST:PORT [burst options]] [--json FILE|-] [--db PATH]": SYNOPSIS,
+    "[--registry FILE.reg] [--ignore-reboot-source NAME ...] "
+    "[--gateway HOST:PORT [burst options]] [--format text|json|nagios] "
+    "[--json FILE|-] [--db PATH]": SYNOPSIS,
     "notifyprobe preflight --profile NAME [--root DIR] [--backup DIR] [--registry FILE.reg] "
-    "[--ignore-reboot-source NAME ...] [--json FILE|-]": SYNOPSIS,
+    "[--ignore-reboot-source NAME ...] [--format text|json|nagios] [--json FILE|-]": SYNOPSIS,
     "notifyprobe preflight --profile exchange-sp4 --root /srv/case-4711/E": run(
         2,
         says=r"^  FAIL +in use: Exchsrvr/BIN/Mdbperf\.dll: held by pid \d+ .*\(loaded\).*; "

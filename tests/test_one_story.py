@@ -91,6 +91,7 @@ def test_burst_verdict_and_bundle_tell_the_same_first_only_run(tmp_path: Path) -
     from_bundle = json.loads(files["report.json"])
     assert from_verdict.pop("revision")["changed"] is False
     assert from_bundle.pop("revision") is not None and from_bundle.pop("host_facts_from") == "run"
+    assert from_bundle.pop("runbooks") == {"000": "runbook-000.txt"}  # files beside it
     for judged_again in (from_verdict, from_bundle):  # what the ledger keeps of both verdicts
         assert judged_again.pop("original_verdict")["pattern"] == "first_only"
         assert judged_again.pop("corrected_verdict") is None

@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
                 "registry",
                 Status.NOT_RUN,
                 "no registry here: pass --registry FILE.reg exported on the server",
+                part="registry",
             )
         )
     else:
@@ -130,4 +131,4 @@ def run(args: argparse.Namespace) -> int:
         registry=reader.source if reader else None,
         files=[d.to_dict() for d in drifts],
     )
-    return emit_checks(args.json, "drift", checks, report)
+    return emit_checks(args, "drift", checks, report)

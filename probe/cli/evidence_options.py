@@ -59,8 +59,8 @@ def write_bundle(args: argparse.Namespace, ledger: Ledger, run_id: str) -> Bundl
         secrets=sorted(secrets_from(args)),
         command_line=clean_argv(argv),
     )
-    print(f"evidence: {result.path} ({len(result.files)} files, sha256 {result.sha256})",
-          file=sys.stderr)  # fmt: skip
+    print(f"evidence: {result.path} (manifest.json and the {result.listed} files it lists, "
+          f"sha256 {result.sha256})", file=sys.stderr)  # fmt: skip
     if result.mapping_path is not None:
         print(f"evidence: redaction map (keep private, do not send): {result.mapping_path}",
               file=sys.stderr)  # fmt: skip

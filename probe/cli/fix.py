@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from probe.cli.upgrade_options import add_profile_options
+from probe.errors import UsageError
 from probe.host import files_in_use, local_holders
 from probe.upgrade import (
     Plan,
@@ -16,6 +17,7 @@ from probe.upgrade import (
     held_candidates,
     is_set_aside,
     load_profile,
+    offered_for,
     plan_renames,
     plan_sync,
     undo,
@@ -85,6 +87,9 @@ def _carry_out(plan: Plan, args: argparse.Namespace) -> int:
 
 def run_rename(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)
+    refusal = offered_for(profile, "rename-in-use")
+    if refusal is not None:
+        raise UsageError(refusal)
     check_root(args.root)
     usage = files_in_use(local_holders(), held_candidates(profile, args.root))
     held = [f.path for f in usage.held if not is_set_aside(f.path)]

@@ -5,18 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from probe.cli.upgrade_options import add_profile_options, emit_checks
-from probe.errors import UsageError
-from probe.host import (
-    RebootSource,
-    files_in_use,
-    linux_sources,
-    local_holders,
-    local_source,
-    reader_for,
-    unknown_names,
-    windows_sources,
+from probe.cli.upgrade_options import (
+    add_output_options,
+    add_profile_options,
+    add_reboot_options,
+    emit_checks,
+    reboot_sources,
 )
+from probe.errors import UsageError
+from probe.host import files_in_use, local_holders, local_source, take_inventory, unknown_names
 from probe.upgrade import (
     backup_check,
     check_root,
@@ -42,27 +39,9 @@ def add_parser(
     )
     add_profile_options(p)
     p.add_argument("--backup", type=Path, metavar="DIR", help="where the backup was put")
-    p.add_argument(
-        "--registry",
-        type=Path,
-        metavar="FILE.reg",
-        help="read the Windows pending-reboot sources from this export instead of the machine",
-    )
-    p.add_argument(
-        "--ignore-reboot-source",
-        dest="ignore_reboot",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="report this pending-reboot source but do not let it warn or fail (repeatable)",
-    )
-    p.add_argument("--json", metavar="FILE|-", help="write the checks as JSON")
+    add_reboot_options(p)
+    add_output_options(p)
     p.set_defaults(handler=run)
-
-
-def reboot_sources(registry: Path | None, root: Path) -> tuple[RebootSource, ...]:
-    reader = reader_for(registry)
-    return windows_sources(reader) if reader is not None else linux_sources(root)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     unknown = unknown_names(args.ignore_reboot)
     if unknown:
         raise UsageError(f"unknown --ignore-reboot-source {', '.join(unknown)}")
-    local_source()  # fails early, with a clear message, on an unsupported platform
-    usage = files_in_use(local_holders(), held_candidates(profile, args.root))
+    source = local_source()  # fails early, with a clear message, on an unsupported platform
+    inv = take_inventory(source, list(profile.modules), []) if profile.modules else None
+    usage = files_in_use(local_holders(), held_candidates(profile, args.root, inv))
     sources = reboot_sources(args.registry, args.root)
     checks = in_use_checks(usage, profile, args.root)
     checks += reboot_checks(sources, args.ignore_reboot, profile)
@@ -83,8 +63,11 @@ def run(args: argparse.Namespace) -> int:
         "preflight",
         checks,
         profile=profile.id,
+        signature=profile.signature.id,
+        remedy=profile.signature.remedy,
         root=str(args.root),
         in_use=usage.to_dict(),
+        modules=inv.to_dict() if inv is not None else None,
         reboot=[s.to_dict() for s in sources],
     )
-    return emit_checks(args.json, f"preflight {profile.id}", checks, report)
+    return emit_checks(args, f"preflight {profile.id}", checks, report)

@@ -8,12 +8,20 @@ are TOML files in `signatures/`, read with `load_signatures`.
 
 from probe.diagnosis.gather import Explanation, Request, explain, prepare, rediagnose
 from probe.diagnosis.rules import Confidence, Diagnosis, PossibleIssue, split
-from probe.diagnosis.signatures import Signature, TomlFields, load_signatures
+from probe.diagnosis.signatures import (
+    FIX_ACTIONS,
+    FixAction,
+    Signature,
+    TomlFields,
+    load_signatures,
+)
 
 __all__ = [
+    "FIX_ACTIONS",
     "Confidence",
     "Diagnosis",
     "Explanation",
+    "FixAction",
     "PossibleIssue",
     "Request",
     "Signature",

@@ -30,7 +30,6 @@ from typing import Any, TypeVar
 import structlog
 
 from probe.delivery import (
-    GAP_FLAG,
     DeliveryHub,
     ProbeOutcome,
     ProbeSettings,
@@ -44,11 +43,12 @@ from probe.errors import ProbeError
 from probe.history import revise_and_keep
 from probe.host import Inventory
 from probe.ledger import Ledger, LedgerWriter
+from probe.logs import CAPTURE
 from probe.monitor.config import OnChange, Target, WatchConfig
 from probe.monitor.metrics import NO_VERDICT, Metrics
 from probe.pipeline import Job, Probe
 from probe.records import Endpoint, RunRecord
-from probe.reporting import make_bundle, to_json
+from probe.reporting import keep_log, make_bundle, to_json
 from probe.verdict import Pattern, Severity, Verdict
 
 log = structlog.get_logger("notifyprobe.watch")
@@ -97,6 +97,18 @@ def changed(previous: TargetState | None, verdict: Verdict) -> bool:
     return previous.pattern is not verdict.pattern
 
 
+def run_events(record: RunRecord, target: str) -> list[dict[str, Any]]:
+    """The captured log events of one run: those naming it, and the target's own since it
+    started (the process's log mixes every target)."""
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.run.started_at))
+    return [
+        e
+        for e in CAPTURE.events()
+        if e.get("run_id") == record.run.run_id
+        or (e.get("target") == target and str(e.get("timestamp", "")) >= since)
+    ]
+
+
 def settings_for(config: WatchConfig, target: Target) -> ProbeSettings:
     return ProbeSettings(
         gateway=target.gateway,
@@ -112,55 +124,15 @@ def settings_for(config: WatchConfig, target: Target) -> ProbeSettings:
 
 
 def job_for(config: WatchConfig, target: Target) -> Job:
-    """A target's run as the pipeline makes it: its modules diagnosed after the burst, kept
-    with the burst command a user can run again to make the same run."""
+    """A target's run as the pipeline makes it: its modules diagnosed after the burst. It keeps
+    no command line of its own: its bundle gives the burst that sends the same one, from the
+    run's recorded options."""
     password = target.security.password
     return Job(
         settings_for(config, target),
         Request(module_names=target.modules, installed=target.installed),
-        argv=burst_command(config, target),
         secrets=(password.reveal(),) if password is not None else (),
     )
-
-
-def burst_command(config: WatchConfig, target: Target) -> tuple[str, ...]:
-    """`notifyprobe burst` with this target's settings, through the watch's own sink and
-    ledger (`--no-sink`: the watch's sink records it), as a user can run it again."""
-    burst, patience, security = target.burst, target.patience, target.security
-    options = {
-        "--gateway": str(target.gateway),
-        "--sink": str(config.sink),
-        "--domain": config.domain,
-        "--count": str(burst.count),
-        "--concurrency": str(burst.concurrency),
-        "--per-session": str(burst.per_session),
-        "--max-rate": f"{burst.max_rate:g}",
-        "--step-timeout": f"{burst.step_timeout_s:g}",
-        "--timeout": f"{patience.timeout_s:g}",
-        "--grace": f"{patience.grace_s:g}",
-    }
-    argv = ["notifyprobe", "burst", "--no-sink"]
-    for flag, value in options.items():
-        argv += [flag, value]
-    if burst.notification_gap_s:
-        argv += [GAP_FLAG, f"{burst.notification_gap_s:g}"]
-    if patience.settle_s is not None:
-        argv += ["--settle", f"{patience.settle_s:g}"]
-    if config.ledger is not None:
-        argv += ["--db", str(config.ledger)]
-    if security.tls != "none":
-        argv += ["--tls", security.tls]
-    if security.ca_file is not None:
-        argv += ["--ca-file", str(security.ca_file)]
-    if security.insecure:
-        argv.append("--insecure")
-    if security.user is not None:
-        argv += ["--user", security.user, "--password-env", "PASSWORD_VARIABLE"]
-    for module in target.modules:
-        argv += ["--module", module]
-    for path in target.installed:
-        argv += ["--installed", path]
-    return tuple(argv)
 
 
 def missing(record: RunRecord) -> int:
@@ -399,7 +371,11 @@ class Watcher:
         secrets = [password.reveal()] if password is not None else []
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            command_line = ["notifyprobe", "watch", "--target", target.name]
+            # The command that makes this bundle again; the burst it records is rebuilt from the
+            # run's options, and the log is this run's events (watch keeps no other artifact).
+            db = ["--db", str(self.ledger.path)] if self.ledger.path is not None else []
+            command_line = ["notifyprobe", "evidence", run_id, *db, "--out", str(path)]
+            keep_log(self.ledger, run_id, run_events(judged.record, target.name), secrets)
             make_bundle(self.ledger, run_id, path, secrets=secrets, command_line=command_line)
         except (OSError, ProbeError) as exc:
             log.error("evidence_write_failed", path=str(path), error=str(exc))

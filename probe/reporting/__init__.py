@@ -11,6 +11,7 @@ from probe.reporting.artifacts import (
     RunEvidence,
     RunReport,
     keep_artifacts,
+    keep_log,
     load_evidence,
     run_report,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "diagnosis_lines",
     "history_text",
     "keep_artifacts",
+    "keep_log",
     "load_evidence",
     "make_bundle",
     "plugin_long_output",

@@ -190,22 +190,39 @@ def keep_artifacts(
         ledger.put_artifact(run_id, name, json.dumps(clean.redact_data(value), ensure_ascii=False))
 
 
+def keep_log(
+    ledger: Ledger, run_id: str, events: Sequence[dict[str, Any]], secrets: Sequence[str] = ()
+) -> None:
+    """Store a run's log events alone (`watch` keeps no other artifact), cleaned of secrets."""
+    value = Redactor(secrets).redact_data(list(events))
+    ledger.put_artifact(run_id, LOG, json.dumps(value, ensure_ascii=False))
+
+
 @dataclass(frozen=True)
 class KeptCheck:
     status: str
     name: str
     reason: str
     fix: str
+    part: str = ""
+
+
+CHECK_WORD = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "not_run": "NOT RUN"}
 
 
 @dataclass(frozen=True)
 class KeptChecks:
-    """Upgrade checks kept with the run (`postflight --gateway` keeps its checks with its burst)."""
+    """Upgrade checks kept with the run (`postflight --gateway` keeps its checks with its burst):
+    the command's one status, each part's, every check, and the module inventory it took."""
 
     name: str  # the artifact's name: postflight, preflight
     status: str
     profile: str
     checks: tuple[KeptCheck, ...]
+    parts: tuple[tuple[str, str], ...] = ()  # (part, status) in the order the views show them
+    signature: str = ""
+    modules_json: dict[str, Any] | None = None  # the inventory the command took
+    versions: tuple[dict[str, Any], ...] = ()  # loaded, installed and expected versions
 
     @classmethod
     def from_artifact(cls, name: str, value: Any) -> KeptChecks | None:
@@ -214,19 +231,64 @@ class KeptChecks:
             return None
         checks = tuple(
             KeptCheck(str(c.get("status", "?")), str(c.get("name", "")),
-                      str(c.get("reason", "")), str(c.get("fix") or ""))
+                      str(c.get("reason", "")), str(c.get("fix") or ""), str(c.get("part") or ""))
             for c in value["checks"]
             if isinstance(c, dict)
         )  # fmt: skip
-        return cls(name, str(value.get("status", "?")), str(value.get("profile", "?")), checks)
+        parts = value.get("parts")
+        modules = value.get("modules")
+        return cls(
+            name,
+            str(value.get("status", "?")),
+            str(value.get("profile", "?")),
+            checks,
+            tuple((str(k), str(v)) for k, v in parts.items()) if isinstance(parts, dict) else (),
+            str(value.get("signature") or ""),
+            modules if isinstance(modules, dict) else None,
+            tuple(v for v in value.get("versions") or () if isinstance(v, dict)),
+        )
+
+    @property
+    def title(self) -> str:
+        return f"{self.name} {self.profile}"
+
+    def headline(self) -> str:
+        """`notifyprobe postflight meetingplace: FAIL · delivery pass · …`: what every view of
+        the run opens with."""
+        word = CHECK_WORD.get(self.status, self.status.upper())
+        parts = " · ".join(f"{p} {s.replace('_', ' ')}" for p, s in self.parts)
+        return f"notifyprobe {self.title}: {word}" + (f" · {parts}" if parts else "")
+
+    def to_do(self) -> list[str]:
+        """The failed checks first, then the warnings, each with its fix: what the command says
+        to do, whatever the delivery part below says about mail alone."""
+        order = {"fail": 0, "warn": 1}
+        bad = sorted((c for c in self.checks if c.status in order), key=lambda c: order[c.status])
+        return [f"{c.status.upper()} {c.name}" + (f": {c.fix}" if c.fix else "") for c in bad]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "status": self.status,
             "profile": self.profile,
+            "parts": dict(self.parts),
             "checks": [vars(c) for c in self.checks],
+            "versions": list(self.versions),
         }
+
+
+def with_kept_inventory(
+    explanation: StoredExplanation, checks: Sequence[KeptChecks]
+) -> StoredExplanation:
+    """The run's explanation with the module inventory an upgrade command took, when the burst
+    itself took none (postflight scans the profile's modules; its burst does not)."""
+    if explanation.modules_json is not None:
+        return explanation
+    for kept in checks:
+        if kept.modules_json is not None:
+            return replace(explanation, inventory=InventoryView.from_dict(kept.modules_json),
+                           modules_json=kept.modules_json)  # fmt: skip
+    return explanation
 
 
 @dataclass(frozen=True)
@@ -249,6 +311,11 @@ class RunReport:
     # original verdict was told (None: nothing changed, `explanation` is what was said).
     explanation_at_verdict: StoredExplanation | None = None
 
+    @property
+    def command(self) -> KeptChecks | None:
+        """The upgrade command this run was the burst of: its status leads every view."""
+        return self.upgrade_checks[0] if self.upgrade_checks else None
+
 
 def run_report(
     ledger: Ledger, record: RunRecord, verdict: Verdict, revision: Revision | None = None
@@ -257,11 +324,12 @@ def run_report(
     kept = ledger.artifacts(record.run.run_id)
     original, correction = kept_verdicts(ledger, record) if revision else (None, None)
     explanation, at_verdict = explanations(kept.get(EXPLANATION), record, revision)
+    checks = kept_checks(_other_artifacts(kept))
     return RunReport(
         record=record,
         verdict=verdict,
-        explanation=explanation,
-        upgrade_checks=kept_checks(_other_artifacts(kept)),
+        explanation=with_kept_inventory(explanation, checks),
+        upgrade_checks=checks,
         revision=revision,
         ledger=ledger.path,
         original=original,
@@ -317,16 +385,17 @@ def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
     command = kept.get(COMMAND_LINE)
     original, correction = kept_verdicts(ledger, record) if revision else (None, None)
     explanation, at_verdict = explanations(kept.get(EXPLANATION), record, revision)
+    other = _other_artifacts(kept)
     return RunEvidence(
         record=record,
         verdict=verdict,
         rows=ledger.rows(run_id),
-        explanation=explanation,
+        explanation=with_kept_inventory(explanation, kept_checks(other)),
         log_events=tuple(json.loads(kept.get(LOG) or "[]")),
         run_command_line=tuple(json.loads(command)) if command else None,
         host=HostFacts.from_dict(json.loads(host_json)) if host_json else collect_facts(),
         host_from_run=host_json is not None,
-        other_artifacts=_other_artifacts(kept),
+        other_artifacts=other,
         revision=revision,
         ledger=ledger.path,
         original=original,

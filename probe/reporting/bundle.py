@@ -24,9 +24,10 @@ from typing import Any
 
 from probe import __version__
 from probe.delivery import hide_secret
+from probe.diagnosis import Signature, load_signatures
 from probe.errors import ProbeError
 from probe.ledger import Ledger
-from probe.records import Notification, RunRecord
+from probe.records import Notification, Run, RunRecord
 from probe.reporting.artifacts import RunEvidence, load_evidence
 from probe.reporting.html import render
 from probe.reporting.output import write_output
@@ -47,9 +48,14 @@ class BundleFile:
 class BundleResult:
     path: Path
     sha256: str
-    files: tuple[str, ...]
+    files: tuple[str, ...]  # manifest.json first, then every file it lists
     mapping_path: Path | None
     mapping: RedactionMap
+
+    @property
+    def listed(self) -> int:
+        """The files manifest.json lists (all but itself): the count its check prints."""
+        return len(self.files) - 1
 
 
 def auth_safe(commands: Sequence[tuple[str, int | None]]) -> list[str]:
@@ -82,6 +88,82 @@ def seed(redactor: Redactor, ev: RunEvidence) -> None:
                 names.add(step.reply.text.split(" ", 1)[0].split("\n", 1)[0])
     for name in sorted(n for n in names if n):
         redactor.add_host(name)
+    security = run.options.get("security")
+    user = security.get("auth_user") if isinstance(security, dict) else None
+    if isinstance(user, str) and user:
+        redactor.add_user(user)
+
+
+def equivalent_burst(run: Run) -> list[str]:
+    """For a run that kept no command line (a `watch` run, a run recorded before command lines
+    were kept): the `notifyprobe burst` that sends the same burst, built from the options the
+    run recorded. No password: AUTH is given as `--password-env NOTIFYPROBE_PASSWORD`, to set."""
+    o = run.options
+    argv = ["notifyprobe", "burst", "--gateway", run.gateway, "--sink", run.sink]
+    # a watch run's sink was the watch's: the same burst beside it leaves its sink to it
+    argv += ["--no-sink"] if o.get("target") or o.get("own_sink") is False else []
+    argv += ["--domain", run.domain, "--count", str(run.count)]
+    numbers = (("concurrency", "--concurrency"), ("per_session", "--per-session"),
+               ("notification_gap_s", "--gap"), ("max_rate", "--max-rate"),
+               ("step_timeout_s", "--step-timeout"), ("breaker", "--breaker"),
+               ("timeout_s", "--timeout"), ("slow_after_s", "--slow-after"))  # fmt: skip
+    for key, option in numbers:
+        value = o.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value:
+            argv += [option, f"{value:g}"]
+    settle = o.get("settle")
+    if isinstance(settle, dict) and settle.get("source") == "option":
+        argv += ["--settle", f"{settle.get('seconds')}"]
+    if o.get("control") is False:
+        argv.append("--no-control")
+    security = o.get("security")
+    if isinstance(security, dict):
+        if security.get("tls") not in (None, "none"):
+            argv += ["--tls", str(security["tls"])]
+        if security.get("ca_file"):
+            argv += ["--ca-file", str(security["ca_file"])]
+        if security.get("insecure"):
+            argv.append("--insecure")
+        if security.get("auth_user"):
+            argv += ["--user", str(security["auth_user"]), "--password-env", "NOTIFYPROBE_PASSWORD"]
+    return argv
+
+
+def runbook_text(sig: Signature) -> str:
+    """A known issue's runbook from its signature, whole: the bundle carries it, so a vendor
+    reads the remedy without access to this project's documentation."""
+    lines = [
+        f"Runbook [{sig.id}] {sig.title}",
+        "",
+        f"Source: {sig.reference}",
+        "",
+        "What you see:",
+        *(f"  - {line}" for line in sig.symptoms),
+        "",
+        f"Why: {sig.cause}",
+        *(["", f"Confirm: {sig.confirm}"] if sig.confirm else []),
+        "",
+        "What to do:",
+        *(f"  {n}. {step}" for n, step in enumerate(sig.remediation, start=1)),
+        "",
+        f"In one line: {sig.remedy}",
+        *(
+            [f"notifyprobe fix actions of this remedy: {', '.join(sig.fix_actions)}"]
+            if sig.fix_actions
+            else ["No `notifyprobe fix` action belongs to this remedy."]
+        ),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def runbooks(ev: RunEvidence) -> list[Signature]:
+    """The known issues this run points to: its diagnosis, the possible ones, and the one of
+    the upgrade profile whose checks it carries."""
+    wanted = [d.signature] if (d := ev.explanation.diagnosis) is not None else []
+    wanted += [p.signature for p in ev.explanation.possible]
+    wanted += [c.signature for c in ev.report.upgrade_checks if c.signature]
+    known = {sig.id: sig for sig in load_signatures()}
+    return [known[i] for i in dict.fromkeys(wanted) if i in known]
 
 
 def build(ev: RunEvidence, redactor: Redactor, command_line: Sequence[str]) -> list[BundleFile]:
@@ -96,10 +178,15 @@ def build(ev: RunEvidence, redactor: Redactor, command_line: Sequence[str]) -> l
     model = ev.report
     report = report_json(model)
     report["host_facts_from"] = "run" if ev.host_from_run else "bundle time"
+    books = runbooks(ev)
+    report["runbooks"] = {sig.id: f"runbook-{sig.id}.txt" for sig in books}
     put_json("report.json", report)
-    text = to_text(model) + "\n"
+    text = to_text(model) + "\n"  # exactly as `verdict RUN` prints it; the runbooks beside it
     files["report.txt"] = redactor.redact(text).encode("utf-8")
-    files["report.html"] = render(ev, redactor.redact).encode("utf-8")
+    page = render(ev, redactor.redact, [runbook_text(sig) for sig in books])
+    files["report.html"] = page.encode("utf-8")
+    for sig in books:
+        files[f"runbook-{sig.id}.txt"] = redactor.redact(runbook_text(sig)).encode("utf-8")
     for table, rows in ev.rows.items():
         put_json(f"ledger/{table}.json", _safe_rows(table, rows))
     for n in ev.record.notifications:
@@ -128,7 +215,10 @@ def build(ev: RunEvidence, redactor: Redactor, command_line: Sequence[str]) -> l
         "run_id": ev.run_id,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command_line": list(command_line),
-        "run_command_line": list(ev.run_command_line) if ev.run_command_line else None,
+        "run_command_line": list(ev.run_command_line or equivalent_burst(ev.record.run)),
+        "run_command_line_from": "the run"
+        if ev.run_command_line
+        else ("the run's recorded options: the equivalent burst (the run kept no command line)"),
         "redaction": {
             "secrets": "always removed: passwords, AUTH exchanges, user:password@ in URLs",
             "replaced": list(redactor.kinds),

@@ -63,7 +63,9 @@ footer{margin-top:32px;color:#57606a;font-size:12px}
 """
 
 
-def render(ev: RunEvidence, clean: Clean) -> str:
+def render(ev: RunEvidence, clean: Clean, runbooks: Sequence[str] = ()) -> str:
+    """The page; `runbooks`: the known issues' runbook texts, embedded whole."""
+
     def esc(text: object) -> str:
         return html.escape(clean(str(text)), quote=True)
 
@@ -76,19 +78,27 @@ def render(ev: RunEvidence, clean: Clean) -> str:
     started = _utc(run.started_at)
     window = SettleWindow.from_options(run.options)
     rejudge = rejudge_line(report)
+    command = report.command
+    title = (
+        f"{command.headline()} — run {run.run_id}"
+        if command is not None
+        else f"notifyprobe run {run.run_id}: {verdict.pattern.value}"
+    )
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
         "style-src 'unsafe-inline'; img-src data:\">",
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>notifyprobe run {esc(run.run_id)}: {esc(verdict.pattern.value)}</title>",
+        f"<title>{esc(title)}</title>",
         f"<style>{CSS}</style></head><body><main>",
         f'<h1>notifyprobe evidence — run <span class="mono">{esc(run.run_id)}</span></h1>',
         f'<div class="meta">gateway <b>{esc(run.gateway)}</b> → sink {esc(run.sink)} · '
         f"domain {esc(run.domain)} · started {esc(started)} · status {esc(run.status)}</div>",
         *([f'<p id="domain-warning"><b>Warning:</b> {esc(unrouted)}</p>'] if unrouted else []),
+        *_overall(report, esc),
         f'<section class="verdict" id="verdict" style="--c:{colour}">',
+        *(["<p><b>Delivery verdict</b> (the burst of this command)</p>"] if command else []),
         f'<span class="state">{esc(verdict.severity.name)}</span>'
         f'<span class="pattern">{esc(verdict.pattern.value)}</span>',
         f"<p>{esc(verdict.summary)}</p>",
@@ -116,7 +126,7 @@ def render(ev: RunEvidence, clean: Clean) -> str:
             else []
         ),
         "</section>",
-        *_diagnosis(report, esc, action),
+        *_diagnosis(report, esc, action, embedded=bool(runbooks)),
         '<h2 id="timeline">Timeline</h2>',
         _timeline(record.notifications, run.started_at, esc, window, run.finished_at),
         *_inventory(report, esc),
@@ -125,6 +135,8 @@ def render(ev: RunEvidence, clean: Clean) -> str:
         *(f"<li>{esc(line)}</li>" for line in verdict.evidence),
         "</ul>",
         *_notifications_table(record.notifications, run.started_at, esc),
+        *(['<h2 id="runbooks">Runbooks</h2>'] if runbooks else []),
+        *(f'<pre class="mono runbook">{esc(text)}</pre>' for text in runbooks),
         "<footer>Made by notifyprobe "
         f"{esc(__version__)} from the ledger. The full SMTP transcripts (client and sink side) "
         "are in <code>transcripts/</code>, the ledger rows in <code>ledger/</code>, the "
@@ -135,8 +147,43 @@ def render(ev: RunEvidence, clean: Clean) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _diagnosis(report: RunReport, esc: Callable[[object], str], action: str) -> list[str]:
-    return _current_diagnosis(report, esc, action) + _diagnosis_at_verdict(report, esc)
+CHECK_COLOURS = {
+    "pass": COLOURS[Severity.OK],
+    "warn": COLOURS[Severity.WARNING],
+    "fail": COLOURS[Severity.CRITICAL],
+}
+
+
+def _overall(report: RunReport, esc: Callable[[object], str]) -> list[str]:
+    """The upgrade command's one status, before anything else: a healthy delivery verdict
+    below it is one of its parts, never the headline of a failed upgrade."""
+    command = report.command
+    if command is None:
+        return []
+    colour = CHECK_COLOURS.get(command.status, COLOURS[Severity.UNKNOWN])
+    word = command.status.replace("_", " ").upper()
+    return [
+        f'<section class="verdict" id="overall" style="--c:{colour}">',
+        f'<span class="state">{esc(word)}</span><span class="pattern">{esc(command.title)}</span>',
+        '<p class="counts">'
+        + "".join(
+            f'<span>{esc(part)} <b class="state-{esc(status)}">{esc(status.replace("_", " "))}'
+            "</b></span>"
+            for part, status in command.parts
+        )
+        + "</p>",
+        *(['<p><b>What to do:</b></p><ul class="because">'] if command.to_do() else []),
+        *(f"<li>{esc(line)}</li>" for line in command.to_do()),
+        *(["</ul>"] if command.to_do() else []),
+        f"<p>Every check is under “Upgrade checks: {esc(command.name)}”.</p>",
+        "</section>",
+    ]
+
+
+def _diagnosis(
+    report: RunReport, esc: Callable[[object], str], action: str, embedded: bool = False
+) -> list[str]:
+    return _current_diagnosis(report, esc, action, embedded) + _diagnosis_at_verdict(report, esc)
 
 
 def _diagnosis_at_verdict(report: RunReport, esc: Callable[[object], str]) -> list[str]:
@@ -154,7 +201,9 @@ def _diagnosis_at_verdict(report: RunReport, esc: Callable[[object], str]) -> li
     ]
 
 
-def _current_diagnosis(report: RunReport, esc: Callable[[object], str], action: str) -> list[str]:
+def _current_diagnosis(
+    report: RunReport, esc: Callable[[object], str], action: str, embedded: bool = False
+) -> list[str]:
     d = report.explanation.diagnosis
     out = ['<h2 id="diagnosis">Diagnosis</h2>']
     if d is None:
@@ -178,7 +227,12 @@ def _current_diagnosis(report: RunReport, esc: Callable[[object], str], action: 
         '</ul><p id="remediation"><b>What to do:</b></p><ol class="steps">',
         *(f"<li>{esc(step)}</li>" for step in d.remediation),
         "</ol>",
-        f'<p class="meta">reference: {esc(d.reference)} · runbook: {esc(d.runbook)}</p>',
+        f'<p class="meta">reference: {esc(d.reference)} · runbook: '
+        + (
+            f"under Runbooks below, and runbook-{esc(d.signature)}.txt in this bundle</p>"
+            if embedded
+            else f"{esc(d.runbook)}</p>"
+        ),
         "</div>",
     ]
     return out
@@ -201,6 +255,19 @@ def _upgrade_checks(report: RunReport, esc: Callable[[object], str]) -> list[str
                 f"<td>{esc(check.fix)}</td></tr>"
             )
         out.append("</table>")
+        if kept.versions:
+            out.append(
+                '<table id="versions"><tr><th>file</th><th>installed</th><th>loaded</th>'
+                "<th>expected</th></tr>"
+            )
+            for v in kept.versions:
+                loaded = "; ".join(str(x) for x in v.get("loaded") or ()) or "not loaded"
+                out.append(
+                    f'<tr><td class="mono">{esc(v.get("file"))}</td>'
+                    f"<td>{esc(v.get('installed') or '-')}</td><td>{esc(loaded)}</td>"
+                    f"<td>{esc(v.get('expected') or '-')}</td></tr>"
+                )
+            out.append("</table>")
     return out
 
 

@@ -2,8 +2,9 @@
 
 A support bundle is mailed, uploaded and attached to tickets, so what it must never hold is
 decided here, in one place. Secrets (passwords, AUTH exchanges, `user:pass@`) are removed in
-every form they could take (raw, JSON-, HTML- and URL-escaped, base64). Host names, IP addresses
-and mail addresses are replaced only when asked (`--redact hosts emails ips`), and consistently:
+every form they could take (raw, JSON-, HTML- and URL-escaped, base64). Host names, IP addresses,
+mail addresses and AUTH user names are replaced only when asked (`--redact hosts emails ips
+users`), and consistently:
 the same original gets the same placeholder in every file, so the evidence still reads as one
 story. The mapping back to the originals is returned, to be written beside the bundle, never in it.
 
@@ -23,14 +24,14 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, quote_plus
 
 from probe.delivery import hide_secret
 
 REDACTED = "[redacted]"
-KINDS = ("hosts", "emails", "ips")
+KINDS = ("hosts", "emails", "ips", "users")
 KEPT_NAMES = frozenset({"localhost", "localhost.localdomain", "notifyprobe-sink"})
 
 # Options whose value is a secret. `--password-env NAME` / `--password-file PATH` name where a
@@ -114,9 +115,10 @@ class RedactionMap:
     emails: dict[str, str]
     ips: dict[str, str]
     secrets_removed: int
+    users: dict[str, str] = field(default_factory=dict)
 
     def originals(self) -> list[str]:
-        return [*self.hosts, *self.emails, *self.ips]
+        return [*self.hosts, *self.emails, *self.ips, *self.users]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +128,7 @@ class RedactionMap:
             "hosts": self.hosts,
             "emails": self.emails,
             "ips": self.ips,
+            "users": self.users,
             "secrets_removed": self.secrets_removed,
         }
 
@@ -148,6 +151,8 @@ class Redactor:
         self._hosts: dict[str, str] = {}
         self._emails: dict[str, str] = {}
         self._ips: dict[str, str] = {}
+        self._users: dict[str, str] = {}
+        self._user_re: re.Pattern[str] | None = None
         self._host_re: re.Pattern[str] | None = None
         self._ipv4_re: re.Pattern[str] | None = None
         self.secrets_removed = 0
@@ -165,6 +170,13 @@ class Redactor:
         if not re.fullmatch(r"[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?", name):
             return
         self._name_placeholder(name)
+
+    def add_user(self, name: str) -> None:
+        """An AUTH user name to replace wherever it appears as a whole name (with `users`)."""
+        name = name.strip().lower()
+        if len(name) >= 2 and name not in self._users:
+            self._users[name] = f"account-{len(self._users) + 1}"
+            self._user_re = None
 
     def add_ip(self, text: str) -> None:
         """An address to replace wherever it appears (with `ips`)."""
@@ -186,6 +198,13 @@ class Redactor:
             self.secrets_removed += found
         text = _USERINFO_RE.sub(rf"\1:{REDACTED}@", text)
         text = _AUTH_RE.sub(rf"\1 {REDACTED}", text)
+        if "users" in self.kinds and self._users:
+            if self._user_re is None:
+                names = sorted(self._users, key=lambda n: (-len(n), n))
+                self._user_re = re.compile(
+                    r"(?<![\w.@-])(" + "|".join(map(re.escape, names)) + r")(?![\w-])", re.I
+                )
+            text = self._user_re.sub(lambda m: self._users[m.group(1).lower()], text)
         if "emails" in self.kinds:
             text = _EMAIL_RE.sub(lambda m: self._email_placeholder(m.group(0)), text)
         if "ips" in self.kinds:
@@ -229,6 +248,7 @@ class Redactor:
             emails=dict(self._emails),
             ips=dict(self._ips),
             secrets_removed=self.secrets_removed,
+            users=dict(self._users) if "users" in self.kinds else {},
         )
 
     # -- placeholders ----------------------------------------------------------------------

@@ -336,7 +336,8 @@ def report_json(report: RunReport) -> dict[str, Any]:
             "possible_known_issues": fields["possible_known_issues"],
         }
     return (
-        to_json(report.record, report.verdict)
+        overall_json(report)
+        | to_json(report.record, report.verdict)
         | {"meaning": meaning, "what_to_do": action}
         | report.explanation.json_fields()
         | {"upgrade_checks": [c.to_dict() for c in report.upgrade_checks]}
@@ -344,11 +345,45 @@ def report_json(report: RunReport) -> dict[str, Any]:
     )
 
 
+def overall_json(report: RunReport) -> dict[str, Any]:
+    """The run of an upgrade command (postflight --gateway): the command's own result first,
+    so the healthy delivery verdict that follows is read as one of its parts."""
+    command = report.command
+    if command is None:
+        return {}
+    return {
+        "overall": {
+            "command": command.name,
+            "profile": command.profile,
+            "status": command.status,
+            "parts": dict(command.parts),
+            "headline": command.headline(),
+            "what_to_do": command.to_do(),
+        }
+    }
+
+
+def overall_section(report: RunReport) -> list[str]:
+    command = report.command
+    if command is None:
+        return []
+    to_do = command.to_do()
+    return [
+        command.headline(),
+        *(["  What to do (the upgrade checks below):"] if to_do else []),
+        *(f"    · {line}" for line in to_do),
+        "",
+        "  Delivery verdict (the burst of this command):",
+    ]
+
+
 def to_text(report: RunReport) -> str:
-    """The terminal report: the run, the verdict with its evidence, the modules, the diagnosis,
-    the upgrade checks kept with the run and, judged again later, what changed since."""
+    """The terminal report: the upgrade command's result when the run was its burst, the run,
+    the verdict with its evidence, the modules, the diagnosis, the upgrade checks kept with the
+    run and, judged again later, what changed since."""
     return "\n".join(
-        verdict_section(report)
+        overall_section(report)
+        + verdict_section(report)
         + modules_section(report.explanation.inventory)
         + diagnosis_section(report.explanation)
         + diagnosis_at_verdict_section(report)
@@ -478,7 +513,8 @@ def diagnosis_section(explanation: StoredExplanation) -> list[str]:
         "    what to do:",
         *(f"      {n}. {step}" for n, step in enumerate(diagnosis.remediation, start=1)),
         f"    reference: {diagnosis.reference}",
-        f"    runbook:   {diagnosis.runbook}",
+        f"    runbook:   {diagnosis.runbook} (in an evidence bundle: runbook-"
+        f"{diagnosis.signature}.txt)",
     ]
 
 
@@ -510,4 +546,10 @@ def checks_section(kept: Sequence[KeptChecks]) -> list[str]:
         for c in checks.checks:
             fix = f" — fix: {c.fix}" if c.fix and c.status in ("warn", "fail") else ""
             lines.append(f"    · {c.status:<7} {c.name}: {c.reason}{fix}")
+        if checks.versions:
+            lines.append("    versions (file: installed / loaded / expected):")
+        for v in checks.versions:
+            loaded = "; ".join(str(x) for x in v.get("loaded") or ()) or "not loaded"
+            lines.append(f"      {v.get('file')}: {v.get('installed') or '-'} / {loaded} / "
+                         f"{v.get('expected') or '-'}")  # fmt: skip
     return lines

@@ -14,7 +14,7 @@ import ntpath
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path, PurePath, PureWindowsPath
 from typing import Any
@@ -210,7 +210,7 @@ def file_checks(drifts: Sequence[FileDrift], sync_hint: str) -> list[Check]:
         }[d.state]
         fix = sync_hint if d.needs_copy else ""
         checks.append(Check(f"bin: {d.name}", status, reason, fix=fix))
-    return checks
+    return [replace(c, part="files") for c in checks]
 
 
 @dataclass(frozen=True)
@@ -283,7 +283,7 @@ def registry_checks(
             checks.append(
                 _value_check(label, key, name, value.text, relocated, default, variables, places)
             )
-    return checks
+    return [replace(c, part="registry") for c in checks]
 
 
 def _value_check(
@@ -327,6 +327,11 @@ def _value_check(
 
 
 def share_check(reader: RegistryReader | None, profile: Profile, places: Places) -> Check | None:
+    found = _share_check(reader, profile, places)
+    return replace(found, part="share") if found is not None else None
+
+
+def _share_check(reader: RegistryReader | None, profile: Profile, places: Places) -> Check | None:
     share = profile.share
     if share is None:
         return None

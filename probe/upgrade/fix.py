@@ -23,8 +23,10 @@ from typing import Any, Literal
 
 import platformdirs
 
+from probe.diagnosis import FixAction as FixName
 from probe.errors import ProbeError
 from probe.upgrade.drift import FileDrift, inside
+from probe.upgrade.profiles import Profile
 
 JOURNAL_FORMAT = "notifyprobe-undo-journal"
 JOURNAL_VERSION = 1
@@ -108,6 +110,18 @@ def default_journal(action: str) -> Path:
 
 
 # --- planning ---------------------------------------------------------------------------------
+
+
+def offered_for(profile: Profile, action: FixName) -> str | None:
+    """None when `action` is part of the remedy of the profile's known issue (its signature
+    lists it); otherwise the one-line reason it is refused, naming the right remedy."""
+    sig = profile.signature
+    if action in sig.fix_actions:
+        return None
+    return (
+        f"fix {action} is not the remedy for {profile.id} (known issue {sig.id}, {sig.title}): "
+        f"{sig.remedy}; see {sig.runbook}"
+    )
 
 
 def plan_renames(paths: Sequence[str], suffix: str = ".old") -> Plan:

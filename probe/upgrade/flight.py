@@ -12,7 +12,9 @@ from __future__ import annotations
 import fnmatch
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from probe.errors import ProbeError
 from probe.files import read_host_file
@@ -28,7 +30,7 @@ from probe.host import (
     unreadable_note,
 )
 from probe.upgrade.checks import Check, Status
-from probe.upgrade.profiles import Profile, under_root
+from probe.upgrade.profiles import Leftover, Profile, under_root
 from probe.verdict import Severity, Verdict
 
 MAX_WATCHED = 5000
@@ -66,11 +68,7 @@ def profile_files(profile: Profile, root: Path) -> list[str]:
 
 def in_use_checks(usage: InUse, profile: Profile, root: Path) -> list[Check]:
     present = [f for f in usage.files if f.present]
-    fix = (
-        "stop the processes listed (performance-counter readers: WMI, Performance Monitor, "
-        f"monitoring agents) or set the files aside: notifyprobe fix rename-in-use --profile "
-        f"{profile.id} --root {root} --apply"
-    )
+    fix = in_use_fix(profile, root)
     seen = f"{usage.scanned} processes scanned, {usage.denied} unreadable"
     if not present:
         return [
@@ -79,6 +77,7 @@ def in_use_checks(usage: InUse, profile: Profile, root: Path) -> list[Check]:
                 Status.WARN,
                 f"none of the profile's files is present under {root}: nothing to check "
                 f"(is --root the drive the product is installed on?) ({seen})",
+                part="files in use",
             )
         ]
     blocking = [u for u in usage.held if not is_set_aside(u.path)]
@@ -97,6 +96,7 @@ def in_use_checks(usage: InUse, profile: Profile, root: Path) -> list[Check]:
             + (f"; {len(set_aside)} set aside as {SET_ASIDE_SUFFIX}" if set_aside else "")
             + blind,
             fix=usage.unreadable_advice if sight in (Sight.PARTIAL, Sight.BLIND) else "",
+            part="files in use",
         )
     ]
     for use in blocking:
@@ -107,6 +107,7 @@ def in_use_checks(usage: InUse, profile: Profile, root: Path) -> list[Check]:
                 Status.FAIL,
                 f"held by {holders}; the installer cannot replace it",
                 fix=fix,
+                part="files in use",
             )
         )
     for use in set_aside:
@@ -119,9 +120,31 @@ def in_use_checks(usage: InUse, profile: Profile, root: Path) -> list[Check]:
                 f"renamed by the fix and still held by {holders}; the installer can write "
                 f"{original}",
                 fix="install the update, then restart those processes so they load the new copy",
+                part="files in use",
             )
         )
     return checks
+
+
+def in_use_fix(profile: Profile, root: Path) -> str:
+    """What to do about a held file: the remedy of the profile's own known issue, and the
+    `fix rename-in-use` command only when that remedy includes it (001, never 000)."""
+    sig = profile.signature
+    stop = (
+        "stop the processes listed (performance-counter readers: WMI, Performance Monitor, "
+        "monitoring agents)"
+    )
+    if "rename-in-use" in sig.fix_actions:
+        return (
+            f"{stop} or set the files aside: notifyprobe fix rename-in-use --profile "
+            f"{profile.id} --root {root} --apply"
+        )
+    return f"{stop}; the remedy of known issue {sig.id}: {sig.remedy}"
+
+
+def remedy_line(profile: Profile) -> str:
+    sig = profile.signature
+    return f"known issue {sig.id}: {sig.remedy}"
 
 
 def is_set_aside(path: str) -> bool:
@@ -130,8 +153,13 @@ def is_set_aside(path: str) -> bool:
 
 
 def reboot_checks(
-    sources: Sequence[RebootSource], ignored: Iterable[str], profile: Profile
+    sources: Sequence[RebootSource],
+    ignored: Iterable[str],
+    profile: Profile,
+    after_reboot: str = "reboot before the upgrade, then run preflight again",
 ) -> list[Check]:
+    """Each pending-reboot source its own check; `after_reboot` is the fix (postflight: reboot
+    to finish the install, then run postflight again)."""
     ignored = set(ignored)
     names = {n.lower() for n in profile.modules} | {
         f.rsplit("/", 1)[-1].lower() for f in profile.files
@@ -143,10 +171,12 @@ def reboot_checks(
             (f"… {len(source.renames) - 20} more",) if len(source.renames) > 20 else ()
         )
         if not source.checked:
-            checks.append(Check(label, Status.NOT_RUN, f"{source.detail}: nothing to compare"))
+            checks.append(
+                Check(label, Status.NOT_RUN, f"{source.detail}: nothing to compare", part="reboot")
+            )
             continue
         if not source.pending:
-            checks.append(Check(label, Status.PASS, source.detail))
+            checks.append(Check(label, Status.PASS, source.detail, part="reboot"))
             continue
         if source.name in ignored:
             checks.append(
@@ -155,11 +185,12 @@ def reboot_checks(
                     Status.PASS,
                     f"{source.detail} (ignored by --ignore-reboot-source)",
                     evidence=evidence,
+                    part="reboot",
                 )
             )
             continue
         ours = [r for r in source.renames if _basename(r.source).lower() in names]
-        fix = "reboot before the upgrade, then run preflight again"
+        fix = after_reboot
         if ours:
             checks.append(
                 Check(
@@ -170,6 +201,7 @@ def reboot_checks(
                     "install or uninstall is not finished",
                     fix=fix,
                     evidence=evidence,
+                    part="reboot",
                 )
             )
         elif source.noisy:
@@ -180,10 +212,15 @@ def reboot_checks(
                     f"{source.detail} (often set by antivirus or browser updates)",
                     fix=fix + f", or pass --ignore-reboot-source {source.name}",
                     evidence=evidence,
+                    part="reboot",
                 )
             )
         else:
-            checks.append(Check(label, Status.FAIL, f"{source.detail} ({source.where})", fix=fix))
+            checks.append(
+                Check(
+                    label, Status.FAIL, f"{source.detail} ({source.where})", fix=fix, part="reboot"
+                )
+            )
     return checks
 
 
@@ -198,9 +235,13 @@ def backup_check(profile: Profile, backup: Path | None) -> Check | None:
     label = f"backup: {spec.what}"
     fix = f"back up the {spec.what} before the upgrade and pass the folder with --backup DIR"
     if backup is None:
-        return Check(label, Status.WARN, "no --backup folder given, so not checked", fix=fix)
+        return Check(
+            label, Status.WARN, "no --backup folder given, so not checked", fix=fix, part="backup"
+        )
     if not backup.is_dir():
-        return Check(label, Status.FAIL, f"backup folder {backup} does not exist", fix=fix)
+        return Check(
+            label, Status.FAIL, f"backup folder {backup} does not exist", fix=fix, part="backup"
+        )
     found = []
     for directory, _, names in os.walk(backup):
         for name in names:
@@ -217,29 +258,173 @@ def backup_check(profile: Profile, backup: Path | None) -> Check | None:
             Status.FAIL,
             f"no non-empty file matching {', '.join(spec.patterns)} in {backup}",
             fix=fix,
+            part="backup",
         )
-    return Check(label, Status.PASS, f"{len(found)} file(s) in {backup}")
+    return Check(label, Status.PASS, f"{len(found)} file(s) in {backup}", part="backup")
 
 
-def leftover_checks(profile: Profile, root: Path) -> list[Check]:
-    checks = []
-    for leftover in profile.leftovers:
-        path = under_root(root, leftover.path)
-        label = f"leftover: {leftover.path}"
-        if not path.exists():
-            checks.append(Check(label, Status.PASS, "gone"))
+@dataclass(frozen=True)
+class InstalledFile:
+    """One of the profile's versioned files found on disk, with its PE file version."""
+
+    relative: str  # under the root, `/`-separated
+    path: str
+    version: str | None  # None: no version resource
+
+    @property
+    def label(self) -> str:
+        return f"{self.relative} {self.version or '(no version)'}"
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """`5.0.0.41` as numbers, so 5.0.0.41 sorts after 5.0.0.9."""
+    return tuple(int(p) if p.isdigit() else -1 for p in version.split("."))
+
+
+def installed_files(profile: Profile, root: Path) -> tuple[InstalledFile, ...]:
+    """The profile's named files that exist, and every copy of its versioned file names under
+    its watched and leftover folders, each with the version it carries."""
+    paths = [under_root(root, f) for f in profile.files]
+    names = {n.lower() for n in profile.versioned}
+    if names:
+        folders = dict.fromkeys([*profile.watch_dirs, *(item.path for item in profile.leftovers)])
+        for relative in folders:
+            folder = under_root(root, relative)
+            if not folder.is_dir():
+                continue
+            for directory, _, files in os.walk(folder):
+                paths += [Path(directory, f) for f in sorted(files) if f.lower() in names]
+    found: dict[str, InstalledFile] = {}
+    for path in paths:
+        if not path.is_file() or str(path) in found:
             continue
-        count = sum(len(files) for _, _, files in os.walk(path)) if path.is_dir() else 1
-        status = Status.FAIL if leftover.severity == "fail" else Status.WARN
-        checks.append(
-            Check(
-                label,
-                status,
-                f"{path} still exists ({count} file(s) inside)",
-                fix=f"delete {path} and its contents (reboot first if a file in it is locked)",
-            )
+        try:
+            version = describe(read_host_file(path)).file_version
+        except OSError as exc:
+            raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
+        found[str(path)] = InstalledFile(_rel(str(path), root), str(path), version)
+    return tuple(found.values())
+
+
+def installed_version(files: Sequence[InstalledFile], expect: str | None) -> str | None:
+    """The version the upgrade installed: the one asked for, else the newest found when the
+    copies disagree (an older copy beside it is what the old install left). One version alone
+    proves nothing: a fresh install and an untouched old one look the same."""
+    if expect is not None:
+        return expect
+    versions = {f.version for f in files if f.version is not None}
+    return max(versions, key=version_key) if len(versions) > 1 else None
+
+
+def leftover_checks(profile: Profile, root: Path, expect: str | None = None) -> list[Check]:
+    """A folder the procedure removes is a leftover only by what it holds: the old version of
+    the profile's versioned files. A fresh install in the same place passes with the version
+    found, and the fix never deletes the installed version's files."""
+    installed = installed_files(profile, root) if profile.versioned else ()
+    reference = installed_version(installed, expect)
+    return [_leftover(item, profile, root, installed, reference) for item in profile.leftovers]
+
+
+def _leftover(
+    item: Leftover,
+    profile: Profile,
+    root: Path,
+    installed: Sequence[InstalledFile],
+    reference: str | None,
+) -> Check:
+    path = under_root(root, item.path)
+    label = f"leftover: {item.path}"
+    if not path.exists():
+        return Check(label, Status.PASS, "gone", part="leftovers")
+    count = sum(len(files) for _, _, files in os.walk(path)) if path.is_dir() else 1
+    held = f"{count} file(s) inside"
+    if not profile.versioned:  # nothing tells old from new here: the profile's severity says
+        return Check(
+            label,
+            Status.FAIL if item.severity == "fail" else Status.WARN,
+            f"{path} still exists ({held})",
+            fix=f"delete {path} and its contents (reboot first if a file in it is locked)",
+            part="leftovers",
         )
-    return checks
+    if count == 0:
+        return Check(label, Status.PASS, f"{path} is empty: nothing of the old version is left",
+                     part="leftovers")  # fmt: skip
+    inside = [f for f in installed if is_under(f.path, path)]
+
+    def short(files: Sequence[InstalledFile]) -> str:
+        return ", ".join(f"{os.path.relpath(f.path, path)} {f.version or '(no version)'}"
+                         for f in files)  # fmt: skip
+
+    names = ", ".join(profile.versioned)
+    if reference is None:
+        found = (
+            f"{short(inside)}: a fresh install of that version or what the uninstall left behind"
+            if inside
+            else f"no {names} to tell which version its files belong to"
+        )
+        return Check(
+            label,
+            Status.WARN,
+            f"{path} holds {held}; {found}",
+            fix="run postflight again with --expect-version VERSION (the version you installed)",
+            part="leftovers",
+        )
+    old = [f for f in inside if f.version is not None and f.version != reference]
+    new = [f for f in inside if f.version == reference]
+    if old:
+        keep = (
+            f"do not delete the folder: it also holds the installed {reference} "
+            f"({', '.join(f.relative for f in new)}); "
+            if new
+            else f"nothing of {reference} is in it, so it can go once the reboot released it; "
+        )
+        return Check(
+            label,
+            Status.FAIL,
+            f"{path} holds {short(old)}, not the installed version "
+            f"{reference}: the old version is still there",
+            fix=keep + remedy_line(profile),
+            evidence=tuple(f.label for f in inside),
+            part="leftovers",
+        )
+    if not new:
+        new = [f for f in _programs(path, root) if f.version == reference]
+    if new:
+        shown = short(new[:3]) + (" …" if len(new) > 3 else "")
+        return Check(
+            label,
+            Status.PASS,
+            f"a fresh install of {reference} in the same place: {shown} ({held})",
+            part="leftovers",
+        )
+    return Check(
+        label,
+        Status.WARN,
+        f"{path} holds {held} and no program file at {reference}: nothing in it tells the "
+        "old version from the new one",
+        fix=f"check that these files belong to the new install; if not, {remedy_line(profile)}",
+        part="leftovers",
+    )
+
+
+PROGRAM_SUFFIXES = (".dll", ".exe")
+
+
+def _programs(folder: Path, root: Path) -> list[InstalledFile]:
+    """The program files (.dll, .exe) under `folder` with their versions: a fresh install
+    shows itself by carrying the installed version even where no versioned file lies."""
+    found: list[InstalledFile] = []
+    for directory, _, names in os.walk(folder):
+        for name in sorted(names):
+            if not name.lower().endswith(PROGRAM_SUFFIXES) or len(found) >= MAX_WATCHED:
+                continue
+            path = os.path.join(directory, name)
+            try:
+                version = describe(read_host_file(Path(path))).file_version
+            except OSError:
+                continue  # unreadable: it proves nothing either way
+            found.append(InstalledFile(_rel(path, root), path, version))
+    return found
 
 
 # What a scan that found nothing wrong may claim: pass only when it read every process. A
@@ -259,16 +444,18 @@ def module_check(profile: Profile, inventory: Inventory | None, root: Path) -> C
     scan that could read every process; otherwise `warn` or `not run` with what was missed."""
     label = "no stale module loaded"
     if not profile.modules:
-        return Check(label, Status.NOT_RUN, "the profile names no modules")
+        return Check(label, Status.NOT_RUN, "the profile names no modules", part="modules")
     if inventory is None:
-        return Check(label, Status.NOT_RUN, "the module inventory could not run here")
+        return Check(label, Status.NOT_RUN, "the module inventory could not run here",
+                     part="modules")  # fmt: skip
     hits = [h for h in inventory.hits if is_under(h.mapped_path, root)]
     old = [h for h in hits if h.state.is_old]
     names = ", ".join(profile.modules)
     sight = judge_sight(bool(old), inventory.scanned, inventory.denied)
     note = inventory.unreadable_note() if inventory.denied else ""
     if sight is Sight.CLEAN:
-        return Check(label, Status.PASS, f"{len(hits)} process(es) map {names}, none an old copy")
+        return Check(label, Status.PASS, f"{len(hits)} process(es) map {names}, none an old copy",
+                     part="modules")  # fmt: skip
     if sight in (Sight.PARTIAL, Sight.BLIND, Sight.EMPTY):
         read = f"{len(hits)} of the {inventory.scanned} processes read map {names}, none old"
         return Check(
@@ -279,6 +466,7 @@ def module_check(profile: Profile, inventory: Inventory | None, root: Path) -> C
             fix=f"{inventory.unreadable_advice}, then run postflight again"
             if inventory.unreadable_advice
             else "",
+            part="modules",
         )
     evidence = tuple(
         f"pid {h.process.pid} {h.process.name or '?'}: {h.state.value}, {h.reason}" for h in old
@@ -287,73 +475,145 @@ def module_check(profile: Profile, inventory: Inventory | None, root: Path) -> C
         label,
         Status.FAIL,
         f"{len(old)} process(es) still run an old copy of {names}" + (f"; {note}" if note else ""),
-        fix="restart those processes (or reboot), then run postflight again",
+        fix=f"{remedy_line(profile)}; then run postflight again",
         evidence=evidence,
+        part="modules",
     )
 
 
-def version_check(profile: Profile, root: Path, expect: str | None) -> Check:
-    """Do the profile's files carry one version (or `expect`)? Files with no version resource
-    prove nothing, and a version asked for but not comparable is said, never passed."""
+def version_check(
+    profile: Profile,
+    root: Path,
+    expect: str | None,
+    installed: Sequence[InstalledFile] | None = None,
+) -> Check:
+    """Do the profile's versioned files carry one version (or `expect`)? Files with no version
+    resource prove nothing, and a version asked for but not comparable is said, never passed."""
     label = "installed versions"
-    if not profile.files:
-        status = Status.WARN if expect is not None else Status.NOT_RUN
+    asked = Status.WARN if expect is not None else Status.NOT_RUN
+    if not profile.files and not profile.versioned:
         return Check(
             label,
-            status,
+            asked,
             f"the {profile.id} profile names no files whose version could be compared",
+            part="versions",
         )
-    versions: dict[str, str | None] = {}
-    for relative in profile.files:
-        path = under_root(root, relative)
-        if not path.is_file():
-            continue
-        try:
-            versions[relative] = describe(read_host_file(path)).file_version
-        except OSError as exc:
-            raise ProbeError(f"cannot read {path}: {exc.strerror or exc}") from None
-    missing = f"none of the profile's files is under {root}"
-    if not versions:
-        return Check(label, Status.WARN if expect is not None else Status.NOT_RUN, missing)
-    evidence = tuple(f"{name}: {v or 'no version'}" for name, v in versions.items())
-    unversioned = [n for n, v in versions.items() if v is None]
-    if len(unversioned) == len(versions):
+    found = installed_files(profile, root) if installed is None else installed
+    if not found:
+        missing = (
+            f"no {', '.join(profile.versioned)} under the profile's folders in {root}"
+            if profile.versioned
+            else f"none of the profile's files is under {root}"
+        )
+        return Check(label, asked, missing, part="versions")
+    evidence = tuple(f"{f.relative}: {f.version or 'no version'}" for f in found)
+    unversioned = [f.relative for f in found if f.version is None]
+    if len(unversioned) == len(found):
         return Check(
             label,
-            Status.WARN if expect is not None else Status.NOT_RUN,
-            f"none of the {len(versions)} file(s) carries a version resource",
+            asked,
+            f"none of the {len(found)} file(s) carries a version resource",
             evidence=evidence,
+            part="versions",
         )
     if expect is not None:
-        off = [n for n, v in versions.items() if v != expect]
+        off = [f for f in found if f.version != expect]
         if off:
             return Check(
                 label,
                 Status.FAIL,
-                f"{len(off)} file(s) not at {expect}: {', '.join(off)}",
-                fix="reinstall the update",
+                f"{len(off)} file(s) not at {expect}: "
+                + ", ".join(f"{f.relative} at {f.version or 'no version'}" for f in off),
+                fix=f"{remedy_line(profile)}; then run postflight again",
                 evidence=evidence,
+                part="versions",
             )
-        return Check(label, Status.PASS, f"all {len(versions)} file(s) at {expect}")
-    distinct = {v for v in versions.values() if v is not None}
+        return Check(label, Status.PASS, f"all {len(found)} file(s) at {expect}",
+                     evidence=evidence, part="versions")  # fmt: skip
+    distinct = {f.version for f in found if f.version is not None}
     if len(distinct) > 1:
         return Check(
             label,
             Status.FAIL,
-            f"the installed files disagree: {', '.join(sorted(distinct))}",
-            fix="reinstall the update so every file comes from it",
+            f"the installed files disagree: {', '.join(sorted(distinct, key=version_key))}",
+            fix=f"{remedy_line(profile)}; so every file comes from the new version",
             evidence=evidence,
+            part="versions",
         )
     (version,) = distinct
     if unversioned:
         return Check(
             label,
             Status.WARN,
-            f"{len(versions) - len(unversioned)} file(s) at {version}; "
+            f"{len(found) - len(unversioned)} file(s) at {version}; "
             f"{', '.join(unversioned)} carry no version to compare",
             evidence=evidence,
+            part="versions",
         )
-    return Check(label, Status.PASS, f"all {len(versions)} file(s) at {version}", evidence=evidence)
+    return Check(label, Status.PASS, f"all {len(found)} file(s) at {version}",
+                 evidence=evidence, part="versions")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    """One line of the versions table: a file as installed on disk, the versions processes
+    have loaded of it, and the version asked for."""
+
+    file: str  # under the root, or the module name when no copy is on disk
+    installed: str | None  # None: not on disk (or no version resource)
+    loaded: tuple[str, ...]  # "pid 42 perfmon: 4.3.0.12 (stale)"
+    expected: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "installed": self.installed,
+            "loaded": list(self.loaded),
+            "expected": self.expected,
+        }
+
+
+def version_table(
+    installed: Sequence[InstalledFile],
+    inventory: Inventory | None,
+    root: Path,
+    expect: str | None,
+) -> tuple[VersionRow, ...]:
+    """Loaded, installed and expected versions side by side, one row per file: a loaded copy
+    is shown on the row of the file it was loaded as (a renamed `.old` copy under its name)."""
+    rows: dict[str, tuple[str, str | None, list[str]]] = {}
+    for f in installed:
+        rows[f.path.lower()] = (f.relative, f.version, [])
+    hits = [h for h in inventory.hits if is_under(h.mapped_path, root)] if inventory else []
+    for h in hits:
+        key = (h.installed.path or h.mapped_path).lower()
+        if key.endswith(SET_ASIDE_SUFFIX) and key[: -len(SET_ASIDE_SUFFIX)] in rows:
+            key = key[: -len(SET_ASIDE_SUFFIX)]
+        if key not in rows:
+            version = h.installed.version.file_version if h.installed.version else None
+            rows[key] = (_rel(h.installed.path or h.mapped_path, root), version, [])
+        loaded = h.loaded.version.label if h.loaded.version else "?"
+        rows[key][2].append(f"pid {h.process.pid} {h.process.name or '?'}: {loaded} "
+                            f"({h.state.value})")  # fmt: skip
+    return tuple(VersionRow(name, version, tuple(loaded), expect)
+                 for name, version, loaded in rows.values())  # fmt: skip
+
+
+def version_table_lines(rows: Sequence[VersionRow]) -> list[str]:
+    """The versions table for the terminal."""
+    if not rows:
+        return []
+    head = ("file", "installed", "loaded", "expected")
+    body = [
+        (r.file, r.installed or "-", "; ".join(r.loaded) or "not loaded", r.expected or "-")
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in [head, *body]) for i in range(3)]
+    lines = ["", "  versions (loaded, installed, expected):"]
+    for row in [head, *body]:
+        cells = [row[i].ljust(widths[i]) for i in range(3)]
+        lines.append("    " + "  ".join([*cells, row[3]]).rstrip())
+    return lines
 
 
 def burst_check(verdict: Verdict | None) -> Check:
@@ -364,6 +624,7 @@ def burst_check(verdict: Verdict | None) -> Check:
             Status.NOT_RUN,
             "no --gateway given, mail flow not tested",
             fix="rerun with --gateway HOST:PORT to prove every notification arrives",
+            part="delivery",
         )
     status = {Severity.OK: Status.PASS, Severity.WARNING: Status.WARN}.get(
         verdict.severity, Status.FAIL
@@ -374,6 +635,7 @@ def burst_check(verdict: Verdict | None) -> Check:
         f"{verdict.pattern.value}: {verdict.summary} "
         f"({verdict.delivered}/{verdict.sent} delivered)",
         evidence=verdict.evidence,
+        part="delivery",
     )
 
 
@@ -384,10 +646,11 @@ def _rel(path: str, root: Path) -> str:
         return path
 
 
-def held_candidates(profile: Profile, root: Path) -> list[str]:
-    """The profile's files, plus every copy of its modules a process maps under the root."""
+def held_candidates(profile: Profile, root: Path, inventory: Inventory | None = None) -> list[str]:
+    """The profile's files, plus every copy of its modules a process maps under the root (from
+    `inventory` when the caller took it, so its report can show the same scan)."""
     paths = profile_files(profile, root)
     if profile.modules:
-        inv = take_inventory(local_source(), list(profile.modules), [])
+        inv = inventory or take_inventory(local_source(), list(profile.modules), [])
         paths += [h.mapped_path for h in inv.hits if is_under(h.mapped_path, root)]
     return paths

@@ -168,6 +168,8 @@ GOOD = PACKAGED.joinpath("000-meetingplace-mpnotifyperf.toml").read_text(encodin
             "true or false",
         ),
         (GOOD + "\n[[[", "not valid TOML"),
+        (GOOD.replace("fix_actions = []", 'fix_actions = ["reboot-now"]'), "'reboot-now'"),
+        (GOOD.replace("remedy =", "remedies ="), "missing field 'remedy'"),
     ],
 )
 def test_a_broken_signature_is_rejected_with_a_clear_message(broken: str, message: str) -> None:

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import structlog
 
 from probe.cli import build_parser
 from probe.delivery.settings import BurstSettings
@@ -77,7 +78,19 @@ def test_a_state_change_is_another_pattern_and_a_first_verdict_only_when_not_ok(
 # -- in process: the watcher with lab gateways --------------------------------------------------
 
 
-async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidence(tmp_path):
+@pytest.fixture
+def captured_logs() -> Iterator[None]:
+    """The logging `watch` sets up (its events captured for the bundle), undone afterwards."""
+    configure(level="warning")
+    try:
+        yield
+    finally:
+        structlog.reset_defaults()
+
+
+async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidence(
+    tmp_path, captured_logs
+):
     sink = Endpoint("127.0.0.1", free_port())
     out = tmp_path / "hook.json"
     script = (
@@ -85,7 +98,6 @@ async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidenc
         f"pathlib.Path({str(out)!r}).write_text(data + os.environ['NOTIFYPROBE_PATTERN'])"
     )
     command = (sys.executable, "-c", script)
-    configure(level="info")  # as `notifyprobe watch` does: the log a bundle keeps
     async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode.parse("first-only")) as gw:
         cfg = WatchConfig(
             targets=(target("gw", gw.listen),),
@@ -107,14 +119,18 @@ async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidenc
     with zipfile.ZipFile(evidence) as bundle:
         report = json.loads(bundle.read("report.json"))
         manifest = json.loads(bundle.read("manifest.json"))
-        log_events = [json.loads(line) for line in bundle.read("log.jsonl").splitlines()]
+        log_lines = bundle.read("log.jsonl").decode().splitlines()
     assert report["run_id"] == payload["run"]["run_id"]
-    # the run was made by the one pipeline: its log and the burst a user can run again
-    assert {"run_started", "run_judged"} <= {e["event"] for e in log_events}
-    command = manifest["run_command_line"]
-    assert command[:3] == ["notifyprobe", "burst", "--no-sink"]
-    assert f"127.0.0.1:{gw.listen.port}" in command
-    build_parser(command[1:]).parse_args(command[1:])  # a valid burst command as it stands
+    # Commands a user can run again: the bundle's own, and the burst the watch sent.
+    made, burst = manifest["command_line"], manifest["run_command_line"]
+    assert made[:3] == ["notifyprobe", "evidence", report["run_id"]]
+    assert burst[:4] == ["notifyprobe", "burst", "--gateway", str(gw.listen)]
+    for argv in (made, burst):
+        args = build_parser(argv[1:]).parse_args(argv[1:])
+        assert args.command == argv[1]
+    # The run's own log: at least the verdict the watch judged.
+    events = [json.loads(line) for line in log_lines]
+    assert any(e.get("event") == "watch_run_judged" for e in events), events
 
 
 async def test_no_command_when_the_verdict_stays_the_same_across_restarts(tmp_path):
@@ -303,7 +319,7 @@ def test_killed_watch_loses_no_row_and_judges_the_cut_run_on_restart(tmp_path):
     relay = ("--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}")
     with service("lab", "gateway", *relay, "--mode", "healthy") as gateway:
         config = write_config(tmp_path / "watch.toml", sink, db, {"gw": gateway},
-                              count="40", gap='"100ms"')  # fmt: skip
+                              count="40", pacing='"100ms"')  # fmt: skip
         with watch(config) as (proc, _):
             wait_for_submissions(db, at_least=5)
             proc.send_signal(signal.SIGKILL)

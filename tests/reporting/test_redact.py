@@ -87,8 +87,20 @@ def test_data_is_redacted_in_keys_and_values() -> None:
 
 
 def test_unknown_kind_is_refused() -> None:
-    with pytest.raises(ValueError, match="users"):
-        Redactor(kinds=["users"])
+    with pytest.raises(ValueError, match="phones"):
+        Redactor(kinds=["phones"])
+
+
+def test_an_auth_user_name_becomes_an_account_placeholder_everywhere() -> None:
+    r = Redactor(kinds=["users"])
+    r.add_user("svc-notify")
+    assert (
+        r.redact("--user svc-notify; auth_user: SVC-NOTIFY")
+        == "--user account-1; auth_user: account-1"
+    )
+    assert r.redact("svc-notifyer") == "svc-notifyer"  # a whole name only
+    assert r.mapping().to_dict()["users"] == {"svc-notify": "account-1"}
+    assert "svc-notify" in r.mapping().originals()
 
 
 def test_config_passwords_literal_env_and_file_are_secrets(tmp_path, monkeypatch) -> None:

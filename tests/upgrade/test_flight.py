@@ -135,15 +135,26 @@ def test_the_backup_must_hold_a_non_empty_matching_file(tmp_path: Path) -> None:
     assert backup_check(EXCHANGE, backup) is None  # this procedure asks for no backup
 
 
-def test_leftover_folders_fail_until_they_are_gone(tmp_path: Path) -> None:
-    leftover = tmp_path / "Latitude" / "MeetingPlace Email-Gateway"
-    leftover.mkdir(parents=True)
-    (leftover / "old.dll").write_bytes(b"MZ")
-    statuses = {c.name: c.status for c in leftover_checks(MEETINGPLACE, tmp_path)}
-    assert statuses == {
-        "leftover: Latitude/MeetingPlace Email-Gateway": Status.FAIL,
-        "leftover: Latitude/Shared Components/MeetingPlace Notification Gateway": Status.PASS,
+def test_a_leftover_folder_is_judged_by_the_version_it_holds_not_by_being_there(
+    tmp_path: Path,
+) -> None:
+    shared = tmp_path / "Latitude" / "Shared Components" / "MeetingPlace Notification Gateway"
+    shared.mkdir(parents=True)
+    write_dll(shared / "MPNotifyPerf.dll", "4.3.0.12")
+    name = "leftover: Latitude/Shared Components/MeetingPlace Notification Gateway"
+
+    def judged(expect: str | None) -> dict[str, Status]:
+        return {c.name: c.status for c in leftover_checks(MEETINGPLACE, tmp_path, expect)}
+
+    assert judged("5.0.0.41") == {
+        "leftover: Latitude/MeetingPlace Email-Gateway": Status.PASS,
+        name: Status.FAIL,
     }
+    (old,) = [c for c in leftover_checks(MEETINGPLACE, tmp_path, "5.0.0.41") if c.name == name]
+    assert "MPNotifyPerf.dll 4.3.0.12" in old.reason and "delete" not in old.fix
+    assert judged(None)[name] is Status.WARN  # one version alone: fresh or left behind?
+    write_dll(shared / "MPNotifyPerf.dll", "5.0.0.41")
+    assert judged("5.0.0.41")[name] is Status.PASS
 
 
 def test_installed_files_must_agree_on_one_version_or_the_expected_one(tmp_path: Path) -> None:

@@ -54,6 +54,8 @@ def test_files_without_a_version_resource_do_not_pass_as_all_at_none(tmp_path: P
 
 def test_an_expected_version_that_cannot_be_compared_is_a_warning(tmp_path: Path) -> None:
     result = version_check(load_profile("meetingplace"), tmp_path, "5.0.0.41")
+    assert result.status is Status.WARN and "no MPNotifyPerf.dll under" in result.reason
+    result = version_check(load_profile("msmail-relocated"), tmp_path, "5.5.2653.23")
     assert result.status is Status.WARN and "names no files" in result.reason
 
 

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 from probe.errors import ProbeError
 from probe.host import ModuleState
@@ -25,6 +25,12 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
+
+
+# The `notifyprobe fix` actions a known issue's documented remedy includes: a fix is offered or
+# accepted only for a signature that lists it, so one issue's remedy is never applied to another.
+FixAction = Literal["rename-in-use", "sync-relocated"]
+FIX_ACTIONS: tuple[FixAction, ...] = get_args(FixAction)
 
 
 @dataclass(frozen=True)
@@ -43,6 +49,8 @@ class Signature:
     first_after_restart: bool
     symptoms: tuple[str, ...]
     confirm: str = ""  # the evidence that confirms or rules it out when only the symptom matches
+    remedy: str = ""  # the remediation in one line, for a check's fix and a refusal
+    fix_actions: tuple[FixAction, ...] = ()  # the `notifyprobe fix` actions of this remedy
 
 
 def load_signatures(directory: Path | None = None) -> tuple[Signature, ...]:
@@ -91,12 +99,23 @@ def parse_signature(name: str, text: str) -> Signature:
         first_after_restart=symptoms.boolean("first_after_restart"),
         symptoms=symptoms.strings("text"),
         confirm=fields.string("confirm") if "confirm" in data else "",
+        remedy=fields.string("remedy"),
+        fix_actions=tuple(_fix_action(name, a) for a in fields.strings("fix_actions")),
     )
     if not signature.remediation:
         raise ProbeError(f"signature {name}: remediation has no steps")
     if not signature.modules and not signature.directories:
         raise ProbeError(f"signature {name}: needs modules or directories to match loaded copies")
     return signature
+
+
+def _fix_action(name: str, action: str) -> FixAction:
+    for known in FIX_ACTIONS:
+        if action == known:
+            return known
+    raise ProbeError(
+        f"signature {name}: fix action {action!r} is not one of {', '.join(FIX_ACTIONS)}"
+    )
 
 
 class TomlFields:

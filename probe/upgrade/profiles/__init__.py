@@ -71,6 +71,9 @@ class Profile:
     signature: Signature
     procedure: tuple[str, ...]
     files: tuple[str, ...]
+    # File names whose PE version is the installed version of the known issue's files, found
+    # wherever they are under the watched and leftover folders (MPNotifyPerf.dll for 000).
+    versioned: tuple[str, ...]
     watch_dirs: tuple[str, ...]
     leftovers: tuple[Leftover, ...]
     backup: Backup | None
@@ -150,6 +153,7 @@ def parse_profile(name: str, text: str, signatures: dict[str, Signature]) -> Pro
         signature=signature,
         procedure=fields.strings("procedure"),
         files=tuple(_relative(p, name) for p in fields.optional_strings("files")),
+        versioned=tuple(_file_name(n, name) for n in fields.optional_strings("versioned")),
         watch_dirs=tuple(_relative(p, name) for p in fields.optional_strings("watch_dirs")),
         leftovers=tuple(
             Leftover(_relative(t.string("path"), name), t.choice("severity", SEVERITIES, "fail"))
@@ -188,6 +192,13 @@ def under_root(root: Path, relative: str) -> Path:
             candidate = current / names.get(part.lower(), part)
         current = candidate
     return current
+
+
+def _file_name(file: str, name: str) -> str:
+    """A versioned file is named by its file name alone: it is found wherever it was installed."""
+    if not file.strip() or "/" in file or "\\" in file:
+        raise ProbeError(f"profile {name}: versioned {file!r} must be a file name, not a path")
+    return file
 
 
 def _relative(path: str, name: str) -> str:
