@@ -9,6 +9,7 @@ from pathlib import Path
 
 from probe.cli.burst_options import add_burst_options, settings_from
 from probe.cli.common import open_ledger
+from probe.cli.evidence_options import kept_with_run
 from probe.cli.upgrade_options import (
     add_output_options,
     add_profile_options,
@@ -16,9 +17,10 @@ from probe.cli.upgrade_options import (
     emit_checks,
     reboot_sources,
 )
-from probe.delivery import ProbeOutcome, ProbeSettings, run_probe
+from probe.delivery import ProbeOutcome
 from probe.errors import UsageError
 from probe.host import local_source, take_inventory, unknown_names
+from probe.pipeline import Job, Probe
 from probe.upgrade import (
     burst_check,
     check_root,
@@ -62,16 +64,21 @@ def add_parser(
     p.set_defaults(handler=run)
 
 
-def burst(settings: ProbeSettings | None, db: Path | None) -> ProbeOutcome | None:
-    if settings is None:
+def burst(probe: Probe | None, db: Path | None) -> ProbeOutcome | None:
+    """The delivery check's run, through the one pipeline (its module scan is postflight's
+    own, taken once, so the run diagnoses nothing more)."""
+    if probe is None:
         return None
     with open_ledger(db) as ledger:
-        return asyncio.run(run_probe(ledger, settings))
+        return probe.finish(ledger, asyncio.run(probe.run(ledger))).outcome
 
 
 def run(args: argparse.Namespace) -> int:
     # The burst's settings first: a usage error stops the command before any check runs.
-    settings = settings_from(args) if args.gateway is not None else None
+    probe = None
+    if args.gateway is not None:
+        argv, secrets = kept_with_run(args)
+        probe = Probe(Job(settings_from(args), argv=argv, secrets=secrets))
     profile = load_profile(args.profile)
     check_root(args.root)
     unknown = unknown_names(args.ignore_reboot)
@@ -87,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     versions = version_check(profile, args.root, args.expect_version, files)
     sources = reboot_sources(args.registry, args.root)
     reboot = reboot_checks(sources, args.ignore_reboot, profile, AFTER_REBOOT)
-    outcome = burst(settings, args.db)
+    outcome = burst(probe, args.db)
     # The order every view shows: delivery, modules, leftovers, versions, reboot.
     checks = [burst_check(outcome.verdict if outcome else None), modules, *leftovers, versions,
               *reboot]  # fmt: skip
