@@ -345,34 +345,21 @@ def kept_checks(artifacts: Sequence[tuple[str, Any]]) -> tuple[KeptChecks, ...]:
 
 @dataclass(frozen=True)
 class RunEvidence:
-    """Everything the ledger holds about one run, typed."""
+    """Everything the ledger holds about one run, typed: the run as every view tells it
+    (`report`), and what only the evidence bundle carries beside it."""
 
-    record: RunRecord
-    verdict: Verdict
+    report: RunReport
     rows: dict[str, list[dict[str, Any]]]  # table → rows, as stored
-    explanation: StoredExplanation
     log_events: tuple[dict[str, Any], ...]
     run_command_line: tuple[str, ...] | None
     host: HostFacts
     host_from_run: bool  # False: the run kept no host facts, these were collected now
     other_artifacts: tuple[tuple[str, Any], ...]  # e.g. upgrade checks, by name
-    revision: Revision | None = None
-    ledger: Path | None = None
-    original: StoredVerdict | None = None
-    correction: StoredVerdict | None = None
     returned: tuple[tuple[int, bytes], ...] = ()  # bounce messages as received, by ledger id
-    explanation_at_verdict: StoredExplanation | None = None  # see RunReport
 
     @property
     def run_id(self) -> str:
-        return self.record.run.run_id
-
-    @property
-    def report(self) -> RunReport:
-        return RunReport(self.record, self.verdict, self.explanation,
-                         kept_checks(self.other_artifacts), self.revision, self.ledger,
-                         self.original, self.correction,
-                         self.explanation_at_verdict)  # fmt: skip
+        return self.report.record.run.run_id
 
 
 def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
@@ -383,25 +370,15 @@ def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
     kept = ledger.artifacts(run_id)
     host_json = kept.get(HOST)
     command = kept.get(COMMAND_LINE)
-    original, correction = kept_verdicts(ledger, record) if revision else (None, None)
-    explanation, at_verdict = explanations(kept.get(EXPLANATION), record, revision)
-    other = _other_artifacts(kept)
     return RunEvidence(
-        record=record,
-        verdict=verdict,
+        report=run_report(ledger, record, verdict, revision),
         rows=ledger.rows(run_id),
-        explanation=with_kept_inventory(explanation, kept_checks(other)),
         log_events=tuple(json.loads(kept.get(LOG) or "[]")),
         run_command_line=tuple(json.loads(command)) if command else None,
         host=HostFacts.from_dict(json.loads(host_json)) if host_json else collect_facts(),
         host_from_run=host_json is not None,
-        other_artifacts=other,
-        revision=revision,
-        ledger=ledger.path,
-        original=original,
-        correction=correction,
+        other_artifacts=_other_artifacts(kept),
         returned=tuple(ledger.returned_messages(run_id)),
-        explanation_at_verdict=at_verdict,
     )
 
 

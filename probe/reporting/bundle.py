@@ -77,12 +77,12 @@ def auth_safe(commands: Sequence[tuple[str, int | None]]) -> list[str]:
 
 def seed(redactor: Redactor, ev: RunEvidence) -> None:
     """Register every name and address the run knows, in a fixed order (stable placeholders)."""
-    run = ev.record.run
+    run = ev.report.record.run
     names = {_host_of(run.gateway), _host_of(run.sink), run.domain, ev.host.hostname, ev.host.fqdn}
     names |= set(ev.host.addresses)
     for d in ev.rows.get("deliveries", []):
         names |= {str(d.get("helo") or ""), _host_of(str(d.get("peer") or ""))}
-    for n in ev.record.notifications:
+    for n in ev.report.record.notifications:
         for step in n.submission.steps if n.submission else ():
             if step.reply is not None and step.command in ("connect", "EHLO", "HELO"):
                 names.add(step.reply.text.split(" ", 1)[0].split("\n", 1)[0])
@@ -159,8 +159,8 @@ def runbook_text(sig: Signature) -> str:
 def runbooks(ev: RunEvidence) -> list[Signature]:
     """The known issues this run points to: its diagnosis, the possible ones, and the one of
     the upgrade profile whose checks it carries."""
-    wanted = [d.signature] if (d := ev.explanation.diagnosis) is not None else []
-    wanted += [p.signature for p in ev.explanation.possible]
+    wanted = [d.signature] if (d := ev.report.explanation.diagnosis) is not None else []
+    wanted += [p.signature for p in ev.report.explanation.possible]
     wanted += [c.signature for c in ev.report.upgrade_checks if c.signature]
     known = {sig.id: sig for sig in load_signatures()}
     return [known[i] for i in dict.fromkeys(wanted) if i in known]
@@ -189,21 +189,21 @@ def build(ev: RunEvidence, redactor: Redactor, command_line: Sequence[str]) -> l
         files[f"runbook-{sig.id}.txt"] = redactor.redact(runbook_text(sig)).encode("utf-8")
     for table, rows in ev.rows.items():
         put_json(f"ledger/{table}.json", _safe_rows(table, rows))
-    for n in ev.record.notifications:
+    for n in ev.report.record.notifications:
         sink_rows = [d for d in ev.rows.get("deliveries", []) if d.get("seq") == n.seq]
-        transcript = transcript_text(ev.record, n, sink_rows)
+        transcript = transcript_text(ev.report.record, n, sink_rows)
         files[f"transcripts/seq-{n.seq:04d}.txt"] = redactor.redact(transcript).encode("utf-8")
     for returned_id, content in ev.returned:
         # Kept byte for byte where no secret or host name is replaced (latin-1 maps each byte).
         text = redactor.redact(content.decode("latin-1"))
         files[f"bounces/returned-{returned_id:04d}.eml"] = text.encode("latin-1", "replace")
-    if ev.explanation.modules_json is not None:
-        put_json("modules.json", ev.explanation.modules_json)
+    if ev.report.explanation.modules_json is not None:
+        put_json("modules.json", ev.report.explanation.modules_json)
     for name, value in ev.other_artifacts:
         put_json(f"{_safe_name(name)}.json", value)
     host = ev.host.to_dict() | {
         "collected": "when the run ended" if ev.host_from_run else "when this bundle was made",
-        "gateway_processes": [s.to_dict() for s in ev.explanation.gateway_processes],
+        "gateway_processes": [s.to_dict() for s in ev.report.explanation.gateway_processes],
     }
     put_json("host.json", host)
     log_lines = [json.dumps(redactor.redact_data(e), ensure_ascii=False) for e in ev.log_events]
@@ -215,7 +215,7 @@ def build(ev: RunEvidence, redactor: Redactor, command_line: Sequence[str]) -> l
         "run_id": ev.run_id,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command_line": list(command_line),
-        "run_command_line": list(ev.run_command_line or equivalent_burst(ev.record.run)),
+        "run_command_line": list(ev.run_command_line or equivalent_burst(ev.report.record.run)),
         "run_command_line_from": "the run"
         if ev.run_command_line
         else ("the run's recorded options: the equivalent burst (the run kept no command line)"),
@@ -277,7 +277,7 @@ def make_bundle(
     redactor = Redactor(secrets, kinds)
     files = build(ev, redactor, command_line)
     guard(files, secrets)
-    digest = write_zip(files, out, ev.record.run.started_at)
+    digest = write_zip(files, out, ev.report.record.run.started_at)
     beside = out.with_name(out.name + ".sha256")
     mapping = redactor.mapping()
     mapping_path = out.with_name(out.name + ".redaction-map.json")

@@ -34,6 +34,7 @@ from probe.reporting.artifacts import (
     KNOWN,
     LOG,
     RunEvidence,
+    RunReport,
     StoredExplanation,
     keep_artifacts,
 )
@@ -321,10 +322,10 @@ def hostile_evidence() -> RunEvidence:
                                   for seq in (1, 2)))  # fmt: skip
     diagnosis = Diagnosis("000", "<b>title</b>", "<img src=x onerror=alert(1)>", Confidence.LOW,
                           (hostile,), ("step <i>one</i>",), "ref", "runbook")  # fmt: skip
+    report = RunReport(record, classify(record), StoredExplanation(diagnosis=diagnosis))
     return RunEvidence(
-        record=record, verdict=classify(record), rows={},
-        explanation=StoredExplanation(diagnosis=diagnosis), log_events=(),
-        run_command_line=None, host=collect_facts(), host_from_run=False, other_artifacts=(),
+        report=report, rows={}, log_events=(), run_command_line=None, host=collect_facts(),
+        host_from_run=False, other_artifacts=(),
     )  # fmt: skip
 
 
