@@ -29,22 +29,18 @@ def _redact(_: object, __: str, event: EventDict) -> EventDict:
 class LogCapture:
     """The process's own log events (info and up), kept in memory for the evidence bundle.
 
-    Bounded: a long run keeps its newest events and counts the ones it let go.
+    Bounded: a long run keeps its newest events.
     """
 
     def __init__(self, limit: int = 5000):
         self._events: deque[dict[str, Any]] = deque(maxlen=limit)
-        self.dropped = 0
 
     def __call__(self, _: object, __: str, event: EventDict) -> EventDict:
-        if len(self._events) == self._events.maxlen:
-            self.dropped += 1
         self._events.append({k: v if isinstance(v, _PLAIN) else str(v) for k, v in event.items()})
         return event
 
     def clear(self) -> None:
         self._events.clear()
-        self.dropped = 0
 
     def events(self) -> list[dict[str, Any]]:
         return list(self._events)

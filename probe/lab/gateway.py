@@ -254,7 +254,6 @@ class LabGateway:
         self._server: asyncio.base_events.Server | None = None
         self._stopping = asyncio.Event()
         self._silent: set[asyncio.StreamWriter] = set()
-        self.relayed = 0
 
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object
@@ -352,9 +351,7 @@ class LabGateway:
                 try:
                     for rcpt in rcpts:
                         result = await sender.submit(mail_from, rcpt, content)
-                        if result.accepted:
-                            self.relayed += 1
-                        else:
+                        if not result.accepted:
                             log.warning("lab_relay_failed", outcome=result.describe())
                 finally:
                     self._queue.task_done()

@@ -225,11 +225,6 @@ class Ledger:
         rows = self._query("SELECT COUNT(*) AS n FROM deliveries WHERE run_id = ?", (run_id,))
         return int(rows[0]["n"])
 
-    def foreign_reasons(self, limit: int = 100) -> list[str]:
-        """Why recent messages were not counted (no token, unknown token, bounce), newest first."""
-        rows = self._query("SELECT reason FROM foreign_messages ORDER BY id DESC LIMIT ?", (limit,))
-        return [r["reason"] for r in rows]
-
     def delivered_seqs(self, run_id: str) -> dict[int, float]:
         """First arrival time of each delivered notification of a run."""
         rows = self._query(

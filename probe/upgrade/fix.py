@@ -35,7 +35,6 @@ _CHUNK = 1 << 20
 
 StepOp = Literal["rename", "backup", "replace"]
 StepStatus = Literal["planned", "started", "done", "failed", "undone"]
-JournalState = Literal["applying", "applied", "failed", "undone"]
 
 
 @dataclass(frozen=True)
