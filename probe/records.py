@@ -198,6 +198,25 @@ class SmtpPhase(str, Enum):
     def label(self) -> str:
         return self.value.replace("_", " ") if self is not SmtpPhase.EHLO else "EHLO"
 
+    @property
+    def stage(self) -> Stage:
+        """The SMTP step this phase belongs to: the banner is part of connecting, the final
+        reply part of DATA. Every `Stage` is the stage of some phase (tests/test_records.py)."""
+        return _STAGE_OF.get(self, "connect")
+
+
+_STAGE_OF: dict[SmtpPhase, Stage] = {
+    SmtpPhase.CONNECT: "connect",
+    SmtpPhase.GREETING: "connect",
+    SmtpPhase.EHLO: "ehlo",
+    SmtpPhase.STARTTLS: "starttls",
+    SmtpPhase.AUTH: "auth",
+    SmtpPhase.MAIL: "mail",
+    SmtpPhase.RCPT: "rcpt",
+    SmtpPhase.DATA: "data",
+    SmtpPhase.END_OF_DATA: "data",
+}
+
 
 @dataclass(frozen=True)
 class SmtpReply:

@@ -48,3 +48,14 @@ def test_every_reply_is_kept_losslessly_and_shown_without_a_control_byte(data: b
     shown = reply.text.encode("utf-8")  # storable and printable: no surrogate, no control
     assert not re.search(rb"[\x00-\x08\x0b-\x1f\x7f]", shown)
     assert not re.search("[\x80-\x9f]", reply.text)
+
+
+def test_every_stage_is_the_stage_of_an_smtp_phase_and_every_phase_has_one():
+    """`Stage` (where a submission ended) and `SmtpPhase` (where the probe waited) are kept in
+    step by this, not by hand."""
+    from typing import get_args
+
+    from probe.records import SmtpPhase, Stage
+
+    assert {phase.stage for phase in SmtpPhase} == set(get_args(Stage))
+    assert all(phase.stage == phase.value for phase in SmtpPhase if phase.value in get_args(Stage))

@@ -190,11 +190,14 @@ class Sender:
             smtp = self._smtp
             if smtp is None or not smtp.is_connected:
                 smtp = await self._open(reply_step, steps)
-            stage, phase = "mail", SmtpPhase.MAIL
+            phase = SmtpPhase.MAIL
+            stage = phase.stage
             reply_step(f"MAIL FROM:<{mail_from}>", await self._armed(smtp).mail(mail_from))
-            stage, phase = "rcpt", SmtpPhase.RCPT
+            phase = SmtpPhase.RCPT
+            stage = phase.stage
             reply_step(f"RCPT TO:<{rcpt}>", await self._armed(smtp).rcpt(rcpt))
-            stage, phase = "data", SmtpPhase.DATA
+            phase = SmtpPhase.DATA
+            stage = phase.stage
             reply_step("DATA", _expect(await self._armed(smtp).execute_command(b"DATA"), 354))
             phase = SmtpPhase.END_OF_DATA
             reply = reply_step(

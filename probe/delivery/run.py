@@ -100,7 +100,7 @@ class Progress:
     sent: int
     accepted: int
     delivered: int
-    phase: str  # sending, waiting, judging
+    phase: Phase
     provisional: Pattern | None = None  # waiting: the verdict if nothing more arrives
     left_s: float | None = None  # waiting: until the missing ones are declared lost
 
