@@ -300,7 +300,7 @@ async def first_only_verdict_s(
         )
         elapsed = time.perf_counter() - started
     assert outcome.verdict.pattern.value == "first_only", outcome.verdict.pattern
-    return elapsed, SettleWindow.from_options(outcome.record.run.options)
+    return elapsed, outcome.record.run.options.settle
 
 
 async def healthy_history(ledger: Ledger, port: int, runs: int) -> None:
@@ -324,7 +324,7 @@ async def slow_spell_verdict_s(ledger: Ledger, port: int, hold_s: float) -> tupl
             ledger, ProbeSettings(gw.listen, sink, BurstSettings(count=20, per_session=5))
         )
         elapsed = time.perf_counter() - started
-    window = SettleWindow.from_options(outcome.record.run.options)
+    window = outcome.record.run.options.settle
     assert window is not None and window.source is WindowSource.LEARNED, window
     assert outcome.verdict.severity.value < 2, outcome.verdict.summary  # late is not lost
     return elapsed, outcome.verdict.pattern.value

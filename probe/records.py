@@ -6,10 +6,11 @@ and the ledger can store and reload them without loss.
 
 from __future__ import annotations
 
+import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 Stage = Literal["connect", "ehlo", "starttls", "auth", "mail", "rcpt", "data"]
 FoundIn = Literal["envelope", "header", "subject", "body", "raw"]  # where the token survived
@@ -493,6 +494,126 @@ class ProcessStart:
         }
 
 
+class WindowSource(str, Enum):
+    DEFAULT = "default"
+    LEARNED = "learned"
+    OPTION = "option"
+
+
+@dataclass(frozen=True)
+class SettleWindow:
+    """The window a run used, and why: kept in the run's options, shown in every report."""
+
+    seconds: float
+    source: WindowSource
+    runs: int = 0  # fully delivered runs of this gateway the window was learned from
+    reason: str = ""
+
+    def describe(self) -> str:
+        return f"{self.seconds:.3g} s, {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "source": self.source.value,
+            "runs": self.runs,
+            "reason": self.reason,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> SettleWindow | None:
+        """A window as `to_dict` kept it; None when there is none or it does not read."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(
+                seconds=float(data["seconds"]),
+                source=WindowSource(data["source"]),
+                runs=int(data.get("runs", 0)),
+                reason=str(data.get("reason", "")),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class RunSecurity:
+    """What a run keeps of its TLS and AUTH: modes and names, never the password."""
+
+    tls: str = "none"
+    ca_file: str | None = None
+    insecure: bool = False
+    auth_user: str | None = None
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How a run was made, as the ledger keeps it with the run (JSON, read back only here): what
+    the reports show, what judges it again (`slow_after_s`), what `watch` finds its runs by
+    (`target`), what a bundle rebuilds the burst command from."""
+
+    target: str = ""  # the watch target this run belongs to; "" for a one-off burst
+    security: RunSecurity = field(default_factory=RunSecurity)
+    max_rate: float = 0.0
+    concurrency: int = 1
+    per_session: int | None = None
+    notification_gap_s: float = 0.0
+    step_timeout_s: float = 0.0
+    breaker: int = 0
+    own_sink: bool = True
+    control: bool = True
+    timeout_s: float = 0.0
+    slow_after_s: float = 5.0
+    budget_s: float | None = None  # the longest the whole run could take (watch)
+    lab: bool = False  # the gateway was a lab gateway this process started (the demo)
+    settle: SettleWindow | None = None  # None for runs recorded before windows were kept
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["settle"] = self.settle.to_dict() if self.settle is not None else None
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> RunOptions:
+        """The options as kept; a field missing or of another type (a ledger written by another
+        version) takes its default, so an old run still loads and is judged as it was."""
+        try:
+            data = json.loads(text or "{}")
+        except ValueError:
+            data = {}
+        if not isinstance(data, dict):
+            data = {}
+        defaults = cls()
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name in ("security", "settle") or f.name not in data:
+                continue
+            value, default = data[f.name], getattr(defaults, f.name)
+            if _same_kind(value, default, f.type):
+                values[f.name] = float(value) if isinstance(default, float) else value
+        security = data.get("security")
+        if isinstance(security, dict):
+            values["security"] = RunSecurity(
+                tls=str(security.get("tls") or "none"),
+                ca_file=str(security["ca_file"]) if security.get("ca_file") else None,
+                insecure=security.get("insecure") is True,
+                auth_user=str(security["auth_user"]) if security.get("auth_user") else None,
+            )
+        return cls(**values, settle=SettleWindow.from_dict(data.get("settle")))
+
+
+def _same_kind(value: object, default: object, annotation: object) -> bool:
+    """A kept value fits a field: booleans stay booleans, numbers numbers, text text; None
+    only where the field takes None."""
+    if value is None:
+        return "None" in str(annotation)
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, (int, float)) or "int" in str(annotation) or "float" in str(annotation):
+        return isinstance(value, (int, float))
+    return isinstance(value, str)
+
+
 @dataclass(frozen=True)
 class Run:
     """One burst: where it went, how many notifications, and how it ended."""
@@ -505,7 +626,7 @@ class Run:
     sink: str = ""
     finished_at: float | None = None
     status: RunStatus = "running"
-    options: dict[str, object] = field(default_factory=dict)
+    options: RunOptions = field(default_factory=RunOptions)
     failure: str = ""  # a ledger write of the run failed: the probe's fault, said with its cause
 
 

@@ -295,12 +295,7 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
 def judge_recorded(record: RunRecord) -> Verdict:
     """Judge a run again from the ledger, with the thresholds it was run with (a run that was
     cut off is `inconclusive`: it proves nothing, neither delivery nor loss)."""
-    slow_after = record.run.options.get("slow_after_s", Thresholds.slow_after_s)
-    try:
-        thresholds = Thresholds(slow_after_s=float(str(slow_after)))
-    except ValueError:
-        thresholds = Thresholds()
-    return classify(record, thresholds)
+    return classify(record, Thresholds(slow_after_s=record.run.options.slow_after_s))
 
 
 COMPLETE = frozenset({Pattern.HEALTHY, Pattern.SLOW, Pattern.DUPLICATED})  # nothing lost

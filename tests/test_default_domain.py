@@ -16,8 +16,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from probe.cli import main
-from probe.delivery.domain import LAB_BANNER, LAB_OPTION, is_lab_run
-from probe.records import Notification, Run, RunRecord, SmtpReply, Step, Submission
+from probe.delivery.domain import LAB_BANNER, is_lab_run
+from probe.records import Notification, Run, RunOptions, RunRecord, SmtpReply, Step, Submission
 from probe.reporting.text import UNROUTED_DOMAIN_PATTERNS
 from tests.test_cli import free_port, service
 
@@ -121,17 +121,17 @@ def test_the_lab_gateway_routes_the_default_domain(tmp_path, capsys):
     assert "routes nowhere" not in out + err and "First check" not in out
 
 
-def record(gateway: str, banner: str, **options: object) -> RunRecord:
+def record(gateway: str, banner: str, lab: bool = False) -> RunRecord:
     greeting = Step(at=1.0, command="connect", reply=SmtpReply(220, banner))
     submission = Submission(1.0, 1.1, "data", SmtpReply(250, "2.0.0 ok"), steps=(greeting,))
-    run = Run("abcdef0123", gateway, "probe.invalid", 1, 1.0, options=dict(options))
+    run = Run("abcdef0123", gateway, "probe.invalid", 1, 1.0, options=RunOptions(lab=lab))
     return RunRecord(run, (Notification(run.run_id, 1, "t", submission),))
 
 
 def test_only_proof_makes_a_lab_run() -> None:
     assert is_lab_run(record("127.0.0.1:2526", LAB_BANNER))
     assert is_lab_run(record("localhost:2526", LAB_BANNER))
-    assert is_lab_run(record("gw.example.org:25", "gw ESMTP", **{LAB_OPTION: True}))  # the demo
+    assert is_lab_run(record("gw.example.org:25", "gw ESMTP", lab=True))  # the demo
     assert not is_lab_run(record("127.0.0.1:25", "localhost ESMTP Postfix"))
     assert not is_lab_run(record("gw.example.org:25", LAB_BANNER))  # off loopback: a real one
     assert not is_lab_run(record("192.0.2.7:2526", LAB_BANNER))

@@ -220,7 +220,7 @@ def test_cli_names_the_limit_then_verdict_counts_all_after_the_queue_run(tmp_pat
     assert (report["delivered"], code) in ((20, 0), (20, 1)), report
     assert report["verdict"]["pattern"] in ("healthy", "slow")
     with Ledger(db) as ledger:
-        assert ledger.load(report["run_id"]).run.options["per_session"] == 20
+        assert ledger.load(report["run_id"]).run.options.per_session == 20
 
 
 # -- an independent gateway with the same per-connection behaviour -------------------------------

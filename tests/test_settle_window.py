@@ -22,7 +22,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from probe.cli import main
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
 from probe.delivery.settings import BurstSettings
-from probe.delivery.settle import DEFAULT_WINDOW_S, Patience, SettleWindow, WindowSource
+from probe.delivery.settle import DEFAULT_WINDOW_S, Patience, WindowSource
 from probe.delivery.sink import Sink
 from probe.history import StoredVerdict, revise_and_keep
 from probe.lab.gateway import free_port
@@ -156,7 +156,7 @@ def test_a_queue_runner_delivering_in_one_batch_is_not_a_loss(outcomes, delay_s)
     outcome = outcomes.batches[delay_s]
     assert outcome.verdict.pattern in (Pattern.HEALTHY, Pattern.SLOW), outcome.verdict.summary
     assert (outcome.verdict.sent, outcome.verdict.delivered) == (COUNT, COUNT)
-    window = SettleWindow.from_options(outcome.record.run.options)
+    window = outcome.record.run.options.settle
     assert window is not None and window.source is WindowSource.DEFAULT
     first, *batch = sorted(n.delivered_at or 0 for n in outcome.record.burst)
     assert min(batch) - first >= 0.9 * delay_s  # it did hold the rest back for one batch
@@ -177,19 +177,19 @@ def test_accept_and_drop_after_the_third_is_still_degraded_after_k(outcomes):
 def test_a_gateway_with_healthy_history_is_judged_on_a_window_learned_from_it(outcomes):
     learned = outcomes.learned
     assert [o.verdict.pattern for o in learned.healthy] == [Pattern.HEALTHY] * 3
-    sources = [SettleWindow.from_options(o.record.run.options) for o in learned.healthy]
+    sources = [o.record.run.options.settle for o in learned.healthy]
     assert [(w.source, w.runs) for w in sources if w] == [(WindowSource.DEFAULT, n)
                                                           for n in range(3)]  # fmt: skip
     failure = learned.failure
     assert failure.verdict.pattern is Pattern.FIRST_ONLY, failure.verdict.summary
-    window = SettleWindow.from_options(failure.record.run.options)
+    window = failure.record.run.options.settle
     assert window is not None and (window.source, window.runs) == (WindowSource.LEARNED, 3)
     assert window.seconds * 2 <= DEFAULT_WINDOW_S
 
 
 def test_the_learned_window_judges_a_failure_at_least_twice_as_fast_as_an_empty_ledger(outcomes):
     empty = outcomes.drop_after_first
-    assert SettleWindow.from_options(empty.record.run.options).source is WindowSource.DEFAULT
+    assert empty.record.run.options.settle.source is WindowSource.DEFAULT
     assert outcomes.learned.failure.elapsed_s * 2 <= empty.elapsed_s
 
 

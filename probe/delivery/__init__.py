@@ -43,7 +43,6 @@ from probe.delivery.settle import (
     HISTORY_FACTOR,
     MIN_HEALTHY_RUNS,
     Patience,
-    SettleWindow,
 )
 from probe.delivery.sink import Sink
 from probe.delivery.sink_limits import Access, SinkLimits, client_network
@@ -82,7 +81,6 @@ __all__ = [
     "ProgressCallback",
     "Secret",
     "Sender",
-    "SettleWindow",
     "SharedSink",
     "Sink",
     "SinkLimits",

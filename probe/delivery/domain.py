@@ -23,7 +23,6 @@ DEFAULT_DOMAIN = "probe.invalid"
 LAB_HOSTNAME = "lab-gateway"  # the lab gateway's name in its banner and its EHLO
 LAB_IDENT = "notifyprobe lab gateway"  # and the software it names in its banner
 LAB_BANNER = f"{LAB_HOSTNAME} {LAB_IDENT}"  # the text of its 220 greeting
-LAB_OPTION = "lab"  # run option: the probe started the lab gateway of this run itself
 
 
 def default_domain_warning(domain: str) -> str:
@@ -52,7 +51,7 @@ def may_be_lab(gateway: Endpoint) -> bool:
 def is_lab_run(record: RunRecord) -> bool:
     """Was this run made through a lab gateway? (See the module for what counts as proof.)"""
     run = record.run
-    if run.options.get(LAB_OPTION) is True:
+    if run.options.lab:
         return True
     try:
         gateway = Endpoint.parse(run.gateway)

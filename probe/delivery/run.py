@@ -19,12 +19,11 @@ import structlog
 
 from probe.correlation import TokenRef, new_run_id
 from probe.delivery.burst import Deadline, send_burst, send_control
-from probe.delivery.domain import DEFAULT_DOMAIN, LAB_OPTION
+from probe.delivery.domain import DEFAULT_DOMAIN
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import (
     HISTORY_RUNS,
     Patience,
-    SettleWindow,
     choose_window,
     settle_deadline,
 )
@@ -39,8 +38,10 @@ from probe.records import (
     Endpoint,
     Notification,
     Run,
+    RunOptions,
     RunRecord,
     RunStatus,
+    SettleWindow,
     Submission,
 )
 from probe.verdict import Pattern, Thresholds, Verdict, classify, judge_recorded
@@ -70,25 +71,26 @@ class ProbeSettings:
     budget_s: float | None = None  # the longest the whole run may take (watch); None: no limit
     lab: bool = False  # the gateway is a lab gateway this process started (the demo)
 
-    def options(self) -> dict[str, object]:
-        extra: dict[str, object] = {"target": self.target} if self.target else {}
+    def options(self, window: SettleWindow) -> RunOptions:
+        """What the ledger keeps of these settings with the run, and the window it used."""
         burst = self.burst
-        return {
-            **extra,
-            "security": self.security.describe(),
-            "max_rate": burst.max_rate,
-            "concurrency": burst.concurrency,
-            "per_session": burst.per_session,
-            "notification_gap_s": burst.notification_gap_s,
-            "step_timeout_s": burst.step_timeout_s,
-            "breaker": burst.breaker,
-            "own_sink": self.own_sink,
-            "control": burst.control,
-            "timeout_s": self.patience.timeout_s,
-            "slow_after_s": self.thresholds.slow_after_s,
-            **({"budget_s": self.budget_s} if self.budget_s is not None else {}),
-            **({LAB_OPTION: True} if self.lab else {}),
-        }
+        return RunOptions(
+            target=self.target,
+            security=self.security.describe(),
+            max_rate=burst.max_rate,
+            concurrency=burst.concurrency,
+            per_session=burst.per_session,
+            notification_gap_s=burst.notification_gap_s,
+            step_timeout_s=burst.step_timeout_s,
+            breaker=burst.breaker,
+            own_sink=self.own_sink,
+            control=burst.control,
+            timeout_s=self.patience.timeout_s,
+            slow_after_s=self.thresholds.slow_after_s,
+            budget_s=self.budget_s,
+            lab=self.lab,
+            settle=window,
+        )
 
 
 Phase = Literal["sending", "waiting", "judging"]
@@ -280,7 +282,7 @@ async def run_probe(
             domain=settings.domain,
             count=settings.burst.count,
             started_at=time.time(),
-            options={**settings.options(), "settle": window.to_dict()},
+            options=settings.options(window),
         )
         ledger.create_run(run, control=settings.burst.control)
         log.info("run_started", run_id=run_id, gateway=run.gateway, sink=run.sink, count=run.count,

@@ -26,11 +26,9 @@ the result with their own clock.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
-from typing import Any
 
 from probe.errors import UsageError
-from probe.records import DeliveryHistory
+from probe.records import DeliveryHistory, SettleWindow, WindowSource
 
 DEFAULT_WINDOW_S = 15.0  # a queue runner that wakes every 10 s, with a third to spare
 MIN_HEALTHY_RUNS = 3  # fully delivered runs before a gateway's own history sets its window
@@ -43,12 +41,6 @@ HISTORY_RUNS = 20  # the most recent fully delivered runs learned from: a gatewa
 # first-only gateway, `make bench`). Waiting out the default window before a learned-window
 # verdict that would be critical would cost the whole default (15 s) on every real failure.
 LEARNED_FLOOR_S = 5.5
-
-
-class WindowSource(str, Enum):
-    DEFAULT = "default"
-    LEARNED = "learned"
-    OPTION = "option"
 
 
 @dataclass(frozen=True)
@@ -65,43 +57,6 @@ class Patience:
                 f"settle window {self.settle_s:g} s (--settle) is longer than the longest wait "
                 f"for late mail, {self.timeout_s:g} s (--timeout)"
             )
-
-
-@dataclass(frozen=True)
-class SettleWindow:
-    """The window a run used, and why: kept in the run's options, shown in every report."""
-
-    seconds: float
-    source: WindowSource
-    runs: int = 0  # fully delivered runs of this gateway the window was learned from
-    reason: str = ""
-
-    def describe(self) -> str:
-        return f"{self.seconds:.3g} s, {self.reason}"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "seconds": self.seconds,
-            "source": self.source.value,
-            "runs": self.runs,
-            "reason": self.reason,
-        }
-
-    @classmethod
-    def from_options(cls, options: dict[str, object]) -> SettleWindow | None:
-        """The window kept with a run; None for runs recorded before windows were kept."""
-        data = options.get("settle")
-        if not isinstance(data, dict):
-            return None
-        try:
-            return cls(
-                seconds=float(data["seconds"]),
-                source=WindowSource(data["source"]),
-                runs=int(data.get("runs", 0)),
-                reason=str(data.get("reason", "")),
-            )
-        except (KeyError, TypeError, ValueError):
-            return None
 
 
 def choose_window(patience: Patience, history: DeliveryHistory) -> SettleWindow:

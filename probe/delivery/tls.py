@@ -13,6 +13,7 @@ from typing import Literal, get_args
 
 from probe.delivery.credentials import Secret
 from probe.errors import UsageError
+from probe.records import RunSecurity
 
 TlsMode = Literal["none", "starttls", "implicit"]
 TLS_MODES: tuple[TlsMode, ...] = get_args(TlsMode)
@@ -65,14 +66,10 @@ class ClientSecurity:
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"cannot load CA file {self.ca_file}: {exc}") from None
 
-    def describe(self) -> dict[str, object]:
+    def describe(self) -> RunSecurity:
         """What the reports and the ledger keep: modes and names, never the password."""
-        return {
-            "tls": self.tls,
-            "ca_file": str(self.ca_file) if self.ca_file else None,
-            "insecure": self.insecure,
-            "auth_user": self.user,
-        }
+        ca_file = str(self.ca_file) if self.ca_file else None
+        return RunSecurity(self.tls, ca_file, self.insecure, self.user)
 
 
 def server_context(cert: Path, key: Path) -> ssl.SSLContext:

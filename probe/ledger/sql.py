@@ -17,6 +17,7 @@ from probe.records import (
     ProcessStart,
     ReceivedMessage,
     Run,
+    RunOptions,
     RunStatus,
     SmtpPhase,
     SmtpReply,
@@ -31,7 +32,7 @@ def insert_run(run: Run, control: bool, key: TokenKey, conn: sqlite3.Connection)
         "INSERT INTO runs (run_id, started_at, gateway, sink, domain, count, status, options)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (run.run_id, run.started_at, run.gateway, run.sink, run.domain, run.count, run.status,
-         json.dumps(run.options, sort_keys=True, default=str)),
+         run.options.to_json()),
     )  # fmt: skip
     first = 0 if control else 1
     conn.executemany(
@@ -268,7 +269,7 @@ def run_from_row(row: sqlite3.Row) -> Run:
         sink=row["sink"],
         finished_at=row["finished_at"],
         status=row["status"],
-        options=json.loads(row["options"] or "{}"),
+        options=RunOptions.from_json(row["options"]),
         failure=str(dict(row).get("failure") or ""),  # absent from a read-only older ledger
     )
 

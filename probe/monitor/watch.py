@@ -33,7 +33,6 @@ from probe.delivery import (
     DeliveryHub,
     ProbeOutcome,
     ProbeSettings,
-    SettleWindow,
     SharedSink,
     Sink,
     judge_cut_run,
@@ -228,7 +227,7 @@ class Watcher:
         until none is missing, at most the longest settle window of those runs, capped by
         `stop_drain`."""
         cut = [self.ledger.load(run_id) for run_id in self.cut_runs()]
-        windows = [SettleWindow.from_options(r.run.options) for r in cut if missing(r)]
+        windows = [r.run.options.settle for r in cut if missing(r)]
         longest = max((w.seconds for w in windows if w is not None), default=0.0)
         drain_s = min(longest, self.config.stop_drain_s)
         log.info("watch_stopping", runs_cut=len(cut), drain_s=round(drain_s, 3))
@@ -438,7 +437,7 @@ class Watcher:
         return [
             run_id
             for run_id in self.ledger.unjudged_runs()
-            if self.ledger.load(run_id).run.options.get("target") in targets
+            if self.ledger.load(run_id).run.options.target in targets
         ]
 
     def recover(self) -> list[Judged]:
@@ -448,7 +447,7 @@ class Watcher:
         for run_id in self.cut_runs():
             was = self.ledger.load(run_id).run.status
             record, verdict = judge_cut_run(self.ledger, run_id)
-            target = str(record.run.options["target"])
+            target = record.run.options.target
             log.warning("interrupted_run_judged", target=target, run_id=run_id,
                         pattern=verdict.pattern.value, was=was)  # fmt: skip
             judged.append(Judged(target, record, verdict))

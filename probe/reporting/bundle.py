@@ -27,7 +27,7 @@ from probe.delivery import hide_secret
 from probe.diagnosis import Signature, load_signatures
 from probe.errors import ProbeError
 from probe.ledger import Ledger
-from probe.records import Notification, Run, RunRecord
+from probe.records import Notification, Run, RunRecord, WindowSource
 from probe.reporting.artifacts import RunEvidence, load_evidence
 from probe.reporting.html import render
 from probe.reporting.output import write_output
@@ -88,9 +88,8 @@ def seed(redactor: Redactor, ev: RunEvidence) -> None:
                 names.add(step.reply.text.split(" ", 1)[0].split("\n", 1)[0])
     for name in sorted(n for n in names if n):
         redactor.add_host(name)
-    security = run.options.get("security")
-    user = security.get("auth_user") if isinstance(security, dict) else None
-    if isinstance(user, str) and user:
+    user = run.options.security.auth_user
+    if user:
         redactor.add_user(user)
 
 
@@ -101,31 +100,34 @@ def equivalent_burst(run: Run) -> list[str]:
     o = run.options
     argv = ["notifyprobe", "burst", "--gateway", run.gateway, "--sink", run.sink]
     # a watch run's sink was the watch's: the same burst beside it leaves its sink to it
-    argv += ["--no-sink"] if o.get("target") or o.get("own_sink") is False else []
+    argv += ["--no-sink"] if o.target or not o.own_sink else []
     argv += ["--domain", run.domain, "--count", str(run.count)]
-    numbers = (("concurrency", "--concurrency"), ("per_session", "--per-session"),
-               ("notification_gap_s", "--gap"), ("max_rate", "--max-rate"),
-               ("step_timeout_s", "--step-timeout"), ("breaker", "--breaker"),
-               ("timeout_s", "--timeout"), ("slow_after_s", "--slow-after"))  # fmt: skip
-    for key, option in numbers:
-        value = o.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value:
+    numbers = {
+        "--concurrency": o.concurrency,
+        "--per-session": o.per_session,
+        "--gap": o.notification_gap_s,
+        "--max-rate": o.max_rate,
+        "--step-timeout": o.step_timeout_s,
+        "--breaker": o.breaker,
+        "--timeout": o.timeout_s,
+        "--slow-after": o.slow_after_s,
+    }
+    for option, value in numbers.items():
+        if value:
             argv += [option, f"{value:g}"]
-    settle = o.get("settle")
-    if isinstance(settle, dict) and settle.get("source") == "option":
-        argv += ["--settle", f"{settle.get('seconds')}"]
-    if o.get("control") is False:
+    if o.settle is not None and o.settle.source is WindowSource.OPTION:
+        argv += ["--settle", f"{o.settle.seconds:g}"]
+    if not o.control:
         argv.append("--no-control")
-    security = o.get("security")
-    if isinstance(security, dict):
-        if security.get("tls") not in (None, "none"):
-            argv += ["--tls", str(security["tls"])]
-        if security.get("ca_file"):
-            argv += ["--ca-file", str(security["ca_file"])]
-        if security.get("insecure"):
-            argv.append("--insecure")
-        if security.get("auth_user"):
-            argv += ["--user", str(security["auth_user"]), "--password-env", "NOTIFYPROBE_PASSWORD"]
+    security = o.security
+    if security.tls != "none":
+        argv += ["--tls", security.tls]
+    if security.ca_file:
+        argv += ["--ca-file", security.ca_file]
+    if security.insecure:
+        argv.append("--insecure")
+    if security.auth_user:
+        argv += ["--user", security.auth_user, "--password-env", "NOTIFYPROBE_PASSWORD"]
     return argv
 
 

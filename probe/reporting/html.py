@@ -14,8 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 from probe import __version__
-from probe.delivery import SettleWindow
-from probe.records import Notification, Submission
+from probe.records import Notification, SettleWindow, Submission
 from probe.reporting.artifacts import RunEvidence, RunReport
 from probe.reporting.text import advice, domain_warning, outcome, rejudge_line, said_lines
 from probe.verdict import Severity, gateway_order
@@ -76,7 +75,7 @@ def render(ev: RunEvidence, clean: Clean, runbooks: Sequence[str] = ()) -> str:
     meaning, action = advice(verdict, record)
     unrouted = domain_warning(record)
     started = _utc(run.started_at)
-    window = SettleWindow.from_options(run.options)
+    window = run.options.settle
     rejudge = rejudge_line(report)
     command = report.command
     title = (

@@ -12,7 +12,6 @@ from typing import Any
 
 from probe.delivery import (
     INSECURE_WARNING,
-    SettleWindow,
     default_domain_warning,
     first_check,
     unrouted_default_domain,
@@ -138,7 +137,7 @@ def to_json(record: RunRecord, verdict: Verdict) -> dict[str, Any]:
         "delayed": verdict.delayed,
         "verdict": verdict.to_dict(),
         "settle": _window_json(run),
-        "security": run.options.get("security"),
+        "security": asdict(run.options.security),
         "warnings": warnings(run),
         "domain_warning": domain_warning(record),
         "control": _notification_json(control) if control else None,
@@ -147,16 +146,13 @@ def to_json(record: RunRecord, verdict: Verdict) -> dict[str, Any]:
 
 
 def _window_json(run: Run) -> dict[str, Any] | None:
-    window = SettleWindow.from_options(run.options)
+    window = run.options.settle
     return window.to_dict() if window is not None else None
 
 
 def warnings(run: Run) -> list[str]:
     """What the operator must not miss about how the run was made (not about the gateway)."""
-    security = run.options.get("security")
-    if isinstance(security, dict) and security.get("insecure"):
-        return [INSECURE_WARNING]
-    return []
+    return [INSECURE_WARNING] if run.options.security.insecure else []
 
 
 def domain_warning(record: RunRecord) -> str | None:
@@ -404,7 +400,7 @@ def verdict_section(report: RunReport) -> list[str]:
     skipped += f" · bounced {verdict.bounced}" if verdict.bounced else ""
     skipped += f" · delayed {verdict.delayed}" if verdict.delayed else ""
     meaning, action = advice(verdict, report.record)
-    window = SettleWindow.from_options(run.options)
+    window = run.options.settle
     unrouted = domain_warning(report.record)
     lines = [
         f"notifyprobe run {run.run_id}: gateway {run.gateway} → sink {run.sink} ({run.domain})",
@@ -469,11 +465,11 @@ def _utc(at: float) -> str:
 def shape_line(run: Run) -> list[str]:
     """How the burst was sent, from the run's options (runs kept before it was: nothing)."""
     options = run.options
-    if "per_session" not in options:
+    if options.per_session is None:
         return []
     return [
-        f"  shape: {run.count} notifications · concurrency {options.get('concurrency')} · "
-        f"{options['per_session']} per SMTP session"
+        f"  shape: {run.count} notifications · concurrency {options.concurrency} · "
+        f"{options.per_session} per SMTP session"
     ]
 
 

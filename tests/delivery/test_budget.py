@@ -32,4 +32,4 @@ async def test_a_hung_gateway_is_judged_within_the_budget_not_the_step_timeout(t
     assert "left of the run's time budget" in (first.submission.error or "")
     assert all(n.not_attempted and "time budget" in n.not_attempted for n in rest)
     assert outcome.verdict.pattern is Pattern.GATEWAY_STALLED
-    assert outcome.record.run.options["budget_s"] == 1.0
+    assert outcome.record.run.options.budget_s == 1.0

@@ -10,14 +10,13 @@ from probe.delivery.settle import (
     LEARNED_FLOOR_S,
     MIN_HEALTHY_RUNS,
     Patience,
-    SettleWindow,
     WindowSource,
     choose_window,
     settle_deadline,
 )
 from probe.errors import UsageError
 from probe.ledger import Ledger
-from probe.records import DeliveryHistory, ReceivedMessage, Run, SmtpReply, Submission
+from probe.records import DeliveryHistory, ReceivedMessage, Run, RunOptions, SmtpReply, Submission
 
 OK = SmtpReply(250, "2.0.0 queued", "2.0.0")
 FAST = DeliveryHistory(runs=MIN_HEALTHY_RUNS, max_latency_s=0.02, max_gap_s=0.01)
@@ -75,9 +74,9 @@ def test_the_hard_timeout_cuts_the_default_and_refuses_a_longer_explicit_window(
 
 def test_the_window_kept_in_the_run_options_reads_back_and_old_runs_have_none():
     window = choose_window(Patience(), FAST)
-    assert SettleWindow.from_options({"settle": window.to_dict()}) == window
-    assert SettleWindow.from_options({}) is None
-    assert SettleWindow.from_options({"settle": {"seconds": "x"}}) is None
+    assert RunOptions.from_json(RunOptions(settle=window).to_json()).settle == window
+    assert RunOptions.from_json("{}").settle is None
+    assert RunOptions.from_json('{"settle": {"seconds": "x"}}').settle is None
 
 
 def test_nothing_pending_means_no_wait():

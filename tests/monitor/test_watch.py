@@ -29,7 +29,7 @@ from probe.logs import configure
 from probe.monitor.config import OnChange, Target, WatchConfig
 from probe.monitor.metrics import Metrics
 from probe.monitor.watch import TargetState, Watcher, changed, first_delay, next_delay
-from probe.records import Endpoint, Run, Submission
+from probe.records import Endpoint, Run, RunOptions, Submission
 from probe.verdict import Pattern, Severity, Verdict
 from tests.monitor.test_metrics import PROMTOOL
 from tests.test_cli import ENV, PROBE, probe, service
@@ -193,7 +193,10 @@ async def test_the_next_run_corrects_a_verdict_that_late_mail_proved_wrong(tmp_p
 
 def test_recovery_judges_cut_watch_runs_and_leaves_other_runs_alone(tmp_path):
     with Ledger(tmp_path / "l.db") as ledger:
-        for run_id, options in (("aaaaaaaaaa", {"target": "gw"}), ("bbbbbbbbbb", {})):
+        for run_id, options in (
+            ("aaaaaaaaaa", RunOptions(target="gw")),
+            ("bbbbbbbbbb", RunOptions()),
+        ):
             ledger.create_run(Run(run_id, "gw:25", "probe.invalid", count=3, started_at=100.0,
                                   options=options))  # fmt: skip
             ledger.record_submission(run_id, 1, Submission(100.0, 100.1, "data"))
