@@ -394,7 +394,7 @@ def as_told(verdict: Verdict, story: Story) -> Verdict:
         verdict,
         pattern=Pattern.FIRST_ONLY,
         severity=Severity.CRITICAL,
-        summary=f"first_only continuing since run {outage.since_run}: {outage.line}",
+        summary=outage.line,
         evidence=(
             f"this run on its own: {verdict.pattern.value}: {verdict.summary}",
             f"the outage started with run {outage.since_run} at {utc(outage.since_at)} "

@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,14 +40,14 @@ from probe.delivery import (
 )
 from probe.diagnosis import Request
 from probe.errors import ProbeError
-from probe.history import revise_and_keep
+from probe.history import Outage, Story, as_told, revise_and_keep, story_of
 from probe.host import Inventory
 from probe.ledger import Ledger, LedgerWriter
 from probe.monitor.config import OnChange, Target, WatchConfig
 from probe.monitor.metrics import NO_VERDICT, Metrics
-from probe.pipeline import Job, Probe
+from probe.pipeline import Job, Probe, Probed
 from probe.records import Endpoint, RunRecord
-from probe.reporting import make_bundle, to_json
+from probe.reporting import SCHEMA_VERSION, make_bundle, to_json
 from probe.verdict import Pattern, Severity, Verdict
 
 log = structlog.get_logger("notifyprobe.watch")
@@ -66,6 +66,7 @@ class TargetState:
     pattern: Pattern
     severity: Severity
     run_id: str
+    outage: Outage | None = None  # the first_only outage the run continued, as it was told
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,9 @@ class Judged:
 
     target: str
     record: RunRecord
-    verdict: Verdict
+    verdict: Verdict  # as told: a run that continues a first_only outage is first_only
     elapsed_s: float | None = None
+    story: Story = field(default_factory=Story)
 
 
 def first_delay(target: Target, rng: random.Random) -> float:
@@ -281,8 +283,8 @@ class Watcher:
                 self.revise_previous(target)
                 probe = Probe(job_for(self.config, target))
                 outcome = await probe.run(self.ledger, shared=shared)
-                await self.finish(target, probe, outcome)
-                judged = Judged(target.name, outcome.record, outcome.verdict, outcome.elapsed_s)
+                probed = await self.finish(target, probe, outcome)
+                judged = self.told(target, outcome, probed)
                 await self.after_run(target, judged)
                 if not self.config.once:
                     self.retain()
@@ -298,6 +300,26 @@ class Watcher:
                 return
             delay = next_delay(target, rng, time.monotonic() - started)
 
+    def told(self, target: Target, outcome: ProbeOutcome, probed: Probed | None) -> Judged:
+        """The run as its story tells it: one that continues a first_only outage keeps the
+        outage's pattern, severity and alert (the report's story when the pipeline finished
+        the run, else read here, from where the target's last run left it)."""
+        if probed is not None:
+            story, verdict = probed.report.story, probed.report.verdict
+        else:
+            previous = self.states.get(target.name)
+            known = previous.outage if previous is not None else None
+            story = story_of(self.ledger, outcome.record, outcome.verdict, known)
+            verdict = as_told(outcome.verdict, story)
+        if story.restart is not None:
+            log.info(
+                "gateway_restart_seen",
+                target=target.name,
+                how=story.restart.how,
+                run_id=outcome.record.run.run_id,
+            )
+        return Judged(target.name, outcome.record, verdict, outcome.elapsed_s, story)
+
     async def after_run(self, target: Target, judged: Judged) -> None:
         verdict, record = judged.verdict, judged.record
         self.worst = max(self.worst, verdict.severity)
@@ -305,8 +327,9 @@ class Watcher:
             at = record.run.finished_at or time.time()
             self.metrics.observe_run(target.name, record, verdict, judged.elapsed_s or 0.0, at)
         previous = self.states.get(target.name)
-        self.states[target.name] = TargetState(verdict.pattern, verdict.severity,
-                                               record.run.run_id)  # fmt: skip
+        self.states[target.name] = TargetState(
+            verdict.pattern, verdict.severity, record.run.run_id, judged.story.outage
+        )
         self.looks[target.name] = [record.run.run_id]
         log.info("watch_run_judged", target=target.name, run_id=record.run.run_id,
                  pattern=verdict.pattern.value, severity=verdict.severity.name.lower())  # fmt: skip
@@ -350,7 +373,7 @@ class Watcher:
                 self.metrics.count_correction(target, r.original, r.current.pattern)
         return r.current
 
-    async def finish(self, target: Target, probe: Probe, outcome: ProbeOutcome) -> None:
+    async def finish(self, target: Target, probe: Probe, outcome: ProbeOutcome) -> Probed | None:
         """A judged run explained and kept by the pipeline, off the event loop (the module scan
         reads the host; the other targets go on). A scan that fails costs the diagnosis, never
         the verdict."""
@@ -359,9 +382,10 @@ class Watcher:
         except ProbeError as exc:
             log.error("module_inventory_failed", target=target.name, error=str(exc))
             self.scanned(target, None)
-            return
+            return None
         if target.modules:
             self.scanned(target, probed.explanation.inventory)
+        return probed
 
     def scanned(self, target: Target, inventory: Inventory | None) -> None:
         """After a run's module scan: how many processes on this host hold an old copy of the
@@ -410,6 +434,7 @@ class Watcher:
         self, target: Target, previous: TargetState | None, judged: Judged, bundle_path: Path | None
     ) -> bytes:
         data = {
+            "schema_version": SCHEMA_VERSION,
             "event": "verdict_changed",
             "target": target.name,
             "gateway": str(target.gateway),
@@ -424,6 +449,7 @@ class Watcher:
             ),
             "current": judged.verdict.to_dict(),
             "evidence": str(bundle_path) if bundle_path else None,
+            "story": judged.story.to_dict(),
             "run": to_json(judged.record, judged.verdict),
         }
         return (json.dumps(data, indent=2) + "\n").encode("utf-8")
@@ -438,6 +464,7 @@ class Watcher:
             if t.security.password is not None and t.security.password.source.startswith("env:")
         }
         env = {k: v for k, v in os.environ.items() if k not in secret_vars}
+        outage = judged.story.outage
         env.update(
             NOTIFYPROBE_EVENT="verdict_changed",
             NOTIFYPROBE_TARGET=target.name,
@@ -446,6 +473,7 @@ class Watcher:
             NOTIFYPROBE_SEVERITY=judged.verdict.severity.name.lower(),
             NOTIFYPROBE_PREVIOUS_PATTERN=previous.pattern.value if previous else "",
             NOTIFYPROBE_EVIDENCE=str(bundle_path) if bundle_path else "",
+            NOTIFYPROBE_OUTAGE_SINCE=outage.since_run if outage is not None else "",
         )
         return env
 
@@ -488,9 +516,14 @@ class Watcher:
                 verdict = self.revise(target.name, run_id)
                 if verdict is None or verdict.pattern is Pattern.INCONCLUSIVE:
                     continue
-                self.states[target.name] = TargetState(verdict.pattern, verdict.severity, run_id)
+                record = self.ledger.load(run_id)
+                story = story_of(self.ledger, record, verdict)
+                verdict = as_told(verdict, story)
+                self.states[target.name] = TargetState(
+                    verdict.pattern, verdict.severity, run_id, story.outage
+                )
                 if self.metrics is not None:
-                    run = self.ledger.load(run_id).run
+                    run = record.run
                     at = run.finished_at or run.started_at
                     self.metrics.show_verdict(target.name, verdict, at, at - run.started_at)
                 break

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,15 @@ from probe.diagnosis import (
     rediagnose,
     split,
 )
-from probe.history import Revision, StoredVerdict, kept_verdicts, revision_of
+from probe.history import (
+    Revision,
+    StoredVerdict,
+    Story,
+    as_told,
+    kept_verdicts,
+    revision_of,
+    story_of,
+)
 from probe.host import HostFacts, Inventory, collect_facts, unreadable_note
 from probe.ledger import Ledger
 from probe.records import ProcessStart, RunRecord
@@ -248,6 +256,21 @@ class RunReport:
     # Late mail changed the verdict: `explanation` is recomputed for it, this is what the run's
     # original verdict was told (None: nothing changed, `explanation` is what was said).
     explanation_at_verdict: StoredExplanation | None = None
+    # What the run tells with the runs before it: the first_only outage it continues (then
+    # `verdict` is told as that outage), a restart of the gateway seen since the run before.
+    story: Story = field(default_factory=Story)
+
+
+def told(
+    ledger: Ledger, record: RunRecord, verdict: Verdict, explanation: StoredExplanation
+) -> tuple[Verdict, StoredExplanation, Story]:
+    """The run's verdict and explanation as its story tells them: a run that continues a
+    first_only outage is reported first_only, diagnosed again for it from what it kept."""
+    story = story_of(ledger, record, verdict)
+    if story.outage is None:
+        return verdict, explanation, story
+    verdict = as_told(verdict, story)
+    return verdict, explanation.for_verdict(verdict, record.run.started_at), story
 
 
 def run_report(
@@ -257,10 +280,12 @@ def run_report(
     kept = ledger.artifacts(record.run.run_id)
     original, correction = kept_verdicts(ledger, record) if revision else (None, None)
     explanation, at_verdict = explanations(kept.get(EXPLANATION), record, revision)
+    verdict, explanation, story = told(ledger, record, verdict, explanation)
     return RunReport(
         record=record,
         verdict=verdict,
         explanation=explanation,
+        story=story,
         upgrade_checks=kept_checks(_other_artifacts(kept)),
         revision=revision,
         ledger=ledger.path,
@@ -294,6 +319,7 @@ class RunEvidence:
     correction: StoredVerdict | None = None
     returned: tuple[tuple[int, bytes], ...] = ()  # bounce messages as received, by ledger id
     explanation_at_verdict: StoredExplanation | None = None  # see RunReport
+    story: Story = field(default_factory=Story)  # see RunReport
 
     @property
     def run_id(self) -> str:
@@ -301,10 +327,18 @@ class RunEvidence:
 
     @property
     def report(self) -> RunReport:
-        return RunReport(self.record, self.verdict, self.explanation,
-                         kept_checks(self.other_artifacts), self.revision, self.ledger,
-                         self.original, self.correction,
-                         self.explanation_at_verdict)  # fmt: skip
+        return RunReport(
+            record=self.record,
+            verdict=self.verdict,
+            explanation=self.explanation,
+            upgrade_checks=kept_checks(self.other_artifacts),
+            revision=self.revision,
+            ledger=self.ledger,
+            original=self.original,
+            correction=self.correction,
+            explanation_at_verdict=self.explanation_at_verdict,
+            story=self.story,
+        )
 
 
 def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
@@ -317,9 +351,11 @@ def load_evidence(ledger: Ledger, run_id: str) -> RunEvidence:
     command = kept.get(COMMAND_LINE)
     original, correction = kept_verdicts(ledger, record) if revision else (None, None)
     explanation, at_verdict = explanations(kept.get(EXPLANATION), record, revision)
+    verdict, explanation, story = told(ledger, record, verdict, explanation)
     return RunEvidence(
         record=record,
         verdict=verdict,
+        story=story,
         rows=ledger.rows(run_id),
         explanation=explanation,
         log_events=tuple(json.loads(kept.get(LOG) or "[]")),
