@@ -282,6 +282,18 @@ class Ledger:
             found.setdefault(row["run_id"], []).append(start)
         return found
 
+    def recent_runs(
+        self, *, target: str | None = None, gateway: str | None = None, limit: int = 20
+    ) -> list[str]:
+        """The `limit` most recent runs, newest first; of one watch target (its name is kept in
+        the options) or one gateway when given."""
+        rows = self._query(
+            "SELECT run_id FROM runs WHERE (? IS NULL OR json_extract(options, '$.target') = ?)"
+            " AND (? IS NULL OR gateway = ?) ORDER BY started_at DESC LIMIT ?",
+            (target, target, gateway, gateway, limit),
+        )
+        return [r["run_id"] for r in rows]
+
     def runs_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
         """Run ids that start with `prefix` (a short run id, as git takes a short hash)."""
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
