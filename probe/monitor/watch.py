@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,7 +44,7 @@ from probe.history import Outage, Story, as_told, revise_and_keep, story_of
 from probe.host import Inventory
 from probe.ledger import Ledger, LedgerWriter
 from probe.monitor.config import OnChange, Target, WatchConfig
-from probe.monitor.metrics import NO_VERDICT, Metrics
+from probe.monitor.metrics import NO_VERDICT, Metrics, probe_exposition
 from probe.pipeline import Job, Probe, Probed
 from probe.records import Endpoint, RunRecord
 from probe.reporting import SCHEMA_VERSION, make_bundle, to_json
@@ -57,6 +57,7 @@ RETENTION_EVERY_S = 3600.0
 HOOK_OUTPUT_LIMIT = 500  # characters of a failed command's stderr kept in the log
 LOOK_BACK_RUNS = 20  # at start: how far back a target's last conclusive run is looked for
 DRAIN_POLL_S = 0.1
+PROBE_MARGIN_S = 0.5  # of a /probe scrape's timeout, kept to answer after the run
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,15 @@ def changed(previous: TargetState | None, verdict: Verdict) -> bool:
     if previous is None:
         return verdict.severity is not Severity.OK
     return previous.pattern is not verdict.pattern
+
+
+@dataclass(frozen=True)
+class Served:
+    """The run a /probe scrape is answered with."""
+
+    judged: Judged
+    at: float  # when it was judged (Unix time)
+    cached: bool  # not run for this scrape: one was in flight, or the last is recent enough
 
 
 def settings_for(config: WatchConfig, target: Target) -> ProbeSettings:
@@ -188,6 +198,10 @@ class Watcher:
         self.worst = Severity.OK
         self._last_retention = 0.0
         self._prepared = False
+        self._locks: dict[str, asyncio.Lock] = {}  # one run per target in flight
+        self._served: dict[str, tuple[float, Served]] = {}  # per target: monotonic start, run
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._shared: SharedSink | None = None
 
     # -- the whole service -----------------------------------------------------------------
 
@@ -212,6 +226,7 @@ class Watcher:
         if self.metrics is not None:
             self.metrics.sink_up.set(1)
         shared = SharedSink(writer, hub, sink_endpoint(cfg.sink, sink.port))
+        self._loop, self._shared = asyncio.get_running_loop(), shared
         self.announce(f"sink listening on {sink.address} for @{cfg.domain}")
         log.info("watch_started", targets=[t.name for t in cfg.targets], sink=sink.address)
         tasks = [
@@ -233,6 +248,7 @@ class Watcher:
             await writer.drain()
             if stop.is_set():
                 await self.drain(writer)
+            self._shared = None
             await sink.stop()
             await writer.close()
             if self.metrics is not None:
@@ -279,26 +295,100 @@ class Watcher:
             if stop.is_set():  # stopping: no new run, even one due in the same instant
                 return
             started = time.monotonic()
-            try:  # everything of one round: a failure must never end this target's loop
-                self.revise_previous(target)
-                probe = Probe(job_for(self.config, target))
-                outcome = await probe.run(self.ledger, shared=shared)
-                probed = await self.finish(target, probe, outcome)
-                judged = self.told(target, outcome, probed)
-                await self.after_run(target, judged)
-                if not self.config.once:
-                    self.retain()
-            except Exception as exc:  # the next run may well work: log, count, carry on
-                if isinstance(exc, ProbeError):
-                    log.error("watch_run_failed", target=target.name, error=str(exc))
-                else:
-                    log.exception("watch_run_crashed", target=target.name)
-                if self.metrics is not None:
-                    self.metrics.probe_errors.labels(target.name).inc()
-                self.worst = max(self.worst, Severity.UNKNOWN)
+            lock = self._locks.setdefault(target.name, asyncio.Lock())
+            if lock.locked():  # a /probe run is in flight: it is this slot's run
+                async with lock:
+                    pass
+            else:
+                async with lock:
+                    await self.round(target, shared)
             if self.config.once:
                 return
             delay = next_delay(target, rng, time.monotonic() - started)
+
+    async def round(
+        self, target: Target, shared: SharedSink, budget_s: float | None = None
+    ) -> Judged | None:
+        """One run of a target, judged, told and acted on; the caller holds its lock. A failure
+        is logged and counted, never raised: the next run may well work."""
+        started = time.monotonic()
+        try:
+            self.revise_previous(target)
+            job = job_for(self.config, target)
+            if budget_s is not None:
+                job = replace(job, settings=replace(job.settings, budget_s=budget_s))
+            probe = Probe(job)
+            outcome = await probe.run(self.ledger, shared=shared)
+            probed = await self.finish(target, probe, outcome)
+            judged = self.told(target, outcome, probed)
+            self._served[target.name] = (
+                started,
+                Served(judged, outcome.record.run.finished_at or time.time(), False),
+            )
+            await self.after_run(target, judged)
+            if not self.config.once:
+                self.retain()
+            return judged
+        except Exception as exc:
+            if isinstance(exc, ProbeError):
+                log.error("watch_run_failed", target=target.name, error=str(exc))
+            else:
+                log.exception("watch_run_crashed", target=target.name)
+            if self.metrics is not None:
+                self.metrics.probe_errors.labels(target.name).inc()
+            self.worst = max(self.worst, Severity.UNKNOWN)
+            return None
+
+    # -- /probe?target=NAME: Prometheus drives a run ------------------------------------------
+
+    def probe_endpoint(self, name: str | None, scrape_timeout_s: float | None) -> tuple[int, bytes]:
+        """Answer `GET /probe?target=NAME` from the metrics listener's thread: run the target
+        now on the watch's loop and sink, within the scrape's timeout, and answer with that
+        run's series. One run per target in flight: a probe that finds one waits for it and
+        is served it; a probe within the target's min_interval cap of the last run's start
+        is served that run (`notifyprobe_probe_cached 1`): no configuration, no scraper, makes
+        the probe burst a gateway more often than its caps allow."""
+        names = [t.name for t in self.config.targets]
+        target = next((t for t in self.config.targets if t.name == name), None)
+        if target is None:
+            return 400, (
+                f"unknown target {name!r}: give ?target= one of {', '.join(names)}\n"
+                if name is not None
+                else f"give exactly one ?target= of {', '.join(names)}\n"
+            ).encode()
+        loop, shared = self._loop, self._shared
+        if loop is None or shared is None:
+            return 503, b"the watch is not running (starting or stopping)\n"
+        budget = target.run_budget_s
+        if scrape_timeout_s is not None:
+            budget = min(budget, max(0.5, scrape_timeout_s - PROBE_MARGIN_S))
+        wait_s = (scrape_timeout_s or budget + 30.0) + 1.0
+        future = asyncio.run_coroutine_threadsafe(self.probe_now(target, shared, budget), loop)
+        try:
+            served = future.result(timeout=wait_s)
+        except Exception as exc:
+            future.cancel()
+            return 503, f"probe of {target.name} failed: {exc or type(exc).__name__}\n".encode()
+        if served is None:
+            return 503, f"probe of {target.name} failed: see the watch's log\n".encode()
+        j = served.judged
+        body = probe_exposition(j.verdict, j.elapsed_s or 0.0, served.at, served.cached)
+        return 200, body
+
+    async def probe_now(self, target: Target, shared: SharedSink, budget_s: float) -> Served | None:
+        lock = self._locks.setdefault(target.name, asyncio.Lock())
+        if lock.locked():  # a run in flight: it is the answer
+            async with lock:
+                pass
+            last = self._served.get(target.name)
+            return replace(last[1], cached=True) if last else None
+        last = self._served.get(target.name)
+        if last is not None and time.monotonic() - last[0] < self.config.caps.min_interval_s:
+            return replace(last[1], cached=True)
+        async with lock:
+            judged = await self.round(target, shared, budget_s)
+        last = self._served.get(target.name)
+        return last[1] if judged is not None and last is not None else None
 
     def told(self, target: Target, outcome: ProbeOutcome, probed: Probed | None) -> Judged:
         """The run as its story tells it: one that continues a first_only outage keeps the
