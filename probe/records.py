@@ -615,6 +615,22 @@ def _same_kind(value: object, default: object, annotation: object) -> bool:
 
 
 @dataclass(frozen=True)
+class RunGlance:
+    """A past run at a glance, as the outage story walks back through a target's runs: its
+    verdict as the ledger keeps it now (the latest correction, else the one given at its end),
+    how many of its notifications reached the sink, the gateway's greeting in its first
+    session, and the gateway's process starts seen around it."""
+
+    run_id: str
+    started_at: float
+    finished_at: float | None
+    verdict: dict[str, object] | None  # None: never judged
+    delivered: int
+    greeting: str | None = None
+    starts: tuple[ProcessStart, ...] = ()
+
+
+@dataclass(frozen=True)
 class Run:
     """One burst: where it went, how many notifications, and how it ended."""
 

@@ -91,6 +91,8 @@ COMMANDS: dict[str, Run | Service | Skip] = {
     # 1: a parallel demo's stand-in; 3: a process even root cannot read (a sandbox's init)
     "notifyprobe modules --name MPNotifyPerf.dll": run(0, 1, 3),
     "pip install .": INSTALL,
+    "python3 -m venv /opt/notifyprobe": Skip("creates the service's install folder as root"),
+    "systemctl daemon-reload && systemctl enable --now notifyprobe-watch": SYSTEMD,
     "pipx install .": INSTALL,
     "notifyprobe burst --gateway gateway.example.org:25 --sink 0.0.0.0:2525 --allow-remote "
     "--allow-client 192.0.2.25 --domain probe.example.org --count 20": run(0, says=r"healthy"),
@@ -109,6 +111,9 @@ COMMANDS: dict[str, Run | Service | Skip] = {
     ),
     "notifyprobe burst --gateway 127.0.0.1:2526 --sink 127.0.0.1:2525 --count 20 "
     "--db /tmp/batch.sqlite3 --settle 1": run(2, says=r"first_only"),
+    # docs/verdict.md
+    "notifyprobe runs [--target NAME] [--gateway HOST:PORT] [--limit N] [--json FILE|-] "
+    "[--db PATH]": SYNOPSIS,
     # docs/drift.md
     "notifyprobe drift --default DIR --relocated DIR [--registry FILE.reg] "
     "[--default-as WINPATH --relocated-as WINPATH] [--service NAME ...] "

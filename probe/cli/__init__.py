@@ -25,6 +25,7 @@ COMMANDS = (
     "burst",
     "sink",
     "verdict",
+    "runs",
     "evidence",
     "watch",
     "lab",
@@ -88,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.argv = args_list  # for the evidence bundle
         from probe.logs import configure  # structlog: only once a subcommand runs
 
-        configure(json_lines=args.log_json, level=args.log_level)
+        quiet = _plugin_output(args_list) and not _given(args_list, "--log-level")
+        # A monitoring plugin speaks on stdout only: its log stays quiet unless asked for.
+        configure(json_lines=args.log_json, level="error" if quiet else args.log_level)
         return int(args.handler(args))
     except ProbeError as exc:
         return _failed(args_list, f"notifyprobe: error: {exc}", str(exc))
@@ -108,14 +111,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _failed(argv: Sequence[str], error: str, status: str) -> int:
-    """The probe could not run: one line on stderr and, for a monitoring system reading stdout
-    (`--format nagios`), its one UNKNOWN status line there too."""
-    print(error, file=sys.stderr, flush=True)
+    """The probe could not run: one line on stderr or, for a monitoring system reading stdout
+    (`--format nagios`), its one UNKNOWN status line there instead (never both: a plugin whose
+    stderr is merged into its output would show the error twice)."""
     if _plugin_output(argv):
         from probe.reporting import unknown_line
 
         print(unknown_line(status), flush=True)
+    else:
+        print(error, file=sys.stderr, flush=True)
     return EXIT_UNKNOWN
+
+
+def _given(argv: Sequence[str], option: str) -> bool:
+    return any(arg == option or arg.startswith(f"{option}=") for arg in argv)
 
 
 def _plugin_output(argv: Sequence[str]) -> bool:

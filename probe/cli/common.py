@@ -104,11 +104,28 @@ def chosen_run(ledger: Ledger, run_id: str | None, last: bool, command: str) -> 
     if bool(run_id) == bool(last):
         raise UsageError(f"{command}: give a RUN_ID or --last")
     if run_id:
-        return run_id
+        return full_run_id(ledger, run_id)
     ids = ledger.run_ids(limit=1)
     if not ids:
         raise UsageError(f"no runs in ledger {ledger.path}")
     return ids[0]
+
+
+def full_run_id(ledger: Ledger, given: str) -> str:
+    """A run id, or a unique prefix of one (as git takes a short hash); an ambiguous prefix is
+    a usage error that lists the candidates."""
+    found = ledger.runs_with_prefix(given, limit=PREFIX_CANDIDATES + 1)
+    if given in found or len(found) == 1:
+        return given if given in found else found[0]
+    if not found:
+        raise UsageError(f"no run {given!r} in ledger {ledger.path}")
+    listed = ", ".join(found[:PREFIX_CANDIDATES]) + (
+        ", …" if len(found) > PREFIX_CANDIDATES else ""
+    )
+    raise UsageError(f"run id {given!r} is ambiguous: {listed}; give more of it")
+
+
+PREFIX_CANDIDATES = 8  # run ids an ambiguous prefix lists
 
 
 def write_json(target: str, data: dict[str, Any]) -> None:

@@ -21,7 +21,9 @@ def add_parser(
         "SMTP transcripts, module inventory, host facts, structured log and a SHA-256 "
         "manifest. Secrets are always removed; --redact also replaces names and addresses.",
     )
-    p.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    p.add_argument(
+        "run_id", nargs="?", metavar="RUN_ID", help="a run id, or a unique prefix of one"
+    )
     p.add_argument("--last", action="store_true", help="the most recent run")
     p.add_argument("--out", type=Path, required=True, metavar="FILE.zip", help="bundle to write")
     add_redaction_options(p)

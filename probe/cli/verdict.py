@@ -23,7 +23,9 @@ def add_parser(
         "whether the pattern changed; a changed verdict is kept in the ledger beside the "
         "original, and both are shown with the time each was given.",
     )
-    p.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    p.add_argument(
+        "run_id", nargs="?", metavar="RUN_ID", help="a run id, or a unique prefix of one"
+    )
     p.add_argument("--last", action="store_true", help="the most recent run")
     p.add_argument("--json", metavar="FILE|-", help="write the result as JSON")
     add_db(p)
@@ -34,10 +36,9 @@ def run(args: argparse.Namespace) -> int:
     with open_ledger(args.db, existing=True) as ledger:
         run_id = chosen_run(ledger, args.run_id, args.last, "verdict")
         revised = revise_and_keep(ledger, run_id, time.time())
-        verdict = revised.verdict
-        report = run_report(ledger, revised.record, verdict, revised.revision)
+        report = run_report(ledger, revised.record, revised.verdict, revised.revision)
     if args.json:
         write_json(args.json, report_json(report))
     if args.json != "-":
         print(to_text(report))
-    return int(verdict.severity)
+    return int(report.verdict.severity)

@@ -93,7 +93,7 @@ async def serve(cfg: WatchConfig) -> int:
         watcher = Watcher(cfg, ledger, metrics, announce)
         watcher.prepare()  # every series and the restored state, before the first scrape
         if cfg.metrics is not None:
-            bound = metrics.serve(cfg.metrics)
+            bound = metrics.serve(cfg.metrics, watcher.probe_endpoint)
             announce(f"metrics listening on {bound}")
         try:
             worst = await watcher.run(stop)

@@ -8,6 +8,7 @@ the ledger, so a message the sink acknowledged is never lost.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ssl
 import time
 from collections.abc import Callable
@@ -240,8 +241,15 @@ class Sink:
         try:
             self._server = await loop.create_server(self._protocol, self.host, self.port)
         except OSError as exc:
+            busy = ""
+            if exc.errno == errno.EADDRINUSE:
+                busy = (
+                    " (another sink or check holds it: run one long-lived `notifyprobe sink "
+                    f"--listen {self.host}:{self.port} --db LEDGER` and check with `burst "
+                    "--no-sink --db LEDGER`)"
+                )
             raise ProbeError(
-                f"sink cannot listen on {self.host}:{self.port}: {exc.strerror}"
+                f"sink cannot listen on {self.host}:{self.port}: {exc.strerror}{busy}"
             ) from None
         self.port = self._server.sockets[0].getsockname()[1]
         log.debug("sink_listening", address=self.address, domain=self.domain)

@@ -28,6 +28,7 @@ from probe.records import (
     ProcessStart,
     ReceivedMessage,
     Run,
+    RunGlance,
     RunRecord,
     RunStatus,
     Submission,
@@ -218,6 +219,88 @@ class Ledger:
             "SELECT run_id FROM runs WHERE verdict IS NOT NULL"
             " AND json_extract(options, '$.target') = ? ORDER BY started_at DESC LIMIT ?",
             (target, limit),
+        )
+        return [r["run_id"] for r in rows]
+
+    def glances_before(self, run: Run, limit: int, offset: int = 0) -> list[RunGlance]:
+        """The runs before `run` that probed the same thing (the same watch target, or for a
+        run of no target the same gateway and domain by runs of no target either), newest
+        first, `limit` of them after skipping `offset`: what the outage story walks back."""
+        target = run.options.target
+        rows = self._query(
+            "SELECT r.run_id, r.started_at, r.finished_at,"
+            " COALESCE(r.corrected_verdict, r.verdict) AS verdict,"
+            " (SELECT COUNT(DISTINCT d.seq) FROM deliveries d"
+            "  WHERE d.run_id = r.run_id AND d.seq > 0) AS delivered,"
+            " (SELECT json_extract(n.transcript, '$[0].reply.text') FROM notifications n"
+            "  WHERE n.run_id = r.run_id AND n.seq > 0 AND n.started_at IS NOT NULL"
+            "  AND json_extract(n.transcript, '$[0].command') LIKE 'connect%'"
+            "  ORDER BY n.started_at LIMIT 1) AS greeting"
+            " FROM runs r WHERE r.gateway = ? AND r.domain = ? AND r.started_at < ?"
+            " AND r.run_id != ? AND COALESCE(json_extract(r.options, '$.target'), '') = ?"
+            " ORDER BY r.started_at DESC LIMIT ? OFFSET ?",
+            (
+                run.gateway,
+                run.domain,
+                run.started_at,
+                run.run_id,
+                "" if target is None else str(target),
+                limit,
+                offset,
+            ),
+        )
+        ids = [row["run_id"] for row in rows]
+        starts = self.starts_of(ids)
+        return [
+            RunGlance(
+                run_id=row["run_id"],
+                started_at=row["started_at"],
+                finished_at=row["finished_at"],
+                verdict=json.loads(row["verdict"]) if row["verdict"] else None,
+                delivered=int(row["delivered"]),
+                greeting=row["greeting"],
+                starts=tuple(starts.get(row["run_id"], ())),
+            )
+            for row in rows
+        ]
+
+    def starts_of(self, run_ids: Sequence[str]) -> dict[str, list[ProcessStart]]:
+        """The gateway process starts kept with each of `run_ids`, by run."""
+        found: dict[str, list[ProcessStart]] = {}
+        if not run_ids:
+            return found
+        marks = ", ".join("?" for _ in run_ids)
+        rows = self._query(
+            "SELECT run_id, kind, name, pid, started_at FROM process_starts"
+            f" WHERE run_id IN ({marks}) ORDER BY name, pid",
+            run_ids,
+        )
+        for row in rows:
+            start = ProcessStart(
+                sql.start_kind(row["kind"]), row["name"], row["pid"], row["started_at"]
+            )
+            found.setdefault(row["run_id"], []).append(start)
+        return found
+
+    def recent_runs(
+        self, *, target: str | None = None, gateway: str | None = None, limit: int = 20
+    ) -> list[str]:
+        """The `limit` most recent runs, newest first; of one watch target (its name is kept in
+        the options) or one gateway when given."""
+        rows = self._query(
+            "SELECT run_id FROM runs WHERE (? IS NULL OR json_extract(options, '$.target') = ?)"
+            " AND (? IS NULL OR gateway = ?) ORDER BY started_at DESC LIMIT ?",
+            (target, target, gateway, gateway, limit),
+        )
+        return [r["run_id"] for r in rows]
+
+    def runs_with_prefix(self, prefix: str, limit: int = 10) -> list[str]:
+        """Run ids that start with `prefix` (a short run id, as git takes a short hash)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._query(
+            "SELECT run_id FROM runs WHERE run_id LIKE ? ESCAPE '\\' ORDER BY started_at DESC"
+            " LIMIT ?",
+            (escaped + "%", limit),
         )
         return [r["run_id"] for r in rows]
 

@@ -14,11 +14,21 @@ staleness alert counts from the start.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from wsgiref.simple_server import WSGIServer
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.exposition import generate_latest, start_http_server
+from prometheus_client.exposition import (
+    CONTENT_TYPE_LATEST,
+    ThreadingWSGIServer,
+    _get_best_family,
+    _SilentHandler,
+    generate_latest,
+    make_wsgi_app,
+)
 
 from probe import __version__
 from probe.errors import ProbeError
@@ -36,6 +46,9 @@ CORRECTED_FROM = tuple(
 )  # fmt: skip
 CORRECTED_TO = tuple(p.value for p in Pattern if p in COMPLETE)
 REPLY_CLASSES = ("4xx", "5xx", "no_reply")  # no_reply: refused, reset, timeout, TLS
+# `/probe?target=NAME`: (the target named, the scrape's timeout) → HTTP status and body.
+ProbeHandler = Callable[[str | None, float | None], tuple[int, bytes]]
+REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 503: "Service Unavailable"}
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
@@ -228,12 +241,32 @@ class Metrics:
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
 
-    def serve(self, listen: Endpoint) -> Endpoint:
-        """Serve /metrics from a background thread; returns the address actually bound."""
+    def serve(self, listen: Endpoint, probe: ProbeHandler | None = None) -> Endpoint:
+        """Serve /metrics (and, given `probe`, /probe?target=NAME) from background threads;
+        returns the address actually bound."""
+        metrics_app = make_wsgi_app(self.registry)
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            if probe is None or environ.get("PATH_INFO") != "/probe":
+                return metrics_app(environ, start_response)  # type: ignore[no-any-return]
+            names = parse_qs(environ.get("QUERY_STRING", "")).get("target", [])
+            status, body = probe(
+                names[0] if len(names) == 1 else None,
+                scrape_timeout(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS")),
+            )
+            kind = CONTENT_TYPE_LATEST if status == 200 else "text/plain; charset=utf-8"
+            start_response(f"{status} {REASONS.get(status, 'Error')}", [("Content-Type", kind)])
+            return [body]
+
+        class Server(ThreadingWSGIServer):
+            pass
+
         try:
-            server, _thread = start_http_server(listen.port, listen.host, registry=self.registry)
+            Server.address_family, host = _get_best_family(listen.host, listen.port)
+            server = make_server(host, listen.port, app, Server, handler_class=_SilentHandler)
         except OSError as exc:
             raise ProbeError(f"metrics cannot listen on {listen}: {exc.strerror}") from None
+        threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
         self._server = server
         return Endpoint(listen.host, server.server_port)
 
@@ -242,3 +275,62 @@ class Metrics:
         if server is not None:
             server.shutdown()
             server.server_close()
+
+
+def scrape_timeout(header: str | None) -> float | None:
+    """The scrape's timeout Prometheus sends (X-Prometheus-Scrape-Timeout-Seconds), if sane."""
+    try:
+        value = float(header) if header else None
+    except ValueError:
+        return None
+    return value if value is not None and 0.0 < value < 86400.0 else None
+
+
+def probe_exposition(verdict: Verdict, elapsed_s: float, at: float, cached: bool) -> bytes:
+    """One run's series, as blackbox_exporter answers a probe: `probe_success` (1 only for an
+    OK verdict: never a false OK), `probe_duration_seconds`, and the verdict as the watch
+    exposes it, without a target label (Prometheus adds the one it probed)."""
+    r = CollectorRegistry()
+
+    def gauge(name: str, text: str, value: float, labels: dict[str, str] | None = None) -> None:
+        g = Gauge(name, text, list(labels or {}), registry=r)
+        (g.labels(**labels) if labels else g).set(value)
+
+    gauge(
+        "probe_success",
+        "1 when the run's verdict is OK (healthy), else 0",
+        1 if verdict.severity.name == "OK" else 0,
+    )
+    gauge(
+        "probe_duration_seconds", "How long the run took, burst and wait for late mail", elapsed_s
+    )
+    v = Gauge(
+        "notifyprobe_probe_verdict", "Pattern of the run (state set)", ["pattern"], registry=r
+    )
+    for name in PATTERNS:
+        v.labels(name).set(1 if name == verdict.pattern.value else 0)
+    gauge(
+        "notifyprobe_probe_severity",
+        "0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN",
+        int(verdict.severity),
+    )
+    gauge(
+        "notifyprobe_probe_cached",
+        "1 when the last run was served: a run was in flight or "
+        "the last one started within the min_interval cap; 0 when this scrape ran it",
+        int(cached),
+    )
+    gauge("notifyprobe_probe_run_timestamp_seconds", "When the run served was judged", at)
+    gauge("notifyprobe_probe_notifications_sent", "Notifications the run sent", verdict.sent)
+    gauge(
+        "notifyprobe_probe_notifications_delivered",
+        "Notifications that reached the sink",
+        verdict.delivered,
+    )
+    verified = verdict.sink_verified
+    gauge(
+        "notifyprobe_probe_sink_verified",
+        "1 control message arrived, 0 not, -1 not known",
+        NO_VERDICT if verified is None else int(verified),
+    )
+    return generate_latest(r)

@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,15 +39,15 @@ from probe.delivery import (
 )
 from probe.diagnosis import Request
 from probe.errors import ProbeError
-from probe.history import revise_and_keep
+from probe.history import Outage, Story, as_told, revise_and_keep, story_of
 from probe.host import Inventory
 from probe.ledger import Ledger, LedgerWriter
 from probe.logs import CAPTURE
 from probe.monitor.config import OnChange, Target, WatchConfig
-from probe.monitor.metrics import NO_VERDICT, Metrics
-from probe.pipeline import Job, Probe
+from probe.monitor.metrics import NO_VERDICT, Metrics, probe_exposition
+from probe.pipeline import Job, Probe, Probed
 from probe.records import Endpoint, RunRecord
-from probe.reporting import keep_log, make_bundle, to_json
+from probe.reporting import SCHEMA_VERSION, keep_log, make_bundle, to_json
 from probe.verdict import Pattern, Severity, Verdict
 
 log = structlog.get_logger("notifyprobe.watch")
@@ -57,6 +57,7 @@ RETENTION_EVERY_S = 3600.0
 HOOK_OUTPUT_LIMIT = 500  # characters of a failed command's stderr kept in the log
 LOOK_BACK_RUNS = 20  # at start: how far back a target's last conclusive run is looked for
 DRAIN_POLL_S = 0.1
+PROBE_MARGIN_S = 0.5  # of a /probe scrape's timeout, kept to answer after the run
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class TargetState:
     pattern: Pattern
     severity: Severity
     run_id: str
+    outage: Outage | None = None  # the first_only outage the run continued, as it was told
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,9 @@ class Judged:
 
     target: str
     record: RunRecord
-    verdict: Verdict
+    verdict: Verdict  # as told: a run that continues a first_only outage is first_only
     elapsed_s: float | None = None
+    story: Story = field(default_factory=Story)
 
 
 def first_delay(target: Target, rng: random.Random) -> float:
@@ -106,6 +109,15 @@ def run_events(record: RunRecord, target: str) -> list[dict[str, Any]]:
         if e.get("run_id") == record.run.run_id
         or (e.get("target") == target and str(e.get("timestamp", "")) >= since)
     ]
+
+
+@dataclass(frozen=True)
+class Served:
+    """The run a /probe scrape is answered with."""
+
+    judged: Judged
+    at: float  # when it was judged (Unix time)
+    cached: bool  # not run for this scrape: one was in flight, or the last is recent enough
 
 
 def settings_for(config: WatchConfig, target: Target) -> ProbeSettings:
@@ -158,6 +170,10 @@ class Watcher:
         self.worst = Severity.OK
         self._last_retention = 0.0
         self._prepared = False
+        self._locks: dict[str, asyncio.Lock] = {}  # one run per target in flight
+        self._served: dict[str, tuple[float, Served]] = {}  # per target: monotonic start, run
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._shared: SharedSink | None = None
 
     # -- the whole service -----------------------------------------------------------------
 
@@ -182,6 +198,7 @@ class Watcher:
         if self.metrics is not None:
             self.metrics.sink_up.set(1)
         shared = SharedSink(writer, hub, sink_endpoint(cfg.sink, sink.port))
+        self._loop, self._shared = asyncio.get_running_loop(), shared
         self.announce(f"sink listening on {sink.address} for @{cfg.domain}")
         log.info("watch_started", targets=[t.name for t in cfg.targets], sink=sink.address)
         tasks = [
@@ -203,6 +220,7 @@ class Watcher:
             await writer.drain()
             if stop.is_set():
                 await self.drain(writer)
+            self._shared = None
             await sink.stop()
             await writer.close()
             if self.metrics is not None:
@@ -249,26 +267,120 @@ class Watcher:
             if stop.is_set():  # stopping: no new run, even one due in the same instant
                 return
             started = time.monotonic()
-            try:  # everything of one round: a failure must never end this target's loop
-                self.revise_previous(target)
-                probe = Probe(job_for(self.config, target))
-                outcome = await probe.run(self.ledger, shared=shared)
-                await self.finish(target, probe, outcome)
-                judged = Judged(target.name, outcome.record, outcome.verdict, outcome.elapsed_s)
-                await self.after_run(target, judged)
-                if not self.config.once:
-                    self.retain()
-            except Exception as exc:  # the next run may well work: log, count, carry on
-                if isinstance(exc, ProbeError):
-                    log.error("watch_run_failed", target=target.name, error=str(exc))
-                else:
-                    log.exception("watch_run_crashed", target=target.name)
-                if self.metrics is not None:
-                    self.metrics.probe_errors.labels(target.name).inc()
-                self.worst = max(self.worst, Severity.UNKNOWN)
+            lock = self._locks.setdefault(target.name, asyncio.Lock())
+            if lock.locked():  # a /probe run is in flight: it is this slot's run
+                async with lock:
+                    pass
+            else:
+                async with lock:
+                    await self.round(target, shared)
             if self.config.once:
                 return
             delay = next_delay(target, rng, time.monotonic() - started)
+
+    async def round(
+        self, target: Target, shared: SharedSink, budget_s: float | None = None
+    ) -> Judged | None:
+        """One run of a target, judged, told and acted on; the caller holds its lock. A failure
+        is logged and counted, never raised: the next run may well work."""
+        started = time.monotonic()
+        try:
+            self.revise_previous(target)
+            job = job_for(self.config, target)
+            if budget_s is not None:
+                job = replace(job, settings=replace(job.settings, budget_s=budget_s))
+            probe = Probe(job)
+            outcome = await probe.run(self.ledger, shared=shared)
+            probed = await self.finish(target, probe, outcome)
+            judged = self.told(target, outcome, probed)
+            self._served[target.name] = (
+                started,
+                Served(judged, outcome.record.run.finished_at or time.time(), False),
+            )
+            await self.after_run(target, judged)
+            if not self.config.once:
+                self.retain()
+            return judged
+        except Exception as exc:
+            if isinstance(exc, ProbeError):
+                log.error("watch_run_failed", target=target.name, error=str(exc))
+            else:
+                log.exception("watch_run_crashed", target=target.name)
+            if self.metrics is not None:
+                self.metrics.probe_errors.labels(target.name).inc()
+            self.worst = max(self.worst, Severity.UNKNOWN)
+            return None
+
+    # -- /probe?target=NAME: Prometheus drives a run ------------------------------------------
+
+    def probe_endpoint(self, name: str | None, scrape_timeout_s: float | None) -> tuple[int, bytes]:
+        """Answer `GET /probe?target=NAME` from the metrics listener's thread: run the target
+        now on the watch's loop and sink, within the scrape's timeout, and answer with that
+        run's series. One run per target in flight: a probe that finds one waits for it and
+        is served it; a probe within the target's min_interval cap of the last run's start
+        is served that run (`notifyprobe_probe_cached 1`): no configuration, no scraper, makes
+        the probe burst a gateway more often than its caps allow."""
+        names = [t.name for t in self.config.targets]
+        target = next((t for t in self.config.targets if t.name == name), None)
+        if target is None:
+            return 400, (
+                f"unknown target {name!r}: give ?target= one of {', '.join(names)}\n"
+                if name is not None
+                else f"give exactly one ?target= of {', '.join(names)}\n"
+            ).encode()
+        loop, shared = self._loop, self._shared
+        if loop is None or shared is None:
+            return 503, b"the watch is not running (starting or stopping)\n"
+        budget = target.run_budget_s
+        if scrape_timeout_s is not None:
+            budget = min(budget, max(0.5, scrape_timeout_s - PROBE_MARGIN_S))
+        wait_s = (scrape_timeout_s or budget + 30.0) + 1.0
+        future = asyncio.run_coroutine_threadsafe(self.probe_now(target, shared, budget), loop)
+        try:
+            served = future.result(timeout=wait_s)
+        except Exception as exc:
+            future.cancel()
+            return 503, f"probe of {target.name} failed: {exc or type(exc).__name__}\n".encode()
+        if served is None:
+            return 503, f"probe of {target.name} failed: see the watch's log\n".encode()
+        j = served.judged
+        body = probe_exposition(j.verdict, j.elapsed_s or 0.0, served.at, served.cached)
+        return 200, body
+
+    async def probe_now(self, target: Target, shared: SharedSink, budget_s: float) -> Served | None:
+        lock = self._locks.setdefault(target.name, asyncio.Lock())
+        if lock.locked():  # a run in flight: it is the answer
+            async with lock:
+                pass
+            last = self._served.get(target.name)
+            return replace(last[1], cached=True) if last else None
+        last = self._served.get(target.name)
+        if last is not None and time.monotonic() - last[0] < self.config.caps.min_interval_s:
+            return replace(last[1], cached=True)
+        async with lock:
+            judged = await self.round(target, shared, budget_s)
+        last = self._served.get(target.name)
+        return last[1] if judged is not None and last is not None else None
+
+    def told(self, target: Target, outcome: ProbeOutcome, probed: Probed | None) -> Judged:
+        """The run as its story tells it: one that continues a first_only outage keeps the
+        outage's pattern, severity and alert (the report's story when the pipeline finished
+        the run, else read here, from where the target's last run left it)."""
+        if probed is not None:
+            story, verdict = probed.report.story, probed.report.verdict
+        else:
+            previous = self.states.get(target.name)
+            known = previous.outage if previous is not None else None
+            story = story_of(self.ledger, outcome.record, outcome.verdict, known)
+            verdict = as_told(outcome.verdict, story)
+        if story.restart is not None:
+            log.info(
+                "gateway_restart_seen",
+                target=target.name,
+                how=story.restart.how,
+                run_id=outcome.record.run.run_id,
+            )
+        return Judged(target.name, outcome.record, verdict, outcome.elapsed_s, story)
 
     async def after_run(self, target: Target, judged: Judged) -> None:
         verdict, record = judged.verdict, judged.record
@@ -277,8 +389,9 @@ class Watcher:
             at = record.run.finished_at or time.time()
             self.metrics.observe_run(target.name, record, verdict, judged.elapsed_s or 0.0, at)
         previous = self.states.get(target.name)
-        self.states[target.name] = TargetState(verdict.pattern, verdict.severity,
-                                               record.run.run_id)  # fmt: skip
+        self.states[target.name] = TargetState(
+            verdict.pattern, verdict.severity, record.run.run_id, judged.story.outage
+        )
         self.looks[target.name] = [record.run.run_id]
         log.info("watch_run_judged", target=target.name, run_id=record.run.run_id,
                  pattern=verdict.pattern.value, severity=verdict.severity.name.lower())  # fmt: skip
@@ -322,7 +435,7 @@ class Watcher:
                 self.metrics.count_correction(target, r.original, r.current.pattern)
         return r.current
 
-    async def finish(self, target: Target, probe: Probe, outcome: ProbeOutcome) -> None:
+    async def finish(self, target: Target, probe: Probe, outcome: ProbeOutcome) -> Probed | None:
         """A judged run explained and kept by the pipeline, off the event loop (the module scan
         reads the host; the other targets go on). A scan that fails costs the diagnosis, never
         the verdict."""
@@ -331,9 +444,10 @@ class Watcher:
         except ProbeError as exc:
             log.error("module_inventory_failed", target=target.name, error=str(exc))
             self.scanned(target, None)
-            return
+            return None
         if target.modules:
             self.scanned(target, probed.explanation.inventory)
+        return probed
 
     def scanned(self, target: Target, inventory: Inventory | None) -> None:
         """After a run's module scan: how many processes on this host hold an old copy of the
@@ -386,6 +500,7 @@ class Watcher:
         self, target: Target, previous: TargetState | None, judged: Judged, bundle_path: Path | None
     ) -> bytes:
         data = {
+            "schema_version": SCHEMA_VERSION,
             "event": "verdict_changed",
             "target": target.name,
             "gateway": str(target.gateway),
@@ -400,6 +515,7 @@ class Watcher:
             ),
             "current": judged.verdict.to_dict(),
             "evidence": str(bundle_path) if bundle_path else None,
+            "story": judged.story.to_dict(),
             "run": to_json(judged.record, judged.verdict),
         }
         return (json.dumps(data, indent=2) + "\n").encode("utf-8")
@@ -414,6 +530,7 @@ class Watcher:
             if t.security.password is not None and t.security.password.source.startswith("env:")
         }
         env = {k: v for k, v in os.environ.items() if k not in secret_vars}
+        outage = judged.story.outage
         env.update(
             NOTIFYPROBE_EVENT="verdict_changed",
             NOTIFYPROBE_TARGET=target.name,
@@ -422,6 +539,7 @@ class Watcher:
             NOTIFYPROBE_SEVERITY=judged.verdict.severity.name.lower(),
             NOTIFYPROBE_PREVIOUS_PATTERN=previous.pattern.value if previous else "",
             NOTIFYPROBE_EVIDENCE=str(bundle_path) if bundle_path else "",
+            NOTIFYPROBE_OUTAGE_SINCE=outage.since_run if outage is not None else "",
         )
         return env
 
@@ -464,9 +582,14 @@ class Watcher:
                 verdict = self.revise(target.name, run_id)
                 if verdict is None or verdict.pattern is Pattern.INCONCLUSIVE:
                     continue
-                self.states[target.name] = TargetState(verdict.pattern, verdict.severity, run_id)
+                record = self.ledger.load(run_id)
+                story = story_of(self.ledger, record, verdict)
+                verdict = as_told(verdict, story)
+                self.states[target.name] = TargetState(
+                    verdict.pattern, verdict.severity, run_id, story.outage
+                )
                 if self.metrics is not None:
-                    run = self.ledger.load(run_id).run
+                    run = record.run
                     at = run.finished_at or run.started_at
                     self.metrics.show_verdict(target.name, verdict, at, at - run.started_at)
                 break

@@ -25,6 +25,7 @@ from probe.reporting.nagios import (
 )
 from probe.reporting.redact import KINDS, clean_argv, secret_values_in_argv
 from probe.reporting.text import (
+    SCHEMA_VERSION,
     history_text,
     plugin_long_output,
     rejudge_command,
@@ -35,6 +36,7 @@ from probe.reporting.text import (
 
 __all__ = [
     "KINDS",
+    "SCHEMA_VERSION",
     "BundleResult",
     "PluginThresholds",
     "RunEvidence",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,15 @@ from probe.diagnosis import (
     rediagnose,
     split,
 )
-from probe.history import Revision, StoredVerdict, kept_verdicts, revision_of
+from probe.history import (
+    Revision,
+    StoredVerdict,
+    Story,
+    as_told,
+    kept_verdicts,
+    revision_of,
+    story_of,
+)
 from probe.host import HostFacts, Inventory, collect_facts, unreadable_note
 from probe.ledger import Ledger
 from probe.records import ProcessStart, RunRecord
@@ -310,11 +318,26 @@ class RunReport:
     # Late mail changed the verdict: `explanation` is recomputed for it, this is what the run's
     # original verdict was told (None: nothing changed, `explanation` is what was said).
     explanation_at_verdict: StoredExplanation | None = None
+    # What the run tells with the runs before it: the first_only outage it continues (then
+    # `verdict` is told as that outage), a restart of the gateway seen since the run before.
+    story: Story = field(default_factory=Story)
 
     @property
     def command(self) -> KeptChecks | None:
         """The upgrade command this run was the burst of: its status leads every view."""
         return self.upgrade_checks[0] if self.upgrade_checks else None
+
+
+def told(
+    ledger: Ledger, record: RunRecord, verdict: Verdict, explanation: StoredExplanation
+) -> tuple[Verdict, StoredExplanation, Story]:
+    """The run's verdict and explanation as its story tells them: a run that continues a
+    first_only outage is reported first_only, diagnosed again for it from what it kept."""
+    story = story_of(ledger, record, verdict)
+    if story.outage is None:
+        return verdict, explanation, story
+    verdict = as_told(verdict, story)
+    return verdict, explanation.for_verdict(verdict, record.run.started_at), story
 
 
 def run_report(
@@ -325,10 +348,12 @@ def run_report(
     original, correction = kept_verdicts(ledger, record) if revision else (None, None)
     explanation, at_verdict = explanations(kept.get(EXPLANATION), record, revision)
     checks = kept_checks(_other_artifacts(kept))
+    verdict, explanation, story = told(ledger, record, verdict, explanation)
     return RunReport(
         record=record,
         verdict=verdict,
         explanation=with_kept_inventory(explanation, checks),
+        story=story,
         upgrade_checks=checks,
         revision=revision,
         ledger=ledger.path,

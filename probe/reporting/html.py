@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from probe import __version__
 from probe.records import Notification, SettleWindow, Submission
 from probe.reporting.artifacts import RunEvidence, RunReport
-from probe.reporting.text import advice, domain_warning, outcome, rejudge_line, said_lines
+from probe.reporting.text import domain_warning, outcome, rejudge_line, report_advice, said_lines
 from probe.verdict import Severity, gateway_order
 
 Clean = Callable[[str], str]
@@ -72,7 +72,7 @@ def render(ev: RunEvidence, clean: Clean, runbooks: Sequence[str] = ()) -> str:
     record, verdict = report.record, report.verdict
     run = record.run
     colour = COLOURS[verdict.severity]
-    meaning, action = advice(verdict, record)
+    meaning, action = report_advice(report)
     unrouted = domain_warning(record)
     started = _utc(run.started_at)
     window = run.options.settle
@@ -124,6 +124,7 @@ def render(ev: RunEvidence, clean: Clean, runbooks: Sequence[str] = ()) -> str:
             if report.revision is not None
             else []
         ),
+        *_outage(report, esc),
         "</section>",
         *_diagnosis(report, esc, action, embedded=bool(runbooks)),
         '<h2 id="timeline">Timeline</h2>',
@@ -326,6 +327,14 @@ def _notifications_table(
         )
     out.append("</table>")
     return out
+
+
+def _outage(report: RunReport, esc: Callable[[object], str]) -> list[str]:
+    """The outage this run continues and a gateway restart seen before it, as report.txt."""
+    lines = report.story.timeline()
+    if not lines:
+        return []
+    return ['<ul id="outage">', *(f"<li>{esc(line)}</li>" for line in lines), "</ul>"]
 
 
 # -- the timeline ---------------------------------------------------------------------------

@@ -118,6 +118,9 @@ MEANING: dict[Pattern, tuple[str, str]] = {
 UNROUTED_DOMAIN_PATTERNS = frozenset({Pattern.NONE_DELIVERED, Pattern.ALL_BOUNCED})
 
 
+SCHEMA_VERSION = 1  # of every JSON report; docs/schema/ describes it, a removed key bumps it
+
+
 def to_json(record: RunRecord, verdict: Verdict) -> dict[str, Any]:
     run = record.run
     control = record.control
@@ -284,6 +287,27 @@ def advice(verdict: Verdict, record: RunRecord | None = None) -> tuple[str, str]
     return meaning, f"{step} Then: {action}" if step else action
 
 
+def report_advice(report: RunReport) -> tuple[str, str]:
+    """`advice` for a run as its story tells it: a run that continues a first_only outage
+    names the run that first showed it (its route to the sink was proven then)."""
+    meaning, action = advice(report.verdict, report.record)
+    outage = report.story.outage
+    if outage is None:
+        return meaning, action
+    first = rejudge_command(outage.since_run, report.ledger)
+    return meaning, (
+        f"This run continues the first_only outage that began with run {outage.since_run} at "
+        f"{_utc(outage.since_at)}: start from that run ({first}). {action}"
+    )
+
+
+def story_lines(report: RunReport) -> list[str]:
+    """The outage timeline under the verdict: the run that started it, the runs since, and a
+    restart of the gateway seen before this run."""
+    lines = report.story.timeline()
+    return ["", "  Outage timeline:", *(f"    {line}" for line in lines)] if lines else []
+
+
 def domain_first_step(verdict: Verdict, record: RunRecord) -> str | None:
     """The default domain as the first thing to check, for a verdict of mail that never came."""
     if verdict.pattern in UNROUTED_DOMAIN_PATTERNS and unrouted_default_domain(record):
@@ -298,6 +322,7 @@ def plugin_long_output(report: RunReport) -> list[str]:
     step = domain_first_step(report.verdict, report.record)
     explained = report.explanation
     return [
+        *(f"outage: {line}" for line in report.story.timeline()),
         *([f"what to do: {step}"] if step else []),
         *bounce_lines(report.record),
         *diagnosis_lines(explained.diagnosis, explained.possible),
@@ -313,7 +338,7 @@ def rejudge_command(run_id: str, ledger: Path | None) -> str:
 
 def report_json(report: RunReport) -> dict[str, Any]:
     """The JSON of `burst --json`, `verdict --json` and the bundle's report.json."""
-    meaning, action = advice(report.verdict, report.record)
+    meaning, action = report_advice(report)
     revision: dict[str, Any] = (
         {"revision": report.revision.to_dict()} if report.revision is not None else {}
     )
@@ -332,9 +357,10 @@ def report_json(report: RunReport) -> dict[str, Any]:
             "possible_known_issues": fields["possible_known_issues"],
         }
     return (
-        overall_json(report)
+        {"schema_version": SCHEMA_VERSION}
+        | overall_json(report)
         | to_json(report.record, report.verdict)
-        | {"meaning": meaning, "what_to_do": action}
+        | {"meaning": meaning, "what_to_do": action, "story": report.story.to_dict()}
         | report.explanation.json_fields()
         | {"upgrade_checks": [c.to_dict() for c in report.upgrade_checks]}
         | revision
@@ -399,7 +425,7 @@ def verdict_section(report: RunReport) -> list[str]:
     skipped = f" · not attempted {verdict.not_attempted}" if verdict.not_attempted else ""
     skipped += f" · bounced {verdict.bounced}" if verdict.bounced else ""
     skipped += f" · delayed {verdict.delayed}" if verdict.delayed else ""
-    meaning, action = advice(verdict, report.record)
+    meaning, action = report_advice(report)
     window = run.options.settle
     unrouted = domain_warning(report.record)
     lines = [
@@ -413,6 +439,7 @@ def verdict_section(report: RunReport) -> list[str]:
         "",
         f"  {STATE_WORD[verdict.severity]}  {verdict.pattern.value}: {verdict.summary}",
         *(f"    · {line}" for line in verdict.evidence),
+        *story_lines(report),
         "",
         f"  What it means: {meaning}",
         f"  What to do:    {action}",
