@@ -357,8 +357,8 @@ def report_json(report: RunReport) -> dict[str, Any]:
             "possible_known_issues": fields["possible_known_issues"],
         }
     return (
-        {"schema_version": SCHEMA_VERSION}
-        | overall_json(report)
+        overall_json(report)  # an upgrade command's own result leads, when there is one
+        | {"schema_version": SCHEMA_VERSION}
         | to_json(report.record, report.verdict)
         | {"meaning": meaning, "what_to_do": action, "story": report.story.to_dict()}
         | report.explanation.json_fields()

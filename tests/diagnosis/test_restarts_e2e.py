@@ -65,9 +65,11 @@ def test_each_gateway_restart_brings_back_exactly_one_notification(gateway_pytho
         second = burst(port, sink, db)  # same gateway process: nothing at all
     with gateway(gateway_python, address, sink) as port:  # restarted: one more gets through
         third = burst(port, sink, db)
-    assert [r["verdict"]["pattern"] for r in (first, second, third)] == [
-        "first_only", "none_delivered", "first_only",
-    ]  # fmt: skip
+    # the second run delivered nothing and saw no restart: the same outage, told as first_only
+    assert [r["verdict"]["pattern"] for r in (first, second, third)] == ["first_only"] * 3
+    outage = second["story"]["outage"]
+    assert (outage["since_run"], outage["this_run_pattern"]) == (first["run_id"], "none_delivered")
+    assert third["story"]["outage"] is None  # after a restart: a story of its own
     assert third["gateway_processes"] and third["gateway_processes"][0]["name"] == GATEWAY_NAME
     because = " ".join(third["diagnosis"]["because"])
     assert "each of 1 gateway restart(s) brought back exactly one delivery" in because
