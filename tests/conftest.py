@@ -12,10 +12,11 @@ from probe.correlation import TokenKey
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience
-from probe.lab.gateway import FaultMode, LabGateway, free_port
+from probe.lab.gateway import FaultMode, LabGateway
 from probe.ledger import Ledger, key_path
 from probe.records import Endpoint
 from probe.verdict import Thresholds
+from tests.ports import unused_port
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +57,7 @@ async def probe_lab(
     """Run a real burst through an in-process lab gateway in `mode` to the probe's own sink.
 
     `settings` are `BurstSettings` fields (concurrency, reuse, ...) or `ProbeSettings` ones."""
-    sink = Endpoint("127.0.0.1", free_port())
+    sink = Endpoint("127.0.0.1", unused_port())
     gateway = LabGateway(
         Endpoint("127.0.0.1", 0), sink, FaultMode.parse(mode), seed=seed, rewrite=rewrite
     )
@@ -67,7 +68,7 @@ async def probe_lab(
     settings.setdefault("patience", Patience(settle_s=1.0, timeout_s=5.0))
     settings.setdefault("thresholds", Thresholds())
     async with gateway:
-        target = gateway.listen if mode != "down" else Endpoint("127.0.0.1", free_port())
+        target = gateway.listen if mode != "down" else Endpoint("127.0.0.1", unused_port())
         return await run_probe(
             ledger, ProbeSettings(gateway=target, sink=sink, burst=burst, **settings)
         )

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from probe.ledger import Ledger
+from tests.ports import unused_port
 
 PROBE = [sys.executable, "-m", "probe"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -44,12 +45,6 @@ def probe(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*PROBE, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def burst(gateway: int, sink: int, db: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return probe(
         "burst", "--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}",
@@ -58,7 +53,7 @@ def burst(gateway: int, sink: int, db: Path, *extra: str) -> subprocess.Complete
 
 
 def test_first_only_gateway_exits_critical_with_first_only_json(tmp_path):
-    sink = free_port()
+    sink = unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "first-only") as gateway:  # fmt: skip
         result = burst(gateway, sink, tmp_path / "l.db", "--count", "20", "--settle", "1",
@@ -75,7 +70,7 @@ def test_first_only_gateway_exits_critical_with_first_only_json(tmp_path):
 
 
 def test_healthy_gateway_exits_ok_with_every_notification_delivered(tmp_path):
-    sink = free_port()
+    sink = unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "healthy") as gateway:  # fmt: skip
         result = burst(gateway, sink, tmp_path / "l.db", "--count", "20", "--json", "-")
@@ -89,7 +84,7 @@ def test_healthy_gateway_exits_ok_with_every_notification_delivered(tmp_path):
 
 
 def test_terminal_summary_names_the_pattern_and_what_to_do(tmp_path):
-    sink = free_port()
+    sink = unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "first-only:5xx") as gateway:  # fmt: skip
         result = burst(gateway, sink, tmp_path / "l.db", "--count", "5")
@@ -113,7 +108,7 @@ def test_standalone_sink_and_burst_without_sink_share_the_ledger(tmp_path):
 
 def test_killed_run_is_judged_later_from_the_ledger(tmp_path):
     db = tmp_path / "l.db"
-    sink = free_port()
+    sink = unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "first-only") as gateway:  # fmt: skip
         proc = subprocess.Popen(
@@ -185,7 +180,7 @@ def test_sink_port_in_use_is_unknown_not_a_traceback(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = burst(free_port(), port, tmp_path / "l.db")
+        result = burst(unused_port(), port, tmp_path / "l.db")
     assert result.returncode == 3
     assert "sink cannot listen on 127.0.0.1" in result.stderr
     assert "Traceback" not in result.stderr
@@ -223,13 +218,13 @@ def test_unreadable_ledger_is_a_clear_error(tmp_path):
 
 
 def test_gateway_down_exits_critical_unreachable(tmp_path):
-    result = burst(free_port(), free_port(), tmp_path / "l.db", "--count", "3", "--json", "-")
+    result = burst(unused_port(), unused_port(), tmp_path / "l.db", "--count", "3", "--json", "-")
     assert result.returncode == 2
     assert json.loads(result.stdout)["verdict"]["pattern"] == "gateway_unreachable"
 
 
 def test_log_json_writes_json_lines_to_stderr_only(tmp_path):
-    result = burst(free_port(), free_port(), tmp_path / "l.db", "--count", "1", "--json", "-",
+    result = burst(unused_port(), unused_port(), tmp_path / "l.db", "--count", "1", "--json", "-",
                    "--log-json", "--log-level", "info")  # fmt: skip
     json.loads(result.stdout)  # stdout stays pure JSON
     events = [json.loads(line) for line in result.stderr.splitlines()]

@@ -32,7 +32,8 @@ from pathlib import Path
 import pytest
 
 from probe.cli import main
-from probe.lab import free_port, write_dll
+from probe.lab import write_dll
+from tests.ports import unused_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -414,11 +415,11 @@ def test_page_commands_run_as_written(page: Path, tmp_path: Path, held_case_root
     here, out, private = clone(tmp_path), tmp_path / "out", tmp_path / "private"
     out.mkdir()
     private.mkdir()
-    lab_gateway, sink = free_port(), free_port()
+    lab_gateway, sink = unused_port(), unused_port()
     subs = {
         "gateway.example.org:25": f"127.0.0.1:{lab_gateway}",
         "gw.example.org:25": f"127.0.0.1:{lab_gateway}",
-        "127.0.0.1:2526": f"127.0.0.1:{free_port()}",
+        "127.0.0.1:2526": f"127.0.0.1:{unused_port()}",
         ":2525": f":{sink}",
         "sink.example.org": "127.0.0.1",
         "/var/lib/notifyprobe/": f"{private}/",
@@ -481,7 +482,7 @@ def test_the_demos_next_steps_run_as_printed_from_where_the_user_stands(tmp_path
     judged = shell(verdict)
     assert judged.returncode == 2 and "first_only" in judged.stdout, judged.stderr
     assert shell(evidence).returncode == 0 and (here / "case.zip").is_file()
-    gateway, sink = free_port(), free_port()
+    gateway, sink = unused_port(), unused_port()
     lab = subprocess.Popen([str(VENV_BIN / "notifyprobe"), "lab", "gateway", "--listen",
                             f"127.0.0.1:{gateway}", "--relay", f"127.0.0.1:{sink}"],
                            stderr=subprocess.PIPE, text=True)  # fmt: skip

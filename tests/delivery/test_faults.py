@@ -21,7 +21,6 @@ from probe.delivery.run import ProbeSettings, Progress, _Tracker, run_probe
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience, settle_deadline
 from probe.delivery.sink import Sink
-from probe.lab.gateway import free_port
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import (
     Delivery,
@@ -35,6 +34,7 @@ from probe.records import (
 )
 from probe.verdict import Pattern, Severity, classify
 from tests.conftest import TEST_KEY, with_test_key
+from tests.ports import unused_port
 
 PROBE = [sys.executable, "-m", "probe"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -47,7 +47,7 @@ def integrity_ok(db: Path) -> bool:
 
 
 async def test_gateway_killed_mid_burst_is_degraded_and_every_notification_is_accounted(tmp_path):
-    sink_port = free_port()
+    sink_port = unused_port()
     gateway = subprocess.Popen(
         [*PROBE, "lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink_port}"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV,
@@ -164,7 +164,13 @@ def test_unwritable_ledger_is_a_one_line_exit_3(tmp_path, where):
             pytest.skip("needs Linux /proc, a filesystem that refuses new files even to root")
         db = Path("/proc/notifyprobe-ledger.sqlite3")
     for args in (
-        ["burst", "--gateway", f"127.0.0.1:{free_port()}", "--sink", f"127.0.0.1:{free_port()}"],
+        [
+            "burst",
+            "--gateway",
+            f"127.0.0.1:{unused_port()}",
+            "--sink",
+            f"127.0.0.1:{unused_port()}",
+        ],
         ["sink", "--listen", "127.0.0.1:0"],
     ):
         result = subprocess.run(

@@ -27,11 +27,11 @@ from probe.delivery.settle import Patience
 from probe.delivery.sink import Sink
 from probe.delivery.tls import ClientSecurity, server_context
 from probe.errors import UsageError
-from probe.lab.gateway import free_port
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Endpoint, ErrorKind, Run
 from probe.verdict import Pattern
 from tests.conftest import TEST_KEY, with_test_key
+from tests.ports import unused_port
 
 DOMAIN = "probe.invalid"
 RUN = "0badc0ffee"
@@ -136,7 +136,7 @@ async def test_tls_failure_on_every_notification_is_judged_unreachable_naming_tl
         with Ledger(tmp_path / "run.sqlite3") as ledger:
             settings = ProbeSettings(
                 gateway=Endpoint("127.0.0.1", sink.port),
-                sink=Endpoint("127.0.0.1", free_port()),
+                sink=Endpoint("127.0.0.1", unused_port()),
                 burst=BurstSettings(count=3),
                 security=ClientSecurity(tls="starttls", ca_file=pki["stranger"]),
                 patience=Patience(timeout_s=1.0),
@@ -240,7 +240,7 @@ def leaked(blob: bytes) -> list[str]:
 
 @pytest.mark.parametrize("right_password", [True, False])
 async def test_auth_password_never_reaches_ledger_json_or_logs(tmp_path, pki, right_password):
-    sink_port = free_port()
+    sink_port = unused_port()
     db = tmp_path / "auth.sqlite3"
     secret_env = {"NP_GATEWAY_PW": PASSWORD if right_password else PASSWORD + "-wrong"}
     async with auth_gateway(pki, sink_port) as (gateway, port):
@@ -273,7 +273,7 @@ async def test_auth_password_never_reaches_ledger_json_or_logs(tmp_path, pki, ri
 
 
 async def test_insecure_is_reported_loudly_in_text_json_and_stderr(tmp_path, pki):
-    sink_port = free_port()
+    sink_port = unused_port()
     async with auth_gateway(pki, sink_port) as (_, port):
         code, out, err = await probe_cli(
             "burst", "--gateway", f"127.0.0.1:{port}", "--sink", f"127.0.0.1:{sink_port}",

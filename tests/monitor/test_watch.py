@@ -22,7 +22,7 @@ import pytest
 from probe.cli import build_parser
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience
-from probe.lab.gateway import FaultMode, LabGateway, free_port
+from probe.lab.gateway import FaultMode, LabGateway
 from probe.ledger import Ledger
 from probe.logs import configure
 from probe.monitor.config import OnChange, Target, WatchConfig
@@ -31,6 +31,7 @@ from probe.monitor.watch import TargetState, Watcher, changed, first_delay, next
 from probe.records import Endpoint, Run, Submission
 from probe.verdict import Pattern, Severity, Verdict
 from tests.monitor.test_metrics import PROMTOOL
+from tests.ports import unused_port
 from tests.test_cli import ENV, PROBE, probe, service
 
 WAIT_S = 20.0  # upper bound of every wait on another process
@@ -78,7 +79,7 @@ def test_a_state_change_is_another_pattern_and_a_first_verdict_only_when_not_ok(
 
 
 async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidence(tmp_path):
-    sink = Endpoint("127.0.0.1", free_port())
+    sink = Endpoint("127.0.0.1", unused_port())
     out = tmp_path / "hook.json"
     script = (
         "import os, sys, pathlib; data = sys.stdin.read();"
@@ -118,7 +119,7 @@ async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidenc
 
 
 async def test_no_command_when_the_verdict_stays_the_same_across_restarts(tmp_path):
-    sink = Endpoint("127.0.0.1", free_port())
+    sink = Endpoint("127.0.0.1", unused_port())
     marker = tmp_path / "called"
     command = (sys.executable, "-c", f"open({str(marker)!r}, 'a').write('x')")
     with Ledger(tmp_path / "l.db") as ledger:
@@ -133,8 +134,8 @@ async def test_no_command_when_the_verdict_stays_the_same_across_restarts(tmp_pa
 
 
 async def test_a_failing_command_is_logged_and_counted_not_fatal(tmp_path):
-    sink = Endpoint("127.0.0.1", free_port())
-    cfg = WatchConfig(targets=(target("gw", Endpoint("127.0.0.1", free_port()), count=1),),
+    sink = Endpoint("127.0.0.1", unused_port())
+    cfg = WatchConfig(targets=(target("gw", Endpoint("127.0.0.1", unused_port()), count=1),),
                       sink=sink, once=True,
                       on_change=OnChange((str(tmp_path / "no-such-program"),)))  # fmt: skip
     metrics = Metrics()
@@ -146,7 +147,7 @@ async def test_a_failing_command_is_logged_and_counted_not_fatal(tmp_path):
 
 
 async def test_the_next_run_corrects_a_verdict_that_late_mail_proved_wrong(tmp_path, capsys):
-    sink = Endpoint("127.0.0.1", free_port())
+    sink = Endpoint("127.0.0.1", unused_port())
     metrics = Metrics()
     # A queue runner every 1 s judged with a 0.3 s window: the first run reads first_only
     # until its batch arrives; the second run starts after it and looks back.
@@ -249,7 +250,7 @@ def scrape(port: int) -> str:
 
 
 def test_watch_two_targets_serves_both_verdicts_and_valid_metrics(tmp_path):
-    sink = free_port()
+    sink = unused_port()
     relay = ("--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}")
     with service("lab", "gateway", *relay, "--mode", "healthy") as good, \
          service("lab", "gateway", *relay, "--mode", "first-only") as bad:  # fmt: skip
@@ -298,7 +299,7 @@ def wait_for_submissions(db: Path, at_least: int) -> None:
 
 
 def test_killed_watch_loses_no_row_and_judges_the_cut_run_on_restart(tmp_path):
-    sink = free_port()
+    sink = unused_port()
     db = tmp_path / "l.db"
     relay = ("--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}")
     with service("lab", "gateway", *relay, "--mode", "healthy") as gateway:
@@ -335,8 +336,8 @@ def test_killed_watch_loses_no_row_and_judges_the_cut_run_on_restart(tmp_path):
 def test_a_second_watch_on_the_same_ledger_stops_at_start_and_a_killed_ones_lock_is_freed(
     tmp_path,
 ):
-    sink = free_port()
-    config = write_config(tmp_path / "watch.toml", sink, tmp_path / "l.db", {"gw": free_port()})
+    sink = unused_port()
+    config = write_config(tmp_path / "watch.toml", sink, tmp_path / "l.db", {"gw": unused_port()})
     with watch(config) as (first, _):
         second = subprocess.run([*PROBE, "watch", "--config", str(config)], env=ENV,
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -363,8 +364,8 @@ def test_watch_check_validates_and_bad_config_is_one_line_exit_3(tmp_path):
 
 
 def test_watch_once_exits_with_the_worst_state(tmp_path):
-    config = write_config(tmp_path / "w.toml", free_port(), tmp_path / "l.db",
-                          {"down": free_port()}, count="2")  # fmt: skip
+    config = write_config(tmp_path / "w.toml", unused_port(), tmp_path / "l.db",
+                          {"down": unused_port()}, count="2")  # fmt: skip
     result = probe("watch", "--config", str(config), "--once", timeout=30)
     assert result.returncode == int(Severity.CRITICAL), result.stderr
     with Ledger(tmp_path / "l.db") as ledger:
@@ -376,7 +377,7 @@ async def test_stale_module_on_this_host_is_exported_per_target(tmp_path):
     from fixtures.hold_module import upgraded_while_loaded
 
     name = f"MPNotifyPerf-{tmp_path.name}.dll"  # the scan sees every process on the host
-    sink = Endpoint("127.0.0.1", free_port())
+    sink = Endpoint("127.0.0.1", unused_port())
     with upgraded_while_loaded(tmp_path / name) as dll:
         async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode("healthy")) as gw:
             watched = target("gw", gw.listen, modules=(name,), installed=(str(dll),))

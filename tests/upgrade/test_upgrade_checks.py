@@ -11,6 +11,7 @@ import pytest
 from fixtures.hold_module import held
 from fixtures.make_pe import write_dll
 from probe.host.reboot import linux_sources, release_key
+from tests.ports import unused_port
 from tests.upgrade.helpers import (
     REGISTRY,
     assert_one_line_error,
@@ -208,9 +209,9 @@ def test_postflight_finds_a_renamed_copy_still_loaded_and_mixed_versions(tmp_pat
 
 
 def test_postflight_burst_through_a_healthy_lab_gateway_passes(tmp_path: Path) -> None:
-    from tests.test_cli import free_port, service
+    from tests.test_cli import service
 
-    sink = free_port()
+    sink = unused_port()
     with service(
         "lab",
         "gateway",
