@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fixtures.hold_module import held
+from fixtures.hold_module import held, holder_name
 from fixtures.make_pe import build_dll, write_dll
 from probe.host.inventory import ModuleState, take_inventory
 from probe.host.pe import ModuleVersion
@@ -98,10 +98,13 @@ def test_loaded_dll_moved_aside_to_old_is_renamed(dll: Path) -> None:
 
 
 def test_untouched_dll_is_current_and_exit_code_is_zero(dll: Path) -> None:
-    with held(dll) as holder:
-        # Scoped to the holder's name: a host may keep another process unreadable even to root
-        # (this sandbox's init), and a scan that could not read every process is not exit 0.
-        name = psutil.Process(holder.pid).name()
+    with held(dll, own_name=True) as holder:
+        # Scoped to this holder, by a name made of its pid: a host may keep another process
+        # unreadable even to root (this sandbox's init), and a scan that could not read every
+        # process is not exit 0; another process (a parallel test, another checkout's suite) may
+        # hold an old copy of a same-named module, and that would be exit 1.
+        name = holder_name(holder)
+        assert psutil.Process(holder.pid).name() == name
         proc = subprocess.run(
             [
                 sys.executable,
