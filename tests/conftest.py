@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -17,6 +20,45 @@ from probe.ledger import Ledger, key_path
 from probe.records import Endpoint
 from probe.verdict import Thresholds
 from tests.ports import unused_port
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("linux_only") and not sys.platform.startswith("linux"):
+        pytest.skip("needs Linux (/proc, ELF, prctl)")
+
+
+NOT_REAL = (
+    "{what} in a test not marked `real`: mark it @pytest.mark.real (or its module: "
+    "pytestmark = pytest.mark.real), so `pytest -m 'not real'` stays the fast tier"
+)
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_stays_fast(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """A test without the `real` marker may not open a network socket or start a process:
+    the marker is then true by construction, not by review."""
+    if request.node.get_closest_marker("real"):
+        yield
+        return
+
+    def refuse(what: str):
+        def refused(*args: object, **kwargs: object) -> None:
+            raise AssertionError(NOT_REAL.format(what=what))
+
+        return refused
+
+    def network_only(method):
+        def guarded(sock: socket.socket, *args: object) -> object:
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                raise AssertionError(NOT_REAL.format(what=f"socket {method.__name__}"))
+            return method(sock, *args)
+
+        return guarded
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("a subprocess"))
+    for name in ("bind", "connect", "connect_ex"):
+        monkeypatch.setattr(socket.socket, name, network_only(getattr(socket.socket, name)))
+    yield
 
 
 @pytest.fixture(autouse=True)

@@ -8,9 +8,13 @@ from __future__ import annotations
 import json
 import zipfile
 
+import pytest
+
 from probe.cli import main
 from tests.ports import unused_port
 from tests.test_cli import service
+
+pytestmark = pytest.mark.real
 
 REASON = "550 5.7.1 Recipient address rejected"
 

@@ -17,6 +17,8 @@ import pytest
 from tests.ports import unused_port
 from tests.test_cli import ENV, PROBE, probe, service, wait_for_submissions
 
+pytestmark = pytest.mark.real
+
 
 def interrupted_burst(
     tmp_path: Path, sig: signal.Signals, *fmt: str

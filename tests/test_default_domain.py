@@ -51,6 +51,7 @@ def burst(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str
     return code, out, err
 
 
+@pytest.mark.real
 def test_a_real_gateway_with_the_default_domain_is_told_first(tmp_path, capsys):
     db, sink, bundle = tmp_path / "l.db", unused_port(), tmp_path / "case.zip"
     with blackhole() as gateway:
@@ -87,6 +88,7 @@ def test_a_real_gateway_with_the_default_domain_is_told_first(tmp_path, capsys):
     assert report["what_to_do"].startswith(FIRST_CHECK)
 
 
+@pytest.mark.real
 def test_a_gateway_off_loopback_is_told_at_the_start(tmp_path, capsys):
     code, out, err = burst(capsys, "--gateway", "nowhere.invalid:25", "--sink",
                            f"127.0.0.1:{unused_port()}", "--db", str(tmp_path / "l.db"),
@@ -101,6 +103,7 @@ def test_a_gateway_off_loopback_is_told_at_the_start(tmp_path, capsys):
     assert not report["what_to_do"].startswith("First check")  # the name did not resolve
 
 
+@pytest.mark.real
 def test_a_routed_domain_is_not_mentioned(tmp_path, capsys):
     with blackhole() as gateway:
         code, out, err = burst(capsys, "--gateway", f"127.0.0.1:{gateway}", "--sink",
@@ -112,6 +115,7 @@ def test_a_routed_domain_is_not_mentioned(tmp_path, capsys):
     assert "routes nowhere" not in err
 
 
+@pytest.mark.real
 def test_the_lab_gateway_routes_the_default_domain(tmp_path, capsys):
     sink = unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",

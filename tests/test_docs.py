@@ -410,6 +410,7 @@ def script(commands: list[Command], subs: dict[str, str], out: Path) -> list[str
 @pytest.mark.parametrize(
     "page", [p for p in PAGES if runnable(p)], ids=lambda p: str(p.relative_to(ROOT))
 )
+@pytest.mark.real
 def test_page_commands_run_as_written(page: Path, tmp_path: Path, held_case_root: Path):
     commands = [c for c in commands_of(page) if not isinstance(COMMANDS[c.key], Skip)]
     here, out, private = clone(tmp_path), tmp_path / "out", tmp_path / "private"
@@ -464,6 +465,7 @@ def test_page_commands_run_as_written(page: Path, tmp_path: Path, held_case_root
     assert not failures, f"{page.name}:\n" + "\n".join(failures) + f"\nshell: {shell_output}"
 
 
+@pytest.mark.real
 def test_the_demos_next_steps_run_as_printed_from_where_the_user_stands(tmp_path: Path):
     here = clone(tmp_path)
     env = session_env(tmp_path, notifyprobe_on_path=False)

@@ -30,6 +30,8 @@ from aiosmtpd.smtp import AuthResult
 from tests.ports import unused_port
 from tests.test_cli import ENV, PROBE, probe, service
 
+pytestmark = pytest.mark.real
+
 VENV_COMMAND = Path(sys.executable).with_name("notifyprobe")  # its process is named notifyprobe
 
 

@@ -59,6 +59,7 @@ def test_the_default_sink_address_as_gateway(tmp_path, capsys):
     assert "gateway 127.0.0.1:2525" in err and "(sink 127.0.0.1:2525)" in err
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("own_sink", [[], ["--no-sink"]])
 def test_localhost_names_the_sinks_loopback_listener(tmp_path, capsys, own_sink):
     db, port = tmp_path / "l.db", unused_port()
@@ -66,6 +67,7 @@ def test_localhost_names_the_sinks_loopback_listener(tmp_path, capsys, own_sink)
                      "--db", str(db), *own_sink], db)  # fmt: skip
 
 
+@pytest.mark.real
 def test_a_wildcard_sink_and_a_gateway_on_a_local_interface(tmp_path, capsys):
     address = local_ipv4()
     if address is None:
@@ -76,6 +78,7 @@ def test_a_wildcard_sink_and_a_gateway_on_a_local_interface(tmp_path, capsys):
             db)  # fmt: skip
 
 
+@pytest.mark.real
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this host")
 def test_ipv6_loopback(tmp_path, capsys):
     db, port = tmp_path / "l.db", unused_port()
@@ -85,6 +88,7 @@ def test_ipv6_loopback(tmp_path, capsys):
                      "--db", str(db)], db)  # fmt: skip
 
 
+@pytest.mark.real
 def test_nagios_format_says_unknown_in_its_one_status_line(tmp_path, capsys):
     db, port = tmp_path / "l.db", unused_port()
     out, _ = refused(capsys, ["burst", "--gateway", f"localhost:{port}", "--sink",
@@ -95,6 +99,7 @@ def test_nagios_format_says_unknown_in_its_one_status_line(tmp_path, capsys):
     assert "own sink listener" in out
 
 
+@pytest.mark.real
 def test_postflight_refuses_before_any_check(tmp_path, capsys):
     db, port = tmp_path / "l.db", unused_port()
     refused(capsys, ["postflight", "--profile", "exchange-sp4", "--root", str(tmp_path),
@@ -109,6 +114,7 @@ def watch_config(tmp_path: Path, gateway: str, sink: str) -> Path:
     return config
 
 
+@pytest.mark.real
 def test_watch_refuses_a_target_that_is_its_own_sink(tmp_path, capsys):
     db, port = tmp_path / "l.db", unused_port()
     config = watch_config(tmp_path, f"localhost:{port}", f"127.0.0.1:{port}")
@@ -117,6 +123,7 @@ def test_watch_refuses_a_target_that_is_its_own_sink(tmp_path, capsys):
     refused(capsys, ["watch", "--config", str(config), "--once"], db)  # the service itself
 
 
+@pytest.mark.real
 def test_a_gateway_on_another_port_is_probed(tmp_path, capsys):
     db, sink = tmp_path / "l.db", unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from fixtures.hold_module import upgraded_while_loaded
 from tests.ports import unused_port
 from tests.test_cli import probe, service
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+pytestmark = [pytest.mark.real, pytest.mark.linux_only]
 NAME = "MPNotifyPerf.dll"
 
 

@@ -44,6 +44,8 @@ from tests.private_postfix import (
     private_postfix,
 )
 
+pytestmark = pytest.mark.real
+
 # --- What the JSON report says about a bounce: the names are the lead's to settle. ---------
 
 

@@ -29,6 +29,8 @@ from tests.ports import unused_port
 from tests.test_cli import probe, service
 from tests.test_session_shape import rejudged
 
+pytestmark = pytest.mark.real
+
 UNPACKED = Path(__file__).resolve().parents[1] / "build" / "exim4"
 LIBS = ("libidn.so.12", "libnss_wrapper.so")
 QUEUE_RUN_S = 12  # the relay ran one every 20 s; shorter keeps `make test` short

@@ -35,6 +35,8 @@ from tests.conftest import probe_lab
 from tests.ports import unused_port
 from tests.test_cli import burst, probe, service
 
+pytestmark = pytest.mark.real
+
 DOMAIN = "probe.invalid"
 LIMIT = 10  # Exim's default smtp_accept_queue_per_connection
 

@@ -37,6 +37,9 @@ COUNT = 20
 BATCH_DELAYS_S = (2.0, 5.0, 10.0)
 
 
+pytestmark = pytest.mark.real
+
+
 class IndependentGateway:
     """Accepts every notification with 250 and relays it to `relay`:
 

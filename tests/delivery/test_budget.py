@@ -3,6 +3,8 @@ notifications not started by then are not attempted, and the wait for late mail 
 
 from __future__ import annotations
 
+import pytest
+
 from probe.delivery.run import ProbeSettings, run_probe
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience
@@ -11,6 +13,8 @@ from probe.records import Endpoint, SmtpPhase
 from probe.verdict import Pattern
 from tests.monitor.gateways import hung_gateway
 from tests.ports import unused_port
+
+pytestmark = pytest.mark.real
 
 HUNG_STEP_TIMEOUT_S = 60.0
 

@@ -46,6 +46,7 @@ def integrity_ok(db: Path) -> bool:
         return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+@pytest.mark.real
 async def test_gateway_killed_mid_burst_is_degraded_and_every_notification_is_accounted(tmp_path):
     sink_port = unused_port()
     gateway = subprocess.Popen(
@@ -88,6 +89,7 @@ async def test_gateway_killed_mid_burst_is_degraded_and_every_notification_is_ac
     assert integrity_ok(tmp_path / "died.sqlite3")
 
 
+@pytest.mark.real
 async def test_connection_reset_mid_data_is_a_reset_at_the_data_stage():
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 resetter ESMTP\r\n")
@@ -116,6 +118,7 @@ async def test_connection_reset_mid_data_is_a_reset_at_the_data_stage():
     assert not result.accepted
 
 
+@pytest.mark.real
 async def test_full_ledger_makes_the_sink_answer_451_and_every_250_is_stored(tmp_path):
     db = tmp_path / "full.sqlite3"
     run_id = "f011f011f0"
@@ -151,6 +154,7 @@ async def test_full_ledger_makes_the_sink_answer_451_and_every_250_is_stored(tmp
     assert set(acked) == stored  # every 250 on disk, nothing refused half-written
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("where", ["directory", "under_a_file", "read_only_fs"])
 def test_unwritable_ledger_is_a_one_line_exit_3(tmp_path, where):
     if where == "directory":
@@ -181,6 +185,7 @@ def test_unwritable_ledger_is_a_one_line_exit_3(tmp_path, where):
         assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.real
 def test_sink_on_a_non_loopback_address_without_allow_remote_is_exit_3(tmp_path):
     for extra in ([], ["--allow-remote"]):
         result = subprocess.run(
@@ -197,6 +202,7 @@ def test_sink_on_a_non_loopback_address_without_allow_remote_is_exit_3(tmp_path)
     assert result.returncode == 3 and "--allow-remote" in result.stderr
 
 
+@pytest.mark.real
 def test_max_rate_paces_the_burst_and_is_capped(tmp_path):
     result = subprocess.run(
         [*PROBE, "burst", "--gateway", "127.0.0.1:1", "--max-rate", "5000",
@@ -206,6 +212,7 @@ def test_max_rate_paces_the_burst_and_is_capped(tmp_path):
     assert result.returncode == 3 and "--max-rate" in result.stderr
 
 
+@pytest.mark.real
 async def test_rate_cap_spaces_submissions(ledger):
     from conftest import probe_lab
 

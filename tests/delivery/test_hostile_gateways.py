@@ -29,6 +29,8 @@ from tests.hostile_gateways import (
 )
 from tests.ports import unused_port
 
+pytestmark = pytest.mark.real
+
 STEP_TIMEOUT_S = 2.0
 RUN_TIMEOUT_S = 60.0
 RAW = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")

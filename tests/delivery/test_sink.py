@@ -15,6 +15,8 @@ from probe.ledger import LedgerWriter
 from probe.records import Run
 from tests.conftest import TEST_KEY
 
+pytestmark = pytest.mark.real
+
 DOMAIN = "probe.invalid"
 
 

@@ -94,6 +94,7 @@ async def submit(port: int, security: ClientSecurity, seq: int = 1):
     return await sender.submit("ops@example.org", recipient_for(token, DOMAIN), data)
 
 
+@pytest.mark.real
 async def test_starttls_with_the_right_ca_delivers_and_the_transcript_shows_it(tmp_path, pki):
     async with tls_sink(tmp_path, pki) as (sink, ledger):
         result = await submit(sink.port, ClientSecurity(tls="starttls", ca_file=pki["ca"]))
@@ -103,6 +104,7 @@ async def test_starttls_with_the_right_ca_delivers_and_the_transcript_shows_it(t
         assert ledger.delivery_count(RUN) == 1
 
 
+@pytest.mark.real
 async def test_starttls_with_an_unknown_ca_fails_as_tls(tmp_path, pki):
     async with tls_sink(tmp_path, pki) as (sink, ledger):
         result = await submit(sink.port, ClientSecurity(tls="starttls", ca_file=pki["stranger"]))
@@ -111,6 +113,7 @@ async def test_starttls_with_an_unknown_ca_fails_as_tls(tmp_path, pki):
         assert ledger.delivery_count(RUN) == 0
 
 
+@pytest.mark.real
 async def test_starttls_demanded_but_not_offered_fails_as_tls(tmp_path, pki):
     with Ledger(with_test_key(tmp_path / "plain.sqlite3")) as ledger:
         writer = LedgerWriter(ledger)
@@ -120,6 +123,7 @@ async def test_starttls_demanded_but_not_offered_fails_as_tls(tmp_path, pki):
     assert (result.stage, result.error_kind) == ("starttls", ErrorKind.TLS)
 
 
+@pytest.mark.real
 async def test_implicit_tls_verifies_the_certificate(tmp_path, pki):
     async with tls_sink(tmp_path, pki, implicit=True) as (sink, ledger):
         good = await submit(sink.port, ClientSecurity(tls="implicit", ca_file=pki["ca"]), seq=1)
@@ -131,6 +135,7 @@ async def test_implicit_tls_verifies_the_certificate(tmp_path, pki):
     assert insecure.accepted
 
 
+@pytest.mark.real
 async def test_tls_failure_on_every_notification_is_judged_unreachable_naming_tls(tmp_path, pki):
     async with tls_sink(tmp_path, pki) as (sink, _):
         with Ledger(tmp_path / "run.sqlite3") as ledger:
@@ -238,6 +243,7 @@ def leaked(blob: bytes) -> list[str]:
     return [name for name, form in forms.items() if form in blob]
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("right_password", [True, False])
 async def test_auth_password_never_reaches_ledger_json_or_logs(tmp_path, pki, right_password):
     sink_port = unused_port()
@@ -272,6 +278,7 @@ async def test_auth_password_never_reaches_ledger_json_or_logs(tmp_path, pki, ri
         assert wrong not in blob, name
 
 
+@pytest.mark.real
 async def test_insecure_is_reported_loudly_in_text_json_and_stderr(tmp_path, pki):
     sink_port = unused_port()
     async with auth_gateway(pki, sink_port) as (_, port):
@@ -291,6 +298,7 @@ async def test_insecure_is_reported_loudly_in_text_json_and_stderr(tmp_path, pki
     ]
 
 
+@pytest.mark.real
 async def test_password_on_a_missing_env_var_is_a_clear_exit_3(tmp_path):
     code, _, err = await probe_cli(
         "burst", "--gateway", "127.0.0.1:1", "--user", USER, "--password-env", "NP_NOT_SET_X",

@@ -18,7 +18,7 @@ import pytest
 from fixtures.hold_module import upgraded_while_loaded
 from tests.ports import unused_port
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+pytestmark = [pytest.mark.real, pytest.mark.linux_only]
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "MPNotifyPerf.dll"

@@ -18,6 +18,8 @@ import pytest
 from tests.ports import unused_port
 from tests.test_cli import ENV, probe
 
+pytestmark = pytest.mark.real
+
 GATEWAY_NAME = "labgw-np"  # the process name `--process` looks for (at most 15 characters)
 
 
@@ -58,7 +60,7 @@ def burst(port: int, sink: int, db: Path) -> dict:
     return json.loads(result.stdout)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process names from /proc")
+@pytest.mark.linux_only
 def test_each_gateway_restart_brings_back_exactly_one_notification(gateway_python, tmp_path):
     db, sink, address = tmp_path / "ledger.sqlite3", unused_port(), unused_port()
     with gateway(gateway_python, address, sink) as port:

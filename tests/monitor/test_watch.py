@@ -78,6 +78,7 @@ def test_a_state_change_is_another_pattern_and_a_first_verdict_only_when_not_ok(
 # -- in process: the watcher with lab gateways --------------------------------------------------
 
 
+@pytest.mark.real
 async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidence(tmp_path):
     sink = Endpoint("127.0.0.1", unused_port())
     out = tmp_path / "hook.json"
@@ -118,6 +119,7 @@ async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidenc
     build_parser(command[1:]).parse_args(command[1:])  # a valid burst command as it stands
 
 
+@pytest.mark.real
 async def test_no_command_when_the_verdict_stays_the_same_across_restarts(tmp_path):
     sink = Endpoint("127.0.0.1", unused_port())
     marker = tmp_path / "called"
@@ -133,6 +135,7 @@ async def test_no_command_when_the_verdict_stays_the_same_across_restarts(tmp_pa
     assert not marker.exists()
 
 
+@pytest.mark.real
 async def test_a_failing_command_is_logged_and_counted_not_fatal(tmp_path):
     sink = Endpoint("127.0.0.1", unused_port())
     cfg = WatchConfig(targets=(target("gw", Endpoint("127.0.0.1", unused_port()), count=1),),
@@ -146,6 +149,7 @@ async def test_a_failing_command_is_logged_and_counted_not_fatal(tmp_path):
     assert 'notifyprobe_verdict{pattern="gateway_unreachable",target="gw"} 1.0' in exposition
 
 
+@pytest.mark.real
 async def test_the_next_run_corrects_a_verdict_that_late_mail_proved_wrong(tmp_path, capsys):
     sink = Endpoint("127.0.0.1", unused_port())
     metrics = Metrics()
@@ -249,6 +253,7 @@ def scrape(port: int) -> str:
         return response.read().decode()
 
 
+@pytest.mark.real
 def test_watch_two_targets_serves_both_verdicts_and_valid_metrics(tmp_path):
     sink = unused_port()
     relay = ("--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}")
@@ -298,6 +303,7 @@ def wait_for_submissions(db: Path, at_least: int) -> None:
     raise AssertionError(f"fewer than {at_least} submissions in {db} after {WAIT_S} s")
 
 
+@pytest.mark.real
 def test_killed_watch_loses_no_row_and_judges_the_cut_run_on_restart(tmp_path):
     sink = unused_port()
     db = tmp_path / "l.db"
@@ -333,6 +339,7 @@ def test_killed_watch_loses_no_row_and_judges_the_cut_run_on_restart(tmp_path):
     assert statuses == {"interrupted"}
 
 
+@pytest.mark.real
 def test_a_second_watch_on_the_same_ledger_stops_at_start_and_a_killed_ones_lock_is_freed(
     tmp_path,
 ):
@@ -350,6 +357,7 @@ def test_a_second_watch_on_the_same_ledger_stops_at_start_and_a_killed_ones_lock
         assert third.poll() is None
 
 
+@pytest.mark.real
 def test_watch_check_validates_and_bad_config_is_one_line_exit_3(tmp_path):
     good = write_config(tmp_path / "ok.toml", 2525, tmp_path / "l.db", {"gw": 25})
     result = probe("watch", "--config", str(good), "--check")
@@ -363,6 +371,7 @@ def test_watch_check_validates_and_bad_config_is_one_line_exit_3(tmp_path):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.real
 def test_watch_once_exits_with_the_worst_state(tmp_path):
     config = write_config(tmp_path / "w.toml", unused_port(), tmp_path / "l.db",
                           {"down": unused_port()}, count="2")  # fmt: skip
@@ -373,6 +382,7 @@ def test_watch_once_exits_with_the_worst_state(tmp_path):
         assert ledger.stored_verdict(run_id)["pattern"] == "gateway_unreachable"
 
 
+@pytest.mark.real
 async def test_stale_module_on_this_host_is_exported_per_target(tmp_path):
     from fixtures.hold_module import upgraded_while_loaded
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from probe.delivery.settings import BurstSettings
@@ -26,6 +27,8 @@ from tests.monitor.gateways import batching_gateway, gateway_process, hung_gatew
 from tests.monitor.test_metrics import samples
 from tests.monitor.test_watch import WAIT_S, scrape, target, watch, write_config
 from tests.ports import unused_port
+
+pytestmark = pytest.mark.real
 
 HUNG_STEP_TIMEOUT_S = 60.0  # far beyond any stop: a stop that waited for it would show
 

@@ -49,7 +49,7 @@ DOMAIN = "notify.corp-example.net"
 SECRET = "Tr0ub4dor&3-s3cr3t"
 AUTH_PLAIN = base64.b64encode(f"\0ops\0{SECRET}".encode()).decode()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+linux_only = pytest.mark.linux_only
 
 
 @contextmanager
@@ -134,6 +134,7 @@ def appears(original: str, data: bytes) -> bool:
     return re.search(pattern, data, re.I) is not None
 
 
+@pytest.mark.real
 @linux_only
 def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
     stale_dll: Path, tmp_path: Path
@@ -228,6 +229,7 @@ def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
     print(f"screenshot: {shot}")
 
 
+@pytest.mark.real
 def test_burst_with_evidence_writes_the_bundle_right_after_the_run(tmp_path: Path) -> None:
     out, sink_port = tmp_path / "run.zip", unused_port()
     with lab_gateway("healthy", sink_port) as port:
@@ -246,6 +248,7 @@ def test_burst_with_evidence_writes_the_bundle_right_after_the_run(tmp_path: Pat
     assert f"evidence: {out}" in burst.stderr
 
 
+@pytest.mark.real
 def test_postflight_checks_of_a_run_are_in_its_bundle(tmp_path: Path) -> None:
     db, sink_port = tmp_path / "l.sqlite3", unused_port()
     with lab_gateway("healthy", sink_port) as port:
@@ -265,6 +268,7 @@ def test_postflight_checks_of_a_run_are_in_its_bundle(tmp_path: Path) -> None:
     assert '<td class="state-pass">pass</td><td>burst</td>' in page
 
 
+@pytest.mark.real
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 def test_console_error_detection_works_on_a_page_that_has_one(tmp_path: Path) -> None:
     """The check above would be empty if this chromium logged no console lines at all."""
@@ -274,6 +278,7 @@ def test_console_error_detection_works_on_a_page_that_has_one(tmp_path: Path) ->
     assert any("boom" in line for line in console_lines(run.stderr))
 
 
+@pytest.mark.real
 async def test_bundle_of_an_old_run_is_made_from_the_ledger_alone(
     ledger: Ledger, tmp_path: Path
 ) -> None:

@@ -109,6 +109,7 @@ def test_bad_threshold_syntax_is_rejected(text):
         PluginThresholds.parse(text)
 
 
+@pytest.mark.real
 def test_burst_format_nagios_prints_the_plugin_line_then_the_possible_issue_and_exits(tmp_path):
     from tests.test_cli import burst, service
 
@@ -129,6 +130,7 @@ def test_burst_format_nagios_prints_the_plugin_line_then_the_possible_issue_and_
     assert "--module MPNotifyPerf.dll --installed PATH" in possible and "|" not in possible
 
 
+@pytest.mark.real
 def test_burst_format_nagios_says_unknown_on_stdout_when_the_probe_cannot_run(tmp_path):
     from tests.test_cli import burst
 
