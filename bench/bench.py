@@ -19,11 +19,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiosmtplib
 
+from bench.figures import Figure, spread, timed
 from probe.correlation import TokenKey, recipient_for, sender_for
 from probe.delivery.burst import compose, send_burst
 from probe.delivery.run import ProbeSettings, run_probe
@@ -44,32 +44,6 @@ PY = sys.executable
 HERE = Path(__file__).resolve().parent
 DOMAIN = "probe.invalid"
 BENCH_KEY = TokenKey.generate()  # the reference sender signs like the probe: same bytes on the wire
-
-
-@dataclass(frozen=True)
-class Figure:
-    name: str
-    value: float
-    unit: str
-    reference: str
-    reference_value: float
-    ratio: float  # value / reference_value
-    target: float | None  # the bound on the ratio, or None when the figure is informative only
-    noise: float  # relative spread of the repeats
-    higher_is_better: bool = True  # throughput: ratio ≥ target; cost or time: ratio ≤ target
-
-    @property
-    def passed(self) -> bool:
-        if self.target is None:
-            return True
-        if self.higher_is_better:
-            return self.ratio >= self.target * (1 - self.noise)
-        return self.ratio <= self.target * (1 + self.noise)
-
-
-def spread(samples: list[float]) -> float:
-    middle = statistics.median(samples)
-    return (max(samples) - min(samples)) / middle / 2 if middle else 0.0
 
 
 @contextmanager
@@ -114,7 +88,7 @@ def smtp_source(port: int, count: int, rcpt: str, sessions: int = 20) -> float:
 
 
 def sink_throughput(count: int, repeats: int) -> list[Figure]:
-    durable, counting, commits = [], [], []
+    durable, counting = [], []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             db = Path(tmp) / "ledger.sqlite3"
@@ -127,7 +101,6 @@ def sink_throughput(count: int, repeats: int) -> list[Figure]:
                 durable.append(count / smtp_source(port, count, rcpt))
             with Ledger(db) as ledger:
                 delivered = ledger.delivery_count(run_id)
-                commits.append(delivered)
             assert delivered == count, f"sink recorded {delivered} of {count}"
         with service([PY, str(HERE / "counting_sink.py"), "0"], stream="stdout") as (_, port):
             counting.append(count / smtp_source(port, count, rcpt))
@@ -384,15 +357,6 @@ def time_to_verdict(repeats: int) -> list[Figure]:
 
 
 # -- 5. module scan ----------------------------------------------------------------------------
-
-
-def timed(action: Callable[[], object], rounds: int) -> list[float]:
-    samples = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        action()
-        samples.append(time.perf_counter() - started)
-    return samples
 
 
 def psutil_memory_maps() -> None:

@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.bench import Figure, spread, timed
+from bench.figures import Figure, spread, timed
 from fixtures.make_reg import hex_value
 from probe.host.regfile import RegFile
 

@@ -24,7 +24,7 @@ from typing import Literal
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from tests.private_postfix import free_port
+from tests.ports import unused_port
 
 Mode = Literal["refuse", "first", "tempfail"]
 FORWARD_TIMEOUT_S = 10.0
@@ -83,7 +83,7 @@ class NextHop:
 
     def __init__(self, mode: Mode, forward_to: tuple[str, int] | None = None):
         self.handler = NextHopHandler(mode, forward_to)
-        self.controller = Controller(self.handler, hostname="127.0.0.1", port=free_port())
+        self.controller = Controller(self.handler, hostname="127.0.0.1", port=unused_port())
 
     @property
     def port(self) -> int:
@@ -119,7 +119,7 @@ class Capture:
 
     def __init__(self, port: int | None = None) -> None:
         self.handler = CaptureHandler()
-        port = port if port is not None else free_port()
+        port = port if port is not None else unused_port()
         self.controller = Controller(self.handler, hostname="127.0.0.1", port=port)
 
     @property

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import unused_port
+
 POSTFIX = Path("/usr/sbin/postfix")
 POSTCONF = Path("/usr/sbin/postconf")
 DOMAIN = "probe.invalid"
@@ -61,13 +63,6 @@ def require_or_skip(reason: str) -> None:
     pytest.skip(reason)
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on now (the kernel picks it, we release it at once)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PrivatePostfix:
     """One Postfix instance that lives entirely in `root` and relays DOMAIN to the sink port.
 
@@ -88,7 +83,7 @@ class PrivatePostfix:
         self.data = root / "data"
         self.maillog = root / "maillog"
         self.sink_port = sink_port
-        self.smtpd_port = free_port()
+        self.smtpd_port = unused_port()
         self.extra = extra or {}  # main.cf overrides; "{conf}" stands for the config directory
         self.tables = tables or {}  # lookup table files to write into the config directory
 
@@ -236,7 +231,7 @@ def private_postfix(
     # so they could not reach their own queue directory.
     root = Path(tempfile.mkdtemp(prefix="notifyprobe-postfix-"))
     root.chmod(0o755)
-    port = sink_port if sink_port is not None else free_port()
+    port = sink_port if sink_port is not None else unused_port()
     instance = PrivatePostfix(root, sink_port=port, extra=extra, tables=tables)
     try:
         try:

@@ -8,14 +8,19 @@ from __future__ import annotations
 import json
 import zipfile
 
+import pytest
+
 from probe.cli import main
-from tests.test_cli import free_port, service
+from tests.ports import unused_port
+from tests.test_cli import service
+
+pytestmark = pytest.mark.real
 
 REASON = "550 5.7.1 Recipient address rejected"
 
 
 def test_a_bounce_reads_the_same_in_text_json_nagios_verdict_and_the_bundle(tmp_path, capsys):
-    db, sink, bundle = tmp_path / "l.db", free_port(), tmp_path / "case.zip"
+    db, sink, bundle = tmp_path / "l.db", unused_port(), tmp_path / "case.zip"
     relay = ["--relay", f"127.0.0.1:{sink}"]
     with service("lab", "gateway", "--listen", "127.0.0.1:0", *relay,
                  "--mode", "first-only:bounce") as gateway:  # fmt: skip

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from probe.ledger import Ledger
+from tests.ports import unused_port
 
 PROBE = [sys.executable, "-m", "probe"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -44,12 +45,6 @@ def probe(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*PROBE, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def burst(gateway: int, sink: int, db: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return probe(
         "burst", "--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}",
@@ -57,8 +52,9 @@ def burst(gateway: int, sink: int, db: Path, *extra: str) -> subprocess.Complete
     )  # fmt: skip
 
 
+@pytest.mark.real
 def test_first_only_gateway_exits_critical_with_first_only_json(tmp_path):
-    sink = free_port()
+    sink = unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "first-only") as gateway:  # fmt: skip
         result = burst(gateway, sink, tmp_path / "l.db", "--count", "20", "--settle", "1",
@@ -74,8 +70,9 @@ def test_first_only_gateway_exits_critical_with_first_only_json(tmp_path):
     assert first[0]["submit"]["code"] == 250 and first[0]["latency_s"] > 0
 
 
+@pytest.mark.real
 def test_healthy_gateway_exits_ok_with_every_notification_delivered(tmp_path):
-    sink = free_port()
+    sink = unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "healthy") as gateway:  # fmt: skip
         result = burst(gateway, sink, tmp_path / "l.db", "--count", "20", "--json", "-")
@@ -88,8 +85,9 @@ def test_healthy_gateway_exits_ok_with_every_notification_delivered(tmp_path):
         assert re.fullmatch(rf"np-{report['run_id']}-{n['seq']}-[a-z2-7]{{8}}", n["token"])
 
 
+@pytest.mark.real
 def test_terminal_summary_names_the_pattern_and_what_to_do(tmp_path):
-    sink = free_port()
+    sink = unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "first-only:5xx") as gateway:  # fmt: skip
         result = burst(gateway, sink, tmp_path / "l.db", "--count", "5")
@@ -99,6 +97,7 @@ def test_terminal_summary_names_the_pattern_and_what_to_do(tmp_path):
     assert "554 5.3.0" in result.stdout
 
 
+@pytest.mark.real
 def test_standalone_sink_and_burst_without_sink_share_the_ledger(tmp_path):
     db = tmp_path / "shared.db"
     with service("sink", "--listen", "127.0.0.1:0", "--db", str(db), "--domain", "probe.test") as s:
@@ -111,9 +110,10 @@ def test_standalone_sink_and_burst_without_sink_share_the_ledger(tmp_path):
     assert report["verdict"]["sink_verified"] is True
 
 
+@pytest.mark.real
 def test_killed_run_is_judged_later_from_the_ledger(tmp_path):
     db = tmp_path / "l.db"
-    sink = free_port()
+    sink = unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "first-only") as gateway:  # fmt: skip
         proc = subprocess.Popen(
@@ -172,6 +172,7 @@ def wait_for_submissions(db: Path, at_least: int, timeout_s: float) -> bool:
         [],
     ],
 )
+@pytest.mark.real
 def test_bad_arguments_give_one_line_and_exit_3(args):
     result = probe(*args)
     assert result.returncode == 3
@@ -180,17 +181,19 @@ def test_bad_arguments_give_one_line_and_exit_3(args):
     assert result.stderr.startswith("notifyprobe: error:")
 
 
+@pytest.mark.real
 def test_sink_port_in_use_is_unknown_not_a_traceback(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = burst(free_port(), port, tmp_path / "l.db")
+        result = burst(unused_port(), port, tmp_path / "l.db")
     assert result.returncode == 3
     assert "sink cannot listen on 127.0.0.1" in result.stderr
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.real
 def test_unknown_run_id_is_a_clear_error(tmp_path):
     Ledger(tmp_path / "l.db").close()
     result = probe("verdict", "0000000000", "--db", str(tmp_path / "l.db"))
@@ -198,6 +201,7 @@ def test_unknown_run_id_is_a_clear_error(tmp_path):
     assert "no run '0000000000'" in result.stderr
 
 
+@pytest.mark.real
 def test_reading_a_mistyped_ledger_path_creates_nothing(tmp_path):
     missing = tmp_path / "no-such-dir" / "ledger.db"
     for command in (["verdict", "--last"], ["evidence", "--last", "--out", "x.zip"]):
@@ -206,6 +210,7 @@ def test_reading_a_mistyped_ledger_path_creates_nothing(tmp_path):
     assert not missing.parent.exists()
 
 
+@pytest.mark.real
 def test_missing_ca_file_stops_the_burst_before_anything_is_sent(tmp_path):
     db = tmp_path / "l.db"
     result = probe("burst", "--gateway", "127.0.0.1:1", "--tls", "starttls",
@@ -214,6 +219,7 @@ def test_missing_ca_file_stops_the_burst_before_anything_is_sent(tmp_path):
     assert not db.exists()  # no run was started
 
 
+@pytest.mark.real
 def test_unreadable_ledger_is_a_clear_error(tmp_path):
     bad = tmp_path / "ledger.db"
     bad.write_bytes(b"this is not sqlite" * 100)
@@ -222,25 +228,29 @@ def test_unreadable_ledger_is_a_clear_error(tmp_path):
     assert "cannot open ledger" in result.stderr
 
 
+@pytest.mark.real
 def test_gateway_down_exits_critical_unreachable(tmp_path):
-    result = burst(free_port(), free_port(), tmp_path / "l.db", "--count", "3", "--json", "-")
+    result = burst(unused_port(), unused_port(), tmp_path / "l.db", "--count", "3", "--json", "-")
     assert result.returncode == 2
     assert json.loads(result.stdout)["verdict"]["pattern"] == "gateway_unreachable"
 
 
+@pytest.mark.real
 def test_log_json_writes_json_lines_to_stderr_only(tmp_path):
-    result = burst(free_port(), free_port(), tmp_path / "l.db", "--count", "1", "--json", "-",
+    result = burst(unused_port(), unused_port(), tmp_path / "l.db", "--count", "1", "--json", "-",
                    "--log-json", "--log-level", "info")  # fmt: skip
     json.loads(result.stdout)  # stdout stays pure JSON
     events = [json.loads(line) for line in result.stderr.splitlines()]
     assert {"run_started", "run_judged"} <= {e["event"] for e in events}
 
 
+@pytest.mark.real
 def test_module_entry_point_reports_its_version():
     result = probe("--version")
     assert result.returncode == 0 and result.stdout.startswith("notifyprobe ")
 
 
+@pytest.mark.real
 def test_demo_names_first_only_and_the_stale_module_then_healthy(tmp_path):
     result = probe("demo", "--db", str(tmp_path / "demo.db"))
     assert result.returncode == 0, result.stderr
@@ -263,6 +273,7 @@ def _options(command: str) -> set[str]:
     return {option for action in _parser(command)._actions for option in action.option_strings}
 
 
+@pytest.mark.real
 def test_burst_help_groups_its_options_and_shows_every_default():
     out = subprocess.run([*PROBE, "burst", "--help"], capture_output=True, text=True, env=ENV)
     assert out.returncode == 0

@@ -12,8 +12,12 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from probe.ledger import Ledger
 from tests.test_cli import probe, service
+
+pytestmark = pytest.mark.real
 
 
 def signatures(report: dict[str, Any]) -> set[str]:

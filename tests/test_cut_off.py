@@ -14,14 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import ENV, PROBE, free_port, probe, service, wait_for_submissions
+from tests.ports import unused_port
+from tests.test_cli import ENV, PROBE, probe, service, wait_for_submissions
+
+pytestmark = pytest.mark.real
 
 
 def interrupted_burst(
     tmp_path: Path, sig: signal.Signals, *fmt: str
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     """50 notifications a tenth of a second apart through a healthy gateway, `sig` after 16."""
-    db, sink = tmp_path / "l.db", free_port()
+    db, sink = tmp_path / "l.db", unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "healthy") as gateway:  # fmt: skip
         proc = subprocess.Popen(

@@ -19,7 +19,8 @@ from probe.cli import main
 from probe.delivery.domain import LAB_BANNER, is_lab_run
 from probe.records import Notification, Run, RunOptions, RunRecord, SmtpReply, Step, Submission
 from probe.reporting.text import UNROUTED_DOMAIN_PATTERNS
-from tests.test_cli import free_port, service
+from tests.ports import unused_port
+from tests.test_cli import service
 
 ROUTES_NOWHERE = "the probe domain probe.invalid is the default and routes nowhere"
 FIRST_CHECK = "First check the probe domain: probe.invalid is the default and routes nowhere"
@@ -35,7 +36,7 @@ class Blackhole:
 
 @contextmanager
 def blackhole() -> Iterator[int]:
-    port = free_port()
+    port = unused_port()
     controller = Controller(Blackhole(), hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -50,8 +51,9 @@ def burst(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str
     return code, out, err
 
 
+@pytest.mark.real
 def test_a_real_gateway_with_the_default_domain_is_told_first(tmp_path, capsys):
-    db, sink, bundle = tmp_path / "l.db", free_port(), tmp_path / "case.zip"
+    db, sink, bundle = tmp_path / "l.db", unused_port(), tmp_path / "case.zip"
     with blackhole() as gateway:
         where = ["--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}",
                  "--db", str(db)]  # fmt: skip
@@ -86,9 +88,10 @@ def test_a_real_gateway_with_the_default_domain_is_told_first(tmp_path, capsys):
     assert report["what_to_do"].startswith(FIRST_CHECK)
 
 
+@pytest.mark.real
 def test_a_gateway_off_loopback_is_told_at_the_start(tmp_path, capsys):
     code, out, err = burst(capsys, "--gateway", "nowhere.invalid:25", "--sink",
-                           f"127.0.0.1:{free_port()}", "--db", str(tmp_path / "l.db"),
+                           f"127.0.0.1:{unused_port()}", "--db", str(tmp_path / "l.db"),
                            "--json", "-")  # fmt: skip
     assert code == 2
     assert err.splitlines()[0] == f"notifyprobe: WARNING: {ROUTES_NOWHERE}: a real gateway's " \
@@ -100,10 +103,11 @@ def test_a_gateway_off_loopback_is_told_at_the_start(tmp_path, capsys):
     assert not report["what_to_do"].startswith("First check")  # the name did not resolve
 
 
+@pytest.mark.real
 def test_a_routed_domain_is_not_mentioned(tmp_path, capsys):
     with blackhole() as gateway:
         code, out, err = burst(capsys, "--gateway", f"127.0.0.1:{gateway}", "--sink",
-                               f"127.0.0.1:{free_port()}", "--domain", "probe.example.org",
+                               f"127.0.0.1:{unused_port()}", "--domain", "probe.example.org",
                                "--db", str(tmp_path / "l.db"), "--json", "-")  # fmt: skip
     report = json.loads(out)
     assert code == 2 and report["verdict"]["pattern"] == "none_delivered"
@@ -111,8 +115,9 @@ def test_a_routed_domain_is_not_mentioned(tmp_path, capsys):
     assert "routes nowhere" not in err
 
 
+@pytest.mark.real
 def test_the_lab_gateway_routes_the_default_domain(tmp_path, capsys):
-    sink = free_port()
+    sink = unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "drop-after-k:0") as gateway:  # fmt: skip
         code, out, err = burst(capsys, "--gateway", f"127.0.0.1:{gateway}", "--sink",

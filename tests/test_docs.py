@@ -32,7 +32,8 @@ from pathlib import Path
 import pytest
 
 from probe.cli import main
-from probe.lab import free_port, write_dll
+from probe.lab import write_dll
+from tests.ports import unused_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -416,16 +417,17 @@ def script(commands: list[Command], subs: dict[str, str], out: Path) -> list[str
 @pytest.mark.parametrize(
     "page", [p for p in PAGES if runnable(p)], ids=lambda p: str(p.relative_to(ROOT))
 )
+@pytest.mark.real
 def test_page_commands_run_as_written(page: Path, tmp_path: Path, held_case_root: Path):
     commands = [c for c in commands_of(page) if not isinstance(COMMANDS[c.key], Skip)]
     here, out, private = clone(tmp_path), tmp_path / "out", tmp_path / "private"
     out.mkdir()
     private.mkdir()
-    lab_gateway, sink = free_port(), free_port()
+    lab_gateway, sink = unused_port(), unused_port()
     subs = {
         "gateway.example.org:25": f"127.0.0.1:{lab_gateway}",
         "gw.example.org:25": f"127.0.0.1:{lab_gateway}",
-        "127.0.0.1:2526": f"127.0.0.1:{free_port()}",
+        "127.0.0.1:2526": f"127.0.0.1:{unused_port()}",
         ":2525": f":{sink}",
         "sink.example.org": "127.0.0.1",
         "/var/lib/notifyprobe/": f"{private}/",
@@ -470,6 +472,7 @@ def test_page_commands_run_as_written(page: Path, tmp_path: Path, held_case_root
     assert not failures, f"{page.name}:\n" + "\n".join(failures) + f"\nshell: {shell_output}"
 
 
+@pytest.mark.real
 def test_the_demos_next_steps_run_as_printed_from_where_the_user_stands(tmp_path: Path):
     here = clone(tmp_path)
     env = session_env(tmp_path, notifyprobe_on_path=False)
@@ -488,7 +491,7 @@ def test_the_demos_next_steps_run_as_printed_from_where_the_user_stands(tmp_path
     judged = shell(verdict)
     assert judged.returncode == 2 and "first_only" in judged.stdout, judged.stderr
     assert shell(evidence).returncode == 0 and (here / "case.zip").is_file()
-    gateway, sink = free_port(), free_port()
+    gateway, sink = unused_port(), unused_port()
     lab = subprocess.Popen([str(VENV_BIN / "notifyprobe"), "lab", "gateway", "--listen",
                             f"127.0.0.1:{gateway}", "--relay", f"127.0.0.1:{sink}"],
                            stderr=subprocess.PIPE, text=True)  # fmt: skip

@@ -13,6 +13,7 @@ from probe.verdict import Pattern, Severity, Thresholds
 from tests.conftest import probe_lab
 
 
+@pytest.mark.real
 async def test_healthy_gateway_delivers_every_notification_once(ledger):
     outcome = await probe_lab(ledger, "healthy", count=20, concurrency=4)
     assert outcome.verdict.pattern is Pattern.HEALTHY
@@ -21,6 +22,7 @@ async def test_healthy_gateway_delivers_every_notification_once(ledger):
     assert {d.found_in for n in outcome.record.burst for d in n.deliveries} == {"envelope"}
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("per_session", [1, 5, 20])
 async def test_first_only_gateway_is_judged_first_only_within_seconds(ledger, per_session):
     outcome = await probe_lab(ledger, "first-only", count=20, per_session=per_session)
@@ -29,6 +31,7 @@ async def test_first_only_gateway_is_judged_first_only_within_seconds(ledger, pe
     assert outcome.elapsed_s < 3.0  # adaptive wait, not the 5 s hard timeout
 
 
+@pytest.mark.real
 @pytest.mark.parametrize(("refusal", "code"), [("4xx", "451"), ("5xx", "554")])
 async def test_first_only_with_refusals_says_later_ones_were_refused(ledger, refusal, code):
     outcome = await probe_lab(ledger, f"first-only:{refusal}", count=5)
@@ -37,30 +40,35 @@ async def test_first_only_with_refusals_says_later_ones_were_refused(ledger, ref
     assert any(f"DATA {code}" in line for line in outcome.verdict.evidence)
 
 
+@pytest.mark.real
 async def test_drop_after_three_is_degraded_after_k(ledger):
     outcome = await probe_lab(ledger, "drop-after-k:3", count=10)
     assert outcome.verdict.pattern is Pattern.DEGRADED_AFTER_K
     assert outcome.verdict.details["k"] == 3
 
 
+@pytest.mark.real
 async def test_seeded_random_loss_is_intermittent(ledger):
     outcome = await probe_lab(ledger, "intermittent:0.4", count=20, seed=3)
     assert outcome.verdict.pattern is Pattern.INTERMITTENT
     assert 0 < outcome.verdict.delivered < 20
 
 
+@pytest.mark.real
 async def test_gateway_that_loses_everything_is_none_delivered(ledger):
     outcome = await probe_lab(ledger, "drop-after-k:0", count=5, patience=Patience(timeout_s=1.0))
     assert outcome.verdict.pattern is Pattern.NONE_DELIVERED
     assert outcome.verdict.accepted == 5
 
 
+@pytest.mark.real
 async def test_gateway_that_is_down_is_unreachable(ledger):
     outcome = await probe_lab(ledger, "down", count=3)
     assert outcome.verdict.pattern is Pattern.GATEWAY_UNREACHABLE
     assert outcome.verdict.severity is Severity.CRITICAL
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("phase", ["greeting", "ehlo", "mail", "rcpt", "data", "end_of_data"])
 async def test_lab_gateway_stalling_at_a_phase_is_gateway_stalled_there(ledger, phase):
     outcome = await probe_lab(ledger, f"stall:{phase}", count=6, step_timeout_s=0.3)
@@ -70,36 +78,42 @@ async def test_lab_gateway_stalling_at_a_phase_is_gateway_stalled_there(ledger, 
     assert stalled == {SmtpPhase(phase)}
 
 
+@pytest.mark.real
 async def test_gateway_that_refuses_everything_is_all_refused(ledger):
     outcome = await probe_lab(ledger, "reject", count=4, concurrency=2)
     assert outcome.verdict.pattern is Pattern.ALL_REFUSED
     assert any("550 5.7.1" in line for line in outcome.verdict.evidence)
 
 
+@pytest.mark.real
 async def test_gateway_that_holds_mail_back_is_slow(ledger):
     outcome = await probe_lab(ledger, "slow:0.3", count=3, thresholds=Thresholds(slow_after_s=0.2))
     assert outcome.verdict.pattern is Pattern.SLOW
     assert all((n.latency_s or 0) >= 0.3 for n in outcome.record.burst)
 
 
+@pytest.mark.real
 async def test_gateway_that_relays_twice_is_duplicated(ledger):
     outcome = await probe_lab(ledger, "duplicate", count=4)
     assert outcome.verdict.pattern is Pattern.DUPLICATED
     assert all(n.copies == 2 for n in outcome.record.burst)
 
 
+@pytest.mark.real
 async def test_token_survives_a_gateway_that_rebuilds_every_message(ledger):
     outcome = await probe_lab(ledger, "healthy", count=5, rewrite=True)
     assert outcome.verdict.pattern is Pattern.HEALTHY
     assert {d.found_in for n in outcome.record.burst for d in n.deliveries} == {"subject"}
 
 
+@pytest.mark.real
 async def test_paced_burst_spaces_submissions_by_the_interval(ledger):
     outcome = await probe_lab(ledger, "healthy", count=3, notification_gap_s=0.1)
     starts = [n.submission.started_at for n in outcome.record.burst if n.submission]
     assert starts[2] - starts[0] >= 0.19
 
 
+@pytest.mark.real
 async def test_every_submission_keeps_its_transcript(ledger):
     outcome = await probe_lab(ledger, "first-only:5xx", count=2, per_session=1)
     first, second = outcome.record.burst

@@ -27,7 +27,10 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from tests.test_cli import ENV, PROBE, free_port, probe, service
+from tests.ports import unused_port
+from tests.test_cli import ENV, PROBE, probe, service
+
+pytestmark = pytest.mark.real
 
 VENV_COMMAND = Path(sys.executable).with_name("notifyprobe")  # its process is named notifyprobe
 
@@ -40,7 +43,7 @@ class Accepting:
 @contextmanager
 def smtp_server(**smtp: Any) -> Iterator[int]:
     """An aiosmtpd gateway in a thread of the test, with the given SMTP options."""
-    controller = Controller(Accepting(), hostname="127.0.0.1", port=free_port(), **smtp)
+    controller = Controller(Accepting(), hostname="127.0.0.1", port=unused_port(), **smtp)
     controller.start()
     try:
         yield controller.port
@@ -50,7 +53,7 @@ def smtp_server(**smtp: Any) -> Iterator[int]:
 
 def burst_json(gateway: str, tmp_path: Path, *extra: str, env=None) -> tuple[int, dict, str]:
     result = subprocess.run(
-        [*PROBE, "burst", "--gateway", gateway, "--sink", f"127.0.0.1:{free_port()}",
+        [*PROBE, "burst", "--gateway", gateway, "--sink", f"127.0.0.1:{unused_port()}",
          "--db", str(tmp_path / "l.db"), "--count", "2", "--settle", "0.3",
          "--json", str(tmp_path / "r.json"), *extra],
         capture_output=True, text=True, timeout=60, env={**ENV, **(env or {})},
@@ -102,7 +105,7 @@ def test_each_failure_kind_has_its_own_message_and_next_step(tmp_path):
     told["dns"] = advice(text)
     assert "did not resolve" in told["dns"][0] and "getent hosts" in told["dns"][1]
 
-    code, report, text = burst_json(f"127.0.0.1:{free_port()}", tmp_path / "refused")
+    code, report, text = burst_json(f"127.0.0.1:{unused_port()}", tmp_path / "refused")
     assert (code, report["verdict"]["cause"]) == (2, "connection_refused"), report["verdict"]
     told["refused"] = advice(text)
     assert "listens" in told["refused"][1]
@@ -165,7 +168,7 @@ def test_control_message_refused_by_the_sink_ends_the_run_at_once(tmp_path):
 
 
 def test_unknown_service_is_a_one_line_error(tmp_path):
-    result = probe("burst", "--gateway", f"127.0.0.1:{free_port()}", "--db",
+    result = probe("burst", "--gateway", f"127.0.0.1:{unused_port()}", "--db",
                    str(tmp_path / "l.db"), "--service", "no-such-gateway-svc")  # fmt: skip
     assert result.returncode == 3
     assert result.stdout == ""
@@ -177,7 +180,7 @@ def test_unknown_service_is_a_one_line_error(tmp_path):
 @pytest.mark.skipif(not VENV_COMMAND.exists(), reason="needs the installed notifyprobe command")
 def test_process_named_like_the_probe_never_matches_the_probe_itself(tmp_path):
     """`notifyprobe` runs as a process named notifyprobe, like a lab gateway started with it."""
-    sink = free_port()
+    sink = unused_port()
     gateway = subprocess.Popen(
         [str(VENV_COMMAND), "lab", "gateway", "--listen", "127.0.0.1:0", "--relay",
          f"127.0.0.1:{sink}", "--mode", "healthy"],

@@ -13,7 +13,8 @@ import pytest
 from probe.cli import main
 from probe.host import interface_addresses
 from probe.ledger import Ledger
-from tests.test_cli import free_port, service
+from tests.ports import unused_port
+from tests.test_cli import service
 
 
 def no_runs(db: Path) -> bool:
@@ -58,34 +59,38 @@ def test_the_default_sink_address_as_gateway(tmp_path, capsys):
     assert "gateway 127.0.0.1:2525" in err and "(sink 127.0.0.1:2525)" in err
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("own_sink", [[], ["--no-sink"]])
 def test_localhost_names_the_sinks_loopback_listener(tmp_path, capsys, own_sink):
-    db, port = tmp_path / "l.db", free_port()
+    db, port = tmp_path / "l.db", unused_port()
     refused(capsys, ["burst", "--gateway", f"localhost:{port}", "--sink", f"127.0.0.1:{port}",
                      "--db", str(db), *own_sink], db)  # fmt: skip
 
 
+@pytest.mark.real
 def test_a_wildcard_sink_and_a_gateway_on_a_local_interface(tmp_path, capsys):
     address = local_ipv4()
     if address is None:
         pytest.skip("no interface address besides loopback on this host")
-    db, port = tmp_path / "l.db", free_port()
+    db, port = tmp_path / "l.db", unused_port()
     refused(capsys, ["burst", "--gateway", f"{address}:{port}", "--sink", f"0.0.0.0:{port}",
                      "--allow-remote", "--allow-client", f"{address}/32", "--db", str(db)],
             db)  # fmt: skip
 
 
+@pytest.mark.real
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this host")
 def test_ipv6_loopback(tmp_path, capsys):
-    db, port = tmp_path / "l.db", free_port()
+    db, port = tmp_path / "l.db", unused_port()
     refused(capsys, ["burst", "--gateway", f"[::1]:{port}", "--sink", f"[::1]:{port}",
                      "--db", str(db)], db)  # fmt: skip
     refused(capsys, ["burst", "--gateway", f"[::1]:{port}", "--sink", f"[::]:{port}",
                      "--db", str(db)], db)  # fmt: skip
 
 
+@pytest.mark.real
 def test_nagios_format_says_unknown_in_its_one_status_line(tmp_path, capsys):
-    db, port = tmp_path / "l.db", free_port()
+    db, port = tmp_path / "l.db", unused_port()
     argv = ["burst", "--gateway", f"localhost:{port}", "--sink", f"127.0.0.1:{port}",
             "--format", "nagios", "--db", str(db)]  # fmt: skip
     assert main(argv) == 3
@@ -96,8 +101,9 @@ def test_nagios_format_says_unknown_in_its_one_status_line(tmp_path, capsys):
     assert "own sink listener" in out
 
 
+@pytest.mark.real
 def test_postflight_refuses_before_any_check(tmp_path, capsys):
-    db, port = tmp_path / "l.db", free_port()
+    db, port = tmp_path / "l.db", unused_port()
     refused(capsys, ["postflight", "--profile", "exchange-sp4", "--root", str(tmp_path),
                      "--gateway", f"127.0.0.1:{port}", "--sink", f"127.0.0.1:{port}",
                      "--db", str(db)], db)  # fmt: skip
@@ -110,16 +116,18 @@ def watch_config(tmp_path: Path, gateway: str, sink: str) -> Path:
     return config
 
 
+@pytest.mark.real
 def test_watch_refuses_a_target_that_is_its_own_sink(tmp_path, capsys):
-    db, port = tmp_path / "l.db", free_port()
+    db, port = tmp_path / "l.db", unused_port()
     config = watch_config(tmp_path, f"localhost:{port}", f"127.0.0.1:{port}")
     _, err = refused(capsys, ["watch", "--config", str(config), "--check"], db)
     assert "target 'looped'" in err
     refused(capsys, ["watch", "--config", str(config), "--once"], db)  # the service itself
 
 
+@pytest.mark.real
 def test_a_gateway_on_another_port_is_probed(tmp_path, capsys):
-    db, sink = tmp_path / "l.db", free_port()
+    db, sink = tmp_path / "l.db", unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "healthy") as gateway:  # fmt: skip
         code = main(["burst", "--gateway", f"localhost:{gateway}", "--sink", f"127.0.0.1:{sink}",

@@ -14,6 +14,8 @@ import sys
 from functools import cache
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parent.parent / "probe"
 
 # Top to bottom; a unit (a subpackage or a top-level module) may import only from lower floors.
@@ -210,12 +212,14 @@ def loaded_after(code: str) -> set[str]:
     return set(out.stdout.split())
 
 
+@pytest.mark.real
 def test_version_and_the_command_list_load_no_dependency() -> None:
     loaded = loaded_after("import probe.cli; probe.cli.build_parser(['--version'])")
     assert not {m.split(".")[0] for m in loaded} & set(HEAVY)
     assert not {m for m in loaded if m.startswith("probe.") and m.count(".") > 1}
 
 
+@pytest.mark.real
 def test_the_nagios_burst_loads_neither_the_watch_loop_nor_the_upgrade_checks() -> None:
     loaded = loaded_after(
         "import probe.cli; probe.cli.build_parser(['burst', '--format', 'nagios'])"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import json
 import re
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,10 @@ from typing import Any
 import pytest
 
 from fixtures.hold_module import upgraded_while_loaded
-from tests.test_cli import free_port, probe, service
+from tests.ports import unused_port
+from tests.test_cli import probe, service
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+pytestmark = [pytest.mark.real, pytest.mark.linux_only]
 NAME = "MPNotifyPerf.dll"
 
 
@@ -53,7 +53,7 @@ def assert_html_tells(page: str, report: dict[str, Any]) -> None:
 
 
 def test_burst_verdict_and_bundle_tell_the_same_first_only_run(tmp_path: Path) -> None:
-    db, sink = tmp_path / "l.db", free_port()
+    db, sink = tmp_path / "l.db", unused_port()
     bundle, burst_json = tmp_path / "case.zip", tmp_path / "burst.json"
     with upgraded_while_loaded(tmp_path / NAME) as dll, service(
         "lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
@@ -104,7 +104,7 @@ def test_burst_verdict_and_bundle_tell_the_same_first_only_run(tmp_path: Path) -
 
 
 def test_upgrade_checks_kept_with_a_run_are_in_every_view(tmp_path: Path) -> None:
-    db, sink = tmp_path / "l.db", free_port()
+    db, sink = tmp_path / "l.db", unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "healthy") as gateway:  # fmt: skip
         postflight = probe(

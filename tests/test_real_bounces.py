@@ -36,13 +36,15 @@ import pytest
 
 from fixtures.make_bounces import notification, submit
 from tests.next_hop import Capture, Mode, NextHop
+from tests.ports import unused_port
 from tests.private_postfix import (
     DOMAIN,
     PrivatePostfix,
     bounce_routes,
-    free_port,
     private_postfix,
 )
+
+pytestmark = pytest.mark.real
 
 # --- What the JSON report says about a bounce: the names are the lead's to settle. ---------
 
@@ -91,7 +93,7 @@ class Scenario:
 def bouncing_gateway(mode: Mode) -> Iterator[tuple[PrivatePostfix, NextHop]]:
     """Postfix relaying notifications to a next hop in `mode`, bounces to the sink port."""
     with contextlib.ExitStack() as stack:
-        sink_port = free_port()
+        sink_port = unused_port()
         hop = stack.enter_context(NextHop(mode, forward_to=("127.0.0.1", sink_port)))
         extra, tables = bounce_routes(sink_port, hop.port)
         gateway = contextlib.contextmanager(private_postfix)

@@ -25,8 +25,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import unused_port
 from tests.test_cli import probe, service
 from tests.test_session_shape import rejudged
+
+pytestmark = pytest.mark.real
 
 UNPACKED = Path(__file__).resolve().parents[1] / "build" / "exim4"
 LIBS = ("libidn.so.12", "libnss_wrapper.so")
@@ -75,12 +78,6 @@ def _skip(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _private_exim(
     root: Path, sink_port: int, config_text: str = CONFIG, **values: object
 ) -> list[str]:
@@ -118,7 +115,7 @@ def _private_exim(
         os.chown(root / folder, uid, gid)
     config = root / "exim.conf"
     config.write_text(config_text.format(root=root, sink_port=sink_port, **values))
-    return [str(wrapper), "-C", str(config), "-bdf", "-oX", str(_free_port()), f"-q{QUEUE_RUN_S}s"]
+    return [str(wrapper), "-C", str(config), "-bdf", "-oX", str(unused_port()), f"-q{QUEUE_RUN_S}s"]
 
 
 def _wait_for_listen(port: int, daemon: subprocess.Popen[str]) -> None:

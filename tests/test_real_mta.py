@@ -29,6 +29,8 @@ from probe.correlation import recipient_for
 from probe.delivery.burst import compose
 from tests.private_postfix import DOMAIN, PrivatePostfix, private_postfix
 
+pytestmark = pytest.mark.real
+
 COUNT = 10
 FIXED_RECIPIENT = f"notifications@{DOMAIN}"
 BURST_TIMEOUT_S = 60.0

@@ -8,12 +8,13 @@ import socket
 
 from probe.ledger import Ledger
 from probe.records import Run
-from tests.test_cli import burst, free_port, probe, service
+from tests.ports import unused_port
+from tests.test_cli import burst, probe, service
 
 
 def test_runs_lists_a_first_only_burst_series_as_one_outage_and_prefixes_find_runs(tmp_path):
     db = tmp_path / "l.db"
-    sink = free_port()
+    sink = unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "first-only") as gateway:  # fmt: skip
         first = burst(gateway, sink, db, "--count", "5", "--settle", "1", "--json", "-")
@@ -64,7 +65,7 @@ def test_a_busy_sink_port_is_one_unknown_line_on_stdout_saying_what_to_do(tmp_pa
         held.bind(("127.0.0.1", 0))
         held.listen()
         port = held.getsockname()[1]
-        result = burst(free_port(), port, tmp_path / "l.db", "--format", "nagios")
+        result = burst(unused_port(), port, tmp_path / "l.db", "--format", "nagios")
     assert result.returncode == 3
     assert result.stderr == ""
     assert result.stdout.count("\n") == 1

@@ -32,7 +32,10 @@ from probe.ledger import Ledger, LedgerWriter
 from probe.records import Endpoint
 from probe.verdict import Pattern, Severity, judge_recorded
 from tests.conftest import probe_lab
-from tests.test_cli import burst, free_port, probe, service
+from tests.ports import unused_port
+from tests.test_cli import burst, probe, service
+
+pytestmark = pytest.mark.real
 
 DOMAIN = "probe.invalid"
 LIMIT = 10  # Exim's default smtp_accept_queue_per_connection
@@ -267,7 +270,7 @@ async def test_independent_gateway_that_drops_after_k_overall_is_degraded(ledger
 def test_per_session_and_its_reuse_aliases_set_each_notifications_session_and_place(
     tmp_path, options, per_session
 ):
-    sink = free_port()
+    sink = unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "healthy") as gateway:  # fmt: skip
         result = burst(gateway, sink, tmp_path / "l.db", "--count", "7", *options, "--json", "-")

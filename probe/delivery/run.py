@@ -11,7 +11,7 @@ import json
 import ssl
 import time
 from collections.abc import Callable
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -19,6 +19,7 @@ import structlog
 
 from probe.correlation import TokenRef, new_run_id
 from probe.delivery.burst import Deadline, send_burst, send_control
+from probe.delivery.clock import SYSTEM_CLOCK, Clock
 from probe.delivery.domain import DEFAULT_DOMAIN
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import (
@@ -235,10 +236,12 @@ async def run_probe(
     *,
     shared: SharedSink | None = None,
     run_id: str | None = None,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> ProbeOutcome:
     """One run. With `shared`, use that running sink instead of starting one for this run;
-    `run_id` chosen by the caller (who can then name a run it cut short), else a new one."""
-    t0 = time.monotonic()
+    `run_id` chosen by the caller (who can then name a run it cut short), else a new one.
+    `clock`: what the wait for late mail reads and sleeps on (tests pass their own)."""
+    t0, started = time.monotonic(), clock.monotonic()
     time_up = None
     if settings.budget_s is not None:
         reason = (f"the run's time budget ({settings.budget_s:.3g} s, to keep the target's "
@@ -291,7 +294,7 @@ async def run_probe(
         try:
             in_process = shared is not None or settings.own_sink
             await _probe(writer, settings, run, window, sink_endpoint, tracker, ledger,
-                         in_process, time_up)  # fmt: skip
+                         in_process, time_up, clock)  # fmt: skip
             status = "done"
         finally:
             await writer.drain()
@@ -306,7 +309,7 @@ async def run_probe(
     verdict = classify(record, settings.thresholds)
     ledger.finish_run(run_id, "done", judged_at, json.dumps(verdict.to_dict()))
     log.info("run_judged", run_id=run_id, pattern=verdict.pattern.value)
-    return ProbeOutcome(ledger.load(run_id), verdict, time.monotonic() - t0)
+    return ProbeOutcome(ledger.load(run_id), verdict, clock.monotonic() - started)
 
 
 def judge_cut_run(ledger: Ledger, run_id: str) -> tuple[RunRecord, Verdict]:
@@ -330,8 +333,10 @@ async def _probe(
     ledger: Ledger,
     in_process: bool,
     time_up: Deadline | None,
+    clock: Clock,
 ) -> None:
-    """Send, then wait for late mail; `in_process`: deliveries are reported live, no polling."""
+    """Send, then wait for late mail; `in_process`: deliveries are reported live, no polling.
+    The wait reads the time and sleeps only through `clock`."""
     run_id = run.run_id
 
     def on_result(seq: int, submission: Submission) -> None:
@@ -363,15 +368,15 @@ async def _probe(
             tracker.phase = "judging"
             tracker.report()
             return
-    burst_ended = time.time()
+    burst_ended = clock.time()
     # The wall clock can jump (NTP step, VM resume): the deadlines below use it because delivery
     # times come from it, but the monotonic clock bounds the whole wait whatever the wall does.
-    hard_stop = time.monotonic() + settings.patience.timeout_s
-    if time_up is not None:
-        hard_stop = min(hard_stop, time_up.at)
+    hard_stop = clock.monotonic() + settings.patience.timeout_s
+    if time_up is not None:  # the budget is on the real monotonic clock, like the burst's steps
+        hard_stop = min(hard_stop, clock.monotonic() + time_up.at - time.monotonic())
     tracker.phase = "waiting"
     reported_at = float("-inf")
-    while time.monotonic() < hard_stop:
+    while clock.monotonic() < hard_stop:
         if not in_process:
             for seq, at in ledger.delivered_seqs(run_id).items():
                 tracker.on_delivery(TokenRef(run_id, seq), at)
@@ -379,17 +384,16 @@ async def _probe(
                 tracker.on_bounce(TokenRef(run_id, seq), at, action)
         deadline = settle_deadline(tracker.pending(), tracker.last_delivery_at(), burst_ended,
                                    window.seconds, settings.patience.timeout_s)  # fmt: skip
-        remaining = min(deadline - time.time(), hard_stop - time.monotonic())
+        remaining = min(deadline - clock.time(), hard_stop - clock.monotonic())
         if remaining <= 0:
             break
         wait_s = remaining if in_process else min(remaining, EXTERNAL_SINK_POLL_S)
         if tracker.progress is not None:
-            if time.monotonic() - reported_at >= PROGRESS_EVERY_S:
-                reported_at = time.monotonic()
+            if clock.monotonic() - reported_at >= PROGRESS_EVERY_S:
+                reported_at = clock.monotonic()
                 tracker.report(tracker.provisional(run, settings.thresholds), remaining)
             wait_s = min(wait_s, PROGRESS_EVERY_S)
         tracker.changed.clear()
-        with suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(tracker.changed.wait(), timeout=wait_s)
+        await clock.wait(tracker.changed, wait_s)
     tracker.phase = "judging"
     tracker.report()

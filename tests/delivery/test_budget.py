@@ -3,14 +3,18 @@ notifications not started by then are not attempted, and the wait for late mail 
 
 from __future__ import annotations
 
+import pytest
+
 from probe.delivery.run import ProbeSettings, run_probe
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience
-from probe.lab.gateway import free_port
 from probe.ledger import Ledger
 from probe.records import Endpoint, SmtpPhase
 from probe.verdict import Pattern
 from tests.monitor.gateways import hung_gateway
+from tests.ports import unused_port
+
+pytestmark = pytest.mark.real
 
 HUNG_STEP_TIMEOUT_S = 60.0
 
@@ -19,7 +23,7 @@ async def test_a_hung_gateway_is_judged_within_the_budget_not_the_step_timeout(t
     async with hung_gateway() as gateway:
         settings = ProbeSettings(
             gateway,
-            Endpoint("127.0.0.1", free_port()),
+            Endpoint("127.0.0.1", unused_port()),
             burst=BurstSettings(count=4, step_timeout_s=HUNG_STEP_TIMEOUT_S),
             patience=Patience(settle_s=30.0, timeout_s=30.0),
             budget_s=1.0,

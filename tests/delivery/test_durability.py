@@ -13,12 +13,15 @@ import time
 from pathlib import Path
 
 import aiosmtplib
+import pytest
 
 from probe.correlation import recipient_for
 from probe.delivery.sink import Sink
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Run
 from tests.conftest import TEST_KEY, with_test_key
+
+pytestmark = pytest.mark.real
 
 DOMAIN = "probe.invalid"
 RUN = "feedc0ffee"

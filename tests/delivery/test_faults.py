@@ -21,7 +21,6 @@ from probe.delivery.run import ProbeSettings, Progress, _Tracker, run_probe
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience, settle_deadline
 from probe.delivery.sink import Sink
-from probe.lab.gateway import free_port
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import (
     Delivery,
@@ -35,6 +34,7 @@ from probe.records import (
 )
 from probe.verdict import Pattern, Severity, classify
 from tests.conftest import TEST_KEY, with_test_key
+from tests.ports import unused_port
 
 PROBE = [sys.executable, "-m", "probe"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -46,8 +46,9 @@ def integrity_ok(db: Path) -> bool:
         return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+@pytest.mark.real
 async def test_gateway_killed_mid_burst_is_degraded_and_every_notification_is_accounted(tmp_path):
-    sink_port = free_port()
+    sink_port = unused_port()
     gateway = subprocess.Popen(
         [*PROBE, "lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink_port}"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV,
@@ -90,6 +91,7 @@ async def test_gateway_killed_mid_burst_is_degraded_and_every_notification_is_ac
     assert integrity_ok(tmp_path / "died.sqlite3")
 
 
+@pytest.mark.real
 async def test_connection_reset_mid_data_is_a_reset_at_the_data_stage():
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"220 resetter ESMTP\r\n")
@@ -118,6 +120,7 @@ async def test_connection_reset_mid_data_is_a_reset_at_the_data_stage():
     assert not result.accepted
 
 
+@pytest.mark.real
 async def test_full_ledger_makes_the_sink_answer_451_and_every_250_is_stored(tmp_path):
     db = tmp_path / "full.sqlite3"
     run_id = "f011f011f0"
@@ -153,6 +156,7 @@ async def test_full_ledger_makes_the_sink_answer_451_and_every_250_is_stored(tmp
     assert set(acked) == stored  # every 250 on disk, nothing refused half-written
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("where", ["directory", "under_a_file", "read_only_fs"])
 def test_unwritable_ledger_is_a_one_line_exit_3(tmp_path, where):
     if where == "directory":
@@ -166,7 +170,13 @@ def test_unwritable_ledger_is_a_one_line_exit_3(tmp_path, where):
             pytest.skip("needs Linux /proc, a filesystem that refuses new files even to root")
         db = Path("/proc/notifyprobe-ledger.sqlite3")
     for args in (
-        ["burst", "--gateway", f"127.0.0.1:{free_port()}", "--sink", f"127.0.0.1:{free_port()}"],
+        [
+            "burst",
+            "--gateway",
+            f"127.0.0.1:{unused_port()}",
+            "--sink",
+            f"127.0.0.1:{unused_port()}",
+        ],
         ["sink", "--listen", "127.0.0.1:0"],
     ):
         result = subprocess.run(
@@ -177,6 +187,7 @@ def test_unwritable_ledger_is_a_one_line_exit_3(tmp_path, where):
         assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.real
 def test_sink_on_a_non_loopback_address_without_allow_remote_is_exit_3(tmp_path):
     for extra in ([], ["--allow-remote"]):
         result = subprocess.run(
@@ -193,6 +204,7 @@ def test_sink_on_a_non_loopback_address_without_allow_remote_is_exit_3(tmp_path)
     assert result.returncode == 3 and "--allow-remote" in result.stderr
 
 
+@pytest.mark.real
 def test_max_rate_paces_the_burst_and_is_capped(tmp_path):
     result = subprocess.run(
         [*PROBE, "burst", "--gateway", "127.0.0.1:1", "--max-rate", "5000",
@@ -202,6 +214,7 @@ def test_max_rate_paces_the_burst_and_is_capped(tmp_path):
     assert result.returncode == 3 and "--max-rate" in result.stderr
 
 
+@pytest.mark.real
 async def test_rate_cap_spaces_submissions(ledger):
     from conftest import probe_lab
 

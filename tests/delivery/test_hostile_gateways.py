@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from probe.lab.gateway import free_port
 from tests.conftest import with_test_key
 from tests.hostile_gateways import (
     Handler,
@@ -28,6 +27,9 @@ from tests.hostile_gateways import (
     huge_line,
     serving,
 )
+from tests.ports import unused_port
+
+pytestmark = pytest.mark.real
 
 STEP_TIMEOUT_S = 2.0
 RUN_TIMEOUT_S = 60.0
@@ -53,7 +55,7 @@ def verdict_line(result: subprocess.CompletedProcess[bytes]) -> str:
 
 
 def test_a_working_gateway_that_speaks_cp1252_is_healthy(tmp_path: Path) -> None:
-    sink_port = free_port()
+    sink_port = unused_port()
     with serving(cp1252_relay(sink_port)) as port:
         result = burst(port, sink_port, with_test_key(tmp_path / "l.db"))
     line = verdict_line(result)
@@ -78,7 +80,7 @@ def test_a_hostile_gateway_ends_critical_in_one_line_naming_the_cause(
     tmp_path: Path, handler: Handler, extra: tuple[str, ...], cause: str
 ) -> None:
     with serving(handler) as port:
-        result = burst(port, free_port(), with_test_key(tmp_path / "l.db"), *extra)
+        result = burst(port, unused_port(), with_test_key(tmp_path / "l.db"), *extra)
     line = verdict_line(result)
     assert result.returncode == 2, line
     assert line.startswith("CRITICAL") and re.search(cause, line), line
@@ -89,7 +91,7 @@ def test_a_hostile_gateway_ends_critical_in_one_line_naming_the_cause(
 
 def test_a_reply_over_the_cap_is_named_a_protocol_error_in_the_json(tmp_path: Path) -> None:
     with serving(endless_continuation) as port:
-        result = burst(port, free_port(), with_test_key(tmp_path / "l.db"), "--json", "-")
+        result = burst(port, unused_port(), with_test_key(tmp_path / "l.db"), "--json", "-")
     assert result.returncode == 2
     assert b'"cause": "protocol"' in result.stdout
     assert b'"kind": "protocol"' in result.stdout

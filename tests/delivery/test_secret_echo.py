@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import base64
 
+import pytest
+
 from probe.correlation import recipient_for
 from probe.delivery.burst import Sender
 from probe.delivery.credentials import Secret
 from probe.delivery.tls import ClientSecurity
 from probe.records import Endpoint
+
+pytestmark = pytest.mark.real
 
 PASSWORD = "s3cret-Passw0rd!"
 

@@ -16,6 +16,8 @@ from probe.ledger import Ledger, LedgerWriter
 from probe.records import Run
 from tests.conftest import TEST_KEY
 
+pytestmark = pytest.mark.real
+
 DOMAIN = "probe.invalid"
 
 

@@ -106,6 +106,7 @@ def rows(ledger: Ledger, sql: str) -> list[tuple]:
 # -- limits --------------------------------------------------------------------------------
 
 
+@pytest.mark.real
 async def test_message_over_the_size_limit_gets_552_and_the_session_goes_on(sink):
     server, ledger = sink
     client = await open_transaction(server.port, rcpt(1))
@@ -117,6 +118,7 @@ async def test_message_over_the_size_limit_gets_552_and_the_session_goes_on(sink
     assert ledger.delivery_count(RUN) == 0
 
 
+@pytest.mark.real
 async def test_too_many_recipients_gets_452(sink):
     server, _ = sink
     client = await open_transaction(server.port, rcpt(1), rcpt(2), rcpt(3))
@@ -125,6 +127,7 @@ async def test_too_many_recipients_gets_452(sink):
     await client.close()
 
 
+@pytest.mark.real
 async def test_connections_over_the_per_client_cap_get_421_and_are_closed(sink):
     server, _ = sink
     held = [(await RawClient.connect(server.port))[0] for _ in range(LIMITS.max_per_client)]
@@ -145,6 +148,7 @@ async def test_connections_over_the_global_cap_get_421():
     assert gate.admit("127.0.0.3") is None
 
 
+@pytest.mark.real
 async def test_released_connections_free_their_slots(sink):
     server, _ = sink
     for _ in range(3 * LIMITS.max_per_client):  # more sessions than the cap, one after another
@@ -159,6 +163,7 @@ async def test_released_connections_free_their_slots(sink):
     assert server.gate.live == 0
 
 
+@pytest.mark.real
 async def test_idle_client_is_disconnected_after_the_idle_timeout(sink):
     server, _ = sink
     client, _, _ = await RawClient.connect(server.port)
@@ -167,6 +172,7 @@ async def test_idle_client_is_disconnected_after_the_idle_timeout(sink):
     assert LIMITS.idle_timeout_s * 0.9 <= time.monotonic() - started < 4
 
 
+@pytest.mark.real
 async def test_one_byte_per_tick_client_is_cut_off_while_others_are_served(sink):
     """Slow-loris: each NOOP resets the idle timer, the session deadline still ends it."""
     server, ledger = sink
@@ -198,6 +204,7 @@ async def test_one_byte_per_tick_client_is_cut_off_while_others_are_served(sink)
     assert ledger.delivery_count(RUN) == 1
 
 
+@pytest.mark.real
 async def test_session_deadline_sends_421_before_closing(sink):
     server, _ = sink
     client, _, _ = await RawClient.connect(server.port)
@@ -212,6 +219,7 @@ async def test_session_deadline_sends_421_before_closing(sink):
     assert await client.closed_by_server()
 
 
+@pytest.mark.real
 async def test_noop_flood_is_cut_off_with_421(sink):
     server, _ = sink
     client, _, _ = await RawClient.connect(server.port)
@@ -220,6 +228,7 @@ async def test_noop_flood_is_cut_off_with_421(sink):
     assert await client.closed_by_server()
 
 
+@pytest.mark.real
 async def test_command_line_over_512_bytes_gets_500(sink):
     server, _ = sink
     client, _, _ = await RawClient.connect(server.port)
@@ -232,6 +241,7 @@ async def test_command_line_over_512_bytes_gets_500(sink):
     await client.close()
 
 
+@pytest.mark.real
 async def test_data_line_over_1000_bytes_is_refused_not_stored(sink):
     server, ledger = sink
     client = await open_transaction(server.port, rcpt(2))
@@ -241,6 +251,7 @@ async def test_data_line_over_1000_bytes_is_refused_not_stored(sink):
     assert ledger.delivery_count(RUN) == 0
 
 
+@pytest.mark.real
 async def test_one_megabyte_single_header_line_is_refused(tmp_path):
     """With a size cap above 1 MB the line-length limit is what refuses it."""
     with Ledger(tmp_path / "l.sqlite3") as ledger:
@@ -256,6 +267,7 @@ async def test_one_megabyte_single_header_line_is_refused(tmp_path):
         await writer.close()
 
 
+@pytest.mark.real
 async def test_enormous_folded_header_is_parsed_and_the_token_found(sink):
     server, ledger = sink
     client = await open_transaction(server.port, f"someone@{DOMAIN}")
@@ -288,6 +300,7 @@ async def test_enormous_folded_header_is_parsed_and_the_token_found(sink):
         b"\x1b[31mRED\x1b[0m",
     ],
 )
+@pytest.mark.real
 async def test_malformed_command_gets_an_error_reply_and_the_session_survives(sink, line):
     server, _ = sink
     client, _, _ = await RawClient.connect(server.port)
@@ -298,6 +311,7 @@ async def test_malformed_command_gets_an_error_reply_and_the_session_survives(si
     await client.close()
 
 
+@pytest.mark.real
 async def test_relaying_to_another_domain_is_refused(sink):
     server, ledger = sink
     client = await open_transaction(server.port)
@@ -310,6 +324,7 @@ async def test_relaying_to_another_domain_is_refused(sink):
     assert rows(ledger, "SELECT COUNT(*) FROM foreign_messages") == [(0,)]
 
 
+@pytest.mark.real
 async def test_commands_with_bare_lf_still_work(sink):
     server, _ = sink
     client, _, _ = await RawClient.connect(server.port)
@@ -320,6 +335,7 @@ async def test_commands_with_bare_lf_still_work(sink):
     await client.close()
 
 
+@pytest.mark.real
 async def test_body_with_bare_lf_nul_and_8bit_bytes_is_recorded(sink):
     server, ledger = sink
     client = await open_transaction(server.port, f"someone@{DOMAIN}")
@@ -329,6 +345,7 @@ async def test_body_with_bare_lf_nul_and_8bit_bytes_is_recorded(sink):
     assert rows(ledger, "SELECT seq FROM deliveries") == [(5,)]
 
 
+@pytest.mark.real
 async def test_smtputf8_envelope_is_accepted_and_recorded(sink):
     server, ledger = sink
     client, _, _ = await RawClient.connect(server.port)
@@ -342,6 +359,7 @@ async def test_smtputf8_envelope_is_accepted_and_recorded(sink):
     assert rows(ledger, "SELECT seq, mail_from FROM deliveries") == [(6, "émetteur@exemple.fr")]
 
 
+@pytest.mark.real
 async def test_broken_mime_with_token_in_raw_bytes_is_recorded(sink):
     server, ledger = sink
     client = await open_transaction(server.port, f"someone@{DOMAIN}")
@@ -354,6 +372,7 @@ async def test_broken_mime_with_token_in_raw_bytes_is_recorded(sink):
     assert [seq for (seq,) in rows(ledger, "SELECT seq FROM deliveries")] == [8]
 
 
+@pytest.mark.real
 async def test_forged_missing_and_out_of_range_tokens_are_foreign_not_counted(sink):
     server, ledger = sink
     client = await open_transaction(server.port, f"someone@{DOMAIN}")
@@ -380,6 +399,7 @@ async def test_forged_missing_and_out_of_range_tokens_are_foreign_not_counted(si
     )
 
 
+@pytest.mark.real
 async def test_one_message_naming_a_whole_run_counts_for_a_few_at_most(sink):
     """What a gateway that saw every token could do: one message for all 20 notifications."""
     server, ledger = sink
@@ -392,6 +412,7 @@ async def test_one_message_naming_a_whole_run_counts_for_a_few_at_most(sink):
     assert reasons == [f"20 tokens in one message, only the first {MAX_TOKENS_PER_MESSAGE} counted"]
 
 
+@pytest.mark.real
 async def test_a_message_of_many_forged_tokens_costs_one_foreign_row(sink):
     server, ledger = sink
     client = await open_transaction(server.port, f"someone@{DOMAIN}")
@@ -404,6 +425,7 @@ async def test_a_message_of_many_forged_tokens_costs_one_foreign_row(sink):
     assert ledger.delivery_count(RUN) == 0
 
 
+@pytest.mark.real
 async def test_connection_reset_mid_data_stores_nothing_and_breaks_nothing(sink):
     server, ledger = sink
     client = await open_transaction(server.port, rcpt(9))
@@ -414,6 +436,7 @@ async def test_connection_reset_mid_data_stores_nothing_and_breaks_nothing(sink)
     assert ledger.delivery_count(RUN) == 0
 
 
+@pytest.mark.real
 async def test_many_abusive_sessions_at_once_leave_the_sink_serving(sink):
     server, _ = sink
 

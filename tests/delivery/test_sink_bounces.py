@@ -24,6 +24,8 @@ from probe.ledger import Ledger, LedgerWriter
 from probe.records import BounceAction, Run
 from tests.conftest import TEST_KEY, with_test_key
 
+pytestmark = pytest.mark.real
+
 DOMAIN = "probe.invalid"
 RUN = "b0b0cafe01"
 

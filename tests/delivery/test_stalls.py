@@ -24,11 +24,11 @@ from probe.delivery.breaker import CircuitBreaker
 from probe.delivery.burst import Sender, compose
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
 from probe.delivery.settings import BurstSettings
-from probe.lab.gateway import free_port
 from probe.ledger import SCHEMA, Ledger
 from probe.records import Endpoint, ErrorKind, SmtpPhase, SmtpReply, Submission
 from probe.verdict import Pattern, Severity
 from tests.conftest import TEST_KEY
+from tests.ports import unused_port
 from tests.test_cli import burst
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -105,12 +105,13 @@ async def refusing_gateway(reply: str) -> AsyncIterator[Endpoint]:
 async def probe_defaults(db: Path, gateway: Endpoint, **burst: Any) -> ProbeOutcome:
     """A burst of 20 with every other option at its default (step timeout 10 s, breaker 2)."""
     settings = ProbeSettings(
-        gateway, Endpoint("127.0.0.1", free_port()), BurstSettings(count=20, **burst)
+        gateway, Endpoint("127.0.0.1", unused_port()), BurstSettings(count=20, **burst)
     )
     with Ledger(db) as ledger:
         return await run_probe(ledger, settings)
 
 
+@pytest.mark.real
 async def test_hung_and_refusing_gateways_are_told_apart_within_30s_with_default_options(
     tmp_path,
 ):
@@ -156,6 +157,7 @@ async def test_hung_and_refusing_gateways_are_told_apart_within_30s_with_default
     assert refused_4xx.verdict.not_attempted == refused_5xx.verdict.not_attempted == 0
 
 
+@pytest.mark.real
 async def test_not_attempted_notifications_are_kept_in_the_ledger_with_the_reason(tmp_path):
     db = tmp_path / "l.db"
     async with raw_gateway(silent_at(SmtpPhase.RCPT)) as gateway:
@@ -171,6 +173,7 @@ async def test_not_attempted_notifications_are_kept_in_the_ledger_with_the_reaso
     assert outcome.verdict.pattern is Pattern.GATEWAY_STALLED
 
 
+@pytest.mark.real
 async def test_several_connections_stalling_at_once_open_the_breaker_once(tmp_path):
     async with raw_gateway(silent_at(SmtpPhase.GREETING)) as gateway:
         outcome = await probe_defaults(tmp_path / "l.db", gateway, concurrency=3,
@@ -190,6 +193,7 @@ async def test_several_connections_stalling_at_once_open_the_breaker_once(tmp_pa
     [SmtpPhase.GREETING, SmtpPhase.EHLO, SmtpPhase.MAIL, SmtpPhase.RCPT, SmtpPhase.DATA,
      SmtpPhase.END_OF_DATA],
 )  # fmt: skip
+@pytest.mark.real
 async def test_a_stall_is_named_by_the_phase_the_gateway_fell_silent_in(phase):
     async with raw_gateway(silent_at(phase)) as gateway:
         sender = Sender(gateway, timeout=0.3, per_session=None, helo=None)
@@ -205,8 +209,9 @@ async def test_a_stall_is_named_by_the_phase_the_gateway_fell_silent_in(phase):
     )  # the silence, in the transcript
 
 
+@pytest.mark.real
 async def test_connection_refused_is_unreachable_and_the_breaker_spares_the_rest(tmp_path):
-    outcome = await probe_defaults(tmp_path / "l.db", Endpoint("127.0.0.1", free_port()))
+    outcome = await probe_defaults(tmp_path / "l.db", Endpoint("127.0.0.1", unused_port()))
     verdict = outcome.verdict
     assert verdict.pattern is Pattern.GATEWAY_UNREACHABLE
     assert (verdict.sent, verdict.not_attempted) == (2, 18)
@@ -257,10 +262,11 @@ def test_a_ledger_from_before_stalls_opens_and_gains_the_new_columns(tmp_path):
     assert {"stalled_at", "not_attempted"} <= columns
 
 
+@pytest.mark.real
 def test_unreachable_gateway_shows_a_possible_issue_line_and_no_remediation(tmp_path):
     db = tmp_path / "l.db"
-    down = free_port()
-    text = burst(down, free_port(), db, "--step-timeout", "1")
+    down = unused_port()
+    text = burst(down, unused_port(), db, "--step-timeout", "1")
     assert text.returncode == 2, text.stderr
     assert "gateway_unreachable" in text.stdout
     assert "what to do:" not in text.stdout and "cause:" not in text.stdout
@@ -268,7 +274,7 @@ def test_unreachable_gateway_shows_a_possible_issue_line_and_no_remediation(tmp_
     (line,) = [ln for ln in text.stdout.splitlines() if "[002]" in ln]
     assert "(low confidence): run `notifyprobe drift" in line
     bundle = tmp_path / "evidence.zip"
-    js = burst(down, free_port(), db, "--json", "-", "--evidence", str(bundle))
+    js = burst(down, unused_port(), db, "--json", "-", "--evidence", str(bundle))
     report = json.loads(js.stdout)
     assert report["diagnosis"] is None
     assert [p["signature"] for p in report["possible_known_issues"]] == ["002"]

@@ -27,11 +27,11 @@ from probe.delivery.settle import Patience
 from probe.delivery.sink import Sink
 from probe.delivery.tls import ClientSecurity, server_context
 from probe.errors import UsageError
-from probe.lab.gateway import free_port
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Endpoint, ErrorKind, Run
 from probe.verdict import Pattern
 from tests.conftest import TEST_KEY, with_test_key
+from tests.ports import unused_port
 
 DOMAIN = "probe.invalid"
 RUN = "0badc0ffee"
@@ -94,6 +94,7 @@ async def submit(port: int, security: ClientSecurity, seq: int = 1):
     return await sender.submit("ops@example.org", recipient_for(token, DOMAIN), data)
 
 
+@pytest.mark.real
 async def test_starttls_with_the_right_ca_delivers_and_the_transcript_shows_it(tmp_path, pki):
     async with tls_sink(tmp_path, pki) as (sink, ledger):
         result = await submit(sink.port, ClientSecurity(tls="starttls", ca_file=pki["ca"]))
@@ -103,6 +104,7 @@ async def test_starttls_with_the_right_ca_delivers_and_the_transcript_shows_it(t
         assert ledger.delivery_count(RUN) == 1
 
 
+@pytest.mark.real
 async def test_starttls_with_an_unknown_ca_fails_as_tls(tmp_path, pki):
     async with tls_sink(tmp_path, pki) as (sink, ledger):
         result = await submit(sink.port, ClientSecurity(tls="starttls", ca_file=pki["stranger"]))
@@ -111,6 +113,7 @@ async def test_starttls_with_an_unknown_ca_fails_as_tls(tmp_path, pki):
         assert ledger.delivery_count(RUN) == 0
 
 
+@pytest.mark.real
 async def test_starttls_demanded_but_not_offered_fails_as_tls(tmp_path, pki):
     with Ledger(with_test_key(tmp_path / "plain.sqlite3")) as ledger:
         writer = LedgerWriter(ledger)
@@ -120,6 +123,7 @@ async def test_starttls_demanded_but_not_offered_fails_as_tls(tmp_path, pki):
     assert (result.stage, result.error_kind) == ("starttls", ErrorKind.TLS)
 
 
+@pytest.mark.real
 async def test_implicit_tls_verifies_the_certificate(tmp_path, pki):
     async with tls_sink(tmp_path, pki, implicit=True) as (sink, ledger):
         good = await submit(sink.port, ClientSecurity(tls="implicit", ca_file=pki["ca"]), seq=1)
@@ -131,12 +135,13 @@ async def test_implicit_tls_verifies_the_certificate(tmp_path, pki):
     assert insecure.accepted
 
 
+@pytest.mark.real
 async def test_tls_failure_on_every_notification_is_judged_unreachable_naming_tls(tmp_path, pki):
     async with tls_sink(tmp_path, pki) as (sink, _):
         with Ledger(tmp_path / "run.sqlite3") as ledger:
             settings = ProbeSettings(
                 gateway=Endpoint("127.0.0.1", sink.port),
-                sink=Endpoint("127.0.0.1", free_port()),
+                sink=Endpoint("127.0.0.1", unused_port()),
                 burst=BurstSettings(count=3),
                 security=ClientSecurity(tls="starttls", ca_file=pki["stranger"]),
                 patience=Patience(timeout_s=1.0),
@@ -238,9 +243,10 @@ def leaked(blob: bytes) -> list[str]:
     return [name for name, form in forms.items() if form in blob]
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("right_password", [True, False])
 async def test_auth_password_never_reaches_ledger_json_or_logs(tmp_path, pki, right_password):
-    sink_port = free_port()
+    sink_port = unused_port()
     db = tmp_path / "auth.sqlite3"
     secret_env = {"NP_GATEWAY_PW": PASSWORD if right_password else PASSWORD + "-wrong"}
     async with auth_gateway(pki, sink_port) as (gateway, port):
@@ -272,8 +278,9 @@ async def test_auth_password_never_reaches_ledger_json_or_logs(tmp_path, pki, ri
         assert wrong not in blob, name
 
 
+@pytest.mark.real
 async def test_insecure_is_reported_loudly_in_text_json_and_stderr(tmp_path, pki):
-    sink_port = free_port()
+    sink_port = unused_port()
     async with auth_gateway(pki, sink_port) as (_, port):
         code, out, err = await probe_cli(
             "burst", "--gateway", f"127.0.0.1:{port}", "--sink", f"127.0.0.1:{sink_port}",
@@ -291,6 +298,7 @@ async def test_insecure_is_reported_loudly_in_text_json_and_stderr(tmp_path, pki
     ]
 
 
+@pytest.mark.real
 async def test_password_on_a_missing_env_var_is_a_clear_exit_3(tmp_path):
     code, _, err = await probe_cli(
         "burst", "--gateway", "127.0.0.1:1", "--user", USER, "--password-env", "NP_NOT_SET_X",

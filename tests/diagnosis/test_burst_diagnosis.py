@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from fixtures.hold_module import upgraded_while_loaded
-from probe.lab.gateway import free_port
+from tests.ports import unused_port
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+pytestmark = [pytest.mark.real, pytest.mark.linux_only]
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "MPNotifyPerf.dll"
@@ -27,7 +27,7 @@ NAME = "MPNotifyPerf.dll"
 @contextmanager
 def lab_gateway(mode: str, sink_port: int) -> Iterator[tuple[int, int]]:
     """A `notifyprobe lab gateway` subprocess; yields (its port, its pid) once it listens."""
-    port = free_port()
+    port = unused_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "probe", "lab", "gateway", "--mode", mode,
          "--listen", f"127.0.0.1:{port}", "--relay", f"127.0.0.1:{sink_port}"],
@@ -63,7 +63,7 @@ def stale_dll(tmp_path: Path) -> Iterator[Path]:
 
 def test_first_only_gateway_with_stale_module_is_diagnosed_000(stale_dll: Path,
                                                                tmp_path: Path) -> None:  # fmt: skip
-    sink_port = free_port()
+    sink_port = unused_port()
     with lab_gateway("first-only", sink_port) as (port, _):
         code, out = burst(port, sink_port, tmp_path / "l.sqlite3", "--module", NAME,
                           "--installed", str(stale_dll), "--json", "-")  # fmt: skip
@@ -82,7 +82,7 @@ def test_first_only_gateway_with_stale_module_is_diagnosed_000(stale_dll: Path,
 
 def test_first_only_diagnosis_is_shown_in_the_terminal_report(stale_dll: Path,
                                                               tmp_path: Path) -> None:  # fmt: skip
-    sink_port = free_port()
+    sink_port = unused_port()
     with lab_gateway("first-only", sink_port) as (port, _):
         _, out = burst(port, sink_port, tmp_path / "l.sqlite3", "--module", NAME,
                        "--installed", str(stale_dll))  # fmt: skip
@@ -92,7 +92,7 @@ def test_first_only_diagnosis_is_shown_in_the_terminal_report(stale_dll: Path,
 
 
 def test_healthy_gateway_gets_no_diagnosis(stale_dll: Path, tmp_path: Path) -> None:
-    sink_port = free_port()
+    sink_port = unused_port()
     with lab_gateway("healthy", sink_port) as (port, gateway_pid):
         code, out = burst(port, sink_port, tmp_path / "l.sqlite3", "--module", NAME,
                           "--installed", str(stale_dll), "--process", "python*",
@@ -105,7 +105,7 @@ def test_healthy_gateway_gets_no_diagnosis(stale_dll: Path, tmp_path: Path) -> N
 
 
 def test_first_only_without_module_inventory_is_only_a_possible_000(tmp_path: Path) -> None:
-    sink_port = free_port()
+    sink_port = unused_port()
     with lab_gateway("first-only", sink_port) as (port, _):
         _, out = burst(port, sink_port, tmp_path / "l.sqlite3", "--json", "-")
     report = json.loads(out)

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import ENV, free_port, probe
+from tests.ports import unused_port
+from tests.test_cli import ENV, probe
+
+pytestmark = pytest.mark.real
 
 GATEWAY_NAME = "labgw-np"  # the process name `--process` looks for (at most 15 characters)
 
@@ -57,9 +60,9 @@ def burst(port: int, sink: int, db: Path) -> dict:
     return json.loads(result.stdout)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process names from /proc")
+@pytest.mark.linux_only
 def test_each_gateway_restart_brings_back_exactly_one_notification(gateway_python, tmp_path):
-    db, sink, address = tmp_path / "ledger.sqlite3", free_port(), free_port()
+    db, sink, address = tmp_path / "ledger.sqlite3", unused_port(), unused_port()
     with gateway(gateway_python, address, sink) as port:
         first = burst(port, sink, db)
         second = burst(port, sink, db)  # same gateway process: nothing at all

@@ -19,7 +19,7 @@ from probe.files import UnsafeFileError, read_host_file
 from probe.host.pe import describe
 from probe.upgrade.drift import Drift, compare_trees
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux files")
+pytestmark = pytest.mark.linux_only
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "MPNotifyPerf.dll"
@@ -61,6 +61,7 @@ def test_a_regular_file_within_the_cap_is_read_whole(tmp_path: Path) -> None:
     assert read_host_file(dll) == dll.read_bytes()
 
 
+@pytest.mark.real
 def test_the_scan_goes_on_when_the_module_path_became_a_fifo(tmp_path: Path) -> None:
     """Map a module, delete it, put a FIFO at its path: the scan still ends, with a reason."""
     dll = write_dll(tmp_path / NAME, "1.4.0.7")

@@ -12,7 +12,7 @@ from fixtures.hold_module import held
 from probe.host.inuse import files_in_use
 from probe.host.platform import local_holders
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+pytestmark = pytest.mark.linux_only
 
 
 def files(tmp_path: Path, *names: str) -> list[Path]:
@@ -22,6 +22,7 @@ def files(tmp_path: Path, *names: str) -> list[Path]:
     return paths
 
 
+@pytest.mark.real
 def test_a_mapped_file_is_held_loaded_and_an_open_one_held_open(tmp_path: Path) -> None:
     dll, template, free = files(tmp_path, "Mtaperf.dll", "notify.tpl", "free.dll")
     with held(dll, opened=(template,)) as holder:
@@ -35,6 +36,7 @@ def test_a_mapped_file_is_held_loaded_and_an_open_one_held_open(tmp_path: Path) 
     assert usage.scanned > 0
 
 
+@pytest.mark.real
 def test_a_file_reached_through_another_name_is_the_same_file(tmp_path: Path) -> None:
     (dll,) = files(tmp_path, "Perfdsa.dll")
     alias = tmp_path / "link-to-perfdsa.dll"
@@ -59,6 +61,7 @@ def test_a_path_given_twice_is_reported_once(tmp_path: Path) -> None:
     assert [f.path for f in usage.files] == [str(dll)]
 
 
+@pytest.mark.real
 def test_the_json_names_each_holder_with_its_process(tmp_path: Path) -> None:
     (dll,) = files(tmp_path, "Mdbperf.dll")
     with held(dll) as holder:

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fixtures.hold_module import held
+from fixtures.hold_module import held, holder_name
 from fixtures.make_pe import build_dll, write_dll
 from probe.host.inventory import ModuleState, take_inventory
 from probe.host.pe import ModuleVersion
@@ -25,7 +25,7 @@ from probe.host.platform import (
 )
 from probe.host.platform.linux import LinuxModules, parse_maps_line
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+pytestmark = pytest.mark.linux_only
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "MPNotifyPerf.dll"
@@ -61,6 +61,7 @@ def dll(tmp_path: Path) -> Path:
     return write_dll(tmp_path / NAME, "1.4.0.7")
 
 
+@pytest.mark.real
 def test_replaced_dll_still_loaded_is_stale_with_both_versions(dll: Path) -> None:
     with held(dll) as holder:
         install(dll, "2.0.1.3")
@@ -75,6 +76,7 @@ def test_replaced_dll_still_loaded_is_stale_with_both_versions(dll: Path) -> Non
     assert report["scanned"] > 1
 
 
+@pytest.mark.real
 def test_loaded_dll_removed_from_disk_is_deleted(dll: Path) -> None:
     with held(dll) as holder:
         install(dll, "2.0.1.3")
@@ -86,6 +88,7 @@ def test_loaded_dll_removed_from_disk_is_deleted(dll: Path) -> None:
     assert hit["installed_version"] is None
 
 
+@pytest.mark.real
 def test_loaded_dll_moved_aside_to_old_is_renamed(dll: Path) -> None:
     with held(dll, executable=False) as holder:
         dll.rename(dll.with_name(NAME + ".old"))
@@ -97,11 +100,15 @@ def test_loaded_dll_moved_aside_to_old_is_renamed(dll: Path) -> None:
     assert (hit["loaded_version"], hit["installed_version"]) == ("1.4.0.7", "2.0.1.3")
 
 
+@pytest.mark.real
 def test_untouched_dll_is_current_and_exit_code_is_zero(dll: Path) -> None:
-    with held(dll) as holder:
-        # Scoped to the holder's name: a host may keep another process unreadable even to root
-        # (this sandbox's init), and a scan that could not read every process is not exit 0.
-        name = psutil.Process(holder.pid).name()
+    with held(dll, own_name=True) as holder:
+        # Scoped to this holder, by a name made of its pid: a host may keep another process
+        # unreadable even to root (this sandbox's init), and a scan that could not read every
+        # process is not exit 0; another process (a parallel test, another checkout's suite) may
+        # hold an old copy of a same-named module, and that would be exit 1.
+        name = holder_name(holder)
+        assert psutil.Process(holder.pid).name() == name
         proc = subprocess.run(
             [
                 sys.executable,
@@ -123,6 +130,7 @@ def test_untouched_dll_is_current_and_exit_code_is_zero(dll: Path) -> None:
     assert "current" in proc.stdout
 
 
+@pytest.mark.real
 def test_without_map_files_access_state_is_still_right_and_version_unknown(dll: Path) -> None:
     def no_privilege(path: str, flags: int) -> int:
         raise PermissionError(13, "Permission denied", path)
@@ -138,6 +146,7 @@ def test_without_map_files_access_state_is_still_right_and_version_unknown(dll: 
     assert hit.installed.version and hit.installed.version.file_version == "2.0.1.3"
 
 
+@pytest.mark.real
 def test_executable_mapping_and_other_names_are_told_apart(tmp_path: Path) -> None:
     ours = write_dll(tmp_path / NAME, "1.0.0.0")
     other = write_dll(tmp_path / "Mdbperf.dll", "5.5.0.0")
@@ -220,6 +229,7 @@ def test_unreadable_and_vanished_processes_are_counted_not_fatal() -> None:
     assert inventory.hits == ()
 
 
+@pytest.mark.real
 def test_a_bad_name_is_a_usage_error() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "probe", "modules", "--name", " "],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import sys
 from pathlib import Path
 
 import pefile
@@ -59,7 +58,8 @@ def test_non_pe_file_is_described_by_hash_only() -> None:
     assert info.label.startswith("sha256:")
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs a Linux shared library")
+@pytest.mark.real
+@pytest.mark.linux_only
 def test_elf_shared_object_reports_its_soname() -> None:
     import ctypes.util
 

@@ -160,6 +160,7 @@ def test_the_inventory_json_keeps_the_count_and_the_advice_and_old_ones_still_lo
     assert InventoryView.from_dict({**old, "denied": 0}).unreadable_line() is None
 
 
+@pytest.mark.real
 def test_an_empty_process_name_is_one_line_and_exit_3() -> None:
     proc = subprocess.run([sys.executable, "-m", "probe", "modules", "--process", " "],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip

@@ -41,10 +41,13 @@ def unit_capabilities() -> str:
 
 UNIT_CAPS = unit_capabilities()
 
-pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or os.geteuid() != 0 or not shutil.which("setpriv"),
-    reason="needs Linux, root (to start a holder nobody may read) and setpriv",
-)
+pytestmark = [
+    pytest.mark.real,
+    pytest.mark.skipif(
+        not sys.platform.startswith("linux") or os.geteuid() != 0 or not shutil.which("setpriv"),
+        reason="needs Linux, root (to start a holder nobody may read) and setpriv",
+    ),
+]
 
 
 @pytest.fixture

@@ -38,7 +38,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from probe.monitor.metrics import PATTERNS
 from tests.monitor.gateways import gateway_process
 from tests.monitor.test_watch import scrape
-from tests.test_cli import ENV, PROBE, free_port, service
+from tests.ports import unused_port
+from tests.test_cli import ENV, PROBE, service
 
 INTERVAL_S = 10.0
 STOP_DRAIN_S = 6.0
@@ -190,7 +191,7 @@ def collect_queued_mail(db: Path, sink: int, wait_s: float) -> None:
 
 def test_watch_soak_stops_and_restarts_without_a_false_alert(tmp_path):
     t0 = time.monotonic()
-    sink = free_port()
+    sink = unused_port()
     db = tmp_path / "watch.sqlite3"
     relay = f"127.0.0.1:{sink}"
     fig = Figures()

@@ -128,6 +128,7 @@ def test_a_blind_module_scan_never_exports_a_clean_zero():
     ) == (-1, -1)
 
 
+@pytest.mark.real
 @needs_promtool
 def test_exposition_passes_promtool_check_metrics():
     result = subprocess.run([PROMTOOL, "check", "metrics"], input=observed().exposition(),
@@ -135,6 +136,7 @@ def test_exposition_passes_promtool_check_metrics():
     assert result.returncode == 0, (result.stdout + result.stderr).decode()
 
 
+@pytest.mark.real
 @needs_promtool
 def test_alerting_rules_pass_promtool_unit_tests():
     rules = ROOT / "docs" / "alerts.yml"

@@ -11,7 +11,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from probe.lab.gateway import FaultMode, LabGateway, free_port
+from probe.lab.gateway import FaultMode, LabGateway
 from probe.ledger import Ledger
 from probe.monitor.config import OnChange, WatchConfig
 from probe.monitor.metrics import Metrics
@@ -20,6 +20,7 @@ from probe.records import Endpoint
 from probe.reporting import make_bundle
 from probe.verdict import Pattern
 from tests.monitor.test_watch import target
+from tests.ports import unused_port
 from tests.test_cli import probe
 
 RUNS = 5
@@ -50,8 +51,8 @@ async def watch_runs(watcher: Watcher, runs: int) -> list[tuple[Judged, float | 
 
 
 async def test_a_first_only_gateway_watched_without_a_restart_is_one_outage(tmp_path):
-    sink = Endpoint("127.0.0.1", free_port())
-    listen = Endpoint("127.0.0.1", free_port())
+    sink = Endpoint("127.0.0.1", unused_port())
+    listen = Endpoint("127.0.0.1", unused_port())
     calls = tmp_path / "calls.jsonl"
     script = (
         "import sys, json; d = json.load(sys.stdin);"

@@ -11,13 +11,14 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from probe.lab.gateway import FaultMode, LabGateway, free_port
+from probe.lab.gateway import FaultMode, LabGateway
 from probe.ledger import Ledger
 from probe.monitor.config import Caps, WatchConfig
 from probe.monitor.metrics import Metrics
 from probe.monitor.watch import Watcher
 from probe.records import Endpoint
 from tests.monitor.test_watch import target
+from tests.ports import unused_port
 
 
 def get(url: str, timeout_s: float = 10.0) -> tuple[int, str, float]:
@@ -43,7 +44,7 @@ def samples(text: str) -> dict[str, float]:
 
 
 async def test_probe_runs_the_target_now_and_keeps_its_caps(tmp_path):
-    sink = Endpoint("127.0.0.1", free_port())
+    sink = Endpoint("127.0.0.1", unused_port())
     async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode("healthy")) as gw:
         # no scheduled run during the test: the first is drawn within half an hour
         cfg = WatchConfig(

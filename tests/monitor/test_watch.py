@@ -23,7 +23,7 @@ import structlog
 from probe.cli import build_parser
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience
-from probe.lab.gateway import FaultMode, LabGateway, free_port
+from probe.lab.gateway import FaultMode, LabGateway
 from probe.ledger import Ledger
 from probe.logs import configure
 from probe.monitor.config import OnChange, Target, WatchConfig
@@ -32,6 +32,7 @@ from probe.monitor.watch import TargetState, Watcher, changed, first_delay, next
 from probe.records import Endpoint, Run, RunOptions, Submission
 from probe.verdict import Pattern, Severity, Verdict
 from tests.monitor.test_metrics import PROMTOOL
+from tests.ports import unused_port
 from tests.test_cli import ENV, PROBE, probe, service
 
 WAIT_S = 20.0  # upper bound of every wait on another process
@@ -88,10 +89,11 @@ def captured_logs() -> Iterator[None]:
         structlog.reset_defaults()
 
 
+@pytest.mark.real
 async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidence(
     tmp_path, captured_logs
 ):
-    sink = Endpoint("127.0.0.1", free_port())
+    sink = Endpoint("127.0.0.1", unused_port())
     out = tmp_path / "hook.json"
     script = (
         "import os, sys, pathlib; data = sys.stdin.read();"
@@ -133,8 +135,9 @@ async def test_state_change_runs_the_command_with_the_verdict_and_writes_evidenc
     assert any(e.get("event") == "watch_run_judged" for e in events), events
 
 
+@pytest.mark.real
 async def test_no_command_when_the_verdict_stays_the_same_across_restarts(tmp_path):
-    sink = Endpoint("127.0.0.1", free_port())
+    sink = Endpoint("127.0.0.1", unused_port())
     marker = tmp_path / "called"
     command = (sys.executable, "-c", f"open({str(marker)!r}, 'a').write('x')")
     with Ledger(tmp_path / "l.db") as ledger:
@@ -148,9 +151,10 @@ async def test_no_command_when_the_verdict_stays_the_same_across_restarts(tmp_pa
     assert not marker.exists()
 
 
+@pytest.mark.real
 async def test_a_failing_command_is_logged_and_counted_not_fatal(tmp_path):
-    sink = Endpoint("127.0.0.1", free_port())
-    cfg = WatchConfig(targets=(target("gw", Endpoint("127.0.0.1", free_port()), count=1),),
+    sink = Endpoint("127.0.0.1", unused_port())
+    cfg = WatchConfig(targets=(target("gw", Endpoint("127.0.0.1", unused_port()), count=1),),
                       sink=sink, once=True,
                       on_change=OnChange((str(tmp_path / "no-such-program"),)))  # fmt: skip
     metrics = Metrics()
@@ -161,8 +165,9 @@ async def test_a_failing_command_is_logged_and_counted_not_fatal(tmp_path):
     assert 'notifyprobe_verdict{pattern="gateway_unreachable",target="gw"} 1.0' in exposition
 
 
+@pytest.mark.real
 async def test_the_next_run_corrects_a_verdict_that_late_mail_proved_wrong(tmp_path, capsys):
-    sink = Endpoint("127.0.0.1", free_port())
+    sink = Endpoint("127.0.0.1", unused_port())
     metrics = Metrics()
     # A queue runner every 1 s judged with a 0.3 s window: the first run reads first_only
     # until its batch arrives; the second run starts after it and looks back.
@@ -267,8 +272,9 @@ def scrape(port: int) -> str:
         return response.read().decode()
 
 
+@pytest.mark.real
 def test_watch_two_targets_serves_both_verdicts_and_valid_metrics(tmp_path):
-    sink = free_port()
+    sink = unused_port()
     relay = ("--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}")
     with service("lab", "gateway", *relay, "--mode", "healthy") as good, \
          service("lab", "gateway", *relay, "--mode", "first-only") as bad:  # fmt: skip
@@ -316,8 +322,9 @@ def wait_for_submissions(db: Path, at_least: int) -> None:
     raise AssertionError(f"fewer than {at_least} submissions in {db} after {WAIT_S} s")
 
 
+@pytest.mark.real
 def test_killed_watch_loses_no_row_and_judges_the_cut_run_on_restart(tmp_path):
-    sink = free_port()
+    sink = unused_port()
     db = tmp_path / "l.db"
     relay = ("--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}")
     with service("lab", "gateway", *relay, "--mode", "healthy") as gateway:
@@ -351,11 +358,12 @@ def test_killed_watch_loses_no_row_and_judges_the_cut_run_on_restart(tmp_path):
     assert statuses == {"interrupted"}
 
 
+@pytest.mark.real
 def test_a_second_watch_on_the_same_ledger_stops_at_start_and_a_killed_ones_lock_is_freed(
     tmp_path,
 ):
-    sink = free_port()
-    config = write_config(tmp_path / "watch.toml", sink, tmp_path / "l.db", {"gw": free_port()})
+    sink = unused_port()
+    config = write_config(tmp_path / "watch.toml", sink, tmp_path / "l.db", {"gw": unused_port()})
     with watch(config) as (first, _):
         second = subprocess.run([*PROBE, "watch", "--config", str(config)], env=ENV,
                                 capture_output=True, text=True, timeout=60)  # fmt: skip
@@ -368,6 +376,7 @@ def test_a_second_watch_on_the_same_ledger_stops_at_start_and_a_killed_ones_lock
         assert third.poll() is None
 
 
+@pytest.mark.real
 def test_watch_check_validates_and_bad_config_is_one_line_exit_3(tmp_path):
     good = write_config(tmp_path / "ok.toml", 2525, tmp_path / "l.db", {"gw": 25})
     result = probe("watch", "--config", str(good), "--check")
@@ -381,9 +390,10 @@ def test_watch_check_validates_and_bad_config_is_one_line_exit_3(tmp_path):
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.real
 def test_watch_once_exits_with_the_worst_state(tmp_path):
-    config = write_config(tmp_path / "w.toml", free_port(), tmp_path / "l.db",
-                          {"down": free_port()}, count="2")  # fmt: skip
+    config = write_config(tmp_path / "w.toml", unused_port(), tmp_path / "l.db",
+                          {"down": unused_port()}, count="2")  # fmt: skip
     result = probe("watch", "--config", str(config), "--once", timeout=30)
     assert result.returncode == int(Severity.CRITICAL), result.stderr
     with Ledger(tmp_path / "l.db") as ledger:
@@ -391,11 +401,12 @@ def test_watch_once_exits_with_the_worst_state(tmp_path):
         assert ledger.stored_verdict(run_id)["pattern"] == "gateway_unreachable"
 
 
+@pytest.mark.real
 async def test_stale_module_on_this_host_is_exported_per_target(tmp_path):
     from fixtures.hold_module import upgraded_while_loaded
 
     name = f"MPNotifyPerf-{tmp_path.name}.dll"  # the scan sees every process on the host
-    sink = Endpoint("127.0.0.1", free_port())
+    sink = Endpoint("127.0.0.1", unused_port())
     with upgraded_while_loaded(tmp_path / name) as dll:
         async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode("healthy")) as gw:
             watched = target("gw", gw.listen, modules=(name,), installed=(str(dll),))

@@ -7,6 +7,8 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from probe.monitor.config import _TOP_KEYS, DEFAULT_STOP_DRAIN_S
 from tests.test_cli import ENV, PROBE, probe
 
@@ -23,6 +25,7 @@ def test_every_top_level_key_is_in_the_reference_table():
     assert _TOP_KEYS - tables <= documented
 
 
+@pytest.mark.real
 def test_the_units_commands_run_as_written_with_the_example_config():
     for key in ("ExecStartPre", "ExecStart"):
         (line,) = re.findall(rf"^{key}=(.+)$", UNIT, re.MULTILINE)
@@ -44,6 +47,7 @@ def test_the_unit_gives_a_stop_the_drain_and_its_margin():
     assert "stop_drain" in UNIT
 
 
+@pytest.mark.real
 def test_the_usage_line_and_the_log_level_default_match_watch_help():
     help_text = " ".join(probe("watch", "--help").stdout.split())
     usage = WATCH_MD.split("```", 2)[1]

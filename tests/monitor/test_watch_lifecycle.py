@@ -12,11 +12,12 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience
-from probe.lab.gateway import FaultMode, LabGateway, free_port
+from probe.lab.gateway import FaultMode, LabGateway
 from probe.ledger import Ledger
 from probe.monitor.config import OnChange, WatchConfig
 from probe.monitor.metrics import NO_VERDICT, PATTERNS, Metrics
@@ -25,6 +26,9 @@ from probe.records import Endpoint, ErrorKind
 from tests.monitor.gateways import batching_gateway, gateway_process, hung_gateway
 from tests.monitor.test_metrics import samples
 from tests.monitor.test_watch import WAIT_S, scrape, target, watch, write_config
+from tests.ports import unused_port
+
+pytestmark = pytest.mark.real
 
 HUNG_STEP_TIMEOUT_S = 60.0  # far beyond any stop: a stop that waited for it would show
 
@@ -41,7 +45,7 @@ def marker_command(path: Path) -> OnChange:
 
 
 async def test_a_stop_cuts_a_hung_step_at_once_drains_accepted_mail_and_raises_nothing(tmp_path):
-    sink = Endpoint("127.0.0.1", free_port())
+    sink = Endpoint("127.0.0.1", unused_port())
     hook = tmp_path / "hook-called"
     metrics = Metrics(CollectorRegistry())
     # The first queue run comes 3 s after the gateway starts: after the stop, within the drain.
@@ -92,7 +96,7 @@ async def test_a_stop_cuts_a_hung_step_at_once_drains_accepted_mail_and_raises_n
 
 
 async def test_a_restart_shows_the_last_conclusive_verdict_not_the_run_a_stop_cut(tmp_path):
-    sink = Endpoint("127.0.0.1", free_port())
+    sink = Endpoint("127.0.0.1", unused_port())
     db = tmp_path / "l.db"
     hook = tmp_path / "hook-called"
     with Ledger(db) as ledger:
@@ -127,7 +131,7 @@ async def test_a_restart_shows_the_last_conclusive_verdict_not_the_run_a_stop_cu
 
 
 async def test_a_failing_gateway_keeps_its_interval(tmp_path):
-    sink = Endpoint("127.0.0.1", free_port())
+    sink = Endpoint("127.0.0.1", unused_port())
     interval_s = 2.0
     # A first-only gateway with a window far longer than the interval: without the budget each
     # run would wait the whole window for mail that never comes.
@@ -154,9 +158,9 @@ async def test_a_failing_gateway_keeps_its_interval(tmp_path):
 
 
 def test_first_scrape_has_every_series_and_sigterm_with_a_hung_gateway_is_quick(tmp_path):
-    sink = free_port()
+    sink = unused_port()
     with gateway_process("hung") as hung:
-        targets = {"hung": hung, "down": free_port()}
+        targets = {"hung": hung, "down": unused_port()}
         config = write_config(tmp_path / "watch.toml", sink, tmp_path / "l.db", targets,
                               step_timeout='"60s"')  # fmt: skip
         config.write_text('stop_drain = "2s"\n' + config.read_text())

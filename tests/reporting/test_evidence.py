@@ -26,7 +26,6 @@ from probe.diagnosis.gather import Explanation
 from probe.diagnosis.rules import Confidence, Diagnosis, RestartFacts
 from probe.host.facts import collect_facts
 from probe.host.inventory import Inventory
-from probe.lab.gateway import free_port
 from probe.ledger import Ledger
 from probe.records import Notification, ProcessStart, Run, RunRecord, SmtpReply, Step, Submission
 from probe.reporting.artifacts import (
@@ -43,6 +42,7 @@ from probe.reporting.html import render
 from probe.reporting.redact import secret_forms
 from probe.verdict import classify
 from tests.conftest import probe_lab
+from tests.ports import unused_port
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "MPNotifyPerf.dll"
@@ -50,12 +50,12 @@ DOMAIN = "notify.corp-example.net"
 SECRET = "Tr0ub4dor&3-s3cr3t"
 AUTH_PLAIN = base64.b64encode(f"\0ops\0{SECRET}".encode()).decode()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+linux_only = pytest.mark.linux_only
 
 
 @contextmanager
 def lab_gateway(mode: str, sink_port: int, *extra: str, env=None) -> Iterator[int]:
-    port = free_port()
+    port = unused_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "probe", "lab", "gateway", "--mode", mode,
          "--listen", f"127.0.0.1:{port}", "--relay", f"127.0.0.1:{sink_port}", *extra],
@@ -135,13 +135,14 @@ def appears(original: str, data: bytes) -> bool:
     return re.search(pattern, data, re.I) is not None
 
 
+@pytest.mark.real
 @linux_only
 def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
     stale_dll: Path, tmp_path: Path
 ) -> None:
     env = os.environ | {"NOTIFYPROBE_SMTP_PASSWORD": SECRET}
     db, out = tmp_path / "ledger.sqlite3", tmp_path / "case" / "evidence.zip"
-    sink_port = free_port()
+    sink_port = unused_port()
     auth = ("--auth-user", "ops", "--auth-password-env", "NOTIFYPROBE_SMTP_PASSWORD")
     with lab_gateway("first-only", sink_port, *auth, env=env) as port:
         burst = notifyprobe("burst", "--gateway", f"127.0.0.1:{port}", "--sink",
@@ -229,8 +230,9 @@ def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
     print(f"screenshot: {shot}")
 
 
+@pytest.mark.real
 def test_burst_with_evidence_writes_the_bundle_right_after_the_run(tmp_path: Path) -> None:
-    out, sink_port = tmp_path / "run.zip", free_port()
+    out, sink_port = tmp_path / "run.zip", unused_port()
     with lab_gateway("healthy", sink_port) as port:
         burst = notifyprobe("burst", "--gateway", f"127.0.0.1:{port}", "--sink",
                             f"127.0.0.1:{sink_port}", "--count", "2", "--timeout", "5",
@@ -247,8 +249,9 @@ def test_burst_with_evidence_writes_the_bundle_right_after_the_run(tmp_path: Pat
     assert f"evidence: {out}" in burst.stderr
 
 
+@pytest.mark.real
 def test_postflight_checks_of_a_run_are_in_its_bundle(tmp_path: Path) -> None:
-    db, sink_port = tmp_path / "l.sqlite3", free_port()
+    db, sink_port = tmp_path / "l.sqlite3", unused_port()
     with lab_gateway("healthy", sink_port) as port:
         post = notifyprobe("postflight", "--profile", "exchange-sp4", "--root", str(tmp_path),
                            "--gateway", f"127.0.0.1:{port}", "--sink", f"127.0.0.1:{sink_port}",
@@ -266,6 +269,7 @@ def test_postflight_checks_of_a_run_are_in_its_bundle(tmp_path: Path) -> None:
     assert '<td class="state-pass">pass</td><td>burst</td>' in page
 
 
+@pytest.mark.real
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
 def test_console_error_detection_works_on_a_page_that_has_one(tmp_path: Path) -> None:
     """The check above would be empty if this chromium logged no console lines at all."""
@@ -275,6 +279,7 @@ def test_console_error_detection_works_on_a_page_that_has_one(tmp_path: Path) ->
     assert any("boom" in line for line in console_lines(run.stderr))
 
 
+@pytest.mark.real
 async def test_bundle_of_an_old_run_is_made_from_the_ledger_alone(
     ledger: Ledger, tmp_path: Path
 ) -> None:

@@ -10,6 +10,7 @@ import pytest
 from probe.records import SmtpReply
 from probe.reporting.nagios import PluginThresholds, plugin_result, unknown_line
 from probe.verdict import Severity, classify
+from tests.ports import unused_port
 from tests.test_verdict import note, record
 
 PERF_RE = re.compile(r"^'[a-z_]+'=(U|-?\d+(\.\d+)?(%|s)?)(;[\d.]*){0,4}$")
@@ -108,10 +109,11 @@ def test_bad_threshold_syntax_is_rejected(text):
         PluginThresholds.parse(text)
 
 
+@pytest.mark.real
 def test_burst_format_nagios_prints_the_plugin_line_then_the_possible_issue_and_exits(tmp_path):
-    from tests.test_cli import burst, free_port, service
+    from tests.test_cli import burst, service
 
-    sink = free_port()
+    sink = unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "first-only") as gateway:  # fmt: skip
         result = burst(
@@ -128,12 +130,15 @@ def test_burst_format_nagios_prints_the_plugin_line_then_the_possible_issue_and_
     assert "--module MPNotifyPerf.dll --installed PATH" in possible and "|" not in possible
 
 
+@pytest.mark.real
 def test_burst_format_nagios_says_unknown_on_stdout_when_the_probe_cannot_run(tmp_path):
-    from tests.test_cli import burst, free_port
+    from tests.test_cli import burst
 
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        result = burst(free_port(), busy.getsockname()[1], tmp_path / "l.db", "--format", "nagios")
+        result = burst(
+            unused_port(), busy.getsockname()[1], tmp_path / "l.db", "--format", "nagios"
+        )
     assert result.returncode == 3
     assert result.stdout.startswith("NOTIFYPROBE UNKNOWN - sink cannot listen")

@@ -64,6 +64,7 @@ def test_a_device_node_or_fifo_at_the_target_is_refused(tmp_path: Path) -> None:
         assert stat.S_ISCHR(os.lstat(node).st_mode)
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("out", ["", ".", str(Path("/tmp"))])
 def test_evidence_out_that_is_no_file_name_is_a_one_line_error(tmp_path: Path, out: str) -> None:
     db = tmp_path / "ledger.sqlite3"

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from fixtures.make_pe import write_dll
-from probe.lab.gateway import free_port
+from tests.ports import unused_port
 from tests.reporting.test_evidence import lab_gateway, notifyprobe, read_bundle
 
 USER = "svc-notify"
@@ -26,7 +26,7 @@ def test_a_failed_upgrade_through_a_healthy_gateway_opens_every_bundle_view_with
     (tmp_path / SHARED).mkdir(parents=True)
     write_dll(tmp_path / SHARED / "MPNotifyPerf.dll", "4.3.0.12")  # the old DLL left behind
     env = dict(os.environ, NP_PW=PASSWORD)
-    db, sink_port = tmp_path / "l.sqlite3", free_port()
+    db, sink_port = tmp_path / "l.sqlite3", unused_port()
     with lab_gateway("healthy", sink_port, "--auth-user", USER, "--auth-password-env", "NP_PW",
                      env=env) as port:  # fmt: skip
         post = notifyprobe("postflight", "--profile", "meetingplace", "--root", str(tmp_path),

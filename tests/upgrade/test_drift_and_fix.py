@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -65,6 +64,7 @@ def drift_args(default: Path, relocated: Path, *extra: str) -> tuple[str, ...]:
     )
 
 
+@pytest.mark.real
 def test_drift_finds_an_older_pe_in_the_relocated_copy(tmp_path: Path) -> None:
     default, relocated = bin_pair(tmp_path)
     states = {d.name: d.state for d in compare_trees(default, relocated)}
@@ -87,6 +87,7 @@ def test_drift_finds_an_older_pe_in_the_relocated_copy(tmp_path: Path) -> None:
     assert check(report, "registry")["status"] == "not_run"
 
 
+@pytest.mark.real
 def test_drift_reads_a_utf16_export_and_flags_the_value_on_the_default_copy(
     tmp_path: Path,
 ) -> None:
@@ -108,6 +109,7 @@ def test_drift_reads_a_utf16_export_and_flags_the_value_on_the_default_copy(
     assert check(report, "share: Maildat$")["status"] == "pass"
 
 
+@pytest.mark.real
 def test_ansi_export_without_the_share_fails_the_share_check(tmp_path: Path) -> None:
     default, relocated = bin_pair(tmp_path)
     code, report = probe_json(
@@ -120,6 +122,7 @@ def test_ansi_export_without_the_share_fails_the_share_check(tmp_path: Path) -> 
     assert code == 2
 
 
+@pytest.mark.real
 def test_sync_dry_run_changes_nothing(tmp_path: Path) -> None:
     default, relocated = bin_pair(tmp_path)
     before = tree_hash(tmp_path)
@@ -129,6 +132,7 @@ def test_sync_dry_run_changes_nothing(tmp_path: Path) -> None:
     assert tree_hash(tmp_path) == before
 
 
+@pytest.mark.real
 def test_sync_apply_then_undo_restores_byte_identical_trees(tmp_path: Path) -> None:
     default, relocated = bin_pair(tmp_path)
     before_default, before_relocated = tree_hash(default), tree_hash(relocated)
@@ -162,6 +166,7 @@ def test_sync_apply_then_undo_restores_byte_identical_trees(tmp_path: Path) -> N
     assert_one_line_error(probe("fix", "undo", str(journal)), "already undone")
 
 
+@pytest.mark.real
 def test_failure_half_way_leaves_each_file_old_or_new_and_undo_restores(tmp_path: Path) -> None:
     default, relocated = bin_pair(tmp_path)
     write_dll(default / "msmt.dll", "5.5.2650.0")
@@ -207,6 +212,7 @@ def test_injected_failure_after_some_copies_is_undone_exactly(tmp_path: Path) ->
     assert tree_hash(relocated) == before
 
 
+@pytest.mark.real
 def test_undo_refuses_when_a_file_changed_after_the_fix(tmp_path: Path) -> None:
     default, relocated = bin_pair(tmp_path)
     journal = tmp_path / "j.json"
@@ -217,7 +223,8 @@ def test_undo_refuses_when_a_file_changed_after_the_fix(tmp_path: Path) -> None:
     assert tree_hash(relocated) == snapshot
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+@pytest.mark.real
+@pytest.mark.linux_only
 def test_rename_in_use_dry_run_apply_and_undo(tmp_path: Path) -> None:
     folder = tmp_path / "Exchsrvr" / "BIN"
     folder.mkdir(parents=True)
@@ -238,6 +245,7 @@ def test_rename_in_use_dry_run_apply_and_undo(tmp_path: Path) -> None:
     assert tree_hash(tmp_path) == before
 
 
+@pytest.mark.real
 def test_bad_drift_and_fix_input_are_one_line_errors(tmp_path: Path) -> None:
     default, relocated = bin_pair(tmp_path)
     assert_one_line_error(

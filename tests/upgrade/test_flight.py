@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ from probe.upgrade.profiles import load_profile
 from probe.verdict import classify
 from tests.test_verdict import note, record
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+linux_only = pytest.mark.linux_only
 EXCHANGE = load_profile("exchange-sp4")
 MEETINGPLACE = load_profile("meetingplace")
 BIN = "Exchsrvr/BIN"
@@ -75,6 +74,7 @@ def test_profile_files_are_the_named_files_and_everything_in_watched_folders(
     assert profile_files(EXCHANGE, tmp_path) == [str(tmp_path / BIN / n) for n in PERF]
 
 
+@pytest.mark.real
 @linux_only
 def test_a_held_dll_fails_with_its_holder_and_the_fix(tmp_path: Path) -> None:
     folder = exchange_tree(tmp_path)
@@ -169,6 +169,7 @@ def test_installed_files_must_agree_on_one_version_or_the_expected_one(tmp_path:
     assert version_check(EXCHANGE, tmp_path, None).reason == "all 4 file(s) at 5.5.2653.23"
 
 
+@pytest.mark.real
 @linux_only
 def test_an_old_copy_still_loaded_under_the_root_fails_postflight(tmp_path: Path) -> None:
     (tmp_path / BIN).mkdir(parents=True)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ def test_a_run_where_no_check_could_run_is_not_run_and_exit_3() -> None:
     assert overall([*skipped, Check("c", Status.PASS, "seen")]) is Status.PASS
 
 
+@pytest.mark.real
 def test_a_root_without_any_of_the_profiles_files_is_a_warning_not_a_pass(tmp_path: Path) -> None:
     code, report = probe_json("preflight", "--profile", "exchange-sp4", "--root", str(tmp_path))
     files = check(report, "files in use")
@@ -59,7 +59,8 @@ def test_an_expected_version_that_cannot_be_compared_is_a_warning(tmp_path: Path
     assert result.status is Status.WARN and "names no files" in result.reason
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+@pytest.mark.real
+@pytest.mark.linux_only
 def test_after_the_rename_fix_a_held_old_copy_no_longer_fails_preflight(tmp_path: Path) -> None:
     """Document 001: rename the held DLL to .old, then install. The holder keeps the .old copy
     mapped until it restarts; preflight must not send the operator back to the same fix."""

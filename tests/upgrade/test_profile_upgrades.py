@@ -18,6 +18,7 @@ from fixtures.make_pe import write_dll
 from probe.upgrade import load_profile, profile_names
 from probe.upgrade.checks import Check, Status, report_dict, report_nagios, report_text
 from probe.upgrade.flight import in_use_fix
+from tests.ports import unused_port
 from tests.upgrade.helpers import (
     assert_one_line_error,
     check,
@@ -86,10 +87,10 @@ def test_meetingplace_fresh_install_in_the_old_folders_passes_with_the_version_f
 def test_meetingplace_correct_reinstall_in_the_same_folders_passes_with_a_healthy_gateway(
     tmp_path: Path,
 ) -> None:
-    from tests.test_cli import free_port, service
+    from tests.test_cli import service
 
     meetingplace_install(tmp_path)
-    sink = free_port()
+    sink = unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "healthy") as gateway:  # fmt: skip
         code, report = postflight(tmp_path, "meetingplace", "--expect-version", NEW,

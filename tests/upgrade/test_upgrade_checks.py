@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from fixtures.hold_module import held
 from fixtures.make_pe import write_dll
 from probe.host.reboot import linux_sources, release_key
+from tests.ports import unused_port
 from tests.upgrade.helpers import (
     REGISTRY,
     assert_one_line_error,
@@ -20,7 +20,7 @@ from tests.upgrade.helpers import (
     probe_json,
 )
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+linux_only = pytest.mark.linux_only
 BIN = "Exchsrvr/BIN"
 PERF = ("Mdbperf.dll", "Msefperf.dll", "Mtaperf.dll", "Perfdsa.dll")
 
@@ -33,6 +33,7 @@ def exchange_tree(root: Path, version: str = "5.5.2448.0") -> Path:
     return folder
 
 
+@pytest.mark.real
 @linux_only
 def test_file_mapped_by_a_helper_is_in_use_with_its_pid(tmp_path: Path) -> None:
     folder = exchange_tree(tmp_path)
@@ -48,6 +49,7 @@ def test_file_mapped_by_a_helper_is_in_use_with_its_pid(tmp_path: Path) -> None:
     assert len(free) == 3 and all(not f["holders"] for f in free)
 
 
+@pytest.mark.real
 @linux_only
 def test_file_merely_open_is_in_use_and_a_watched_folder_is_scanned(tmp_path: Path) -> None:
     gateway = tmp_path / "Latitude" / "MeetingPlace Email-Gateway"
@@ -73,6 +75,7 @@ def test_file_merely_open_is_in_use_and_a_watched_folder_is_scanned(tmp_path: Pa
     assert code == 2
 
 
+@pytest.mark.real
 def test_nothing_held_no_reboot_and_backup_present_passes(tmp_path: Path) -> None:
     exchange_tree(tmp_path)
     code, report = probe_json("preflight", "--profile", "exchange-sp4", "--root", str(tmp_path))
@@ -80,6 +83,7 @@ def test_nothing_held_no_reboot_and_backup_present_passes(tmp_path: Path) -> Non
     assert check(report, "files in use")["reason"].startswith("0 of 4 file(s) held")
 
 
+@pytest.mark.real
 def test_missing_backup_folder_fails_and_absent_backup_option_warns(tmp_path: Path) -> None:
     code, report = probe_json(
         "preflight",
@@ -97,6 +101,7 @@ def test_missing_backup_folder_fails_and_absent_backup_option_warns(tmp_path: Pa
     assert code == 1 and check(report, "backup: notification templates")["status"] == "warn"
 
 
+@pytest.mark.real
 def test_pending_reboot_sources_from_an_export_each_reported_and_ignorable(tmp_path: Path) -> None:
     gateway = tmp_path / "Latitude" / "MeetingPlace Email-Gateway"
     gateway.mkdir(parents=True)
@@ -140,6 +145,7 @@ def test_pending_reboot_sources_from_an_export_each_reported_and_ignorable(tmp_p
     assert passes_as_far_as_it_could_see(code, report), report["checks"]
 
 
+@pytest.mark.real
 def test_unrelated_pending_renames_only_warn(tmp_path: Path) -> None:
     code, report = probe_json(
         "preflight",
@@ -174,6 +180,7 @@ def test_linux_reboot_flag_and_newer_installed_kernel(tmp_path: Path) -> None:
     assert release_key("5.15.0-101-generic") > release_key("5.15.0-91-generic")
 
 
+@pytest.mark.real
 def test_a_leftover_folder_holding_the_old_version_fails_postflight(tmp_path: Path) -> None:
     leftover = tmp_path / "Latitude" / "Shared Components" / "MeetingPlace Notification Gateway"
     leftover.mkdir(parents=True)
@@ -194,6 +201,7 @@ def test_a_leftover_folder_holding_the_old_version_fails_postflight(tmp_path: Pa
     assert passes_as_far_as_it_could_see(code, report), report["checks"]
 
 
+@pytest.mark.real
 @linux_only
 def test_postflight_finds_a_renamed_copy_still_loaded_and_mixed_versions(tmp_path: Path) -> None:
     folder = exchange_tree(tmp_path)
@@ -210,10 +218,11 @@ def test_postflight_finds_a_renamed_copy_still_loaded_and_mixed_versions(tmp_pat
     assert versions["status"] == "fail" and "5.5.2448.0" in versions["reason"]
 
 
+@pytest.mark.real
 def test_postflight_burst_through_a_healthy_lab_gateway_passes(tmp_path: Path) -> None:
-    from tests.test_cli import free_port, service
+    from tests.test_cli import service
 
-    sink = free_port()
+    sink = unused_port()
     with service(
         "lab",
         "gateway",
@@ -243,6 +252,7 @@ def test_postflight_burst_through_a_healthy_lab_gateway_passes(tmp_path: Path) -
     assert passes_as_far_as_it_could_see(code, report), report["checks"]
 
 
+@pytest.mark.real
 def test_bad_profile_root_and_reboot_source_are_one_line_errors(tmp_path: Path) -> None:
     assert_one_line_error(
         probe("preflight", "--profile", "nope", "--root", str(tmp_path)),
