@@ -6,10 +6,14 @@ from __future__ import annotations
 import json
 import socket
 
+import pytest
+
 from probe.ledger import Ledger
 from probe.records import Run
 from tests.ports import unused_port
 from tests.test_cli import burst, probe, service
+
+pytestmark = pytest.mark.real  # real processes and sockets on loopback
 
 
 def test_runs_lists_a_first_only_burst_series_as_one_outage_and_prefixes_find_runs(tmp_path):

@@ -18,6 +18,8 @@ import pytest
 from probe.monitor.metrics import Metrics, probe_exposition
 from probe.verdict import Pattern, Severity, Verdict
 
+pytestmark = pytest.mark.real  # real processes and sockets on loopback
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
 UNITS = [EXAMPLES / "notifyprobe-watch.service", EXAMPLES / "notifyprobe-sink.service"]

@@ -11,6 +11,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from probe.lab.gateway import FaultMode, LabGateway
 from probe.ledger import Ledger
 from probe.monitor.config import OnChange, WatchConfig
@@ -22,6 +24,8 @@ from probe.verdict import Pattern
 from tests.monitor.test_watch import target
 from tests.ports import unused_port
 from tests.test_cli import probe
+
+pytestmark = pytest.mark.real  # real processes and sockets on loopback
 
 RUNS = 5
 

@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from probe.lab.gateway import FaultMode, LabGateway
@@ -19,6 +20,8 @@ from probe.monitor.watch import Watcher
 from probe.records import Endpoint
 from tests.monitor.test_watch import target
 from tests.ports import unused_port
+
+pytestmark = pytest.mark.real  # real processes and sockets on loopback
 
 
 def get(url: str, timeout_s: float = 10.0) -> tuple[int, str, float]:

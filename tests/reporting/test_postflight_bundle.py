@@ -11,9 +11,13 @@ import os
 import re
 from pathlib import Path
 
+import pytest
+
 from fixtures.make_pe import write_dll
 from tests.ports import unused_port
 from tests.reporting.test_evidence import lab_gateway, notifyprobe, read_bundle
+
+pytestmark = pytest.mark.real  # real processes and sockets on loopback
 
 USER = "svc-notify"
 PASSWORD = "Gr33n-Lantern-9"

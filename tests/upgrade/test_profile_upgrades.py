@@ -27,6 +27,8 @@ from tests.upgrade.helpers import (
     probe_json,
 )
 
+pytestmark = pytest.mark.real  # real processes and sockets on loopback
+
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
 NEW, OLD = "5.0.0.41", "4.3.0.12"
 GATEWAY = "Latitude/MeetingPlace Email-Gateway"
