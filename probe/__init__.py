@@ -13,9 +13,11 @@ The map, top to bottom (imports only point down; docs/architecture.md tells the 
     history     a run judged again with late mail and bounces; corrections kept beside verdicts
     ledger/     the SQLite record of every run, notification, delivery, bounce and artifact
     verdict     the pure judgement of a run (healthy, first_only, degraded_after_k, ...)
+    domain      what a run's probe domain says: the default routes nowhere, a lab run's proof
     host/       loaded modules, files in use, PE versions, host facts, registry, pending reboot
     records     the shared model (Run, Notification, Endpoint, ...)
     files       reading a host's file safely (no link followed, no device opened, bounded)
+    masking     hiding a secret in text, raw or inside base64
     correlation the tokens that tie a delivered message to the notification that caused it
     logs        structured logging;  errors: ProbeError and UsageError (exit 3)
 """

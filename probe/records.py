@@ -6,6 +6,7 @@ and the ledger can store and reload them without loss.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -155,6 +156,16 @@ class Endpoint:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+
+def is_loopback(host: str) -> bool:
+    """A loopback name or address (`localhost`, 127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class ErrorKind(str, Enum):
@@ -534,6 +545,11 @@ class SettleWindow:
             )
         except (KeyError, TypeError, ValueError):
             return None
+
+
+INSECURE_WARNING = (
+    "TLS certificate verification is OFF (--insecure): the gateway is not authenticated"
+)
 
 
 @dataclass(frozen=True)

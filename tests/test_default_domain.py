@@ -16,7 +16,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from probe.cli import main
-from probe.delivery.domain import LAB_BANNER, is_lab_run
+from probe.domain import LAB_BANNER, is_lab_run
 from probe.records import Notification, Run, RunOptions, RunRecord, SmtpReply, Step, Submission
 from probe.reporting.text import UNROUTED_DOMAIN_PATTERNS
 from tests.ports import unused_port

@@ -28,9 +28,9 @@ LAYERS = (
     ("lab", "diagnosis"),
     ("delivery",),
     ("history",),
-    ("ledger", "verdict"),
+    ("ledger", "verdict", "domain"),
     ("host",),
-    ("records", "correlation", "files", "logs", "errors"),
+    ("records", "correlation", "files", "masking", "logs", "errors"),
 )
 FLOOR = {unit: floor for floor, units in enumerate(LAYERS) for unit in units}
 # The CLI is the top, not a library: its __init__ is the entry point, not a surface.
@@ -228,3 +228,23 @@ def test_the_nagios_burst_loads_neither_the_watch_loop_nor_the_upgrade_checks() 
     assert not {m for m in loaded if m.split(".")[:2] in (["probe", "monitor"], ["probe", "lab"])}
     assert not {m for m in loaded if m.startswith(("probe.upgrade", "prometheus_client"))}
     assert not {f"probe.cli.{c}" for c in ("watch", "sink", "evidence", "postflight")} & loaded
+
+
+def test_reports_and_verdict_history_read_runs_never_the_delivery_machinery() -> None:
+    """What judges a run again and what tells it read the run's records and its history, not
+    the burst and the sink: a report renders a run however it was made."""
+    leaks = sorted(
+        f"{name} -> {target}"
+        for name, targets in graph().items()
+        if unit(name) in ("reporting", "history")
+        for target in targets
+        if unit(target) == "delivery"
+    )
+    assert leaks == []
+
+
+@pytest.mark.real
+def test_opening_a_ledger_loads_neither_psutil_nor_pefile() -> None:
+    code = "import sys, probe.ledger; print(sorted({'psutil', 'pefile'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", result.stderr

@@ -12,21 +12,19 @@ from probe.cli.diagnosis_options import add_diagnosis_options, request_from
 from probe.cli.evidence_options import add_evidence_options, kept_with_run, write_bundle
 from probe.correlation import new_run_id
 from probe.delivery import (
-    DEFAULT_DOMAIN,
     DEFAULT_WINDOW_S,
     HISTORY_FACTOR,
-    INSECURE_WARNING,
     MIN_HEALTHY_RUNS,
     ProbeOutcome,
     Progress,
-    default_domain_warning,
     judge_cut_run,
-    may_be_lab,
 )
+from probe.domain import DEFAULT_DOMAIN, default_domain_warning, may_be_lab
 from probe.errors import ProbeError, UsageError
 from probe.ledger import Ledger
 from probe.logs import CAPTURE
 from probe.pipeline import Job, Probe
+from probe.records import INSECURE_WARNING
 from probe.reporting import (
     PluginThresholds,
     plugin_long_output,

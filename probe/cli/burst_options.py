@@ -14,7 +14,6 @@ from probe.cli.hardening import (
     sink_tls_from,
 )
 from probe.delivery import (
-    DEFAULT_DOMAIN,
     DEFAULT_WINDOW_S,
     GAP_FLAG,
     MIN_HEALTHY_RUNS,
@@ -24,6 +23,7 @@ from probe.delivery import (
     ProbeSettings,
     refuse_own_sink,
 )
+from probe.domain import DEFAULT_DOMAIN
 from probe.verdict import Thresholds
 
 

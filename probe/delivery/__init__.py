@@ -8,16 +8,7 @@ probe domain routes nowhere.
 """
 
 from probe.delivery.burst import Sender
-from probe.delivery.credentials import Secret, hide_secret, password_from_env, password_from_file
-from probe.delivery.domain import (
-    DEFAULT_DOMAIN,
-    LAB_HOSTNAME,
-    LAB_IDENT,
-    default_domain_warning,
-    first_check,
-    may_be_lab,
-    unrouted_default_domain,
-)
+from probe.delivery.credentials import Secret, password_from_env, password_from_file
 from probe.delivery.own_sink import is_own_sink, own_sink_message, refuse_own_sink
 from probe.delivery.run import (
     DeliveryHub,
@@ -47,7 +38,6 @@ from probe.delivery.settle import (
 from probe.delivery.sink import Sink
 from probe.delivery.sink_limits import Access, SinkLimits, client_network
 from probe.delivery.tls import (
-    INSECURE_WARNING,
     TLS_MODES,
     ClientSecurity,
     TlsMode,
@@ -56,15 +46,11 @@ from probe.delivery.tls import (
 )
 
 __all__ = [
-    "DEFAULT_DOMAIN",
     "DEFAULT_MAX_RATE",
     "DEFAULT_WINDOW_S",
     "GAP_FLAG",
     "GAP_KEY",
     "HISTORY_FACTOR",
-    "INSECURE_WARNING",
-    "LAB_HOSTNAME",
-    "LAB_IDENT",
     "MAX_COUNT",
     "MAX_RATE_CAP",
     "MIN_HEALTHY_RUNS",
@@ -86,12 +72,8 @@ __all__ = [
     "SinkLimits",
     "TlsMode",
     "client_network",
-    "default_domain_warning",
-    "first_check",
-    "hide_secret",
     "is_own_sink",
     "judge_cut_run",
-    "may_be_lab",
     "own_sink_message",
     "password_from_env",
     "password_from_file",
@@ -99,5 +81,4 @@ __all__ = [
     "run_probe",
     "server_context",
     "tls_mode",
-    "unrouted_default_domain",
 ]

@@ -23,10 +23,10 @@ from aiosmtplib import SMTP
 
 from probe.correlation import TokenKey, recipient_for, sender_for, split_address
 from probe.delivery.breaker import CircuitBreaker
-from probe.delivery.credentials import REDACTED, hide_secret
 from probe.delivery.settings import BurstSettings
 from probe.delivery.tls import ClientSecurity
 from probe.errors import ProbeError
+from probe.masking import REDACTED, hide_secret
 from probe.records import (
     Endpoint,
     ErrorKind,

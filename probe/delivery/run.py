@@ -20,7 +20,6 @@ import structlog
 from probe.correlation import TokenRef, new_run_id
 from probe.delivery.burst import Deadline, send_burst, send_control
 from probe.delivery.clock import SYSTEM_CLOCK, Clock
-from probe.delivery.domain import DEFAULT_DOMAIN
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import (
     HISTORY_RUNS,
@@ -31,6 +30,7 @@ from probe.delivery.settle import (
 from probe.delivery.sink import BounceCallback, DeliveryCallback, Sink
 from probe.delivery.sink_limits import Access, SinkLimits
 from probe.delivery.tls import ClientSecurity
+from probe.domain import DEFAULT_DOMAIN
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import (
     Bounce,

@@ -19,6 +19,7 @@ import structlog
 from aiosmtpd.smtp import SMTP
 
 from probe.errors import UsageError
+from probe.records import is_loopback
 
 log = structlog.get_logger("notifyprobe.sink")
 
@@ -86,15 +87,6 @@ class Access:
         if address.is_loopback:
             return True
         return any(address in net for net in self.allowed_clients)
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def client_network(text: str) -> IPNetwork:

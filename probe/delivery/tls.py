@@ -17,9 +17,6 @@ from probe.records import RunSecurity
 
 TlsMode = Literal["none", "starttls", "implicit"]
 TLS_MODES: tuple[TlsMode, ...] = get_args(TlsMode)
-INSECURE_WARNING = (
-    "TLS certificate verification is OFF (--insecure): the gateway is not authenticated"
-)
 
 
 def tls_mode(text: str) -> TlsMode:

@@ -27,7 +27,8 @@ from typing import Literal, TypeVar, get_args
 import structlog
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
-from probe.delivery import LAB_HOSTNAME, LAB_IDENT, Secret, Sender
+from probe.delivery import Secret, Sender
+from probe.domain import LAB_HOSTNAME, LAB_IDENT
 from probe.errors import ProbeError, UsageError
 from probe.records import Endpoint, SmtpPhase
 

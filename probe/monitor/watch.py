@@ -29,14 +29,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from probe.delivery import (
-    DeliveryHub,
-    ProbeOutcome,
-    ProbeSettings,
-    SharedSink,
-    Sink,
-    judge_cut_run,
-)
+from probe.delivery import DeliveryHub, ProbeOutcome, ProbeSettings, SharedSink, Sink, judge_cut_run
 from probe.diagnosis import Request
 from probe.errors import ProbeError
 from probe.history import Outage, Story, as_told, revise_and_keep, story_of

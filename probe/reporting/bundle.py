@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from probe import __version__
-from probe.delivery import hide_secret
 from probe.diagnosis import Signature, load_signatures
 from probe.errors import ProbeError
 from probe.ledger import Ledger
+from probe.masking import hide_secret
 from probe.records import Notification, Run, RunRecord, WindowSource
 from probe.reporting.artifacts import RunEvidence, load_evidence
 from probe.reporting.html import render

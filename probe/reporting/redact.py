@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, quote_plus
 
-from probe.delivery import hide_secret
+from probe.masking import hide_secret
 
 REDACTED = "[redacted]"
 KINDS = ("hosts", "emails", "ips", "users")

@@ -10,15 +10,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from probe.delivery import (
-    INSECURE_WARNING,
-    default_domain_warning,
-    first_check,
-    unrouted_default_domain,
-)
+from probe.domain import default_domain_warning, first_check, unrouted_default_domain
 from probe.history import Revision, StoredVerdict
 from probe.host import ModuleState
-from probe.records import Bounce, Notification, Run, RunRecord
+from probe.records import INSECURE_WARNING, Bounce, Notification, Run, RunRecord
 from probe.reporting.artifacts import InventoryView, KeptChecks, RunReport, StoredExplanation
 from probe.reporting.nagios import STATE_WORD, bounce_lines, diagnosis_lines
 from probe.verdict import Cause, Pattern, Verdict

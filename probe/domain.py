@@ -16,8 +16,7 @@ gateway a missing one.
 
 from __future__ import annotations
 
-from probe.delivery.sink_limits import is_loopback
-from probe.records import Endpoint, RunRecord
+from probe.records import Endpoint, RunRecord, is_loopback
 
 DEFAULT_DOMAIN = "probe.invalid"
 LAB_HOSTNAME = "lab-gateway"  # the lab gateway's name in its banner and its EHLO
