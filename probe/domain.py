@@ -59,11 +59,14 @@ def is_lab_run(record: RunRecord) -> bool:
     if not may_be_lab(gateway):
         return False
     return any(
-        step.command.startswith("connect") and step.reply is not None
-        and step.reply.code == 220 and step.reply.text == LAB_BANNER
-        for n in record.burst if n.submission is not None
+        step.command.startswith("connect")
+        and step.reply is not None
+        and step.reply.code == 220
+        and step.reply.text == LAB_BANNER
+        for n in record.burst
+        if n.submission is not None
         for step in n.submission.steps
-    )  # fmt: skip
+    )
 
 
 def unrouted_default_domain(record: RunRecord) -> bool:

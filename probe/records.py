@@ -250,8 +250,12 @@ class SmtpReply:
         text = display_text(data.strip())
         raw = escape_bytes(data)
         match = _ENHANCED_RE.match(text)
-        return cls(code=code, text=text, enhanced=match.group(1) if match else None,
-                   raw="" if raw == text else raw)  # fmt: skip
+        return cls(
+            code=code,
+            text=text,
+            enhanced=match.group(1) if match else None,
+            raw="" if raw == text else raw,
+        )
 
     @property
     def wire(self) -> bytes:

@@ -140,9 +140,14 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
     control = record.control
     sink_verified = None if control is None or not control.attempted else bool(control.copies)
     throttled: list[Notification] = []  # set once refusals by a limit are judged apart
-    counts = {"sent": len(attempted), "accepted": len(accepted), "delivered": len(delivered),
-              "not_attempted": len(_not_attempted(record)),
-              "bounced": sum(1 for n in sent if n.bounced), "delayed": len(delayed)}  # fmt: skip
+    counts = {
+        "sent": len(attempted),
+        "accepted": len(accepted),
+        "delivered": len(delivered),
+        "not_attempted": len(_not_attempted(record)),
+        "bounced": sum(1 for n in sent if n.bounced),
+        "delayed": len(delayed),
+    }
 
     def verdict(
         pattern: Pattern,
@@ -509,8 +514,9 @@ def _refused_summary(submissions: Sequence[Submission]) -> str:
     apart; what got no reply at all, or one that is not SMTP, is not called a refusal. Every
     submission is in exactly one of the three groups, whatever the mix."""
     total = len(submissions)
-    temporary = Counter(_reply_text(s) for s in submissions if s.refused
-                        and not s.reply_is_permanent)  # fmt: skip
+    temporary = Counter(
+        _reply_text(s) for s in submissions if s.refused and not s.reply_is_permanent
+    )
     permanent = Counter(_reply_text(s) for s in submissions if s.reply_is_permanent)
     other = Counter(s.describe() for s in submissions if not s.refused)
     refusals = [
@@ -533,8 +539,11 @@ def _refused_summary(submissions: Sequence[Submission]) -> str:
             f"{len(protocol)} got a reply that is not SMTP ({reasons.most_common(1)[0][0]})"
         )
     if unanswered:
-        reasons = Counter(s.describe() for s in submissions
-                          if not s.refused and s.error_kind is not ErrorKind.PROTOCOL)  # fmt: skip
+        reasons = Counter(
+            s.describe()
+            for s in submissions
+            if not s.refused and s.error_kind is not ErrorKind.PROTOCOL
+        )
         parts.append(f"{unanswered} got no SMTP answer ({reasons.most_common(1)[0][0]})")
     return f"the gateway accepted none of the {total} notifications: {'; '.join(parts)}"
 

@@ -98,24 +98,28 @@ def next_steps(db: Path | None, ledger: Path, run_id: str) -> str:
     this program), against the ledger the demo used."""
     me = own_command()
     with_db = f" --db {shlex.quote(str(db))}" if db is not None else ""
-    return "\n".join([
+    route = "On a real gateway: route the probe domain to this host's sink"
+    lines = [
         f"Runs are kept in {ledger}. Next steps:",
         f"  {me} verdict {run_id}{with_db}                  # judge the run again",
         f"  {me} evidence {run_id} --out case.zip{with_db}  # bundle for a support case",
-        "On a real gateway: route the probe domain to this host's sink (docs/real-mail-setup.md),",
+        f"{route} (docs/real-mail-setup.md),",
         "then, with GATEWAY-IP the address the gateway delivers from:",
         f"  {me} burst --gateway GATEWAY:25 --sink 0.0.0.0:2525 \\",
         "      --allow-remote --allow-client GATEWAY-IP --domain probe.example.org \\",
         f"      --module {MODULE} --installed 'PATH\\TO\\{MODULE}'",
-    ])  # fmt: skip
+    ]
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     failures = 0
     with open_ledger(args.db) as ledger, tempfile.TemporaryDirectory() as tmp:
         print(f"── 1/2  lab gateway in first-only mode, with an old {MODULE} still loaded")
-        print(f"       (settle window {SETTLE_S:g} s, as `--settle {SETTLE_S:g}`: the lab gateway "
-              "relays at once)\n")  # fmt: skip
+        print(
+            f"       (settle window {SETTLE_S:g} s, as `--settle {SETTLE_S:g}`: the lab gateway "
+            "relays at once)\n"
+        )
         with stale_stand_in(Path(tmp)) as installed:
             first = asyncio.run(rehearse(ledger, "first-only", args.count, installed))
         print(to_text(first.report), end="\n\n")

@@ -41,8 +41,12 @@ def add_redaction_options(p: argparse._ActionsContainer) -> None:
 
 def add_evidence_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("evidence")
-    g.add_argument("--evidence", type=Path, metavar="FILE.zip",
-                   help="after the run, write its evidence bundle (default: none)")  # fmt: skip
+    g.add_argument(
+        "--evidence",
+        type=Path,
+        metavar="FILE.zip",
+        help="after the run, write its evidence bundle (default: none)",
+    )
     add_redaction_options(g)
 
 
@@ -59,11 +63,16 @@ def write_bundle(args: argparse.Namespace, ledger: Ledger, run_id: str) -> Bundl
         secrets=sorted(secrets_from(args)),
         command_line=clean_argv(argv),
     )
-    print(f"evidence: {result.path} (manifest.json and the {result.listed} files it lists, "
-          f"sha256 {result.sha256})", file=sys.stderr)  # fmt: skip
+    print(
+        f"evidence: {result.path} (manifest.json and the {result.listed} files it lists, "
+        f"sha256 {result.sha256})",
+        file=sys.stderr,
+    )
     if result.mapping_path is not None:
-        print(f"evidence: redaction map (keep private, do not send): {result.mapping_path}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"evidence: redaction map (keep private, do not send): {result.mapping_path}",
+            file=sys.stderr,
+        )
     return result
 
 

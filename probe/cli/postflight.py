@@ -96,8 +96,13 @@ def run(args: argparse.Namespace) -> int:
     reboot = reboot_checks(sources, args.ignore_reboot, profile, AFTER_REBOOT)
     outcome = burst(probe, args.db)
     # The order every view shows: delivery, modules, leftovers, versions, reboot.
-    checks = [burst_check(outcome.verdict if outcome else None), modules, *leftovers, versions,
-              *reboot]  # fmt: skip
+    checks = [
+        burst_check(outcome.verdict if outcome else None),
+        modules,
+        *leftovers,
+        versions,
+        *reboot,
+    ]
     table = version_table(files, inv, args.root, args.expect_version)
     report = report_dict(
         "postflight",
@@ -115,5 +120,4 @@ def run(args: argparse.Namespace) -> int:
     if outcome is not None:  # `notifyprobe evidence` on this run then includes the checks
         with open_ledger(args.db) as ledger:
             ledger.put_artifact(outcome.record.run.run_id, "postflight", json.dumps(report))
-    return emit_checks(args, f"postflight {profile.id}", checks, report,
-                       version_table_lines(table))  # fmt: skip
+    return emit_checks(args, f"postflight {profile.id}", checks, report, version_table_lines(table))

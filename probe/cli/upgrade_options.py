@@ -69,8 +69,13 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     )
 
 
-def emit_checks(args: argparse.Namespace, title: str, checks: Sequence[Check],
-                report: dict[str, Any], tables: Sequence[str] = ()) -> int:  # fmt: skip
+def emit_checks(
+    args: argparse.Namespace,
+    title: str,
+    checks: Sequence[Check],
+    report: dict[str, Any],
+    tables: Sequence[str] = (),
+) -> int:
     """preflight, postflight, drift: the JSON report and/or the text or plugin view, then the
     exit code. Every view opens with the same overall status."""
     json_target: str | None = args.json
@@ -80,6 +85,7 @@ def emit_checks(args: argparse.Namespace, title: str, checks: Sequence[Check],
     if json_target:
         write_json(json_target, report)
     if json_target != "-":
-        print(report_nagios(title, checks) if view == "nagios" else
-              report_text(title, checks, tables))  # fmt: skip
+        print(
+            report_nagios(title, checks) if view == "nagios" else report_text(title, checks, tables)
+        )
     return exit_code(overall(checks))

@@ -106,8 +106,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = load(args)
     configure(json_lines=cfg.log_json, level=cfg.log_level)
     if args.check:
-        names = ", ".join(f"{t.name} ({t.gateway}, {t.burst.count} every {t.burst_interval_s:g} s)"
-                          for t in cfg.targets)  # fmt: skip
+        names = ", ".join(
+            f"{t.name} ({t.gateway}, {t.burst.count} every {t.burst_interval_s:g} s)"
+            for t in cfg.targets
+        )
         print(f"config {cfg.source} is valid: {len(cfg.targets)} target(s): {names}")
         return 0
     return asyncio.run(serve(cfg))

@@ -182,8 +182,15 @@ class Sender:
             steps.append(Step(at=time.time(), command=_command(phase), error=error))
             await self._drop()
             stalled_at = phase if kind is ErrorKind.TIMEOUT else None
-            return Submission(started, time.time(), stage, error=error, error_kind=kind,
-                              steps=tuple(steps), stalled_at=stalled_at)  # fmt: skip
+            return Submission(
+                started,
+                time.time(),
+                stage,
+                error=error,
+                error_kind=kind,
+                steps=tuple(steps),
+                stalled_at=stalled_at,
+            )
 
         phase = SmtpPhase.CONNECT
         try:
@@ -209,9 +216,16 @@ class Sender:
             # (a QUIT to a hung gateway would wait a whole step timeout), and stop.
             steps.append(Step(at=time.time(), command=_command(phase), error=INTERRUPTED))
             self.abort()
-            self.cut = Submission(started, time.time(), stage, error=INTERRUPTED,
-                                  error_kind=ErrorKind.INTERRUPTED, steps=tuple(steps),
-                                  session=self._session, position=self._position)  # fmt: skip
+            self.cut = Submission(
+                started,
+                time.time(),
+                stage,
+                error=INTERRUPTED,
+                error_kind=ErrorKind.INTERRUPTED,
+                steps=tuple(steps),
+                session=self._session,
+                position=self._position,
+            )
             raise
         except _Opening as opening:
             stage, exc = opening.stage, opening.error

@@ -225,8 +225,9 @@ class _Tracker:
             delivered = sum(1 for s in self.arrived if s != 0)
             sent = sum(1 for s in self.submissions if s != 0)
             accepted = sum(1 for s, sub in self.submissions.items() if s != 0 and sub.accepted)
-            self.progress(Progress(self.total, sent, accepted, delivered, self.phase,
-                                   provisional, left_s))  # fmt: skip
+            self.progress(
+                Progress(self.total, sent, accepted, delivered, self.phase, provisional, left_s)
+            )
 
 
 async def run_probe(
@@ -244,8 +245,10 @@ async def run_probe(
     t0, started = time.monotonic(), clock.monotonic()
     time_up = None
     if settings.budget_s is not None:
-        reason = (f"the run's time budget ({settings.budget_s:.3g} s, to keep the target's "
-                  "interval) was spent")  # fmt: skip
+        reason = (
+            f"the run's time budget ({settings.budget_s:.3g} s, to keep the target's "
+            "interval) was spent"
+        )
         time_up = Deadline(t0 + settings.budget_s, reason)
     run_id = run_id or new_run_id()
     tracker = _Tracker(run_id, settings.burst.count, progress)
@@ -288,13 +291,30 @@ async def run_probe(
             options=settings.options(window),
         )
         ledger.create_run(run, control=settings.burst.control)
-        log.info("run_started", run_id=run_id, gateway=run.gateway, sink=run.sink, count=run.count,
-                 settle_s=window.seconds, settle_source=window.source.value)  # fmt: skip
+        log.info(
+            "run_started",
+            run_id=run_id,
+            gateway=run.gateway,
+            sink=run.sink,
+            count=run.count,
+            settle_s=window.seconds,
+            settle_source=window.source.value,
+        )
         status: RunStatus = "interrupted"
         try:
             in_process = shared is not None or settings.own_sink
-            await _probe(writer, settings, run, window, sink_endpoint, tracker, ledger,
-                         in_process, time_up, clock)  # fmt: skip
+            await _probe(
+                writer,
+                settings,
+                run,
+                window,
+                sink_endpoint,
+                tracker,
+                ledger,
+                in_process,
+                time_up,
+                clock,
+            )
             status = "done"
         finally:
             await writer.drain()
@@ -382,8 +402,13 @@ async def _probe(
                 tracker.on_delivery(TokenRef(run_id, seq), at)
             for seq, (at, action) in ledger.bounced_seqs(run_id).items():
                 tracker.on_bounce(TokenRef(run_id, seq), at, action)
-        deadline = settle_deadline(tracker.pending(), tracker.last_delivery_at(), burst_ended,
-                                   window.seconds, settings.patience.timeout_s)  # fmt: skip
+        deadline = settle_deadline(
+            tracker.pending(),
+            tracker.last_delivery_at(),
+            burst_ended,
+            window.seconds,
+            settings.patience.timeout_s,
+        )
         remaining = min(deadline - clock.time(), hard_stop - clock.monotonic())
         if remaining <= 0:
             break

@@ -152,8 +152,9 @@ class SinkHandler:
         known = results[0] if isinstance(results[0], list) else []
         for bounce, is_known in zip(bounces, known, strict=False):
             if is_known and self.on_bounce is not None:
-                self.on_bounce(TokenRef(bounce.run_id, bounce.seq), bounce.received_at,
-                               bounce.action)  # fmt: skip
+                self.on_bounce(
+                    TokenRef(bounce.run_id, bounce.seq), bounce.received_at, bounce.action
+                )
         return RECORDED
 
     def named_by_bounce(
@@ -306,10 +307,17 @@ def _bounce(
     )
     confirmed = bool(mine) or any(f.ref == ref for f in report.returned_tokens)
     if block is None:
-        return Bounce(ref.run_id, ref.seq, received_at, "failed",
-                      diagnostic="the report gave no delivery status that could be read",
-                      reporting_mta=report.reporting_mta, named_by=named_by,
-                      confirmed=confirmed, format=report.format)  # fmt: skip
+        return Bounce(
+            ref.run_id,
+            ref.seq,
+            received_at,
+            "failed",
+            diagnostic="the report gave no delivery status that could be read",
+            reporting_mta=report.reporting_mta,
+            named_by=named_by,
+            confirmed=confirmed,
+            format=report.format,
+        )
     return Bounce(
         ref.run_id,
         ref.seq,

@@ -92,8 +92,12 @@ class PossibleIssue:
         return f"[{self.signature}] {self.title} (low confidence){confirm}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"signature": self.signature, "title": self.title, "confidence": "low",
-                "to_confirm": self.to_confirm}  # fmt: skip
+        return {
+            "signature": self.signature,
+            "title": self.title,
+            "confidence": "low",
+            "to_confirm": self.to_confirm,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PossibleIssue:

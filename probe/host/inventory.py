@@ -99,8 +99,9 @@ class ModuleHit:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModuleHit:
         """A hit as `to_dict` kept it: what the diagnosis rules read (file sizes are not kept)."""
-        process = ProcessInfo(int(d.get("pid") or 0), str(d.get("process") or ""),
-                              d.get("exe"), d.get("started_at"))  # fmt: skip
+        process = ProcessInfo(
+            int(d.get("pid") or 0), str(d.get("process") or ""), d.get("exe"), d.get("started_at")
+        )
         try:
             state = ModuleState(str(d.get("state")))
         except ValueError:
@@ -206,8 +207,9 @@ def _kept_copy(d: dict[str, Any], side: str, path: object) -> Copy:
     version = None
     if sha256 or file_version or soname:
         kind: Literal["pe", "elf", "data"] = "pe" if file_version else "elf" if soname else "data"
-        version = ModuleVersion(str(sha256 or ""), 0, kind, file_version,
-                                d.get(f"{side}_product_version"), soname)  # fmt: skip
+        version = ModuleVersion(
+            str(sha256 or ""), 0, kind, file_version, d.get(f"{side}_product_version"), soname
+        )
     error = d.get(f"{side}_error")
     return Copy(str(path) if path else None, version, str(error) if error else None)
 

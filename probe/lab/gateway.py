@@ -57,8 +57,14 @@ Refusal = Literal["drop", "4xx", "5xx", "bounce"]
 REFUSALS: tuple[Refusal, ...] = get_args(Refusal)
 _Choice = TypeVar("_Choice", bound=str)
 DEFAULT_QUEUE_RUN_S = 20.0  # `queue-per-session:K` without W: a queue runner every 20 s
-STALL_PHASES = (SmtpPhase.GREETING, SmtpPhase.EHLO, SmtpPhase.MAIL, SmtpPhase.RCPT,
-                SmtpPhase.DATA, SmtpPhase.END_OF_DATA)  # fmt: skip
+STALL_PHASES = (
+    SmtpPhase.GREETING,
+    SmtpPhase.EHLO,
+    SmtpPhase.MAIL,
+    SmtpPhase.RCPT,
+    SmtpPhase.DATA,
+    SmtpPhase.END_OF_DATA,
+)
 
 
 @dataclass(frozen=True)
@@ -367,9 +373,14 @@ class LabGateway:
         def factory() -> SMTP:
             if self.auth is None:
                 return _LabSMTP(self, hostname=LAB_HOSTNAME, ident=LAB_IDENT)
-            return _LabSMTP(self, hostname=LAB_HOSTNAME, ident=LAB_IDENT,
-                            authenticator=self._authenticate, auth_required=True,
-                            auth_require_tls=False)  # fmt: skip
+            return _LabSMTP(
+                self,
+                hostname=LAB_HOSTNAME,
+                ident=LAB_IDENT,
+                authenticator=self._authenticate,
+                auth_required=True,
+                auth_require_tls=False,
+            )
 
         try:
             if self.mode.stalls(SmtpPhase.GREETING):

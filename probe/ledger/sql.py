@@ -31,9 +31,17 @@ def insert_run(run: Run, control: bool, key: TokenKey, conn: sqlite3.Connection)
     conn.execute(
         "INSERT INTO runs (run_id, started_at, gateway, sink, domain, count, status, options)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (run.run_id, run.started_at, run.gateway, run.sink, run.domain, run.count, run.status,
-         run.options.to_json()),
-    )  # fmt: skip
+        (
+            run.run_id,
+            run.started_at,
+            run.gateway,
+            run.sink,
+            run.domain,
+            run.count,
+            run.status,
+            run.options.to_json(),
+        ),
+    )
     first = 0 if control else 1
     conn.executemany(
         "INSERT INTO notifications (run_id, seq, token) VALUES (?, ?, ?)",
@@ -80,9 +88,21 @@ def insert_delivery(
         "INSERT INTO deliveries (run_id, seq, received_at, found_in, peer, mail_from, rcpts,"
         " message_id, size, helo) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
         " WHERE EXISTS (SELECT 1 FROM notifications WHERE run_id = ? AND seq = ?)",
-        (ref.run_id, ref.seq, f.received_at, found_in, f.peer, f.mail_from, ",".join(f.rcpts),
-         f.message_id, f.size, f.helo, ref.run_id, ref.seq),
-    )  # fmt: skip
+        (
+            ref.run_id,
+            ref.seq,
+            f.received_at,
+            found_in,
+            f.peer,
+            f.mail_from,
+            ",".join(f.rcpts),
+            f.message_id,
+            f.size,
+            f.helo,
+            ref.run_id,
+            ref.seq,
+        ),
+    )
     if cur.rowcount == 1:
         return True
     insert_foreign(f"unknown token {ref}", f, None, conn)
@@ -95,9 +115,17 @@ def insert_foreign(
     conn.execute(
         "INSERT INTO foreign_messages (received_at, reason, run_id, peer, mail_from, rcpts,"
         " subject, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (f.received_at, reason, run_id, f.peer, f.mail_from, ",".join(f.rcpts), f.subject[:200],
-         f.size),
-    )  # fmt: skip
+        (
+            f.received_at,
+            reason,
+            run_id,
+            f.peer,
+            f.mail_from,
+            ",".join(f.rcpts),
+            f.subject[:200],
+            f.size,
+        ),
+    )
 
 
 RETURNED_BYTES = 256 * 1024  # what is kept of one returned message: its report and headers
@@ -122,9 +150,16 @@ def insert_returned(r: Returned, conn: sqlite3.Connection) -> list[bool]:
     returned_id = conn.execute(
         "INSERT INTO returned_messages (received_at, run_id, peer, mail_from, rcpts, format,"
         " content) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (f.received_at, r.run_id, f.peer, f.mail_from, ",".join(f.rcpts), r.format,
-         r.content[:RETURNED_BYTES]),
-    ).lastrowid  # fmt: skip
+        (
+            f.received_at,
+            r.run_id,
+            f.peer,
+            f.mail_from,
+            ",".join(f.rcpts),
+            r.format,
+            r.content[:RETURNED_BYTES],
+        ),
+    ).lastrowid
     known = []
     for b in r.bounces:
         cur = conn.execute(
@@ -132,10 +167,24 @@ def insert_returned(r: Returned, conn: sqlite3.Connection) -> list[bool]:
             " remote_mta, reporting_mta, recipient, named_by, confirmed, format, returned_id)"
             " SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?"
             " WHERE EXISTS (SELECT 1 FROM notifications WHERE run_id = ? AND seq = ?)",
-            (b.run_id, b.seq, b.received_at, b.action, b.status, b.diagnostic, b.remote_mta,
-             b.reporting_mta, b.recipient, b.named_by, int(b.confirmed), b.format, returned_id,
-             b.run_id, b.seq),
-        )  # fmt: skip
+            (
+                b.run_id,
+                b.seq,
+                b.received_at,
+                b.action,
+                b.status,
+                b.diagnostic,
+                b.remote_mta,
+                b.reporting_mta,
+                b.recipient,
+                b.named_by,
+                int(b.confirmed),
+                b.format,
+                returned_id,
+                b.run_id,
+                b.seq,
+            ),
+        )
         known.append(cur.rowcount == 1)
     if not any(known):
         insert_foreign(r.unmatched, f, r.run_id, conn)
@@ -241,8 +290,11 @@ def submission_from_row(row: sqlite3.Row) -> Submission | None:
     if row["code"] is not None:
         reply = SmtpReply(code=row["code"], text=row["text"] or "", enhanced=row["enhanced"])
         # its raw bytes are kept with the same reply in the transcript
-        same = [s.reply for s in steps if s.reply is not None and s.reply.code == reply.code
-                and s.reply.text == reply.text]  # fmt: skip
+        same = [
+            s.reply
+            for s in steps
+            if s.reply is not None and s.reply.code == reply.code and s.reply.text == reply.text
+        ]
         if same:
             reply = same[-1]
     return Submission(

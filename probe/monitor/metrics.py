@@ -41,9 +41,15 @@ NO_VERDICT = -1  # severity and sink check of a target with no conclusive run ye
 # that late mail turned into a complete delivery. Others appear at their first occurrence.
 CORRECTED_FROM = tuple(
     p.value
-    for p in (Pattern.FIRST_ONLY, Pattern.DEGRADED_AFTER_K, Pattern.QUEUED_PER_SESSION,
-              Pattern.INTERMITTENT, Pattern.NONE_DELIVERED, Pattern.INCONCLUSIVE)
-)  # fmt: skip
+    for p in (
+        Pattern.FIRST_ONLY,
+        Pattern.DEGRADED_AFTER_K,
+        Pattern.QUEUED_PER_SESSION,
+        Pattern.INTERMITTENT,
+        Pattern.NONE_DELIVERED,
+        Pattern.INCONCLUSIVE,
+    )
+)
 CORRECTED_TO = tuple(p.value for p in Pattern if p in COMPLETE)
 REPLY_CLASSES = ("4xx", "5xx", "no_reply")  # no_reply: refused, reset, timeout, TLS
 # `/probe?target=NAME`: (the target named, the scrape's timeout) → HTTP status and body.
@@ -182,8 +188,14 @@ class Metrics:
                 self.runs.labels(name, pattern)
             for reply_class in REPLY_CLASSES:
                 self.failures.labels(name, reply_class)
-            for metric in (self.sent, self.accepted, self.delivered, self.probe_errors,
-                           self.hook_failures, self.latency):  # fmt: skip
+            for metric in (
+                self.sent,
+                self.accepted,
+                self.delivered,
+                self.probe_errors,
+                self.hook_failures,
+                self.latency,
+            ):
                 metric.labels(name)
             for original in CORRECTED_FROM:
                 for corrected in CORRECTED_TO:

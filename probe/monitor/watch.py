@@ -180,9 +180,15 @@ class Watcher:
         cfg = self.config
         writer = LedgerWriter(self.ledger)
         hub = DeliveryHub()
-        sink = Sink(writer, host=cfg.sink.host, port=cfg.sink.port, domain=cfg.domain,
-                    on_delivery=hub, on_bounce=hub.bounced,
-                    access=cfg.sink_access)  # fmt: skip
+        sink = Sink(
+            writer,
+            host=cfg.sink.host,
+            port=cfg.sink.port,
+            domain=cfg.domain,
+            on_delivery=hub,
+            on_bounce=hub.bounced,
+            access=cfg.sink_access,
+        )
         try:
             await sink.start()
         except BaseException:
@@ -386,13 +392,22 @@ class Watcher:
             verdict.pattern, verdict.severity, record.run.run_id, judged.story.outage
         )
         self.looks[target.name] = [record.run.run_id]
-        log.info("watch_run_judged", target=target.name, run_id=record.run.run_id,
-                 pattern=verdict.pattern.value, severity=verdict.severity.name.lower())  # fmt: skip
+        log.info(
+            "watch_run_judged",
+            target=target.name,
+            run_id=record.run.run_id,
+            pattern=verdict.pattern.value,
+            severity=verdict.severity.name.lower(),
+        )
         if not changed(previous, verdict):
             return
-        log.warning("verdict_changed", target=target.name, run_id=record.run.run_id,
-                    previous=previous.pattern.value if previous else None,
-                    pattern=verdict.pattern.value)  # fmt: skip
+        log.warning(
+            "verdict_changed",
+            target=target.name,
+            run_id=record.run.run_id,
+            previous=previous.pattern.value if previous else None,
+            pattern=verdict.pattern.value,
+        )
         on_change = self.config.on_change
         if on_change is None:
             return
@@ -403,8 +418,11 @@ class Watcher:
         if first_critical and on_change.evidence_dir is not None:
             bundle_path = self.write_evidence(on_change.evidence_dir, target, judged)
         if on_change.command:
-            ok = await run_hook(on_change, self.payload(target, previous, judged, bundle_path),
-                                self.hook_env(target, previous, judged, bundle_path))  # fmt: skip
+            ok = await run_hook(
+                on_change,
+                self.payload(target, previous, judged, bundle_path),
+                self.hook_env(target, previous, judged, bundle_path),
+            )
             if not ok and self.metrics is not None:
                 self.metrics.hook_failures.labels(target.name).inc()
 
@@ -421,9 +439,16 @@ class Watcher:
         if r is None:
             return None
         if revised.newly_corrected:
-            log.warning("verdict_corrected", target=target, run_id=run_id,
-                        original=r.original.value, corrected=r.current.pattern.value,
-                        late=r.late, last_late_s=r.last_late_s, summary=r.summary())  # fmt: skip
+            log.warning(
+                "verdict_corrected",
+                target=target,
+                run_id=run_id,
+                original=r.original.value,
+                corrected=r.current.pattern.value,
+                late=r.late,
+                last_late_s=r.last_late_s,
+                summary=r.summary(),
+            )
             if self.metrics is not None:
                 self.metrics.count_correction(target, r.original, r.current.pattern)
         return r.current
@@ -559,8 +584,13 @@ class Watcher:
             was = self.ledger.load(run_id).run.status
             record, verdict = judge_cut_run(self.ledger, run_id)
             target = record.run.options.target
-            log.warning("interrupted_run_judged", target=target, run_id=run_id,
-                        pattern=verdict.pattern.value, was=was)  # fmt: skip
+            log.warning(
+                "interrupted_run_judged",
+                target=target,
+                run_id=run_id,
+                pattern=verdict.pattern.value,
+                was=was,
+            )
             judged.append(Judged(target, record, verdict))
         return judged
 
@@ -655,8 +685,12 @@ async def run_hook(on_change: OnChange, payload: bytes, env: dict[str, str]) -> 
         await proc.wait()
         raise
     if proc.returncode != 0:
-        log.error("state_change_command_failed", command=argv[0], exit_code=proc.returncode,
-                  stderr=stderr.decode("utf-8", "replace")[-HOOK_OUTPUT_LIMIT:])  # fmt: skip
+        log.error(
+            "state_change_command_failed",
+            command=argv[0],
+            exit_code=proc.returncode,
+            stderr=stderr.decode("utf-8", "replace")[-HOOK_OUTPUT_LIMIT:],
+        )
         return False
     log.info("state_change_command_done", command=argv[0])
     return True

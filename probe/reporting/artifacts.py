@@ -159,8 +159,7 @@ class StoredExplanation:
         """The diagnosis and possible known issues again, for `verdict`, from the inventory and
         gateway processes this run kept (the host is not scanned again)."""
         inventory = Inventory.from_dict(self.modules_json) if self.modules_json else None
-        diagnosis, possible = rediagnose(verdict, inventory, self.gateway_processes,
-                                         run_started_at)  # fmt: skip
+        diagnosis, possible = rediagnose(verdict, inventory, self.gateway_processes, run_started_at)
         return replace(self, diagnosis=diagnosis, possible=possible)
 
 
@@ -238,11 +237,16 @@ class KeptChecks:
         if not isinstance(value, dict) or not isinstance(value.get("checks"), list):
             return None
         checks = tuple(
-            KeptCheck(str(c.get("status", "?")), str(c.get("name", "")),
-                      str(c.get("reason", "")), str(c.get("fix") or ""), str(c.get("part") or ""))
+            KeptCheck(
+                str(c.get("status", "?")),
+                str(c.get("name", "")),
+                str(c.get("reason", "")),
+                str(c.get("fix") or ""),
+                str(c.get("part") or ""),
+            )
             for c in value["checks"]
             if isinstance(c, dict)
-        )  # fmt: skip
+        )
         parts = value.get("parts")
         modules = value.get("modules")
         return cls(
@@ -294,8 +298,11 @@ def with_kept_inventory(
         return explanation
     for kept in checks:
         if kept.modules_json is not None:
-            return replace(explanation, inventory=InventoryView.from_dict(kept.modules_json),
-                           modules_json=kept.modules_json)  # fmt: skip
+            return replace(
+                explanation,
+                inventory=InventoryView.from_dict(kept.modules_json),
+                modules_json=kept.modules_json,
+            )
     return explanation
 
 

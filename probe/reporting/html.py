@@ -208,14 +208,17 @@ def _current_diagnosis(
     out = ['<h2 id="diagnosis">Diagnosis</h2>']
     if d is None:
         possible = report.explanation.possible
+        heading = (
+            '<p id="possible">Possible known issues (the symptom matches, no evidence points '
+            'there):</p><ul class="because">'
+        )
         out += [
             '<div class="diagnosis"><p>No known issue matches this run with evidence.</p>',
-            *(['<p id="possible">Possible known issues (the symptom matches, no evidence points '
-               'there):</p><ul class="because">'] if possible else []),
+            *([heading] if possible else []),
             *(f"<li>{esc(p.line)}</li>" for p in possible),
             *(["</ul>"] if possible else []),
             f"<p><b>What to do:</b> {esc(action)}</p></div>",
-        ]  # fmt: skip
+        ]
         return out
     out += [
         '<div class="diagnosis">',
@@ -387,8 +390,9 @@ def _timeline(
             f"+{_fmt_s(tick)}</text>"
         )
         tick += step
-    out.append(f'<line x1="{LEFT}" y1="{axis_y}" x2="{LEFT + plot_w}" y2="{axis_y}" '
-               'stroke="#57606a"/>')  # fmt: skip
+    out.append(
+        f'<line x1="{LEFT}" y1="{axis_y}" x2="{LEFT + plot_w}" y2="{axis_y}" stroke="#57606a"/>'
+    )
     if judged_at is not None:
         out += _verdict_marks(notifications, window, judged_at, x, axis_y, esc)
     for i, n in enumerate(rows):
@@ -466,12 +470,20 @@ def _verdict_marks(
 ) -> list[str]:
     """The verdict line, and the silence before it when accepted mail was still missing."""
     out: list[str] = []
-    missing = [n for n in notifications if n.submission and n.submission.accepted
-               and (n.delivered_at is None or n.delivered_at > judged_at)]  # fmt: skip
+    missing = [
+        n
+        for n in notifications
+        if n.submission
+        and n.submission.accepted
+        and (n.delivered_at is None or n.delivered_at > judged_at)
+    ]
     if window is not None and missing:
         ends = [n.submission.finished_at for n in notifications if n.submission]
-        arrivals = [n.delivered_at for n in notifications if not n.is_control
-                    and n.delivered_at is not None and n.delivered_at <= judged_at]  # fmt: skip
+        arrivals = [
+            n.delivered_at
+            for n in notifications
+            if not n.is_control and n.delivered_at is not None and n.delivered_at <= judged_at
+        ]
         quiet_since = max([*ends, *arrivals])
         left, right = x(quiet_since), x(min(quiet_since + window.seconds, judged_at))
         label = f"settle window {window.seconds:.3g} s ({window.source.value}): silence"

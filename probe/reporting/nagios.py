@@ -139,17 +139,23 @@ def plugin_result(
     summary = f"{verdict.pattern.value}: {verdict.summary}"
     if crossed:
         summary += "; " + ", ".join(crossed)
-    return PluginResult(state, f"NOTIFYPROBE {STATE_WORD[state]} - {_clean(summary)} | "
-                               f"{perfdata(m, warning, critical)}")  # fmt: skip
+    return PluginResult(
+        state,
+        f"NOTIFYPROBE {STATE_WORD[state]} - {_clean(summary)} | {perfdata(m, warning, critical)}",
+    )
 
 
 def diagnosis_lines(diagnosis: Diagnosis | None, possible: Sequence[PossibleIssue]) -> list[str]:
     """The plugin's long output (lines after the first): a firm diagnosis in one line with its
     runbook, or each possible known issue in one line with what would confirm it."""
     if diagnosis is not None:
-        return [_clean(f"diagnosis: [{diagnosis.signature}] {diagnosis.title} "
-                       f"({diagnosis.confidence.word} confidence): {diagnosis.cause}; "
-                       f"what to do: {diagnosis.runbook}")]  # fmt: skip
+        return [
+            _clean(
+                f"diagnosis: [{diagnosis.signature}] {diagnosis.title} "
+                f"({diagnosis.confidence.word} confidence): {diagnosis.cause}; "
+                f"what to do: {diagnosis.runbook}"
+            )
+        ]
     return [_clean(f"possible known issue: {p.line}") for p in possible]
 
 
@@ -175,10 +181,17 @@ def perfdata(m: Measures, warning: PluginThresholds, critical: PluginThresholds)
         _perf("accepted", str(m.accepted), "", None, None, "0", total),
         _perf("delivered", str(m.delivered), "", None, None, "0", total),
         _perf("loss", _num(m.loss_pct), "%", warning.loss_pct, critical.loss_pct, "0", "100"),
-        _perf("latency_max", _num(m.latency_max_s), "s", warning.latency_s, critical.latency_s,
-              "0", ""),
+        _perf(
+            "latency_max",
+            _num(m.latency_max_s),
+            "s",
+            warning.latency_s,
+            critical.latency_s,
+            "0",
+            "",
+        ),
         _perf("latency_median", _num(m.latency_median_s), "s", None, None, "0", ""),
-    ]  # fmt: skip
+    ]
     return " ".join(items)
 
 

@@ -162,13 +162,21 @@ def _notification_json(n: Notification) -> dict[str, Any]:
     submit: dict[str, Any] | None = None
     s = n.submission
     if s is not None:
-        submit = {"stage": s.stage, "started_at": s.started_at, "finished_at": s.finished_at,
-                  "session": s.session, "position": s.position}  # fmt: skip
+        submit = {
+            "stage": s.stage,
+            "started_at": s.started_at,
+            "finished_at": s.finished_at,
+            "session": s.session,
+            "position": s.position,
+        }
         if s.reply is not None:
             submit.update(code=s.reply.code, enhanced=s.reply.enhanced, text=s.reply.text)
         else:
-            submit.update(error=s.error, kind=s.error_kind.value if s.error_kind else None,
-                          stalled_at=s.stalled_at.value if s.stalled_at else None)  # fmt: skip
+            submit.update(
+                error=s.error,
+                kind=s.error_kind.value if s.error_kind else None,
+                stalled_at=s.stalled_at.value if s.stalled_at else None,
+            )
     return {
         "seq": n.seq,
         "token": n.token,
@@ -504,11 +512,16 @@ def modules_section(inventory: InventoryView | None) -> list[str]:
         f"  Modules: {', '.join(inventory.names)} loaded in {len(inventory.rows)} place(s), "
         f"{len(old)} old · {inventory.scanned} processes scanned, {inventory.denied} denied",
         *([f"    · {line}"] if (line := inventory.unreadable_line()) else []),
-        *(f"    · {r.state}: pid {r.pid} {r.process} {r.mapped_path}"
-          for r in inventory.rows[:MAX_MODULE_LINES]),
-        *([f"    · … {len(inventory.rows) - MAX_MODULE_LINES} more in report.json"]
-          if len(inventory.rows) > MAX_MODULE_LINES else []),
-    ]  # fmt: skip
+        *(
+            f"    · {r.state}: pid {r.pid} {r.process} {r.mapped_path}"
+            for r in inventory.rows[:MAX_MODULE_LINES]
+        ),
+        *(
+            [f"    · … {len(inventory.rows) - MAX_MODULE_LINES} more in report.json"]
+            if len(inventory.rows) > MAX_MODULE_LINES
+            else []
+        ),
+    ]
 
 
 def diagnosis_section(explanation: StoredExplanation) -> list[str]:
@@ -568,6 +581,8 @@ def checks_section(kept: Sequence[KeptChecks]) -> list[str]:
             lines.append("    versions (file: installed / loaded / expected):")
         for v in checks.versions:
             loaded = "; ".join(str(x) for x in v.get("loaded") or ()) or "not loaded"
-            lines.append(f"      {v.get('file')}: {v.get('installed') or '-'} / {loaded} / "
-                         f"{v.get('expected') or '-'}")  # fmt: skip
+            lines.append(
+                f"      {v.get('file')}: {v.get('installed') or '-'} / {loaded} / "
+                f"{v.get('expected') or '-'}"
+            )
     return lines

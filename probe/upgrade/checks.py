@@ -27,13 +27,30 @@ class Status(str, Enum):
 # What a check is about, in the order every view lists the parts: postflight's delivery verdict,
 # modules, leftovers, versions and reboot; preflight's files in use, reboot and backup; drift's.
 Part = Literal[
-    "delivery", "modules", "leftovers", "versions", "files in use", "reboot", "backup",
-    "files", "registry", "share", "",
-]  # fmt: skip
+    "delivery",
+    "modules",
+    "leftovers",
+    "versions",
+    "files in use",
+    "reboot",
+    "backup",
+    "files",
+    "registry",
+    "share",
+    "",
+]
 PART_ORDER: tuple[Part, ...] = (
-    "delivery", "modules", "leftovers", "versions", "files in use", "reboot", "backup",
-    "files", "registry", "share",
-)  # fmt: skip
+    "delivery",
+    "modules",
+    "leftovers",
+    "versions",
+    "files in use",
+    "reboot",
+    "backup",
+    "files",
+    "registry",
+    "share",
+)
 
 _RANK = {Status.NOT_RUN: 0, Status.PASS: 0, Status.WARN: 1, Status.FAIL: 2}
 _WORD = {Status.PASS: "pass", Status.WARN: "WARN", Status.FAIL: "FAIL", Status.NOT_RUN: "not run"}

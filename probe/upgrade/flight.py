@@ -347,13 +347,18 @@ def _leftover(
             part="leftovers",
         )
     if count == 0:
-        return Check(label, Status.PASS, f"{path} is empty: nothing of the old version is left",
-                     part="leftovers")  # fmt: skip
+        return Check(
+            label,
+            Status.PASS,
+            f"{path} is empty: nothing of the old version is left",
+            part="leftovers",
+        )
     inside = [f for f in installed if is_under(f.path, path)]
 
     def short(files: Sequence[InstalledFile]) -> str:
-        return ", ".join(f"{os.path.relpath(f.path, path)} {f.version or '(no version)'}"
-                         for f in files)  # fmt: skip
+        return ", ".join(
+            f"{os.path.relpath(f.path, path)} {f.version or '(no version)'}" for f in files
+        )
 
     names = ", ".join(profile.versioned)
     if reference is None:
@@ -446,16 +451,21 @@ def module_check(profile: Profile, inventory: Inventory | None, root: Path) -> C
     if not profile.modules:
         return Check(label, Status.NOT_RUN, "the profile names no modules", part="modules")
     if inventory is None:
-        return Check(label, Status.NOT_RUN, "the module inventory could not run here",
-                     part="modules")  # fmt: skip
+        return Check(
+            label, Status.NOT_RUN, "the module inventory could not run here", part="modules"
+        )
     hits = [h for h in inventory.hits if is_under(h.mapped_path, root)]
     old = [h for h in hits if h.state.is_old]
     names = ", ".join(profile.modules)
     sight = judge_sight(bool(old), inventory.scanned, inventory.denied)
     note = inventory.unreadable_note() if inventory.denied else ""
     if sight is Sight.CLEAN:
-        return Check(label, Status.PASS, f"{len(hits)} process(es) map {names}, none an old copy",
-                     part="modules")  # fmt: skip
+        return Check(
+            label,
+            Status.PASS,
+            f"{len(hits)} process(es) map {names}, none an old copy",
+            part="modules",
+        )
     if sight in (Sight.PARTIAL, Sight.BLIND, Sight.EMPTY):
         read = f"{len(hits)} of the {inventory.scanned} processes read map {names}, none old"
         return Check(
@@ -528,8 +538,13 @@ def version_check(
                 evidence=evidence,
                 part="versions",
             )
-        return Check(label, Status.PASS, f"all {len(found)} file(s) at {expect}",
-                     evidence=evidence, part="versions")  # fmt: skip
+        return Check(
+            label,
+            Status.PASS,
+            f"all {len(found)} file(s) at {expect}",
+            evidence=evidence,
+            part="versions",
+        )
     distinct = {f.version for f in found if f.version is not None}
     if len(distinct) > 1:
         return Check(
@@ -550,8 +565,13 @@ def version_check(
             evidence=evidence,
             part="versions",
         )
-    return Check(label, Status.PASS, f"all {len(found)} file(s) at {version}",
-                 evidence=evidence, part="versions")  # fmt: skip
+    return Check(
+        label,
+        Status.PASS,
+        f"all {len(found)} file(s) at {version}",
+        evidence=evidence,
+        part="versions",
+    )
 
 
 @dataclass(frozen=True)
@@ -593,10 +613,12 @@ def version_table(
             version = h.installed.version.file_version if h.installed.version else None
             rows[key] = (_rel(h.installed.path or h.mapped_path, root), version, [])
         loaded = h.loaded.version.label if h.loaded.version else "?"
-        rows[key][2].append(f"pid {h.process.pid} {h.process.name or '?'}: {loaded} "
-                            f"({h.state.value})")  # fmt: skip
-    return tuple(VersionRow(name, version, tuple(loaded), expect)
-                 for name, version, loaded in rows.values())  # fmt: skip
+        rows[key][2].append(
+            f"pid {h.process.pid} {h.process.name or '?'}: {loaded} ({h.state.value})"
+        )
+    return tuple(
+        VersionRow(name, version, tuple(loaded), expect) for name, version, loaded in rows.values()
+    )
 
 
 def version_table_lines(rows: Sequence[VersionRow]) -> list[str]:
