@@ -33,6 +33,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from probe.monitor.metrics import PATTERNS
@@ -40,6 +41,8 @@ from tests.monitor.gateways import gateway_process
 from tests.monitor.test_watch import scrape
 from tests.ports import unused_port
 from tests.test_cli import ENV, PROBE, service
+
+pytestmark = pytest.mark.real  # real processes and sockets on loopback
 
 INTERVAL_S = 10.0
 STOP_DRAIN_S = 6.0
