@@ -365,6 +365,11 @@ def held_case_root(tmp_path: Path) -> Iterator[Path]:
 def clone(tmp_path: Path) -> Path:
     """What a reader who just cloned and ran `make` has: the repository's top-level files, the
     docs, and .venv (linked: the one `make test` made)."""
+    stamp, project = ROOT / ".venv" / ".installed", ROOT / "pyproject.toml"
+    # `make` in the clone would reinstall from a copy that has no package, into the real .venv
+    assert stamp.exists() and stamp.stat().st_mtime >= project.stat().st_mtime, (
+        "pyproject.toml is newer than .venv: run `make .venv/.installed` first"
+    )
     here = tmp_path / "notifyprobe"
     here.mkdir()
     for name in ("Makefile", "pyproject.toml", "docs", ".venv"):

@@ -28,7 +28,8 @@ async def test_first_only_gateway_is_judged_first_only_within_seconds(ledger, pe
     outcome = await probe_lab(ledger, "first-only", count=20, per_session=per_session)
     assert outcome.verdict.pattern is Pattern.FIRST_ONLY
     assert outcome.verdict.delivered == 1
-    assert outcome.elapsed_s < 3.0  # adaptive wait, not the 5 s hard timeout
+    # the settle window ended the wait, not the hard timeout after the burst
+    assert outcome.elapsed_s < outcome.record.run.options.timeout_s
 
 
 @pytest.mark.real
