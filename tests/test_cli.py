@@ -31,6 +31,7 @@ def service(*args: str) -> Iterator[int]:
     proc = subprocess.Popen(
         [*PROBE, *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV
     )
+    assert proc.stderr is not None  # a pipe
     try:
         line = proc.stderr.readline()  # the command announces itself once it listens
         match = re.search(r"listening on [\d.]+:(\d+)", line)
