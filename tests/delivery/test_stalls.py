@@ -34,10 +34,17 @@ from tests.test_cli import burst
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 DOMAIN = "probe.invalid"
-_SILENT_VERB = {SmtpPhase.EHLO: b"EHLO", SmtpPhase.MAIL: b"MAIL", SmtpPhase.RCPT: b"RCPT",
-                SmtpPhase.DATA: b"DATA"}  # fmt: skip
-_REPLIES = {b"EHLO": b"250-hangs-later\r\n250 OK\r\n", b"DATA": b"354 go on\r\n",
-            b"QUIT": b"221 bye\r\n"}  # fmt: skip
+_SILENT_VERB = {
+    SmtpPhase.EHLO: b"EHLO",
+    SmtpPhase.MAIL: b"MAIL",
+    SmtpPhase.RCPT: b"RCPT",
+    SmtpPhase.DATA: b"DATA",
+}
+_REPLIES = {
+    b"EHLO": b"250-hangs-later\r\n250 OK\r\n",
+    b"DATA": b"354 go on\r\n",
+    b"QUIT": b"221 bye\r\n",
+}
 
 
 def silent_at(phase: SmtpPhase) -> Handler:
@@ -178,23 +185,31 @@ async def test_not_attempted_notifications_are_kept_in_the_ledger_with_the_reaso
 @pytest.mark.real
 async def test_several_connections_stalling_at_once_open_the_breaker_once(tmp_path):
     async with raw_gateway(silent_at(SmtpPhase.GREETING)) as gateway:
-        outcome = await probe_defaults(tmp_path / "l.db", gateway, concurrency=3,
-                                       step_timeout_s=0.3)  # fmt: skip
+        outcome = await probe_defaults(
+            tmp_path / "l.db", gateway, concurrency=3, step_timeout_s=0.3
+        )
     sent = {n.seq for n in outcome.record.burst if n.attempted}
     # the three were in flight together; the connection freed by the first stall waited for its
     # neighbours' outcomes instead of costing one more step timeout
     assert sent == {1, 2, 3}
-    assert all(n.submission.stalled_at is SmtpPhase.GREETING
-               for n in outcome.record.burst if n.submission)  # fmt: skip
+    assert all(
+        n.submission.stalled_at is SmtpPhase.GREETING for n in outcome.record.burst if n.submission
+    )
     assert outcome.verdict.pattern is Pattern.GATEWAY_STALLED
     assert outcome.verdict.not_attempted == 20 - len(sent)
 
 
 @pytest.mark.parametrize(
     "phase",
-    [SmtpPhase.GREETING, SmtpPhase.EHLO, SmtpPhase.MAIL, SmtpPhase.RCPT, SmtpPhase.DATA,
-     SmtpPhase.END_OF_DATA],
-)  # fmt: skip
+    [
+        SmtpPhase.GREETING,
+        SmtpPhase.EHLO,
+        SmtpPhase.MAIL,
+        SmtpPhase.RCPT,
+        SmtpPhase.DATA,
+        SmtpPhase.END_OF_DATA,
+    ],
+)
 @pytest.mark.real
 async def test_a_stall_is_named_by_the_phase_the_gateway_fell_silent_in(phase):
     async with raw_gateway(silent_at(phase)) as gateway:
@@ -223,8 +238,9 @@ async def test_connection_refused_is_unreachable_and_the_breaker_spares_the_rest
 def submission(seq: int, *, answered: bool) -> Submission:
     if answered:
         return Submission(float(seq), float(seq), "data", reply=SmtpReply(451, "4.3.0 later"))
-    return Submission(float(seq), float(seq), "data", error_kind=ErrorKind.TIMEOUT,
-                      stalled_at=SmtpPhase.DATA)  # fmt: skip
+    return Submission(
+        float(seq), float(seq), "data", error_kind=ErrorKind.TIMEOUT, stalled_at=SmtpPhase.DATA
+    )
 
 
 def test_breaker_counts_neighbours_in_submission_order_whatever_order_outcomes_arrive():
@@ -248,11 +264,15 @@ def test_a_ledger_from_before_stalls_opens_and_gains_the_new_columns(tmp_path):
     db = tmp_path / "old.sqlite3"
     with sqlite3.connect(db) as conn:  # schema 1 as older notifyprobe versions wrote it
         conn.executescript(SCHEMA)
-        conn.execute("INSERT INTO runs (run_id, started_at, gateway, domain, count)"
-                     " VALUES ('0123456789', 1.0, 'gw:25', 'probe.invalid', 1)")  # fmt: skip
-        conn.execute("INSERT INTO notifications (run_id, seq, token, started_at, finished_at,"
-                     " stage, error, error_kind) VALUES ('0123456789', 1, 't', 1.0, 2.0,"
-                     " 'data', 'Timed out', 'timeout')")  # fmt: skip
+        conn.execute(
+            "INSERT INTO runs (run_id, started_at, gateway, domain, count)"
+            " VALUES ('0123456789', 1.0, 'gw:25', 'probe.invalid', 1)"
+        )
+        conn.execute(
+            "INSERT INTO notifications (run_id, seq, token, started_at, finished_at,"
+            " stage, error, error_kind) VALUES ('0123456789', 1, 't', 1.0, 2.0,"
+            " 'data', 'Timed out', 'timeout')"
+        )
         conn.execute("PRAGMA user_version=1")
     with Ledger(db) as ledger:
         (old,) = ledger.load("0123456789").burst
