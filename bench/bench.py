@@ -32,13 +32,11 @@ from probe.delivery.settle import (
     DEFAULT_WINDOW_S,
     LEARNED_FLOOR_S,
     MIN_HEALTHY_RUNS,
-    SettleWindow,
-    WindowSource,
 )
 from probe.lab.gateway import FaultMode, LabGateway, free_port
 from probe.ledger import Ledger
 from probe.logs import configure
-from probe.records import Endpoint, Run
+from probe.records import Endpoint, Run, SettleWindow, WindowSource
 
 PY = sys.executable
 HERE = Path(__file__).resolve().parent
@@ -47,7 +45,7 @@ BENCH_KEY = TokenKey.generate()  # the reference sender signs like the probe: sa
 
 
 @contextmanager
-def service(argv: list[str], stream: str = "stderr") -> Iterator[tuple[subprocess.Popen, int]]:
+def service(argv: list[str], stream: str = "stderr") -> Iterator[tuple[subprocess.Popen[str], int]]:
     """Start a server process and yield it with the port from its 'listening on' line."""
     proc = subprocess.Popen(
         argv,
@@ -56,7 +54,9 @@ def service(argv: list[str], stream: str = "stderr") -> Iterator[tuple[subproces
         text=True,
     )
     try:
-        line = (proc.stdout if stream == "stdout" else proc.stderr).readline()
+        announced = proc.stdout if stream == "stdout" else proc.stderr
+        assert announced is not None  # the stream it listens on is a pipe
+        line = announced.readline()
         match = re.search(r"listening on [\d.]+:(\d+)", line)
         if not match:
             raise RuntimeError(f"{argv[:4]} did not start: {line!r}")
@@ -231,7 +231,8 @@ def end_to_end(count: int) -> tuple[float, dict[str, float]]:
                     time.sleep(0.1)
                 elapsed = time.perf_counter() - started
                 if burst.returncode != 0:
-                    raise RuntimeError(f"burst exit {burst.returncode}: {burst.stderr.read()}")
+                    said = burst.stderr.read() if burst.stderr else ""
+                    raise RuntimeError(f"burst exit {burst.returncode}: {said}")
                 memory = {
                     "sink": peak_rss_mib(sink.pid),
                     "lab gateway": peak_rss_mib(gateway.pid),

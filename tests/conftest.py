@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from dataclasses import fields
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypedDict
 
 import pytest
 import structlog
@@ -21,6 +22,9 @@ from probe.records import Endpoint
 from probe.verdict import Thresholds
 from tests.ports import unused_port
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
+
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("linux_only") and not sys.platform.startswith("linux"):
@@ -34,20 +38,22 @@ NOT_REAL = (
 
 
 @pytest.fixture(autouse=True)
-def _fast_tier_stays_fast(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+def _fast_tier_stays_fast(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
     """A test without the `real` marker may not open a network socket or start a process:
     the marker is then true by construction, not by review."""
     if request.node.get_closest_marker("real"):
         yield
         return
 
-    def refuse(what: str):
-        def refused(*args: object, **kwargs: object) -> None:
+    def refuse(what: str) -> Callable[..., NoReturn]:
+        def refused(*args: object, **kwargs: object) -> NoReturn:
             raise AssertionError(NOT_REAL.format(what=what))
 
         return refused
 
-    def network_only(method):
+    def network_only(method: Callable[..., object]) -> Callable[..., object]:
         def guarded(sock: socket.socket, *args: object) -> object:
             if sock.family in (socket.AF_INET, socket.AF_INET6):
                 raise AssertionError(NOT_REAL.format(what=f"socket {method.__name__}"))
@@ -62,7 +68,7 @@ def _fast_tier_stays_fast(request: pytest.FixtureRequest, monkeypatch: pytest.Mo
 
 
 @pytest.fixture(autouse=True)
-def _fresh_logging():
+def _fresh_logging() -> Iterator[None]:
     """A test that runs the CLI in-process binds structlog to its captured (later closed)
     stderr; later tests that log would write to a closed file. Start each test from defaults."""
     yield
@@ -82,9 +88,22 @@ def with_test_key(db: Path) -> Path:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path):
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
     with Ledger(with_test_key(tmp_path / "ledger.sqlite3")) as opened:
         yield opened
+
+
+class BurstOptions(TypedDict, total=False):
+    """The `BurstSettings` fields a lab run may set besides `count`."""
+
+    concurrency: int
+    per_session: int
+    notification_gap_s: float
+    step_timeout_s: float
+    breaker: int
+    max_rate: float
+    control: bool
+    helo: str | None
 
 
 async def probe_lab(
@@ -94,23 +113,28 @@ async def probe_lab(
     count: int = 10,
     rewrite: bool = False,
     seed: int = 0,
-    **settings: object,
+    patience: Patience | None = None,
+    thresholds: Thresholds | None = None,
+    **burst_options: Unpack[BurstOptions],
 ) -> ProbeOutcome:
     """Run a real burst through an in-process lab gateway in `mode` to the probe's own sink.
 
-    `settings` are `BurstSettings` fields (concurrency, reuse, ...) or `ProbeSettings` ones."""
+    `burst_options` are `BurstSettings` fields (concurrency, per_session, ...)."""
     sink = Endpoint("127.0.0.1", unused_port())
     gateway = LabGateway(
         Endpoint("127.0.0.1", 0), sink, FaultMode.parse(mode), seed=seed, rewrite=rewrite
     )
-    burst_fields = {f.name for f in fields(BurstSettings)}
-    burst_options = {k: settings.pop(k) for k in list(settings) if k in burst_fields}
     burst = BurstSettings(count=count, **burst_options)
     # The lab gateway relays at once: a short window keeps the suite fast (defaults: test_settle)
-    settings.setdefault("patience", Patience(settle_s=1.0, timeout_s=5.0))
-    settings.setdefault("thresholds", Thresholds())
+    if patience is None:
+        patience = Patience(settle_s=1.0, timeout_s=5.0)
     async with gateway:
         target = gateway.listen if mode != "down" else Endpoint("127.0.0.1", unused_port())
-        return await run_probe(
-            ledger, ProbeSettings(gateway=target, sink=sink, burst=burst, **settings)
+        settings = ProbeSettings(
+            gateway=target,
+            sink=sink,
+            burst=burst,
+            patience=patience,
+            thresholds=thresholds or Thresholds(),
         )
+        return await run_probe(ledger, settings)

@@ -110,7 +110,7 @@ def cp1252_relay(sink_port: int) -> Handler:
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write("220 Mailserver für Benachrichtigungen bereit\r\n".encode("cp1252"))
-        sender, rcpts = b"", []
+        sender, rcpts = b"", list[bytes]()
         while line := await reader.readline():
             verb = line[:4].upper()
             if verb == b"MAIL":

@@ -131,7 +131,9 @@ class PrivatePostfix:
         for name, text in self.tables.items():
             (self.conf / name).write_text(text, encoding="ascii")
 
-    def postfix(self, *args: str, timeout: float = START_TIMEOUT_S) -> subprocess.CompletedProcess:
+    def postfix(
+        self, *args: str, timeout: float = START_TIMEOUT_S
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(POSTFIX), "-c", str(self.conf), *args],
             capture_output=True,

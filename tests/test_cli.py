@@ -31,6 +31,7 @@ def service(*args: str) -> Iterator[int]:
     proc = subprocess.Popen(
         [*PROBE, *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV
     )
+    assert proc.stderr is not None  # a pipe
     try:
         line = proc.stderr.readline()  # the command announces itself once it listens
         match = re.search(r"listening on [\d.]+:(\d+)", line)
@@ -47,18 +48,33 @@ def probe(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 def burst(gateway: int, sink: int, db: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return probe(
-        "burst", "--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}",
-        "--db", str(db), *extra,
-    )  # fmt: skip
+        "burst",
+        "--gateway",
+        f"127.0.0.1:{gateway}",
+        "--sink",
+        f"127.0.0.1:{sink}",
+        "--db",
+        str(db),
+        *extra,
+    )
 
 
 @pytest.mark.real
 def test_first_only_gateway_exits_critical_with_first_only_json(tmp_path):
     sink = unused_port()
-    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
-                 "--mode", "first-only") as gateway:  # fmt: skip
-        result = burst(gateway, sink, tmp_path / "l.db", "--count", "20", "--settle", "1",
-                       "--json", "-")  # fmt: skip
+    with service(
+        "lab",
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--relay",
+        f"127.0.0.1:{sink}",
+        "--mode",
+        "first-only",
+    ) as gateway:
+        result = burst(
+            gateway, sink, tmp_path / "l.db", "--count", "20", "--settle", "1", "--json", "-"
+        )
     assert result.returncode == 2, result.stderr
     report = json.loads(result.stdout)
     assert report["verdict"]["pattern"] == "first_only"
@@ -73,8 +89,16 @@ def test_first_only_gateway_exits_critical_with_first_only_json(tmp_path):
 @pytest.mark.real
 def test_healthy_gateway_exits_ok_with_every_notification_delivered(tmp_path):
     sink = unused_port()
-    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
-                 "--mode", "healthy") as gateway:  # fmt: skip
+    with service(
+        "lab",
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--relay",
+        f"127.0.0.1:{sink}",
+        "--mode",
+        "healthy",
+    ) as gateway:
         result = burst(gateway, sink, tmp_path / "l.db", "--count", "20", "--json", "-")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -88,8 +112,16 @@ def test_healthy_gateway_exits_ok_with_every_notification_delivered(tmp_path):
 @pytest.mark.real
 def test_terminal_summary_names_the_pattern_and_what_to_do(tmp_path):
     sink = unused_port()
-    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
-                 "--mode", "first-only:5xx") as gateway:  # fmt: skip
+    with service(
+        "lab",
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--relay",
+        f"127.0.0.1:{sink}",
+        "--mode",
+        "first-only:5xx",
+    ) as gateway:
         result = burst(gateway, sink, tmp_path / "l.db", "--count", "5")
     assert result.returncode == 2
     assert "CRITICAL  first_only" in result.stdout
@@ -101,8 +133,16 @@ def test_terminal_summary_names_the_pattern_and_what_to_do(tmp_path):
 def test_standalone_sink_and_burst_without_sink_share_the_ledger(tmp_path):
     db = tmp_path / "shared.db"
     with service("sink", "--listen", "127.0.0.1:0", "--db", str(db), "--domain", "probe.test") as s:
-        with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{s}",
-                     "--mode", "healthy") as gateway:  # fmt: skip
+        with service(
+            "lab",
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--relay",
+            f"127.0.0.1:{s}",
+            "--mode",
+            "healthy",
+        ) as gateway:
             result = burst(gateway, s, db, "--no-sink", "--domain", "probe.test", "--json", "-")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -114,13 +154,35 @@ def test_standalone_sink_and_burst_without_sink_share_the_ledger(tmp_path):
 def test_killed_run_is_judged_later_from_the_ledger(tmp_path):
     db = tmp_path / "l.db"
     sink = unused_port()
-    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
-                 "--mode", "first-only") as gateway:  # fmt: skip
+    with service(
+        "lab",
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--relay",
+        f"127.0.0.1:{sink}",
+        "--mode",
+        "first-only",
+    ) as gateway:
         proc = subprocess.Popen(
-            [*PROBE, "burst", "--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}",
-             "--db", str(db), "--count", "50", "--interval", "0.1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV,
-        )  # fmt: skip
+            [
+                *PROBE,
+                "burst",
+                "--gateway",
+                f"127.0.0.1:{gateway}",
+                "--sink",
+                f"127.0.0.1:{sink}",
+                "--db",
+                str(db),
+                "--count",
+                "50",
+                "--interval",
+                "0.1",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=ENV,
+        )
         try:
             assert wait_for_submissions(db, at_least=5, timeout_s=20)
         finally:
@@ -131,8 +193,10 @@ def test_killed_run_is_judged_later_from_the_ledger(tmp_path):
     report = json.loads(result.stdout)
     assert report["status"] == "running"  # killed: nobody could mark it finished
     assert report["verdict"]["pattern"] == "inconclusive"  # not first_only: judge nothing
-    assert re.fullmatch(r"cut off after \d+ of 50 notifications; judge nothing from it",
-                        report["verdict"]["summary"])  # fmt: skip
+    assert re.fullmatch(
+        r"cut off after \d+ of 50 notifications; judge nothing from it",
+        report["verdict"]["summary"],
+    )
     assert any("run cut off" in line for line in report["verdict"]["evidence"])
     again = probe("verdict", report["run_id"], "--db", str(db))
     assert again.returncode == 3 and "inconclusive: cut off after" in again.stdout
@@ -213,8 +277,17 @@ def test_reading_a_mistyped_ledger_path_creates_nothing(tmp_path):
 @pytest.mark.real
 def test_missing_ca_file_stops_the_burst_before_anything_is_sent(tmp_path):
     db = tmp_path / "l.db"
-    result = probe("burst", "--gateway", "127.0.0.1:1", "--tls", "starttls",
-                   "--ca-file", str(tmp_path / "nope.pem"), "--db", str(db))  # fmt: skip
+    result = probe(
+        "burst",
+        "--gateway",
+        "127.0.0.1:1",
+        "--tls",
+        "starttls",
+        "--ca-file",
+        str(tmp_path / "nope.pem"),
+        "--db",
+        str(db),
+    )
     assert result.returncode == 3 and "cannot load CA file" in result.stderr
     assert not db.exists()  # no run was started
 
@@ -237,8 +310,18 @@ def test_gateway_down_exits_critical_unreachable(tmp_path):
 
 @pytest.mark.real
 def test_log_json_writes_json_lines_to_stderr_only(tmp_path):
-    result = burst(unused_port(), unused_port(), tmp_path / "l.db", "--count", "1", "--json", "-",
-                   "--log-json", "--log-level", "info")  # fmt: skip
+    result = burst(
+        unused_port(),
+        unused_port(),
+        tmp_path / "l.db",
+        "--count",
+        "1",
+        "--json",
+        "-",
+        "--log-json",
+        "--log-level",
+        "info",
+    )
     json.loads(result.stdout)  # stdout stays pure JSON
     events = [json.loads(line) for line in result.stderr.splitlines()]
     assert {"run_started", "run_judged"} <= {e["event"] for e in events}
@@ -278,9 +361,16 @@ def test_burst_help_groups_its_options_and_shows_every_default():
     out = subprocess.run([*PROBE, "burst", "--help"], capture_output=True, text=True, env=ENV)
     assert out.returncode == 0
     headings = re.findall(r"^(\S[^\n]*):$", out.stdout, re.M)
-    assert headings == ["options", "what to send, and where", "waiting and judging",
-                        "submission security (TLS and AUTH)", "sink limits and access",
-                        "output", "diagnosis", "evidence"]  # fmt: skip
+    assert headings == [
+        "options",
+        "what to send, and where",
+        "waiting and judging",
+        "submission security (TLS and AUTH)",
+        "sink limits and access",
+        "output",
+        "diagnosis",
+        "evidence",
+    ]
     burst = _parser("burst")
     exempt = {"-h", "--tls-key", "--password-env", "--password-file", "--reuse", "--no-reuse"}
     undocumented = [

@@ -260,7 +260,7 @@ def _complete(text: str) -> bool:
 
 
 def commands_of(page: Path) -> list[Command]:
-    found = []
+    found: list[Command] = []
     name = str(page.relative_to(ROOT))
     for block in FENCE.finditer(page.read_text(encoding="utf-8")):
         if block["lang"] not in SHELL_LANGS:

@@ -11,6 +11,7 @@ from probe.lab.gateway import Action, FaultMode, decide
 from probe.records import SmtpPhase
 from probe.verdict import Pattern, Severity, Thresholds
 from tests.conftest import probe_lab
+from tests.known import submitted
 
 
 @pytest.mark.real
@@ -118,10 +119,11 @@ async def test_paced_burst_spaces_submissions_by_the_interval(ledger):
 async def test_every_submission_keeps_its_transcript(ledger):
     outcome = await probe_lab(ledger, "first-only:5xx", count=2, per_session=1)
     first, second = outcome.record.burst
-    assert [s.command.split()[0] for s in first.submission.steps] == [
+    assert [s.command.split()[0] for s in submitted(first).steps] == [
         "connect", "EHLO", "MAIL", "RCPT", "DATA", "message",  # DATA's 354, then the message
     ]  # fmt: skip
-    assert second.submission.steps[-1].reply.code == 554
+    reply = submitted(second).steps[-1].reply
+    assert reply is not None and reply.code == 554
 
 
 def test_lab_fault_model_is_deterministic_for_a_seed():

@@ -51,7 +51,9 @@ def smtp_server(**smtp: Any) -> Iterator[int]:
         controller.stop()
 
 
-def burst_json(gateway: str, tmp_path: Path, *extra: str, env=None) -> tuple[int, dict, str]:
+def burst_json(
+    gateway: str, tmp_path: Path, *extra: str, env=None
+) -> tuple[int, dict[str, Any], str]:
     result = subprocess.run(
         [*PROBE, "burst", "--gateway", gateway, "--sink", f"127.0.0.1:{unused_port()}",
          "--db", str(tmp_path / "l.db"), "--count", "2", "--settle", "0.3",

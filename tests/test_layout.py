@@ -53,7 +53,7 @@ def modules() -> dict[str, ast.Module]:
 def imports(name: str) -> list[tuple[str, tuple[str, ...]]]:
     """(imported module, names taken from it) for every import of `name` that stays in probe."""
     package = name if _is_package(name) else name.rpartition(".")[0]
-    found = []
+    found: list[tuple[str, tuple[str, ...]]] = []
     for node in ast.walk(modules()[name]):
         if isinstance(node, ast.Import):
             found += [(alias.name, ()) for alias in node.names]
@@ -133,7 +133,7 @@ def test_cycle_detection_finds_a_loop() -> None:
 
 
 def test_every_unit_has_a_floor() -> None:
-    units = {unit(name) for name in modules()} - {None}
+    units = {u for name in modules() if (u := unit(name)) is not None}
     assert units <= set(FLOOR), f"place these in LAYERS: {sorted(units - set(FLOOR))}"
 
 
@@ -142,8 +142,8 @@ def test_imports_between_units_only_point_down() -> None:
         f"{name} -> {target}"
         for name, targets in graph().items()
         for target in targets
-        if unit(name) and unit(target) and unit(name) != unit(target)
-        and FLOOR[unit(target)] <= FLOOR[unit(name)]
+        if (source := unit(name)) and (dest := unit(target)) and source != dest
+        and FLOOR[dest] <= FLOOR[source]
     ]  # fmt: skip
     assert upward == []
 

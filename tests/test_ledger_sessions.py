@@ -8,6 +8,7 @@ import sqlite3
 from probe.ledger import SCHEMA, Ledger
 from probe.records import Run, SmtpReply, Submission
 from probe.verdict import Pattern, judge_recorded
+from tests.known import submitted
 
 RUN = "0123456789"
 OK = SmtpReply(250, "2.0.0 Queued", "2.0.0")
@@ -31,7 +32,7 @@ def test_a_ledger_written_before_sessions_were_kept_opens_and_is_judged_as_befor
     conn.close()
     with Ledger(path) as ledger:
         record = ledger.load(RUN)
-        assert [n.submission.session for n in record.burst] == [None, None]
+        assert [submitted(n).session for n in record.burst] == [None, None]
         assert judge_recorded(record).pattern is Pattern.NONE_DELIVERED
         submission = Submission(1001.0, 1001.1, "data", reply=OK, session=3, position=2)
         ledger.record_submission(RUN, 2, submission)
@@ -44,4 +45,4 @@ def test_session_and_position_round_trip_through_the_ledger(tmp_path):
         submission = Submission(1000.0, 1000.1, "data", reply=OK, session=1, position=1)
         ledger.record_submission(RUN, 1, submission)
         (stored,) = ledger.load(RUN).burst
-    assert (stored.submission.session, stored.submission.position) == (1, 1)
+    assert (submitted(stored).session, submitted(stored).position) == (1, 1)

@@ -3,6 +3,8 @@ glances of the runs before it (pure: no ledger, no clock)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 from probe.history import (
     Outage,
     Story,
@@ -30,12 +32,13 @@ NONE = {"pattern": "none_delivered", "severity": "critical", "cause": None, "bou
 def glance(
     run_id: str,
     at: float,
-    verdict: dict[str, object] | None,
+    verdict: Mapping[str, object] | None,
     delivered: int = 0,
     greeting: str | None = BANNER,
     starts: tuple[ProcessStart, ...] = (),
 ) -> RunGlance:
-    return RunGlance(run_id, at, at + 3.0, verdict, delivered, greeting, starts)
+    kept = dict(verdict) if verdict is not None else None  # as the ledger reads it back
+    return RunGlance(run_id, at, at + 3.0, kept, delivered, greeting, starts)
 
 
 def gateway(pid: int, at: float) -> tuple[ProcessStart, ...]:
@@ -168,7 +171,7 @@ def test_the_known_outage_of_the_previous_run_ends_the_walk() -> None:
         runs = [glance("run-2", 105.0, NONE), glance("run-1", 100.0, FIRST_ONLY, delivered=1)]
         return runs
 
-    def lazily():  # type: ignore[no-untyped-def]
+    def lazily() -> Iterator[RunGlance]:
         for g in earlier():
             walked.append(g.run_id)
             yield g

@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -156,7 +157,7 @@ def exim_and_sink(tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _burst(exim: int, sink: int, db: Path, *extra: str) -> tuple[int, dict[str, object]]:
+def _burst(exim: int, sink: int, db: Path, *extra: str) -> tuple[int, dict[str, Any]]:
     result = probe(
         "burst", "--gateway", f"127.0.0.1:{exim}", "--sink", f"127.0.0.1:{sink}", "--no-sink",
         "--db", str(db), "--count", "20", "--json", "-", *extra,

@@ -61,7 +61,7 @@ def rate_delayed_postfix() -> Iterator[PrivatePostfix]:
 
 def run_burst(
     postfix: PrivatePostfix, db: Path, count: int = COUNT, *extra: str
-) -> tuple[subprocess.CompletedProcess, dict]:
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     """`notifyprobe burst` through the instance, as a user runs it (default settle window
     unless `extra` says otherwise); it starts its own sink on the port Postfix relays to."""
     command = [
@@ -104,7 +104,10 @@ def _deliveries(db: Path, run_id: str) -> list[dict[str, Any]]:
 
 
 def _assert_healthy(
-    result: subprocess.CompletedProcess, report: dict, postfix: PrivatePostfix, count: int = COUNT
+    result: subprocess.CompletedProcess[str],
+    report: dict[str, Any],
+    postfix: PrivatePostfix,
+    count: int = COUNT,
 ) -> None:
     context = f"stderr:\n{result.stderr}\nPostfix log:\n{postfix.log_tail()}"
     assert report["verdict"]["pattern"] == "healthy", f"{report['verdict']}\n{context}"
@@ -197,7 +200,7 @@ def connection_rate_limited_postfix() -> Iterator[PrivatePostfix]:
     )
 
 
-def _assert_throttled(result: subprocess.CompletedProcess, report: dict, quoted: str,
+def _assert_throttled(result: subprocess.CompletedProcess[str], report: dict[str, Any], quoted: str,
                       postfix: PrivatePostfix) -> None:  # fmt: skip
     verdict = report["verdict"]
     context = f"{verdict}\nstderr:\n{result.stderr}\nPostfix log:\n{postfix.log_tail()}"

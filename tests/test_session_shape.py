@@ -20,7 +20,7 @@ import smtplib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 
@@ -31,9 +31,13 @@ from probe.delivery.sink import Sink
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Endpoint
 from probe.verdict import Pattern, Severity, judge_recorded
-from tests.conftest import probe_lab
+from tests.conftest import BurstOptions, probe_lab
+from tests.known import submitted
 from tests.ports import unused_port
 from tests.test_cli import burst, probe, service
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack from Python 3.11
 
 pytestmark = pytest.mark.real
 
@@ -129,11 +133,17 @@ async def long_lived_sink(ledger: Ledger) -> AsyncIterator[SharedSink]:
         await writer.close()
 
 
-async def probe_through(ledger: Ledger, gateway_port: int, shared: SharedSink, **burst: int):
+async def probe_through(
+    ledger: Ledger,
+    gateway_port: int,
+    shared: SharedSink,
+    count: int,
+    **burst: Unpack[BurstOptions],
+) -> ProbeOutcome:
     settings = ProbeSettings(
         gateway=Endpoint("127.0.0.1", gateway_port),
         sink=shared.endpoint,
-        burst=BurstSettings(**burst),
+        burst=BurstSettings(count=count, **burst),
         patience=Patience(settle_s=1.0, timeout_s=5.0),  # the shape is under test, not the wait
     )
     return await run_probe(ledger, settings, shared=shared)
@@ -176,7 +186,7 @@ async def test_twenty_per_session_through_a_per_connection_limit_is_named_a_warn
     verdict = outcome.verdict
     assert (verdict.pattern, verdict.severity) == (Pattern.QUEUED_PER_SESSION, Severity.WARNING)
     assert (verdict.delivered, verdict.details["k"]) == (10, LIMIT)
-    assert [n.submission.position for n in outcome.record.burst if n.seq] == list(range(1, 21))
+    assert [submitted(n).position for n in outcome.record.burst if n.seq] == list(range(1, 21))
 
 
 SHAPES = [(1, 1, 20), (3, 1, 20), (5, 1, 20), (5, 2, 20), (20, 1, 30)]

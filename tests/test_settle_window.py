@@ -23,13 +23,14 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from probe.cli import main
 from probe.delivery.run import ProbeOutcome, ProbeSettings, run_probe
 from probe.delivery.settings import BurstSettings
-from probe.delivery.settle import DEFAULT_WINDOW_S, Patience, WindowSource
+from probe.delivery.settle import DEFAULT_WINDOW_S, Patience
 from probe.delivery.sink import Sink
 from probe.history import StoredVerdict, revise_and_keep
 from probe.ledger import Ledger, LedgerWriter
-from probe.records import Endpoint
+from probe.records import Endpoint, WindowSource
 from probe.verdict import Pattern
 from tests.clock import JumpClock
+from tests.known import kept
 from tests.ports import unused_port
 from tests.waits import until_async
 
@@ -88,6 +89,7 @@ class IndependentGateway:
     async def _relay(self, envelopes: list[Envelope]) -> None:
         async with aiosmtplib.SMTP(hostname=self.relay.host, port=self.relay.port) as client:
             for envelope in envelopes:
+                assert envelope.mail_from is not None and envelope.original_content is not None
                 await client.sendmail(
                     envelope.mail_from, envelope.rcpt_tos, envelope.original_content
                 )
@@ -168,13 +170,14 @@ def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Outcomes:
     tmp = tmp_path_factory.mktemp("settle")
 
     async def everything() -> Outcomes:
-        results = await asyncio.gather(
-            *(probe_once(tmp / f"batch{d:g}.db", batch_after_s=d) for d in BATCH_DELAYS_S),
+        batches, drop1, drop3, learned = await asyncio.gather(  # all at once
+            asyncio.gather(
+                *(probe_once(tmp / f"batch{d:g}.db", batch_after_s=d) for d in BATCH_DELAYS_S)
+            ),
             probe_dropping(tmp / "drop1.db", keep=1),
             probe_dropping(tmp / "drop3.db", keep=3),
             learn_then_fail(tmp / "learned.db"),
         )
-        *batches, drop1, drop3, learned = results
         return Outcomes(dict(zip(BATCH_DELAYS_S, batches, strict=True)), drop1, drop3, learned)
 
     return asyncio.run(everything())
@@ -263,14 +266,14 @@ async def test_verdict_after_late_mail_says_the_loss_was_a_delay(tmp_path, capsy
     assert re.search(r"Corrected verdict: healthy \(OK\) at .* UTC, [\d.]+ s after the original",
                      out)  # fmt: skip
     with Ledger(db) as ledger:
-        assert ledger.stored_verdict(run_id)["pattern"] == "first_only"  # kept as given
-        assert ledger.corrected_verdict(run_id)["pattern"] == "healthy"
+        assert kept(ledger.stored_verdict(run_id))["pattern"] == "first_only"  # kept as given
+        assert kept(ledger.corrected_verdict(run_id))["pattern"] == "healthy"
         again = revise_and_keep(ledger, run_id, time.time())
         assert not again.newly_corrected  # counted once
         judged_at, corrected_at = ledger.load(run_id).run.finished_at, ledger.corrected_at(run_id)
     assert again.original == StoredVerdict("first_only", "critical", judged_at)
     assert again.correction == StoredVerdict("healthy", "ok", corrected_at)
-    assert corrected_at is not None and corrected_at > judged_at
+    assert corrected_at is not None and judged_at is not None and corrected_at > judged_at
     assert main(["verdict", run_id, "--db", str(db), "--json", "-"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["original_verdict"] == {"pattern": "first_only", "severity": "critical",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from typing import TypedDict
 
 import pytest
 from hypothesis import given
@@ -20,6 +21,7 @@ from probe.records import (
     RunRecord,
     SmtpPhase,
     SmtpReply,
+    Stage,
     Submission,
 )
 from probe.verdict import (
@@ -43,7 +45,7 @@ def note(
     delivered: int = 1,
     latency: float = 0.01,
     reply: SmtpReply | None = OK,
-    stage: str = "data",
+    stage: Stage = "data",
     error_kind: ErrorKind | None = None,
     attempted: bool = True,
     session: int | None = None,
@@ -409,7 +411,16 @@ def test_runs_recorded_before_sessions_were_kept_are_judged_as_before():
 
 # -- stalls, the circuit breaker, temporary and permanent refusals ---------------------------
 
-TIMED_OUT = dict(delivered=0, reply=None, error_kind=ErrorKind.TIMEOUT)
+
+class NoAnswer(TypedDict):
+    """`note` keywords for a notification the gateway never answered."""
+
+    delivered: int
+    reply: SmtpReply | None
+    error_kind: ErrorKind | None
+
+
+TIMED_OUT: NoAnswer = {"delivered": 0, "reply": None, "error_kind": ErrorKind.TIMEOUT}
 BREAKER = "circuit breaker: seq 1-2 in a row got no answer from the gateway"
 
 

@@ -4,6 +4,7 @@ notification that did not arrive is named in exactly one group of its evidence."
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -61,7 +62,7 @@ _fate = st.tuples(
 )
 
 
-def notification(seq: int, fate: tuple) -> Notification:
+def notification(seq: int, fate: tuple[Any, ...]) -> Notification:
     (how, what, stage), copies, report, session = fate
     t = 1000.0 + seq
     submission = None

@@ -97,12 +97,14 @@ async def test_sigkill_of_the_sink_loses_no_acknowledged_message(tmp_path):
             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
+        assert proc.stderr is not None  # a pipe
         line = proc.stderr.readline()
         match = re.search(r"listening on [\d.]+:(\d+)", line)
         assert match, line
         return proc, int(match.group(1))
 
     proc, port = start_sink()
+    assert proc.stderr is not None
     acked: list[int] = []
     killed = asyncio.Event()
 
@@ -130,6 +132,7 @@ async def test_sigkill_of_the_sink_loses_no_acknowledged_message(tmp_path):
     assert kill_after <= len(acked) < clients * each  # really killed part-way
 
     proc, port = start_sink()  # restart on the same ledger: recovery, then business as usual
+    assert proc.stderr is not None
     try:
         after: list[int] = []
         await client(port, range(clients * each + 1, clients * each + 2), after)

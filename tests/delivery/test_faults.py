@@ -34,6 +34,7 @@ from probe.records import (
 )
 from probe.verdict import Pattern, Severity, classify
 from tests.conftest import TEST_KEY, with_test_key
+from tests.known import submitted
 from tests.ports import unused_port
 
 PROBE = [sys.executable, "-m", "probe"]
@@ -43,7 +44,8 @@ DOMAIN = "probe.invalid"
 
 def integrity_ok(db: Path) -> bool:
     with sqlite3.connect(db) as conn:
-        return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        (result,) = conn.execute("PRAGMA integrity_check").fetchone()
+        return bool(result == "ok")
 
 
 @pytest.mark.real
@@ -53,6 +55,7 @@ async def test_gateway_killed_mid_burst_is_degraded_and_every_notification_is_ac
         [*PROBE, "lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink_port}"],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV,
     )  # fmt: skip
+    assert gateway.stderr is not None  # a pipe
     try:
         match = re.search(r"listening on [\d.]+:(\d+)", gateway.stderr.readline())
         assert match
@@ -216,10 +219,10 @@ def test_max_rate_paces_the_burst_and_is_capped(tmp_path):
 
 @pytest.mark.real
 async def test_rate_cap_spaces_submissions(ledger):
-    from conftest import probe_lab
+    from tests.conftest import probe_lab
 
     outcome = await probe_lab(ledger, "healthy", count=6, concurrency=3, max_rate=20.0)
-    starts = sorted(n.submission.started_at for n in outcome.record.burst)
+    starts = sorted(submitted(n).started_at for n in outcome.record.burst)
     assert starts[-1] - starts[0] >= 5 / 20.0 * 0.9  # 6 notifications at ≤ 20/s, 3 connections
     assert outcome.verdict.pattern is Pattern.HEALTHY
 

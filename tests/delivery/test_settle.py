@@ -10,13 +10,21 @@ from probe.delivery.settle import (
     LEARNED_FLOOR_S,
     MIN_HEALTHY_RUNS,
     Patience,
-    WindowSource,
     choose_window,
     settle_deadline,
 )
 from probe.errors import UsageError
 from probe.ledger import Ledger
-from probe.records import DeliveryHistory, ReceivedMessage, Run, RunOptions, SmtpReply, Submission
+from probe.records import (
+    DeliveryHistory,
+    ReceivedMessage,
+    Run,
+    RunOptions,
+    RunStatus,
+    SmtpReply,
+    Submission,
+    WindowSource,
+)
 
 OK = SmtpReply(250, "2.0.0 queued", "2.0.0")
 FAST = DeliveryHistory(runs=MIN_HEALTHY_RUNS, max_latency_s=0.02, max_gap_s=0.01)
@@ -97,7 +105,7 @@ def test_a_gateway_that_trickles_mail_is_still_cut_at_the_hard_timeout():
 
 
 def _run(ledger: Ledger, run_id: str, gateway: str, arrivals: dict[int, float | None],
-         status: str = "done") -> None:  # fmt: skip
+         status: RunStatus = "done") -> None:  # fmt: skip
     """A run submitted at 100 + seq, its notifications arriving at `arrivals` (None: lost)."""
     ledger.create_run(Run(run_id, gateway, "probe.invalid", len(arrivals), 100.0))
     for seq, arrived in arrivals.items():

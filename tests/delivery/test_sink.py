@@ -21,12 +21,23 @@ pytestmark = pytest.mark.real
 DOMAIN = "probe.invalid"
 
 
+class WatchedSink(Sink):
+    """The sink, with the tokens it reported as delivered."""
+
+    arrivals: list[TokenRef]
+
+
 @pytest.fixture
 async def sink(ledger):
     arrivals: list[TokenRef] = []
     writer = LedgerWriter(ledger)
-    server = Sink(writer, host="127.0.0.1", port=0, domain=DOMAIN,
-                  on_delivery=lambda ref, _: arrivals.append(ref))  # fmt: skip
+    server = WatchedSink(
+        writer,
+        host="127.0.0.1",
+        port=0,
+        domain=DOMAIN,
+        on_delivery=lambda ref, _: arrivals.append(ref),
+    )
     await server.start()
     server.arrivals = arrivals
     yield server

@@ -10,10 +10,10 @@ import asyncio
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import aiosmtplib
 import pytest
-from smtp_raw import RawClient
 
 from probe.correlation import TokenKey, recipient_for
 from probe.delivery.sink import MAX_TOKENS_PER_MESSAGE, Sink
@@ -22,11 +22,11 @@ from probe.delivery.sink_limits import (
     ConnectionGate,
     SinkLimits,
     client_network,
-    is_loopback,
 )
 from probe.ledger import Ledger, LedgerWriter
-from probe.records import Run
+from probe.records import Run, is_loopback
 from tests.conftest import TEST_KEY, with_test_key
+from tests.smtp_raw import RawClient
 
 DOMAIN = "probe.invalid"
 RUN = "abcabcabc0"
@@ -98,7 +98,7 @@ async def send_data(client: RawClient, body: bytes) -> tuple[int, str]:
     return await client.reply()
 
 
-def rows(ledger: Ledger, sql: str) -> list[tuple]:
+def rows(ledger: Ledger, sql: str) -> list[tuple[Any, ...]]:
     with sqlite3.connect(ledger.path) as conn:
         return conn.execute(sql).fetchall()
 

@@ -30,14 +30,26 @@ DOMAIN = "probe.invalid"
 RUN = "b0b0cafe01"
 
 
+class WatchedSink(Sink):
+    """The sink, with the tokens it reported as delivered and as bounced."""
+
+    arrivals: list[TokenRef]
+    bounces: list[tuple[TokenRef, BounceAction]]
+
+
 @pytest.fixture
 async def sink(ledger):
     writer = LedgerWriter(ledger)
     arrivals: list[TokenRef] = []
     bounces: list[tuple[TokenRef, BounceAction]] = []
-    server = Sink(writer, host="127.0.0.1", port=0, domain=DOMAIN,
-                  on_delivery=lambda ref, _: arrivals.append(ref),
-                  on_bounce=lambda ref, _, action: bounces.append((ref, action)))  # fmt: skip
+    server = WatchedSink(
+        writer,
+        host="127.0.0.1",
+        port=0,
+        domain=DOMAIN,
+        on_delivery=lambda ref, _: arrivals.append(ref),
+        on_bounce=lambda ref, _, action: bounces.append((ref, action)),
+    )
     await server.start()
     server.arrivals, server.bounces = arrivals, bounces
     yield server

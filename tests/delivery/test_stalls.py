@@ -28,15 +28,23 @@ from probe.ledger import SCHEMA, Ledger
 from probe.records import Endpoint, ErrorKind, SmtpPhase, SmtpReply, Submission
 from probe.verdict import Pattern, Severity
 from tests.conftest import TEST_KEY
+from tests.known import submitted
 from tests.ports import unused_port
 from tests.test_cli import burst
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 DOMAIN = "probe.invalid"
-_SILENT_VERB = {SmtpPhase.EHLO: b"EHLO", SmtpPhase.MAIL: b"MAIL", SmtpPhase.RCPT: b"RCPT",
-                SmtpPhase.DATA: b"DATA"}  # fmt: skip
-_REPLIES = {b"EHLO": b"250-hangs-later\r\n250 OK\r\n", b"DATA": b"354 go on\r\n",
-            b"QUIT": b"221 bye\r\n"}  # fmt: skip
+_SILENT_VERB = {
+    SmtpPhase.EHLO: b"EHLO",
+    SmtpPhase.MAIL: b"MAIL",
+    SmtpPhase.RCPT: b"RCPT",
+    SmtpPhase.DATA: b"DATA",
+}
+_REPLIES = {
+    b"EHLO": b"250-hangs-later\r\n250 OK\r\n",
+    b"DATA": b"354 go on\r\n",
+    b"QUIT": b"221 bye\r\n",
+}
 
 
 def silent_at(phase: SmtpPhase) -> Handler:
@@ -167,32 +175,41 @@ async def test_not_attempted_notifications_are_kept_in_the_ledger_with_the_reaso
     skipped = [n for n in record.burst if n.not_attempted]
     assert [n.seq for n in skipped] == list(range(3, 21))
     assert all(n.submission is None and not n.copies for n in skipped)
-    assert skipped[0].not_attempted.startswith("circuit breaker: seq 1-2 in a row")
-    assert "no answer at rcpt" in skipped[0].not_attempted
-    assert [n.submission.stalled_at for n in record.burst[:2]] == [SmtpPhase.RCPT] * 2
+    reason = skipped[0].not_attempted
+    assert reason is not None and reason.startswith("circuit breaker: seq 1-2 in a row")
+    assert "no answer at rcpt" in reason
+    assert [submitted(n).stalled_at for n in record.burst[:2]] == [SmtpPhase.RCPT] * 2
     assert outcome.verdict.pattern is Pattern.GATEWAY_STALLED
 
 
 @pytest.mark.real
 async def test_several_connections_stalling_at_once_open_the_breaker_once(tmp_path):
     async with raw_gateway(silent_at(SmtpPhase.GREETING)) as gateway:
-        outcome = await probe_defaults(tmp_path / "l.db", gateway, concurrency=3,
-                                       step_timeout_s=0.3)  # fmt: skip
+        outcome = await probe_defaults(
+            tmp_path / "l.db", gateway, concurrency=3, step_timeout_s=0.3
+        )
     sent = {n.seq for n in outcome.record.burst if n.attempted}
     # the three were in flight together; the connection freed by the first stall waited for its
     # neighbours' outcomes instead of costing one more step timeout
     assert sent == {1, 2, 3}
-    assert all(n.submission.stalled_at is SmtpPhase.GREETING
-               for n in outcome.record.burst if n.submission)  # fmt: skip
+    assert all(
+        n.submission.stalled_at is SmtpPhase.GREETING for n in outcome.record.burst if n.submission
+    )
     assert outcome.verdict.pattern is Pattern.GATEWAY_STALLED
     assert outcome.verdict.not_attempted == 20 - len(sent)
 
 
 @pytest.mark.parametrize(
     "phase",
-    [SmtpPhase.GREETING, SmtpPhase.EHLO, SmtpPhase.MAIL, SmtpPhase.RCPT, SmtpPhase.DATA,
-     SmtpPhase.END_OF_DATA],
-)  # fmt: skip
+    [
+        SmtpPhase.GREETING,
+        SmtpPhase.EHLO,
+        SmtpPhase.MAIL,
+        SmtpPhase.RCPT,
+        SmtpPhase.DATA,
+        SmtpPhase.END_OF_DATA,
+    ],
+)
 @pytest.mark.real
 async def test_a_stall_is_named_by_the_phase_the_gateway_fell_silent_in(phase):
     async with raw_gateway(silent_at(phase)) as gateway:
@@ -221,8 +238,9 @@ async def test_connection_refused_is_unreachable_and_the_breaker_spares_the_rest
 def submission(seq: int, *, answered: bool) -> Submission:
     if answered:
         return Submission(float(seq), float(seq), "data", reply=SmtpReply(451, "4.3.0 later"))
-    return Submission(float(seq), float(seq), "data", error_kind=ErrorKind.TIMEOUT,
-                      stalled_at=SmtpPhase.DATA)  # fmt: skip
+    return Submission(
+        float(seq), float(seq), "data", error_kind=ErrorKind.TIMEOUT, stalled_at=SmtpPhase.DATA
+    )
 
 
 def test_breaker_counts_neighbours_in_submission_order_whatever_order_outcomes_arrive():
@@ -246,17 +264,21 @@ def test_a_ledger_from_before_stalls_opens_and_gains_the_new_columns(tmp_path):
     db = tmp_path / "old.sqlite3"
     with sqlite3.connect(db) as conn:  # schema 1 as older notifyprobe versions wrote it
         conn.executescript(SCHEMA)
-        conn.execute("INSERT INTO runs (run_id, started_at, gateway, domain, count)"
-                     " VALUES ('0123456789', 1.0, 'gw:25', 'probe.invalid', 1)")  # fmt: skip
-        conn.execute("INSERT INTO notifications (run_id, seq, token, started_at, finished_at,"
-                     " stage, error, error_kind) VALUES ('0123456789', 1, 't', 1.0, 2.0,"
-                     " 'data', 'Timed out', 'timeout')")  # fmt: skip
+        conn.execute(
+            "INSERT INTO runs (run_id, started_at, gateway, domain, count)"
+            " VALUES ('0123456789', 1.0, 'gw:25', 'probe.invalid', 1)"
+        )
+        conn.execute(
+            "INSERT INTO notifications (run_id, seq, token, started_at, finished_at,"
+            " stage, error, error_kind) VALUES ('0123456789', 1, 't', 1.0, 2.0,"
+            " 'data', 'Timed out', 'timeout')"
+        )
         conn.execute("PRAGMA user_version=1")
     with Ledger(db) as ledger:
         (old,) = ledger.load("0123456789").burst
         ledger.record_not_attempted("0123456789", 1, "circuit breaker: test")
         assert ledger.load("0123456789").burst[0].not_attempted == "circuit breaker: test"
-    assert old.submission.stalled_at is None and old.not_attempted is None
+    assert submitted(old).stalled_at is None and old.not_attempted is None
     with sqlite3.connect(db) as conn:
         columns = {row[1] for row in conn.execute("PRAGMA table_info(notifications)")}
     assert {"stalled_at", "not_attempted"} <= columns

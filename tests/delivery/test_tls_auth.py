@@ -31,6 +31,7 @@ from probe.ledger import Ledger, LedgerWriter
 from probe.records import Endpoint, ErrorKind, Run
 from probe.verdict import Pattern
 from tests.conftest import TEST_KEY, with_test_key
+from tests.known import submitted
 from tests.ports import unused_port
 
 DOMAIN = "probe.invalid"
@@ -269,7 +270,7 @@ async def test_auth_password_never_reaches_ledger_json_or_logs(tmp_path, pki, ri
         "tls": "starttls", "ca_file": str(pki["ca"]), "insecure": False, "auth_user": USER,
     }  # fmt: skip
     with Ledger(db) as ledger:
-        transcript = ledger.load(report["run_id"]).notifications[1].submission.steps
+        transcript = submitted(ledger.load(report["run_id"]).notifications[1]).steps
     assert "AUTH [redacted]" in [step.command for step in transcript]
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith(db.name))
     wrong = (PASSWORD + "-wrong").encode()

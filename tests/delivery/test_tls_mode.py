@@ -21,4 +21,4 @@ def test_any_other_text_is_a_usage_error_that_lists_the_modes(text: str) -> None
 
 def test_client_security_built_in_code_with_a_bad_mode_is_refused_too() -> None:
     with pytest.raises(UsageError, match=r"not 'ssl'"):
-        ClientSecurity(tls="ssl")  # what an untyped caller (argparse, JSON) could pass
+        ClientSecurity(tls="ssl")  # type: ignore[arg-type]  # an untyped caller (argparse, JSON)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +42,7 @@ def gateway(python: Path, port: int, sink_port: int) -> Iterator[int]:
         # The renamed interpreter is outside the virtual environment: hand it our import path.
         env={**ENV, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
     )  # fmt: skip
+    assert proc.stderr is not None  # a pipe
     try:
         match = re.search(r"listening on [\d.]+:(\d+)", proc.stderr.readline())
         assert match, "the lab gateway did not start"
@@ -50,14 +52,15 @@ def gateway(python: Path, port: int, sink_port: int) -> Iterator[int]:
         proc.wait(timeout=10)
 
 
-def burst(port: int, sink: int, db: Path) -> dict:
+def burst(port: int, sink: int, db: Path) -> dict[str, Any]:
     result = probe(
         "burst", "--gateway", f"127.0.0.1:{port}", "--sink", f"127.0.0.1:{sink}", "--db", str(db),
         "--count", "4", "--settle", "0.3", "--timeout", "1", "--process", GATEWAY_NAME,
         "--json", "-",
     )  # fmt: skip
     assert result.returncode == 2, result.stderr
-    return json.loads(result.stdout)
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
 
 
 @pytest.mark.linux_only

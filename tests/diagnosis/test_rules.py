@@ -140,7 +140,8 @@ def test_restart_pattern_rejects_runs_that_break_it() -> None:
     finding = first_after_restart(healthy_after_restart)
     assert finding is not None and not finding.matches
     no_restart = [run("a", 10, 1, 5), run("b", 20, 0, 5)]
-    assert not first_after_restart(no_restart).matches
+    finding = first_after_restart(no_restart)
+    assert finding is not None and not finding.matches
     assert first_after_restart([run("a", 10, 1, 5)]) is None
 
 

@@ -107,8 +107,9 @@ def test_drift_records_planted_files_and_case_twins_instead_of_dropping_them(
     assert states["x.dll"].state is Drift.UNCHECKED
     assert states["pipe.dll"].state is Drift.UNCHECKED
     assert states["huge.dll"].state is Drift.UNCHECKED
-    assert "differ only in case" in (states["x.dll"].relocated.problem or "")
-    assert "FIFO" in (states["pipe.dll"].relocated.problem or "")
+    case_clash, fifo = states["x.dll"].relocated, states["pipe.dll"].relocated
+    assert case_clash is not None and "differ only in case" in (case_clash.problem or "")
+    assert fifo is not None and "FIFO" in (fifo.problem or "")
 
 
 def test_drift_over_deeply_nested_folders_is_a_clear_error(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -38,7 +39,7 @@ def install(path: Path, version: str) -> None:
     os.replace(temp, path)
 
 
-def modules_json(*args: str) -> dict:
+def modules_json(*args: str) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "probe", "modules", *args, "--json", "-"],
         cwd=ROOT,
@@ -47,11 +48,12 @@ def modules_json(*args: str) -> dict:
         timeout=60,
     )
     assert proc.returncode in (0, 1), proc.stderr
-    return json.loads(proc.stdout)
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report
 
 
-def hit_for(report: dict, pid: int) -> dict:
-    hits = [h for h in report["hits"] if h["pid"] == pid]
+def hit_for(report: dict[str, Any], pid: int) -> dict[str, Any]:
+    hits: list[dict[str, Any]] = [h for h in report["hits"] if h["pid"] == pid]
     assert len(hits) == 1, report["hits"]
     return hits[0]
 
@@ -172,8 +174,9 @@ def test_maps_line_with_spaces_and_deleted_marker_is_parsed() -> None:
 
 def test_names_match_case_insensitively_with_globs_and_rename_suffixes() -> None:
     matcher = NameMatcher(["MPNotifyPerf.dll", "*perf.DLL"])
-    assert matcher.match("mpnotifyperf.DLL").pattern == "MPNotifyPerf.dll"
-    assert matcher.match("Mtaperf.dll").pattern == "*perf.DLL"
+    exact, glob = matcher.match("mpnotifyperf.DLL"), matcher.match("Mtaperf.dll")
+    assert exact is not None and exact.pattern == "MPNotifyPerf.dll"
+    assert glob is not None and glob.pattern == "*perf.DLL"
     renamed = matcher.match("MPNotifyPerf.dll.old")
     assert renamed and renamed.renamed and renamed.canonical == "MPNotifyPerf.dll"
     assert matcher.match("MPNotifyPerf.dll.manifest") is None

@@ -8,10 +8,24 @@ import pytest
 
 from probe.errors import ProbeError
 from probe.host.regfile import RegFile, parse_reg
-from probe.host.registry import REG_BINARY, REG_DWORD, REG_EXPAND_SZ, REG_MULTI_SZ, REG_SZ
+from probe.host.registry import (
+    REG_BINARY,
+    REG_DWORD,
+    REG_EXPAND_SZ,
+    REG_MULTI_SZ,
+    REG_SZ,
+    RegValue,
+)
 
 REGISTRY = Path(__file__).resolve().parents[2] / "fixtures" / "registry"
 MSMI = r"HKLM\SYSTEM\CurrentControlSet\Services\MSExchangeMSMI"
+
+
+def value_of(reg: RegFile, path: str, name: str) -> RegValue:
+    """The value the test knows is there (fails the test if it is not)."""
+    value = reg.value(path, name)
+    assert value is not None, f"no value {name!r} under {path}"
+    return value
 
 
 def test_utf16_export_with_wrapped_expand_sz_is_decoded() -> None:
@@ -20,7 +34,7 @@ def test_utf16_export_with_wrapped_expand_sz_is_decoded() -> None:
     assert value is not None and value.type == REG_EXPAND_SZ
     assert value.data == r"C:\exchsrvr\connect\msmcon\bin\msmi.exe"
     library = reg.value(MSMI + r"\Performance", "Library")
-    assert library and library.type == REG_SZ and library.text.startswith("D:\\")
+    assert library and library.type == REG_SZ and (library.text or "").startswith("D:\\")
     share = reg.value(
         r"HKEY_LOCAL_MACHINE\SYSTEM\CurrentControlSet\Services\LanmanServer"
         r"\Shares",
@@ -32,7 +46,7 @@ def test_utf16_export_with_wrapped_expand_sz_is_decoded() -> None:
 
 def test_ansi_regedit4_export_is_read() -> None:
     reg = RegFile.load(REGISTRY / "msmail-relocated-ansi.reg")
-    assert reg.value(MSMI, "ImagePath").text == r"D:\exchsrvr\connect\msmcon\bin\msmi.exe"
+    assert value_of(reg, MSMI, "ImagePath").text == r"D:\exchsrvr\connect\msmcon\bin\msmi.exe"
 
 
 def test_every_value_form_comments_default_and_deleted_keys() -> None:
@@ -56,20 +70,20 @@ def test_every_value_form_comments_default_and_deleted_keys() -> None:
     )
     reg = parse_reg(text, "t.reg")
     key = r"HKLM\SOFTWARE\Test"
-    assert reg.value(key, "").data == 'default "quoted" C:\\dir\\'
-    assert (reg.value(key, "Count").type, reg.value(key, "Count").data) == (REG_DWORD, 42)
-    assert (reg.value(key, "Blob").type, reg.value(key, "Blob").data) == (
+    assert value_of(reg, key, "").data == 'default "quoted" C:\\dir\\'
+    assert (value_of(reg, key, "Count").type, value_of(reg, key, "Count").data) == (REG_DWORD, 42)
+    assert (value_of(reg, key, "Blob").type, value_of(reg, key, "Blob").data) == (
         REG_BINARY,
         b"\xde\xad\xbe\xef",
     )
-    assert reg.value(key, "Multi").strings == ("a", "b")
+    assert value_of(reg, key, "Multi").strings == ("a", "b")
     assert reg.value(key, "Gone") is None
     assert not reg.key_exists(key + r"\Child") and reg.key_exists(key)
 
 
 def test_controlset001_export_answers_currentcontrolset_lookups() -> None:
     reg = parse_reg('REGEDIT4\n[HKEY_LOCAL_MACHINE\\SYSTEM\\ControlSet001\\Services\\X]\n"A"="b"\n')
-    assert reg.value(r"HKLM\SYSTEM\CurrentControlSet\Services\X", "A").text == "b"
+    assert value_of(reg, r"HKLM\SYSTEM\CurrentControlSet\Services\X", "A").text == "b"
 
 
 @pytest.mark.parametrize(

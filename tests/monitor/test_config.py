@@ -142,7 +142,8 @@ def test_password_file_is_read_like_burst_reads_it_first_line_only(tmp_path):
     secret_file = tmp_path / "pw"
     secret_file.write_text("hunter2\nsecond line is not part of it\n")
     cfg = parse(MINIMAL + f'username = "u"\npassword_file = "{secret_file}"\n')
-    assert cfg.targets[0].security.password.reveal() == "hunter2"
+    password = cfg.targets[0].security.password
+    assert password is not None and password.reveal() == "hunter2"
     (tmp_path / "empty").write_text("")
     with pytest.raises(UsageError, match="is empty"):
         parse(MINIMAL + f'username = "u"\npassword_file = "{tmp_path / "empty"}"\n')

@@ -17,6 +17,14 @@ from tests.test_verdict import note, record
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMTOOL = shutil.which("promtool")
+
+
+def promtool() -> str:
+    """The promtool a `needs_promtool` test runs (it is skipped when there is none)."""
+    assert PROMTOOL is not None
+    return PROMTOOL
+
+
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None,
     reason="promtool not installed (Debian package `prometheus`; .ci/system-packages installs it)",
@@ -131,7 +139,7 @@ def test_a_blind_module_scan_never_exports_a_clean_zero():
 @pytest.mark.real
 @needs_promtool
 def test_exposition_passes_promtool_check_metrics():
-    result = subprocess.run([PROMTOOL, "check", "metrics"], input=observed().exposition(),
+    result = subprocess.run([promtool(), "check", "metrics"], input=observed().exposition(),
                             capture_output=True, timeout=30)  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr).decode()
 
@@ -140,11 +148,11 @@ def test_exposition_passes_promtool_check_metrics():
 @needs_promtool
 def test_alerting_rules_pass_promtool_unit_tests():
     rules = ROOT / "docs" / "alerts.yml"
-    check = subprocess.run([PROMTOOL, "check", "rules", str(rules)], capture_output=True,
+    check = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True,
                            text=True, timeout=30)  # fmt: skip
     assert check.returncode == 0, check.stdout + check.stderr
     result = subprocess.run(
-        [PROMTOOL, "test", "rules", "alerts_test.yml"],
+        [promtool(), "test", "rules", "alerts_test.yml"],
         cwd=ROOT / "tests" / "monitor" / "promtool",
         capture_output=True,
         text=True,

@@ -15,7 +15,7 @@ import pytest
 
 from probe.lab.gateway import FaultMode, LabGateway
 from probe.ledger import Ledger
-from probe.monitor.config import OnChange, WatchConfig
+from probe.monitor.config import OnChange, Target, WatchConfig
 from probe.monitor.metrics import Metrics
 from probe.monitor.watch import Judged, Watcher
 from probe.records import Endpoint
@@ -42,14 +42,14 @@ async def watch_runs(watcher: Watcher, runs: int) -> list[tuple[Judged, float | 
     stop = asyncio.Event()
     after_run = watcher.after_run
 
-    async def counted(t, judged):  # type: ignore[no-untyped-def]
+    async def counted(t: Target, judged: Judged) -> None:
         await after_run(t, judged)
         assert watcher.metrics is not None
         seen.append((judged, first_only_series(watcher.metrics, t.name)))
         if len(seen) >= runs:
             stop.set()
 
-    watcher.after_run = counted  # type: ignore[method-assign]
+    watcher.after_run = counted  # type: ignore[method-assign, assignment]  # observe each run
     await watcher.run(stop)
     return seen
 

@@ -31,6 +31,7 @@ from probe.monitor.metrics import Metrics
 from probe.monitor.watch import TargetState, Watcher, changed, first_delay, next_delay
 from probe.records import Endpoint, Run, RunOptions, Submission
 from probe.verdict import Pattern, Severity, Verdict
+from tests.known import kept
 from tests.monitor.test_metrics import PROMTOOL
 from tests.ports import unused_port
 from tests.test_cli import ENV, PROBE, probe, service
@@ -38,13 +39,27 @@ from tests.test_cli import ENV, PROBE, probe, service
 WAIT_S = 20.0  # upper bound of every wait on another process
 
 
-def target(name: str, gateway: Endpoint, count: int = 4, **options: object) -> Target:
-    options.setdefault("burst_interval_s", 3600.0)
-    options.setdefault("jitter", 0.0)
-    options.setdefault(
-        "patience", Patience(settle_s=1.0, timeout_s=5.0)
-    )  # lab gateways relay at once
-    return Target(name=name, gateway=gateway, burst=BurstSettings(count=count), **options)
+def target(
+    name: str,
+    gateway: Endpoint,
+    count: int = 4,
+    *,
+    burst_interval_s: float = 3600.0,
+    jitter: float = 0.0,
+    patience: Patience | None = None,
+    modules: tuple[str, ...] = (),
+    installed: tuple[str, ...] = (),
+) -> Target:
+    return Target(
+        name=name,
+        gateway=gateway,
+        burst_interval_s=burst_interval_s,
+        jitter=jitter,
+        burst=BurstSettings(count=count),
+        patience=patience or Patience(settle_s=1.0, timeout_s=5.0),  # lab gateways relay at once
+        modules=modules,
+        installed=installed,
+    )
 
 
 # -- scheduling and state changes: pure ------------------------------------------------------
@@ -187,8 +202,8 @@ async def test_the_next_run_corrects_a_verdict_that_late_mail_proved_wrong(tmp_p
             stop.set()
             await task
             first = ledger.run_ids()[-1]
-            assert ledger.stored_verdict(first)["pattern"] == "first_only"
-            assert ledger.corrected_verdict(first)["pattern"] == "healthy"
+            assert kept(ledger.stored_verdict(first))["pattern"] == "first_only"
+            assert kept(ledger.corrected_verdict(first))["pattern"] == "healthy"
     exposition = metrics.exposition().decode()
     corrected = 'from_pattern="first_only",target="gw",to_pattern="healthy"'
     assert f"notifyprobe_verdicts_corrected_total{{{corrected}}} 1.0" in exposition
@@ -248,6 +263,7 @@ def watch(config: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], dic
     proc = subprocess.Popen([*PROBE, "watch", "--config", str(config), *args],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
                             env=ENV)  # fmt: skip
+    assert proc.stderr is not None  # a pipe
     try:
         ports: dict[str, int] = {}
         wanted = {"sink"} | ({"metrics"} if "--metrics" in args else set())
@@ -269,7 +285,8 @@ def watch(config: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], dic
 
 def scrape(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return response.read().decode()
+        exposition: bytes = response.read()
+        return exposition.decode()
 
 
 @pytest.mark.real
@@ -398,7 +415,7 @@ def test_watch_once_exits_with_the_worst_state(tmp_path):
     assert result.returncode == int(Severity.CRITICAL), result.stderr
     with Ledger(tmp_path / "l.db") as ledger:
         (run_id,) = ledger.run_ids()
-        assert ledger.stored_verdict(run_id)["pattern"] == "gateway_unreachable"
+        assert kept(ledger.stored_verdict(run_id))["pattern"] == "gateway_unreachable"
 
 
 @pytest.mark.real

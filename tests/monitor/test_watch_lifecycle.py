@@ -23,6 +23,7 @@ from probe.monitor.config import OnChange, WatchConfig
 from probe.monitor.metrics import NO_VERDICT, PATTERNS, Metrics
 from probe.monitor.watch import Watcher
 from probe.records import Endpoint, ErrorKind
+from tests.known import kept
 from tests.monitor.gateways import batching_gateway, gateway_process, hung_gateway
 from tests.monitor.test_metrics import samples
 from tests.monitor.test_watch import WAIT_S, scrape, target, watch, write_config
@@ -77,7 +78,7 @@ async def test_a_stop_cuts_a_hung_step_at_once_drains_accepted_mail_and_raises_n
             await task
             stop_s = time.monotonic() - stopped_at
             runs = {ledger.load(r).run.gateway: ledger.load(r) for r in ledger.run_ids()}
-            stored = {gw: ledger.stored_verdict(r.run.run_id) for gw, r in runs.items()}
+            stored = {gw: kept(ledger.stored_verdict(r.run.run_id)) for gw, r in runs.items()}
     assert stop_s < cfg.stop_drain_s + 3.0 < HUNG_STEP_TIMEOUT_S
     cut = runs[str(hung)]
     assert cut.run.status == "interrupted" and stored[str(hung)]["pattern"] == "inconclusive"
@@ -112,7 +113,7 @@ async def test_a_restart_shows_the_last_conclusive_verdict_not_the_run_a_stop_cu
             await asyncio.sleep(0.2)
             stop.set()
             await task
-        assert ledger.stored_verdict(ledger.run_ids()[0])["pattern"] == "inconclusive"
+        assert kept(ledger.stored_verdict(ledger.run_ids()[0]))["pattern"] == "inconclusive"
 
         async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode("healthy")) as gw:
             metrics = Metrics(CollectorRegistry())
@@ -154,7 +155,10 @@ async def test_a_failing_gateway_keeps_its_interval(tmp_path):
     assert all(b - a < interval_s * 1.2 for a, b in itertools.pairwise(starts))
     judged = [r for r in runs if r.status == "done"]
     assert len(judged) >= 2
-    assert all(r.finished_at - r.started_at <= watched.run_budget_s + 0.5 for r in judged)
+    assert all(
+        r.finished_at is not None and r.finished_at - r.started_at <= watched.run_budget_s + 0.5
+        for r in judged
+    )
 
 
 def test_first_scrape_has_every_series_and_sigterm_with_a_hung_gateway_is_quick(tmp_path):
@@ -167,6 +171,7 @@ def test_first_scrape_has_every_series_and_sigterm_with_a_hung_gateway_is_quick(
         with watch(config, "--metrics", "127.0.0.1:0") as (proc, ports):
             first = scrape(ports["metrics"])
             deadline = time.monotonic() + WAIT_S
+            assert proc.stderr is not None
             while "run_started" not in (line := proc.stderr.readline()):
                 assert line and time.monotonic() < deadline, "no run started"
             time.sleep(0.5)  # the hung gateway has the message and never confirms it

@@ -42,6 +42,7 @@ from probe.reporting.html import render
 from probe.reporting.redact import secret_forms
 from probe.verdict import classify
 from tests.conftest import probe_lab
+from tests.known import submitted
 from tests.ports import unused_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -153,9 +154,9 @@ def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
     assert burst.returncode == 2, burst.stderr
     assert SECRET not in burst.stdout + burst.stderr
     with Ledger(db) as ledger:  # the gateway demanded AUTH and the probe logged in for real
-        first = ledger.load(ledger.run_ids(limit=1)[0]).burst[0].submission
+        submission = submitted(ledger.load(ledger.run_ids(limit=1)[0]).burst[0])
     assert any(s.command.startswith("AUTH") and s.reply and s.reply.code == 235
-               for s in first.steps)  # fmt: skip
+               for s in submission.steps)  # fmt: skip
     leak_secret_into_ledger(db)
 
     made = notifyprobe("evidence", "--last", "--db", str(db), "--out", str(out),
@@ -285,8 +286,9 @@ async def test_bundle_of_an_old_run_is_made_from_the_ledger_alone(
 ) -> None:
     old = await probe_lab(ledger, "healthy", count=3)
     old_id = old.record.run.run_id
+    inventory = Inventory((NAME,), (), "linux", (), scanned=9, denied=0, vanished=0)
     explanation = Explanation(
-        inventory=Inventory((NAME,), (), "linux", (), scanned=9, denied=0, vanished=0),
+        inventory=inventory,
         diagnosis=None,
         restarts=RestartFacts(starts=(ProcessStart("process", "gw", 42, 1.0),)),
     )
@@ -300,7 +302,7 @@ async def test_bundle_of_an_old_run_is_made_from_the_ledger_alone(
     files = read_bundle(result.path)
     report = json.loads(files["report.json"])
     assert (report["run_id"], report["verdict"]["pattern"]) == (old_id, "healthy")
-    assert json.loads(files["modules.json"]) == explanation.inventory.to_dict()
+    assert json.loads(files["modules.json"]) == inventory.to_dict()
     assert json.loads(files["host.json"])["gateway_processes"][0]["pid"] == 42
     assert json.loads(files["manifest.json"])["run_command_line"] == ["burst", "--count", "3"]
     assert json.loads(files["log.jsonl"].splitlines()[0])["run_id"] == old_id

@@ -43,7 +43,7 @@ def passes_as_far_as_it_could_see(code: int, report: dict[str, Any]) -> bool:
 
 
 def check(report: dict[str, Any], name: str) -> dict[str, Any]:
-    found = [c for c in report["checks"] if c["name"] == name]
+    found: list[dict[str, Any]] = [c for c in report["checks"] if c["name"] == name]
     assert len(found) == 1, [c["name"] for c in report["checks"]]
     return found[0]
 

@@ -25,7 +25,7 @@ from probe.upgrade.flight import (
     reboot_checks,
     version_check,
 )
-from probe.upgrade.profiles import load_profile
+from probe.upgrade.profiles import Profile, load_profile
 from probe.verdict import classify
 from tests.test_verdict import note, record
 
@@ -122,15 +122,23 @@ def test_a_noisy_reboot_source_warns_and_an_ignored_one_passes(tmp_path: Path) -
     assert by_name["reboot: reboot-required"].status is Status.FAIL
 
 
+def backup_status(profile: Profile, backup: Path | None) -> Status:
+    """The status of the backup check for a procedure that asks for a backup."""
+    check = backup_check(profile, backup)
+    assert check is not None
+    return check.status
+
+
 def test_the_backup_must_hold_a_non_empty_matching_file(tmp_path: Path) -> None:
     backup = tmp_path / "backup"
-    assert backup_check(MEETINGPLACE, None).status is Status.WARN
-    assert backup_check(MEETINGPLACE, backup).status is Status.FAIL
+    assert backup_status(MEETINGPLACE, None) is Status.WARN
+    assert backup_status(MEETINGPLACE, backup) is Status.FAIL
     backup.mkdir()
     (backup / "notify.tpl").write_text("")
-    assert backup_check(MEETINGPLACE, backup).status is Status.FAIL
+    assert backup_status(MEETINGPLACE, backup) is Status.FAIL
     (backup / "notify.tpl").write_text("Dear {name}")
     passed = backup_check(MEETINGPLACE, backup)
+    assert passed is not None
     assert passed.status is Status.PASS and passed.reason == f"1 file(s) in {backup}"
     assert backup_check(EXCHANGE, backup) is None  # this procedure asks for no backup
 

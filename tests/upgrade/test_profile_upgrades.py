@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,7 +58,7 @@ def exchange_install(root: Path, versions: tuple[str, ...] = (SP4,) * 4) -> Path
     return folder
 
 
-def postflight(root: Path, profile: str, *extra: str) -> tuple[int, dict[str, object]]:
+def postflight(root: Path, profile: str, *extra: str) -> tuple[int, dict[str, Any]]:
     return probe_json("postflight", "--profile", profile, "--root", str(root), *extra)
 
 
