@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 
 class Status(str, Enum):
@@ -39,18 +39,7 @@ Part = Literal[
     "share",
     "",
 ]
-PART_ORDER: tuple[Part, ...] = (
-    "delivery",
-    "modules",
-    "leftovers",
-    "versions",
-    "files in use",
-    "reboot",
-    "backup",
-    "files",
-    "registry",
-    "share",
-)
+PART_ORDER: tuple[Part, ...] = tuple(part for part in get_args(Part) if part)
 
 _RANK = {Status.NOT_RUN: 0, Status.PASS: 0, Status.WARN: 1, Status.FAIL: 2}
 _WORD = {Status.PASS: "pass", Status.WARN: "WARN", Status.FAIL: "FAIL", Status.NOT_RUN: "not run"}
