@@ -17,6 +17,7 @@ from probe.host import (
     local_source,
     take_inventory,
 )
+from probe.reporting import SCHEMA_VERSION
 
 
 def add_parser(
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         args.processes,
     )
     if args.json:
-        write_json(args.json, result.to_dict())
+        write_json(args.json, {"schema_version": SCHEMA_VERSION, **result.to_dict()})
     if args.json != "-":
         print(to_text(result))
     elif result.sight not in (Sight.CLEAN, Sight.OLD_COPY):

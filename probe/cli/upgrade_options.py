@@ -12,6 +12,7 @@ from typing import Any
 
 from probe.cli.common import write_json
 from probe.host import RebootSource, linux_sources, reader_for, windows_sources
+from probe.reporting import SCHEMA_VERSION
 from probe.upgrade import Check, exit_code, overall, profile_names, report_nagios, report_text
 
 
@@ -83,7 +84,7 @@ def emit_checks(
     if view == "json" and json_target is None:
         json_target = "-"
     if json_target:
-        write_json(json_target, report)
+        write_json(json_target, {"schema_version": SCHEMA_VERSION, **report})
     if json_target != "-":
         print(
             report_nagios(title, checks) if view == "nagios" else report_text(title, checks, tables)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from probe.domain import default_domain_warning, first_check, unrouted_default_domain
 from probe.history import Revision, StoredVerdict
@@ -192,7 +192,12 @@ def _notification_json(n: Notification) -> dict[str, Any]:
     }
 
 
-def outcome(n: Notification) -> str:
+# One word for what became of a notification: the `outcome` of each in the JSON report.
+Outcome = Literal["delivered", "bounced", "delayed", "lost", "not sent"]
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+
+
+def outcome(n: Notification) -> Outcome:
     """One word for what became of a notification: delivered, bounced, delayed, lost (nothing
     came back), or not sent."""
     if n.copies:
