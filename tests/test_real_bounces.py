@@ -185,9 +185,11 @@ def test_harness_every_refused_notification_comes_back_to_the_sink_as_a_failed_r
     refused: Scenario,
 ) -> None:
     hop = refused.hop.handler
-    # every notification refused (a real MTA may try one again: count the recipients, not tries)
-    assert len({rcpt for rcpt, _ in hop.answers}) == COUNT, hop.answers
-    assert all(" 5.7.1 " in answer for _, answer in hop.answers), hop.answers
+    # every notification of this run refused (a real MTA may try one again: count recipients,
+    # not tries; other tests of this module send through the same gateway)
+    ours = [(rcpt, answer) for rcpt, answer in hop.answers if refused.report["run_id"] in rcpt]
+    assert len({rcpt for rcpt, _ in ours}) == COUNT, hop.answers
+    assert all(" 5.7.1 " in answer for _, answer in ours), hop.answers
     _count(refused.postfix, re.compile(r"to=<probe\+np-.*status=bounced \(host"), COUNT)
     assert_reports_reached_sink(refused, "non-delivery", COUNT)
 
@@ -210,7 +212,8 @@ def test_harness_first_notification_is_delivered_and_the_rest_come_back_as_faile
     first_only: Scenario,
 ) -> None:
     hop = first_only.hop.handler
-    assert len({rcpt for rcpt, _ in hop.answers}) == COUNT and len(hop.forwarded) == 1, hop.answers
+    ours = {rcpt for rcpt, _ in hop.answers if first_only.report["run_id"] in rcpt}
+    assert len(ours) == COUNT and len(hop.forwarded) == 1, hop.answers
     assert "-1-" in hop.answers[0][0] and hop.answers[0][1].startswith("250"), hop.answers
     assert_reports_reached_sink(first_only, "non-delivery", COUNT - 1)
 

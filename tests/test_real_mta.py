@@ -228,8 +228,6 @@ def test_a_postfix_client_connection_rate_limit_is_throttled_not_the_bursts_shap
                                "--settle", "2")  # fmt: skip
     _assert_throttled(result, report, "Error: too many connections from 127.0.0.1",
                       connection_rate_limited_postfix)  # fmt: skip
-    # whole sessions of 5 got through (the harness's own banner check used one connection of
-    # the limit), every later one was refused at the greeting
-    assert (
-        report["delivered"] % 5 == 0 and report["delivered"] + report["verdict"]["throttled"] == 20
-    )
+    # what got through was delivered, everything else was throttled: nothing lost, nothing
+    # called degraded (how many sessions anvil let in depends on its clock, seen: 3, 5 or 10)
+    assert report["delivered"] + report["verdict"]["throttled"] == 20
