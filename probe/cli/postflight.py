@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         inv = take_inventory(local_source(), list(profile.modules), installed)
     files = installed_files(profile, args.root)
     modules = module_check(profile, inv, args.root)
-    leftovers = leftover_checks(profile, args.root, args.expect_version)
+    leftovers = leftover_checks(profile, args.root, args.expect_version, inv)
     versions = version_check(profile, args.root, args.expect_version, files)
     sources = reboot_sources(args.registry, args.root)
     reboot = reboot_checks(sources, args.ignore_reboot, profile, AFTER_REBOOT)

@@ -21,6 +21,7 @@ from probe.files import read_host_file
 from probe.host import (
     InUse,
     Inventory,
+    ModuleHit,
     RebootSource,
     Sight,
     describe,
@@ -316,13 +317,251 @@ def installed_version(files: Sequence[InstalledFile], expect: str | None) -> str
     return max(versions, key=version_key) if len(versions) > 1 else None
 
 
-def leftover_checks(profile: Profile, root: Path, expect: str | None = None) -> list[Check]:
+def leftover_checks(
+    profile: Profile, root: Path, expect: str | None = None, inventory: Inventory | None = None
+) -> list[Check]:
     """A folder the procedure removes is a leftover only by what it holds: the old version of
-    the profile's versioned files. A fresh install in the same place passes with the version
-    found, and the fix never deletes the installed version's files."""
+    the profile's versioned files. With `expect` a copy at another version fails and a fresh
+    install at it passes; without it the folder is judged by its content (`_by_content`). The
+    fix never deletes the installed version's files."""
     installed = installed_files(profile, root) if profile.versioned else ()
+    if expect is None and profile.versioned:
+        evidence = install_evidence(profile, root, installed, inventory)
+        return [_by_content(item, profile, root, evidence) for item in profile.leftovers]
     reference = installed_version(installed, expect)
     return [_leftover(item, profile, root, installed, reference) for item in profile.leftovers]
+
+
+@dataclass(frozen=True)
+class InstallEvidence:
+    """What tells a fresh install from what an uninstall left, without being told the version:
+    the copies of the versioned files, the rest of the installation beside them (the profile's
+    named files and every program file in the folders the reinstall fills, i.e. its leftover
+    folders), what could not be read or is missing, and the old copies processes still run."""
+
+    versioned: tuple[InstalledFile, ...]
+    others: tuple[InstalledFile, ...]
+    unreadable: tuple[str, ...]  # under the root
+    missing: tuple[str, ...]  # the profile's named files that are not there
+    bare: tuple[str, ...]  # leftover folders holding no program file
+    old_loaded: tuple[ModuleHit, ...]
+    inventory: bool  # whether a module inventory was taken
+
+    @property
+    def versions(self) -> set[str]:
+        return {f.version for f in (*self.versioned, *self.others) if f.version is not None}
+
+
+def install_evidence(
+    profile: Profile,
+    root: Path,
+    installed: Sequence[InstalledFile],
+    inventory: Inventory | None,
+) -> InstallEvidence:
+    names = {n.lower() for n in profile.versioned}
+    versioned = [f for f in installed if os.path.basename(f.path).lower() in names]
+    others = {f.path: f for f in installed if f not in versioned}
+    unreadable: list[str] = []
+    bare: list[str] = []
+    for item in profile.leftovers:
+        folder = under_root(root, item.path)
+        programs, failed = _program_files(folder, root) if folder.is_dir() else ([], [])
+        unreadable += failed
+        if not programs and not failed:
+            bare.append(item.path)
+        for f in programs:
+            if os.path.basename(f.path).lower() not in names:
+                others.setdefault(f.path, f)
+    missing = [f for f in profile.files if not under_root(root, f).is_file()]
+    old = [h for h in inventory.old_copies if is_under(h.mapped_path, root)] if inventory else []
+    return InstallEvidence(
+        tuple(versioned),
+        tuple(others.values()),
+        tuple(unreadable),
+        tuple(missing),
+        tuple(bare),
+        tuple(old),
+        inventory is not None,
+    )
+
+
+def _by_content(item: Leftover, profile: Profile, root: Path, evidence: InstallEvidence) -> Check:
+    """A leftover folder judged without `--expect-version`, by what it holds and what lies
+    beside it. It fails when it holds an old copy: loaded by a process, or at another version
+    than the rest of the installation, or the versioned file alone with no other program file
+    of the product (what the uninstall left). It passes as a fresh install only when the
+    installation is complete (the versioned file, the profile's named files, a program file in
+    every leftover folder) and every file in it carries one version, with no old copy loaded.
+    Anything less decides nothing: a warning with the reason and the `--expect-version` hint."""
+    path = under_root(root, item.path)
+    label = f"leftover: {item.path}"
+    if not path.exists():
+        return Check(label, Status.PASS, "gone", part="leftovers")
+    count = sum(len(files) for _, _, files in os.walk(path)) if path.is_dir() else 1
+    held = f"{count} file(s) inside"
+    if count == 0:
+        return Check(
+            label,
+            Status.PASS,
+            f"{path} is empty: nothing of the old version is left",
+            part="leftovers",
+        )
+    names = ", ".join(profile.versioned)
+    inside_v = [f for f in evidence.versioned if is_under(f.path, path)]
+    inside = [*inside_v, *(f for f in evidence.others if is_under(f.path, path))]
+
+    def short(files: Sequence[InstalledFile]) -> str:
+        return ", ".join(
+            f"{os.path.relpath(f.path, path)} {f.version or '(no version)'}" for f in files
+        )
+
+    def listed(files: Sequence[InstalledFile], limit: int = 3) -> str:
+        shown = ", ".join(
+            f"{os.path.basename(f.path)} {f.version or '(no version)'}" for f in files[:limit]
+        )
+        return shown + (" …" if len(files) > limit else "")
+
+    proof = tuple(f.label for f in inside)
+    loaded = [h for h in evidence.old_loaded if is_under(h.mapped_path, path)]
+    if loaded:
+        return Check(
+            label,
+            Status.FAIL,
+            f"{path} holds a copy of {names} a process still runs at an old version: "
+            + "; ".join(
+                f"{os.path.relpath(h.mapped_path, path)} loaded "
+                f"{h.loaded.version.label if h.loaded.version else '?'} by pid "
+                f"{h.process.pid} {h.process.name or '?'} ({h.state.value})"
+                for h in loaded
+            ),
+            fix=f"{remedy_line(profile)}; then run postflight again",
+            evidence=proof,
+            part="leftovers",
+        )
+    versions = evidence.versions
+    if len(versions) > 1:  # the installation disagrees: the newest is what was installed
+        newest = max(versions, key=version_key)
+        old = [f for f in inside if f.version is not None and f.version != newest]
+        rest = [f for f in (*evidence.versioned, *evidence.others) if f.version == newest]
+        if old:
+            new = [f for f in inside if f.version == newest]
+            keep = (
+                f"do not delete the folder: it also holds {newest} "
+                f"({', '.join(f.relative for f in new)}); "
+                if new
+                else f"nothing of {newest} is in it, so it can go once the reboot released it; "
+            )
+            return Check(
+                label,
+                Status.FAIL,
+                f"{path} holds {short(old)}, while the rest of the installation is at "
+                f"{newest} ({listed(rest)}): the old version is still there",
+                fix=keep + remedy_line(profile),
+                evidence=proof,
+                part="leftovers",
+            )
+        return _undecided(
+            label,
+            profile,
+            f"{path} holds {short(inside) or held}, the newest version found; the older "
+            "copies elsewhere fail, so which version was installed is not proven",
+            proof,
+        )
+    if not inside_v and not evidence.versioned:
+        found = f"{short(inside)}; " if inside else f"{held}; "
+        return _undecided(
+            label,
+            profile,
+            f"{path} holds {found}no {names} under the profile's folders to tell which version "
+            "its files belong to",
+            proof,
+        )
+    unversioned = [f for f in inside_v if f.version is None]
+    if unversioned:
+        return _undecided(
+            label, profile, f"{path} holds {short(unversioned)}: no version to compare", proof
+        )
+    if evidence.unreadable:
+        return _undecided(
+            label,
+            profile,
+            f"{path} holds {held}; cannot read {', '.join(evidence.unreadable[:3])}"
+            + (" …" if len(evidence.unreadable) > 3 else "")
+            + " to compare its version",
+            proof,
+        )
+    compared = [f for f in evidence.others if f.version is not None]
+    if not evidence.others:  # the versioned file alone: the product is not installed there
+        if not inside_v:
+            return _undecided(
+                label,
+                profile,
+                f"{path} holds {held} and no program file, while the rest of the installation "
+                f"is only {listed(evidence.versioned)}",
+                proof,
+            )
+        (version,) = versions
+        return Check(
+            label,
+            Status.FAIL,
+            f"{path} holds {short(inside_v)} without the rest of an installation: no other "
+            f"program file of the product in {', '.join(i.path for i in profile.leftovers)}, "
+            f"so {version} is what the uninstall left behind",
+            fix=f"nothing of a new install is in it, so it can go once the reboot released it; "
+            f"{remedy_line(profile)}",
+            evidence=proof,
+            part="leftovers",
+        )
+    if not compared:
+        return _undecided(
+            label,
+            profile,
+            f"{path} holds {held}; none of the installation's other files "
+            f"({listed(evidence.others)}) carries a version to compare {names} with",
+            proof,
+        )
+    if evidence.missing or evidence.bare:
+        gaps = [f"{m} is missing" for m in evidence.missing] + [
+            f"{b} holds no program file" for b in evidence.bare
+        ]
+        return _undecided(
+            label,
+            profile,
+            f"{path} holds {short(inside) or held}, but the installation is incomplete "
+            f"({'; '.join(gaps)}): what an uninstall left and a fresh install cannot be told "
+            "apart",
+            proof,
+        )
+    (version,) = versions
+    seen = (
+        "no process runs an old copy of it"
+        if evidence.inventory
+        else "the module inventory could not run"
+    )
+    dll = listed(evidence.versioned)
+    others = listed(compared)
+    return Check(
+        label,
+        Status.PASS,
+        f"a fresh install of {version} in the same place: {short(inside) or held} ({held}); "
+        f"fresh because the whole installation is there at {version} ({dll} with "
+        f"{len(compared)} other program file(s) of the product: {others}, a program file in "
+        f"every folder) and {seen}",
+        evidence=proof,
+        part="leftovers",
+    )
+
+
+def _undecided(label: str, profile: Profile, reason: str, proof: tuple[str, ...]) -> Check:
+    return Check(
+        label,
+        Status.WARN,
+        reason,
+        fix="run postflight again with --expect-version VERSION (the version you installed); "
+        f"if these files are not the new install's, {remedy_line(profile)}",
+        evidence=proof,
+        part="leftovers",
+    )
 
 
 def _leftover(
@@ -430,6 +669,27 @@ def _programs(folder: Path, root: Path) -> list[InstalledFile]:
                 continue  # unreadable: it proves nothing either way
             found.append(InstalledFile(_rel(path, root), path, version))
     return found
+
+
+def _program_files(folder: Path, root: Path) -> tuple[list[InstalledFile], list[str]]:
+    """`_programs`, and the program files that could not be read (under the root): a file
+    that cannot be read is not evidence that nothing is there."""
+    found: list[InstalledFile] = []
+    failed: list[str] = []
+    for directory, _, names in os.walk(folder):
+        for name in sorted(names):
+            if not name.lower().endswith(PROGRAM_SUFFIXES):
+                continue
+            if len(found) + len(failed) >= MAX_WATCHED:
+                raise ProbeError(f"more than {MAX_WATCHED} program files under {folder}")
+            path = os.path.join(directory, name)
+            try:
+                version = describe(read_host_file(Path(path))).file_version
+            except OSError:
+                failed.append(_rel(path, root))
+                continue
+            found.append(InstalledFile(_rel(path, root), path, version))
+    return found, failed
 
 
 # What a scan that found nothing wrong may claim: pass only when it read every process. A

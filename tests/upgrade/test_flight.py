@@ -160,7 +160,8 @@ def test_a_leftover_folder_is_judged_by_the_version_it_holds_not_by_being_there(
     }
     (old,) = [c for c in leftover_checks(MEETINGPLACE, tmp_path, "5.0.0.41") if c.name == name]
     assert "MPNotifyPerf.dll 4.3.0.12" in old.reason and "delete" not in old.fix
-    assert judged(None)[name] is Status.WARN  # one version alone: fresh or left behind?
+    # Without a version: the DLL alone, no other file of the product, is what the uninstall left.
+    assert judged(None)[name] is Status.FAIL
     write_dll(shared / "MPNotifyPerf.dll", "5.0.0.41")
     assert judged("5.0.0.41")[name] is Status.PASS
 

@@ -87,8 +87,9 @@ def test_meetingplace_fresh_install_in_the_old_folders_passes_with_the_version_f
     ]
 
 
+@pytest.mark.parametrize("expect", [(), ("--expect-version", NEW)], ids=["by-content", "expected"])
 def test_meetingplace_correct_reinstall_in_the_same_folders_passes_with_a_healthy_gateway(
-    tmp_path: Path,
+    tmp_path: Path, expect: tuple[str, ...]
 ) -> None:
     from tests.test_cli import service
 
@@ -96,13 +97,20 @@ def test_meetingplace_correct_reinstall_in_the_same_folders_passes_with_a_health
     sink = unused_port()
     with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
                  "--mode", "healthy") as gateway:  # fmt: skip
-        code, report = postflight(tmp_path, "meetingplace", "--expect-version", NEW,
+        code, report = postflight(tmp_path, "meetingplace", *expect,
                                   "--gateway", f"127.0.0.1:{gateway}", "--sink",
                                   f"127.0.0.1:{sink}", "--count", "3",
                                   "--db", str(tmp_path / "l.db"))  # fmt: skip
     assert check(report, "burst")["status"] == "pass", report["checks"]
     assert passes_as_far_as_it_could_see(code, report), report["checks"]
     assert report["parts"]["leftovers"] == "pass" and report["parts"]["versions"] == "pass"
+    for folder in (GATEWAY, SHARED):
+        left = check(report, f"leftover: {folder}")
+        assert f"a fresh install of {NEW} in the same place" in left["reason"]
+    if not expect:  # what made it fresh, said: the whole installation at one version
+        reason = check(report, f"leftover: {SHARED}")["reason"]
+        assert f"MPNotifyPerf.dll {NEW}" in reason and f"MPGateway.exe {NEW}" in reason
+        assert "no process runs an old copy" in reason
 
 
 def test_meetingplace_old_dll_left_beside_the_new_gateway_fails_naming_it(tmp_path: Path) -> None:
@@ -127,14 +135,54 @@ def test_meetingplace_another_version_than_expected_is_reported_with_the_file(
     assert f"{SHARED}/MPNotifyPerf.dll at {NEW}" in versions["reason"]
 
 
-def test_meetingplace_without_the_expected_version_warns_never_passes_a_lone_version(
+def test_meetingplace_lone_old_dll_left_by_the_uninstall_fails_naming_it_without_a_version(
     tmp_path: Path,
 ) -> None:
-    meetingplace_install(tmp_path)
+    (tmp_path / SHARED).mkdir(parents=True)
+    write_dll(tmp_path / SHARED / "MPNotifyPerf.dll", OLD)  # locked through the uninstall
+    (tmp_path / GATEWAY / "templates").mkdir(parents=True)  # templates kept, gateway removed
+    (tmp_path / GATEWAY / "templates" / "notify.tpl").write_text("Dear {name}")
+    code, report = postflight(tmp_path, "meetingplace")
+    assert code == 2 and report["status"] == "fail"
+    left = check(report, f"leftover: {SHARED}")
+    assert left["status"] == "fail" and f"MPNotifyPerf.dll {OLD}" in left["reason"]
+    assert "without the rest of an installation" in left["reason"]
+    assert "uninstall" in left["fix"] and "reboot" in left["fix"]
+
+
+def test_meetingplace_dll_at_another_version_than_the_rest_fails_naming_it_without_a_version(
+    tmp_path: Path,
+) -> None:
+    meetingplace_install(tmp_path, dll_version=OLD)  # reinstalled without the reboot
+    code, report = postflight(tmp_path, "meetingplace")
+    assert code == 2 and report["status"] == "fail"
+    left = check(report, f"leftover: {SHARED}")
+    assert left["status"] == "fail" and f"MPNotifyPerf.dll {OLD}" in left["reason"]
+    assert f"the rest of the installation is at {NEW}" in left["reason"]
+    assert f"MPGateway.exe {NEW}" in left["reason"]
+    assert check(report, f"leftover: {GATEWAY}")["status"] != "fail"  # the new gateway stays
+
+
+@pytest.mark.parametrize("case", ["gateway-gone", "no-version"])
+def test_meetingplace_without_the_expected_version_warns_when_the_content_cannot_decide(
+    tmp_path: Path, case: str
+) -> None:
+    if case == "gateway-gone":  # the DLL and one more file: a partial leftover or an install?
+        (tmp_path / SHARED).mkdir(parents=True)
+        write_dll(tmp_path / SHARED / "MPNotifyPerf.dll", NEW)
+        write_dll(tmp_path / SHARED / "MPNotifyRes.dll", NEW)
+        why = f"{GATEWAY} holds no program file"
+    else:  # the gateway's own files carry no version to compare the DLL with
+        meetingplace_install(tmp_path)
+        (tmp_path / GATEWAY / "MPGateway.exe").write_bytes(b"not a PE file")
+        why = "carries a version to compare"
     code, report = postflight(tmp_path, "meetingplace")
     left = check(report, f"leftover: {SHARED}")
-    assert left["status"] == "warn" and "--expect-version" in left["fix"]
+    assert left["status"] == "warn" and why in left["reason"], left
+    assert "--expect-version" in left["fix"]
     assert code == 1 and report["status"] == "warn"
+    code, report = postflight(tmp_path, "meetingplace", "--expect-version", NEW)
+    assert check(report, f"leftover: {SHARED}")["status"] == "pass"  # told: decided
 
 
 @linux_only
@@ -153,6 +201,20 @@ def test_meetingplace_old_dll_still_loaded_fails_the_module_check_with_the_000_r
     (row,) = report["versions"]
     assert row["installed"] == NEW and any(OLD in loaded for loaded in row["loaded"])
     assert report["modules"]["names"] == ["MPNotifyPerf.dll"]  # the inventory it took
+
+
+@linux_only
+def test_meetingplace_old_dll_still_loaded_fails_the_leftover_without_a_version(
+    tmp_path: Path,
+) -> None:
+    meetingplace_install(tmp_path)  # on disk: the whole installation at one version
+    shared = tmp_path / SHARED
+    (shared / "MPNotifyPerf.dll").unlink()
+    with upgraded_while_loaded(shared / "MPNotifyPerf.dll", OLD, NEW):
+        code, report = postflight(tmp_path, "meetingplace")
+    left = check(report, f"leftover: {SHARED}")
+    assert code == 2 and left["status"] == "fail", left
+    assert "MPNotifyPerf.dll loaded " + OLD in left["reason"]
 
 
 def test_meetingplace_pending_reboot_fails_postflight(tmp_path: Path) -> None:
