@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from bench.figures import Figure, spread, timed
+from bench.figures import Figure, peak_rss_mib, spread, timed
 from probe.correlation import TokenKey, recipient_for, sender_for
 from probe.delivery.burst import compose, send_burst
 from probe.delivery.run import ProbeSettings, run_probe
@@ -64,13 +64,6 @@ def service(argv: list[str], stream: str = "stderr") -> Iterator[tuple[subproces
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-
-
-def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def smtp_source(port: int, count: int, rcpt: str, sessions: int = 20) -> float:
@@ -426,6 +419,12 @@ def module_scan_figures(rounds: int) -> list[Figure]:
     return figures
 
 
+def fleet(_: argparse.Namespace) -> list[Figure]:
+    from bench.fleet import fleet_figures
+
+    return fleet_figures()
+
+
 def hostile_figures(rounds: int) -> list[Figure]:
     from bench.hostile import module_scan_beside_mapped_files, reg_reader
 
@@ -499,6 +498,7 @@ SUITES: dict[str, Callable[[argparse.Namespace], list[Figure]]] = {
     "verdict": lambda a: time_to_verdict(a.repeats),
     "modules": lambda a: module_scan_figures(a.repeats * 3),
     "hostile": lambda a: hostile_figures(a.repeats),
+    "fleet": fleet,
     "start": lambda a: start_up(a.repeats * 7),
 }
 

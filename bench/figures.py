@@ -8,6 +8,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -43,3 +44,11 @@ def timed(action: Callable[[], object], rounds: int) -> list[float]:
         action()
         samples.append(time.perf_counter() - started)
     return samples
+
+
+def peak_rss_mib(pid: int) -> float:
+    """A live process's peak resident memory so far (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
