@@ -29,7 +29,15 @@ from typing import Any, TypeVar
 
 import structlog
 
-from probe.delivery import DeliveryHub, ProbeOutcome, ProbeSettings, SharedSink, Sink, judge_cut_run
+from probe.delivery import (
+    DeliveryHub,
+    ProbeOutcome,
+    ProbeSettings,
+    SharedSink,
+    Sink,
+    SinkLimits,
+    judge_cut_run,
+)
 from probe.diagnosis import Request
 from probe.errors import ProbeError
 from probe.history import Outage, Story, as_told, revise_and_keep, story_of
@@ -127,6 +135,19 @@ def settings_for(config: WatchConfig, target: Target) -> ProbeSettings:
     )
 
 
+def fleet_limits(targets: int) -> SinkLimits:
+    """The shared sink's caps, grown with the fleet: every target's run may hold a session of
+    its gateway's relay and its own control message at once, and the control messages all come
+    from this host. At the one-burst defaults a fleet that starts together would be refused by
+    its own sink (seen with 200 targets in `make bench`), and its runs judged inconclusive."""
+    base = SinkLimits()
+    return replace(
+        base,
+        max_connections=max(base.max_connections, 2 * targets + base.max_per_client),
+        max_per_client=max(base.max_per_client, targets + base.max_per_client),
+    )
+
+
 def job_for(config: WatchConfig, target: Target) -> Job:
     """A target's run as the pipeline makes it: its modules diagnosed after the burst. It keeps
     no command line of its own: its bundle gives the burst that sends the same one, from the
@@ -188,6 +209,7 @@ class Watcher:
             on_delivery=hub,
             on_bounce=hub.bounced,
             access=cfg.sink_access,
+            limits=fleet_limits(len(cfg.targets)),
         )
         try:
             await sink.start()

@@ -465,3 +465,15 @@ def test_a_module_scan_that_could_not_read_every_process_warns_with_the_advice(
     exposition = metrics.exposition().decode()
     assert 'notifyprobe_stale_modules{target="gw"} -1.0' in exposition
     assert 'notifyprobe_unreadable_processes{target="gw"} 1.0' in exposition
+
+
+def test_the_shared_sink_grows_with_the_fleet_and_never_below_the_one_burst_caps():
+    from probe.delivery import SinkLimits
+    from probe.monitor.watch import fleet_limits
+
+    small, base = fleet_limits(1), SinkLimits()
+    assert small.max_per_client >= base.max_per_client
+    assert small.max_connections >= base.max_connections
+    big = fleet_limits(200)
+    assert big.max_per_client >= 200 + SinkLimits().max_per_client  # every control at once
+    assert big.max_connections >= 2 * 200  # a relay session and a control message per target
