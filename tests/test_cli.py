@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,6 +42,13 @@ def service(*args: str) -> Iterator[int]:
         assert proc.wait(timeout=10) == 0
 
 
+def lab_gateway(sink: int, mode: str) -> AbstractContextManager[int]:
+    """A `notifyprobe lab gateway` process in `mode` relaying to the sink on port `sink`;
+    yields the port it listens on."""
+    relay = f"127.0.0.1:{sink}"
+    return service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", relay, "--mode", mode)
+
+
 def probe(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*PROBE, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
 
@@ -62,16 +69,7 @@ def burst(gateway: int, sink: int, db: Path, *extra: str) -> subprocess.Complete
 @pytest.mark.real
 def test_first_only_gateway_exits_critical_with_first_only_json(tmp_path):
     sink = unused_port()
-    with service(
-        "lab",
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--relay",
-        f"127.0.0.1:{sink}",
-        "--mode",
-        "first-only",
-    ) as gateway:
+    with lab_gateway(sink, "first-only") as gateway:
         result = burst(
             gateway, sink, tmp_path / "l.db", "--count", "20", "--settle", "1", "--json", "-"
         )
@@ -89,16 +87,7 @@ def test_first_only_gateway_exits_critical_with_first_only_json(tmp_path):
 @pytest.mark.real
 def test_healthy_gateway_exits_ok_with_every_notification_delivered(tmp_path):
     sink = unused_port()
-    with service(
-        "lab",
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--relay",
-        f"127.0.0.1:{sink}",
-        "--mode",
-        "healthy",
-    ) as gateway:
+    with lab_gateway(sink, "healthy") as gateway:
         result = burst(gateway, sink, tmp_path / "l.db", "--count", "20", "--json", "-")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -112,16 +101,7 @@ def test_healthy_gateway_exits_ok_with_every_notification_delivered(tmp_path):
 @pytest.mark.real
 def test_terminal_summary_names_the_pattern_and_what_to_do(tmp_path):
     sink = unused_port()
-    with service(
-        "lab",
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--relay",
-        f"127.0.0.1:{sink}",
-        "--mode",
-        "first-only:5xx",
-    ) as gateway:
+    with lab_gateway(sink, "first-only:5xx") as gateway:
         result = burst(gateway, sink, tmp_path / "l.db", "--count", "5")
     assert result.returncode == 2
     assert "CRITICAL  first_only" in result.stdout
@@ -133,16 +113,7 @@ def test_terminal_summary_names_the_pattern_and_what_to_do(tmp_path):
 def test_standalone_sink_and_burst_without_sink_share_the_ledger(tmp_path):
     db = tmp_path / "shared.db"
     with service("sink", "--listen", "127.0.0.1:0", "--db", str(db), "--domain", "probe.test") as s:
-        with service(
-            "lab",
-            "gateway",
-            "--listen",
-            "127.0.0.1:0",
-            "--relay",
-            f"127.0.0.1:{s}",
-            "--mode",
-            "healthy",
-        ) as gateway:
+        with lab_gateway(s, "healthy") as gateway:
             result = burst(gateway, s, db, "--no-sink", "--domain", "probe.test", "--json", "-")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -154,16 +125,7 @@ def test_standalone_sink_and_burst_without_sink_share_the_ledger(tmp_path):
 def test_killed_run_is_judged_later_from_the_ledger(tmp_path):
     db = tmp_path / "l.db"
     sink = unused_port()
-    with service(
-        "lab",
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--relay",
-        f"127.0.0.1:{sink}",
-        "--mode",
-        "first-only",
-    ) as gateway:
+    with lab_gateway(sink, "first-only") as gateway:
         proc = subprocess.Popen(
             [
                 *PROBE,

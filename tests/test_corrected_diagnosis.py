@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from probe.ledger import Ledger
-from tests.test_cli import probe, service
+from tests.test_cli import lab_gateway, probe, service
 
 pytestmark = pytest.mark.real
 
@@ -41,8 +41,7 @@ def test_a_first_only_run_corrected_to_slow_no_longer_suggests_an_old_dll(tmp_pa
     with service("sink", "--listen", "127.0.0.1:0", "--db", str(db)) as sink:
         # A queue runner: the first notification at once, the others 2 s later, long after the
         # 0.3 s settle window gave up on them.
-        with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay",
-                     f"127.0.0.1:{sink}", "--mode", "batch:2") as gateway:  # fmt: skip
+        with lab_gateway(sink, "batch:2") as gateway:  # fmt: skip
             burst = probe(
                 "burst", "--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}",
                 "--no-sink", "--count", "4", "--settle", "0.3", "--slow-after", "1",

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.ports import unused_port
-from tests.test_cli import ENV, PROBE, probe, service, wait_for_submissions
+from tests.test_cli import ENV, PROBE, lab_gateway, probe, wait_for_submissions
 
 pytestmark = pytest.mark.real
 
@@ -25,8 +25,7 @@ def interrupted_burst(
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     """50 notifications a tenth of a second apart through a healthy gateway, `sig` after 16."""
     db, sink = tmp_path / "l.db", unused_port()
-    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
-                 "--mode", "healthy") as gateway:  # fmt: skip
+    with lab_gateway(sink, "healthy") as gateway:  # fmt: skip
         proc = subprocess.Popen(
             [*PROBE, "burst", "--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}",
              "--db", str(db), "--count", "50", "--interval", "0.1", *fmt],

@@ -20,7 +20,7 @@ from probe.domain import LAB_BANNER, is_lab_run
 from probe.records import Notification, Run, RunOptions, RunRecord, SmtpReply, Step, Submission
 from probe.reporting.text import UNROUTED_DOMAIN_PATTERNS
 from tests.ports import unused_port
-from tests.test_cli import service
+from tests.test_cli import lab_gateway
 
 ROUTES_NOWHERE = "the probe domain probe.invalid is the default and routes nowhere"
 FIRST_CHECK = "First check the probe domain: probe.invalid is the default and routes nowhere"
@@ -118,8 +118,7 @@ def test_a_routed_domain_is_not_mentioned(tmp_path, capsys):
 @pytest.mark.real
 def test_the_lab_gateway_routes_the_default_domain(tmp_path, capsys):
     sink = unused_port()
-    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
-                 "--mode", "drop-after-k:0") as gateway:  # fmt: skip
+    with lab_gateway(sink, "drop-after-k:0") as gateway:
         code, out, err = burst(capsys, "--gateway", f"127.0.0.1:{gateway}", "--sink",
                                f"127.0.0.1:{sink}", "--db", str(tmp_path / "l.db"))  # fmt: skip
     assert code == 2 and "CRITICAL  none_delivered" in out

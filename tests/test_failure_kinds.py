@@ -28,7 +28,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from tests.ports import unused_port
-from tests.test_cli import ENV, PROBE, probe, service
+from tests.test_cli import ENV, PROBE, lab_gateway, probe, service
 
 pytestmark = pytest.mark.real
 
@@ -153,8 +153,7 @@ def silent_server() -> Iterator[int]:
 def test_control_message_refused_by_the_sink_ends_the_run_at_once(tmp_path):
     db = tmp_path / "l.db"
     with service("sink", "--listen", "127.0.0.1:0", "--db", str(db), "--domain", "probe.test") as s:
-        with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{s}",
-                     "--mode", "healthy") as gateway:  # fmt: skip
+        with lab_gateway(s, "healthy") as gateway:  # fmt: skip
             started = time.monotonic()
             result = probe("burst", "--gateway", f"127.0.0.1:{gateway}", "--sink",
                            f"127.0.0.1:{s}", "--no-sink", "--domain", "wrong.test", "--count",

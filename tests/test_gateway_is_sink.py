@@ -14,7 +14,7 @@ from probe.cli import main
 from probe.host import interface_addresses
 from probe.ledger import Ledger
 from tests.ports import unused_port
-from tests.test_cli import service
+from tests.test_cli import lab_gateway
 
 
 def no_runs(db: Path) -> bool:
@@ -128,8 +128,7 @@ def test_watch_refuses_a_target_that_is_its_own_sink(tmp_path, capsys):
 @pytest.mark.real
 def test_a_gateway_on_another_port_is_probed(tmp_path, capsys):
     db, sink = tmp_path / "l.db", unused_port()
-    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
-                 "--mode", "healthy") as gateway:  # fmt: skip
+    with lab_gateway(sink, "healthy") as gateway:  # fmt: skip
         code = main(["burst", "--gateway", f"localhost:{gateway}", "--sink", f"127.0.0.1:{sink}",
                      "--count", "3", "--db", str(db)])  # fmt: skip
     out, _ = capsys.readouterr()

@@ -55,7 +55,7 @@ from probe.verdict import Cause, Pattern, Severity
 from tests.monitor.test_outage_watch import watch_runs
 from tests.monitor.test_watch import target
 from tests.ports import unused_port
-from tests.test_cli import service
+from tests.test_cli import lab_gateway, service
 from tests.upgrade.helpers import REGISTRY
 from tests.upgrade.test_drift_and_fix import bin_pair, drift_args
 from tests.upgrade.test_upgrade_checks import exchange_tree
@@ -270,9 +270,7 @@ def test_preflight_and_postflight_json_with_a_held_module_validate(tmp_path, cap
 
 @contextmanager
 def lab(mode: str, sink: int) -> Iterator[int]:
-    with service(
-        "lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}", "--mode", mode
-    ) as gateway:
+    with lab_gateway(sink, mode) as gateway:
         yield gateway
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from fixtures.hold_module import upgraded_while_loaded
 from tests.ports import unused_port
-from tests.test_cli import probe, service
+from tests.test_cli import lab_gateway, probe
 
 pytestmark = [pytest.mark.real, pytest.mark.linux_only]
 NAME = "MPNotifyPerf.dll"
@@ -55,10 +55,7 @@ def assert_html_tells(page: str, report: dict[str, Any]) -> None:
 def test_burst_verdict_and_bundle_tell_the_same_first_only_run(tmp_path: Path) -> None:
     db, sink = tmp_path / "l.db", unused_port()
     bundle, burst_json = tmp_path / "case.zip", tmp_path / "burst.json"
-    with upgraded_while_loaded(tmp_path / NAME) as dll, service(
-        "lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
-        "--mode", "first-only",
-    ) as gateway:  # fmt: skip
+    with upgraded_while_loaded(tmp_path / NAME) as dll, lab_gateway(sink, "first-only") as gateway:
         burst = probe(
             "burst", "--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}",
             "--count", "4", "--settle", "0.3", "--db", str(db), "--module", NAME,
@@ -105,8 +102,7 @@ def test_burst_verdict_and_bundle_tell_the_same_first_only_run(tmp_path: Path) -
 
 def test_upgrade_checks_kept_with_a_run_are_in_every_view(tmp_path: Path) -> None:
     db, sink = tmp_path / "l.db", unused_port()
-    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
-                 "--mode", "healthy") as gateway:  # fmt: skip
+    with lab_gateway(sink, "healthy") as gateway:  # fmt: skip
         postflight = probe(
             "postflight", "--profile", "exchange-sp4", "--root", str(tmp_path),
             "--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}", "--count", "3",

@@ -11,7 +11,7 @@ import pytest
 from probe.ledger import Ledger
 from probe.records import Run
 from tests.ports import unused_port
-from tests.test_cli import burst, probe, service
+from tests.test_cli import burst, lab_gateway, probe
 
 pytestmark = pytest.mark.real  # real processes and sockets on loopback
 
@@ -19,8 +19,7 @@ pytestmark = pytest.mark.real  # real processes and sockets on loopback
 def test_runs_lists_a_first_only_burst_series_as_one_outage_and_prefixes_find_runs(tmp_path):
     db = tmp_path / "l.db"
     sink = unused_port()
-    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
-                 "--mode", "first-only") as gateway:  # fmt: skip
+    with lab_gateway(sink, "first-only") as gateway:  # fmt: skip
         first = burst(gateway, sink, db, "--count", "5", "--settle", "1", "--json", "-")
         second = burst(gateway, sink, db, "--count", "5", "--settle", "1",
                        "--format", "nagios")  # fmt: skip

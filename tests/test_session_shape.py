@@ -34,7 +34,7 @@ from probe.verdict import Pattern, Severity, judge_recorded
 from tests.conftest import BurstOptions, probe_lab
 from tests.known import submitted
 from tests.ports import unused_port
-from tests.test_cli import burst, probe, service
+from tests.test_cli import burst, lab_gateway, probe, service
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack from Python 3.11
@@ -281,8 +281,7 @@ def test_per_session_and_its_reuse_aliases_set_each_notifications_session_and_pl
     tmp_path, options, per_session
 ):
     sink = unused_port()
-    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
-                 "--mode", "healthy") as gateway:  # fmt: skip
+    with lab_gateway(sink, "healthy") as gateway:  # fmt: skip
         result = burst(gateway, sink, tmp_path / "l.db", "--count", "7", *options, "--json", "-")
     assert result.returncode == 0, result.stderr
     submits = [n["submit"] for n in json.loads(result.stdout)["notifications"] if n["seq"]]

@@ -111,11 +111,10 @@ def test_bad_threshold_syntax_is_rejected(text):
 
 @pytest.mark.real
 def test_burst_format_nagios_prints_the_plugin_line_then_the_possible_issue_and_exits(tmp_path):
-    from tests.test_cli import burst, service
+    from tests.test_cli import burst, lab_gateway
 
     sink = unused_port()
-    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
-                 "--mode", "first-only") as gateway:  # fmt: skip
+    with lab_gateway(sink, "first-only") as gateway:  # fmt: skip
         result = burst(
             gateway, sink, tmp_path / "l.db", "--count", "5", "--settle", "1", "--format", "nagios",
             "--warning", "loss=5%,latency=2s", "--critical", "loss=20%,latency=10s",

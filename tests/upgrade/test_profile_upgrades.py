@@ -91,12 +91,11 @@ def test_meetingplace_fresh_install_in_the_old_folders_passes_with_the_version_f
 def test_meetingplace_correct_reinstall_in_the_same_folders_passes_with_a_healthy_gateway(
     tmp_path: Path, expect: tuple[str, ...]
 ) -> None:
-    from tests.test_cli import service
+    from tests.test_cli import lab_gateway
 
     meetingplace_install(tmp_path)
     sink = unused_port()
-    with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}",
-                 "--mode", "healthy") as gateway:  # fmt: skip
+    with lab_gateway(sink, "healthy") as gateway:  # fmt: skip
         code, report = postflight(tmp_path, "meetingplace", *expect,
                                   "--gateway", f"127.0.0.1:{gateway}", "--sink",
                                   f"127.0.0.1:{sink}", "--count", "3",

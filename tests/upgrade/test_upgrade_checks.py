@@ -11,6 +11,7 @@ from fixtures.hold_module import held
 from fixtures.make_pe import write_dll
 from probe.host.reboot import linux_sources, release_key
 from tests.ports import unused_port
+from tests.test_cli import lab_gateway
 from tests.upgrade.helpers import (
     REGISTRY,
     assert_one_line_error,
@@ -220,19 +221,9 @@ def test_postflight_finds_a_renamed_copy_still_loaded_and_mixed_versions(tmp_pat
 
 @pytest.mark.real
 def test_postflight_burst_through_a_healthy_lab_gateway_passes(tmp_path: Path) -> None:
-    from tests.test_cli import service
 
     sink = unused_port()
-    with service(
-        "lab",
-        "gateway",
-        "--listen",
-        "127.0.0.1:0",
-        "--relay",
-        f"127.0.0.1:{sink}",
-        "--mode",
-        "healthy",
-    ) as gateway:
+    with lab_gateway(sink, "healthy") as gateway:
         code, report = probe_json(
             "postflight",
             "--profile",
