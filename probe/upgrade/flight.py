@@ -385,6 +385,16 @@ def install_evidence(
     )
 
 
+def _still_there(item: Leftover, root: Path) -> tuple[Path, str, int] | Check:
+    """A leftover's path, its check's label and how many files it holds; the passing check when
+    it is gone."""
+    path = under_root(root, item.path)
+    label = f"leftover: {item.path}"
+    if not path.exists():
+        return Check(label, Status.PASS, "gone", part="leftovers")
+    return path, label, sum(len(files) for _, _, files in os.walk(path)) if path.is_dir() else 1
+
+
 def _by_content(item: Leftover, profile: Profile, root: Path, evidence: InstallEvidence) -> Check:
     """A leftover folder judged without `--expect-version`, by what it holds and what lies
     beside it. It fails when it holds an old copy: loaded by a process, or at another version
@@ -393,11 +403,10 @@ def _by_content(item: Leftover, profile: Profile, root: Path, evidence: InstallE
     installation is complete (the versioned file, the profile's named files, a program file in
     every leftover folder) and every file in it carries one version, with no old copy loaded.
     Anything less decides nothing: a warning with the reason and the `--expect-version` hint."""
-    path = under_root(root, item.path)
-    label = f"leftover: {item.path}"
-    if not path.exists():
-        return Check(label, Status.PASS, "gone", part="leftovers")
-    count = sum(len(files) for _, _, files in os.walk(path)) if path.is_dir() else 1
+    there = _still_there(item, root)
+    if isinstance(there, Check):
+        return there
+    path, label, count = there
     held = f"{count} file(s) inside"
     if count == 0:
         return Check(
@@ -571,11 +580,10 @@ def _leftover(
     installed: Sequence[InstalledFile],
     reference: str | None,
 ) -> Check:
-    path = under_root(root, item.path)
-    label = f"leftover: {item.path}"
-    if not path.exists():
-        return Check(label, Status.PASS, "gone", part="leftovers")
-    count = sum(len(files) for _, _, files in os.walk(path)) if path.is_dir() else 1
+    there = _still_there(item, root)
+    if isinstance(there, Check):
+        return there
+    path, label, count = there
     held = f"{count} file(s) inside"
     if not profile.versioned:  # nothing tells old from new here: the profile's severity says
         return Check(
