@@ -70,10 +70,26 @@ def smtp_source(port: int, count: int, rcpt: str, sessions: int = 20) -> float:
     """Seconds Postfix's smtp-source needs to push `count` 1 KiB messages into `port`."""
     started = time.perf_counter()
     subprocess.run(
-        ["smtp-source", "-d", "-s", str(sessions), "-m", str(count), "-l", "1024",
-         "-f", f"bench@{DOMAIN}", "-t", rcpt, f"127.0.0.1:{port}"],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600,
-    )  # fmt: skip
+        [
+            "smtp-source",
+            "-d",
+            "-s",
+            str(sessions),
+            "-m",
+            str(count),
+            "-l",
+            "1024",
+            "-f",
+            f"bench@{DOMAIN}",
+            "-t",
+            rcpt,
+            f"127.0.0.1:{port}",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=600,
+    )
     return time.perf_counter() - started
 
 
@@ -101,11 +117,15 @@ def sink_throughput(count: int, repeats: int) -> list[Figure]:
     return [
         Figure(
             f"sink throughput, durable ({count} msgs, smtp-source -d -s 20 -l 1024)",
-            statistics.median(durable), "msg/s",
-            "bare aiosmtpd that only counts", statistics.median(counting),
-            statistics.median(ratio_samples), 0.7, spread(ratio_samples),
+            statistics.median(durable),
+            "msg/s",
+            "bare aiosmtpd that only counts",
+            statistics.median(counting),
+            statistics.median(ratio_samples),
+            0.7,
+            spread(ratio_samples),
         )
-    ]  # fmt: skip
+    ]
 
 
 # -- 2. burst sender throughput ----------------------------------------------------------------
@@ -142,8 +162,15 @@ async def product_burst(port: int, count: int, connections: int) -> float:
     gateway = Endpoint("127.0.0.1", port)
     started = time.perf_counter()
     # paced=False: the engine's own speed; the CLI's rate cap is policy, measured apart
-    await send_burst(settings, run_id="0123456789", gateway=gateway, domain=DOMAIN, key=BENCH_KEY,
-                     on_result=on_result, paced=False)  # fmt: skip
+    await send_burst(
+        settings,
+        run_id="0123456789",
+        gateway=gateway,
+        domain=DOMAIN,
+        key=BENCH_KEY,
+        on_result=on_result,
+        paced=False,
+    )
     elapsed = time.perf_counter() - started
     assert accepted == count, f"only {accepted} of {count} accepted"
     return elapsed
@@ -152,10 +179,16 @@ async def product_burst(port: int, count: int, connections: int) -> float:
 def burst_throughput(count: int, repeats: int) -> list[Figure]:
     port = free_port()
     sink = subprocess.Popen(
-        ["smtp-sink", *(["-u", "nobody"] if os.geteuid() == 0 else []),
-         "-c", f"127.0.0.1:{port}", "256"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            "smtp-sink",
+            *(["-u", "nobody"] if os.geteuid() == 0 else []),
+            "-c",
+            f"127.0.0.1:{port}",
+            "256",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port)
         ours, bare, postfix = [], [], []
@@ -170,18 +203,25 @@ def burst_throughput(count: int, repeats: int) -> list[Figure]:
     return [
         Figure(
             f"burst sender ({count} msgs, 20 connections, reused) into smtp-sink",
-            statistics.median(ours), "msg/s",
-            "bare aiosmtplib, 20 connections", statistics.median(bare),
-            statistics.median(ratios), 0.8, spread(ratios),
+            statistics.median(ours),
+            "msg/s",
+            "bare aiosmtplib, 20 connections",
+            statistics.median(bare),
+            statistics.median(ratios),
+            0.8,
+            spread(ratios),
         ),
         Figure(
             "burst sender vs Postfix smtp-source -d -s 20 (same shape)",
-            statistics.median(ours), "msg/s",
-            "smtp-source", statistics.median(postfix),
-            statistics.median(ours) / statistics.median(postfix), None,
+            statistics.median(ours),
+            "msg/s",
+            "smtp-source",
+            statistics.median(postfix),
+            statistics.median(ours) / statistics.median(postfix),
+            None,
             spread([o / p for o, p in zip(ours, postfix, strict=True)]),
         ),
-    ]  # fmt: skip
+    ]
 
 
 def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
@@ -205,19 +245,53 @@ def end_to_end(count: int) -> tuple[float, dict[str, float]]:
         db = str(Path(tmp) / "ledger.sqlite3")
         sink_argv = [PY, "-m", "probe", "sink", "--listen", "127.0.0.1:0", "--db", db]
         with service(sink_argv) as (sink, sink_port):
-            gateway_argv = [PY, "-m", "probe", "lab", "gateway", "--listen", "127.0.0.1:0",
-                            "--relay", f"127.0.0.1:{sink_port}", "--mode", "healthy"]  # fmt: skip
+            gateway_argv = [
+                PY,
+                "-m",
+                "probe",
+                "lab",
+                "gateway",
+                "--listen",
+                "127.0.0.1:0",
+                "--relay",
+                f"127.0.0.1:{sink_port}",
+                "--mode",
+                "healthy",
+            ]
             with service(gateway_argv) as (gateway, gateway_port):
                 started = time.perf_counter()
                 burst = subprocess.Popen(
-                    [PY, "-m", "probe", "burst", "--gateway", f"127.0.0.1:{gateway_port}",
-                     "--sink", f"127.0.0.1:{sink_port}", "--no-sink", "--db", db,
-                     "--count", str(count), "--concurrency", "20", "--per-session", str(count),
-                     "--timeout", "120",
-                     "--slow-after", "3600", "--max-rate", "1000",
-                     "--json", os.devnull],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                )  # fmt: skip
+                    [
+                        PY,
+                        "-m",
+                        "probe",
+                        "burst",
+                        "--gateway",
+                        f"127.0.0.1:{gateway_port}",
+                        "--sink",
+                        f"127.0.0.1:{sink_port}",
+                        "--no-sink",
+                        "--db",
+                        db,
+                        "--count",
+                        str(count),
+                        "--concurrency",
+                        "20",
+                        "--per-session",
+                        str(count),
+                        "--timeout",
+                        "120",
+                        "--slow-after",
+                        "3600",
+                        "--max-rate",
+                        "1000",
+                        "--json",
+                        os.devnull,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
                 burst_peak = 0.0
                 while burst.poll() is None:
                     burst_peak = max(burst_peak, peak_rss_mib(burst.pid))
@@ -243,11 +317,28 @@ def end_to_end_figures(messages: int) -> list[Figure]:
     growth = memory["sink"] / small["sink"]
     memo = ", ".join(f"{name} {mib:.0f} MiB" for name, mib in memory.items())
     return [
-        Figure(f"end to end through the lab gateway ({count} msgs; peak {memo})", rate, "msg/s",
-               "(no reference: informative)", rate, 1.0, None, 0.0),
-        Figure(f"sink peak memory, {count} vs {count // 10} messages", memory["sink"], "MiB",
-               f"sink after {count // 10}", small["sink"], growth, 1.25, 0.0, False),
-    ]  # fmt: skip
+        Figure(
+            f"end to end through the lab gateway ({count} msgs; peak {memo})",
+            rate,
+            "msg/s",
+            "(no reference: informative)",
+            rate,
+            1.0,
+            None,
+            0.0,
+        ),
+        Figure(
+            f"sink peak memory, {count} vs {count // 10} messages",
+            memory["sink"],
+            "MiB",
+            f"sink after {count // 10}",
+            small["sink"],
+            growth,
+            1.25,
+            0.0,
+            False,
+        ),
+    ]
 
 
 # -- 4. time to a critical verdict: default window, learned window -------------------------------
@@ -328,26 +419,55 @@ def time_to_verdict(repeats: int) -> list[Figure]:
                 bounced.append(elapsed)
     reference = "fixed 30 s delivery timeout (mail-loop checks)"
     return [
-        Figure("time to a critical verdict, first-only gateway, 20 notifications, default "
-               f"window ({DEFAULT_WINDOW_S:g} s, no history)", statistics.median(default), "s",
-               reference, fixed_timeout_s, statistics.median(default) / fixed_timeout_s,
-               0.6, spread(default), False),
-        Figure("time to a critical verdict, same gateway, window learned from "
-               f"{MIN_HEALTHY_RUNS} healthy runs (floor {LEARNED_FLOOR_S:g} s)",
-               statistics.median(learned), "s",
-               f"the default settle window ({DEFAULT_WINDOW_S:g} s)", DEFAULT_WINDOW_S,
-               statistics.median(learned) / DEFAULT_WINDOW_S, 0.4, spread(learned), False),
-        Figure(f"time to a verdict, same fast history, then every message held {hold_s:g} s: "
-               f"{'/'.join(sorted(spell_patterns))}, never critical", statistics.median(spell),
-               "s", f"the hold plus the learned floor ({hold_s:g} + {LEARNED_FLOOR_S:g} s)",
-               hold_s + LEARNED_FLOOR_S, statistics.median(spell) / (hold_s + LEARNED_FLOOR_S),
-               1.0, spread(spell), False),
-        Figure("time to a critical verdict, first-only gateway whose later notifications all "
-               "bounce, no history", statistics.median(bounced), "s",
-               f"the default settle window it no longer waits out ({DEFAULT_WINDOW_S:g} s)",
-               DEFAULT_WINDOW_S, statistics.median(bounced) / DEFAULT_WINDOW_S,
-               0.2, spread(bounced), False),
-    ]  # fmt: skip
+        Figure(
+            "time to a critical verdict, first-only gateway, 20 notifications, default "
+            f"window ({DEFAULT_WINDOW_S:g} s, no history)",
+            statistics.median(default),
+            "s",
+            reference,
+            fixed_timeout_s,
+            statistics.median(default) / fixed_timeout_s,
+            0.6,
+            spread(default),
+            False,
+        ),
+        Figure(
+            "time to a critical verdict, same gateway, window learned from "
+            f"{MIN_HEALTHY_RUNS} healthy runs (floor {LEARNED_FLOOR_S:g} s)",
+            statistics.median(learned),
+            "s",
+            f"the default settle window ({DEFAULT_WINDOW_S:g} s)",
+            DEFAULT_WINDOW_S,
+            statistics.median(learned) / DEFAULT_WINDOW_S,
+            0.4,
+            spread(learned),
+            False,
+        ),
+        Figure(
+            f"time to a verdict, same fast history, then every message held {hold_s:g} s: "
+            f"{'/'.join(sorted(spell_patterns))}, never critical",
+            statistics.median(spell),
+            "s",
+            f"the hold plus the learned floor ({hold_s:g} + {LEARNED_FLOOR_S:g} s)",
+            hold_s + LEARNED_FLOOR_S,
+            statistics.median(spell) / (hold_s + LEARNED_FLOOR_S),
+            1.0,
+            spread(spell),
+            False,
+        ),
+        Figure(
+            "time to a critical verdict, first-only gateway whose later notifications all "
+            "bounce, no history",
+            statistics.median(bounced),
+            "s",
+            f"the default settle window it no longer waits out ({DEFAULT_WINDOW_S:g} s)",
+            DEFAULT_WINDOW_S,
+            statistics.median(bounced) / DEFAULT_WINDOW_S,
+            0.2,
+            spread(bounced),
+            False,
+        ),
+    ]
 
 
 # -- 5. module scan ----------------------------------------------------------------------------
@@ -364,8 +484,13 @@ def psutil_memory_maps() -> None:
 
 
 def lsof() -> None:
-    subprocess.run(["lsof", "-n"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   check=False, timeout=120)  # fmt: skip
+    subprocess.run(
+        ["lsof", "-n"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+        timeout=120,
+    )
 
 
 @contextmanager
@@ -400,22 +525,48 @@ def module_scan_figures(rounds: int) -> list[Figure]:
                     ratios = [s / r for r, s in zip(reads, scans, strict=True)]
                     label = f"+{extra} processes" if extra else "this machine"
                     scan_ms = statistics.median(scans) * 1000
-                    figures.append(Figure(
-                        f"module scan, one name, one stale hit ({label})", scan_ms, "ms",
-                        "plain read of every /proc/*/maps", statistics.median(reads) * 1000,
-                        statistics.median(ratios), 2.0, spread(ratios), False,
-                    ))  # fmt: skip
+                    figures.append(
+                        Figure(
+                            f"module scan, one name, one stale hit ({label})",
+                            scan_ms,
+                            "ms",
+                            "plain read of every /proc/*/maps",
+                            statistics.median(reads) * 1000,
+                            statistics.median(ratios),
+                            2.0,
+                            spread(ratios),
+                            False,
+                        )
+                    )
                     mm = statistics.median(timed(psutil_memory_maps, 3)) * 1000
-                    figures.append(Figure(
-                        f"module scan vs psutil memory_maps() on every process ({label})",
-                        scan_ms, "ms", "psutil memory_maps()", mm, scan_ms / mm, None, 0.0, False,
-                    ))  # fmt: skip
+                    figures.append(
+                        Figure(
+                            f"module scan vs psutil memory_maps() on every process ({label})",
+                            scan_ms,
+                            "ms",
+                            "psutil memory_maps()",
+                            mm,
+                            scan_ms / mm,
+                            None,
+                            0.0,
+                            False,
+                        )
+                    )
                     if shutil.which("lsof"):
                         ls = statistics.median(timed(lsof, 3)) * 1000
-                        figures.append(Figure(
-                            f"module scan vs lsof -n ({label})", scan_ms, "ms",
-                            "lsof -n", ls, scan_ms / ls, None, 0.0, False,
-                        ))  # fmt: skip
+                        figures.append(
+                            Figure(
+                                f"module scan vs lsof -n ({label})",
+                                scan_ms,
+                                "ms",
+                                "lsof -n",
+                                ls,
+                                scan_ms / ls,
+                                None,
+                                0.0,
+                                False,
+                            )
+                        )
     return figures
 
 
@@ -447,8 +598,9 @@ def started_s(argv: list[str], env: dict[str, str]) -> float:
 def import_s(code: str, env: dict[str, str]) -> float:
     """Seconds a fresh interpreter spends in `code` (the imports), startup excluded."""
     timed_code = f"import time; t = time.perf_counter(); {code}; print(time.perf_counter() - t)"
-    out = subprocess.run([PY, "-c", timed_code], check=True, capture_output=True, text=True,
-                         env=env, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [PY, "-c", timed_code], check=True, capture_output=True, text=True, env=env, timeout=60
+    )
     return float(out.stdout)
 
 
@@ -467,20 +619,39 @@ def start_up(rounds: int) -> list[Figure]:
     v, b = statistics.median(version), statistics.median(bare)
     p, lib = statistics.median(burst), statistics.median(libraries)
     return [
-        Figure("notifyprobe --version, wall time (target ≤ 0.1 s)", v, "s",
-               "python -c pass", b, v / b, 0.1 / b, spread(version), False),
-        Figure("imports of the burst --format nagios path (target ≤ 0.15 s)", p, "s",
-               f"its libraries alone ({BURST_LIBRARIES})", lib, p / lib, 0.15 / lib,
-               spread(burst), False),
-    ]  # fmt: skip
+        Figure(
+            "notifyprobe --version, wall time (target ≤ 0.1 s)",
+            v,
+            "s",
+            "python -c pass",
+            b,
+            v / b,
+            0.1 / b,
+            spread(version),
+            False,
+        ),
+        Figure(
+            "imports of the burst --format nagios path (target ≤ 0.15 s)",
+            p,
+            "s",
+            f"its libraries alone ({BURST_LIBRARIES})",
+            lib,
+            p / lib,
+            0.15 / lib,
+            spread(burst),
+            False,
+        ),
+    ]
 
 
 # -- report ------------------------------------------------------------------------------------
 
 
 def render(figures: list[Figure]) -> str:
-    lines = ["| figure | value | reference | ratio | target | noise | ok |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| figure | value | reference | ratio | target | noise | ok |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for f in figures:
         bound = "≥" if f.higher_is_better else "≤"
         target = "—" if f.target is None else f"{bound} {f.target:.3g}"

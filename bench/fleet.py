@@ -75,9 +75,12 @@ class Service:
     def __init__(self, argv: list[str]):
         self.argv = argv
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
-        )  # fmt: skip
+        )
         self.lines: list[tuple[float, str]] = []
         self._new = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
@@ -174,10 +177,23 @@ class Watch:
     def start(self, stack: ExitStack) -> None:
         ports = []
         for _ in range(self.gateways):
-            gateway = stack.enter_context(started(
-                [PY, "-m", "probe", "lab", "gateway", "--listen", "127.0.0.1:0",
-                 "--relay", f"127.0.0.1:{self.sink_port}", "--mode", "healthy"]
-            ))  # fmt: skip
+            gateway = stack.enter_context(
+                started(
+                    [
+                        PY,
+                        "-m",
+                        "probe",
+                        "lab",
+                        "gateway",
+                        "--listen",
+                        "127.0.0.1:0",
+                        "--relay",
+                        f"127.0.0.1:{self.sink_port}",
+                        "--mode",
+                        "healthy",
+                    ]
+                )
+            )
             ports.append(int(gateway.wait_for(r"listening on [\d.]+:(\d+)")[1]))
         config = self.tmp / f"{self.label}.toml"
         config.write_text(self.config_text(ports))
@@ -264,10 +280,12 @@ def request(url: str, probe: bool) -> Answer:
     cached = re.search(r"^notifyprobe_probe_cached (\S+)$", body, re.M)
     judged = re.search(r"^notifyprobe_probe_run_timestamp_seconds (\S+)$", body, re.M)
     return Answer(
-        sent, took, status,
+        sent,
+        took,
+        status,
         cached=bool(float(cached.group(1))) if cached else None,
         judged_at=float(judged.group(1)) if judged else None,
-    )  # fmt: skip
+    )
 
 
 def scrape(watch: Watch, path: str, until: float, answers: list[Answer]) -> None:
@@ -422,23 +440,48 @@ def figures(
 ) -> list[Figure]:
     share = kept.on_time / kept.due if kept.due else 0.0
     rows = [
-        Figure(f"watch of {targets} targets, {INTERVAL_S:g} s interval, jitter {JITTER:g}: runs "
-               f"started within their interval ({kept.on_time} of {kept.due}; {kept.ran} targets "
-               f"ran, {kept.runs} runs in {OBSERVE_S:g} s)", share * 100, "%",
-               "every run", 100.0, share, 1.0, 0.0),
-        Figure(f"worst start lateness against the drawn schedule ({kept.worst_target}; "
-               f"{small} targets: {kept_small.worst_late_s:.2f} s)", kept.worst_late_s, "s",
-               "the interval", INTERVAL_S, kept.worst_late_s / INTERVAL_S, None, 0.0, False),
-    ]  # fmt: skip
+        Figure(
+            f"watch of {targets} targets, {INTERVAL_S:g} s interval, jitter {JITTER:g}: runs "
+            f"started within their interval ({kept.on_time} of {kept.due}; {kept.ran} targets "
+            f"ran, {kept.runs} runs in {OBSERVE_S:g} s)",
+            share * 100,
+            "%",
+            "every run",
+            100.0,
+            share,
+            1.0,
+            0.0,
+        ),
+        Figure(
+            f"worst start lateness against the drawn schedule ({kept.worst_target}; "
+            f"{small} targets: {kept_small.worst_late_s:.2f} s)",
+            kept.worst_late_s,
+            "s",
+            "the interval",
+            INTERVAL_S,
+            kept.worst_late_s / INTERVAL_S,
+            None,
+            0.0,
+            False,
+        ),
+    ]
     judged = sum(kept.patterns.values())
     healthy = kept.patterns["healthy"] / judged if judged else 0.0
     causes = ", ".join(f"{n} {c}" for c, n in kept.causes.most_common(3))
-    rows.append(Figure(
-        f"runs of healthy lab gateways judged healthy, {targets} targets (others: "
-        f"{causes or 'none'}; {small} targets: {kept_small.patterns['healthy']} of "
-        f"{sum(kept_small.patterns.values())})", healthy * 100, "%",
-        "every judged run", 100.0, healthy, None, 0.0,
-    ))  # fmt: skip
+    rows.append(
+        Figure(
+            f"runs of healthy lab gateways judged healthy, {targets} targets (others: "
+            f"{causes or 'none'}; {small} targets: {kept_small.patterns['healthy']} of "
+            f"{sum(kept_small.patterns.values())})",
+            healthy * 100,
+            "%",
+            "every judged run",
+            100.0,
+            healthy,
+            None,
+            0.0,
+        )
+    )
     for path in ("/metrics", "/probe"):
         probe = path == "/probe"
         ours, left_out, failed = latencies(answers[("fleet", path)], kept.spans, probe)
@@ -451,21 +494,46 @@ def figures(
         p99, ref_p99 = p99_ms(ours), p99_ms(ref)
         what = "served from the last run, " if probe else ""
         note = f"; {left_out} that ran or awaited a run left out" if probe else ""
-        rows.append(Figure(
-            f"{path} p99 while runs are in flight, {targets} targets ({what}{len(ours)} requests, "
-            f"p50 {statistics.median(ours) * 1000:.1f} ms, {failed} failed{note}; "
-            f"target < {LATENCY_TARGET_MS:g} ms)", p99, "ms",
-            f"the same on the {small}-target watch", ref_p99, p99 / ref_p99,
-            LATENCY_TARGET_MS / ref_p99, thirds_noise(ours), False,
-        ))  # fmt: skip
-    rows.append(Figure(
-        f"watch peak memory (VmHWM), {targets} vs {small} targets", peaks["fleet"], "MiB",
-        f"watch of {small} targets", peaks["small"], peaks["fleet"] / peaks["small"], 2.0, 0.0,
-        False,
-    ))  # fmt: skip
-    rows.append(Figure(
-        f"watch stop with runs in flight (SIGTERM to exit), {targets} targets",
-        stop_s["fleet"] - stop_s["small"], "s", f"watch of {small} targets", stop_s["small"],
-        (stop_s["fleet"] - stop_s["small"]) / stop_s["small"], None, 0.0, False,
-    ))  # fmt: skip
+        rows.append(
+            Figure(
+                f"{path} p99 while runs are in flight, {targets} targets "
+                f"({what}{len(ours)} requests, "
+                f"p50 {statistics.median(ours) * 1000:.1f} ms, {failed} failed{note}; "
+                f"target < {LATENCY_TARGET_MS:g} ms)",
+                p99,
+                "ms",
+                f"the same on the {small}-target watch",
+                ref_p99,
+                p99 / ref_p99,
+                LATENCY_TARGET_MS / ref_p99,
+                thirds_noise(ours),
+                False,
+            )
+        )
+    rows.append(
+        Figure(
+            f"watch peak memory (VmHWM), {targets} vs {small} targets",
+            peaks["fleet"],
+            "MiB",
+            f"watch of {small} targets",
+            peaks["small"],
+            peaks["fleet"] / peaks["small"],
+            2.0,
+            0.0,
+            False,
+        )
+    )
+    rows.append(
+        Figure(
+            f"watch stop with runs in flight (SIGTERM to exit), {targets} targets",
+            stop_s["fleet"] - stop_s["small"],
+            "s",
+            f"watch of {small} targets",
+            stop_s["small"],
+            (stop_s["fleet"] - stop_s["small"]) / stop_s["small"],
+            None,
+            0.0,
+            False,
+        )
+    )
     return rows

@@ -34,11 +34,17 @@ def module_scan_beside_mapped_files(rounds: int) -> list[Figure]:
     ratios = [s / r for r, s in zip(reads, scans, strict=True)]
     return [
         Figure(
-            "module scan with 1,000 mapped files in one process", statistics.median(scans) * 1000,
-            "ms", "plain read of every /proc/*/maps", statistics.median(reads) * 1000,
-            statistics.median(ratios), 2.0, spread(ratios), False,
+            "module scan with 1,000 mapped files in one process",
+            statistics.median(scans) * 1000,
+            "ms",
+            "plain read of every /proc/*/maps",
+            statistics.median(reads) * 1000,
+            statistics.median(ratios),
+            2.0,
+            spread(ratios),
+            False,
         )
-    ]  # fmt: skip
+    ]
 
 
 def reg_export(path: Path, megabytes: int) -> Path:
@@ -59,8 +65,14 @@ def reg_reader(rounds: int) -> list[Figure]:
     ratios = [t / (10 * o) for o, t in zip(one, ten, strict=True)]
     return [
         Figure(
-            ".reg reader, 10 MB export vs 10 × a 1 MB export", statistics.median(ten), "s",
-            "10 × the 1 MB export", 10 * statistics.median(one), statistics.median(ratios), 1.5,
-            spread(ratios), False,
+            ".reg reader, 10 MB export vs 10 × a 1 MB export",
+            statistics.median(ten),
+            "s",
+            "10 × the 1 MB export",
+            10 * statistics.median(one),
+            statistics.median(ratios),
+            1.5,
+            spread(ratios),
+            False,
         )
-    ]  # fmt: skip
+    ]

@@ -19,8 +19,12 @@ async def _lines(reader: asyncio.StreamReader) -> bytes:
     return await reader.readline()
 
 
-async def _dialogue(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    replies: dict[bytes, bytes], greeting: bytes) -> None:  # fmt: skip
+async def _dialogue(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    replies: dict[bytes, bytes],
+    greeting: bytes,
+) -> None:
     """Greet, then answer each command by its verb; DATA's message is read to its dot."""
     writer.write(greeting)
     while line := await reader.readline():
@@ -60,10 +64,15 @@ async def huge_line(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
 
 async def control_bytes(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Replies carrying NUL, ESC, BEL and 0xFF; every notification refused with them."""
-    await _dialogue(reader, writer, {
-        b"EHLO": b"250-gw \x1b]0;owned\x07\r\n250 8BITMIME\x00\r\n",
-        b"RCPT": b"554 5.7.1 \x1b[2J\x00\x07\xff not for you\r\n",
-    }, b"220 gw \x1b[31mready\x07\xff\r\n")  # fmt: skip
+    await _dialogue(
+        reader,
+        writer,
+        {
+            b"EHLO": b"250-gw \x1b]0;owned\x07\r\n250 8BITMIME\x00\r\n",
+            b"RCPT": b"554 5.7.1 \x1b[2J\x00\x07\xff not for you\r\n",
+        },
+        b"220 gw \x1b[31mready\x07\xff\r\n",
+    )
 
 
 async def greeting_421(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -89,10 +98,15 @@ async def closes_during_data(reader: asyncio.StreamReader, writer: asyncio.Strea
 async def garbage_after_starttls(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:
-    await _dialogue(reader, writer, {
-        b"EHLO": b"250-gw\r\n250 STARTTLS\r\n",
-        b"STARTTLS": b"220 2.0.0 Ready to start TLS\r\n" + b"\x00\xff garbage \x1b[2J" * 64,
-    }, b"220 gw ESMTP\r\n")  # fmt: skip
+    await _dialogue(
+        reader,
+        writer,
+        {
+            b"EHLO": b"250-gw\r\n250 STARTTLS\r\n",
+            b"STARTTLS": b"220 2.0.0 Ready to start TLS\r\n" + b"\x00\xff garbage \x1b[2J" * 64,
+        },
+        b"220 gw ESMTP\r\n",
+    )
 
 
 def cp1252_relay(sink_port: int) -> Handler:
@@ -141,8 +155,12 @@ async def _relay(port: int, sender: bytes, rcpts: list[bytes], body: bytes) -> N
         return line
 
     await reply()
-    for command in (b"EHLO gateway-f\xfcr-benachrichtigungen", b"MAIL FROM:" + sender,
-                    *(b"RCPT TO:" + r for r in rcpts), b"DATA"):  # fmt: skip
+    for command in (
+        b"EHLO gateway-f\xfcr-benachrichtigungen",
+        b"MAIL FROM:" + sender,
+        *(b"RCPT TO:" + r for r in rcpts),
+        b"DATA",
+    ):
         writer.write(command + b"\r\n")
         await reply()
     writer.write(body + b".\r\n")

@@ -22,10 +22,19 @@ REASON = "550 5.7.1 Recipient address rejected"
 def test_a_bounce_reads_the_same_in_text_json_nagios_verdict_and_the_bundle(tmp_path, capsys):
     db, sink, bundle = tmp_path / "l.db", unused_port(), tmp_path / "case.zip"
     relay = ["--relay", f"127.0.0.1:{sink}"]
-    with service("lab", "gateway", "--listen", "127.0.0.1:0", *relay,
-                 "--mode", "first-only:bounce") as gateway:  # fmt: skip
-        where = ["--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}",
-                 "--db", str(db), "--count", "4"]  # fmt: skip
+    with service(
+        "lab", "gateway", "--listen", "127.0.0.1:0", *relay, "--mode", "first-only:bounce"
+    ) as gateway:
+        where = [
+            "--gateway",
+            f"127.0.0.1:{gateway}",
+            "--sink",
+            f"127.0.0.1:{sink}",
+            "--db",
+            str(db),
+            "--count",
+            "4",
+        ]
         assert main(["burst", *where, "--evidence", str(bundle)]) == 2
         text = capsys.readouterr().out
         assert main(["burst", *where, "--format", "nagios"]) == 2

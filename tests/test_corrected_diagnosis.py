@@ -41,12 +41,27 @@ def test_a_first_only_run_corrected_to_slow_no_longer_suggests_an_old_dll(tmp_pa
     with service("sink", "--listen", "127.0.0.1:0", "--db", str(db)) as sink:
         # A queue runner: the first notification at once, the others 2 s later, long after the
         # 0.3 s settle window gave up on them.
-        with lab_gateway(sink, "batch:2") as gateway:  # fmt: skip
+        with lab_gateway(sink, "batch:2") as gateway:
             burst = probe(
-                "burst", "--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}",
-                "--no-sink", "--count", "4", "--settle", "0.3", "--slow-after", "1",
-                "--module", "MPNotifyPerf.dll", "--db", str(db), "--json", str(burst_json),
-            )  # fmt: skip
+                "burst",
+                "--gateway",
+                f"127.0.0.1:{gateway}",
+                "--sink",
+                f"127.0.0.1:{sink}",
+                "--no-sink",
+                "--count",
+                "4",
+                "--settle",
+                "0.3",
+                "--slow-after",
+                "1",
+                "--module",
+                "MPNotifyPerf.dll",
+                "--db",
+                str(db),
+                "--json",
+                str(burst_json),
+            )
             assert burst.returncode == 2, burst.stdout + burst.stderr
             said = json.loads(burst_json.read_text())
             assert said["verdict"]["pattern"] == "first_only"

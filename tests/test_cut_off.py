@@ -25,12 +25,28 @@ def interrupted_burst(
 ) -> tuple[subprocess.CompletedProcess[str], Path]:
     """50 notifications a tenth of a second apart through a healthy gateway, `sig` after 16."""
     db, sink = tmp_path / "l.db", unused_port()
-    with lab_gateway(sink, "healthy") as gateway:  # fmt: skip
+    with lab_gateway(sink, "healthy") as gateway:
         proc = subprocess.Popen(
-            [*PROBE, "burst", "--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}",
-             "--db", str(db), "--count", "50", "--interval", "0.1", *fmt],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-        )  # fmt: skip
+            [
+                *PROBE,
+                "burst",
+                "--gateway",
+                f"127.0.0.1:{gateway}",
+                "--sink",
+                f"127.0.0.1:{sink}",
+                "--db",
+                str(db),
+                "--count",
+                "50",
+                "--interval",
+                "0.1",
+                *fmt,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
         try:
             assert wait_for_submissions(db, at_least=16, timeout_s=20)
             proc.send_signal(sig)
@@ -46,8 +62,9 @@ def interrupted_burst(
 def test_interrupted_burst_is_inconclusive_and_says_how_to_judge_it_again(tmp_path, sig):
     result, db = interrupted_burst(tmp_path, sig)
     assert result.returncode == 3, result.stderr
-    reached = re.search(r"cut off after (\d+) of 50 notifications; judge nothing from it",
-                        result.stdout)  # fmt: skip
+    reached = re.search(
+        r"cut off after (\d+) of 50 notifications; judge nothing from it", result.stdout
+    )
     assert reached, result.stdout
     assert 16 <= int(reached.group(1)) < 50
     assert "UNKNOWN  inconclusive" in result.stdout

@@ -55,8 +55,14 @@ def burst(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str
 def test_a_real_gateway_with_the_default_domain_is_told_first(tmp_path, capsys):
     db, sink, bundle = tmp_path / "l.db", unused_port(), tmp_path / "case.zip"
     with blackhole() as gateway:
-        where = ["--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}",
-                 "--db", str(db)]  # fmt: skip
+        where = [
+            "--gateway",
+            f"127.0.0.1:{gateway}",
+            "--sink",
+            f"127.0.0.1:{sink}",
+            "--db",
+            str(db),
+        ]
         code, text, _ = burst(capsys, *where, "--evidence", str(bundle))
         assert code == 2
         nagios_code, nagios, _ = burst(capsys, *where, "--format", "nagios")
@@ -90,13 +96,23 @@ def test_a_real_gateway_with_the_default_domain_is_told_first(tmp_path, capsys):
 
 @pytest.mark.real
 def test_a_gateway_off_loopback_is_told_at_the_start(tmp_path, capsys):
-    code, out, err = burst(capsys, "--gateway", "nowhere.invalid:25", "--sink",
-                           f"127.0.0.1:{unused_port()}", "--db", str(tmp_path / "l.db"),
-                           "--json", "-")  # fmt: skip
+    code, out, err = burst(
+        capsys,
+        "--gateway",
+        "nowhere.invalid:25",
+        "--sink",
+        f"127.0.0.1:{unused_port()}",
+        "--db",
+        str(tmp_path / "l.db"),
+        "--json",
+        "-",
+    )
     assert code == 2
-    assert err.splitlines()[0] == f"notifyprobe: WARNING: {ROUTES_NOWHERE}: a real gateway's " \
-        "mail server bounces or drops every notification; give --domain (watch: domain) a " \
-        "domain routed to the sink (docs/real-mail-setup.md)"  # fmt: skip
+    assert (
+        err.splitlines()[0] == f"notifyprobe: WARNING: {ROUTES_NOWHERE}: a real gateway's "
+        "mail server bounces or drops every notification; give --domain (watch: domain) a "
+        "domain routed to the sink (docs/real-mail-setup.md)"
+    )
     report = json.loads(out)
     assert report["verdict"]["pattern"] == "gateway_unreachable"
     assert report["domain_warning"].startswith(ROUTES_NOWHERE)
@@ -106,9 +122,19 @@ def test_a_gateway_off_loopback_is_told_at_the_start(tmp_path, capsys):
 @pytest.mark.real
 def test_a_routed_domain_is_not_mentioned(tmp_path, capsys):
     with blackhole() as gateway:
-        code, out, err = burst(capsys, "--gateway", f"127.0.0.1:{gateway}", "--sink",
-                               f"127.0.0.1:{unused_port()}", "--domain", "probe.example.org",
-                               "--db", str(tmp_path / "l.db"), "--json", "-")  # fmt: skip
+        code, out, err = burst(
+            capsys,
+            "--gateway",
+            f"127.0.0.1:{gateway}",
+            "--sink",
+            f"127.0.0.1:{unused_port()}",
+            "--domain",
+            "probe.example.org",
+            "--db",
+            str(tmp_path / "l.db"),
+            "--json",
+            "-",
+        )
     report = json.loads(out)
     assert code == 2 and report["verdict"]["pattern"] == "none_delivered"
     assert report["domain_warning"] is None and "First check" not in report["what_to_do"]
@@ -119,8 +145,15 @@ def test_a_routed_domain_is_not_mentioned(tmp_path, capsys):
 def test_the_lab_gateway_routes_the_default_domain(tmp_path, capsys):
     sink = unused_port()
     with lab_gateway(sink, "drop-after-k:0") as gateway:
-        code, out, err = burst(capsys, "--gateway", f"127.0.0.1:{gateway}", "--sink",
-                               f"127.0.0.1:{sink}", "--db", str(tmp_path / "l.db"))  # fmt: skip
+        code, out, err = burst(
+            capsys,
+            "--gateway",
+            f"127.0.0.1:{gateway}",
+            "--sink",
+            f"127.0.0.1:{sink}",
+            "--db",
+            str(tmp_path / "l.db"),
+        )
     assert code == 2 and "CRITICAL  none_delivered" in out
     assert "routes nowhere" not in out + err and "First check" not in out
 

@@ -41,9 +41,31 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 SHELL_LANGS = {"", "sh", "bash", "console", "shell"}
 # The programs whose lines in a code block are commands; anything else there is output, a
 # config file or a diagram.
-PROGRAMS = {"notifyprobe", "make", "pip", "pipx", "python", "python3", ".", "source", "sudo",
-            "journalctl", "systemctl", "nssm", "schtasks", "reg", "sha256sum", "unzip", "sleep",
-            "postmap", "postfix", "cd", "curl", "export", "pyinstrument"}  # fmt: skip
+PROGRAMS = {
+    "notifyprobe",
+    "make",
+    "pip",
+    "pipx",
+    "python",
+    "python3",
+    ".",
+    "source",
+    "sudo",
+    "journalctl",
+    "systemctl",
+    "nssm",
+    "schtasks",
+    "reg",
+    "sha256sum",
+    "unzip",
+    "sleep",
+    "postmap",
+    "postfix",
+    "cd",
+    "curl",
+    "export",
+    "pyinstrument",
+}
 FENCE = re.compile(
     r"^(?P<indent>[ \t]*)```(?P<lang>[\w-]*)[ \t]*\n(?P<body>.*?)^(?P=indent)```[ \t]*$",
     re.M | re.S,
@@ -336,8 +358,11 @@ def test_every_option_a_page_names_exists_in_the_commands_help():
         if sub not in helps:
             helps[sub] = help_of(sub)
         options = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*", helps[sub]))
-        missing += [f"{c.page}: {opt} ({c.key})" for opt in re.findall(r"(?<![\w-])--[a-z][a-z-]*",
-                    c.key) if opt not in options]  # fmt: skip
+        missing += [
+            f"{c.page}: {opt} ({c.key})"
+            for opt in re.findall(r"(?<![\w-])--[a-z][a-z-]*", c.key)
+            if opt not in options
+        ]
     assert missing == [], "options a page shows that the command does not take"
 
 
@@ -386,8 +411,12 @@ def session_env(private: Path, *, notifyprobe_on_path: bool) -> dict[str, str]:
     if notifyprobe_on_path:
         path = f"{VENV_BIN}{os.pathsep}{path}"
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    return env | {"PATH": path, "XDG_DATA_HOME": str(private / "data"), "PYTHONUNBUFFERED": "1",
-                  "NOTIFYPROBE_LYON_PASSWORD": "the password watch.toml names"}  # fmt: skip
+    return env | {
+        "PATH": path,
+        "XDG_DATA_HOME": str(private / "data"),
+        "PYTHONUNBUFFERED": "1",
+        "NOTIFYPROBE_LYON_PASSWORD": "the password watch.toml names",
+    }
 
 
 def _listen_port(command: str) -> int:
@@ -414,8 +443,10 @@ def script(commands: list[Command], subs: dict[str, str], out: Path) -> list[str
         if c.background:
             lines += background(text, _listen_port(text), out / f"{i}.err")
         else:
-            lines += [f"{{ {text}\n}} >{out}/{i}.out 2>{out}/{i}.err </dev/null",
-                      f'echo "{i} $?" >>{out}/exits']  # fmt: skip
+            lines += [
+                f"{{ {text}\n}} >{out}/{i}.out 2>{out}/{i}.err </dev/null",
+                f'echo "{i} $?" >>{out}/exits',
+            ]
     return lines
 
 
@@ -445,13 +476,20 @@ def test_page_commands_run_as_written(page: Path, tmp_path: Path, held_case_root
         lab = f"{VENV_BIN}/notifyprobe lab gateway --listen 127.0.0.1:{lab_gateway} --relay "
         lines += background(f"{lab}127.0.0.1:{sink} --mode healthy", lab_gateway, out / "lab.err")
     if page.name == "evidence.md":  # `--last` needs a run in this session's ledger
-        lines.append(f"{VENV_BIN}/notifyprobe burst --gateway 127.0.0.1:{lab_gateway} "
-                     f"--sink 127.0.0.1:{sink} --count 3 >/dev/null")  # fmt: skip
+        lines.append(
+            f"{VENV_BIN}/notifyprobe burst --gateway 127.0.0.1:{lab_gateway} "
+            f"--sink 127.0.0.1:{sink} --count 3 >/dev/null"
+        )
     body = "\n".join(lines + script(commands, subs, out)) + "\n"
     session = subprocess.Popen(
-        ["bash", "-c", body], cwd=here, env=env, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        ["bash", "-c", body],
+        cwd=here,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         shell_output, _ = session.communicate(timeout=PAGE_TIMEOUT_S)
     finally:
@@ -470,8 +508,10 @@ def test_page_commands_run_as_written(page: Path, tmp_path: Path, held_case_root
         why = (out / f"{i}.err").read_text(errors="replace")
         code = int(exits.get(str(i), "-1"))
         if code not in expected.exits:
-            failures.append(f"{c.key}\n  exit {code}, the page means {sorted(expected.exits)}"
-                            f"\n  stdout: {said[-1500:]}\n  stderr: {why[-1500:]}")  # fmt: skip
+            failures.append(
+                f"{c.key}\n  exit {code}, the page means {sorted(expected.exits)}"
+                f"\n  stdout: {said[-1500:]}\n  stderr: {why[-1500:]}"
+            )
         elif expected.says and not re.search(expected.says, said, re.M):
             failures.append(f"{c.key}\n  stdout lacks /{expected.says}/:\n{said[-3000:]}")
     assert not failures, f"{page.name}:\n" + "\n".join(failures) + f"\nshell: {shell_output}"
@@ -481,8 +521,14 @@ def test_page_commands_run_as_written(page: Path, tmp_path: Path, held_case_root
 def test_the_demos_next_steps_run_as_printed_from_where_the_user_stands(tmp_path: Path):
     here = clone(tmp_path)
     env = session_env(tmp_path, notifyprobe_on_path=False)
-    demo = subprocess.run([".venv/bin/notifyprobe", "demo", "--count", "3"], cwd=here, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    demo = subprocess.run(
+        [".venv/bin/notifyprobe", "demo", "--count", "3"],
+        cwd=here,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert demo.returncode == 0, demo.stdout + demo.stderr
     printed = demo.stdout[demo.stdout.index("Next steps:") :]
     steps = re.findall(r"^  (\.venv/bin/notifyprobe (?:.*\\\n)*.*)$", printed, re.M)
@@ -490,20 +536,34 @@ def test_the_demos_next_steps_run_as_printed_from_where_the_user_stands(tmp_path
     verdict, evidence, burst = steps
 
     def shell(command: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["bash", "-c", command], cwd=here, env=env, capture_output=True,
-                              text=True, timeout=60)  # fmt: skip
+        return subprocess.run(
+            ["bash", "-c", command], cwd=here, env=env, capture_output=True, text=True, timeout=60
+        )
 
     judged = shell(verdict)
     assert judged.returncode == 2 and "first_only" in judged.stdout, judged.stderr
     assert shell(evidence).returncode == 0 and (here / "case.zip").is_file()
     gateway, sink = unused_port(), unused_port()
-    lab = subprocess.Popen([str(VENV_BIN / "notifyprobe"), "lab", "gateway", "--listen",
-                            f"127.0.0.1:{gateway}", "--relay", f"127.0.0.1:{sink}"],
-                           stderr=subprocess.PIPE, text=True)  # fmt: skip
+    lab = subprocess.Popen(
+        [
+            str(VENV_BIN / "notifyprobe"),
+            "lab",
+            "gateway",
+            "--listen",
+            f"127.0.0.1:{gateway}",
+            "--relay",
+            f"127.0.0.1:{sink}",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert "listening" in (lab.stderr.readline() if lab.stderr else "")
-        real = shell(burst.replace("GATEWAY:25", f"127.0.0.1:{gateway}")
-                     .replace("GATEWAY-IP", "127.0.0.1").replace(":2525", f":{sink}"))  # fmt: skip
+        real = shell(
+            burst.replace("GATEWAY:25", f"127.0.0.1:{gateway}")
+            .replace("GATEWAY-IP", "127.0.0.1")
+            .replace(":2525", f":{sink}")
+        )
     finally:
         lab.terminate()
         lab.wait(timeout=10)

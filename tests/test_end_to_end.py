@@ -120,8 +120,13 @@ async def test_every_submission_keeps_its_transcript(ledger):
     outcome = await probe_lab(ledger, "first-only:5xx", count=2, per_session=1)
     first, second = outcome.record.burst
     assert [s.command.split()[0] for s in submitted(first).steps] == [
-        "connect", "EHLO", "MAIL", "RCPT", "DATA", "message",  # DATA's 354, then the message
-    ]  # fmt: skip
+        "connect",
+        "EHLO",
+        "MAIL",
+        "RCPT",
+        "DATA",
+        "message",  # DATA's 354, then the message
+    ]
     reply = submitted(second).steps[-1].reply
     assert reply is not None and reply.code == 554
 

@@ -55,11 +55,28 @@ def burst_json(
     gateway: str, tmp_path: Path, *extra: str, env=None
 ) -> tuple[int, dict[str, Any], str]:
     result = subprocess.run(
-        [*PROBE, "burst", "--gateway", gateway, "--sink", f"127.0.0.1:{unused_port()}",
-         "--db", str(tmp_path / "l.db"), "--count", "2", "--settle", "0.3",
-         "--json", str(tmp_path / "r.json"), *extra],
-        capture_output=True, text=True, timeout=60, env={**ENV, **(env or {})},
-    )  # fmt: skip
+        [
+            *PROBE,
+            "burst",
+            "--gateway",
+            gateway,
+            "--sink",
+            f"127.0.0.1:{unused_port()}",
+            "--db",
+            str(tmp_path / "l.db"),
+            "--count",
+            "2",
+            "--settle",
+            "0.3",
+            "--json",
+            str(tmp_path / "r.json"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**ENV, **(env or {})},
+    )
     assert "Traceback" not in result.stderr, result.stderr
     return result.returncode, json.loads((tmp_path / "r.json").read_text()), result.stdout
 
@@ -78,9 +95,15 @@ def test_each_failure_kind_has_its_own_message_and_next_step(tmp_path):
         return AuthResult(success=False, handled=False)  # aiosmtpd answers 535 5.7.8
 
     with smtp_server(auth_required=True, auth_require_tls=False, authenticator=refuse) as port:
-        code, report, text = burst_json(f"127.0.0.1:{port}", tmp_path / "auth", "--user", "ops",
-                                        "--password-env", "GW_PASSWORD",
-                                        env={"GW_PASSWORD": "wrong-one"})  # fmt: skip
+        code, report, text = burst_json(
+            f"127.0.0.1:{port}",
+            tmp_path / "auth",
+            "--user",
+            "ops",
+            "--password-env",
+            "GW_PASSWORD",
+            env={"GW_PASSWORD": "wrong-one"},
+        )
     assert (code, report["verdict"]["cause"]) == (2, "auth"), report["verdict"]
     assert report["notifications"][0]["submit"]["code"] == 535
     told["auth"] = advice(text)
@@ -94,8 +117,9 @@ def test_each_failure_kind_has_its_own_message_and_next_step(tmp_path):
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     with smtp_server(tls_context=context, require_starttls=True) as port:
-        code, report, text = burst_json(f"127.0.0.1:{port}", tmp_path / "tls", "--tls",
-                                        "starttls", "--ca-file", str(ca_file))  # fmt: skip
+        code, report, text = burst_json(
+            f"127.0.0.1:{port}", tmp_path / "tls", "--tls", "starttls", "--ca-file", str(ca_file)
+        )
     assert (code, report["verdict"]["cause"]) == (2, "tls"), report["verdict"]
     assert report["notifications"][0]["submit"]["kind"] == "tls"
     told["tls"] = advice(text)
@@ -113,8 +137,9 @@ def test_each_failure_kind_has_its_own_message_and_next_step(tmp_path):
     assert "listens" in told["refused"][1]
 
     with silent_server() as port:
-        code, report, text = burst_json(f"127.0.0.1:{port}", tmp_path / "stall",
-                                        "--step-timeout", "0.5")  # fmt: skip
+        code, report, text = burst_json(
+            f"127.0.0.1:{port}", tmp_path / "stall", "--step-timeout", "0.5"
+        )
     assert (code, report["verdict"]["pattern"]) == (2, "gateway_stalled"), report["verdict"]
     told["stall"] = advice(text)
 
@@ -153,11 +178,22 @@ def silent_server() -> Iterator[int]:
 def test_control_message_refused_by_the_sink_ends_the_run_at_once(tmp_path):
     db = tmp_path / "l.db"
     with service("sink", "--listen", "127.0.0.1:0", "--db", str(db), "--domain", "probe.test") as s:
-        with lab_gateway(s, "healthy") as gateway:  # fmt: skip
+        with lab_gateway(s, "healthy") as gateway:
             started = time.monotonic()
-            result = probe("burst", "--gateway", f"127.0.0.1:{gateway}", "--sink",
-                           f"127.0.0.1:{s}", "--no-sink", "--domain", "wrong.test", "--count",
-                           "3", "--db", str(db))  # fmt: skip
+            result = probe(
+                "burst",
+                "--gateway",
+                f"127.0.0.1:{gateway}",
+                "--sink",
+                f"127.0.0.1:{s}",
+                "--no-sink",
+                "--domain",
+                "wrong.test",
+                "--count",
+                "3",
+                "--db",
+                str(db),
+            )
             took = time.monotonic() - started
     assert result.returncode == 3, result.stderr
     assert took < 15, took  # not the 30 s settle window a gateway without history gets
@@ -169,8 +205,15 @@ def test_control_message_refused_by_the_sink_ends_the_run_at_once(tmp_path):
 
 
 def test_unknown_service_is_a_one_line_error(tmp_path):
-    result = probe("burst", "--gateway", f"127.0.0.1:{unused_port()}", "--db",
-                   str(tmp_path / "l.db"), "--service", "no-such-gateway-svc")  # fmt: skip
+    result = probe(
+        "burst",
+        "--gateway",
+        f"127.0.0.1:{unused_port()}",
+        "--db",
+        str(tmp_path / "l.db"),
+        "--service",
+        "no-such-gateway-svc",
+    )
     assert result.returncode == 3
     assert result.stdout == ""
     (line,) = result.stderr.splitlines()
@@ -183,10 +226,22 @@ def test_process_named_like_the_probe_never_matches_the_probe_itself(tmp_path):
     """`notifyprobe` runs as a process named notifyprobe, like a lab gateway started with it."""
     sink = unused_port()
     gateway = subprocess.Popen(
-        [str(VENV_COMMAND), "lab", "gateway", "--listen", "127.0.0.1:0", "--relay",
-         f"127.0.0.1:{sink}", "--mode", "healthy"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV,
-    )  # fmt: skip
+        [
+            str(VENV_COMMAND),
+            "lab",
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--relay",
+            f"127.0.0.1:{sink}",
+            "--mode",
+            "healthy",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=ENV,
+    )
     try:
         assert gateway.stderr is not None
         listening = re.search(r"listening on [\d.]+:(\d+)", gateway.stderr.readline())
@@ -194,11 +249,27 @@ def test_process_named_like_the_probe_never_matches_the_probe_itself(tmp_path):
         port = int(listening.group(1))
         assert psutil.Process(gateway.pid).name() == "notifyprobe"
         burst = subprocess.Popen(
-            [str(VENV_COMMAND), "burst", "--gateway", f"127.0.0.1:{port}", "--sink",
-             f"127.0.0.1:{sink}", "--count", "2", "--db", str(tmp_path / "l.db"),
-             "--process", "notifyprobe", "--json", "-"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-        )  # fmt: skip
+            [
+                str(VENV_COMMAND),
+                "burst",
+                "--gateway",
+                f"127.0.0.1:{port}",
+                "--sink",
+                f"127.0.0.1:{sink}",
+                "--count",
+                "2",
+                "--db",
+                str(tmp_path / "l.db"),
+                "--process",
+                "notifyprobe",
+                "--json",
+                "-",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
         out, err = burst.communicate(timeout=60)
     finally:
         gateway.terminate()
@@ -213,8 +284,9 @@ def test_process_named_like_the_probe_never_matches_the_probe_itself(tmp_path):
 
 
 def nagios(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PROBE, *args], capture_output=True, text=True, timeout=60,
-                          env={**ENV, **(env or {})})  # fmt: skip
+    return subprocess.run(
+        [*PROBE, *args], capture_output=True, text=True, timeout=60, env={**ENV, **(env or {})}
+    )
 
 
 @pytest.mark.parametrize(
@@ -258,10 +330,23 @@ def test_nagios_format_says_unknown_on_stdout_for_an_internal_error(tmp_path):
         "sys.exit(main(sys.argv[1:]))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", buggy, "burst", "--format", "nagios", "--gateway",
-         "127.0.0.1:25", "--db", str(tmp_path / "l.db")],
-        capture_output=True, text=True, timeout=60, env={**os.environ},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            buggy,
+            "burst",
+            "--format",
+            "nagios",
+            "--gateway",
+            "127.0.0.1:25",
+            "--db",
+            str(tmp_path / "l.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
     assert result.returncode == 3, result.stderr
     assert result.stdout == "NOTIFYPROBE UNKNOWN - internal error: ZeroDivisionError: injected\n"
     assert "Traceback" not in result.stderr

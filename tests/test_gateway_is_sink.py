@@ -63,8 +63,20 @@ def test_the_default_sink_address_as_gateway(tmp_path, capsys):
 @pytest.mark.parametrize("own_sink", [[], ["--no-sink"]])
 def test_localhost_names_the_sinks_loopback_listener(tmp_path, capsys, own_sink):
     db, port = tmp_path / "l.db", unused_port()
-    refused(capsys, ["burst", "--gateway", f"localhost:{port}", "--sink", f"127.0.0.1:{port}",
-                     "--db", str(db), *own_sink], db)  # fmt: skip
+    refused(
+        capsys,
+        [
+            "burst",
+            "--gateway",
+            f"localhost:{port}",
+            "--sink",
+            f"127.0.0.1:{port}",
+            "--db",
+            str(db),
+            *own_sink,
+        ],
+        db,
+    )
 
 
 @pytest.mark.real
@@ -73,26 +85,54 @@ def test_a_wildcard_sink_and_a_gateway_on_a_local_interface(tmp_path, capsys):
     if address is None:
         pytest.skip("no interface address besides loopback on this host")
     db, port = tmp_path / "l.db", unused_port()
-    refused(capsys, ["burst", "--gateway", f"{address}:{port}", "--sink", f"0.0.0.0:{port}",
-                     "--allow-remote", "--allow-client", f"{address}/32", "--db", str(db)],
-            db)  # fmt: skip
+    refused(
+        capsys,
+        [
+            "burst",
+            "--gateway",
+            f"{address}:{port}",
+            "--sink",
+            f"0.0.0.0:{port}",
+            "--allow-remote",
+            "--allow-client",
+            f"{address}/32",
+            "--db",
+            str(db),
+        ],
+        db,
+    )
 
 
 @pytest.mark.real
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback on this host")
 def test_ipv6_loopback(tmp_path, capsys):
     db, port = tmp_path / "l.db", unused_port()
-    refused(capsys, ["burst", "--gateway", f"[::1]:{port}", "--sink", f"[::1]:{port}",
-                     "--db", str(db)], db)  # fmt: skip
-    refused(capsys, ["burst", "--gateway", f"[::1]:{port}", "--sink", f"[::]:{port}",
-                     "--db", str(db)], db)  # fmt: skip
+    refused(
+        capsys,
+        ["burst", "--gateway", f"[::1]:{port}", "--sink", f"[::1]:{port}", "--db", str(db)],
+        db,
+    )
+    refused(
+        capsys,
+        ["burst", "--gateway", f"[::1]:{port}", "--sink", f"[::]:{port}", "--db", str(db)],
+        db,
+    )
 
 
 @pytest.mark.real
 def test_nagios_format_says_unknown_in_its_one_status_line(tmp_path, capsys):
     db, port = tmp_path / "l.db", unused_port()
-    argv = ["burst", "--gateway", f"localhost:{port}", "--sink", f"127.0.0.1:{port}",
-            "--format", "nagios", "--db", str(db)]  # fmt: skip
+    argv = [
+        "burst",
+        "--gateway",
+        f"localhost:{port}",
+        "--sink",
+        f"127.0.0.1:{port}",
+        "--format",
+        "nagios",
+        "--db",
+        str(db),
+    ]
     assert main(argv) == 3
     out, err = capsys.readouterr()
     assert err == "" and no_runs(db)  # a plugin's error is its one status line, nowhere else
@@ -104,15 +144,30 @@ def test_nagios_format_says_unknown_in_its_one_status_line(tmp_path, capsys):
 @pytest.mark.real
 def test_postflight_refuses_before_any_check(tmp_path, capsys):
     db, port = tmp_path / "l.db", unused_port()
-    refused(capsys, ["postflight", "--profile", "exchange-sp4", "--root", str(tmp_path),
-                     "--gateway", f"127.0.0.1:{port}", "--sink", f"127.0.0.1:{port}",
-                     "--db", str(db)], db)  # fmt: skip
+    refused(
+        capsys,
+        [
+            "postflight",
+            "--profile",
+            "exchange-sp4",
+            "--root",
+            str(tmp_path),
+            "--gateway",
+            f"127.0.0.1:{port}",
+            "--sink",
+            f"127.0.0.1:{port}",
+            "--db",
+            str(db),
+        ],
+        db,
+    )
 
 
 def watch_config(tmp_path: Path, gateway: str, sink: str) -> Path:
     config = tmp_path / "watch.toml"
-    config.write_text(f'sink = "{sink}"\nledger = "l.db"\n\n'
-                      f'[[target]]\nname = "looped"\ngateway = "{gateway}"\n')  # fmt: skip
+    config.write_text(
+        f'sink = "{sink}"\nledger = "l.db"\n\n[[target]]\nname = "looped"\ngateway = "{gateway}"\n'
+    )
     return config
 
 
@@ -128,9 +183,20 @@ def test_watch_refuses_a_target_that_is_its_own_sink(tmp_path, capsys):
 @pytest.mark.real
 def test_a_gateway_on_another_port_is_probed(tmp_path, capsys):
     db, sink = tmp_path / "l.db", unused_port()
-    with lab_gateway(sink, "healthy") as gateway:  # fmt: skip
-        code = main(["burst", "--gateway", f"localhost:{gateway}", "--sink", f"127.0.0.1:{sink}",
-                     "--count", "3", "--db", str(db)])  # fmt: skip
+    with lab_gateway(sink, "healthy") as gateway:
+        code = main(
+            [
+                "burst",
+                "--gateway",
+                f"localhost:{gateway}",
+                "--sink",
+                f"127.0.0.1:{sink}",
+                "--count",
+                "3",
+                "--db",
+                str(db),
+            ]
+        )
     out, _ = capsys.readouterr()
     assert code == 0 and "OK  healthy" in out
     config = watch_config(tmp_path, f"localhost:{gateway}", f"127.0.0.1:{sink}")

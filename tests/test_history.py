@@ -24,8 +24,13 @@ def test_late_mail_that_completes_the_run_says_the_loss_was_a_delay():
 
 
 def test_late_mail_that_leaves_losses_says_part_of_the_loss_was_a_delay():
-    partly = record(note(1), note(2, latency=4.0), note(3, latency=4.0),
-                    note(4, delivered=0), note(5, delivered=0))  # fmt: skip
+    partly = record(
+        note(1),
+        note(2, latency=4.0),
+        note(3, latency=4.0),
+        note(4, delivered=0),
+        note(5, delivered=0),
+    )
     revision = revise(partly, Pattern.FIRST_ONLY, JUDGED_AT)
     assert revision.current.pattern is Pattern.DEGRADED_AFTER_K
     assert "part of the loss was a delay (first_only → degraded_after_k)" in revision.summary()

@@ -142,9 +142,11 @@ def test_imports_between_units_only_point_down() -> None:
         f"{name} -> {target}"
         for name, targets in graph().items()
         for target in targets
-        if (source := unit(name)) and (dest := unit(target)) and source != dest
+        if (source := unit(name))
+        and (dest := unit(target))
+        and source != dest
         and FLOOR[dest] <= FLOOR[source]
-    ]  # fmt: skip
+    ]
     assert upward == []
 
 

@@ -35,8 +35,10 @@ def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
     where.mkdir()
     mounted = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(where)],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if mounted.returncode != 0:
         if os.environ.get("CI") == "true":
             pytest.fail(f"cannot mount a tmpfs in CI: {mounted.stderr.strip()}")
@@ -111,10 +113,26 @@ def test_a_burst_onto_a_full_ledger_disk_says_ledger_full_in_one_line(tmp_path: 
             closed.bind(("127.0.0.1", 0))
             port = closed.getsockname()[1]
         proc = subprocess.run(
-            [sys.executable, "-m", "probe", "burst", "--gateway", f"127.0.0.1:{port}",
-             "--sink", "127.0.0.1:0", "--db", str(db), "--count", "2", "--timeout", "1"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "probe",
+                "burst",
+                "--gateway",
+                f"127.0.0.1:{port}",
+                "--sink",
+                "127.0.0.1:0",
+                "--db",
+                str(db),
+                "--count",
+                "2",
+                "--timeout",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     assert proc.returncode == 3, proc.stderr
     assert proc.stderr.strip().count("\n") == 0 and "ledger full" in proc.stderr, proc.stderr
 
@@ -131,13 +149,26 @@ async def test_verdict_and_evidence_read_a_ledger_on_a_read_only_filesystem(tmp_
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True, timeout=30)
         verdict = subprocess.run(
             [sys.executable, "-m", "probe", "verdict", "--last", "--db", str(db), "--json", "-"],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         bundle = subprocess.run(
-            [sys.executable, "-m", "probe", "evidence", "--last", "--db", str(db),
-             "--out", str(tmp_path / "case.zip")],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "probe",
+                "evidence",
+                "--last",
+                "--db",
+                str(db),
+                "--out",
+                str(tmp_path / "case.zip"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         with Ledger(db, read_only_ok=True) as ledger:
             assert ledger.read_only
             with pytest.raises(ProbeError, match="read-only"):

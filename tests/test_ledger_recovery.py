@@ -23,16 +23,19 @@ def _run(ledger: Ledger) -> None:
 
 
 def _insert(value: object, conn: sqlite3.Connection) -> None:
-    conn.execute("INSERT INTO run_artifacts (run_id, name, content) VALUES (?, ?, ?)",
-                 (RUN, repr(value)[:20], value))  # fmt: skip
+    conn.execute(
+        "INSERT INTO run_artifacts (run_id, name, content) VALUES (?, ?, ?)",
+        (RUN, repr(value)[:20], value),
+    )
 
 
 def test_an_op_sqlite_cannot_encode_fails_alone_and_the_next_group_starts(tmp_path: Path):
     with Ledger(with_test_key(tmp_path / "l.db")) as ledger:
         _run(ledger)
         surrogate = "f\udcfcr"  # what surrogateescape makes of a cp1252 byte
-        results = ledger.apply([partial(_insert, "before"), partial(_insert, surrogate),
-                                partial(_insert, "after!")])  # fmt: skip
+        results = ledger.apply(
+            [partial(_insert, "before"), partial(_insert, surrogate), partial(_insert, "after!")]
+        )
         assert isinstance(results[1], UnicodeEncodeError)
         assert set(ledger.artifacts(RUN).values()) == {"before", "after!"}
         ledger.put_artifact(RUN, "next", "a new transaction")  # no "within a transaction"

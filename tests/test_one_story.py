@@ -57,10 +57,26 @@ def test_burst_verdict_and_bundle_tell_the_same_first_only_run(tmp_path: Path) -
     bundle, burst_json = tmp_path / "case.zip", tmp_path / "burst.json"
     with upgraded_while_loaded(tmp_path / NAME) as dll, lab_gateway(sink, "first-only") as gateway:
         burst = probe(
-            "burst", "--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}",
-            "--count", "4", "--settle", "0.3", "--db", str(db), "--module", NAME,
-            "--installed", str(dll), "--json", str(burst_json), "--evidence", str(bundle),
-        )  # fmt: skip
+            "burst",
+            "--gateway",
+            f"127.0.0.1:{gateway}",
+            "--sink",
+            f"127.0.0.1:{sink}",
+            "--count",
+            "4",
+            "--settle",
+            "0.3",
+            "--db",
+            str(db),
+            "--module",
+            NAME,
+            "--installed",
+            str(dll),
+            "--json",
+            str(burst_json),
+            "--evidence",
+            str(bundle),
+        )
     assert burst.returncode == 2, burst.stderr
     from_burst = json.loads(burst_json.read_text())
     run_id = from_burst["run_id"]
@@ -102,12 +118,24 @@ def test_burst_verdict_and_bundle_tell_the_same_first_only_run(tmp_path: Path) -
 
 def test_upgrade_checks_kept_with_a_run_are_in_every_view(tmp_path: Path) -> None:
     db, sink = tmp_path / "l.db", unused_port()
-    with lab_gateway(sink, "healthy") as gateway:  # fmt: skip
+    with lab_gateway(sink, "healthy") as gateway:
         postflight = probe(
-            "postflight", "--profile", "exchange-sp4", "--root", str(tmp_path),
-            "--gateway", f"127.0.0.1:{gateway}", "--sink", f"127.0.0.1:{sink}", "--count", "3",
-            "--db", str(db), "--json", "-",
-        )  # fmt: skip
+            "postflight",
+            "--profile",
+            "exchange-sp4",
+            "--root",
+            str(tmp_path),
+            "--gateway",
+            f"127.0.0.1:{gateway}",
+            "--sink",
+            f"127.0.0.1:{sink}",
+            "--count",
+            "3",
+            "--db",
+            str(db),
+            "--json",
+            "-",
+        )
     assert postflight.stdout, postflight.stderr
     checks = json.loads(postflight.stdout)["checks"]
     text = probe("verdict", "--last", "--db", str(db))

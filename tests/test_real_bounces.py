@@ -106,12 +106,23 @@ def run_burst(postfix: PrivatePostfix, hop: NextHop, tmp: Path) -> Scenario:
     Postfix sends the bounces (and where the next hop forwards what it accepts)."""
     json_path = tmp / "report.json"
     command = [
-        sys.executable, "-m", "probe", "burst",
-        "--gateway", f"127.0.0.1:{postfix.smtpd_port}",
-        "--sink", f"127.0.0.1:{postfix.sink_port}",
-        "--domain", DOMAIN, "--count", str(COUNT),
-        "--db", str(tmp / "ledger.sqlite3"), "--json", str(json_path),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "probe",
+        "burst",
+        "--gateway",
+        f"127.0.0.1:{postfix.smtpd_port}",
+        "--sink",
+        f"127.0.0.1:{postfix.sink_port}",
+        "--domain",
+        DOMAIN,
+        "--count",
+        str(COUNT),
+        "--db",
+        str(tmp / "ledger.sqlite3"),
+        "--json",
+        str(json_path),
+    ]
     started, clock = time.time(), time.monotonic()
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=BURST_TIMEOUT_S, check=False

@@ -159,9 +159,20 @@ def exim_and_sink(tmp_path: Path) -> Iterator[tuple[int, int, Path]]:
 
 def _burst(exim: int, sink: int, db: Path, *extra: str) -> tuple[int, dict[str, Any]]:
     result = probe(
-        "burst", "--gateway", f"127.0.0.1:{exim}", "--sink", f"127.0.0.1:{sink}", "--no-sink",
-        "--db", str(db), "--count", "20", "--json", "-", *extra,
-    )  # fmt: skip
+        "burst",
+        "--gateway",
+        f"127.0.0.1:{exim}",
+        "--sink",
+        f"127.0.0.1:{sink}",
+        "--no-sink",
+        "--db",
+        str(db),
+        "--count",
+        "20",
+        "--json",
+        "-",
+        *extra,
+    )
     assert result.stdout, result.stderr
     return result.returncode, json.loads(result.stdout)
 

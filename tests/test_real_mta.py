@@ -200,8 +200,12 @@ def connection_rate_limited_postfix() -> Iterator[PrivatePostfix]:
     )
 
 
-def _assert_throttled(result: subprocess.CompletedProcess[str], report: dict[str, Any], quoted: str,
-                      postfix: PrivatePostfix) -> None:  # fmt: skip
+def _assert_throttled(
+    result: subprocess.CompletedProcess[str],
+    report: dict[str, Any],
+    quoted: str,
+    postfix: PrivatePostfix,
+) -> None:
     verdict = report["verdict"]
     context = f"{verdict}\nstderr:\n{result.stderr}\nPostfix log:\n{postfix.log_tail()}"
     assert verdict["pattern"] == "throttled", context
@@ -214,20 +218,28 @@ def _assert_throttled(result: subprocess.CompletedProcess[str], report: dict[str
 def test_a_postfix_client_message_rate_limit_is_throttled_quoting_its_reply(
     message_rate_limited_postfix: PrivatePostfix, tmp_path: Path
 ) -> None:
-    result, report = run_burst(message_rate_limited_postfix, tmp_path / "l.db", 10,
-                               "--settle", "2")  # fmt: skip
-    _assert_throttled(result, report, "450 4.7.1 Error: too much mail from 127.0.0.1",
-                      message_rate_limited_postfix)  # fmt: skip
+    result, report = run_burst(message_rate_limited_postfix, tmp_path / "l.db", 10, "--settle", "2")
+    _assert_throttled(
+        result,
+        report,
+        "450 4.7.1 Error: too much mail from 127.0.0.1",
+        message_rate_limited_postfix,
+    )
     assert report["verdict"]["throttled"] == 5 and report["delivered"] == 5
 
 
 def test_a_postfix_client_connection_rate_limit_is_throttled_not_the_bursts_shape(
     connection_rate_limited_postfix: PrivatePostfix, tmp_path: Path
 ) -> None:
-    result, report = run_burst(connection_rate_limited_postfix, tmp_path / "l.db", 20,
-                               "--settle", "2")  # fmt: skip
-    _assert_throttled(result, report, "Error: too many connections from 127.0.0.1",
-                      connection_rate_limited_postfix)  # fmt: skip
+    result, report = run_burst(
+        connection_rate_limited_postfix, tmp_path / "l.db", 20, "--settle", "2"
+    )
+    _assert_throttled(
+        result,
+        report,
+        "Error: too many connections from 127.0.0.1",
+        connection_rate_limited_postfix,
+    )
     # what got through was delivered, everything else was throttled: nothing lost, nothing
     # called degraded (how many sessions anvil let in depends on its clock, seen: 3, 5 or 10)
     assert report["delivered"] + report["verdict"]["throttled"] == 20

@@ -64,9 +64,15 @@ def test_every_stage_is_the_stage_of_an_smtp_phase_and_every_phase_has_one():
 def test_run_options_read_back_as_kept_and_an_old_or_broken_record_takes_defaults():
     from probe.records import RunOptions, RunSecurity, SettleWindow, WindowSource
 
-    kept = RunOptions(target="paris", security=RunSecurity("starttls", None, True, "ops"),
-                      per_session=5, notification_gap_s=0.5, budget_s=None, lab=True,
-                      settle=SettleWindow(1.5, WindowSource.LEARNED, 3, "learned"))  # fmt: skip
+    kept = RunOptions(
+        target="paris",
+        security=RunSecurity("starttls", None, True, "ops"),
+        per_session=5,
+        notification_gap_s=0.5,
+        budget_s=None,
+        lab=True,
+        settle=SettleWindow(1.5, WindowSource.LEARNED, 3, "learned"),
+    )
     assert RunOptions.from_json(kept.to_json()) == kept
     assert RunOptions.from_json(None) == RunOptions() == RunOptions.from_json("not json")
     old = RunOptions.from_json('{"slow_after_s": "7", "per_session": true, "max_rate": 20}')

@@ -19,10 +19,9 @@ pytestmark = pytest.mark.real  # real processes and sockets on loopback
 def test_runs_lists_a_first_only_burst_series_as_one_outage_and_prefixes_find_runs(tmp_path):
     db = tmp_path / "l.db"
     sink = unused_port()
-    with lab_gateway(sink, "first-only") as gateway:  # fmt: skip
+    with lab_gateway(sink, "first-only") as gateway:
         first = burst(gateway, sink, db, "--count", "5", "--settle", "1", "--json", "-")
-        second = burst(gateway, sink, db, "--count", "5", "--settle", "1",
-                       "--format", "nagios")  # fmt: skip
+        second = burst(gateway, sink, db, "--count", "5", "--settle", "1", "--format", "nagios")
     first_id = json.loads(first.stdout)["run_id"]
     assert second.returncode == 2 and second.stderr == ""
     status = second.stdout.splitlines()[0]

@@ -207,9 +207,16 @@ def test_cli_names_the_limit_then_verdict_counts_all_after_the_queue_run(tmp_pat
     db = tmp_path / "l.db"
     queue_run_s = 6.0  # after the burst is judged (about 2 s), before the test gives up
     with service("sink", "--listen", "127.0.0.1:0", "--db", str(db)) as sink:
-        with service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay",
-                     f"127.0.0.1:{sink}", "--mode",
-                     f"queue-per-session:{LIMIT}:{queue_run_s:g}") as gateway:  # fmt: skip
+        with service(
+            "lab",
+            "gateway",
+            "--listen",
+            "127.0.0.1:0",
+            "--relay",
+            f"127.0.0.1:{sink}",
+            "--mode",
+            f"queue-per-session:{LIMIT}:{queue_run_s:g}",
+        ) as gateway:
             result = burst(
                 gateway,
                 sink,
@@ -281,7 +288,7 @@ def test_per_session_and_its_reuse_aliases_set_each_notifications_session_and_pl
     tmp_path, options, per_session
 ):
     sink = unused_port()
-    with lab_gateway(sink, "healthy") as gateway:  # fmt: skip
+    with lab_gateway(sink, "healthy") as gateway:
         result = burst(gateway, sink, tmp_path / "l.db", "--count", "7", *options, "--json", "-")
     assert result.returncode == 0, result.stderr
     submits = [n["submit"] for n in json.loads(result.stdout)["notifications"] if n["seq"]]

@@ -210,8 +210,9 @@ def test_a_gateway_with_healthy_history_is_judged_on_a_window_learned_from_it(ou
     learned = outcomes.learned
     assert [o.verdict.pattern for o in learned.healthy] == [Pattern.HEALTHY] * 3
     sources = [o.record.run.options.settle for o in learned.healthy]
-    assert [(w.source, w.runs) for w in sources if w] == [(WindowSource.DEFAULT, n)
-                                                          for n in range(3)]  # fmt: skip
+    assert [(w.source, w.runs) for w in sources if w] == [
+        (WindowSource.DEFAULT, n) for n in range(3)
+    ]
     failure = learned.failure
     assert failure.verdict.pattern is Pattern.FIRST_ONLY, failure.verdict.summary
     window = failure.record.run.options.settle
@@ -263,8 +264,9 @@ async def test_verdict_after_late_mail_says_the_loss_was_a_delay(tmp_path, capsy
     assert "4 notifications arrived after the verdict" in out
     assert "the loss was a delay (first_only → healthy)" in out
     assert re.search(r"Original verdict: +first_only \(CRITICAL\) at \d{4}-\d\d-\d\d ", out)
-    assert re.search(r"Corrected verdict: healthy \(OK\) at .* UTC, [\d.]+ s after the original",
-                     out)  # fmt: skip
+    assert re.search(
+        r"Corrected verdict: healthy \(OK\) at .* UTC, [\d.]+ s after the original", out
+    )
     with Ledger(db) as ledger:
         assert kept(ledger.stored_verdict(run_id))["pattern"] == "first_only"  # kept as given
         assert kept(ledger.corrected_verdict(run_id))["pattern"] == "healthy"
@@ -276,6 +278,9 @@ async def test_verdict_after_late_mail_says_the_loss_was_a_delay(tmp_path, capsy
     assert corrected_at is not None and judged_at is not None and corrected_at > judged_at
     assert main(["verdict", run_id, "--db", str(db), "--json", "-"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["original_verdict"] == {"pattern": "first_only", "severity": "critical",
-                                          "at": judged_at}  # fmt: skip
+    assert report["original_verdict"] == {
+        "pattern": "first_only",
+        "severity": "critical",
+        "at": judged_at,
+    }
     assert report["corrected_verdict"]["at"] == corrected_at

@@ -460,8 +460,9 @@ def test_deliveries_then_a_hang_is_gateway_stalled_and_names_how_many_stalled():
 
 
 def test_a_stall_that_still_reached_the_sink_is_named_as_such():
-    notes = [note(i, stalled_at=SmtpPhase.END_OF_DATA, **TIMED_OUT | {"delivered": 1})
-             for i in (1, 2)]  # fmt: skip
+    notes = [
+        note(i, stalled_at=SmtpPhase.END_OF_DATA, **TIMED_OUT | {"delivered": 1}) for i in (1, 2)
+    ]
     verdict = classify(record(*notes))
     assert verdict.pattern is Pattern.GATEWAY_STALLED
     assert any("stalled yet reached the sink" in line for line in verdict.evidence)
@@ -473,8 +474,9 @@ def test_one_stall_amid_deliveries_is_a_loss_named_stalled_not_refused():
     verdict = classify(record(*notes))
     assert verdict.pattern is Pattern.INTERMITTENT
     assert "stalled at end of data" in verdict.summary and "refused" not in verdict.summary
-    assert any(line.startswith("seq 6: stalled: no answer at end of data") for line in
-               verdict.evidence)  # fmt: skip
+    assert any(
+        line.startswith("seq 6: stalled: no answer at end of data") for line in verdict.evidence
+    )
 
 
 def test_refusals_all_temporary_are_named_temporary():
@@ -501,8 +503,12 @@ def test_mixed_refusals_name_temporary_and_permanent_apart():
 def test_refusals_then_a_hang_is_stalled_and_resets_are_not_called_refusals():
     later = SmtpReply(451, "4.3.0 later", "4.3.0")
     hang = [note(i, stalled_at=SmtpPhase.DATA, **TIMED_OUT) for i in (3, 4)]
-    assert classify(record(note(1, delivered=0, reply=later), note(2, delivered=0, reply=later),
-                           *hang)).pattern is Pattern.GATEWAY_STALLED  # fmt: skip
+    assert (
+        classify(
+            record(note(1, delivered=0, reply=later), note(2, delivered=0, reply=later), *hang)
+        ).pattern
+        is Pattern.GATEWAY_STALLED
+    )
     resets = [note(i, delivered=0, reply=None, error_kind=ErrorKind.RESET) for i in (1, 2)]
     verdict = classify(record(*resets))
     assert verdict.pattern is Pattern.ALL_REFUSED
@@ -521,8 +527,9 @@ def test_not_attempted_notifications_are_not_a_cut_off_run():
     assert not any("run cut off" in line for line in verdict.evidence)
 
 
-_OUTCOMES = st.sampled_from(["ok", "lost", "451", "550", "refused", "reset", "skipped",
-                             *(phase for phase in SmtpPhase)])  # fmt: skip
+_OUTCOMES = st.sampled_from(
+    ["ok", "lost", "451", "550", "refused", "reset", "skipped", *(phase for phase in SmtpPhase)]
+)
 
 
 @given(st.lists(st.tuples(_OUTCOMES, st.booleans()), min_size=1, max_size=25))
@@ -569,8 +576,10 @@ def test_a_run_the_probe_cut_off_is_inconclusive_never_a_loss():
     looks_first_only = interrupted(note(1), *(note(s, delivered=0) for s in range(2, 6)))
     v = judge_recorded(looks_first_only)
     assert (v.pattern, v.severity, v.cause) == (
-        Pattern.INCONCLUSIVE, Severity.UNKNOWN, Cause.CUT_OFF,
-    )  # fmt: skip
+        Pattern.INCONCLUSIVE,
+        Severity.UNKNOWN,
+        Cause.CUT_OFF,
+    )
     assert "cut off while waiting for late mail, with 4 of 5" in v.summary
     assert classify(looks_first_only) == v
 
@@ -595,10 +604,19 @@ def test_the_attempt_in_flight_at_a_stop_is_neither_unreachable_nor_stalled():
 REFUSED_5_7_1 = "smtp; 550 5.7.1 <probe+x@probe.invalid>: Recipient address rejected"
 
 
-def bounced(seq: int, action: BounceAction = "failed", status: str = "5.7.1",
-            at: float = 1001.0, **kw) -> Notification:  # fmt: skip
-    report = Bounce(RUN, seq, at, action, status=status, diagnostic=REFUSED_5_7_1,
-                    remote_mta="next-hop.example", reporting_mta="gw.example")  # fmt: skip
+def bounced(
+    seq: int, action: BounceAction = "failed", status: str = "5.7.1", at: float = 1001.0, **kw
+) -> Notification:
+    report = Bounce(
+        RUN,
+        seq,
+        at,
+        action,
+        status=status,
+        diagnostic=REFUSED_5_7_1,
+        remote_mta="next-hop.example",
+        reporting_mta="gw.example",
+    )
     return replace(note(seq, delivered=0, **kw), bounces=(report,))
 
 
@@ -651,9 +669,14 @@ def test_a_success_report_is_evidence_but_not_a_delivery():
 
 
 def test_bounces_are_not_mail_held_per_session():
-    notes = [note(1, session=1, position=1), note(2, session=1, position=2),
-             bounced(3, session=1, position=3), note(4, session=2, position=1),
-             note(5, session=2, position=2), bounced(6, session=2, position=3)]  # fmt: skip
+    notes = [
+        note(1, session=1, position=1),
+        note(2, session=1, position=2),
+        bounced(3, session=1, position=3),
+        note(4, session=2, position=1),
+        note(5, session=2, position=2),
+        bounced(6, session=2, position=3),
+    ]
     assert classify(record(*notes)).pattern is not Pattern.QUEUED_PER_SESSION
 
 
@@ -703,8 +726,9 @@ def test_a_message_rate_limit_after_five_is_throttled_not_degraded_after_k():
 
 
 def test_a_connection_limit_refusing_later_sessions_is_throttled_and_advises_fewer_sessions():
-    limited = [note(i, delivered=0, reply=TOO_MANY_CONNECTIONS, stage="connect")
-               for i in range(11, 21)]  # fmt: skip
+    limited = [
+        note(i, delivered=0, reply=TOO_MANY_CONNECTIONS, stage="connect") for i in range(11, 21)
+    ]
     verdict = classify(record(*(note(i) for i in range(1, 11)), *limited))
     assert verdict.pattern is Pattern.THROTTLED
     assert "--concurrency" in verdict.summary and "--per-session" in verdict.summary
@@ -715,8 +739,10 @@ def test_a_first_only_gateway_behind_a_rate_limit_is_still_first_only():
     lost = [note(i, delivered=0) for i in range(2, 6)]
     verdict = classify(record(note(1), *lost, *limited))
     assert verdict.pattern is Pattern.FIRST_ONLY
-    assert any(line.startswith("seq 6-10: refused by a rate or connection limit")
-               for line in verdict.evidence)  # fmt: skip
+    assert any(
+        line.startswith("seq 6-10: refused by a rate or connection limit")
+        for line in verdict.evidence
+    )
 
 
 def test_a_limit_that_lets_nothing_through_stays_critical():
@@ -742,26 +768,38 @@ def test_other_refusals_keep_their_patterns(reply):
 @pytest.mark.parametrize(
     "reply",
     [
-        SmtpReply(421, "4.3.2 The maximum number of concurrent server connections has exceeded "
-                  "a limit, closing transmission channel", "4.3.2"),  # Exchange
-        SmtpReply(421, "4.4.2 Message submission rate for this client has exceeded the "
-                  "configured limit", "4.4.2"),  # Exchange MessageRateLimit
-        SmtpReply(421, "Too many concurrent SMTP connections from this IP address; please try "
-                  "again later."),  # Exim smtp_accept_max_per_host
+        SmtpReply(
+            421,
+            "4.3.2 The maximum number of concurrent server connections has exceeded "
+            "a limit, closing transmission channel",
+            "4.3.2",
+        ),  # Exchange
+        SmtpReply(
+            421,
+            "4.4.2 Message submission rate for this client has exceeded the configured limit",
+            "4.4.2",
+        ),  # Exchange MessageRateLimit
+        SmtpReply(
+            421,
+            "Too many concurrent SMTP connections from this IP address; please try again later.",
+        ),  # Exim smtp_accept_max_per_host
         SmtpReply(451, "Sender rate 12.0 / 1h"),  # Exim ratelimit ACL
         SmtpReply(450, "4.7.1 Error: too many recipients from 127.0.0.1", "4.7.1"),  # Postfix
     ],
-)  # fmt: skip
+)
 def test_known_limit_texts_of_exim_exchange_and_postfix_are_throttling(reply):
     assert reply.names_limit
-    verdict = classify(record(note(1), note(2), *(note(i, delivered=0, reply=reply)
-                                                  for i in (3, 4))))  # fmt: skip
+    verdict = classify(
+        record(note(1), note(2), *(note(i, delivered=0, reply=reply) for i in (3, 4)))
+    )
     assert verdict.pattern is Pattern.THROTTLED
 
 
 def test_replies_that_are_not_smtp_are_a_protocol_error_never_a_refusal():
-    garbage = [note(i, delivered=0, reply=None, stage="ehlo", error_kind=ErrorKind.PROTOCOL)
-               for i in (1, 2)]  # fmt: skip
+    garbage = [
+        note(i, delivered=0, reply=None, stage="ehlo", error_kind=ErrorKind.PROTOCOL)
+        for i in (1, 2)
+    ]
     verdict = classify(record(*garbage))
     assert (verdict.pattern, verdict.cause) == (Pattern.ALL_REFUSED, Cause.PROTOCOL)
     assert "got a reply that is not SMTP" in verdict.summary
@@ -769,23 +807,36 @@ def test_replies_that_are_not_smtp_are_a_protocol_error_never_a_refusal():
 
 
 def test_a_reply_over_the_cap_at_the_greeting_is_not_an_unreachable_gateway():
-    greeting = [note(i, delivered=0, reply=None, stage="connect", error_kind=ErrorKind.PROTOCOL)
-                for i in (1, 2)]  # fmt: skip
+    greeting = [
+        note(i, delivered=0, reply=None, stage="connect", error_kind=ErrorKind.PROTOCOL)
+        for i in (1, 2)
+    ]
     assert classify(record(*greeting)).cause is Cause.PROTOCOL
 
 
 def test_old_runs_that_kept_a_library_error_as_a_reply_are_judged_without_raising():
-    odd = [note(i, delivered=0, reply=SmtpReply(-1, "Response too long"), stage="ehlo")
-           for i in (1, 2)]  # fmt: skip
+    odd = [
+        note(i, delivered=0, reply=SmtpReply(-1, "Response too long"), stage="ehlo") for i in (1, 2)
+    ]
     verdict = classify(record(*odd))
     assert verdict.pattern is Pattern.ALL_REFUSED and "got no SMTP answer" in verdict.summary
 
 
 def test_a_ledger_write_that_failed_is_an_internal_failure_not_a_cut_off_run():
-    run = Run(RUN, "gw:25", "probe.invalid", 10, 999.0, status="done",
-              failure="cannot record the result of notification 6: disk full")  # fmt: skip
-    notes = (note(0), *(note(i) for i in range(1, 6)), *(note(i, attempted=False)
-                                                        for i in range(6, 11)))  # fmt: skip
+    run = Run(
+        RUN,
+        "gw:25",
+        "probe.invalid",
+        10,
+        999.0,
+        status="done",
+        failure="cannot record the result of notification 6: disk full",
+    )
+    notes = (
+        note(0),
+        *(note(i) for i in range(1, 6)),
+        *(note(i, attempted=False) for i in range(6, 11)),
+    )
     verdict = classify(RunRecord(run, notes))
     assert (verdict.pattern, verdict.cause) == (Pattern.INCONCLUSIVE, Cause.INTERNAL)
     assert "disk full" in verdict.summary and "cut off" not in verdict.summary

@@ -70,8 +70,16 @@ def notification(seq: int, fate: tuple[Any, ...]) -> Notification:
         submission = Submission(t, t + 0.1, stage, reply=what, session=session, position=seq)
     elif how == "error":
         kind, phase = what
-        submission = Submission(t, t + 0.1, stage, error="x", error_kind=kind,
-                                stalled_at=phase, session=session, position=seq)  # fmt: skip
+        submission = Submission(
+            t,
+            t + 0.1,
+            stage,
+            error="x",
+            error_kind=kind,
+            stalled_at=phase,
+            session=session,
+            position=seq,
+        )
     deliveries = tuple(Delivery(RUN, seq, t + 0.2 + i, "envelope") for i in range(copies))
     bounces = (Bounce(RUN, seq, t + 0.3, report, status="5.7.1"),) if report else ()
     return Notification(
@@ -108,11 +116,19 @@ def test_every_mix_of_submission_states_gets_a_verdict_naming_each_loss_once(
     fates, control, status
 ):
     burst = tuple(notification(seq, fate) for seq, fate in enumerate(fates, start=1))
-    control_note = () if control is None else (
-        Notification(RUN, 0, TEST_KEY.token(RUN, 0), Submission(999.0, 999.1, "data",
-                     reply=REPLIES[0]),
-                     (Delivery(RUN, 0, 999.2, "envelope"),) if control else ()),
-    )  # fmt: skip
+    control_note = (
+        ()
+        if control is None
+        else (
+            Notification(
+                RUN,
+                0,
+                TEST_KEY.token(RUN, 0),
+                Submission(999.0, 999.1, "data", reply=REPLIES[0]),
+                (Delivery(RUN, 0, 999.2, "envelope"),) if control else (),
+            ),
+        )
+    )
     run = Run(RUN, "gw:25", "probe.invalid", len(burst), 999.0, status=status)
     verdict = classify(RunRecord(run, control_note + burst))
 

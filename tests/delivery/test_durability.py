@@ -94,9 +94,11 @@ async def test_sigkill_of_the_sink_loses_no_acknowledged_message(tmp_path):
     def start_sink() -> tuple[subprocess.Popen[str], int]:
         proc = subprocess.Popen(
             [*PROBE, "sink", "--listen", "127.0.0.1:0", "--domain", DOMAIN, "--db", str(db)],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )  # fmt: skip
+        )
         assert proc.stderr is not None  # a pipe
         line = proc.stderr.readline()
         match = re.search(r"listening on [\d.]+:(\d+)", line)

@@ -53,8 +53,11 @@ async def test_gateway_killed_mid_burst_is_degraded_and_every_notification_is_ac
     sink_port = unused_port()
     gateway = subprocess.Popen(
         [*PROBE, "lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink_port}"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV,
-    )  # fmt: skip
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=ENV,
+    )
     assert gateway.stderr is not None  # a pipe
     try:
         match = re.search(r"listening on [\d.]+:(\d+)", gateway.stderr.readline())
@@ -195,25 +198,50 @@ def test_sink_on_a_non_loopback_address_without_allow_remote_is_exit_3(tmp_path)
     for extra in ([], ["--allow-remote"]):
         result = subprocess.run(
             [*PROBE, "sink", "--listen", "0.0.0.0:0", "--db", str(tmp_path / "l.db"), *extra],
-            capture_output=True, text=True, timeout=30, env=ENV,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=ENV,
+        )
         assert result.returncode == 3 and "--allow-client" in result.stderr
         assert not (tmp_path / "l.db").exists()  # refused before anything was created
     result = subprocess.run(
-        [*PROBE, "burst", "--gateway", "127.0.0.1:1", "--sink", "0.0.0.0:2525",
-         "--db", str(tmp_path / "l.db")],
-        capture_output=True, text=True, timeout=30, env=ENV,
-    )  # fmt: skip
+        [
+            *PROBE,
+            "burst",
+            "--gateway",
+            "127.0.0.1:1",
+            "--sink",
+            "0.0.0.0:2525",
+            "--db",
+            str(tmp_path / "l.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=ENV,
+    )
     assert result.returncode == 3 and "--allow-remote" in result.stderr
 
 
 @pytest.mark.real
 def test_max_rate_paces_the_burst_and_is_capped(tmp_path):
     result = subprocess.run(
-        [*PROBE, "burst", "--gateway", "127.0.0.1:1", "--max-rate", "5000",
-         "--db", str(tmp_path / "l.db")],
-        capture_output=True, text=True, timeout=30, env=ENV,
-    )  # fmt: skip
+        [
+            *PROBE,
+            "burst",
+            "--gateway",
+            "127.0.0.1:1",
+            "--max-rate",
+            "5000",
+            "--db",
+            str(tmp_path / "l.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=ENV,
+    )
     assert result.returncode == 3 and "--max-rate" in result.stderr
 
 

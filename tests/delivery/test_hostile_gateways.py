@@ -38,9 +38,25 @@ MAX_RSS_MIB = 300
 
 
 def burst(port: int, sink_port: int, db: Path, *extra: str) -> subprocess.CompletedProcess[bytes]:
-    command = [sys.executable, "-m", "probe", "burst", "--gateway", f"127.0.0.1:{port}",
-               "--sink", f"127.0.0.1:{sink_port}", "--count", "5", "--step-timeout",
-               str(STEP_TIMEOUT_S), "--timeout", "5", "--db", str(db), *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "probe",
+        "burst",
+        "--gateway",
+        f"127.0.0.1:{port}",
+        "--sink",
+        f"127.0.0.1:{sink_port}",
+        "--count",
+        "5",
+        "--step-timeout",
+        str(STEP_TIMEOUT_S),
+        "--timeout",
+        "5",
+        "--db",
+        str(db),
+        *extra,
+    ]
     return subprocess.run(command, capture_output=True, timeout=RUN_TIMEOUT_S, check=False)
 
 
@@ -48,8 +64,15 @@ def verdict_line(result: subprocess.CompletedProcess[bytes]) -> str:
     out = result.stdout + result.stderr
     assert not RAW.search(out), f"raw gateway bytes on the terminal: {out!r}"
     text = out.decode("utf-8")  # strict: every byte shown is UTF-8 text
-    lines = [line.strip() for line in text.splitlines() if re.match(r"\s+(CRITICAL|WARNING|OK|"
-             r"UNKNOWN)\s", line)]  # fmt: skip
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if re.match(
+            r"\s+(CRITICAL|WARNING|OK|"
+            r"UNKNOWN)\s",
+            line,
+        )
+    ]
     assert len(lines) == 1, text
     return lines[0]
 
@@ -67,15 +90,25 @@ def test_a_working_gateway_that_speaks_cp1252_is_healthy(tmp_path: Path) -> None
     [
         (endless_continuation, (), r"reply that is not SMTP .*Response too long|over the cap"),
         (huge_line, (), r"reply that is not SMTP"),
-        (control_bytes, (), r"refused all 5 notifications permanently \(RCPT 554 5\.7\.1 "
-                            r"\\x1b\[2J\\x00\\x07\\xff not for you\)"),
+        (
+            control_bytes,
+            (),
+            r"refused all 5 notifications permanently \(RCPT 554 5\.7\.1 "
+            r"\\x1b\[2J\\x00\\x07\\xff not for you\)",
+        ),
         (greeting_421, (), r"refused all 5 notifications temporarily \(CONNECT 421 4\.3\.2"),
         (closes_during_data, (), r"got no SMTP answer \(data reset"),
         (garbage_after_starttls, ("--tls", "starttls", "--insecure"), r"\(tls: "),
     ],
-    ids=["endless-continuation", "huge-line", "control-bytes", "421-greeting",
-         "closed-during-data", "garbage-after-starttls"],
-)  # fmt: skip
+    ids=[
+        "endless-continuation",
+        "huge-line",
+        "control-bytes",
+        "421-greeting",
+        "closed-during-data",
+        "garbage-after-starttls",
+    ],
+)
 def test_a_hostile_gateway_ends_critical_in_one_line_naming_the_cause(
     tmp_path: Path, handler: Handler, extra: tuple[str, ...], cause: str
 ) -> None:

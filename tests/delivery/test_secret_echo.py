@@ -54,8 +54,9 @@ async def test_an_echoed_password_never_reaches_the_submission_record() -> None:
     port = server.sockets[0].getsockname()[1]
     security = ClientSecurity(user="ops", password=Secret(PASSWORD))
     try:
-        sender = Sender(Endpoint("127.0.0.1", port), timeout=5, per_session=1, helo=None,
-                        security=security)  # fmt: skip
+        sender = Sender(
+            Endpoint("127.0.0.1", port), timeout=5, per_session=1, helo=None, security=security
+        )
         result = await sender.submit(
             "ops@probe.invalid", recipient_for("np-x", "probe.invalid"), b"Subject: x\r\n\r\nx\r\n"
         )

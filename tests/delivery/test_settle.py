@@ -104,8 +104,13 @@ def test_a_gateway_that_trickles_mail_is_still_cut_at_the_hard_timeout():
     assert settle_deadline(3, 125.0, burst_ended_at=100.0, window_s=15.0, timeout_s=30.0) == 130.0
 
 
-def _run(ledger: Ledger, run_id: str, gateway: str, arrivals: dict[int, float | None],
-         status: RunStatus = "done") -> None:  # fmt: skip
+def _run(
+    ledger: Ledger,
+    run_id: str,
+    gateway: str,
+    arrivals: dict[int, float | None],
+    status: RunStatus = "done",
+) -> None:
     """A run submitted at 100 + seq, its notifications arriving at `arrivals` (None: lost)."""
     ledger.create_run(Run(run_id, gateway, "probe.invalid", len(arrivals), 100.0))
     for seq, arrived in arrivals.items():

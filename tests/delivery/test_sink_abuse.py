@@ -72,9 +72,13 @@ async def assert_still_serving(server: Sink, ledger: Ledger) -> None:
     before = ledger.delivery_count(RUN)
     message = f"Subject: after the abuse {token(seq)}\r\n\r\nstill here\r\n".encode()
     _, reply = await aiosmtplib.send(
-        message, sender="ops@example.org", recipients=[rcpt(seq)], hostname="127.0.0.1",
-        port=server.port, timeout=5,
-    )  # fmt: skip
+        message,
+        sender="ops@example.org",
+        recipients=[rcpt(seq)],
+        hostname="127.0.0.1",
+        port=server.port,
+        timeout=5,
+    )
     assert "Recorded" in reply
     assert ledger.delivery_count(RUN) == before + 1
     with sqlite3.connect(ledger.path) as check:

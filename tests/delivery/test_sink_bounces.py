@@ -68,8 +68,9 @@ def notification(seq: int) -> bytes:
 def report(seq: int, action: str = "failed", status: str = "5.7.1") -> bytes:
     """What a gateway sends back when its next hop refused notification `seq`."""
     token = TEST_KEY.token(RUN, seq)
-    text = delivery_report(notification(seq), sender_for(token, DOMAIN),
-                           recipient_for(token, DOMAIN), seq)  # fmt: skip
+    text = delivery_report(
+        notification(seq), sender_for(token, DOMAIN), recipient_for(token, DOMAIN), seq
+    )
     return text.replace(b"Action: failed", f"Action: {action}".encode()).replace(
         b"Status: 5.7.1", f"Status: {status}".encode()
     )
@@ -119,8 +120,12 @@ async def test_a_report_shaped_message_to_the_recipient_is_never_a_delivery(sink
 async def test_a_forged_bounce_address_names_no_notification(sink, ledger):
     new_run(ledger)
     forged = f"np-{RUN}-2-aaaaaaaa"
-    await send(sink, "", sender_for(forged, DOMAIN), report(2).replace(
-        TEST_KEY.token(RUN, 2).encode(), forged.encode()))  # fmt: skip
+    await send(
+        sink,
+        "",
+        sender_for(forged, DOMAIN),
+        report(2).replace(TEST_KEY.token(RUN, 2).encode(), forged.encode()),
+    )
     record = ledger.load(RUN)
     assert not record.notifications[2].bounces and record.unmatched_bounces == 1
 

@@ -203,9 +203,13 @@ class AuthGateway:
 
     async def handle_DATA(self, server, session, envelope) -> str:
         await aiosmtplib.send(
-            envelope.original_content, sender=envelope.mail_from, recipients=envelope.rcpt_tos,
-            hostname="127.0.0.1", port=self.relay_port, timeout=5,
-        )  # fmt: skip
+            envelope.original_content,
+            sender=envelope.mail_from,
+            recipients=envelope.rcpt_tos,
+            hostname="127.0.0.1",
+            port=self.relay_port,
+            timeout=5,
+        )
         return "250 2.0.0 Relayed"
 
 
@@ -214,9 +218,13 @@ async def auth_gateway(pki: dict[str, Path], relay_port: int):
     gateway = AuthGateway(relay_port)
     context = server_context(pki["chain"], pki["key"])
     factory = lambda: SMTP(  # noqa: E731
-        gateway, tls_context=context, require_starttls=True, auth_required=True,
-        authenticator=gateway.authenticator, hostname="auth-gateway",
-    )  # fmt: skip
+        gateway,
+        tls_context=context,
+        require_starttls=True,
+        auth_required=True,
+        authenticator=gateway.authenticator,
+        hostname="auth-gateway",
+    )
     server = await asyncio.get_running_loop().create_server(factory, "127.0.0.1", 0)
     try:
         yield gateway, server.sockets[0].getsockname()[1]
@@ -228,9 +236,14 @@ async def auth_gateway(pki: dict[str, Path], relay_port: int):
 async def probe_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     """Run `notifyprobe` while this loop keeps serving the in-process gateway."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "probe", *args, env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "probe",
+        *args,
+        env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
     return proc.returncode or 0, out.decode(), err.decode()
 
@@ -252,12 +265,31 @@ async def test_auth_password_never_reaches_ledger_json_or_logs(tmp_path, pki, ri
     secret_env = {"NP_GATEWAY_PW": PASSWORD if right_password else PASSWORD + "-wrong"}
     async with auth_gateway(pki, sink_port) as (gateway, port):
         code, out, err = await probe_cli(
-            "burst", "--gateway", f"127.0.0.1:{port}", "--sink", f"127.0.0.1:{sink_port}",
-            "--count", "3", "--tls", "starttls", "--ca-file", str(pki["ca"]), "--user", USER,
-            "--password-env", "NP_GATEWAY_PW", "--db", str(db), "--json", "-",
-            "--log-level", "debug", "--timeout", "2",
+            "burst",
+            "--gateway",
+            f"127.0.0.1:{port}",
+            "--sink",
+            f"127.0.0.1:{sink_port}",
+            "--count",
+            "3",
+            "--tls",
+            "starttls",
+            "--ca-file",
+            str(pki["ca"]),
+            "--user",
+            USER,
+            "--password-env",
+            "NP_GATEWAY_PW",
+            "--db",
+            str(db),
+            "--json",
+            "-",
+            "--log-level",
+            "debug",
+            "--timeout",
+            "2",
             env=secret_env,
-        )  # fmt: skip
+        )
     report = json.loads(out)
     if right_password:
         assert code == 0, err
@@ -267,8 +299,11 @@ async def test_auth_password_never_reaches_ledger_json_or_logs(tmp_path, pki, ri
         assert report["verdict"]["pattern"] == "all_refused"
         assert report["notifications"][0]["submit"].get("code") == 535, report["notifications"][0]
     assert report["security"] == {
-        "tls": "starttls", "ca_file": str(pki["ca"]), "insecure": False, "auth_user": USER,
-    }  # fmt: skip
+        "tls": "starttls",
+        "ca_file": str(pki["ca"]),
+        "insecure": False,
+        "auth_user": USER,
+    }
     with Ledger(db) as ledger:
         transcript = submitted(ledger.load(report["run_id"]).notifications[1]).steps
     assert "AUTH [redacted]" in [step.command for step in transcript]
@@ -284,16 +319,32 @@ async def test_insecure_is_reported_loudly_in_text_json_and_stderr(tmp_path, pki
     sink_port = unused_port()
     async with auth_gateway(pki, sink_port) as (_, port):
         code, out, err = await probe_cli(
-            "burst", "--gateway", f"127.0.0.1:{port}", "--sink", f"127.0.0.1:{sink_port}",
-            "--count", "2", "--tls", "starttls", "--insecure", "--user", USER,
-            "--password-env", "NP_GATEWAY_PW", "--db", str(tmp_path / "i.db"), "--timeout", "2",
+            "burst",
+            "--gateway",
+            f"127.0.0.1:{port}",
+            "--sink",
+            f"127.0.0.1:{sink_port}",
+            "--count",
+            "2",
+            "--tls",
+            "starttls",
+            "--insecure",
+            "--user",
+            USER,
+            "--password-env",
+            "NP_GATEWAY_PW",
+            "--db",
+            str(tmp_path / "i.db"),
+            "--timeout",
+            "2",
             env={"NP_GATEWAY_PW": PASSWORD},
-        )  # fmt: skip
+        )
     assert code == 0, err
     assert "WARNING: TLS certificate verification is OFF" in err
     assert "WARNING: TLS certificate verification is OFF" in out
-    code, out, _ = await probe_cli("verdict", "--last", "--db", str(tmp_path / "i.db"),
-                                   "--json", "-", env={})  # fmt: skip
+    code, out, _ = await probe_cli(
+        "verdict", "--last", "--db", str(tmp_path / "i.db"), "--json", "-", env={}
+    )
     assert json.loads(out)["warnings"] == [
         "TLS certificate verification is OFF (--insecure): the gateway is not authenticated"
     ]
@@ -302,9 +353,17 @@ async def test_insecure_is_reported_loudly_in_text_json_and_stderr(tmp_path, pki
 @pytest.mark.real
 async def test_password_on_a_missing_env_var_is_a_clear_exit_3(tmp_path):
     code, _, err = await probe_cli(
-        "burst", "--gateway", "127.0.0.1:1", "--user", USER, "--password-env", "NP_NOT_SET_X",
-        "--db", str(tmp_path / "x.db"), env={},
-    )  # fmt: skip
+        "burst",
+        "--gateway",
+        "127.0.0.1:1",
+        "--user",
+        USER,
+        "--password-env",
+        "NP_NOT_SET_X",
+        "--db",
+        str(tmp_path / "x.db"),
+        env={},
+    )
     assert code == 3 and "NP_NOT_SET_X" in err and len(err.strip().splitlines()) == 1
 
 

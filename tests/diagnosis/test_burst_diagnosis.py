@@ -29,10 +29,23 @@ def lab_gateway(mode: str, sink_port: int) -> Iterator[tuple[int, int]]:
     """A `notifyprobe lab gateway` subprocess; yields (its port, its pid) once it listens."""
     port = unused_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "probe", "lab", "gateway", "--mode", mode,
-         "--listen", f"127.0.0.1:{port}", "--relay", f"127.0.0.1:{sink_port}"],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "probe",
+            "lab",
+            "gateway",
+            "--mode",
+            mode,
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--relay",
+            f"127.0.0.1:{sink_port}",
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()
@@ -45,11 +58,30 @@ def lab_gateway(mode: str, sink_port: int) -> Iterator[tuple[int, int]]:
 
 def burst(port: int, sink_port: int, db: Path, *extra: str) -> tuple[int, str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "probe", "burst", "--gateway", f"127.0.0.1:{port}",
-         "--sink", f"127.0.0.1:{sink_port}", "--count", "4", "--timeout", "5", "--settle", "0.3",
-         "--db", str(db), *extra],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "probe",
+            "burst",
+            "--gateway",
+            f"127.0.0.1:{port}",
+            "--sink",
+            f"127.0.0.1:{sink_port}",
+            "--count",
+            "4",
+            "--timeout",
+            "5",
+            "--settle",
+            "0.3",
+            "--db",
+            str(db),
+            *extra,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode in (0, 1, 2), proc.stderr
     return proc.returncode, proc.stdout
 
@@ -61,12 +93,22 @@ def stale_dll(tmp_path: Path) -> Iterator[Path]:
         yield dll
 
 
-def test_first_only_gateway_with_stale_module_is_diagnosed_000(stale_dll: Path,
-                                                               tmp_path: Path) -> None:  # fmt: skip
+def test_first_only_gateway_with_stale_module_is_diagnosed_000(
+    stale_dll: Path, tmp_path: Path
+) -> None:
     sink_port = unused_port()
     with lab_gateway("first-only", sink_port) as (port, _):
-        code, out = burst(port, sink_port, tmp_path / "l.sqlite3", "--module", NAME,
-                          "--installed", str(stale_dll), "--json", "-")  # fmt: skip
+        code, out = burst(
+            port,
+            sink_port,
+            tmp_path / "l.sqlite3",
+            "--module",
+            NAME,
+            "--installed",
+            str(stale_dll),
+            "--json",
+            "-",
+        )
     report = json.loads(out)
     assert code == 2
     assert report["verdict"]["pattern"] == "first_only"
@@ -80,12 +122,14 @@ def test_first_only_gateway_with_stale_module_is_diagnosed_000(stale_dll: Path,
     assert any(h["state"] == "stale" for h in report["modules"]["hits"])
 
 
-def test_first_only_diagnosis_is_shown_in_the_terminal_report(stale_dll: Path,
-                                                              tmp_path: Path) -> None:  # fmt: skip
+def test_first_only_diagnosis_is_shown_in_the_terminal_report(
+    stale_dll: Path, tmp_path: Path
+) -> None:
     sink_port = unused_port()
     with lab_gateway("first-only", sink_port) as (port, _):
-        _, out = burst(port, sink_port, tmp_path / "l.sqlite3", "--module", NAME,
-                       "--installed", str(stale_dll))  # fmt: skip
+        _, out = burst(
+            port, sink_port, tmp_path / "l.sqlite3", "--module", NAME, "--installed", str(stale_dll)
+        )
     assert "Diagnosis [000]" in out
     assert "confidence high" in out
     assert "what to do:" in out and "1. Back up the notification templates." in out
@@ -94,9 +138,19 @@ def test_first_only_diagnosis_is_shown_in_the_terminal_report(stale_dll: Path,
 def test_healthy_gateway_gets_no_diagnosis(stale_dll: Path, tmp_path: Path) -> None:
     sink_port = unused_port()
     with lab_gateway("healthy", sink_port) as (port, gateway_pid):
-        code, out = burst(port, sink_port, tmp_path / "l.sqlite3", "--module", NAME,
-                          "--installed", str(stale_dll), "--process", "python*",
-                          "--json", "-")  # fmt: skip
+        code, out = burst(
+            port,
+            sink_port,
+            tmp_path / "l.sqlite3",
+            "--module",
+            NAME,
+            "--installed",
+            str(stale_dll),
+            "--process",
+            "python*",
+            "--json",
+            "-",
+        )
     report = json.loads(out)
     assert code == 0
     assert report["verdict"]["pattern"] == "healthy"

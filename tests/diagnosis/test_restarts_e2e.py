@@ -36,12 +36,25 @@ def gateway_python(tmp_path: Path) -> Path:
 def gateway(python: Path, port: int, sink_port: int) -> Iterator[int]:
     """The lab gateway on `port`: a restarted service comes back on the same address."""
     proc = subprocess.Popen(
-        [str(python), "-m", "probe", "lab", "gateway", "--listen", f"127.0.0.1:{port}",
-         "--relay", f"127.0.0.1:{sink_port}", "--mode", "first-only"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        [
+            str(python),
+            "-m",
+            "probe",
+            "lab",
+            "gateway",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--relay",
+            f"127.0.0.1:{sink_port}",
+            "--mode",
+            "first-only",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
         # The renamed interpreter is outside the virtual environment: hand it our import path.
         env={**ENV, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)},
-    )  # fmt: skip
+    )
     assert proc.stderr is not None  # a pipe
     try:
         match = re.search(r"listening on [\d.]+:(\d+)", proc.stderr.readline())
@@ -54,10 +67,24 @@ def gateway(python: Path, port: int, sink_port: int) -> Iterator[int]:
 
 def burst(port: int, sink: int, db: Path) -> dict[str, Any]:
     result = probe(
-        "burst", "--gateway", f"127.0.0.1:{port}", "--sink", f"127.0.0.1:{sink}", "--db", str(db),
-        "--count", "4", "--settle", "0.3", "--timeout", "1", "--process", GATEWAY_NAME,
-        "--json", "-",
-    )  # fmt: skip
+        "burst",
+        "--gateway",
+        f"127.0.0.1:{port}",
+        "--sink",
+        f"127.0.0.1:{sink}",
+        "--db",
+        str(db),
+        "--count",
+        "4",
+        "--settle",
+        "0.3",
+        "--timeout",
+        "1",
+        "--process",
+        GATEWAY_NAME,
+        "--json",
+        "-",
+    )
     assert result.returncode == 2, result.stderr
     report: dict[str, Any] = json.loads(result.stdout)
     return report

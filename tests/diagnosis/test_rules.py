@@ -23,8 +23,14 @@ PACKAGED = Path(__file__).resolve().parents[2] / "probe" / "diagnosis" / "signat
 
 def verdict(pattern: Pattern, sink_verified: bool | None = True) -> Verdict:
     severity = Severity.OK if pattern is Pattern.HEALTHY else Severity.CRITICAL
-    return Verdict(pattern, severity, f"{pattern.value} summary", sent=10, delivered=1,
-                   sink_verified=sink_verified)  # fmt: skip
+    return Verdict(
+        pattern,
+        severity,
+        f"{pattern.value} summary",
+        sent=10,
+        delivered=1,
+        sink_verified=sink_verified,
+    )
 
 
 def version(v: str) -> ModuleVersion:
@@ -46,8 +52,9 @@ def hit(
 
 
 def inventory(*hits: ModuleHit, denied: int = 0) -> Inventory:
-    return Inventory(("MPNotifyPerf.dll",), (), "windows", hits, scanned=80, denied=denied,
-                     vanished=0)  # fmt: skip
+    return Inventory(
+        ("MPNotifyPerf.dll",), (), "windows", hits, scanned=80, denied=denied, vanished=0
+    )
 
 
 def test_three_signatures_ship_and_validate() -> None:
@@ -63,15 +70,22 @@ def test_first_only_with_stale_module_is_000_with_high_confidence() -> None:
     assert any("4.3.0.12" in line and "5.0.0.41" in line for line in d.because)
     assert any("sink" in line for line in d.because)
     steps = " ".join(d.remediation).lower()
-    for word in ("templates", "uninstall", "reboot", "email-gateway", "notification gateway",
-                 "install the new version"):  # fmt: skip
+    for word in (
+        "templates",
+        "uninstall",
+        "reboot",
+        "email-gateway",
+        "notification gateway",
+        "install the new version",
+    ):
         assert word in steps
     assert d.to_dict()["confidence"] == "high"
 
 
 def test_first_only_without_stale_module_says_so_with_low_confidence() -> None:
-    d = diagnose(verdict(Pattern.FIRST_ONLY), inventory(hit(ModuleState.CURRENT), denied=2),
-                 SIGNATURES)  # fmt: skip
+    d = diagnose(
+        verdict(Pattern.FIRST_ONLY), inventory(hit(ModuleState.CURRENT), denied=2), SIGNATURES
+    )
     assert d is not None and d.signature == "000"
     assert d.confidence is Confidence.LOW
     assert any("none of the 80 processes read has an old copy" in line for line in d.because)
@@ -96,8 +110,11 @@ def test_first_only_without_inventory_asks_for_one() -> None:
 
 
 def test_unproven_sink_lowers_confidence_and_is_named() -> None:
-    d = diagnose(verdict(Pattern.FIRST_ONLY, sink_verified=None),
-                 inventory(hit(ModuleState.STALE)), SIGNATURES)  # fmt: skip
+    d = diagnose(
+        verdict(Pattern.FIRST_ONLY, sink_verified=None),
+        inventory(hit(ModuleState.STALE)),
+        SIGNATURES,
+    )
     assert d is not None and d.confidence is Confidence.MEDIUM
     assert any("not ruled out" in line for line in d.because)
 
@@ -127,8 +144,13 @@ def run(run_id: str, at: float, delivered: int, gen: float, sent: int = 10) -> R
 
 
 def test_each_restart_bringing_back_one_delivery_is_recognised() -> None:
-    history = [run("a", 10, 1, 5), run("b", 20, 0, 5), run("c", 30, 1, 25), run("d", 40, 0, 25),
-               run("e", 50, 1, 45)]  # fmt: skip
+    history = [
+        run("a", 10, 1, 5),
+        run("b", 20, 0, 5),
+        run("c", 30, 1, 25),
+        run("d", 40, 0, 25),
+        run("e", 50, 1, 45),
+    ]
     finding = first_after_restart(history)
     assert finding is not None and finding.matches
     assert (finding.after_restart, finding.without_restart) == (2, 2)
@@ -147,8 +169,11 @@ def test_restart_pattern_rejects_runs_that_break_it() -> None:
 
 def test_restart_history_raises_confidence_of_000() -> None:
     history = first_after_restart([run("a", 10, 1, 5), run("b", 20, 0, 5), run("c", 30, 1, 25)])
-    facts = RestartFacts(starts=(ProcessStart("process", "gateway", 125, 25.0),),
-                         run_started_at=30.0, history=history)  # fmt: skip
+    facts = RestartFacts(
+        starts=(ProcessStart("process", "gateway", 125, 25.0),),
+        run_started_at=30.0,
+        history=history,
+    )
     d = diagnose(verdict(Pattern.FIRST_ONLY), inventory(), SIGNATURES, facts)
     assert d is not None and d.confidence is Confidence.MEDIUM
     assert any("started 5 s before this run" in line for line in d.because)

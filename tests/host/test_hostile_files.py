@@ -69,10 +69,23 @@ def test_the_scan_goes_on_when_the_module_path_became_a_fifo(tmp_path: Path) -> 
         dll.unlink()
         os.mkfifo(dll)
         proc = subprocess.run(
-            [sys.executable, "-m", "probe", "modules", "--name", NAME, "--installed", str(dll),
-             "--json", "-"],
-            cwd=ROOT, capture_output=True, text=True, timeout=30,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "probe",
+                "modules",
+                "--name",
+                NAME,
+                "--installed",
+                str(dll),
+                "--json",
+                "-",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert proc.returncode in (0, 1), proc.stderr
     hits = [h for h in json.loads(proc.stdout)["hits"] if h["pid"] == holder.pid]
     assert len(hits) == 1

@@ -79,8 +79,9 @@ def test_exchange_perf_dlls_renamed_to_old_and_still_loaded() -> None:
 
 
 def test_modules_command_replays_a_recorded_inventory_as_json(capsys) -> None:
-    code = main(["modules", "--recorded", str(MEETINGPLACE), "--installed", INSTALLED,
-                 "--json", "-"])  # fmt: skip
+    code = main(
+        ["modules", "--recorded", str(MEETINGPLACE), "--installed", INSTALLED, "--json", "-"]
+    )
     report = json.loads(capsys.readouterr().out)
     assert code == 1
     assert report["platform"] == "windows"

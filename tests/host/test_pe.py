@@ -64,8 +64,15 @@ def test_elf_shared_object_reports_its_soname() -> None:
     import ctypes.util
 
     name = ctypes.util.find_library("c")
-    candidates = [p for d in ("/lib", "/usr/lib", "/lib64", "/usr/lib64")
-                  for p in Path(d).rglob(name or "libc.so.6")] if name else []  # fmt: skip
+    candidates = (
+        [
+            p
+            for d in ("/lib", "/usr/lib", "/lib64", "/usr/lib64")
+            for p in Path(d).rglob(name or "libc.so.6")
+        ]
+        if name
+        else []
+    )
     if not candidates:
         pytest.skip("libc not found")
     data = candidates[0].read_bytes()

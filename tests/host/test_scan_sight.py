@@ -26,8 +26,16 @@ INSTALLED = r"D:\Latitude\Shared Components\MeetingPlace Notification Gateway\MP
 
 
 def inventory(scanned: int, denied: int, advice: str = "run as root") -> Inventory:
-    return Inventory(("X.dll",), (), "linux", (), scanned=scanned, denied=denied, vanished=0,
-                     unreadable_advice=advice)  # fmt: skip
+    return Inventory(
+        ("X.dll",),
+        (),
+        "linux",
+        (),
+        scanned=scanned,
+        denied=denied,
+        vanished=0,
+        unreadable_advice=advice,
+    )
 
 
 def test_only_a_scan_that_read_every_process_in_scope_is_clean() -> None:
@@ -152,8 +160,11 @@ def test_the_inventory_json_keeps_the_count_and_the_advice_and_old_ones_still_lo
     assert "SeDebugPrivilege" in data["unreadable_advice"]
     view = InventoryView.from_dict(data)
     assert view.unreadable_line() == scoped.unreadable_note()
-    old = {k: v for k, v in data.items() if k in ("names", "platform", "scanned", "denied",
-                                                  "vanished", "hits")}  # fmt: skip
+    old = {
+        k: v
+        for k, v in data.items()
+        if k in ("names", "platform", "scanned", "denied", "vanished", "hits")
+    }
     stored_before = InventoryView.from_dict(old)
     assert stored_before.denied == 1
     assert "could not read 1 of 7 processes" in (stored_before.unreadable_line() or "")
@@ -162,7 +173,12 @@ def test_the_inventory_json_keeps_the_count_and_the_advice_and_old_ones_still_lo
 
 @pytest.mark.real
 def test_an_empty_process_name_is_one_line_and_exit_3() -> None:
-    proc = subprocess.run([sys.executable, "-m", "probe", "modules", "--process", " "],
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "probe", "modules", "--process", " "],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 3
     assert proc.stderr.strip() == "notifyprobe: error: --process needs a process name"

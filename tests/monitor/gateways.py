@@ -44,8 +44,11 @@ class QueueRunner:
         self.sessions: weakref.WeakSet[Session] = weakref.WeakSet()  # those that relayed one
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        message = (envelope.mail_from or "", list(envelope.rcpt_tos),
-                   envelope.original_content or b"")  # fmt: skip
+        message = (
+            envelope.mail_from or "",
+            list(envelope.rcpt_tos),
+            envelope.original_content or b"",
+        )
         if self.first_at_once and session not in self.sessions:
             self.sessions.add(session)
             if await self.send(*message):
@@ -56,8 +59,14 @@ class QueueRunner:
     async def send(self, sender: str, rcpts: list[str], content: bytes) -> bool:
         try:
             relay = self.relay
-            await aiosmtplib.send(content, sender=sender, recipients=rcpts, hostname=relay.host,
-                                  port=relay.port, timeout=5)  # fmt: skip
+            await aiosmtplib.send(
+                content,
+                sender=sender,
+                recipients=rcpts,
+                hostname=relay.host,
+                port=relay.port,
+                timeout=5,
+            )
         except (aiosmtplib.SMTPException, OSError):
             return False
         return True
@@ -99,8 +108,12 @@ async def hung_gateway() -> AsyncIterator[Endpoint]:
 @contextmanager
 def gateway_process(*args: str) -> Iterator[int]:
     """One of these gateways in its own process; yields the port it listens on."""
-    proc = subprocess.Popen([sys.executable, "-m", "tests.monitor.gateways", *args],
-                            stdout=subprocess.PIPE, text=True, env=ENV)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.monitor.gateways", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )
     try:
         assert proc.stdout is not None
         match = re.search(r"listening on 127\.0\.0\.1:(\d+)", proc.stdout.readline())

@@ -76,10 +76,21 @@ class Figures:
 
 
 def write_config(path: Path, sink: int, db: Path, gateways: dict[str, int]) -> Path:
-    lines = [f'sink = "127.0.0.1:{sink}"', f'ledger = "{db}"', 'domain = "probe.test"',
-             'metrics = "127.0.0.1:0"', f'stop_drain = "{STOP_DRAIN_S:g}s"', "seed = 17",
-             "[limits]", "min_interval = 5", "max_per_minute = 600",
-             "[defaults]", f"interval = {INTERVAL_S:g}", "jitter = 0.1", "count = 5"]  # fmt: skip
+    lines = [
+        f'sink = "127.0.0.1:{sink}"',
+        f'ledger = "{db}"',
+        'domain = "probe.test"',
+        'metrics = "127.0.0.1:0"',
+        f'stop_drain = "{STOP_DRAIN_S:g}s"',
+        "seed = 17",
+        "[limits]",
+        "min_interval = 5",
+        "max_per_minute = 600",
+        "[defaults]",
+        f"interval = {INTERVAL_S:g}",
+        "jitter = 0.1",
+        "count = 5",
+    ]
     for name, port in gateways.items():
         lines += ["[[target]]", f'name = "{name}"', f'gateway = "127.0.0.1:{port}"']
         if name == "short-window":
@@ -94,8 +105,12 @@ def watch(config: Path, log: Path) -> Iterator[tuple[subprocess.Popen[bytes], in
     announced = re.compile(r"metrics listening on [\d.]+:(\d+)")
     earlier = len(announced.findall(log.read_text())) if log.exists() else 0
     with log.open("ab") as out:
-        proc = subprocess.Popen([*PROBE, "watch", "--config", str(config)], stderr=out,
-                                stdout=subprocess.DEVNULL, env=ENV)  # fmt: skip
+        proc = subprocess.Popen(
+            [*PROBE, "watch", "--config", str(config)],
+            stderr=out,
+            stdout=subprocess.DEVNULL,
+            env=ENV,
+        )
     try:
         deadline = time.monotonic() + 30
         while len(ports := announced.findall(log.read_text())) <= earlier:
@@ -182,9 +197,21 @@ def soak_phase(config: Path, db: Path, targets: list[str], length_s: float, fig:
 def collect_queued_mail(db: Path, sink: int, wait_s: float) -> None:
     """After the last stop the batching gateways still hold mail they accepted: a sink on the
     same ledger receives it, as the watch's next start would."""
-    proc = subprocess.Popen([*PROBE, "sink", "--listen", f"127.0.0.1:{sink}", "--domain",
-                             "probe.test", "--db", str(db)], env=ENV,
-                            stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        [
+            *PROBE,
+            "sink",
+            "--listen",
+            f"127.0.0.1:{sink}",
+            "--domain",
+            "probe.test",
+            "--db",
+            str(db),
+        ],
+        env=ENV,
+        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+    )
     try:
         time.sleep(wait_s)
     finally:

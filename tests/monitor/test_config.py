@@ -77,8 +77,12 @@ def test_every_key_is_read(tmp_path):
     assert cfg.ledger == tmp_path / "data/ledger.sqlite3"  # relative to the config file
     assert cfg.metrics == Endpoint("127.0.0.1", 9478)
     assert (cfg.retention_days, cfg.seed, cfg.once, cfg.log_level, cfg.log_json) == (
-        7, 42, False, "debug", True,
-    )  # fmt: skip
+        7,
+        42,
+        False,
+        "debug",
+        True,
+    )
     assert cfg.caps == Caps(max_count=50, min_interval_s=30.0, max_per_minute=60.0)
     assert cfg.on_change is not None
     assert cfg.on_change.command == ("/usr/local/bin/page", "--team", "mail")

@@ -46,8 +46,9 @@ def observed() -> Metrics:
     healthy = record(*(note(s, latency=0.02) for s in range(1, 5)))
     metrics.observe_run("paris", healthy, classify(healthy), 0.4, at=1_700_000_000.0)
     refused = SmtpReply(451, "4.3.0 try later", "4.3.0")
-    first_only = record(note(1), *(note(s, delivered=0, reply=refused, stage="data")
-                                   for s in range(2, 5)))  # fmt: skip
+    first_only = record(
+        note(1), *(note(s, delivered=0, reply=refused, stage="data") for s in range(2, 5))
+    )
     metrics.observe_run("lyon", first_only, classify(first_only), 1.5, at=1_700_000_060.0)
     return metrics
 
@@ -96,7 +97,7 @@ def test_every_series_exists_before_the_first_run_with_the_no_run_values():
         "notifyprobe_verdicts_corrected_total",
         (("from_pattern", "first_only"), ("target", "new"), ("to_pattern", "healthy")),
     )
-    assert s[corrected] == 0.0  # fmt: skip
+    assert s[corrected] == 0.0
 
 
 def test_a_correction_is_counted_by_original_and_corrected_pattern():
@@ -139,8 +140,12 @@ def test_a_blind_module_scan_never_exports_a_clean_zero():
 @pytest.mark.real
 @needs_promtool
 def test_exposition_passes_promtool_check_metrics():
-    result = subprocess.run([promtool(), "check", "metrics"], input=observed().exposition(),
-                            capture_output=True, timeout=30)  # fmt: skip
+    result = subprocess.run(
+        [promtool(), "check", "metrics"],
+        input=observed().exposition(),
+        capture_output=True,
+        timeout=30,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr).decode()
 
 
@@ -148,8 +153,9 @@ def test_exposition_passes_promtool_check_metrics():
 @needs_promtool
 def test_alerting_rules_pass_promtool_unit_tests():
     rules = ROOT / "docs" / "alerts.yml"
-    check = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True,
-                           text=True, timeout=30)  # fmt: skip
+    check = subprocess.run(
+        [promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=30
+    )
     assert check.returncode == 0, check.stdout + check.stderr
     result = subprocess.run(
         [promtool(), "test", "rules", "alerts_test.yml"],

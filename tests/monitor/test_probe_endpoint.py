@@ -78,8 +78,9 @@ async def test_probe_runs_the_target_now_and_keeps_its_caps(tmp_path):
                 first, second = (samples(b) for _, b, _ in both)
                 assert first["probe_success"] == second["probe_success"] == 1
                 assert first["pattern=healthy"] == 1
-                assert sorted([first["notifyprobe_probe_cached"],
-                               second["notifyprobe_probe_cached"]]) == [0, 1]  # fmt: skip
+                assert sorted(
+                    [first["notifyprobe_probe_cached"], second["notifyprobe_probe_cached"]]
+                ) == [0, 1]
                 assert (
                     first["notifyprobe_probe_run_timestamp_seconds"]
                     == second["notifyprobe_probe_run_timestamp_seconds"]

@@ -159,8 +159,12 @@ async def test_no_command_when_the_verdict_stays_the_same_across_restarts(tmp_pa
         for _ in range(2):  # the second watch starts from the verdict in the ledger
             # A fresh gateway each time: a stopped sink does not close the relay's live session.
             async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode("healthy")) as gw:
-                cfg = WatchConfig(targets=(target("gw", gw.listen),), sink=sink, once=True,
-                                  on_change=OnChange(command))  # fmt: skip
+                cfg = WatchConfig(
+                    targets=(target("gw", gw.listen),),
+                    sink=sink,
+                    once=True,
+                    on_change=OnChange(command),
+                )
                 assert await Watcher(cfg, ledger).run(asyncio.Event()) is Severity.OK
         assert len(ledger.run_ids()) == 2
     assert not marker.exists()
@@ -169,9 +173,12 @@ async def test_no_command_when_the_verdict_stays_the_same_across_restarts(tmp_pa
 @pytest.mark.real
 async def test_a_failing_command_is_logged_and_counted_not_fatal(tmp_path):
     sink = Endpoint("127.0.0.1", unused_port())
-    cfg = WatchConfig(targets=(target("gw", Endpoint("127.0.0.1", unused_port()), count=1),),
-                      sink=sink, once=True,
-                      on_change=OnChange((str(tmp_path / "no-such-program"),)))  # fmt: skip
+    cfg = WatchConfig(
+        targets=(target("gw", Endpoint("127.0.0.1", unused_port()), count=1),),
+        sink=sink,
+        once=True,
+        on_change=OnChange((str(tmp_path / "no-such-program"),)),
+    )
     metrics = Metrics()
     with Ledger(tmp_path / "l.db") as ledger:
         assert await Watcher(cfg, ledger, metrics).run(asyncio.Event()) is Severity.CRITICAL
@@ -217,8 +224,9 @@ def test_recovery_judges_cut_watch_runs_and_leaves_other_runs_alone(tmp_path):
             ("aaaaaaaaaa", RunOptions(target="gw")),
             ("bbbbbbbbbb", RunOptions()),
         ):
-            ledger.create_run(Run(run_id, "gw:25", "probe.invalid", count=3, started_at=100.0,
-                                  options=options))  # fmt: skip
+            ledger.create_run(
+                Run(run_id, "gw:25", "probe.invalid", count=3, started_at=100.0, options=options)
+            )
             ledger.record_submission(run_id, 1, Submission(100.0, 100.1, "data"))
         cfg = WatchConfig(targets=(target("gw", Endpoint("127.0.0.1", 25)),))
         recovered = Watcher(cfg, ledger).recover()
@@ -248,9 +256,17 @@ def test_retention_deletes_old_judged_runs_with_their_rows(tmp_path):
 def write_config(
     path: Path, sink: int, ledger: Path, targets: dict[str, int], **extra: str
 ) -> Path:
-    lines = [f'sink = "127.0.0.1:{sink}"', f'ledger = "{ledger}"', 'domain = "probe.test"',
-             "[limits]", "min_interval = 5", "[defaults]", "interval = 3600", "jitter = 0",
-             *(f"{k} = {v}" for k, v in extra.items())]  # fmt: skip
+    lines = [
+        f'sink = "127.0.0.1:{sink}"',
+        f'ledger = "{ledger}"',
+        'domain = "probe.test"',
+        "[limits]",
+        "min_interval = 5",
+        "[defaults]",
+        "interval = 3600",
+        "jitter = 0",
+        *(f"{k} = {v}" for k, v in extra.items()),
+    ]
     for name, port in targets.items():
         lines += ["[[target]]", f'name = "{name}"', f'gateway = "127.0.0.1:{port}"']
     path.write_text("\n".join(lines) + "\n")
@@ -260,9 +276,13 @@ def write_config(
 @contextmanager
 def watch(config: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, int]]]:
     """Start `notifyprobe watch`; yield it with the ports it announced (sink, metrics)."""
-    proc = subprocess.Popen([*PROBE, "watch", "--config", str(config), *args],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            env=ENV)  # fmt: skip
+    proc = subprocess.Popen(
+        [*PROBE, "watch", "--config", str(config), *args],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=ENV,
+    )
     assert proc.stderr is not None  # a pipe
     try:
         ports: dict[str, int] = {}
@@ -293,10 +313,18 @@ def scrape(port: int) -> str:
 def test_watch_two_targets_serves_both_verdicts_and_valid_metrics(tmp_path):
     sink = unused_port()
     relay = ("--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}")
-    with service("lab", "gateway", *relay, "--mode", "healthy") as good, \
-         service("lab", "gateway", *relay, "--mode", "first-only") as bad:  # fmt: skip
-        config = write_config(tmp_path / "watch.toml", sink, tmp_path / "l.db",
-                              {"good": good, "bad": bad}, count="5", settle="1")  # fmt: skip
+    with (
+        service("lab", "gateway", *relay, "--mode", "healthy") as good,
+        service("lab", "gateway", *relay, "--mode", "first-only") as bad,
+    ):
+        config = write_config(
+            tmp_path / "watch.toml",
+            sink,
+            tmp_path / "l.db",
+            {"good": good, "bad": bad},
+            count="5",
+            settle="1",
+        )
         with watch(config, "--metrics", "127.0.0.1:0") as (proc, ports):
             wanted = [
                 'notifyprobe_verdict{pattern="healthy",target="good"} 1.0',
@@ -313,16 +341,20 @@ def test_watch_two_targets_serves_both_verdicts_and_valid_metrics(tmp_path):
             assert proc.wait(timeout=10) == 0
     if PROMTOOL is None:
         pytest.skip("promtool not installed (Debian package `prometheus`): lint not run")
-    lint = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
-                          text=True, timeout=30)  # fmt: skip
+    lint = subprocess.run(
+        [PROMTOOL, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
 def ledger_rows(db: Path) -> tuple[set[tuple[str, int, float]], int]:
     """Committed submissions (run, seq, started) and the number of deliveries."""
     with sqlite3.connect(db) as conn:
-        submitted = set(conn.execute("SELECT run_id, seq, started_at FROM notifications"
-                                     " WHERE started_at IS NOT NULL"))  # fmt: skip
+        submitted = set(
+            conn.execute(
+                "SELECT run_id, seq, started_at FROM notifications WHERE started_at IS NOT NULL"
+            )
+        )
         (deliveries,) = conn.execute("SELECT COUNT(*) FROM deliveries").fetchone()
     return submitted, deliveries
 
@@ -345,8 +377,9 @@ def test_killed_watch_loses_no_row_and_judges_the_cut_run_on_restart(tmp_path):
     db = tmp_path / "l.db"
     relay = ("--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink}")
     with service("lab", "gateway", *relay, "--mode", "healthy") as gateway:
-        config = write_config(tmp_path / "watch.toml", sink, db, {"gw": gateway},
-                              count="40", pacing='"100ms"')  # fmt: skip
+        config = write_config(
+            tmp_path / "watch.toml", sink, db, {"gw": gateway}, count="40", pacing='"100ms"'
+        )
         with watch(config) as (proc, _):
             wait_for_submissions(db, at_least=5)
             proc.send_signal(signal.SIGKILL)
@@ -382,8 +415,13 @@ def test_a_second_watch_on_the_same_ledger_stops_at_start_and_a_killed_ones_lock
     sink = unused_port()
     config = write_config(tmp_path / "watch.toml", sink, tmp_path / "l.db", {"gw": unused_port()})
     with watch(config) as (first, _):
-        second = subprocess.run([*PROBE, "watch", "--config", str(config)], env=ENV,
-                                capture_output=True, text=True, timeout=60)  # fmt: skip
+        second = subprocess.run(
+            [*PROBE, "watch", "--config", str(config)],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert second.returncode == 3, second.stderr
         assert "already in use (watch, pid" in second.stderr
         assert len(second.stderr.strip().splitlines()) == 1
@@ -409,8 +447,9 @@ def test_watch_check_validates_and_bad_config_is_one_line_exit_3(tmp_path):
 
 @pytest.mark.real
 def test_watch_once_exits_with_the_worst_state(tmp_path):
-    config = write_config(tmp_path / "w.toml", unused_port(), tmp_path / "l.db",
-                          {"down": unused_port()}, count="2")  # fmt: skip
+    config = write_config(
+        tmp_path / "w.toml", unused_port(), tmp_path / "l.db", {"down": unused_port()}, count="2"
+    )
     result = probe("watch", "--config", str(config), "--once", timeout=30)
     assert result.returncode == int(Severity.CRITICAL), result.stderr
     with Ledger(tmp_path / "l.db") as ledger:

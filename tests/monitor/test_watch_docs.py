@@ -35,8 +35,9 @@ def test_the_units_commands_run_as_written_with_the_example_config():
         if "--check" not in args:  # ExecStart: the same command line, validated only
             args.append("--check")
         secrets = {"NOTIFYPROBE_LYON_PASSWORD": "from-the-environment-file"}  # EnvironmentFile=
-        result = subprocess.run([*PROBE, *args], capture_output=True, text=True, timeout=60,
-                                env={**ENV, **secrets})  # fmt: skip
+        result = subprocess.run(
+            [*PROBE, *args], capture_output=True, text=True, timeout=60, env={**ENV, **secrets}
+        )
         assert result.returncode == 0, result.stderr
         assert "is valid" in result.stdout
 

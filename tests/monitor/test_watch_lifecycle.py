@@ -53,10 +53,15 @@ async def test_a_stop_cuts_a_hung_step_at_once_drains_accepted_mail_and_raises_n
     async with hung_gateway() as hung, batching_gateway(sink, every_s=3.0) as batching:
         hangs = BurstSettings(count=3, step_timeout_s=HUNG_STEP_TIMEOUT_S)
         hung_target = replace(target("hung", hung), burst=hangs)
-        batch_target = target("batching", batching, count=3,
-                              patience=Patience(settle_s=5.0, timeout_s=10.0))  # fmt: skip
-        cfg = WatchConfig(targets=(hung_target, batch_target), sink=sink, stop_drain_s=4.0,
-                          on_change=marker_command(hook))  # fmt: skip
+        batch_target = target(
+            "batching", batching, count=3, patience=Patience(settle_s=5.0, timeout_s=10.0)
+        )
+        cfg = WatchConfig(
+            targets=(hung_target, batch_target),
+            sink=sink,
+            stop_drain_s=4.0,
+            on_change=marker_command(hook),
+        )
         with Ledger(tmp_path / "l.db") as ledger:
             stop = asyncio.Event()
             task = asyncio.create_task(Watcher(cfg, ledger, metrics).run(stop))
@@ -65,10 +70,11 @@ async def test_a_stop_cuts_a_hung_step_at_once_drains_accepted_mail_and_raises_n
                 runs = [ledger.load(r) for r in ledger.run_ids()]
                 hung_sent = any(r.run.gateway == str(hung) for r in runs)
                 batch_accepted = any(
-                    r.run.gateway == str(batching) and r.run.status == "running"
+                    r.run.gateway == str(batching)
+                    and r.run.status == "running"
                     and sum(1 for n in r.burst if n.attempted) == 3
                     for r in runs
-                )  # fmt: skip
+                )
                 return hung_sent and batch_accepted
 
             await until(both_in_flight, "both runs in flight")
@@ -118,8 +124,12 @@ async def test_a_restart_shows_the_last_conclusive_verdict_not_the_run_a_stop_cu
         async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode("healthy")) as gw:
             metrics = Metrics(CollectorRegistry())
             at_start: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-            cfg = WatchConfig(targets=(target("gw", gw.listen),), sink=sink, once=True,
-                              on_change=marker_command(hook))  # fmt: skip
+            cfg = WatchConfig(
+                targets=(target("gw", gw.listen),),
+                sink=sink,
+                once=True,
+                on_change=marker_command(hook),
+            )
             watcher = Watcher(cfg, ledger, metrics, lambda _: at_start.update(samples(metrics)))
             await watcher.run(asyncio.Event())
         finished = ledger.load(healthy_run).run.finished_at
@@ -138,8 +148,9 @@ async def test_a_failing_gateway_keeps_its_interval(tmp_path):
     # run would wait the whole window for mail that never comes.
     async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode.parse("first-only")) as gw:
         slow_to_give_up = Patience(settle_s=20.0, timeout_s=20.0)
-        watched = target("gw", gw.listen, count=3, burst_interval_s=interval_s,
-                         patience=slow_to_give_up)  # fmt: skip
+        watched = target(
+            "gw", gw.listen, count=3, burst_interval_s=interval_s, patience=slow_to_give_up
+        )
         with Ledger(tmp_path / "l.db") as ledger:
             stop = asyncio.Event()
             task = asyncio.create_task(
@@ -165,8 +176,9 @@ def test_first_scrape_has_every_series_and_sigterm_with_a_hung_gateway_is_quick(
     sink = unused_port()
     with gateway_process("hung") as hung:
         targets = {"hung": hung, "down": unused_port()}
-        config = write_config(tmp_path / "watch.toml", sink, tmp_path / "l.db", targets,
-                              step_timeout='"60s"')  # fmt: skip
+        config = write_config(
+            tmp_path / "watch.toml", sink, tmp_path / "l.db", targets, step_timeout='"60s"'
+        )
         config.write_text('stop_drain = "2s"\n' + config.read_text())
         with watch(config, "--metrics", "127.0.0.1:0") as (proc, ports):
             first = scrape(ports["metrics"])
@@ -182,12 +194,17 @@ def test_first_scrape_has_every_series_and_sigterm_with_a_hung_gateway_is_quick(
     assert stop_s < 2.0 + 3.0  # the drain, plus 3 s; the step timeout is 60 s
     for name in ("hung", "down"):
         label = f'target="{name}"'
-        for series in ("notifyprobe_verdict_severity", "notifyprobe_last_run_timestamp_seconds",
-                       "notifyprobe_last_run_duration_seconds", "notifyprobe_sink_verified",
-                       "notifyprobe_stale_modules", "notifyprobe_unreadable_processes",
-                       "notifyprobe_interval_seconds",
-                       "notifyprobe_notifications_sent_total",
-                       "notifyprobe_probe_errors_total"):  # fmt: skip
+        for series in (
+            "notifyprobe_verdict_severity",
+            "notifyprobe_last_run_timestamp_seconds",
+            "notifyprobe_last_run_duration_seconds",
+            "notifyprobe_sink_verified",
+            "notifyprobe_stale_modules",
+            "notifyprobe_unreadable_processes",
+            "notifyprobe_interval_seconds",
+            "notifyprobe_notifications_sent_total",
+            "notifyprobe_probe_errors_total",
+        ):
             assert f"{series}{{{label}}}" in first, (series, name)
         assert all(f'notifyprobe_verdict{{pattern="{p}",{label}}}' in first for p in PATTERNS)
         corrected = f'from_pattern="first_only",{label},to_pattern="healthy"'

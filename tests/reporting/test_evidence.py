@@ -58,10 +58,25 @@ linux_only = pytest.mark.linux_only
 def lab_gateway(mode: str, sink_port: int, *extra: str, env=None) -> Iterator[int]:
     port = unused_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "probe", "lab", "gateway", "--mode", mode,
-         "--listen", f"127.0.0.1:{port}", "--relay", f"127.0.0.1:{sink_port}", *extra],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "probe",
+            "lab",
+            "gateway",
+            "--mode",
+            mode,
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--relay",
+            f"127.0.0.1:{sink_port}",
+            *extra,
+        ],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stderr is not None
         assert "listening" in proc.stderr.readline()
@@ -72,8 +87,14 @@ def lab_gateway(mode: str, sink_port: int, *extra: str, env=None) -> Iterator[in
 
 
 def notifyprobe(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "probe", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "probe", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.fixture
@@ -97,27 +118,46 @@ def leak_secret_into_ledger(db: Path) -> None:
         {"at": 0.0, "command": f"AUTH PLAIN {AUTH_PLAIN}", "reply": {"code": 235, "text": "ok"}},
         {"at": 0.0, "command": "AUTH LOGIN", "reply": {"code": 334, "text": "VXNlcm5hbWU6"}},
         {"at": 0.0, "command": "b3Bz", "reply": {"code": 334, "text": "UGFzc3dvcmQ6"}},
-        {"at": 0.0, "command": base64.b64encode(SECRET.encode()).decode(),
-         "reply": {"code": 235, "text": "2.7.0 Authentication successful"}},
-    ]  # fmt: skip
+        {
+            "at": 0.0,
+            "command": base64.b64encode(SECRET.encode()).decode(),
+            "reply": {"code": 235, "text": "2.7.0 Authentication successful"},
+        },
+    ]
     conn = sqlite3.connect(db)
     with conn:
         (steps,) = conn.execute("SELECT transcript FROM notifications WHERE seq = 1").fetchone()
         steps = json.loads(steps)
-        conn.execute("UPDATE notifications SET transcript = ? WHERE seq = 1",
-                     (json.dumps(steps[:2] + auth + steps[2:]),))  # fmt: skip
+        conn.execute(
+            "UPDATE notifications SET transcript = ? WHERE seq = 1",
+            (json.dumps(steps[:2] + auth + steps[2:]),),
+        )
     conn.close()
 
 
 def chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
     assert CHROMIUM is not None
     return subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-         "--no-first-run", "--disable-background-networking", "--disable-component-update",
-         "--disable-sync", "--disable-extensions", f"--user-data-dir={profile}",
-         "--enable-logging=stderr", "--v=0", *args],
-        capture_output=True, text=True, timeout=90,
-    )  # fmt: skip
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            f"--user-data-dir={profile}",
+            "--enable-logging=stderr",
+            "--v=0",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
 
 
 def console_lines(stderr: str) -> list[str]:
@@ -146,21 +186,54 @@ def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
     sink_port = unused_port()
     auth = ("--auth-user", "ops", "--auth-password-env", "NOTIFYPROBE_SMTP_PASSWORD")
     with lab_gateway("first-only", sink_port, *auth, env=env) as port:
-        burst = notifyprobe("burst", "--gateway", f"127.0.0.1:{port}", "--sink",
-                            f"127.0.0.1:{sink_port}", "--domain", DOMAIN, "--count", "4",
-                            "--timeout", "5", "--settle", "0.3", "--db", str(db),
-                            "--user", "ops", "--password-env", "NOTIFYPROBE_SMTP_PASSWORD",
-                            "--module", NAME, "--installed", str(stale_dll), env=env)  # fmt: skip
+        burst = notifyprobe(
+            "burst",
+            "--gateway",
+            f"127.0.0.1:{port}",
+            "--sink",
+            f"127.0.0.1:{sink_port}",
+            "--domain",
+            DOMAIN,
+            "--count",
+            "4",
+            "--timeout",
+            "5",
+            "--settle",
+            "0.3",
+            "--db",
+            str(db),
+            "--user",
+            "ops",
+            "--password-env",
+            "NOTIFYPROBE_SMTP_PASSWORD",
+            "--module",
+            NAME,
+            "--installed",
+            str(stale_dll),
+            env=env,
+        )
     assert burst.returncode == 2, burst.stderr
     assert SECRET not in burst.stdout + burst.stderr
     with Ledger(db) as ledger:  # the gateway demanded AUTH and the probe logged in for real
         submission = submitted(ledger.load(ledger.run_ids(limit=1)[0]).burst[0])
-    assert any(s.command.startswith("AUTH") and s.reply and s.reply.code == 235
-               for s in submission.steps)  # fmt: skip
+    assert any(
+        s.command.startswith("AUTH") and s.reply and s.reply.code == 235 for s in submission.steps
+    )
     leak_secret_into_ledger(db)
 
-    made = notifyprobe("evidence", "--last", "--db", str(db), "--out", str(out),
-                       "--redact", "hosts", "emails", "ips", env=env)  # fmt: skip
+    made = notifyprobe(
+        "evidence",
+        "--last",
+        "--db",
+        str(db),
+        "--out",
+        str(out),
+        "--redact",
+        "hosts",
+        "emails",
+        "ips",
+        env=env,
+    )
     assert made.returncode == 0, made.stderr
     files = read_bundle(out)
 
@@ -174,8 +247,15 @@ def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
     digest, zip_name = out.with_name("evidence.zip.sha256").read_text().split()
     assert (digest, zip_name) == (hashlib.sha256(out.read_bytes()).hexdigest(), "evidence.zip")
     assert manifest["command_line"][:2] == ["evidence", "--last"]
-    for expected in ("report.html", "report.json", "modules.json", "host.json", "log.jsonl",
-                     "ledger/deliveries.json", "transcripts/seq-0001.txt"):  # fmt: skip
+    for expected in (
+        "report.html",
+        "report.json",
+        "modules.json",
+        "host.json",
+        "log.jsonl",
+        "ledger/deliveries.json",
+        "transcripts/seq-0001.txt",
+    ):
         assert expected in files
 
     # The run, verdict and diagnosis are in the report.
@@ -207,8 +287,9 @@ def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
 
     # The HTML renders in a real browser: verdict, timeline, diagnosis, no console errors.
     html_text = files["report.html"].decode()
-    assert not re.search(r"<script|<link|<img|<iframe|url\(|https?://(?!www\.w3\.org/2000/svg)",
-                         html_text)  # fmt: skip
+    assert not re.search(
+        r"<script|<link|<img|<iframe|url\(|https?://(?!www\.w3\.org/2000/svg)", html_text
+    )
     # The window the run used, said in the verdict and drawn on the timeline before the verdict.
     assert "settle window 0.3 s, set by the settle option (--settle)" in html_text
     assert "settle window 0.3 s (option): silence" in html_text and ">verdict</text>" in html_text
@@ -223,8 +304,13 @@ def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
     assert "lost (accepted, never delivered)" in dom.stdout
     assert console_lines(dom.stderr) == []
     shot = tmp_path / "report.png"
-    snap = chromium(tmp_path / "profile-shot", f"--screenshot={shot}", "--window-size=1200,1600",
-                    "--hide-scrollbars", page.as_uri())  # fmt: skip
+    snap = chromium(
+        tmp_path / "profile-shot",
+        f"--screenshot={shot}",
+        "--window-size=1200,1600",
+        "--hide-scrollbars",
+        page.as_uri(),
+    )
     assert snap.returncode == 0, snap.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
     assert console_lines(snap.stderr) == []
@@ -235,11 +321,28 @@ def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
 def test_burst_with_evidence_writes_the_bundle_right_after_the_run(tmp_path: Path) -> None:
     out, sink_port = tmp_path / "run.zip", unused_port()
     with lab_gateway("healthy", sink_port) as port:
-        burst = notifyprobe("burst", "--gateway", f"127.0.0.1:{port}", "--sink",
-                            f"127.0.0.1:{sink_port}", "--count", "2", "--timeout", "5",
-                            "--settle", "0.3", "--db", str(tmp_path / "l.sqlite3"),
-                            "--evidence", str(out), "--redact", "all", "--format", "json",
-                            env=dict(os.environ))  # fmt: skip
+        burst = notifyprobe(
+            "burst",
+            "--gateway",
+            f"127.0.0.1:{port}",
+            "--sink",
+            f"127.0.0.1:{sink_port}",
+            "--count",
+            "2",
+            "--timeout",
+            "5",
+            "--settle",
+            "0.3",
+            "--db",
+            str(tmp_path / "l.sqlite3"),
+            "--evidence",
+            str(out),
+            "--redact",
+            "all",
+            "--format",
+            "json",
+            env=dict(os.environ),
+        )
     assert burst.returncode == 0, burst.stderr
     run_id = json.loads(burst.stdout)["run_id"]  # stdout stays clean JSON
     files = read_bundle(out)
@@ -254,12 +357,32 @@ def test_burst_with_evidence_writes_the_bundle_right_after_the_run(tmp_path: Pat
 def test_postflight_checks_of_a_run_are_in_its_bundle(tmp_path: Path) -> None:
     db, sink_port = tmp_path / "l.sqlite3", unused_port()
     with lab_gateway("healthy", sink_port) as port:
-        post = notifyprobe("postflight", "--profile", "exchange-sp4", "--root", str(tmp_path),
-                           "--gateway", f"127.0.0.1:{port}", "--sink", f"127.0.0.1:{sink_port}",
-                           "--count", "2", "--db", str(db), env=dict(os.environ))  # fmt: skip
+        post = notifyprobe(
+            "postflight",
+            "--profile",
+            "exchange-sp4",
+            "--root",
+            str(tmp_path),
+            "--gateway",
+            f"127.0.0.1:{port}",
+            "--sink",
+            f"127.0.0.1:{sink_port}",
+            "--count",
+            "2",
+            "--db",
+            str(db),
+            env=dict(os.environ),
+        )
     assert post.returncode in (0, 1, 2), post.stderr
-    made = notifyprobe("evidence", "--last", "--db", str(db), "--out", str(tmp_path / "p.zip"),
-                       env=dict(os.environ))  # fmt: skip
+    made = notifyprobe(
+        "evidence",
+        "--last",
+        "--db",
+        str(db),
+        "--out",
+        str(tmp_path / "p.zip"),
+        env=dict(os.environ),
+    )
     assert made.returncode == 0, made.stderr
     files = read_bundle(tmp_path / "p.zip")
     checks = json.loads(files["postflight.json"])
@@ -292,9 +415,14 @@ async def test_bundle_of_an_old_run_is_made_from_the_ledger_alone(
         diagnosis=None,
         restarts=RestartFacts(starts=(ProcessStart("process", "gw", 42, 1.0),)),
     )
-    keep_artifacts(ledger, old_id, explanation=explanation,
-                   log_events=[{"event": "run_started", "run_id": old_id}],
-                   argv=["burst", "--count", "3"], host=collect_facts())  # fmt: skip
+    keep_artifacts(
+        ledger,
+        old_id,
+        explanation=explanation,
+        log_events=[{"event": "run_started", "run_id": old_id}],
+        argv=["burst", "--count", "3"],
+        host=collect_facts(),
+    )
     await probe_lab(ledger, "first-only", count=3)
     assert ledger.run_ids(limit=1)[0] != old_id
 
@@ -321,19 +449,34 @@ async def test_bundle_of_an_old_run_is_made_from_the_ledger_alone(
 def hostile_evidence() -> RunEvidence:
     hostile = '<script>alert("x")</script>'
     steps = (Step(1.0, "connect", SmtpReply(220, f"gw {hostile}")),)
-    submission = Submission(1.0, 1.1, "data", SmtpReply(550, f"5.7.1 {hostile}", "5.7.1"),
-                            steps=steps)  # fmt: skip
+    submission = Submission(
+        1.0, 1.1, "data", SmtpReply(550, f"5.7.1 {hostile}", "5.7.1"), steps=steps
+    )
     run = Run("0123456789", "gw:25", "probe.invalid", 2, 1.0, sink="127.0.0.1:2525")
     rid = run.run_id
-    record = RunRecord(run, tuple(Notification(rid, seq, f"np-{rid}-{seq}", submission)
-                                  for seq in (1, 2)))  # fmt: skip
-    diagnosis = Diagnosis("000", "<b>title</b>", "<img src=x onerror=alert(1)>", Confidence.LOW,
-                          (hostile,), ("step <i>one</i>",), "ref", "runbook")  # fmt: skip
+    record = RunRecord(
+        run, tuple(Notification(rid, seq, f"np-{rid}-{seq}", submission) for seq in (1, 2))
+    )
+    diagnosis = Diagnosis(
+        "000",
+        "<b>title</b>",
+        "<img src=x onerror=alert(1)>",
+        Confidence.LOW,
+        (hostile,),
+        ("step <i>one</i>",),
+        "ref",
+        "runbook",
+    )
     report = RunReport(record, classify(record), StoredExplanation(diagnosis=diagnosis))
     return RunEvidence(
-        report=report, rows={}, log_events=(), run_command_line=None, host=collect_facts(),
-        host_from_run=False, other_artifacts=(),
-    )  # fmt: skip
+        report=report,
+        rows={},
+        log_events=(),
+        run_command_line=None,
+        host=collect_facts(),
+        host_from_run=False,
+        other_artifacts=(),
+    )
 
 
 def test_hostile_reply_text_is_escaped_in_the_html() -> None:
@@ -345,10 +488,15 @@ def test_hostile_reply_text_is_escaped_in_the_html() -> None:
 
 def test_run_artifacts_are_stored_without_secrets(ledger: Ledger) -> None:
     ledger.create_run(Run("abcdef0123", "gw:25", "probe.invalid", 1, 1.0))
-    keep_artifacts(ledger, "abcdef0123", explanation=Explanation(None, None, RestartFacts()),
-                   log_events=[{"event": "login", "detail": f"with {SECRET}"}],
-                   argv=["burst", "--password", SECRET, f"smtp://ops:{SECRET}@gw"],
-                   host=collect_facts(), secrets=[SECRET])  # fmt: skip
+    keep_artifacts(
+        ledger,
+        "abcdef0123",
+        explanation=Explanation(None, None, RestartFacts()),
+        log_events=[{"event": "login", "detail": f"with {SECRET}"}],
+        argv=["burst", "--password", SECRET, f"smtp://ops:{SECRET}@gw"],
+        host=collect_facts(),
+        secrets=[SECRET],
+    )
     kept = ledger.artifacts("abcdef0123")
     assert set(kept) == set(KNOWN)
     for text in kept.values():

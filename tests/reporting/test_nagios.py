@@ -114,11 +114,22 @@ def test_burst_format_nagios_prints_the_plugin_line_then_the_possible_issue_and_
     from tests.test_cli import burst, lab_gateway
 
     sink = unused_port()
-    with lab_gateway(sink, "first-only") as gateway:  # fmt: skip
+    with lab_gateway(sink, "first-only") as gateway:
         result = burst(
-            gateway, sink, tmp_path / "l.db", "--count", "5", "--settle", "1", "--format", "nagios",
-            "--warning", "loss=5%,latency=2s", "--critical", "loss=20%,latency=10s",
-        )  # fmt: skip
+            gateway,
+            sink,
+            tmp_path / "l.db",
+            "--count",
+            "5",
+            "--settle",
+            "1",
+            "--format",
+            "nagios",
+            "--warning",
+            "loss=5%,latency=2s",
+            "--critical",
+            "loss=20%,latency=10s",
+        )
     assert result.returncode == 2, result.stderr
     line, *long_output = result.stdout.splitlines()
     assert line.startswith("NOTIFYPROBE CRITICAL - first_only:")

@@ -72,7 +72,10 @@ def test_evidence_out_that_is_no_file_name_is_a_one_line_error(tmp_path: Path, o
         ledger.create_run(Run("abcdef0123", "gw:25", "probe.invalid", 1, 1.0))
     proc = subprocess.run(
         [sys.executable, "-m", "probe", "evidence", "--last", "--db", str(db), "--out", out],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 3, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

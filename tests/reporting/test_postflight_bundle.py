@@ -31,17 +31,37 @@ def test_a_failed_upgrade_through_a_healthy_gateway_opens_every_bundle_view_with
     write_dll(tmp_path / SHARED / "MPNotifyPerf.dll", "4.3.0.12")  # the old DLL left behind
     env = dict(os.environ, NP_PW=PASSWORD)
     db, sink_port = tmp_path / "l.sqlite3", unused_port()
-    with lab_gateway("healthy", sink_port, "--auth-user", USER, "--auth-password-env", "NP_PW",
-                     env=env) as port:  # fmt: skip
-        post = notifyprobe("postflight", "--profile", "meetingplace", "--root", str(tmp_path),
-                           "--expect-version", "5.0.0.41", "--gateway", f"127.0.0.1:{port}",
-                           "--sink", f"127.0.0.1:{sink_port}", "--count", "2", "--user", USER,
-                           "--password-env", "NP_PW", "--db", str(db), env=env)  # fmt: skip
+    with lab_gateway(
+        "healthy", sink_port, "--auth-user", USER, "--auth-password-env", "NP_PW", env=env
+    ) as port:
+        post = notifyprobe(
+            "postflight",
+            "--profile",
+            "meetingplace",
+            "--root",
+            str(tmp_path),
+            "--expect-version",
+            "5.0.0.41",
+            "--gateway",
+            f"127.0.0.1:{port}",
+            "--sink",
+            f"127.0.0.1:{sink_port}",
+            "--count",
+            "2",
+            "--user",
+            USER,
+            "--password-env",
+            "NP_PW",
+            "--db",
+            str(db),
+            env=env,
+        )
     assert post.returncode == 2, post.stdout + post.stderr
     assert post.stdout.startswith("notifyprobe postflight meetingplace: FAIL")
     out = tmp_path / "case.zip"
-    made = notifyprobe("evidence", "--last", "--db", str(db), "--out", str(out),
-                       "--redact", "all", env=env)  # fmt: skip
+    made = notifyprobe(
+        "evidence", "--last", "--db", str(db), "--out", str(out), "--redact", "all", env=env
+    )
     assert made.returncode == 0, made.stderr
     files = read_bundle(out)
 

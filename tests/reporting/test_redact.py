@@ -38,12 +38,33 @@ def test_auth_arguments_and_url_passwords_are_always_removed() -> None:
 
 
 def test_command_line_hides_secret_option_values_but_keeps_where_they_come_from() -> None:
-    argv = ["burst", "--password", "hunter2", "--smtp-secret=s3", "--password-env", "SMTP_PW",
-            "--api-token", "t0k", "smtp://u:p4ss@gw:25", "--count", "4"]  # fmt: skip
+    argv = [
+        "burst",
+        "--password",
+        "hunter2",
+        "--smtp-secret=s3",
+        "--password-env",
+        "SMTP_PW",
+        "--api-token",
+        "t0k",
+        "smtp://u:p4ss@gw:25",
+        "--count",
+        "4",
+    ]
     cleaned = clean_argv(argv)
-    assert cleaned == ["burst", "--password", REDACTED, f"--smtp-secret={REDACTED}",
-                       "--password-env", "SMTP_PW", "--api-token", REDACTED,
-                       f"smtp://u:{REDACTED}@gw:25", "--count", "4"]  # fmt: skip
+    assert cleaned == [
+        "burst",
+        "--password",
+        REDACTED,
+        f"--smtp-secret={REDACTED}",
+        "--password-env",
+        "SMTP_PW",
+        "--api-token",
+        REDACTED,
+        f"smtp://u:{REDACTED}@gw:25",
+        "--count",
+        "4",
+    ]
     assert secret_values_in_argv(argv) == {"hunter2", "s3", "t0k", "p4ss"}
 
 
@@ -64,10 +85,14 @@ def test_same_name_gets_the_same_placeholder_in_every_file() -> None:
 
 def test_addresses_are_found_by_pattern_but_versions_and_loopback_are_kept() -> None:
     r = Redactor(kinds=["ips"])
-    text = r.redact("loaded 1.0.0.9, installed 2.0.0.4; peer 198.51.100.7:2525, [2001:db8::5]:25, "
-                    "sink 127.0.0.1:2525, ::1, at 12:30:45")  # fmt: skip
-    assert text == ("loaded 1.0.0.9, installed 2.0.0.4; peer ip-2:2525, [ip-1]:25, "
-                    "sink 127.0.0.1:2525, ::1, at 12:30:45")  # fmt: skip
+    text = r.redact(
+        "loaded 1.0.0.9, installed 2.0.0.4; peer 198.51.100.7:2525, [2001:db8::5]:25, "
+        "sink 127.0.0.1:2525, ::1, at 12:30:45"
+    )
+    assert text == (
+        "loaded 1.0.0.9, installed 2.0.0.4; peer ip-2:2525, [ip-1]:25, "
+        "sink 127.0.0.1:2525, ::1, at 12:30:45"
+    )
 
 
 def test_kinds_not_asked_for_are_left_alone() -> None:

@@ -18,14 +18,23 @@ ADVICE = "run as root, or grant the service CAP_SYS_PTRACE"
 
 
 def inventory(scanned: int, denied: int, *hits: ModuleHit) -> Inventory:
-    return Inventory(EXCHANGE.modules, (), "linux", hits, scanned=scanned, denied=denied,
-                     vanished=0, unreadable_advice=ADVICE)  # fmt: skip
+    return Inventory(
+        EXCHANGE.modules,
+        (),
+        "linux",
+        hits,
+        scanned=scanned,
+        denied=denied,
+        vanished=0,
+        unreadable_advice=ADVICE,
+    )
 
 
 def hit(root: Path, state: ModuleState) -> ModuleHit:
     path = str(root / "Exchsrvr/BIN/Mtaperf.dll")
-    return ModuleHit(ProcessInfo(42, "perfmon"), path, "Mtaperf.dll", state, "crafted",
-                     Copy(path), Copy(path))  # fmt: skip
+    return ModuleHit(
+        ProcessInfo(42, "perfmon"), path, "Mtaperf.dll", state, "crafted", Copy(path), Copy(path)
+    )
 
 
 def test_a_module_check_that_read_every_process_passes(tmp_path: Path) -> None:

@@ -6,8 +6,13 @@ from probe.upgrade.checks import Check, Status, exit_code, overall, report_dict,
 
 PASSED = Check("backup", Status.PASS, "3 file(s) in /backup")
 WARNED = Check("reboot: kernel", Status.WARN, "newer kernel installed", fix="reboot first")
-FAILED = Check("in use: BIN/Mtaperf.dll", Status.FAIL, "held by pid 42", fix="stop pid 42",
-               evidence=("pid 42 wmiprvse.exe (loaded)",))  # fmt: skip
+FAILED = Check(
+    "in use: BIN/Mtaperf.dll",
+    Status.FAIL,
+    "held by pid 42",
+    fix="stop pid 42",
+    evidence=("pid 42 wmiprvse.exe (loaded)",),
+)
 SKIPPED = Check("burst", Status.NOT_RUN, "no --gateway given", fix="rerun with --gateway")
 
 

@@ -70,9 +70,16 @@ def test_after_the_rename_fix_a_held_old_copy_no_longer_fails_preflight(tmp_path
         write_dll(folder / name, "5.5.2448.0")
     with held(folder / "Mdbperf.dll") as holder:
         fixed = probe(
-            "fix", "rename-in-use", "--profile", "exchange-sp4", "--root", str(tmp_path),
-            "--apply", "--journal", str(tmp_path / "journal.json"),
-        )  # fmt: skip
+            "fix",
+            "rename-in-use",
+            "--profile",
+            "exchange-sp4",
+            "--root",
+            str(tmp_path),
+            "--apply",
+            "--journal",
+            str(tmp_path / "journal.json"),
+        )
         assert fixed.returncode == 0, fixed.stderr
         assert (folder / "Mdbperf.dll.old").exists() and not (folder / "Mdbperf.dll").exists()
         code, report = probe_json("preflight", "--profile", "exchange-sp4", "--root", str(tmp_path))

@@ -95,11 +95,20 @@ def test_meetingplace_correct_reinstall_in_the_same_folders_passes_with_a_health
 
     meetingplace_install(tmp_path)
     sink = unused_port()
-    with lab_gateway(sink, "healthy") as gateway:  # fmt: skip
-        code, report = postflight(tmp_path, "meetingplace", *expect,
-                                  "--gateway", f"127.0.0.1:{gateway}", "--sink",
-                                  f"127.0.0.1:{sink}", "--count", "3",
-                                  "--db", str(tmp_path / "l.db"))  # fmt: skip
+    with lab_gateway(sink, "healthy") as gateway:
+        code, report = postflight(
+            tmp_path,
+            "meetingplace",
+            *expect,
+            "--gateway",
+            f"127.0.0.1:{gateway}",
+            "--sink",
+            f"127.0.0.1:{sink}",
+            "--count",
+            "3",
+            "--db",
+            str(tmp_path / "l.db"),
+        )
     assert check(report, "burst")["status"] == "pass", report["checks"]
     assert passes_as_far_as_it_could_see(code, report), report["checks"]
     assert report["parts"]["leftovers"] == "pass" and report["parts"]["versions"] == "pass"
@@ -301,9 +310,11 @@ def combinations() -> Iterator[list[Check]]:
         for j, other in enumerate(Status):
             yield [
                 Check("burst", status, "delivery", part="delivery"),
-                *(Check(f"c{k}", other if k == i % 4 else Status.PASS, "x", part=p)  # type: ignore[arg-type]
-                  for k, p in enumerate(parts[1:])),
-            ]  # fmt: skip
+                *(
+                    Check(f"c{k}", other if k == i % 4 else Status.PASS, "x", part=p)  # type: ignore[arg-type]
+                    for k, p in enumerate(parts[1:])
+                ),
+            ]
             del j
 
 
@@ -323,8 +334,15 @@ def test_a_failing_postflight_opens_with_its_failure_in_text_json_and_nagios(
     tmp_path: Path,
 ) -> None:
     meetingplace_install(tmp_path, dll_version=OLD)
-    args = ("postflight", "--profile", "meetingplace", "--root", str(tmp_path),
-            "--expect-version", NEW)  # fmt: skip
+    args = (
+        "postflight",
+        "--profile",
+        "meetingplace",
+        "--root",
+        str(tmp_path),
+        "--expect-version",
+        NEW,
+    )
     text, nagios, js = probe(*args), probe(*args, "--format", "nagios"), probe(*args, "--json", "-")
     assert text.returncode == nagios.returncode == js.returncode == 2
     assert text.stdout.startswith("notifyprobe postflight meetingplace: FAIL")
