@@ -47,9 +47,10 @@ _REPLIES = {
 }
 
 
-def silent_at(phase: SmtpPhase) -> Handler:
+def silent_at(phase: SmtpPhase, went_silent: asyncio.Event | None = None) -> Handler:
     """A raw SMTP server that answers like a plain MTA until `phase`, then says nothing more
-    (it keeps the connection open and reads whatever comes, until the client gives up)."""
+    (it keeps the connection open and reads whatever comes, until the client gives up).
+    `went_silent` is set once it holds a client at `phase`."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -71,6 +72,10 @@ def silent_at(phase: SmtpPhase) -> Handler:
                         in_data = verb == b"DATA"
                         writer.write(_REPLIES.get(verb, b"250 OK\r\n"))
                     await writer.drain()
+                else:
+                    return  # the client left before `phase`
+            if went_silent is not None:
+                went_silent.set()
             while await reader.read(4096):
                 pass
         except ConnectionError:

@@ -5,7 +5,8 @@ a queue runner, and one that hangs after DATA. Each runs in process (`batching_g
     python -m tests.monitor.gateways batching --relay 127.0.0.1:2525 --every 3 [--first-at-once]
     python -m tests.monitor.gateways hung
 
-which prints `listening on 127.0.0.1:PORT` once it accepts connections.
+which prints `listening on 127.0.0.1:PORT` once it accepts connections (and the hung one
+`holding a message unconfirmed` once it holds one).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import re
 import subprocess
 import sys
+import threading
 import weakref
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -99,15 +101,17 @@ async def batching_gateway(
 
 
 @asynccontextmanager
-async def hung_gateway() -> AsyncIterator[Endpoint]:
-    """Answers until the message is sent, then never confirms it (hangs after DATA)."""
-    async with raw_gateway(silent_at(SmtpPhase.END_OF_DATA)) as endpoint:
+async def hung_gateway(holding: asyncio.Event | None = None) -> AsyncIterator[Endpoint]:
+    """Answers until the message is sent, then never confirms it (hangs after DATA).
+    `holding` is set once it holds a whole message unconfirmed."""
+    async with raw_gateway(silent_at(SmtpPhase.END_OF_DATA, holding)) as endpoint:
         yield endpoint
 
 
 @contextmanager
-def gateway_process(*args: str) -> Iterator[int]:
-    """One of these gateways in its own process; yields the port it listens on."""
+def gateway_process(*args: str, holding: threading.Event | None = None) -> Iterator[int]:
+    """One of these gateways in its own process; yields the port it listens on. `holding` is
+    set once the hung gateway holds a whole message unconfirmed (it says so on stdout)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.monitor.gateways", *args],
         stdout=subprocess.PIPE,
@@ -118,6 +122,14 @@ def gateway_process(*args: str) -> Iterator[int]:
         assert proc.stdout is not None
         match = re.search(r"listening on 127\.0\.0\.1:(\d+)", proc.stdout.readline())
         assert match, f"gateway {args} did not start"
+        if holding is not None:
+            stdout = proc.stdout
+
+            def watch_stdout() -> None:
+                if any(line.startswith("holding") for line in stdout):
+                    holding.set()
+
+            threading.Thread(target=watch_stdout, daemon=True).start()
         yield int(match.group(1))
     finally:
         proc.kill()
@@ -129,10 +141,14 @@ def gateway_process(*args: str) -> Iterator[int]:
 async def serve(args: argparse.Namespace) -> None:
     if args.kind == "batching":
         gateway = batching_gateway(Endpoint.parse(args.relay), args.every, args.first_at_once)
-    else:
-        gateway = hung_gateway()
-    async with gateway as endpoint:
+        async with gateway as endpoint:
+            print(f"listening on {endpoint}", flush=True)
+            await asyncio.Event().wait()
+    holding = asyncio.Event()
+    async with hung_gateway(holding) as endpoint:
         print(f"listening on {endpoint}", flush=True)
+        await holding.wait()
+        print("holding a message unconfirmed", flush=True)
         await asyncio.Event().wait()
 
 

@@ -7,8 +7,8 @@ import asyncio
 import itertools
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,17 +28,11 @@ from tests.monitor.gateways import batching_gateway, gateway_process, hung_gatew
 from tests.monitor.test_metrics import samples
 from tests.monitor.test_watch import WAIT_S, scrape, target, watch, write_config
 from tests.ports import unused_port
+from tests.waits import TIMEOUT_S, until_async
 
 pytestmark = pytest.mark.real
 
 HUNG_STEP_TIMEOUT_S = 60.0  # far beyond any stop: a stop that waited for it would show
-
-
-async def until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} not within {WAIT_S} s"
-        await asyncio.sleep(0.05)
 
 
 def marker_command(path: Path) -> OnChange:
@@ -50,7 +44,8 @@ async def test_a_stop_cuts_a_hung_step_at_once_drains_accepted_mail_and_raises_n
     hook = tmp_path / "hook-called"
     metrics = Metrics(CollectorRegistry())
     # The first queue run comes 3 s after the gateway starts: after the stop, within the drain.
-    async with hung_gateway() as hung, batching_gateway(sink, every_s=3.0) as batching:
+    holding = asyncio.Event()
+    async with hung_gateway(holding) as hung, batching_gateway(sink, every_s=3.0) as batching:
         hangs = BurstSettings(count=3, step_timeout_s=HUNG_STEP_TIMEOUT_S)
         hung_target = replace(target("hung", hung), burst=hangs)
         batch_target = target(
@@ -77,15 +72,15 @@ async def test_a_stop_cuts_a_hung_step_at_once_drains_accepted_mail_and_raises_n
                 )
                 return hung_sent and batch_accepted
 
-            await until(both_in_flight, "both runs in flight")
-            await asyncio.sleep(0.3)  # the hung gateway now holds the message, unconfirmed
+            await until_async(both_in_flight, "both runs in flight")
+            await asyncio.wait_for(holding.wait(), TIMEOUT_S)  # a message held, unconfirmed
             stopped_at = time.monotonic()
             stop.set()
             await task
             stop_s = time.monotonic() - stopped_at
             runs = {ledger.load(r).run.gateway: ledger.load(r) for r in ledger.run_ids()}
             stored = {gw: kept(ledger.stored_verdict(r.run.run_id)) for gw, r in runs.items()}
-    assert stop_s < cfg.stop_drain_s + 3.0 < HUNG_STEP_TIMEOUT_S
+    assert stop_s < HUNG_STEP_TIMEOUT_S / 2  # a stop that waited for the hung step would not be
     cut = runs[str(hung)]
     assert cut.run.status == "interrupted" and stored[str(hung)]["pattern"] == "inconclusive"
     in_flight = cut.burst[0].submission
@@ -111,12 +106,12 @@ async def test_a_restart_shows_the_last_conclusive_verdict_not_the_run_a_stop_cu
             cfg = WatchConfig(targets=(target("gw", gw.listen),), sink=sink, once=True)
             await Watcher(cfg, ledger).run(asyncio.Event())
         (healthy_run,) = ledger.run_ids()
-        async with hung_gateway() as hung:  # the same target, cut by a stop while it hangs
+        holding = asyncio.Event()
+        async with hung_gateway(holding) as hung:  # the same target, cut by a stop while it hangs
             cfg = WatchConfig(targets=(target("gw", hung),), sink=sink)
             stop = asyncio.Event()
             task = asyncio.create_task(Watcher(cfg, ledger).run(stop))
-            await until(lambda: len(ledger.run_ids()) == 2, "the second run")
-            await asyncio.sleep(0.2)
+            await asyncio.wait_for(holding.wait(), TIMEOUT_S)
             stop.set()
             await task
         assert kept(ledger.stored_verdict(ledger.run_ids()[0]))["pattern"] == "inconclusive"
@@ -156,7 +151,7 @@ async def test_a_failing_gateway_keeps_its_interval(tmp_path):
             task = asyncio.create_task(
                 Watcher(WatchConfig((watched,), sink=sink, stop_drain_s=0.5), ledger).run(stop)
             )
-            await until(lambda: len(ledger.run_ids()) >= 3, "three runs")
+            await until_async(lambda: len(ledger.run_ids()) >= 3, "three runs")
             stop.set()
             await task
             runs = sorted(
@@ -174,7 +169,8 @@ async def test_a_failing_gateway_keeps_its_interval(tmp_path):
 
 def test_first_scrape_has_every_series_and_sigterm_with_a_hung_gateway_is_quick(tmp_path):
     sink = unused_port()
-    with gateway_process("hung") as hung:
+    holding = threading.Event()
+    with gateway_process("hung", holding=holding) as hung:
         targets = {"hung": hung, "down": unused_port()}
         config = write_config(
             tmp_path / "watch.toml", sink, tmp_path / "l.db", targets, step_timeout='"60s"'
@@ -186,12 +182,12 @@ def test_first_scrape_has_every_series_and_sigterm_with_a_hung_gateway_is_quick(
             assert proc.stderr is not None
             while "run_started" not in (line := proc.stderr.readline()):
                 assert line and time.monotonic() < deadline, "no run started"
-            time.sleep(0.5)  # the hung gateway has the message and never confirms it
+            assert holding.wait(TIMEOUT_S), "the hung gateway never got a whole message"
             sent_at = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=30) == 0
             stop_s = time.monotonic() - sent_at
-    assert stop_s < 2.0 + 3.0  # the drain, plus 3 s; the step timeout is 60 s
+    assert stop_s < HUNG_STEP_TIMEOUT_S / 2  # a stop that waited for the hung step would not be
     for name in ("hung", "down"):
         label = f'target="{name}"'
         for series in (
