@@ -71,6 +71,14 @@ MEANING: dict[Pattern, tuple[str, str]] = {
         "Read the refusal replies in the evidence: 4xx, the gateway's queue or backend; 5xx, "
         "relay rules, sender or recipient policy.",
     ),
+    Pattern.PROTOCOL_ERROR: (
+        "The gateway answered with what is not SMTP (a reply over the cap, a line without a "
+        "reply code, a code where another step was due) and accepted nothing: it is broken at "
+        "the step the summary names, it refused nothing.",
+        "Read the gateway's replies in the evidence: a proxy, TLS terminator or non-SMTP "
+        "service may sit on that port, or the gateway is broken; see "
+        "docs/patterns.md#protocol_error.",
+    ),
     Pattern.ALL_BOUNCED: (
         "The gateway accepted the notifications, and a mail server after it refused every one: "
         "the reports that came back to the probe say which server, with what status and why.",
