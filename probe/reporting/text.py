@@ -3,6 +3,7 @@ read, section by section the same story as the HTML report."""
 
 from __future__ import annotations
 
+import base64
 import shlex
 import time
 from collections.abc import Sequence
@@ -179,6 +180,9 @@ def _notification_json(n: Notification) -> dict[str, Any]:
         }
         if s.reply is not None:
             submit.update(code=s.reply.code, enhanced=s.reply.enhanced, text=s.reply.text)
+            wire = s.reply.wire
+            if wire != s.reply.text.encode("utf-8"):  # shown escaped or decoded: give the bytes
+                submit["raw_b64"] = base64.b64encode(wire).decode("ascii")
         else:
             submit.update(
                 error=s.error,
