@@ -353,6 +353,16 @@ class Submission:
         return self.reply is not None and self.reply.code >= 400
 
     @property
+    def not_smtp(self) -> bool:
+        """The gateway answered with something that is not SMTP: a reply over the cap, a line
+        without a code (a protocol error), or, in runs kept before those were, a reply that
+        neither accepts nor refuses (aiosmtplib's -1, a 354 or 221 where a verdict was due).
+        Neither a refusal nor silence."""
+        if self.error_kind is ErrorKind.PROTOCOL:
+            return True
+        return self.reply is not None and self.reply.code < 400 and not self.accepted
+
+    @property
     def reply_is_permanent(self) -> bool:
         """A 5xx refusal: do not retry as is. A 4xx one is temporary: the gateway says later."""
         return self.reply is not None and self.reply.code >= 500

@@ -4,8 +4,9 @@
 judged later exactly as it would have been live, and every pattern is unit-tested on crafted data.
 
 Words are evidence too: a gateway that stopped answering is `gateway_stalled` at the phase it fell
-silent in, never "refused"; a refusal says whether it was temporary (4xx) or permanent (5xx); and
-the notifications the circuit breaker left out are counted apart, neither refused nor lost.
+silent in, and one that answered what is not SMTP is a `protocol_error` at its step, never
+"refused"; a refusal says whether it was temporary (4xx) or permanent (5xx); and the
+notifications the circuit breaker left out are counted apart, neither refused nor lost.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum, IntEnum
+from itertools import takewhile
 from typing import Protocol
 
 from probe.records import ErrorKind, Notification, RunRecord, SmtpPhase, Submission
@@ -32,6 +34,7 @@ class Pattern(str, Enum):
     GATEWAY_UNREACHABLE = "gateway_unreachable"
     GATEWAY_STALLED = "gateway_stalled"  # an SMTP server took the connection, then went silent
     ALL_REFUSED = "all_refused"  # the gateway answered every notification with 4xx or 5xx
+    PROTOCOL_ERROR = "protocol_error"  # accepted none, answering what is not SMTP: it is broken
     ALL_BOUNCED = "all_bounced"  # accepted, then every one came back: a report said why
     SLOW = "slow"
     DUPLICATED = "duplicated"
@@ -413,17 +416,20 @@ def _nothing_delivered(
             kinds.most_common(1)[0][0],
         )
     if not accepted:
-        cause = None
-        if all(s.stage == "auth" for s in submissions):
-            cause = Cause.AUTH
-        elif all(s.error_kind is ErrorKind.PROTOCOL for s in submissions):
-            cause = Cause.PROTOCOL
+        if _broken(submissions):
+            return verdict(
+                Pattern.PROTOCOL_ERROR,
+                Severity.CRITICAL,
+                _broken_summary(submissions),
+                _outcome_lines(sent),
+                Cause.PROTOCOL,
+            )
         return verdict(
             Pattern.ALL_REFUSED,
             Severity.CRITICAL,
             _refused_summary(submissions),
             _outcome_lines(sent),
-            cause,
+            Cause.AUTH if all(s.stage == "auth" for s in submissions) else None,
         )
     if all(n.bounced for n in accepted):
         refused = len(sent) - len(accepted)
@@ -509,43 +515,82 @@ _UNREACHABLE_CAUSE = {
 }
 
 
+def _broken(submissions: Sequence[Submission]) -> bool:
+    """Nothing accepted, and what the gateway said is not SMTP: a broken gateway, not one that
+    refuses. So when it refused nothing at all (the rest got no answer), or when it ended on
+    such replies, MIN_STALL_RUN in a row or all of them (in the order it answered), as a hung
+    gateway ends on silence. A refusing gateway with a stray reply that is not SMTP, or that
+    refused again after one, is still refusing: `all_refused`, the reply named apart."""
+    if not any(s.not_smtp for s in submissions):
+        return False
+    if not any(s.refused for s in submissions):
+        return True
+    tail = len(list(takewhile(lambda s: s.not_smtp, reversed(submissions))))
+    return tail >= MIN_STALL_RUN
+
+
+def _broken_summary(submissions: Sequence[Submission]) -> str:
+    """The step(s) the gateway answered what is not SMTP at, and the most frequent such
+    reply; refusals and silences beside them named apart."""
+    total = len(submissions)
+    broken = [s for s in submissions if s.not_smtp]
+    where = " and ".join(dict.fromkeys(s.stage.upper() for s in broken))
+    if len(broken) == total:
+        top = Counter(s.describe() for s in broken).most_common(1)[0][0]
+        return (
+            f"the gateway answered all {total} notifications at {where} with a reply that is "
+            f"not SMTP ({top}): it refused none and accepted none"
+        )
+    refused = "ended on" if any(s.refused for s in submissions) else "refused none:"
+    return (
+        f"the gateway accepted none of the {total} notifications and {refused} replies that are "
+        f"not SMTP at {where}: {'; '.join(_answer_parts(submissions))}"
+    )
+
+
 def _refused_summary(submissions: Sequence[Submission]) -> str:
     """Temporary (4xx: try later) and permanent (5xx: policy, hard failure) refusals named
     apart; what got no reply at all, or one that is not SMTP, is not called a refusal. Every
-    submission is in exactly one of the three groups, whatever the mix."""
+    submission is in exactly one of the groups, whatever the mix."""
     total = len(submissions)
-    temporary = Counter(
-        _reply_text(s) for s in submissions if s.refused and not s.reply_is_permanent
-    )
-    permanent = Counter(_reply_text(s) for s in submissions if s.reply_is_permanent)
-    other = Counter(s.describe() for s in submissions if not s.refused)
-    refusals = [
-        (how, r) for how, r in (("temporarily", temporary), ("permanently", permanent)) if r
-    ]
-    described = [f"{sum(r.values())} {how} ({r.most_common(1)[0][0]})" for how, r in refusals]
-    if not other and len(refusals) == 1:
+    refusals = _refusals(submissions)
+    if all(s.refused for s in submissions) and len(refusals) == 1:
         how, replies = refusals[0]
         return (
             f"the gateway refused all {total} notifications {how} ({replies.most_common(1)[0][0]})"
         )
-    if not other:
+    if all(s.refused for s in submissions):
+        described = [f"{sum(r.values())} {how} ({_top(r)})" for how, r in refusals]
         return f"the gateway refused all {total} notifications: {', '.join(described)}"
-    parts = [f"refused {text}" for text in described]
-    protocol = [s for s in submissions if not s.refused and s.error_kind is ErrorKind.PROTOCOL]
-    unanswered = sum(other.values()) - len(protocol)
-    if protocol:
-        reasons = Counter(s.describe() for s in protocol)
-        parts.append(
-            f"{len(protocol)} got a reply that is not SMTP ({reasons.most_common(1)[0][0]})"
-        )
-    if unanswered:
-        reasons = Counter(
-            s.describe()
-            for s in submissions
-            if not s.refused and s.error_kind is not ErrorKind.PROTOCOL
-        )
-        parts.append(f"{unanswered} got no SMTP answer ({reasons.most_common(1)[0][0]})")
-    return f"the gateway accepted none of the {total} notifications: {'; '.join(parts)}"
+    return (
+        f"the gateway accepted none of the {total} notifications: "
+        f"{'; '.join(_answer_parts(submissions))}"
+    )
+
+
+def _refusals(submissions: Sequence[Submission]) -> list[tuple[str, Counter[str]]]:
+    temporary = Counter(
+        _reply_text(s) for s in submissions if s.refused and not s.reply_is_permanent
+    )
+    permanent = Counter(_reply_text(s) for s in submissions if s.reply_is_permanent)
+    return [(how, r) for how, r in (("temporarily", temporary), ("permanently", permanent)) if r]
+
+
+def _answer_parts(submissions: Sequence[Submission]) -> list[str]:
+    """What became of each submission, in three groups, each with its most frequent reply:
+    refused (4xx apart from 5xx), a reply that is not SMTP, no SMTP answer."""
+    parts = [f"refused {sum(r.values())} {how} ({_top(r)})" for how, r in _refusals(submissions)]
+    broken = Counter(s.describe() for s in submissions if s.not_smtp)
+    if broken:
+        parts.append(f"{sum(broken.values())} got a reply that is not SMTP ({_top(broken)})")
+    silent = Counter(s.describe() for s in submissions if not s.refused and not s.not_smtp)
+    if silent:
+        parts.append(f"{sum(silent.values())} got no SMTP answer ({_top(silent)})")
+    return parts
+
+
+def _top(replies: Counter[str]) -> str:
+    return replies.most_common(1)[0][0]
 
 
 def _reply_text(s: Submission) -> str:
@@ -655,7 +700,7 @@ def _partial(
         )
     loss = len(lost) / len(sent)
     severity = Severity.WARNING if loss <= thresholds.minor_loss else Severity.CRITICAL
-    protocol = all(n.submission and n.submission.error_kind is ErrorKind.PROTOCOL for n in lost)
+    protocol = all(n.submission and n.submission.not_smtp for n in lost)
     return verdict(
         Pattern.INTERMITTENT,
         severity,
@@ -692,7 +737,7 @@ def _loss_kind(n: Notification) -> str:
         return "refused permanently (5xx)" if s.reply_is_permanent else "refused temporarily (4xx)"
     if s.stalled_at is not None and s.stalled:
         return f"stalled at {s.stalled_at.label}"
-    if s.error_kind is ErrorKind.PROTOCOL:
+    if s.not_smtp:
         return "answered with a reply that is not SMTP"
     return "failed without an SMTP answer"
 
@@ -722,7 +767,7 @@ def _loss_lines(lost: Sequence[Notification]) -> list[str]:
                 f"stalled: {s.describe()}"
                 if s.stalled
                 else f"protocol error: {s.describe()}"
-                if s.error_kind is ErrorKind.PROTOCOL
+                if s.not_smtp
                 else f"failed: {s.describe()}"
             )
         groups.setdefault(key, (text, []))[1].append(n.seq)

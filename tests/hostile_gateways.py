@@ -146,6 +146,51 @@ def cp1252_relay(sink_port: int) -> Handler:
     return handle
 
 
+CP1252_HOST = "gw.example.net"  # the name a cp1252_refusing gateway greets with and names
+CP1252_ADDRESS = "192.0.2.7"  # and the address it names
+
+
+def cp1252_refusal(rcpt: bytes, password: str) -> bytes:
+    """The text of cp1252_refusing's RCPT reply, after its code, as it sends it."""
+    return (
+        "5.7.1 Empfänger ".encode("cp1252")
+        + rcpt
+        + f" über {CP1252_HOST} [{CP1252_ADDRESS}]:25 abgelehnt, Kennwort {password} ÿ".encode(
+            "cp1252"
+        )
+    )
+
+
+def cp1252_refusing(password: str) -> Handler:
+    """A gateway localised in Windows-1252 that logs the probe in (AUTH PLAIN) and refuses every
+    recipient with a reply that is not UTF-8 and does not read as cp1252 text either (it ends on
+    0xFF): it names the gateway, the recipient and an address, and echoes the password it was
+    given in cp1252."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(f"220 {CP1252_HOST} ESMTP für Benachrichtigungen\r\n".encode("cp1252"))
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                reply = f"250-{CP1252_HOST} grüßt\r\n250 AUTH PLAIN\r\n".encode("cp1252")
+            elif verb == b"AUTH":
+                reply = b"235 2.7.0 Angemeldet\r\n"
+            elif verb == b"RCPT":
+                rcpt = line.split(b":", 1)[1].strip()
+                reply = b"550 " + cp1252_refusal(rcpt, password) + b"\r\n"
+            elif verb == b"QUIT":
+                reply = b"221 2.0.0 Auf Wiederh\xf6ren\r\n"
+            else:
+                reply = b"250 2.0.0 OK\r\n"
+            writer.write(reply)
+            await writer.drain()
+            if verb == b"QUIT":
+                break
+        writer.close()
+
+    return handle
+
+
 async def _relay(port: int, sender: bytes, rcpts: list[bytes], body: bytes) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
 

@@ -795,31 +795,109 @@ def test_known_limit_texts_of_exim_exchange_and_postfix_are_throttling(reply):
     assert verdict.pattern is Pattern.THROTTLED
 
 
+def broken(seq: int, stage: Stage = "ehlo") -> Notification:
+    """A notification the gateway answered with what is not SMTP (a protocol error)."""
+    return note(seq, delivered=0, reply=None, stage=stage, error_kind=ErrorKind.PROTOCOL)
+
+
+RELAY_DENIED = SmtpReply(554, "5.7.1 Relay denied", "5.7.1")
+
+
+def refused(seq: int, reply: SmtpReply = RELAY_DENIED) -> Notification:
+    return note(seq, delivered=0, reply=reply, stage="rcpt")
+
+
 def test_replies_that_are_not_smtp_are_a_protocol_error_never_a_refusal():
-    garbage = [
-        note(i, delivered=0, reply=None, stage="ehlo", error_kind=ErrorKind.PROTOCOL)
-        for i in (1, 2)
-    ]
-    verdict = classify(record(*garbage))
-    assert (verdict.pattern, verdict.cause) == (Pattern.ALL_REFUSED, Cause.PROTOCOL)
-    assert "got a reply that is not SMTP" in verdict.summary
+    verdict = classify(record(broken(1), broken(2)))
+    assert (verdict.pattern, verdict.severity, verdict.cause) == (
+        Pattern.PROTOCOL_ERROR,
+        Severity.CRITICAL,
+        Cause.PROTOCOL,
+    )
+    assert verdict.summary.startswith(
+        "the gateway answered all 2 notifications at EHLO with a reply that is not SMTP (ehlo "
+        "protocol:"
+    )
+    assert "refused none and accepted none" in verdict.summary
     assert not re.search(r"refused (all|temporarily|permanently)", verdict.summary)
+    assert any(line.startswith("seq 1-2: protocol error: ehlo") for line in verdict.evidence)
 
 
 def test_a_reply_over_the_cap_at_the_greeting_is_not_an_unreachable_gateway():
-    greeting = [
-        note(i, delivered=0, reply=None, stage="connect", error_kind=ErrorKind.PROTOCOL)
-        for i in (1, 2)
-    ]
-    assert classify(record(*greeting)).cause is Cause.PROTOCOL
+    verdict = classify(record(broken(1, "connect"), broken(2, "connect")))
+    assert (verdict.pattern, verdict.cause) == (Pattern.PROTOCOL_ERROR, Cause.PROTOCOL)
+    assert " at CONNECT " in verdict.summary
 
 
-def test_old_runs_that_kept_a_library_error_as_a_reply_are_judged_without_raising():
+def test_a_reply_that_is_not_smtp_at_auth_is_not_a_refusal_of_the_credentials():
+    verdict = classify(record(broken(1, "auth"), broken(2, "auth")))
+    assert (verdict.pattern, verdict.cause) == (Pattern.PROTOCOL_ERROR, Cause.PROTOCOL)
+
+
+def test_replies_that_are_not_smtp_beside_silences_refused_nothing():
+    reset = note(2, delivered=0, reply=None, stage="data", error_kind=ErrorKind.RESET)
+    verdict = classify(record(broken(1), reset, broken(3, "mail")))
+    assert verdict.pattern is Pattern.PROTOCOL_ERROR
+    assert verdict.summary.startswith(
+        "the gateway accepted none of the 3 notifications and refused none: replies that are "
+        "not SMTP at EHLO and MAIL: 2 got a reply that is not SMTP"
+    )
+    assert "1 got no SMTP answer (data reset" in verdict.summary
+
+
+def test_a_gateway_that_ended_on_replies_that_are_not_smtp_after_refusing_is_broken():
+    verdict = classify(record(refused(1), refused(2), broken(3), broken(4)))
+    assert (verdict.pattern, verdict.cause) == (Pattern.PROTOCOL_ERROR, Cause.PROTOCOL)
+    assert verdict.summary.startswith(
+        "the gateway accepted none of the 4 notifications and ended on replies that are not "
+        "SMTP at EHLO: refused 2 permanently (RCPT 554 5.7.1 Relay denied); 2 got a reply that "
+        "is not SMTP"
+    )
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        pytest.param((1, 2, 3, "broken"), id="one-at-the-end"),
+        pytest.param(("broken", "broken", 3, 4), id="refusing-again-after-them"),
+        pytest.param((1, "broken", 3, "broken"), id="scattered"),
+    ],
+)
+def test_a_refusing_gateway_with_stray_replies_that_are_not_smtp_is_all_refused(order):
+    notes = [broken(seq) if what == "broken" else refused(seq) for seq, what in enumerate(order, 1)]
+    verdict = classify(record(*notes))
+    assert (verdict.pattern, verdict.cause) == (Pattern.ALL_REFUSED, None)
+    assert re.search(r"refused \d permanently \(RCPT 554", verdict.summary)
+    assert re.search(r"; \d got a reply that is not SMTP \(ehlo protocol", verdict.summary)
+
+
+def test_a_refused_and_a_throttled_tail_of_replies_that_are_not_smtp_reads_protocol_error():
+    limit = SmtpReply(450, "4.7.1 Error: too much mail from 127.0.0.1", "4.7.1")
+    verdict = classify(record(refused(1, limit), broken(2), broken(3)))
+    assert verdict.pattern is Pattern.PROTOCOL_ERROR
+    assert any("refused by a rate or connection limit" in line for line in verdict.evidence)
+
+
+@pytest.mark.parametrize(
+    ("delivered", "pattern"),
+    [(1, Pattern.FIRST_ONLY), (3, Pattern.DEGRADED_AFTER_K)],
+)
+def test_replies_that_are_not_smtp_after_deliveries_are_losses_never_refusals(delivered, pattern):
+    notes = [note(i) for i in range(1, delivered + 1)]
+    notes += [broken(i, "mail") for i in range(delivered + 1, 11)]
+    verdict = classify(record(*notes))
+    assert verdict.pattern is pattern
+    assert "answered with a reply that is not SMTP" in verdict.summary
+    assert "refused" not in verdict.summary
+
+
+def test_old_runs_that_kept_a_library_error_as_a_reply_read_it_as_a_protocol_error():
     odd = [
         note(i, delivered=0, reply=SmtpReply(-1, "Response too long"), stage="ehlo") for i in (1, 2)
     ]
     verdict = classify(record(*odd))
-    assert verdict.pattern is Pattern.ALL_REFUSED and "got no SMTP answer" in verdict.summary
+    assert (verdict.pattern, verdict.cause) == (Pattern.PROTOCOL_ERROR, Cause.PROTOCOL)
+    assert "reply that is not SMTP (EHLO -1 Response too long)" in verdict.summary
 
 
 def test_a_ledger_write_that_failed_is_an_internal_failure_not_a_cut_off_run():

@@ -1,5 +1,6 @@
 """The verdict is total: every mix of what can become of a notification gets one, and every
-notification that did not arrive is named in exactly one group of its evidence."""
+notification that did not arrive is named in exactly one group of its evidence; a gateway that
+answered what is not SMTP is never called refusing unless it did refuse."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from probe.records import (
     Stage,
     Submission,
 )
-from probe.verdict import Pattern, Severity, classify
+from probe.verdict import Cause, Pattern, Severity, classify
 from tests.conftest import TEST_KEY
 
 RUN = "abcdef0123"
@@ -138,6 +139,12 @@ def test_every_mix_of_submission_states_gets_a_verdict_naming_each_loss_once(
     assert verdict.not_attempted == sum(1 for n in burst if n.not_attempted)
     if verdict.severity is Severity.OK:
         assert verdict.delivered == verdict.sent > 0
+    answers = [n.submission for n in sent if n.submission]
+    if verdict.pattern is Pattern.ALL_REFUSED and any(s.not_smtp for s in answers):
+        assert any(s.refused for s in answers), verdict.summary  # "refused": one was, at least
+    if verdict.pattern is Pattern.PROTOCOL_ERROR:
+        assert any(s.not_smtp for s in answers) and not any(s.accepted for s in answers)
+        assert (verdict.severity, verdict.cause) == (Severity.CRITICAL, Cause.PROTOCOL)
     if verdict.pattern in (Pattern.INCONCLUSIVE, Pattern.GATEWAY_UNREACHABLE):
         return  # judged as a whole: no notification of it proves anything on its own
     missing = [n.seq for n in sent if not n.copies]

@@ -10,6 +10,7 @@ SHA-256 and size per file. `FILE.zip.sha256` and, when names were replaced,
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -178,7 +179,7 @@ def build(ev: RunEvidence, redactor: Redactor, command_line: Sequence[str]) -> l
         files[name] = text.encode("utf-8")
 
     model = ev.report
-    report = report_json(model)
+    report = redact_raw(report_json(model), redactor)
     report["host_facts_from"] = "run" if ev.host_from_run else "bundle time"
     books = runbooks(ev)
     report["runbooks"] = {sig.id: f"runbook-{sig.id}.txt" for sig in books}
@@ -235,6 +236,47 @@ def build(ev: RunEvidence, redactor: Redactor, command_line: Sequence[str]) -> l
     return [BundleFile("manifest.json", (manifest_text + "\n").encode("utf-8"))] + [
         BundleFile(name, data) for name, data in sorted(files.items())
     ]
+
+
+RAW_WITHHELD = (
+    "the reply's raw bytes were left out of this redacted bundle: a name it replaces would "
+    "still be read in them; the ledger keeps them (ledger/notifications.json, transcript)"
+)
+
+
+def redact_raw(report: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+    """`report` with the raw bytes of each reply (`raw_b64`) redacted as the text beside them
+    is: read as UTF-8 with every other byte kept as it is (surrogateescape), secrets and the
+    names asked for replaced, written back, so every byte not replaced stays exact. Left out,
+    with `raw_withheld` saying so, when a replaced name can still be read in the bytes."""
+    for n in [report.get("control"), *report.get("notifications", [])]:
+        submit = n.get("submit") if isinstance(n, dict) else None
+        if not isinstance(submit, dict) or "raw_b64" not in submit:
+            continue
+        data = base64.b64decode(submit["raw_b64"])
+        text = redactor.redact(data.decode("utf-8", "surrogateescape"))
+        redacted = text.encode("utf-8", "surrogateescape")
+        if _still_named(redacted, redactor):
+            del submit["raw_b64"]
+            submit["raw_withheld"] = RAW_WITHHELD
+        else:
+            submit["raw_b64"] = base64.b64encode(redacted).decode("ascii")
+    return report
+
+
+def _still_named(data: bytes, redactor: Redactor) -> bool:
+    """Any original the redactor replaces, read in `data` in any of the ways a reader might
+    decode it (case-insensitive, as a substring: stricter than the redactor itself)."""
+    mapping = redactor.mapping()
+    chosen = {
+        "hosts": mapping.hosts,
+        "emails": mapping.emails,
+        "ips": mapping.ips,
+        "users": mapping.users,
+    }
+    originals = [o.lower() for kind in redactor.kinds for o in chosen[kind]]
+    readings = [data.decode(e, "replace").lower() for e in ("utf-8", "cp1252", "latin-1")]
+    return any(o in reading for o in originals for reading in readings)
 
 
 def guard(files: Sequence[BundleFile], secrets: Sequence[str]) -> None:

@@ -3,6 +3,7 @@ read, section by section the same story as the HTML report."""
 
 from __future__ import annotations
 
+import base64
 import shlex
 import time
 from collections.abc import Sequence
@@ -70,6 +71,14 @@ MEANING: dict[Pattern, tuple[str, str]] = {
         "retry later, a permanent one (5xx) is policy or a hard failure.",
         "Read the refusal replies in the evidence: 4xx, the gateway's queue or backend; 5xx, "
         "relay rules, sender or recipient policy.",
+    ),
+    Pattern.PROTOCOL_ERROR: (
+        "The gateway answered with what is not SMTP (a reply over the cap, a line without a "
+        "reply code, a code where another step was due) and accepted nothing: it is broken at "
+        "the step the summary names, it refused nothing.",
+        "Read the gateway's replies in the evidence: a proxy, TLS terminator or non-SMTP "
+        "service may sit on that port, or the gateway is broken; see "
+        "docs/patterns.md#protocol_error.",
     ),
     Pattern.ALL_BOUNCED: (
         "The gateway accepted the notifications, and a mail server after it refused every one: "
@@ -171,6 +180,9 @@ def _notification_json(n: Notification) -> dict[str, Any]:
         }
         if s.reply is not None:
             submit.update(code=s.reply.code, enhanced=s.reply.enhanced, text=s.reply.text)
+            wire = s.reply.wire
+            if wire != s.reply.text.encode("utf-8"):  # shown escaped or decoded: give the bytes
+                submit["raw_b64"] = base64.b64encode(wire).decode("ascii")
         else:
             submit.update(
                 error=s.error,

@@ -88,12 +88,17 @@ def test_a_working_gateway_that_speaks_cp1252_is_healthy(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("handler", "extra", "cause"),
     [
-        (endless_continuation, (), r"reply that is not SMTP .*Response too long|over the cap"),
-        (huge_line, (), r"reply that is not SMTP"),
+        (
+            endless_continuation,
+            (),
+            r"protocol_error\b.* at EHLO with a reply that is not SMTP .*(Response too long|over "
+            r"the cap)",
+        ),
+        (huge_line, (), r"protocol_error\b.* at CONNECT with a reply that is not SMTP"),
         (
             control_bytes,
             (),
-            r"refused all 5 notifications permanently \(RCPT 554 5\.7\.1 "
+            r"all_refused\b.*refused all 5 notifications permanently \(RCPT 554 5\.7\.1 "
             r"\\x1b\[2J\\x00\\x07\\xff not for you\)",
         ),
         (greeting_421, (), r"refused all 5 notifications temporarily \(CONNECT 421 4\.3\.2"),
@@ -126,5 +131,6 @@ def test_a_reply_over_the_cap_is_named_a_protocol_error_in_the_json(tmp_path: Pa
     with serving(endless_continuation) as port:
         result = burst(port, unused_port(), with_test_key(tmp_path / "l.db"), "--json", "-")
     assert result.returncode == 2
+    assert b'"pattern": "protocol_error"' in result.stdout
     assert b'"cause": "protocol"' in result.stdout
     assert b'"kind": "protocol"' in result.stdout
