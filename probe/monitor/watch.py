@@ -217,7 +217,7 @@ class Watcher:
             await writer.close()
             raise
         if self.metrics is not None:
-            self.metrics.sink_up.set(1)
+            self.metrics.set_sink_up(True)
         shared = SharedSink(writer, hub, sink_endpoint(cfg.sink, sink.port))
         self._loop, self._shared = asyncio.get_running_loop(), shared
         self.announce(f"sink listening on {sink.address} for @{cfg.domain}")
@@ -245,7 +245,7 @@ class Watcher:
             await sink.stop()
             await writer.close()
             if self.metrics is not None:
-                self.metrics.sink_up.set(0)
+                self.metrics.set_sink_up(False)
             self.recover()
             log.info("watch_stopped")
         return self.worst
@@ -328,7 +328,7 @@ class Watcher:
             else:
                 log.exception("watch_run_crashed", target=target.name)
             if self.metrics is not None:
-                self.metrics.probe_errors.labels(target.name).inc()
+                self.metrics.count_probe_error(target.name)
             self.worst = max(self.worst, Severity.UNKNOWN)
             return None
 
@@ -446,7 +446,7 @@ class Watcher:
                 self.hook_env(target, previous, judged, bundle_path),
             )
             if not ok and self.metrics is not None:
-                self.metrics.hook_failures.labels(target.name).inc()
+                self.metrics.count_hook_failure(target.name)
 
     def revise_previous(self, target: Target) -> None:
         """Judge the target's previous run again (and the runs a stop cut off since, when the
