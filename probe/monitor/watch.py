@@ -340,7 +340,8 @@ class Watcher:
         run's series. One run per target in flight: a probe that finds one waits for it and
         is served it; a probe within the target's min_interval cap of the last run's start
         is served that run (`notifyprobe_probe_cached 1`): no configuration, no scraper, makes
-        the probe burst a gateway more often than its caps allow."""
+        the probe burst a gateway more often than its caps allow. That last answer comes from
+        this thread, without the loop: a busy loop (a fleet's runs starting) never delays it."""
         names = [t.name for t in self.config.targets]
         target = next((t for t in self.config.targets if t.name == name), None)
         if target is None:
@@ -352,6 +353,10 @@ class Watcher:
         loop, shared = self._loop, self._shared
         if loop is None or shared is None:
             return 503, b"the watch is not running (starting or stopping)\n"
+        recent = self.served_recently(target)
+        if recent is not None:
+            j = recent.judged
+            return 200, probe_exposition(j.verdict, j.elapsed_s or 0.0, recent.at, True)
         budget = target.run_budget_s
         if scrape_timeout_s is not None:
             budget = min(budget, max(0.5, scrape_timeout_s - PROBE_MARGIN_S))
@@ -368,6 +373,18 @@ class Watcher:
         body = probe_exposition(j.verdict, j.elapsed_s or 0.0, served.at, served.cached)
         return 200, body
 
+    def served_recently(self, target: Target) -> Served | None:
+        """The target's last run when a probe is served it as it is: no run of the target in
+        flight and the last one started within the min_interval cap. Safe from any thread: it
+        only reads what the loop replaces whole (the lock's state, the last run served)."""
+        lock = self._locks.get(target.name)
+        if lock is not None and lock.locked():
+            return None
+        last = self._served.get(target.name)
+        if last is not None and time.monotonic() - last[0] < self.config.caps.min_interval_s:
+            return replace(last[1], cached=True)
+        return None
+
     async def probe_now(self, target: Target, shared: SharedSink, budget_s: float) -> Served | None:
         lock = self._locks.setdefault(target.name, asyncio.Lock())
         if lock.locked():  # a run in flight: it is the answer
@@ -375,9 +392,9 @@ class Watcher:
                 pass
             last = self._served.get(target.name)
             return replace(last[1], cached=True) if last else None
-        last = self._served.get(target.name)
-        if last is not None and time.monotonic() - last[0] < self.config.caps.min_interval_s:
-            return replace(last[1], cached=True)
+        recent = self.served_recently(target)  # a run may have ended since the thread looked
+        if recent is not None:
+            return recent
         async with lock:
             judged = await self.round(target, shared, budget_s)
         last = self._served.get(target.name)
