@@ -15,10 +15,10 @@ staleness alert counts from the start.
 from __future__ import annotations
 
 import contextlib
-import gzip
 import itertools
 import re
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs
@@ -186,6 +186,7 @@ Families = list[tuple[bytes, bytes]]
 Encoder = Callable[[Any], bytes]  # a registry (or a restricted view of one) → exposition
 FORMATS_KEPT = 2  # renderings kept per target: text for curl, OpenMetrics for Prometheus
 GZIP_LEVEL = 1  # a scrape's whole fleet: level 1 compresses 1 MB in ~2 ms, level 9 in ~35 ms
+PIECE_BYTES = 64 * 1024  # what a scrape's answer is sent in
 EOF = b"# EOF\n"  # OpenMetrics ends its exposition once, after every family
 _HELP = re.compile(rb"^# HELP ", re.M)
 _HEADER = re.compile(rb"(?:#[^\n]*\n)+")
@@ -209,11 +210,44 @@ def split_families(text: bytes) -> Families:
 def merge_families(parts: Iterable[Families], tail: bytes = b"") -> bytes:
     """One exposition of several: one `# HELP`/`# TYPE` per family, then every part's samples
     of it, part by part; families in the order they first appear."""
-    merged: dict[bytes, list[bytes]] = {}
-    for part in parts:
-        for header, lines in part:
-            merged.setdefault(header, []).append(lines)
-    return b"".join(itertools.chain.from_iterable([h, *ls] for h, ls in merged.items())) + tail
+    return b"".join(Merged(parts, tail))
+
+
+class Merged:
+    """`merge_families` in pieces of about `PIECE_BYTES`, for a listener to send one by one:
+    a scrape of a big fleet never holds its whole answer in one block (a block that size,
+    freed by one of the listener's threads, stays in that thread's malloc arena)."""
+
+    def __init__(self, parts: Iterable[Families], tail: bytes = b""):
+        merged: dict[bytes, list[bytes]] = {}
+        for part in parts:
+            for header, lines in part:
+                merged.setdefault(header, []).append(lines)
+        self._chunks = [*itertools.chain.from_iterable([h, *ls] for h, ls in merged.items())]
+        self._chunks.append(tail)
+        self.size = sum(len(chunk) for chunk in self._chunks)
+
+    def __iter__(self) -> Iterator[bytes]:
+        piece: list[bytes] = []
+        size = 0
+        for chunk in self._chunks:
+            piece.append(chunk)
+            size += len(chunk)
+            if size >= PIECE_BYTES:
+                yield b"".join(piece)
+                piece, size = [], 0
+        if piece:
+            yield b"".join(piece)
+
+
+def gzipped(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """`pieces` as one gzip stream, compressed piece by piece."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    for piece in pieces:
+        out = compressor.compress(piece)
+        if out:
+            yield out
+    yield compressor.flush()
 
 
 class Shard:
@@ -401,6 +435,13 @@ class Metrics:
         prometheus_client's own listener would answer it, and its content type; `names`:
         only those series (the `name[]` query parameter). Only the targets whose series changed
         since the last scrape in this format are rendered again."""
+        merged, content_type = self.merged(accept, names)
+        return b"".join(merged), content_type
+
+    def merged(
+        self, accept: str | None = None, names: Sequence[str] | None = None
+    ) -> tuple[Merged, str]:
+        """`render`, in the pieces a listener sends."""
         encoder, content_type = choose_encoder(accept or "")
         shards = self._shards.values()  # this dict is never changed, only replaced
         if names:
@@ -410,7 +451,7 @@ class Metrics:
             parts = [s.families(content_type, encoder) for s in shards]
             text = encoder(self._global)
         parts.append(split_families(text))
-        return merge_families(parts, EOF if text.endswith(EOF) else b""), content_type
+        return Merged(parts, EOF if text.endswith(EOF) else b""), content_type
 
     def wsgi_app(self, probe: ProbeHandler | None = None) -> Callable[..., Iterable[bytes]]:
         """/metrics (any path, as prometheus_client's own app) and, given `probe`,
@@ -440,12 +481,15 @@ class Metrics:
                 headers.append(("Content-Type", kind))
             else:
                 params = parse_qs(environ.get("QUERY_STRING", ""))
-                output, kind = self.render(environ.get("HTTP_ACCEPT"), params.get("name[]"))
-                status = "200 OK"
+                merged, kind = self.merged(environ.get("HTTP_ACCEPT"), params.get("name[]"))
                 headers.append(("Content-Type", kind))
                 if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
-                    output = gzip.compress(output, GZIP_LEVEL)
                     headers.append(("Content-Encoding", "gzip"))
+                    start_response("200 OK", headers)
+                    return gzipped(merged)
+                headers.append(("Content-Length", str(merged.size)))
+                start_response("200 OK", headers)
+                return merged
             start_response(status, headers)
             return [output]
 

@@ -329,3 +329,15 @@ def samples_of(text: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
         for family in text_string_to_metric_families(text.decode())
         for s in family.samples
     }
+
+
+def test_a_plain_scrape_says_its_length_and_comes_in_pieces_of_the_exposition(monkeypatch):
+    monkeypatch.setattr(metrics_module, "PIECE_BYTES", 1024)
+    metrics = observed()
+    answered: list[tuple[str, list[tuple[str, str]]]] = []
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics"}
+    pieces = list(metrics.wsgi_app()(environ, lambda s, h: answered.append((s, h))))
+    headers = dict(answered[0][1])
+    assert len(pieces) > 1
+    assert b"".join(pieces) == metrics.exposition()
+    assert int(headers["Content-Length"]) == len(metrics.exposition())
