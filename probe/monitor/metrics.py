@@ -187,6 +187,7 @@ Encoder = Callable[[Any], bytes]  # a registry (or a restricted view of one) →
 FORMATS_KEPT = 2  # renderings kept per target: text for curl, OpenMetrics for Prometheus
 GZIP_LEVEL = 1  # a scrape's whole fleet: level 1 compresses 1 MB in ~2 ms, level 9 in ~35 ms
 PIECE_BYTES = 64 * 1024  # what a scrape's answer is sent in
+OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0"  # what Prometheus 2 asks for
 EOF = b"# EOF\n"  # OpenMetrics ends its exposition once, after every family
 _HELP = re.compile(rb"^# HELP ", re.M)
 _HEADER = re.compile(rb"(?:#[^\n]*\n)+")
@@ -423,6 +424,15 @@ class Metrics:
     def registries(self) -> list[CollectorRegistry]:
         """The registries a scrape merges, in its order: each target's, then the global one."""
         return [*(shard.registry for shard in self._shards.values()), self._global]
+
+    def prerender(self) -> None:
+        """Render every target's series in both formats now (before the listener starts), so
+        the first scrape, as the others, renders only what changed since (200 targets: about
+        0.1 s each, once)."""
+        for accept in ("", OPENMETRICS_ACCEPT):
+            encoder, content_type = choose_encoder(accept)
+            for shard in self._shards.values():
+                shard.families(content_type, encoder)
 
     def exposition(self, accept: str | None = None) -> bytes:
         """The exposition a scrape gets (text format unless `accept` asks for OpenMetrics)."""

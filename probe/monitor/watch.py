@@ -261,6 +261,8 @@ class Watcher:
             targets = ((t.name, t.burst_interval_s) for t in self.config.targets)
             self.metrics.add_targets(targets, started_at=time.time())
         self.load_states()
+        if self.metrics is not None:
+            self.metrics.prerender()
 
     async def drain(self, writer: LedgerWriter) -> None:
         """Keep the sink up for mail the gateways already accepted in the runs cut by the stop:

@@ -174,7 +174,7 @@ def test_alerting_rules_pass_promtool_unit_tests():
 
 # -- the exposition in shards: one registry per target, rendered again only when it changed ----
 
-OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+OPENMETRICS = metrics_module.OPENMETRICS_ACCEPT
 
 
 class Union:
@@ -341,3 +341,13 @@ def test_a_plain_scrape_says_its_length_and_comes_in_pieces_of_the_exposition(mo
     assert len(pieces) > 1
     assert b"".join(pieces) == metrics.exposition()
     assert int(headers["Content-Length"]) == len(metrics.exposition())
+
+
+def test_after_prerender_the_first_scrape_in_either_format_renders_no_target(monkeypatch):
+    metrics = observed()
+    metrics.prerender()
+    renders = Renders(monkeypatch)
+    text, om = metrics.exposition(), metrics.exposition(OPENMETRICS)
+    assert renders.seen == [metrics.registries()[-1]] * 2  # the global series only
+    assert text == generate_latest(single_registry(metrics))
+    assert om == openmetrics_latest(single_registry(metrics))
