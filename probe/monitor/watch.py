@@ -150,13 +150,20 @@ def fleet_limits(targets: int) -> SinkLimits:
 
 
 def job_for(config: WatchConfig, target: Target) -> Job:
-    """A target's run as the pipeline makes it: its modules diagnosed after the burst. It keeps
-    no command line of its own: its bundle gives the burst that sends the same one, from the
-    run's recorded options."""
+    """A target's run as the pipeline makes it: its modules diagnosed after the burst, the start
+    times of its gateway's processes and services kept before and after it (a restart between
+    two runs then shows in the target's story). It keeps no command line of its own: its
+    bundle gives the burst that sends the same one, from the run's recorded options."""
     password = target.security.password
     return Job(
         settings_for(config, target),
-        Request(module_names=target.modules, installed=target.installed),
+        Request(
+            module_names=target.modules,
+            installed=target.installed,
+            processes=target.processes,
+            services=target.services,
+            services_must_exist=False,
+        ),
         secrets=(password.reveal(),) if password is not None else (),
     )
 
@@ -313,7 +320,10 @@ class Watcher:
             job = job_for(self.config, target)
             if budget_s is not None:
                 job = replace(job, settings=replace(job.settings, budget_s=budget_s))
-            probe = Probe(job)
+            # naming the gateway's processes or services, preparing reads the process table
+            # for their start times: off the loop, as the scan after the run is
+            watching = target.processes or target.services
+            probe = await asyncio.to_thread(Probe, job) if watching else Probe(job)
             outcome = await probe.run(self.ledger, shared=shared)
             probed = await self.finish(target, probe, outcome)
             judged = self.told(target, outcome, probed)
