@@ -1,4 +1,5 @@
-"""Prometheus metrics for `notifyprobe watch`, on a private registry.
+"""Prometheus metrics for `notifyprobe watch`, on private registries: one per target (its
+shard, rendered again only when its series changed) and one for the watch's own series.
 
 Prometheus scrapes one probe per gateway (or one probe with several targets) and Alertmanager
 pages: the fleet scales there, not here. Names follow the Prometheus conventions (base units,
