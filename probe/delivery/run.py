@@ -36,6 +36,7 @@ from probe.records import (
     Bounce,
     BounceAction,
     Delivery,
+    DeliveryHistory,
     Endpoint,
     Notification,
     Run,
@@ -278,9 +279,14 @@ async def run_probe(
                 stack.push_async_callback(sink.stop)
                 sink_endpoint = Endpoint(settings.sink.host, sink.port)
         gateway = str(settings.gateway)
-        window = choose_window(
-            settings.patience, ledger.delivery_history(gateway, limit=HISTORY_RUNS)
+        # The ledger off the loop: its reads wait for the writer's commit (an fsync), and a
+        # watch's other runs go on meanwhile. A window set by option needs no history.
+        history = (
+            await asyncio.to_thread(ledger.delivery_history, gateway, limit=HISTORY_RUNS)
+            if settings.patience.settle_s is None
+            else DeliveryHistory()
         )
+        window = choose_window(settings.patience, history)
         run = Run(
             run_id=run_id,
             gateway=gateway,
@@ -290,7 +296,7 @@ async def run_probe(
             started_at=time.time(),
             options=settings.options(window),
         )
-        ledger.create_run(run, control=settings.burst.control)
+        await writer.create_run(run, control=settings.burst.control)
         log.info(
             "run_started",
             run_id=run_id,
@@ -325,11 +331,14 @@ async def run_probe(
                 ledger.finish_run(run_id, status, time.time(), None)
                 log.warning("run_interrupted", run_id=run_id)
     judged_at = time.time()  # mail recorded after this is not in the verdict: it came late
-    record = ledger.load(run_id)
+    record = await asyncio.to_thread(ledger.load, run_id)
     verdict = classify(record, settings.thresholds)
-    ledger.finish_run(run_id, "done", judged_at, json.dumps(verdict.to_dict()))
+    await asyncio.to_thread(
+        ledger.finish_run, run_id, "done", judged_at, json.dumps(verdict.to_dict())
+    )
     log.info("run_judged", run_id=run_id, pattern=verdict.pattern.value)
-    return ProbeOutcome(ledger.load(run_id), verdict, clock.monotonic() - started)
+    record = await asyncio.to_thread(ledger.load, run_id)
+    return ProbeOutcome(record, verdict, clock.monotonic() - started)
 
 
 def judge_cut_run(ledger: Ledger, run_id: str) -> tuple[RunRecord, Verdict]:

@@ -36,6 +36,9 @@ class Request:
     installed: tuple[str, ...] = ()
     processes: tuple[str, ...] = ()
     services: tuple[str, ...] = ()
+    # a service named must exist (a `burst` typo stops it); a watch's run goes on without it:
+    # a gateway whose service is down or restarting is what the run should see
+    services_must_exist: bool = True
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,7 @@ def prepare(request: Request) -> Prepared:
     signature stops the probe before it sends anything), and note the gateway's start times."""
     if request.module_names:
         NameMatcher(request.module_names)
-    unknown = unknown_services(request.services)
+    unknown = unknown_services(request.services) if request.services_must_exist else []
     if unknown:
         where = "" if sys.platform == "win32" else " (here a service is found by its process name)"
         raise UsageError(f"unknown --service {', '.join(unknown)}: no such service runs{where}")

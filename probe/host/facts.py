@@ -6,6 +6,7 @@ describes the host as it was. Names and addresses in here are redactable like ev
 
 from __future__ import annotations
 
+import functools
 import platform
 import re
 import socket
@@ -76,8 +77,10 @@ def collect_facts() -> HostFacts:
     )
 
 
-def _versions() -> list[tuple[str, str]]:
-    """notifyprobe's own dependencies, as installed (the ones that shape SMTP and scanning)."""
+@functools.cache
+def _versions() -> tuple[tuple[str, str], ...]:
+    """notifyprobe's own dependencies, as installed (the ones that shape SMTP and scanning);
+    read once per process, which runs the versions it loaded (a watch asked every run)."""
     try:
         requires = metadata.requires(DISTRIBUTION) or []
     except metadata.PackageNotFoundError:
@@ -90,7 +93,7 @@ def _versions() -> list[tuple[str, str]]:
         except metadata.PackageNotFoundError:
             if ";" not in requirement:  # a conditional one (tomli on 3.11+) is simply not needed
                 found.append((name, "not installed"))
-    return found
+    return tuple(found)
 
 
 def _addresses() -> list[str]:

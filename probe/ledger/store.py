@@ -6,7 +6,7 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -165,6 +165,15 @@ class Ledger:
     def put_artifact(self, run_id: str, name: str, content: str) -> None:
         """Keep a named JSON document with a run (inventory, diagnosis, log), for `evidence`."""
         self.write(partial(sql.put_artifact, run_id, name, content))
+
+    def put_artifacts(self, run_id: str, documents: Mapping[str, str]) -> None:
+        """Keep several documents with a run in one commit (one fsync, not one each)."""
+        ops: list[Op] = [
+            partial(sql.put_artifact, run_id, name, text) for name, text in documents.items()
+        ]
+        for result in self.apply(ops):
+            if isinstance(result, Exception):
+                raise ProbeError(schema.failure_line("write", self.path, result))
 
     def delete_runs_before(self, cutoff: float) -> int:
         """Retention: drop finished runs started before `cutoff`, with all their rows."""

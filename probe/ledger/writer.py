@@ -17,6 +17,8 @@ from probe.ledger.store import Ledger, Op, T, log
 from probe.records import (
     FoundIn,
     ReceivedMessage,
+    Run,
+    RunStatus,
     Submission,
 )
 
@@ -62,6 +64,17 @@ class LedgerWriter:
         """Queue a returned notification and its bounces; the future says, bounce by bounce,
         whether it named a known notification."""
         return self.defer(partial(sql.insert_returned, returned))
+
+    def create_run(self, run: Run, *, control: bool = True) -> asyncio.Future[None]:
+        """Queue a new run with its notifications' rows: a fleet's runs that start together
+        share a commit, and the loop never waits for the fsync."""
+        return self.defer(partial(sql.insert_run, run, control, self.ledger.token_key))
+
+    def finish_run(
+        self, run_id: str, status: RunStatus, finished_at: float, verdict: str | None
+    ) -> asyncio.Future[None]:
+        """Queue a run's end (and its verdict, as JSON), like `create_run`."""
+        return self.defer(partial(sql.finish_run, run_id, status, finished_at, verdict))
 
     def record_submission(self, run_id: str, seq: int, submission: Submission) -> None:
         """Queued, not awaited: the burst goes on. A failure is logged, never silent."""

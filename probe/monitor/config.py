@@ -84,6 +84,8 @@ class Target:
     security: ClientSecurity = field(default_factory=ClientSecurity)
     modules: tuple[str, ...] = ()  # after each run, count stale copies of these on this host
     installed: tuple[str, ...] = ()  # the installed copies to compare them with
+    processes: tuple[str, ...] = ()  # the gateway's processes: their start times, every run
+    services: tuple[str, ...] = ()  # the gateway's services: the same
 
     @property
     def run_budget_s(self) -> float:
@@ -152,6 +154,8 @@ _TARGET_KEYS = {
     "insecure",
     "modules",
     "installed",
+    "processes",
+    "services",
     "interval",
     "jitter",
     "count",
@@ -375,6 +379,8 @@ class _Reader:
             security=security,
             modules=self.strings(merged, "modules", where),
             installed=self.strings(merged, "installed", where),
+            processes=self.strings(merged, "processes", where),
+            services=self.strings(merged, "services", where),
         )
         self.check_target(target, where, caps)
         return target

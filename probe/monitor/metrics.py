@@ -1,4 +1,5 @@
-"""Prometheus metrics for `notifyprobe watch`, on a private registry.
+"""Prometheus metrics for `notifyprobe watch`, on private registries: one per target (its
+shard, rendered again only when its series changed) and one for the watch's own series.
 
 Prometheus scrapes one probe per gateway (or one probe with several targets) and Alertmanager
 pages: the fleet scales there, not here. Names follow the Prometheus conventions (base units,
@@ -14,8 +15,12 @@ staleness alert counts from the start.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import re
 import threading
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIServer, make_server
@@ -26,8 +31,9 @@ from prometheus_client.exposition import (
     ThreadingWSGIServer,
     _get_best_family,
     _SilentHandler,
+    choose_encoder,
     generate_latest,
-    make_wsgi_app,
+    gzip_accepted,
 )
 
 from probe import __version__
@@ -58,93 +64,94 @@ REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 503: "Service Unavai
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
-class Metrics:
-    """Every series the watch exposes; each target's series exist (at 0) before its first run."""
+class TargetSeries:
+    """One target's series, on a registry of its own: its shard of the exposition."""
 
-    def __init__(self, registry: CollectorRegistry | None = None):
-        self.registry = registry if registry is not None else CollectorRegistry()
-        r = self.registry
+    def __init__(self, registry: CollectorRegistry):
         t = ["target"]
         self.verdict = Gauge(
             "notifyprobe_verdict",
             "Pattern of the last judged run (state set: 1 for the current pattern, 0 others)",
             ["target", "pattern"],
-            registry=r,
+            registry=registry,
         )
         self.severity = Gauge(
             "notifyprobe_verdict_severity",
             "Severity of the last judged run: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; "
             "-1 before the target's first conclusive run",
             t,
-            registry=r,
+            registry=registry,
         )
         self.runs = Counter(
             "notifyprobe_runs",
             "Runs judged, by the pattern of their first verdict (given when the run ended; "
             "later corrections are counted in notifyprobe_verdicts_corrected_total)",
             ["target", "pattern"],
-            registry=r,
+            registry=registry,
         )
         self.sent = Counter(
-            "notifyprobe_notifications_sent", "Notifications handed to the gateway", t, registry=r
+            "notifyprobe_notifications_sent",
+            "Notifications handed to the gateway",
+            t,
+            registry=registry,
         )
         self.accepted = Counter(
             "notifyprobe_notifications_accepted",
             "Notifications the gateway accepted with a 2xx reply",
             t,
-            registry=r,
+            registry=registry,
         )
         self.delivered = Counter(
             "notifyprobe_notifications_delivered",
             "Notifications that reached the probe's sink (first copy)",
             t,
-            registry=r,
+            registry=registry,
         )
         self.failures = Counter(
             "notifyprobe_submission_failures",
             "Notifications the gateway did not accept, by reply class (4xx, 5xx, no_reply)",
             ["target", "reply_class"],
-            registry=r,
+            registry=registry,
         )
         self.latency = Histogram(
             "notifyprobe_delivery_latency_seconds",
             "Time from submission to arrival at the sink",
             t,
             buckets=LATENCY_BUCKETS,
-            registry=r,
+            registry=registry,
         )
         self.last_run = Gauge(
             "notifyprobe_last_run_timestamp_seconds",
             "When the last run of the target was judged (Unix time); before its first run, "
             "when the watch started",
             t,
-            registry=r,
+            registry=registry,
         )
         self.duration = Gauge(
             "notifyprobe_last_run_duration_seconds",
             "How long the last run took, burst and wait for late mail",
             t,
-            registry=r,
+            registry=registry,
         )
         self.interval = Gauge(
             "notifyprobe_interval_seconds",
             "Configured time between runs: alert when the last run is older than a few of these",
             t,
-            registry=r,
+            registry=registry,
         )
         self.sink_verified = Gauge(
             "notifyprobe_sink_verified",
             "1 when the last run's control message reached the sink, 0 when it did not, -1 "
             "when not known (no run yet, or no control message sent)",
             t,
-            registry=r,
+            registry=registry,
         )
         self.stale_modules = Gauge(
             "notifyprobe_stale_modules",
             "Old copies of the target's modules loaded on this host; -1 when not known (no "
             "inventory yet, it failed, or it found none but could not read every process)",
             t,
-            registry=r,
+            registry=registry,
         )
         self.unreadable = Gauge(
             "notifyprobe_unreadable_processes",
@@ -152,94 +159,251 @@ class Metrics:
             "there; root, or CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, would let it); -1 before "
             "the first inventory or when it failed",
             t,
-            registry=r,
+            registry=registry,
         )
         self.probe_errors = Counter(
             "notifyprobe_probe_errors",
             "Runs the probe itself could not complete (ledger or sink trouble)",
             t,
-            registry=r,
+            registry=registry,
         )
         self.hook_failures = Counter(
             "notifyprobe_state_change_command_failures",
             "State-change commands that failed, timed out or could not start",
             t,
-            registry=r,
+            registry=registry,
         )
         self.corrected = Counter(
             "notifyprobe_verdicts_corrected",
             "Stored verdicts corrected by mail that arrived after them (re-judged at the start "
             "of the target's next run, or of the watch), by original and corrected pattern",
             ["target", "from_pattern", "to_pattern"],
-            registry=r,
+            registry=registry,
         )
-        self.sink_up = Gauge(
-            "notifyprobe_sink_up", "1 while the probe's sink is listening", registry=r
+
+
+# (the `# HELP`/`# TYPE` lines, the sample lines) of each family of an exposition, in its order
+Families = list[tuple[bytes, bytes]]
+Encoder = Callable[[Any], bytes]  # a registry (or a restricted view of one) → exposition
+FORMATS_KEPT = 2  # renderings kept per target: text for curl, OpenMetrics for Prometheus
+GZIP_LEVEL = 1  # a scrape's whole fleet: level 1 compresses 1 MB in ~2 ms, level 9 in ~35 ms
+PIECE_BYTES = 64 * 1024  # what a scrape's answer is sent in
+OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0"  # what Prometheus 2 asks for
+EOF = b"# EOF\n"  # OpenMetrics ends its exposition once, after every family
+_HELP = re.compile(rb"^# HELP ", re.M)
+_HEADER = re.compile(rb"(?:#[^\n]*\n)+")
+_GENERATIONS = itertools.count()  # a change's stamp, unique in the process (next() is atomic)
+
+
+def split_families(text: bytes) -> Families:
+    """An exposition of prometheus_client's, family by family (every family starts with its
+    `# HELP` line in both formats; sample lines never start with `#`); a final `# EOF` is
+    dropped."""
+    text = text.removesuffix(EOF)
+    starts = [m.start() for m in _HELP.finditer(text)] + [len(text)]
+    families: Families = []
+    for begin, end in itertools.pairwise(starts):
+        header = _HEADER.match(text, begin, end)  # never None: it starts with `# HELP`
+        cut = header.end() if header is not None else begin
+        families.append((text[begin:cut], text[cut:end]))
+    return families
+
+
+def merge_families(parts: Iterable[Families], tail: bytes = b"") -> bytes:
+    """One exposition of several: one `# HELP`/`# TYPE` per family, then every part's samples
+    of it, part by part; families in the order they first appear."""
+    return b"".join(Merged(parts, tail))
+
+
+class Merged:
+    """`merge_families` in pieces of about `PIECE_BYTES`, for a listener to send one by one:
+    a scrape of a big fleet never holds its whole answer in one block (a block that size,
+    freed by one of the listener's threads, stays in that thread's malloc arena)."""
+
+    def __init__(self, parts: Iterable[Families], tail: bytes = b""):
+        merged: dict[bytes, list[bytes]] = {}
+        for part in parts:
+            for header, lines in part:
+                merged.setdefault(header, []).append(lines)
+        self._chunks = [*itertools.chain.from_iterable([h, *ls] for h, ls in merged.items())]
+        self._chunks.append(tail)
+        self.size = sum(len(chunk) for chunk in self._chunks)
+
+    def __iter__(self) -> Iterator[bytes]:
+        piece: list[bytes] = []
+        size = 0
+        for chunk in self._chunks:
+            piece.append(chunk)
+            size += len(chunk)
+            if size >= PIECE_BYTES:
+                yield b"".join(piece)
+                piece, size = [], 0
+        if piece:
+            yield b"".join(piece)
+
+
+def gzipped(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """`pieces` as one gzip stream, compressed piece by piece."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    for piece in pieces:
+        out = compressor.compress(piece)
+        if out:
+            yield out
+    yield compressor.flush()
+
+
+class Shard:
+    """A target's series and their last rendering in each format, reused until they change.
+
+    A change stamps the shard with a new generation *after* it changed the values; a render
+    reads the generation *before* it reads the values, and its rendering is reused only while
+    the shard still has that generation. A change racing a scrape is rendered by the next
+    scrape, never lost; two scrapes racing each other at worst both render."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.series = TargetSeries(self.registry)
+        self.generation = next(_GENERATIONS)
+        # content type → (generation rendered, families); replaced, never changed in place
+        self._rendered: dict[str, tuple[int, Families]] = {}
+
+    def changed(self) -> None:
+        self.generation = next(_GENERATIONS)
+
+    def families(self, content_type: str, encoder: Encoder) -> Families:
+        generation = self.generation
+        kept = self._rendered.get(content_type)
+        if kept is not None and kept[0] == generation:
+            return kept[1]
+        families = split_families(encoder(self.registry))
+        others = [item for item in self._rendered.items() if item[0] != content_type]
+        recent = others[1 - FORMATS_KEPT :] if FORMATS_KEPT > 1 else []
+        self._rendered = dict([*recent, (content_type, (generation, families))])
+        return families
+
+
+class Metrics:
+    """Every series the watch exposes; each target's series exist (at 0) before its first run.
+
+    Each target's series live in a shard of their own (`Shard`: its own registry, formatted by
+    prometheus_client), rendered again only when one of them changed; a scrape merges the
+    shards family by family, then the global series (the sink, the build). In a family the
+    samples come target by target, in the order the targets were added (a single registry
+    would put a series created later at the family's end; the exposition formats leave the
+    order of samples free). Every change goes through a method here, so it marks its shard.
+    Changes come from the watch's loop and its worker threads, scrapes from the listener's
+    threads: prometheus_client's values are thread-safe, the shards' stamps say what changed.
+    """
+
+    def __init__(self) -> None:
+        self._global = CollectorRegistry()
+        self._sink_up = Gauge(
+            "notifyprobe_sink_up", "1 while the probe's sink is listening", registry=self._global
         )
-        Info("notifyprobe_build", "notifyprobe version", registry=r).info({"version": __version__})
+        Info("notifyprobe_build", "notifyprobe version", registry=self._global).info(
+            {"version": __version__}
+        )
+        self._shards: dict[str, Shard] = {}  # replaced when a target is added: a scrape's own
+        self._adding = threading.Lock()
         self._server: WSGIServer | None = None
+
+    def _shard(self, target: str) -> Shard:
+        shard = self._shards.get(target)
+        if shard is None:
+            with self._adding:
+                shard = self._shards.get(target)
+                if shard is None:
+                    shard = Shard()
+                    self._shards = {**self._shards, target: shard}
+        return shard
+
+    @contextlib.contextmanager
+    def _changing(self, target: str) -> Iterator[TargetSeries]:
+        """The target's series to change; its shard is marked changed after."""
+        shard = self._shard(target)
+        try:
+            yield shard.series
+        finally:
+            shard.changed()
 
     def add_targets(self, targets: Iterable[tuple[str, float]], started_at: float) -> None:
         """Create every series of each target, so rates and alerts work from the first scrape:
         counters at 0, and the documented values for "no run yet"."""
         for name, interval_s in targets:
-            for pattern in PATTERNS:
-                self.verdict.labels(name, pattern).set(0)
-                self.runs.labels(name, pattern)
-            for reply_class in REPLY_CLASSES:
-                self.failures.labels(name, reply_class)
-            for metric in (
-                self.sent,
-                self.accepted,
-                self.delivered,
-                self.probe_errors,
-                self.hook_failures,
-                self.latency,
-            ):
-                metric.labels(name)
-            for original in CORRECTED_FROM:
-                for corrected in CORRECTED_TO:
-                    self.corrected.labels(name, original, corrected)
-            self.severity.labels(name).set(NO_VERDICT)
-            self.sink_verified.labels(name).set(NO_VERDICT)
-            self.last_run.labels(name).set(started_at)
-            self.duration.labels(name).set(0)
-            self.stale_modules.labels(name).set(NO_VERDICT)
-            self.unreadable.labels(name).set(NO_VERDICT)
-            self.interval.labels(name).set(interval_s)
+            with self._changing(name) as s:
+                for pattern in PATTERNS:
+                    s.verdict.labels(name, pattern).set(0)
+                    s.runs.labels(name, pattern)
+                for reply_class in REPLY_CLASSES:
+                    s.failures.labels(name, reply_class)
+                for metric in (
+                    s.sent,
+                    s.accepted,
+                    s.delivered,
+                    s.probe_errors,
+                    s.hook_failures,
+                    s.latency,
+                ):
+                    metric.labels(name)
+                for original in CORRECTED_FROM:
+                    for corrected in CORRECTED_TO:
+                        s.corrected.labels(name, original, corrected)
+                s.severity.labels(name).set(NO_VERDICT)
+                s.sink_verified.labels(name).set(NO_VERDICT)
+                s.last_run.labels(name).set(started_at)
+                s.duration.labels(name).set(0)
+                s.stale_modules.labels(name).set(NO_VERDICT)
+                s.unreadable.labels(name).set(NO_VERDICT)
+                s.interval.labels(name).set(interval_s)
 
     def show_verdict(self, target: str, verdict: Verdict, at: float, duration_s: float) -> None:
         """The target's current state: after a run, or from the ledger when the watch starts."""
-        for name in PATTERNS:
-            self.verdict.labels(target, name).set(1 if name == verdict.pattern.value else 0)
-        self.severity.labels(target).set(int(verdict.severity))
-        self.last_run.labels(target).set(at)
-        self.duration.labels(target).set(duration_s)
-        verified = verdict.sink_verified
-        self.sink_verified.labels(target).set(NO_VERDICT if verified is None else int(verified))
+        with self._changing(target) as s:
+            for name in PATTERNS:
+                s.verdict.labels(target, name).set(1 if name == verdict.pattern.value else 0)
+            s.severity.labels(target).set(int(verdict.severity))
+            s.last_run.labels(target).set(at)
+            s.duration.labels(target).set(duration_s)
+            verified = verdict.sink_verified
+            s.sink_verified.labels(target).set(NO_VERDICT if verified is None else int(verified))
 
     def observe_run(
         self, target: str, record: RunRecord, verdict: Verdict, elapsed_s: float, at: float
     ) -> None:
         self.show_verdict(target, verdict, at, elapsed_s)
-        self.runs.labels(target, verdict.pattern.value).inc()
-        self.sent.labels(target).inc(verdict.sent)
-        self.accepted.labels(target).inc(verdict.accepted)
-        self.delivered.labels(target).inc(verdict.delivered)
-        for n in record.burst:
-            s = n.submission
-            if s is None:
-                continue
-            if not s.accepted:
-                reply_class = s.reply.reply_class if s.reply is not None else "no_reply"
-                if reply_class not in REPLY_CLASSES:  # a 2xx/3xx at the wrong step
-                    reply_class = "no_reply"
-                self.failures.labels(target, reply_class).inc()
-            if n.latency_s is not None:
-                self.latency.labels(target).observe(n.latency_s)
+        with self._changing(target) as s:
+            s.runs.labels(target, verdict.pattern.value).inc()
+            s.sent.labels(target).inc(verdict.sent)
+            s.accepted.labels(target).inc(verdict.accepted)
+            s.delivered.labels(target).inc(verdict.delivered)
+            for n in record.burst:
+                sub = n.submission
+                if sub is None:
+                    continue
+                if not sub.accepted:
+                    reply_class = sub.reply.reply_class if sub.reply is not None else "no_reply"
+                    if reply_class not in REPLY_CLASSES:  # a 2xx/3xx at the wrong step
+                        reply_class = "no_reply"
+                    s.failures.labels(target, reply_class).inc()
+                if n.latency_s is not None:
+                    s.latency.labels(target).observe(n.latency_s)
 
     def count_correction(self, target: str, original: Pattern, corrected: Pattern) -> None:
-        self.corrected.labels(target, original.value, corrected.value).inc()
+        with self._changing(target) as s:
+            s.corrected.labels(target, original.value, corrected.value).inc()
+
+    def count_probe_error(self, target: str) -> None:
+        """A run the probe itself could not complete."""
+        with self._changing(target) as s:
+            s.probe_errors.labels(target).inc()
+
+    def count_hook_failure(self, target: str) -> None:
+        """A state-change command that failed, timed out or could not start."""
+        with self._changing(target) as s:
+            s.hook_failures.labels(target).inc()
+
+    def set_sink_up(self, up: bool) -> None:
+        self._sink_up.set(int(up))
 
     def set_stale_modules(self, target: str, count: int, unreadable: int = 0) -> None:
         """Hook for the module inventory: how many old copies it found on the target's host,
@@ -247,35 +411,113 @@ class Metrics:
         every process does not know the count: -1, never a clean 0. -1 for both: no answer."""
         if count == 0 and unreadable != 0:
             count = NO_VERDICT
-        self.stale_modules.labels(target).set(count)
-        self.unreadable.labels(target).set(unreadable)
+        with self._changing(target) as s:
+            s.stale_modules.labels(target).set(count)
+            s.unreadable.labels(target).set(unreadable)
 
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+    def sample(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        """The value of one sample as a scrape would show it (None: no such series)."""
+        labels = labels or {}
+        shard = self._shards.get(labels.get("target", ""))
+        registry = shard.registry if shard is not None else self._global
+        return registry.get_sample_value(name, labels)
+
+    def registries(self) -> list[CollectorRegistry]:
+        """The registries a scrape merges, in its order: each target's, then the global one."""
+        return [*(shard.registry for shard in self._shards.values()), self._global]
+
+    def prerender(self) -> None:
+        """Render every target's series in both formats now (before the listener starts), so
+        the first scrape, as the others, renders only what changed since (200 targets: about
+        0.1 s each, once)."""
+        for accept in ("", OPENMETRICS_ACCEPT):
+            encoder, content_type = choose_encoder(accept)
+            for shard in self._shards.values():
+                shard.families(content_type, encoder)
+
+    def exposition(self, accept: str | None = None) -> bytes:
+        """The exposition a scrape gets (text format unless `accept` asks for OpenMetrics)."""
+        return self.render(accept)[0]
+
+    def render(
+        self, accept: str | None = None, names: Sequence[str] | None = None
+    ) -> tuple[bytes, str]:
+        """The exposition in the format `accept` (a scrape's Accept header) chooses, as
+        prometheus_client's own listener would answer it, and its content type; `names`:
+        only those series (the `name[]` query parameter). Only the targets whose series changed
+        since the last scrape in this format are rendered again."""
+        merged, content_type = self.merged(accept, names)
+        return b"".join(merged), content_type
+
+    def merged(
+        self, accept: str | None = None, names: Sequence[str] | None = None
+    ) -> tuple[Merged, str]:
+        """`render`, in the pieces a listener sends."""
+        encoder, content_type = choose_encoder(accept or "")
+        shards = self._shards.values()  # this dict is never changed, only replaced
+        if names:
+            parts = [split_families(encoder(s.registry.restricted_registry(names))) for s in shards]
+            text = encoder(self._global.restricted_registry(names))
+        else:
+            parts = [s.families(content_type, encoder) for s in shards]
+            text = encoder(self._global)
+        parts.append(split_families(text))
+        return Merged(parts, EOF if text.endswith(EOF) else b""), content_type
+
+    def wsgi_app(self, probe: ProbeHandler | None = None) -> Callable[..., Iterable[bytes]]:
+        """/metrics (any path, as prometheus_client's own app) and, given `probe`,
+        /probe?target=NAME."""
+
+        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            method = environ.get("REQUEST_METHOD", "GET")
+            path = environ.get("PATH_INFO")
+            headers: list[tuple[str, str]] = []
+            if method == "OPTIONS":
+                status, output = "200 OK", b""
+                headers.append(("Allow", "OPTIONS,GET"))
+            elif method != "GET":
+                status = "405 Method Not Allowed"
+                output = f"# HTTP {status}: {method}; use OPTIONS or GET\n".encode()
+                headers.append(("Allow", "OPTIONS,GET"))
+            elif path == "/favicon.ico":
+                status, output = "200 OK", b""
+            elif probe is not None and path == "/probe":
+                names = parse_qs(environ.get("QUERY_STRING", "")).get("target", [])
+                code, output = probe(
+                    names[0] if len(names) == 1 else None,
+                    scrape_timeout(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS")),
+                )
+                status = f"{code} {REASONS.get(code, 'Error')}"
+                kind = CONTENT_TYPE_LATEST if code == 200 else "text/plain; charset=utf-8"
+                headers.append(("Content-Type", kind))
+            else:
+                params = parse_qs(environ.get("QUERY_STRING", ""))
+                merged, kind = self.merged(environ.get("HTTP_ACCEPT"), params.get("name[]"))
+                headers.append(("Content-Type", kind))
+                if gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING", "")):
+                    headers.append(("Content-Encoding", "gzip"))
+                    start_response("200 OK", headers)
+                    return gzipped(merged)
+                headers.append(("Content-Length", str(merged.size)))
+                start_response("200 OK", headers)
+                return merged
+            start_response(status, headers)
+            return [output]
+
+        return app
 
     def serve(self, listen: Endpoint, probe: ProbeHandler | None = None) -> Endpoint:
         """Serve /metrics (and, given `probe`, /probe?target=NAME) from background threads;
         returns the address actually bound."""
-        metrics_app = make_wsgi_app(self.registry)
-
-        def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-            if probe is None or environ.get("PATH_INFO") != "/probe":
-                return metrics_app(environ, start_response)  # type: ignore[no-any-return]
-            names = parse_qs(environ.get("QUERY_STRING", "")).get("target", [])
-            status, body = probe(
-                names[0] if len(names) == 1 else None,
-                scrape_timeout(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS")),
-            )
-            kind = CONTENT_TYPE_LATEST if status == 200 else "text/plain; charset=utf-8"
-            start_response(f"{status} {REASONS.get(status, 'Error')}", [("Content-Type", kind)])
-            return [body]
 
         class Server(ThreadingWSGIServer):
             pass
 
         try:
             Server.address_family, host = _get_best_family(listen.host, listen.port)
-            server = make_server(host, listen.port, app, Server, handler_class=_SilentHandler)
+            server = make_server(
+                host, listen.port, self.wsgi_app(probe), Server, handler_class=_SilentHandler
+            )
         except OSError as exc:
             raise ProbeError(f"metrics cannot listen on {listen}: {exc.strerror}") from None
         threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()

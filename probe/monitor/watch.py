@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import queue
 import random
 import threading
 import time
@@ -149,13 +150,20 @@ def fleet_limits(targets: int) -> SinkLimits:
 
 
 def job_for(config: WatchConfig, target: Target) -> Job:
-    """A target's run as the pipeline makes it: its modules diagnosed after the burst. It keeps
-    no command line of its own: its bundle gives the burst that sends the same one, from the
-    run's recorded options."""
+    """A target's run as the pipeline makes it: its modules diagnosed after the burst, the start
+    times of its gateway's processes and services kept before and after it (a restart between
+    two runs then shows in the target's story). It keeps no command line of its own: its
+    bundle gives the burst that sends the same one, from the run's recorded options."""
     password = target.security.password
     return Job(
         settings_for(config, target),
-        Request(module_names=target.modules, installed=target.installed),
+        Request(
+            module_names=target.modules,
+            installed=target.installed,
+            processes=target.processes,
+            services=target.services,
+            services_must_exist=False,
+        ),
         secrets=(password.reveal(),) if password is not None else (),
     )
 
@@ -217,7 +225,7 @@ class Watcher:
             await writer.close()
             raise
         if self.metrics is not None:
-            self.metrics.sink_up.set(1)
+            self.metrics.set_sink_up(True)
         shared = SharedSink(writer, hub, sink_endpoint(cfg.sink, sink.port))
         self._loop, self._shared = asyncio.get_running_loop(), shared
         self.announce(f"sink listening on {sink.address} for @{cfg.domain}")
@@ -245,7 +253,7 @@ class Watcher:
             await sink.stop()
             await writer.close()
             if self.metrics is not None:
-                self.metrics.sink_up.set(0)
+                self.metrics.set_sink_up(False)
             self.recover()
             log.info("watch_stopped")
         return self.worst
@@ -260,6 +268,8 @@ class Watcher:
             targets = ((t.name, t.burst_interval_s) for t in self.config.targets)
             self.metrics.add_targets(targets, started_at=time.time())
         self.load_states()
+        if self.metrics is not None:
+            self.metrics.prerender()
 
     async def drain(self, writer: LedgerWriter) -> None:
         """Keep the sink up for mail the gateways already accepted in the runs cut by the stop:
@@ -310,7 +320,10 @@ class Watcher:
             job = job_for(self.config, target)
             if budget_s is not None:
                 job = replace(job, settings=replace(job.settings, budget_s=budget_s))
-            probe = Probe(job)
+            # naming the gateway's processes or services, preparing reads the process table
+            # for their start times: off the loop, as the scan after the run is
+            watching = target.processes or target.services
+            probe = await asyncio.to_thread(Probe, job) if watching else Probe(job)
             outcome = await probe.run(self.ledger, shared=shared)
             probed = await self.finish(target, probe, outcome)
             judged = self.told(target, outcome, probed)
@@ -328,7 +341,7 @@ class Watcher:
             else:
                 log.exception("watch_run_crashed", target=target.name)
             if self.metrics is not None:
-                self.metrics.probe_errors.labels(target.name).inc()
+                self.metrics.count_probe_error(target.name)
             self.worst = max(self.worst, Severity.UNKNOWN)
             return None
 
@@ -340,7 +353,8 @@ class Watcher:
         run's series. One run per target in flight: a probe that finds one waits for it and
         is served it; a probe within the target's min_interval cap of the last run's start
         is served that run (`notifyprobe_probe_cached 1`): no configuration, no scraper, makes
-        the probe burst a gateway more often than its caps allow."""
+        the probe burst a gateway more often than its caps allow. That last answer comes from
+        this thread, without the loop: a busy loop (a fleet's runs starting) never delays it."""
         names = [t.name for t in self.config.targets]
         target = next((t for t in self.config.targets if t.name == name), None)
         if target is None:
@@ -352,6 +366,10 @@ class Watcher:
         loop, shared = self._loop, self._shared
         if loop is None or shared is None:
             return 503, b"the watch is not running (starting or stopping)\n"
+        recent = self.served_recently(target)
+        if recent is not None:
+            j = recent.judged
+            return 200, probe_exposition(j.verdict, j.elapsed_s or 0.0, recent.at, True)
         budget = target.run_budget_s
         if scrape_timeout_s is not None:
             budget = min(budget, max(0.5, scrape_timeout_s - PROBE_MARGIN_S))
@@ -368,6 +386,18 @@ class Watcher:
         body = probe_exposition(j.verdict, j.elapsed_s or 0.0, served.at, served.cached)
         return 200, body
 
+    def served_recently(self, target: Target) -> Served | None:
+        """The target's last run when a probe is served it as it is: no run of the target in
+        flight and the last one started within the min_interval cap. Safe from any thread: it
+        only reads what the loop replaces whole (the lock's state, the last run served)."""
+        lock = self._locks.get(target.name)
+        if lock is not None and lock.locked():
+            return None
+        last = self._served.get(target.name)
+        if last is not None and time.monotonic() - last[0] < self.config.caps.min_interval_s:
+            return replace(last[1], cached=True)
+        return None
+
     async def probe_now(self, target: Target, shared: SharedSink, budget_s: float) -> Served | None:
         lock = self._locks.setdefault(target.name, asyncio.Lock())
         if lock.locked():  # a run in flight: it is the answer
@@ -375,9 +405,9 @@ class Watcher:
                 pass
             last = self._served.get(target.name)
             return replace(last[1], cached=True) if last else None
-        last = self._served.get(target.name)
-        if last is not None and time.monotonic() - last[0] < self.config.caps.min_interval_s:
-            return replace(last[1], cached=True)
+        recent = self.served_recently(target)  # a run may have ended since the thread looked
+        if recent is not None:
+            return recent
         async with lock:
             judged = await self.round(target, shared, budget_s)
         last = self._served.get(target.name)
@@ -446,7 +476,7 @@ class Watcher:
                 self.hook_env(target, previous, judged, bundle_path),
             )
             if not ok and self.metrics is not None:
-                self.metrics.hook_failures.labels(target.name).inc()
+                self.metrics.count_hook_failure(target.name)
 
     def revise_previous(self, target: Target) -> None:
         """Judge the target's previous run again (and the runs a stop cut off since, when the
@@ -650,9 +680,48 @@ class Watcher:
             log.info("retention", deleted_runs=deleted, days=self.config.retention_days)
 
 
+class DaemonWorkers:
+    """Daemon threads kept for the next job. Starting a thread makes the starter wait until
+    the new thread runs: milliseconds for the loop on a busy host (200 targets: 8 % of its
+    time while the runs start), so a thread is started only when none is idle. Daemon: the
+    process exits without joining one (a scan that hangs on a read never holds a stop), and a
+    job never waits for another (a hung one holds its own thread only)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        """Run `job` (which must not raise) on an idle thread, or a new one."""
+        with self._lock:
+            start = self._idle == 0
+            if not start:
+                self._idle -= 1  # reserved: the job put next is that thread's
+        self._jobs.put(job)
+        if start:
+            threading.Thread(target=self._work, name=self.name, daemon=True).start()
+
+    @property
+    def idle(self) -> int:
+        """Threads waiting for a job."""
+        return self._idle
+
+    def _work(self) -> None:
+        while True:
+            self._jobs.get()()
+            with self._lock:
+                self._idle += 1
+
+
+SCANS = DaemonWorkers("watch-scan")
+
+
 async def in_daemon_thread(work: Callable[[], T]) -> T:
-    """`work()` in a daemon thread: a stop cancels the wait at once and the process exits
-    without joining the thread (a scan of a host that hangs on a read never holds a stop)."""
+    """`work()` in a daemon thread (`SCANS`): a stop cancels the wait at once and the process
+    exits without joining the thread (a scan of a host that hangs on a read never holds a
+    stop)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
@@ -671,7 +740,7 @@ async def in_daemon_thread(work: Callable[[], T]) -> T:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(settle, lambda: future.set_result(result))
 
-    threading.Thread(target=thread, name="watch-scan", daemon=True).start()
+    SCANS.submit(thread)
     return await future
 
 

@@ -193,8 +193,13 @@ def keep_artifacts(
         COMMAND_LINE: clean_argv(argv),
         HOST: host.to_dict(),
     }
-    for name, value in documents.items():
-        ledger.put_artifact(run_id, name, json.dumps(clean.redact_data(value), ensure_ascii=False))
+    ledger.put_artifacts(
+        run_id,
+        {
+            name: json.dumps(clean.redact_data(value), ensure_ascii=False)
+            for name, value in documents.items()
+        },
+    )
 
 
 def keep_log(

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from probe.diagnosis import rediagnose
+from probe.diagnosis import Request, prepare, rediagnose
 from probe.diagnosis.restarts import RunStarts, first_after_restart
 from probe.diagnosis.rules import Confidence, RestartFacts, diagnose, split
 from probe.diagnosis.signatures import load_signatures, parse_signature
-from probe.errors import ProbeError
+from probe.errors import ProbeError, UsageError
 from probe.host.inventory import Copy, Inventory, ModuleHit, ModuleState
 from probe.host.pe import ModuleVersion
 from probe.host.platform import ProcessInfo
@@ -226,3 +226,10 @@ def test_a_first_only_corrected_to_slow_points_to_no_known_issue() -> None:
     firm, possible = rediagnose(verdict(Pattern.FIRST_ONLY), current)
     assert firm is None and [p.signature for p in possible] == ["000"]
     assert rediagnose(verdict(Pattern.SLOW), current) == (None, ())
+
+
+def test_a_burst_refuses_a_service_that_names_nothing_a_watch_run_goes_on_without_it():
+    with pytest.raises(UsageError, match="unknown --service no-such-gateway-svc"):
+        prepare(Request(services=("no-such-gateway-svc",)))
+    prepared = prepare(Request(services=("no-such-gateway-svc",), services_must_exist=False))
+    assert prepared.watching and prepared.starts == ()

@@ -60,6 +60,8 @@ grace = 2.5
 slow_after = 3
 control = false
 helo = "probe.example.org"
+processes = ["MPNotify*.exe", "smtpsvc"]
+services = ["MPNotifyGateway"]
 """
 
 MINIMAL = """
@@ -99,6 +101,9 @@ def test_every_key_is_read(tmp_path):
     assert (lyon.burst.step_timeout_s, lyon.patience.timeout_s) == (5, 60)
     assert (lyon.patience.grace_s, lyon.thresholds.slow_after_s) == (2.5, 3)
     assert (lyon.burst.control, lyon.burst.helo) == (False, "probe.example.org")
+    assert lyon.processes == ("MPNotify*.exe", "smtpsvc")
+    assert lyon.services == ("MPNotifyGateway",)
+    assert (paris.processes, paris.services) == ((), ())
 
 
 def test_minimal_config_takes_safe_defaults():
@@ -193,6 +198,8 @@ def test_load_reads_a_file_and_names_it_in_errors(tmp_path):
         (MINIMAL + "count = 2.5\n", "count must be a whole number"),
         (MINIMAL + 'count = "ten"\n', "count must be a number"),
         (MINIMAL + "reuse = 1\n", "reuse must be true or false"),
+        (MINIMAL + 'services = "MPNotifyGateway"\n', "services must be a list"),
+        (MINIMAL + 'processes = [""]\n', "processes must be a list of non-empty strings"),
         (MINIMAL + 'interval = "soon"\n', "'soon' is not a duration"),
         (MINIMAL + "jitter = 0.9\n", "jitter is a fraction"),
         (MINIMAL + "interval = nan\n", "interval must be a finite number"),

@@ -31,9 +31,7 @@ RUNS = 5
 
 
 def first_only_series(metrics: Metrics, name: str) -> float | None:
-    return metrics.registry.get_sample_value(
-        "notifyprobe_verdict", {"target": name, "pattern": "first_only"}
-    )
+    return metrics.sample("notifyprobe_verdict", {"target": name, "pattern": "first_only"})
 
 
 async def watch_runs(watcher: Watcher, runs: int) -> list[tuple[Judged, float | None]]:

@@ -88,6 +88,11 @@ async def test_probe_runs_the_target_now_and_keeps_its_caps(tmp_path):
                 assert all(took < 8.0 for _, _, took in both)  # within the scrape's timeout
                 again = samples((await asyncio.to_thread(get, f"{base}/probe?target=gw"))[1])
                 assert again["notifyprobe_probe_cached"] == 1  # within min_interval: served
+                # served without the loop: here the loop is blocked by this very call (a call
+                # through the loop would wait out the timeout and answer 503)
+                code, answer = watcher.probe_endpoint("gw", 1.0)
+                assert code == 200
+                assert samples(answer.decode())["notifyprobe_probe_cached"] == 1
                 assert len(ledger.run_ids()) == 1  # one burst for three scrapes
                 status, text, _ = await asyncio.to_thread(get, f"{base}/metrics")
                 assert (

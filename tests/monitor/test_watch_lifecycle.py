@@ -13,7 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from probe.delivery.settings import BurstSettings
 from probe.delivery.settle import Patience
@@ -42,7 +41,7 @@ def marker_command(path: Path) -> OnChange:
 async def test_a_stop_cuts_a_hung_step_at_once_drains_accepted_mail_and_raises_nothing(tmp_path):
     sink = Endpoint("127.0.0.1", unused_port())
     hook = tmp_path / "hook-called"
-    metrics = Metrics(CollectorRegistry())
+    metrics = Metrics()
     # The first queue run comes 3 s after the gateway starts: after the stop, within the drain.
     holding = asyncio.Event()
     async with hung_gateway(holding) as hung, batching_gateway(sink, every_s=3.0) as batching:
@@ -117,7 +116,7 @@ async def test_a_restart_shows_the_last_conclusive_verdict_not_the_run_a_stop_cu
         assert kept(ledger.stored_verdict(ledger.run_ids()[0]))["pattern"] == "inconclusive"
 
         async with LabGateway(Endpoint("127.0.0.1", 0), sink, FaultMode("healthy")) as gw:
-            metrics = Metrics(CollectorRegistry())
+            metrics = Metrics()
             at_start: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
             cfg = WatchConfig(
                 targets=(target("gw", gw.listen),),
