@@ -95,6 +95,17 @@ async def closes_during_data(reader: asyncio.StreamReader, writer: asyncio.Strea
     writer.close()
 
 
+async def hangs_up_at_data(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Greets and answers every command, then closes the connection on DATA, before its 354."""
+    writer.write(b"220 gw ESMTP\r\n")
+    while line := await reader.readline():
+        if line[:4].upper() == b"DATA":
+            break
+        writer.write(b"250-gw\r\n250 OK\r\n" if line[:4].upper() == b"EHLO" else b"250 OK\r\n")
+        await writer.drain()
+    writer.close()
+
+
 async def garbage_after_starttls(
     reader: asyncio.StreamReader, writer: asyncio.StreamWriter
 ) -> None:

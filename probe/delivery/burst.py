@@ -482,12 +482,7 @@ def _expect(response: aiosmtplib.SMTPResponse, code: int) -> aiosmtplib.SMTPResp
 
 def _command(phase: SmtpPhase) -> str:
     """The transcript's client line for a step that ended without a reply."""
-    special = {
-        SmtpPhase.AUTH: "AUTH [redacted]",
-        SmtpPhase.GREETING: "(connected, waiting for the greeting)",
-        SmtpPhase.END_OF_DATA: "message and .",
-    }
-    return special.get(phase, phase.label.upper())
+    return phase.command
 
 
 def _error_kind(exc: BaseException, stage: Stage) -> ErrorKind:

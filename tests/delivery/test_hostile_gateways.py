@@ -7,6 +7,7 @@ sent reaches the terminal raw (no control byte, no byte that is not UTF-8).
 
 from __future__ import annotations
 
+import json
 import re
 import resource
 import subprocess
@@ -24,6 +25,7 @@ from tests.hostile_gateways import (
     endless_continuation,
     garbage_after_starttls,
     greeting_421,
+    hangs_up_at_data,
     huge_line,
     serving,
 )
@@ -102,7 +104,18 @@ def test_a_working_gateway_that_speaks_cp1252_is_healthy(tmp_path: Path) -> None
             r"\\x1b\[2J\\x00\\x07\\xff not for you\)",
         ),
         (greeting_421, (), r"refused all 5 notifications temporarily \(CONNECT 421 4\.3\.2"),
-        (closes_during_data, (), r"got no SMTP answer \(data reset"),
+        (
+            closes_during_data,
+            (),
+            r"gateway_hung_up\b.*hung up on all \d notifications after the final dot, before its "
+            r"final reply \(data reset: .*\): it refused none",
+        ),
+        (
+            hangs_up_at_data,
+            (),
+            r"gateway_hung_up\b.*hung up on all \d notifications at DATA, before its 354 \(data "
+            r"reset",
+        ),
         (garbage_after_starttls, ("--tls", "starttls", "--insecure"), r"\(tls: "),
     ],
     ids=[
@@ -111,6 +124,7 @@ def test_a_working_gateway_that_speaks_cp1252_is_healthy(tmp_path: Path) -> None
         "control-bytes",
         "421-greeting",
         "closed-during-data",
+        "hangs-up-at-data",
         "garbage-after-starttls",
     ],
 )
@@ -134,3 +148,20 @@ def test_a_reply_over_the_cap_is_named_a_protocol_error_in_the_json(tmp_path: Pa
     assert b'"pattern": "protocol_error"' in result.stdout
     assert b'"cause": "protocol"' in result.stdout
     assert b'"kind": "protocol"' in result.stdout
+
+
+@pytest.mark.parametrize("handler", [hangs_up_at_data, closes_during_data])
+def test_a_hang_up_is_named_in_the_json_never_a_refusal_nor_unreachable(
+    tmp_path: Path, handler: Handler
+) -> None:
+    with serving(handler) as port:
+        result = burst(port, unused_port(), with_test_key(tmp_path / "l.db"), "--json", "-")
+    assert result.returncode == 2
+    verdict = json.loads(result.stdout)["verdict"]
+    assert (verdict["pattern"], verdict["severity"], verdict["cause"]) == (
+        "gateway_hung_up",
+        "critical",
+        "reset",
+    )
+    assert b'"kind": "reset"' in result.stdout
+    assert "refused" not in verdict["summary"].replace("refused none", "")
