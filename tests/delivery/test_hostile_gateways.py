@@ -27,6 +27,7 @@ from tests.hostile_gateways import (
     greeting_421,
     hangs_up_at_data,
     huge_line,
+    resets_at_connect,
     serving,
 )
 from tests.ports import unused_port
@@ -116,6 +117,12 @@ def test_a_working_gateway_that_speaks_cp1252_is_healthy(tmp_path: Path) -> None
             r"gateway_hung_up\b.*hung up on all \d notifications at DATA, before its 354 \(data "
             r"reset",
         ),
+        (
+            resets_at_connect,
+            (),
+            r"gateway_hung_up\b.*hung up on all \d notifications at connect, before its greeting "
+            r"\(connect reset",
+        ),
         (garbage_after_starttls, ("--tls", "starttls", "--insecure"), r"\(tls: "),
     ],
     ids=[
@@ -125,6 +132,7 @@ def test_a_working_gateway_that_speaks_cp1252_is_healthy(tmp_path: Path) -> None
         "421-greeting",
         "closed-during-data",
         "hangs-up-at-data",
+        "resets-at-connect",
         "garbage-after-starttls",
     ],
 )
@@ -150,7 +158,7 @@ def test_a_reply_over_the_cap_is_named_a_protocol_error_in_the_json(tmp_path: Pa
     assert b'"kind": "protocol"' in result.stdout
 
 
-@pytest.mark.parametrize("handler", [hangs_up_at_data, closes_during_data])
+@pytest.mark.parametrize("handler", [closes_during_data, hangs_up_at_data, resets_at_connect])
 def test_a_hang_up_is_named_in_the_json_never_a_refusal_nor_unreachable(
     tmp_path: Path, handler: Handler
 ) -> None:
