@@ -156,6 +156,9 @@ def test_a_reply_over_the_cap_is_named_a_protocol_error_in_the_json(tmp_path: Pa
     assert b'"pattern": "protocol_error"' in result.stdout
     assert b'"cause": "protocol"' in result.stdout
     assert b'"kind": "protocol"' in result.stdout
+    evidence = json.loads(result.stdout)["verdict"]["evidence"]
+    assert any("in a row got a reply that is not SMTP (last: ehlo protocol" in e for e in evidence)
+    assert not any("got no SMTP answer" in e for e in evidence)
 
 
 @pytest.mark.parametrize("handler", [closes_during_data, hangs_up_at_data, resets_at_connect])
@@ -172,4 +175,7 @@ def test_a_hang_up_is_named_in_the_json_never_a_refusal_nor_unreachable(
         "reset",
     )
     assert b'"kind": "reset"' in result.stdout
+    assert any(
+        "circuit breaker: seq 1-2 in a row were hung up on (" in e for e in verdict["evidence"]
+    )
     assert "refused" not in verdict["summary"].replace("refused none", "")
