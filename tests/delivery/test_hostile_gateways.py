@@ -12,6 +12,7 @@ import re
 import resource
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -179,3 +180,29 @@ def test_a_hang_up_is_named_in_the_json_never_a_refusal_nor_unreachable(
         "circuit breaker: seq 1-2 in a row were hung up on (" in e for e in verdict["evidence"]
     )
     assert "refused" not in verdict["summary"].replace("refused none", "")
+
+
+def test_a_hang_up_reads_the_same_in_the_nagios_line_and_the_html_report(tmp_path: Path) -> None:
+    db = with_test_key(tmp_path / "l.db")
+    with serving(hangs_up_at_data) as port:
+        result = burst(port, unused_port(), db, "--format", "nagios", "--json", str(tmp_path / "r"))
+    assert result.returncode == 2
+    line = result.stdout.decode().splitlines()[0]
+    assert line.startswith(
+        "NOTIFYPROBE CRITICAL - gateway_hung_up: the gateway hung up on all 2 notifications at "
+        "DATA, before its 354 (data reset: "
+    ), line
+    run_id = json.loads((tmp_path / "r").read_text())["run_id"]
+    out = tmp_path / "case.zip"
+    bundled = subprocess.run(
+        [sys.executable, "-m", "probe", "evidence", run_id, "--db", str(db), "--out", str(out)],
+        capture_output=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert bundled.returncode == 0, bundled.stderr
+    with zipfile.ZipFile(out) as archive:
+        page = archive.read("report.html").decode()
+    assert '<span class="pattern">gateway_hung_up</span>' in page
+    assert "hung up on all 2 notifications at DATA, before its 354" in page
+    assert "docs/patterns.md#gateway_hung_up" in page
