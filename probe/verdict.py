@@ -718,11 +718,17 @@ def _stalled(
             f"all {stalls} notifications sent stalled"
             if stalls == len(sent)
             else f"{stalls} of {len(sent)} notifications stalled, and the last {len(tail)} in a "
-            "row got no answer"
+            f"row got no answer{_hung_up_among(tail)}"
         )
         + skipped,
         evidence,
     )
+
+
+def _hung_up_among(tail: Sequence[Notification]) -> str:
+    """The hang-ups in a stalled gateway's silent tail, named: the gateway closed those."""
+    hung_up = sum(1 for n in tail if n.submission and n.submission.hung_up)
+    return f" ({hung_up} of them hung up on)" if hung_up else ""
 
 
 def _partial(

@@ -1000,6 +1000,9 @@ def test_a_gateway_that_hung_up_then_went_silent_is_stalled_not_hung_up():
     silent = [note(i, stalled_at=SmtpPhase.DATA, **TIMED_OUT) for i in (3, 4)]
     verdict = classify(record(hung_up(1), hung_up(2), *silent))
     assert verdict.pattern is Pattern.GATEWAY_STALLED
+    assert verdict.summary.endswith(
+        "2 of 4 notifications stalled, and the last 4 in a row got no answer (2 of them hung up on)"
+    )
     assert any(line.startswith("seq 1-2: hung up after the final dot") for line in verdict.evidence)
 
 
