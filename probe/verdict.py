@@ -62,7 +62,7 @@ class Cause(str, Enum):
     CONNECTION_REFUSED = "connection_refused"  # nothing listens there: no SMTP server, no route
     TIMEOUT = "timeout"  # the TCP handshake got no answer within the step timeout
     PROTOCOL = "protocol"  # the gateway's replies were not SMTP (malformed, over the cap)
-    RESET = "reset"  # the gateway closed or reset the connection mid-session (a hang-up)
+    RESET = "reset"  # the gateway took the connection, then closed or reset it: it hung up
     INTERNAL = "internal"  # the probe failed to record the run in its ledger
 
 
@@ -612,8 +612,8 @@ def _hung_up_summary(submissions: Sequence[Submission]) -> str:
 
 def _refused_summary(submissions: Sequence[Submission]) -> str:
     """Temporary (4xx: try later) and permanent (5xx: policy, hard failure) refusals named
-    apart; what got no reply at all, or one that is not SMTP, is not called a refusal. Every
-    submission is in exactly one of the groups, whatever the mix."""
+    apart; what got no reply at all, one that is not SMTP, or a hang-up, is not called a
+    refusal. Every submission is in exactly one of the groups, whatever the mix."""
     total = len(submissions)
     refusals = _refusals(submissions)
     if all(s.refused for s in submissions) and len(refusals) == 1:
