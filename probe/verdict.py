@@ -741,7 +741,10 @@ def _partial(
     k = len(delivered)
     is_prefix = all(n.copies for n in sent[:k])
     lost_accepted = [n for n in lost if n.submission and n.submission.accepted]
-    lost_refused = [n for n in lost if not (n.submission and n.submission.accepted)]
+    lost_hung_up = [n for n in lost if n.submission and n.submission.hung_up]
+    lost_refused = [
+        n for n in lost if not (n.submission and n.submission.accepted) and n not in lost_hung_up
+    ]
     how = _how_lost(lost)
     delivered_lines = [
         f"delivered: {seq_ranges(n.seq for n in delivered)} "
@@ -749,6 +752,9 @@ def _partial(
     ]
     if is_prefix and k == 1:
         first = delivered[0]
+        how_many = {"lost_accepted": len(lost_accepted), "lost_refused": len(lost_refused)}
+        if lost_hung_up:  # apart from the refused, so an outage of hang-ups is told as one
+            how_many["lost_hung_up"] = len(lost_hung_up)
         return verdict(
             Pattern.FIRST_ONLY,
             Severity.CRITICAL,
@@ -759,8 +765,8 @@ def _partial(
                 f" after {_describe_submission(first)}",
                 *_loss_lines(lost),
             ],
-            lost_accepted=len(lost_accepted),
-            lost_refused=len(lost_refused),
+            None,
+            **how_many,
         )
     if is_prefix and len(lost) >= 2:
         return verdict(
