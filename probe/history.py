@@ -172,11 +172,12 @@ def revise_and_keep(ledger: Ledger, run_id: str, now: float) -> Revised:
 
 # -- the outage story: one outage, one story ----------------------------------------------------
 
-FailedAs = Literal["lost", "bounced", "refused"]
+FailedAs = Literal["lost", "bounced", "refused", "hung_up"]
 NOTHING_THROUGH: dict[Pattern, FailedAs] = {
     Pattern.NONE_DELIVERED: "lost",
     Pattern.ALL_BOUNCED: "bounced",
     Pattern.ALL_REFUSED: "refused",
+    Pattern.GATEWAY_HUNG_UP: "hung_up",  # its cause, reset, says only that: no setting apart
 }
 OUTAGE_LOOK_BACK = 10_000  # runs an outage story walks back at most to find its first run
 # What a greeting says that changes without a restart: a date, a time, a zone, a long number.
@@ -272,9 +273,11 @@ class Story:
 
 def failed_as(verdict: dict[str, object] | None) -> FailedAs | None:
     """How what a run did not deliver failed, from its stored verdict: accepted and lost,
-    bounced, or refused; None when mixed, when a cause (credentials, protocol) sets it apart,
-    or when the run's pattern is neither first_only nor nothing delivered."""
-    if not verdict or verdict.get("cause"):
+    bounced, refused, or hung up on; None when mixed, when a cause (credentials, protocol) sets
+    it apart, or when the run's pattern is neither first_only nor nothing delivered. (A
+    first_only run kept before hang-ups were counted apart counted them refused, as the
+    all_refused runs of its time did.)"""
+    if not verdict or verdict.get("cause") not in (None, Cause.RESET.value):
         return None
     pattern = _pattern(verdict)
     if pattern in NOTHING_THROUGH:
@@ -282,7 +285,11 @@ def failed_as(verdict: dict[str, object] | None) -> FailedAs | None:
     if pattern is not Pattern.FIRST_ONLY:
         return None
     accepted, refused = _int(verdict, "lost_accepted"), _int(verdict, "lost_refused")
-    bounced = _int(verdict, "bounced")
+    bounced, hung_up = _int(verdict, "bounced"), _int(verdict, "lost_hung_up")
+    if hung_up and not accepted and not refused:
+        return "hung_up"
+    if hung_up:
+        return None
     if refused and not accepted:
         return "refused"
     if accepted and not refused:
@@ -399,7 +406,7 @@ def as_told(verdict: Verdict, story: Story) -> Verdict:
             f"this run on its own: {verdict.pattern.value}: {verdict.summary}",
             f"the outage started with run {outage.since_run} at {utc(outage.since_at)} "
             f"(first_only); {len(outage.runs)} run(s) since delivered nothing, "
-            f"{outage.failed_as} like its lost notifications",
+            f"{outage.failed_as.replace('_', ' ')} like its lost notifications",
             *verdict.evidence,
         ),
         details={**verdict.details, "outage_runs": len(outage.runs)},

@@ -216,6 +216,17 @@ class SmtpPhase(str, Enum):
         reply part of DATA. Every `Stage` is the stage of some phase (tests/test_records.py)."""
         return _STAGE_OF.get(self, "connect")
 
+    @property
+    def command(self) -> str:
+        """The transcript's client line for a step of this phase that ended without a reply:
+        the burst writes it, and a hang-up's phase is read back from it."""
+        special = {
+            SmtpPhase.AUTH: "AUTH [redacted]",
+            SmtpPhase.GREETING: "(connected, waiting for the greeting)",
+            SmtpPhase.END_OF_DATA: "message and .",
+        }
+        return special.get(self, self.label.upper())
+
 
 _STAGE_OF: dict[SmtpPhase, Stage] = {
     SmtpPhase.CONNECT: "connect",
@@ -334,6 +345,8 @@ class Submission:
             return False
         if self.error_kind is ErrorKind.PROTOCOL:  # something answered, not in SMTP
             return False
+        if self.hung_up:  # something took the TCP connection, then closed it
+            return False
         return self.stage == "connect" or (
             self.error_kind is not None and self.error_kind.is_connect_failure
         )
@@ -361,6 +374,25 @@ class Submission:
         if self.error_kind is ErrorKind.PROTOCOL:
             return True
         return self.reply is not None and self.reply.code < 400 and not self.accepted
+
+    @property
+    def hung_up(self) -> bool:
+        """The gateway took the TCP connection, then closed or reset it before it answered
+        this step: neither a refusal, nor silence (a stall), nor an unreachable gateway."""
+        return self.reply is None and self.error_kind is ErrorKind.RESET
+
+    @property
+    def hung_up_at(self) -> SmtpPhase | None:
+        """The phase the gateway hung up in, read from the transcript's last line (DATA, before
+        the 354, apart from the end of DATA, after the final dot); from `stage` in runs kept
+        without a transcript. None when it did not hang up."""
+        if not self.hung_up:
+            return None
+        if self.steps and self.steps[-1].error is not None:
+            for phase in SmtpPhase:
+                if phase.command == self.steps[-1].command:
+                    return phase
+        return SmtpPhase.GREETING if self.stage == "connect" else SmtpPhase(self.stage)
 
     @property
     def reply_is_permanent(self) -> bool:

@@ -4,9 +4,10 @@
 judged later exactly as it would have been live, and every pattern is unit-tested on crafted data.
 
 Words are evidence too: a gateway that stopped answering is `gateway_stalled` at the phase it fell
-silent in, and one that answered what is not SMTP is a `protocol_error` at its step, never
-"refused"; a refusal says whether it was temporary (4xx) or permanent (5xx); and the
-notifications the circuit breaker left out are counted apart, neither refused nor lost.
+silent in, one that answered what is not SMTP is a `protocol_error` at its step, and one that
+hung up is `gateway_hung_up` where it did, never "refused"; a refusal says whether it was
+temporary (4xx) or permanent (5xx); and the notifications the circuit breaker left out are
+counted apart, neither refused nor lost.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Pattern(str, Enum):
     GATEWAY_STALLED = "gateway_stalled"  # an SMTP server took the connection, then went silent
     ALL_REFUSED = "all_refused"  # the gateway answered every notification with 4xx or 5xx
     PROTOCOL_ERROR = "protocol_error"  # accepted none, answering what is not SMTP: it is broken
+    GATEWAY_HUNG_UP = "gateway_hung_up"  # accepted none: took the connection, then closed it
     ALL_BOUNCED = "all_bounced"  # accepted, then every one came back: a report said why
     SLOW = "slow"
     DUPLICATED = "duplicated"
@@ -60,6 +62,7 @@ class Cause(str, Enum):
     CONNECTION_REFUSED = "connection_refused"  # nothing listens there: no SMTP server, no route
     TIMEOUT = "timeout"  # the TCP handshake got no answer within the step timeout
     PROTOCOL = "protocol"  # the gateway's replies were not SMTP (malformed, over the cap)
+    RESET = "reset"  # the gateway took the connection, then closed or reset it: it hung up
     INTERNAL = "internal"  # the probe failed to record the run in its ledger
 
 
@@ -424,6 +427,14 @@ def _nothing_delivered(
                 _outcome_lines(sent),
                 Cause.PROTOCOL,
             )
+        if _hung_up(submissions):
+            return verdict(
+                Pattern.GATEWAY_HUNG_UP,
+                Severity.CRITICAL,
+                _hung_up_summary(submissions),
+                _outcome_lines(sent),
+                Cause.RESET,
+            )
         return verdict(
             Pattern.ALL_REFUSED,
             Severity.CRITICAL,
@@ -548,10 +559,61 @@ def _broken_summary(submissions: Sequence[Submission]) -> str:
     )
 
 
+def _hung_up(submissions: Sequence[Submission]) -> bool:
+    """Nothing accepted, and the gateway hung up: it took the connection, then closed it. The
+    boundary with a refusing gateway is drawn as for replies that are not SMTP: it refused
+    nothing (the rest got no answer), or it ended on hang-ups, MIN_STALL_RUN in a row (in the
+    order it answered). A refusing gateway with a stray hang-up, or that refused again after
+    one, is still refusing: `all_refused`, the hang-ups named apart."""
+    if not any(s.hung_up for s in submissions):
+        return False
+    if not any(s.refused for s in submissions):
+        return True
+    tail = len(list(takewhile(lambda s: s.hung_up, reversed(submissions))))
+    return tail >= MIN_STALL_RUN
+
+
+_HUNG_UP_WHEN = {
+    SmtpPhase.CONNECT: "at connect, before its greeting",
+    SmtpPhase.GREETING: "at connect, before its greeting",
+    SmtpPhase.DATA: "at DATA, before its 354",
+    SmtpPhase.END_OF_DATA: "after the final dot, before its final reply",
+}
+
+
+def hung_up_when(phase: SmtpPhase) -> str:
+    """Where in the session the gateway hung up, in words: at connect (before the greeting),
+    after the greeting at a command, at DATA, or after the final dot."""
+    return _HUNG_UP_WHEN.get(phase, f"after the greeting, at {phase.label.upper()}")
+
+
+def _hung_up_summary(submissions: Sequence[Submission]) -> str:
+    """Where the gateway hung up, and the most frequent error; refusals, replies that are not
+    SMTP and silences beside the hang-ups named apart."""
+    total = len(submissions)
+    hung_up = [s for s in submissions if s.hung_up]
+    where = " and ".join(
+        dict.fromkeys(hung_up_when(s.hung_up_at or SmtpPhase.CONNECT) for s in hung_up)
+    )
+    if len(hung_up) == total:
+        top = Counter(s.describe() for s in hung_up).most_common(1)[0][0]
+        return (
+            f"the gateway hung up on all {total} notifications {where} ({top}): it refused "
+            "none and accepted none"
+        )
+    how = (
+        "ended by hanging up" if any(s.refused for s in submissions) else "refused none; it hung up"
+    )
+    return (
+        f"the gateway accepted none of the {total} notifications and {how} {where}: "
+        f"{'; '.join(_answer_parts(submissions))}"
+    )
+
+
 def _refused_summary(submissions: Sequence[Submission]) -> str:
     """Temporary (4xx: try later) and permanent (5xx: policy, hard failure) refusals named
-    apart; what got no reply at all, or one that is not SMTP, is not called a refusal. Every
-    submission is in exactly one of the groups, whatever the mix."""
+    apart; what got no reply at all, one that is not SMTP, or a hang-up, is not called a
+    refusal. Every submission is in exactly one of the groups, whatever the mix."""
     total = len(submissions)
     refusals = _refusals(submissions)
     if all(s.refused for s in submissions) and len(refusals) == 1:
@@ -577,13 +639,18 @@ def _refusals(submissions: Sequence[Submission]) -> list[tuple[str, Counter[str]
 
 
 def _answer_parts(submissions: Sequence[Submission]) -> list[str]:
-    """What became of each submission, in three groups, each with its most frequent reply:
-    refused (4xx apart from 5xx), a reply that is not SMTP, no SMTP answer."""
+    """What became of each submission, in four groups, each with its most frequent reply:
+    refused (4xx apart from 5xx), a reply that is not SMTP, hung up on, no SMTP answer."""
     parts = [f"refused {sum(r.values())} {how} ({_top(r)})" for how, r in _refusals(submissions)]
     broken = Counter(s.describe() for s in submissions if s.not_smtp)
     if broken:
         parts.append(f"{sum(broken.values())} got a reply that is not SMTP ({_top(broken)})")
-    silent = Counter(s.describe() for s in submissions if not s.refused and not s.not_smtp)
+    hung_up = Counter(s.describe() for s in submissions if s.hung_up)
+    if hung_up:
+        parts.append(f"{sum(hung_up.values())} hung up on ({_top(hung_up)})")
+    silent = Counter(
+        s.describe() for s in submissions if not (s.refused or s.not_smtp or s.hung_up)
+    )
     if silent:
         parts.append(f"{sum(silent.values())} got no SMTP answer ({_top(silent)})")
     return parts
@@ -651,11 +718,17 @@ def _stalled(
             f"all {stalls} notifications sent stalled"
             if stalls == len(sent)
             else f"{stalls} of {len(sent)} notifications stalled, and the last {len(tail)} in a "
-            "row got no answer"
+            f"row got no answer{_hung_up_among(tail)}"
         )
         + skipped,
         evidence,
     )
+
+
+def _hung_up_among(tail: Sequence[Notification]) -> str:
+    """The hang-ups in a stalled gateway's silent tail, named: the gateway closed those."""
+    hung_up = sum(1 for n in tail if n.submission and n.submission.hung_up)
+    return f" ({hung_up} of them hung up on)" if hung_up else ""
 
 
 def _partial(
@@ -668,7 +741,10 @@ def _partial(
     k = len(delivered)
     is_prefix = all(n.copies for n in sent[:k])
     lost_accepted = [n for n in lost if n.submission and n.submission.accepted]
-    lost_refused = [n for n in lost if not (n.submission and n.submission.accepted)]
+    lost_hung_up = [n for n in lost if n.submission and n.submission.hung_up]
+    lost_refused = [
+        n for n in lost if not (n.submission and n.submission.accepted) and n not in lost_hung_up
+    ]
     how = _how_lost(lost)
     delivered_lines = [
         f"delivered: {seq_ranges(n.seq for n in delivered)} "
@@ -676,6 +752,9 @@ def _partial(
     ]
     if is_prefix and k == 1:
         first = delivered[0]
+        how_many = {"lost_accepted": len(lost_accepted), "lost_refused": len(lost_refused)}
+        if lost_hung_up:  # apart from the refused, so an outage of hang-ups is told as one
+            how_many["lost_hung_up"] = len(lost_hung_up)
         return verdict(
             Pattern.FIRST_ONLY,
             Severity.CRITICAL,
@@ -686,8 +765,8 @@ def _partial(
                 f" after {_describe_submission(first)}",
                 *_loss_lines(lost),
             ],
-            lost_accepted=len(lost_accepted),
-            lost_refused=len(lost_refused),
+            None,
+            **how_many,
         )
     if is_prefix and len(lost) >= 2:
         return verdict(
@@ -701,13 +780,14 @@ def _partial(
     loss = len(lost) / len(sent)
     severity = Severity.WARNING if loss <= thresholds.minor_loss else Severity.CRITICAL
     protocol = all(n.submission and n.submission.not_smtp for n in lost)
+    hung_up = all(n.submission and n.submission.hung_up for n in lost)
     return verdict(
         Pattern.INTERMITTENT,
         severity,
         f"{k} of {len(sent)} notifications delivered; {len(lost)} {how} at scattered positions "
         f"({loss:.0%} loss)",
         delivered_lines + _loss_lines(lost),
-        Cause.PROTOCOL if protocol else None,
+        Cause.PROTOCOL if protocol else Cause.RESET if hung_up else None,
     )
 
 
@@ -739,6 +819,8 @@ def _loss_kind(n: Notification) -> str:
         return f"stalled at {s.stalled_at.label}"
     if s.not_smtp:
         return "answered with a reply that is not SMTP"
+    if s.hung_up_at is not None:
+        return f"hung up on {hung_up_when(s.hung_up_at)}"
     return "failed without an SMTP answer"
 
 
@@ -762,12 +844,14 @@ def _loss_lines(lost: Sequence[Notification]) -> list[str]:
             how = "permanently" if s.reply_is_permanent else "temporarily"
             text = f"refused {how}: {s.describe()}"
         else:
-            key = ("failed", s.stage, s.stalled_at, s.error_kind)
+            key = ("failed", s.stage, s.stalled_at, s.error_kind, s.hung_up_at)
             text = (
                 f"stalled: {s.describe()}"
                 if s.stalled
                 else f"protocol error: {s.describe()}"
                 if s.not_smtp
+                else f"hung up {hung_up_when(s.hung_up_at)}: {s.describe()}"
+                if s.hung_up_at is not None
                 else f"failed: {s.describe()}"
             )
         groups.setdefault(key, (text, []))[1].append(n.seq)

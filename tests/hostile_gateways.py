@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import struct
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 
@@ -93,6 +95,25 @@ async def closes_during_data(reader: asyncio.StreamReader, writer: asyncio.Strea
         writer.write(b"250 OK\r\n")
         await writer.drain()
     writer.close()
+
+
+async def hangs_up_at_data(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Greets and answers every command, then closes the connection on DATA, before its 354."""
+    writer.write(b"220 gw ESMTP\r\n")
+    while line := await reader.readline():
+        if line[:4].upper() == b"DATA":
+            break
+        writer.write(b"250-gw\r\n250 OK\r\n" if line[:4].upper() == b"EHLO" else b"250 OK\r\n")
+        await writer.drain()
+    writer.close()
+
+
+async def resets_at_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Takes the TCP connection, then resets it (RST, no FIN) before any greeting: a worker
+    that dies at once, a proxy with nothing behind it."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
 
 
 async def garbage_after_starttls(

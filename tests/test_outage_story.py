@@ -15,7 +15,8 @@ from probe.history import (
     tell,
 )
 from probe.records import ProcessStart, RunGlance
-from probe.verdict import Pattern, Severity, Verdict
+from probe.verdict import Pattern, Severity, Verdict, classify
+from tests.test_verdict import hung_up, note, record, refused
 
 BANNER = "gw.example.org ESMTP NotifyGateway 5.0"
 FIRST_ONLY = {
@@ -212,3 +213,24 @@ def test_no_restart_between_runs_with_the_same_gateway_instances() -> None:
     a = glance("run-1", 100.0, FIRST_ONLY, delivered=1, starts=gateway(41, 50.0))
     b = glance("run-2", 105.0, NONE, starts=gateway(41, 50.0))
     assert restart_between(a, b) is None
+
+
+def test_a_first_only_gateway_that_hangs_up_on_the_rest_tells_one_story_while_it_does() -> None:
+    hangs_up = classify(record(note(1), *(hung_up(s) for s in range(2, 11))))
+    assert (hangs_up.pattern, hangs_up.details) == (
+        Pattern.FIRST_ONLY,
+        {"lost_accepted": 0, "lost_refused": 0, "lost_hung_up": 9},
+    )
+    again = classify(record(*(hung_up(s) for s in range(1, 11))))
+    assert again.pattern is Pattern.GATEWAY_HUNG_UP
+    first = glance("run-1", 100.0, hangs_up.to_dict(), delivered=1)
+    story = tell(glance("run-2", 105.0, again.to_dict()), [first])
+    assert story.outage is not None and story.outage.failed_as == "hung_up"
+    told = as_told(again, story)
+    assert told.pattern is Pattern.FIRST_ONLY
+    assert any("hung up like its lost notifications" in line for line in told.evidence)
+    refusing = classify(record(note(1), *(refused(s) for s in range(2, 11))))
+    first = glance("run-1", 100.0, refusing.to_dict(), delivered=1)
+    assert tell(glance("run-2", 105.0, again.to_dict()), [first]).outage is None  # another failure
+    mixed = classify(record(note(1), *(hung_up(s) if s % 2 else refused(s) for s in range(2, 11))))
+    assert failed_as(mixed.to_dict()) is None

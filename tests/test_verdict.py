@@ -22,6 +22,7 @@ from probe.records import (
     SmtpPhase,
     SmtpReply,
     Stage,
+    Step,
     Submission,
 )
 from probe.verdict import (
@@ -511,10 +512,8 @@ def test_refusals_then_a_hang_is_stalled_and_resets_are_not_called_refusals():
     )
     resets = [note(i, delivered=0, reply=None, error_kind=ErrorKind.RESET) for i in (1, 2)]
     verdict = classify(record(*resets))
-    assert verdict.pattern is Pattern.ALL_REFUSED
-    assert verdict.summary.startswith(
-        "the gateway accepted none of the 2 notifications: 2 got no SMTP answer (data reset"
-    )
+    assert verdict.pattern is Pattern.GATEWAY_HUNG_UP
+    assert "refused none" in verdict.summary
 
 
 def test_not_attempted_notifications_are_not_a_cut_off_run():
@@ -834,7 +833,7 @@ def test_a_reply_that_is_not_smtp_at_auth_is_not_a_refusal_of_the_credentials():
     assert (verdict.pattern, verdict.cause) == (Pattern.PROTOCOL_ERROR, Cause.PROTOCOL)
 
 
-def test_replies_that_are_not_smtp_beside_silences_refused_nothing():
+def test_replies_that_are_not_smtp_beside_a_hang_up_refused_nothing():
     reset = note(2, delivered=0, reply=None, stage="data", error_kind=ErrorKind.RESET)
     verdict = classify(record(broken(1), reset, broken(3, "mail")))
     assert verdict.pattern is Pattern.PROTOCOL_ERROR
@@ -842,7 +841,7 @@ def test_replies_that_are_not_smtp_beside_silences_refused_nothing():
         "the gateway accepted none of the 3 notifications and refused none: replies that are "
         "not SMTP at EHLO and MAIL: 2 got a reply that is not SMTP"
     )
-    assert "1 got no SMTP answer (data reset" in verdict.summary
+    assert "1 hung up on (data reset" in verdict.summary
 
 
 def test_a_gateway_that_ended_on_replies_that_are_not_smtp_after_refusing_is_broken():
@@ -889,6 +888,141 @@ def test_replies_that_are_not_smtp_after_deliveries_are_losses_never_refusals(de
     assert verdict.pattern is pattern
     assert "answered with a reply that is not SMTP" in verdict.summary
     assert "refused" not in verdict.summary
+
+
+def hung_up(seq: int, phase: SmtpPhase = SmtpPhase.END_OF_DATA) -> Notification:
+    """A notification the gateway hung up on in `phase`, as the burst records it: the
+    transcript's last line is that phase's command, with the error."""
+    n = note(seq, delivered=0, reply=None, stage=phase.stage, error_kind=ErrorKind.RESET)
+    assert n.submission is not None
+    hang_up = Step(at=1000.0, command=phase.command, error="Unexpected EOF received")
+    submission = replace(n.submission, error="Unexpected EOF received", steps=(hang_up,))
+    return replace(n, submission=submission)
+
+
+def test_a_gateway_that_hung_up_on_every_notification_hung_up_it_refused_nothing():
+    verdict = classify(record(hung_up(1), hung_up(2), hung_up(3)))
+    assert (verdict.pattern, verdict.severity, verdict.cause) == (
+        Pattern.GATEWAY_HUNG_UP,
+        Severity.CRITICAL,
+        Cause.RESET,
+    )
+    assert verdict.summary == (
+        "the gateway hung up on all 3 notifications after the final dot, before its final "
+        "reply (data reset: Unexpected EOF received): it refused none and accepted none"
+    )
+    assert not re.search(r"refused (all|\d|temporarily|permanently)", verdict.summary)
+    assert any(
+        line.startswith("seq 1-3: hung up after the final dot, before its final reply: data reset")
+        for line in verdict.evidence
+    )
+
+
+@pytest.mark.parametrize(
+    ("phase", "where"),
+    [
+        (SmtpPhase.GREETING, "at connect, before its greeting"),
+        (SmtpPhase.EHLO, "after the greeting, at EHLO"),
+        (SmtpPhase.RCPT, "after the greeting, at RCPT"),
+        (SmtpPhase.DATA, "at DATA, before its 354"),
+        (SmtpPhase.END_OF_DATA, "after the final dot, before its final reply"),
+    ],
+)
+def test_a_hang_up_is_named_by_where_in_the_session_it_happened(phase, where):
+    verdict = classify(record(hung_up(1, phase), hung_up(2, phase)))
+    assert verdict.pattern is Pattern.GATEWAY_HUNG_UP
+    assert f"the gateway hung up on all 2 notifications {where} (" in verdict.summary
+
+
+def test_a_hang_up_after_the_tcp_handshake_is_not_an_unreachable_gateway():
+    verdict = classify(record(hung_up(1, SmtpPhase.GREETING), hung_up(2, SmtpPhase.GREETING)))
+    assert (verdict.pattern, verdict.cause) == (Pattern.GATEWAY_HUNG_UP, Cause.RESET)
+    nobody = ErrorKind.CONNECTION_REFUSED
+    refused = [note(i, reply=None, delivered=0, error_kind=nobody, stage="connect") for i in (1, 2)]
+    verdict = classify(record(*refused))
+    assert (verdict.pattern, verdict.cause) == (
+        Pattern.GATEWAY_UNREACHABLE,
+        Cause.CONNECTION_REFUSED,
+    )
+
+
+def test_hang_ups_beside_connection_failures_refused_nothing():
+    nobody = note(
+        2, reply=None, delivered=0, error_kind=ErrorKind.CONNECTION_REFUSED, stage="connect"
+    )
+    verdict = classify(
+        record(hung_up(1, SmtpPhase.GREETING), nobody, hung_up(3, SmtpPhase.GREETING))
+    )
+    assert verdict.pattern is Pattern.GATEWAY_HUNG_UP
+    assert verdict.summary.startswith(
+        "the gateway accepted none of the 3 notifications and refused none; it hung up at "
+        "connect, before its greeting: 2 hung up on (connect reset: Unexpected EOF received); "
+        "1 got no SMTP answer (connect connection refused"
+    )
+
+
+def test_a_gateway_that_ended_by_hanging_up_after_refusing_hung_up():
+    verdict = classify(record(refused(1), refused(2), hung_up(3), hung_up(4)))
+    assert (verdict.pattern, verdict.cause) == (Pattern.GATEWAY_HUNG_UP, Cause.RESET)
+    assert verdict.summary.startswith(
+        "the gateway accepted none of the 4 notifications and ended by hanging up after the "
+        "final dot, before its final reply: refused 2 permanently (RCPT 554 5.7.1 Relay "
+        "denied); 2 hung up on (data reset: Unexpected EOF received)"
+    )
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        pytest.param((1, 2, 3, "hung_up"), id="one-at-the-end"),
+        pytest.param(("hung_up", "hung_up", 3, 4), id="refusing-again-after-them"),
+        pytest.param((1, "hung_up", 3, "hung_up"), id="scattered"),
+    ],
+)
+def test_a_refusing_gateway_with_stray_hang_ups_is_all_refused(order):
+    notes = [
+        hung_up(seq) if what == "hung_up" else refused(seq) for seq, what in enumerate(order, 1)
+    ]
+    verdict = classify(record(*notes))
+    assert (verdict.pattern, verdict.cause) == (Pattern.ALL_REFUSED, None)
+    assert re.search(r"refused \d permanently \(RCPT 554", verdict.summary)
+    assert re.search(r"; \d hung up on \(data reset: Unexpected EOF", verdict.summary)
+    assert "got no SMTP answer" not in verdict.summary
+
+
+def test_hang_ups_beside_replies_that_are_not_smtp_are_a_protocol_error():
+    verdict = classify(record(broken(1), hung_up(2), hung_up(3)))
+    assert (verdict.pattern, verdict.cause) == (Pattern.PROTOCOL_ERROR, Cause.PROTOCOL)
+    assert "2 hung up on (data reset" in verdict.summary
+
+
+def test_a_gateway_that_hung_up_then_went_silent_is_stalled_not_hung_up():
+    silent = [note(i, stalled_at=SmtpPhase.DATA, **TIMED_OUT) for i in (3, 4)]
+    verdict = classify(record(hung_up(1), hung_up(2), *silent))
+    assert verdict.pattern is Pattern.GATEWAY_STALLED
+    assert verdict.summary.endswith(
+        "2 of 4 notifications stalled, and the last 4 in a row got no answer (2 of them hung up on)"
+    )
+    assert any(line.startswith("seq 1-2: hung up after the final dot") for line in verdict.evidence)
+
+
+@pytest.mark.parametrize(
+    ("delivered", "pattern"),
+    [(1, Pattern.FIRST_ONLY), (3, Pattern.DEGRADED_AFTER_K)],
+)
+def test_hang_ups_after_deliveries_are_losses_never_refusals(delivered, pattern):
+    notes = [note(i) for i in range(1, delivered + 1)]
+    notes += [hung_up(i, SmtpPhase.DATA) for i in range(delivered + 1, 11)]
+    verdict = classify(record(*notes))
+    assert verdict.pattern is pattern
+    assert "hung up on at DATA, before its 354" in verdict.summary
+    assert "refused" not in verdict.summary
+
+
+def test_scattered_hang_ups_are_intermittent_with_cause_reset():
+    notes = [hung_up(i) if i in (4, 8) else note(i) for i in range(1, 11)]
+    verdict = classify(record(*notes))
+    assert (verdict.pattern, verdict.cause) == (Pattern.INTERMITTENT, Cause.RESET)
 
 
 def test_old_runs_that_kept_a_library_error_as_a_reply_read_it_as_a_protocol_error():

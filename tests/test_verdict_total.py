@@ -1,6 +1,6 @@
 """The verdict is total: every mix of what can become of a notification gets one, and every
 notification that did not arrive is named in exactly one group of its evidence; a gateway that
-answered what is not SMTP is never called refusing unless it did refuse."""
+answered what is not SMTP, or hung up, is never called refusing unless it did refuse."""
 
 from __future__ import annotations
 
@@ -145,6 +145,15 @@ def test_every_mix_of_submission_states_gets_a_verdict_naming_each_loss_once(
     if verdict.pattern is Pattern.PROTOCOL_ERROR:
         assert any(s.not_smtp for s in answers) and not any(s.accepted for s in answers)
         assert (verdict.severity, verdict.cause) == (Severity.CRITICAL, Cause.PROTOCOL)
+    if verdict.pattern is Pattern.ALL_REFUSED and any(s.hung_up for s in answers):
+        assert any(s.refused for s in answers), verdict.summary
+        assert " hung up on (" in verdict.summary  # named apart, never "got no SMTP answer"
+    if verdict.pattern is Pattern.GATEWAY_HUNG_UP:
+        assert any(s.hung_up for s in answers) and not any(s.accepted for s in answers)
+        assert (verdict.severity, verdict.cause) == (Severity.CRITICAL, Cause.RESET)
+        assert "hung up" in verdict.summary and "refused all" not in verdict.summary
+    if verdict.pattern is Pattern.GATEWAY_UNREACHABLE:
+        assert not any(s.hung_up for s in answers)  # something took the connection
     if verdict.pattern in (Pattern.INCONCLUSIVE, Pattern.GATEWAY_UNREACHABLE):
         return  # judged as a whole: no notification of it proves anything on its own
     missing = [n.seq for n in sent if not n.copies]

@@ -2,9 +2,10 @@
 
 A gateway that hangs makes every notification wait a whole step timeout, one after another: 20
 notifications × 10 s is longer than any monitoring check may take, and the 18 last waits prove
-nothing the first two did not. Once `threshold` notifications *in a row* got no SMTP answer at all
-(a stall, a refused or reset connection, a failed TLS handshake), the rest are not attempted and
-recorded so, with the reason. A 4xx/5xx reply is an answer: refusals never open the breaker.
+nothing the first two did not. Once `threshold` notifications *in a row* got no SMTP answer to judge
+(a stall, a refused connection, a failed TLS handshake, a hang-up, a reply that is not SMTP), the
+rest are not attempted and recorded so, with the reason, which says which of those it was. A
+4xx/5xx reply is an answer: refusals never open the breaker.
 
 "In a row" means consecutive in submission order (sequence numbers), whatever connection each
 notification went over: with several connections stalling at once, their outcomes come back
@@ -15,6 +16,7 @@ nothing to which notifications are neighbours.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 
 from probe.records import Submission
 from probe.verdict import seq_ranges
@@ -51,9 +53,10 @@ class CircuitBreaker:
         while last + 1 in self._silent:
             last += 1
         if last - first + 1 >= self.threshold:
+            row = [self._silent[s] for s in range(first, last + 1)]
             self.reason = (
-                f"circuit breaker: seq {seq_ranges(range(first, last + 1))} in a row got no "
-                f"SMTP answer (last: {submission.describe()})"
+                f"circuit breaker: seq {seq_ranges(range(first, last + 1))} in a row "
+                f"{what_happened(row)} (last: {submission.describe()})"
             )
 
     async def hold(self, submission: Submission) -> None:
@@ -65,3 +68,21 @@ class CircuitBreaker:
         waiting_for = set(self._in_flight)
         while not self.open and waiting_for & self._in_flight:
             await self._progress.wait()
+
+
+# What became of a notification that got no SMTP answer to judge: how one reads alone, and
+# counted among others.
+_NOT_SMTP = ("got a reply that is not SMTP", "a reply that is not SMTP")
+_HUNG_UP = ("were hung up on", "hung up on")
+_SILENT = ("got no SMTP answer", "no SMTP answer")
+
+
+def what_happened(row: list[Submission]) -> str:
+    """The row of notifications that opened the breaker, in words: a reply that is not SMTP,
+    a hang-up (the gateway closed or reset the connection) and no answer at all (a stall, a
+    refused connection, a TLS failure) are not the same thing to look for."""
+    kinds = Counter(_NOT_SMTP if s.not_smtp else _HUNG_UP if s.hung_up else _SILENT for s in row)
+    if len(kinds) == 1:
+        return next(iter(kinds))[0]
+    counted = ", ".join(f"{count} {kind[1]}" for kind, count in kinds.items())
+    return f"got no SMTP answer to judge ({counted})"

@@ -465,9 +465,12 @@ class _Opening(Exception):
 
 def _opening_phase(stage: str, exc: BaseException) -> SmtpPhase:
     """aiosmtplib's connect() covers the TCP handshake and the banner; a wait for the banner
-    that timed out is the one whose cause is a read timeout."""
+    that timed out is the one whose cause is a read timeout, and one the gateway hung up on
+    the one whose cause is a disconnection (the TCP connection was made)."""
     if stage == "connect":
-        waited_for_banner = isinstance(exc.__cause__, aiosmtplib.SMTPTimeoutError)
+        waited_for_banner = isinstance(
+            exc.__cause__, (aiosmtplib.SMTPTimeoutError, aiosmtplib.SMTPServerDisconnected)
+        )
         return SmtpPhase.GREETING if waited_for_banner else SmtpPhase.CONNECT
     return SmtpPhase(stage)
 
@@ -482,12 +485,7 @@ def _expect(response: aiosmtplib.SMTPResponse, code: int) -> aiosmtplib.SMTPResp
 
 def _command(phase: SmtpPhase) -> str:
     """The transcript's client line for a step that ended without a reply."""
-    special = {
-        SmtpPhase.AUTH: "AUTH [redacted]",
-        SmtpPhase.GREETING: "(connected, waiting for the greeting)",
-        SmtpPhase.END_OF_DATA: "message and .",
-    }
-    return special.get(phase, phase.label.upper())
+    return phase.command
 
 
 def _error_kind(exc: BaseException, stage: Stage) -> ErrorKind:
@@ -497,7 +495,9 @@ def _error_kind(exc: BaseException, stage: Stage) -> ErrorKind:
         return ErrorKind.TLS
     if isinstance(exc, (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError, TimeoutError)):
         return ErrorKind.TIMEOUT
-    if isinstance(exc, aiosmtplib.SMTPServerDisconnected):
+    if _caused_by(exc, aiosmtplib.SMTPServerDisconnected) or _caused_by(exc, ConnectionResetError):
+        # A connection was made, then closed or reset: a hang-up, even at connect (a port
+        # where nothing listens answers the handshake with ECONNREFUSED, never a reset).
         return ErrorKind.RESET
     if _caused_by(exc, socket.gaierror):
         return ErrorKind.DNS

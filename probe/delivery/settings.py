@@ -53,9 +53,10 @@ class BurstSettings:
     breaker: int = field(
         default=DEFAULT_BREAKER,
         metadata=_help(
-            "circuit breaker: once N notifications in a row got no SMTP answer (stalled, "
-            "connection refused or reset), do not attempt the rest; they are recorded as not "
-            "attempted, neither refused nor lost (0: never stop)"
+            "circuit breaker: once N notifications in a row got no SMTP answer to judge "
+            "(stalled, connection refused, hung up, a reply that is not SMTP), do not attempt "
+            "the rest; they are recorded as not attempted, neither refused nor lost (0: never "
+            "stop)"
         ),
     )
     max_rate: float = field(

@@ -80,6 +80,12 @@ MEANING: dict[Pattern, tuple[str, str]] = {
         "service may sit on that port, or the gateway is broken; see "
         "docs/patterns.md#protocol_error.",
     ),
+    Pattern.GATEWAY_HUNG_UP: (
+        "The gateway took the connection, then hung up (closed or reset it) at the step the "
+        "summary names and accepted nothing: it refused nothing, and it did not go silent.",
+        "Read the gateway's log at the time of the run for a crash or a dropped connection at "
+        "that step; see docs/patterns.md#gateway_hung_up.",
+    ),
     Pattern.ALL_BOUNCED: (
         "The gateway accepted the notifications, and a mail server after it refused every one: "
         "the reports that came back to the probe say which server, with what status and why.",
@@ -289,6 +295,15 @@ CAUSE_ADVICE: dict[Cause, tuple[str, str]] = {
         "Read the gateway's replies in the evidence (escaped as \\xNN where they were not "
         "text): a proxy, TLS terminator or non-SMTP service may sit on that port, or the "
         "gateway is broken; check --gateway points at its SMTP port.",
+    ),
+    Cause.RESET: (
+        "The gateway (or what answers on its port) took the TCP connection, then hung up: it "
+        "closed or reset it at the step the summary names, without an SMTP reply. It is not a "
+        "refusal, not a hung gateway (it did not go silent) and not an unreachable one.",
+        "Read the gateway's log at the time of the run: a worker that crashes (at connect, on "
+        "a command, on the message after the final dot), a connection or size limit enforced "
+        "by closing, a load balancer with no healthy server behind it, a port that wants TLS "
+        "(--tls); see docs/patterns.md#gateway_hung_up.",
     ),
     Cause.INTERNAL: (
         "The probe failed to record part of the run in its ledger, so the run cannot be "

@@ -6,7 +6,9 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import time
@@ -29,6 +31,7 @@ from probe.records import (
     Notification,
     Run,
     RunRecord,
+    SmtpPhase,
     SmtpReply,
     Submission,
 )
@@ -124,6 +127,40 @@ async def test_connection_reset_mid_data_is_a_reset_at_the_data_stage():
         await server.wait_closed()
     assert (result.stage, result.error_kind) == ("data", ErrorKind.RESET), result.describe()
     assert not result.accepted
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("how", ["close", "reset"])
+async def test_a_gateway_that_takes_the_connection_and_hangs_up_is_no_connection_refusal(how):
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if how == "reset":  # RST, no FIN
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+        else:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        sender = Sender(Endpoint("127.0.0.1", port), timeout=5, per_session=None, helo=None)
+        results = [await sender.submit("a@example.org", "b@example.org", b"x") for _ in range(3)]
+    finally:
+        server.close()
+        await server.wait_closed()
+    for result in results:
+        assert (result.stage, result.error_kind) == ("connect", ErrorKind.RESET), result.describe()
+        assert result.hung_up and not result.unreachable
+        assert result.hung_up_at in (SmtpPhase.CONNECT, SmtpPhase.GREETING)
+
+
+@pytest.mark.real
+async def test_a_port_where_nothing_listens_is_still_a_refused_connection():
+    port = unused_port()
+    sender = Sender(Endpoint("127.0.0.1", port), timeout=5, per_session=None, helo=None)
+    result = await sender.submit("a@example.org", "b@example.org", b"x")
+    assert (result.stage, result.error_kind) == ("connect", ErrorKind.CONNECTION_REFUSED)
+    assert result.unreachable and not result.hung_up
 
 
 @pytest.mark.real

@@ -7,10 +7,12 @@ sent reaches the terminal raw (no control byte, no byte that is not UTF-8).
 
 from __future__ import annotations
 
+import json
 import re
 import resource
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,9 @@ from tests.hostile_gateways import (
     endless_continuation,
     garbage_after_starttls,
     greeting_421,
+    hangs_up_at_data,
     huge_line,
+    resets_at_connect,
     serving,
 )
 from tests.ports import unused_port
@@ -102,7 +106,24 @@ def test_a_working_gateway_that_speaks_cp1252_is_healthy(tmp_path: Path) -> None
             r"\\x1b\[2J\\x00\\x07\\xff not for you\)",
         ),
         (greeting_421, (), r"refused all 5 notifications temporarily \(CONNECT 421 4\.3\.2"),
-        (closes_during_data, (), r"got no SMTP answer \(data reset"),
+        (
+            closes_during_data,
+            (),
+            r"gateway_hung_up\b.*hung up on all \d notifications after the final dot, before its "
+            r"final reply \(data reset: .*\): it refused none",
+        ),
+        (
+            hangs_up_at_data,
+            (),
+            r"gateway_hung_up\b.*hung up on all \d notifications at DATA, before its 354 \(data "
+            r"reset",
+        ),
+        (
+            resets_at_connect,
+            (),
+            r"gateway_hung_up\b.*hung up on all \d notifications at connect, before its greeting "
+            r"\(connect reset",
+        ),
         (garbage_after_starttls, ("--tls", "starttls", "--insecure"), r"\(tls: "),
     ],
     ids=[
@@ -111,6 +132,8 @@ def test_a_working_gateway_that_speaks_cp1252_is_healthy(tmp_path: Path) -> None
         "control-bytes",
         "421-greeting",
         "closed-during-data",
+        "hangs-up-at-data",
+        "resets-at-connect",
         "garbage-after-starttls",
     ],
 )
@@ -134,3 +157,52 @@ def test_a_reply_over_the_cap_is_named_a_protocol_error_in_the_json(tmp_path: Pa
     assert b'"pattern": "protocol_error"' in result.stdout
     assert b'"cause": "protocol"' in result.stdout
     assert b'"kind": "protocol"' in result.stdout
+    evidence = json.loads(result.stdout)["verdict"]["evidence"]
+    assert any("in a row got a reply that is not SMTP (last: ehlo protocol" in e for e in evidence)
+    assert not any("got no SMTP answer" in e for e in evidence)
+
+
+@pytest.mark.parametrize("handler", [closes_during_data, hangs_up_at_data, resets_at_connect])
+def test_a_hang_up_is_named_in_the_json_never_a_refusal_nor_unreachable(
+    tmp_path: Path, handler: Handler
+) -> None:
+    with serving(handler) as port:
+        result = burst(port, unused_port(), with_test_key(tmp_path / "l.db"), "--json", "-")
+    assert result.returncode == 2
+    verdict = json.loads(result.stdout)["verdict"]
+    assert (verdict["pattern"], verdict["severity"], verdict["cause"]) == (
+        "gateway_hung_up",
+        "critical",
+        "reset",
+    )
+    assert b'"kind": "reset"' in result.stdout
+    assert any(
+        "circuit breaker: seq 1-2 in a row were hung up on (" in e for e in verdict["evidence"]
+    )
+    assert "refused" not in verdict["summary"].replace("refused none", "")
+
+
+def test_a_hang_up_reads_the_same_in_the_nagios_line_and_the_html_report(tmp_path: Path) -> None:
+    db = with_test_key(tmp_path / "l.db")
+    with serving(hangs_up_at_data) as port:
+        result = burst(port, unused_port(), db, "--format", "nagios", "--json", str(tmp_path / "r"))
+    assert result.returncode == 2
+    line = result.stdout.decode().splitlines()[0]
+    assert line.startswith(
+        "NOTIFYPROBE CRITICAL - gateway_hung_up: the gateway hung up on all 2 notifications at "
+        "DATA, before its 354 (data reset: "
+    ), line
+    run_id = json.loads((tmp_path / "r").read_text())["run_id"]
+    out = tmp_path / "case.zip"
+    bundled = subprocess.run(
+        [sys.executable, "-m", "probe", "evidence", run_id, "--db", str(db), "--out", str(out)],
+        capture_output=True,
+        timeout=RUN_TIMEOUT_S,
+        check=False,
+    )
+    assert bundled.returncode == 0, bundled.stderr
+    with zipfile.ZipFile(out) as archive:
+        page = archive.read("report.html").decode()
+    assert '<span class="pattern">gateway_hung_up</span>' in page
+    assert "hung up on all 2 notifications at DATA, before its 354" in page
+    assert "docs/patterns.md#gateway_hung_up" in page

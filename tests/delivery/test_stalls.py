@@ -257,6 +257,32 @@ def test_breaker_counts_neighbours_in_submission_order_whatever_order_outcomes_a
     assert breaker.open and breaker.reason.startswith("circuit breaker: seq 1-3 in a row")
 
 
+def failed(seq: int, kind: ErrorKind) -> Submission:
+    stalled_at = SmtpPhase.DATA if kind is ErrorKind.TIMEOUT else None
+    return Submission(float(seq), float(seq), "data", error_kind=kind, stalled_at=stalled_at)
+
+
+@pytest.mark.parametrize(
+    ("kinds", "said"),
+    [
+        ((ErrorKind.TIMEOUT, ErrorKind.TIMEOUT), "in a row got no SMTP answer (last: no answer"),
+        ((ErrorKind.PROTOCOL,) * 2, "in a row got a reply that is not SMTP (last: data protocol"),
+        ((ErrorKind.RESET,) * 2, "in a row were hung up on (last: data reset"),
+        (
+            (ErrorKind.PROTOCOL, ErrorKind.RESET, ErrorKind.TIMEOUT),
+            "in a row got no SMTP answer to judge (1 a reply that is not SMTP, 1 hung up on, 1 no "
+            "SMTP answer) (last: no answer",
+        ),
+    ],
+    ids=["stalls", "replies-that-are-not-smtp", "hang-ups", "mixed"],
+)
+def test_the_breaker_says_what_the_notifications_that_opened_it_got(kinds, said):
+    breaker = CircuitBreaker(len(kinds))
+    for seq, kind in enumerate(kinds, start=1):
+        breaker.record(seq, failed(seq, kind))
+    assert breaker.reason is not None and said in breaker.reason, breaker.reason
+
+
 def test_breaker_never_opens_on_refusals_or_when_disabled():
     refusing, disabled = CircuitBreaker(2), CircuitBreaker(0)
     for seq in range(1, 6):

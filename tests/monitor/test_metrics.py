@@ -351,3 +351,25 @@ def test_after_prerender_the_first_scrape_in_either_format_renders_no_target(mon
     assert renders.seen == [metrics.registries()[-1]] * 2  # the global series only
     assert text == generate_latest(single_registry(metrics))
     assert om == openmetrics_latest(single_registry(metrics))
+
+
+def critical_patterns() -> set[str]:
+    """The patterns docs/patterns.md's table says can exit 2 (critical)."""
+    table = (ROOT / "docs" / "patterns.md").read_text().split("\n## ", 1)[0]
+    rows = (line.split("|") for line in table.splitlines() if line.startswith("| `"))
+    return {cells[1].strip(" `") for cells in rows if "2" in cells[2]}
+
+
+def test_every_critical_pattern_has_a_promtool_case_of_the_critical_alert_and_a_section():
+    """The critical alert names the pattern and links its section of docs/patterns.md: each
+    pattern that can be critical is a case of the promtool tests (first_only of its own
+    alert), with the alert's words, and has that section."""
+    critical = critical_patterns()
+    assert {p.value for p in Pattern} >= critical >= {"gateway_hung_up", "protocol_error"}
+    cases = (ROOT / "tests" / "monitor" / "promtool" / "alerts_test.yml").read_text()
+    sections = (ROOT / "docs" / "patterns.md").read_text()
+    for pattern in critical:
+        assert f"pattern: {pattern}" in cases, pattern
+        assert f"\n## {pattern}\n" in sections, pattern
+        if pattern != "first_only":
+            assert f"through ({pattern})" in cases, pattern
