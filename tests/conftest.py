@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypedDict
 
@@ -20,6 +21,7 @@ from probe.lab.gateway import FaultMode, LabGateway
 from probe.ledger import Ledger, key_path
 from probe.records import Endpoint
 from probe.verdict import Thresholds
+from tests import cli
 from tests.ports import unused_port
 
 if TYPE_CHECKING:
@@ -62,6 +64,7 @@ def _fast_tier_stays_fast(
         return guarded
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse("a subprocess"))
+    monkeypatch.setattr(BaseProcess, "start", refuse("a process"))  # tests.cli's forks
     for name in ("bind", "connect", "connect_ex"):
         monkeypatch.setattr(socket.socket, name, network_only(getattr(socket.socket, name)))
     yield
@@ -73,6 +76,11 @@ def _fresh_logging() -> Iterator[None]:
     stderr; later tests that log would write to a closed file. Start each test from defaults."""
     yield
     structlog.reset_defaults()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Reap the CLI forkserver (tests.cli), if this process started one."""
+    cli.stop()
 
 
 TEST_KEY = TokenKey(bytes(range(32)))  # tests that write tokens by hand sign them with this
