@@ -426,8 +426,9 @@ def run_cli(
 
 
 def stop() -> None:
-    """Stop this process's forkserver (if it ran) and reap it: its CPU time then counts in this
-    process's RUSAGE_CHILDREN, as the spawns' did."""
-    from multiprocessing import forkserver
+    """Stop this process's forkserver and resource tracker (if they ran) and reap them: their CPU
+    time then counts in this process's RUSAGE_CHILDREN, as the spawns' did."""
+    from multiprocessing import forkserver, resource_tracker
 
     forkserver._forkserver._stop()  # type: ignore[attr-defined]
+    resource_tracker._resource_tracker._stop()  # type: ignore[attr-defined]
