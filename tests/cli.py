@@ -22,12 +22,14 @@ forkserver's.
 
 What stays a real spawn (`subprocess` with `.venv/bin/notifyprobe` or `python -m probe`), because
 the spawn itself is under test: tests/test_docs.py (the docs' commands through the shell and the
-console script), import-time and start-up checks (tests/test_layout.py), privilege drops
+console script), import-time and start-up checks (tests/test_layout.py, and
+`python -m probe --version` in tests/test_cli.py), privilege drops
 (tests/host/test_unprivileged_scan.py), the process name and memory bound of a burst
 (tests/test_failure_kinds.py, tests/delivery/test_hostile_gateways.py), processes that another
 process inspects by name, executable or mapped files (tests/diagnosis/test_restarts_e2e.py),
-and one end-to-end run per subcommand family through the console script
-(tests/test_console_script.py).
+bursts through a real Postfix, run as a user runs them (tests/test_real_mta.py,
+tests/test_real_bounces.py), and one end-to-end run per subcommand family through the console
+script (tests/test_console_script.py).
 """
 
 from __future__ import annotations
