@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import socket
 import subprocess
 import sys
@@ -76,6 +77,14 @@ def _fresh_logging() -> Iterator[None]:
     stderr; later tests that log would write to a closed file. Start each test from defaults."""
     yield
     structlog.reset_defaults()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """platform.platform() (in the evidence's host facts) runs `uname -p` the first time a
+    process asks, then caches it: ask once here, or an unmarked test that collects host facts
+    starts a process whenever no test before it in its worker asked (`-m 'not real'`, a shuffle,
+    a worker that steals it first)."""
+    platform.processor()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
