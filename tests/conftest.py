@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import platform
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, TypedDict
 
@@ -20,6 +22,7 @@ from probe.lab.gateway import FaultMode, LabGateway
 from probe.ledger import Ledger, key_path
 from probe.records import Endpoint
 from probe.verdict import Thresholds
+from tests import cli
 from tests.ports import unused_port
 
 if TYPE_CHECKING:
@@ -62,6 +65,7 @@ def _fast_tier_stays_fast(
         return guarded
 
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse("a subprocess"))
+    monkeypatch.setattr(BaseProcess, "start", refuse("a process"))  # tests.cli's forks
     for name in ("bind", "connect", "connect_ex"):
         monkeypatch.setattr(socket.socket, name, network_only(getattr(socket.socket, name)))
     yield
@@ -73,6 +77,19 @@ def _fresh_logging() -> Iterator[None]:
     stderr; later tests that log would write to a closed file. Start each test from defaults."""
     yield
     structlog.reset_defaults()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """platform.platform() (in the evidence's host facts) runs `uname -p` the first time a
+    process asks, then caches it: ask once here, or an unmarked test that collects host facts
+    starts a process whenever no test before it in its worker asked (`-m 'not real'`, a shuffle,
+    a worker that steals it first)."""
+    platform.processor()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Reap the CLI forkserver (tests.cli), if this process started one."""
+    cli.stop()
 
 
 TEST_KEY = TokenKey(bytes(range(32)))  # tests that write tokens by hand sign them with this

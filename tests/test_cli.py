@@ -1,4 +1,7 @@
-"""The command line as an operator uses it: real processes, real sockets, exit codes, JSON."""
+"""The command line as an operator uses it: real processes, real sockets, exit codes, JSON.
+
+Its processes are forked from tests.cli's forkserver (its docstring says why and what stays a
+real spawn); `PROBE` is the real `python -m probe` command line."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from probe.ledger import Ledger
+from tests.cli import DEVNULL, PIPE, run_cli, start_cli
 from tests.ports import unused_port
 
 PROBE = [sys.executable, "-m", "probe"]
@@ -28,9 +32,7 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 @contextmanager
 def service(*args: str) -> Iterator[int]:
     """Start a long-running notifyprobe command and yield the port it says it listens on."""
-    proc = subprocess.Popen(
-        [*PROBE, *args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=ENV
-    )
+    proc = start_cli(*args, stderr=PIPE, stdout=DEVNULL, env=ENV)
     assert proc.stderr is not None  # a pipe
     try:
         line = proc.stderr.readline()  # the command announces itself once it listens
@@ -50,7 +52,7 @@ def lab_gateway(sink: int, mode: str) -> AbstractContextManager[int]:
 
 
 def probe(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*PROBE, *args], capture_output=True, text=True, timeout=timeout, env=ENV)
+    return run_cli(*args, timeout=timeout, env=ENV)
 
 
 def burst(gateway: int, sink: int, db: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -126,23 +128,20 @@ def test_killed_run_is_judged_later_from_the_ledger(tmp_path):
     db = tmp_path / "l.db"
     sink = unused_port()
     with lab_gateway(sink, "first-only") as gateway:
-        proc = subprocess.Popen(
-            [
-                *PROBE,
-                "burst",
-                "--gateway",
-                f"127.0.0.1:{gateway}",
-                "--sink",
-                f"127.0.0.1:{sink}",
-                "--db",
-                str(db),
-                "--count",
-                "50",
-                "--interval",
-                "0.1",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+        proc = start_cli(
+            "burst",
+            "--gateway",
+            f"127.0.0.1:{gateway}",
+            "--sink",
+            f"127.0.0.1:{sink}",
+            "--db",
+            str(db),
+            "--count",
+            "50",
+            "--interval",
+            "0.1",
+            stdout=DEVNULL,
+            stderr=DEVNULL,
             env=ENV,
         )
         try:
@@ -290,8 +289,8 @@ def test_log_json_writes_json_lines_to_stderr_only(tmp_path):
 
 
 @pytest.mark.real
-def test_module_entry_point_reports_its_version():
-    result = probe("--version")
+def test_module_entry_point_reports_its_version():  # `python -m probe` itself: a real spawn
+    result = subprocess.run([*PROBE, "--version"], capture_output=True, text=True, env=ENV)
     assert result.returncode == 0 and result.stdout.startswith("notifyprobe ")
 
 
@@ -320,7 +319,7 @@ def _options(command: str) -> set[str]:
 
 @pytest.mark.real
 def test_burst_help_groups_its_options_and_shows_every_default():
-    out = subprocess.run([*PROBE, "burst", "--help"], capture_output=True, text=True, env=ENV)
+    out = run_cli("burst", "--help", env=ENV, timeout=None)
     assert out.returncode == 0
     headings = re.findall(r"^(\S[^\n]*):$", out.stdout, re.M)
     assert headings == [
@@ -364,3 +363,25 @@ def test_the_notification_gap_is_gap_and_its_older_spelling_interval_still_parse
         main(["burst", "--help"])
     shown = capsys.readouterr().out
     assert "--gap SECONDS" in shown and "--interval" not in shown
+
+
+@pytest.mark.real
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", "127.0.0.1:9"),
+        ("sink", "--listen", "127.0.0.1:0", "--domain", "probe.test", "--db"),
+    ],
+    ids=["lab-gateway", "sink"],
+)
+def test_sigterm_the_moment_a_service_says_it_listens_is_a_clean_stop(tmp_path, args):
+    """A supervisor may stop a service as soon as it reads the line: the handler is in place by
+    then (the line used to come first; about half of these stops were a kill by SIGTERM)."""
+    for n in range(5):
+        db = (str(tmp_path / f"{n}.db"),) if args[0] == "sink" else ()
+        proc = start_cli(*args, *db, stderr=PIPE, stdout=DEVNULL)
+        with proc:
+            assert proc.stderr is not None
+            assert "listening on" in proc.stderr.readline()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=10) == 0

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import PIPE, start_cli
 from tests.ports import unused_port
-from tests.test_cli import ENV, PROBE, lab_gateway, probe, wait_for_submissions
+from tests.test_cli import ENV, lab_gateway, probe, wait_for_submissions
 
 pytestmark = pytest.mark.real
 
@@ -26,25 +27,21 @@ def interrupted_burst(
     """50 notifications a tenth of a second apart through a healthy gateway, `sig` after 16."""
     db, sink = tmp_path / "l.db", unused_port()
     with lab_gateway(sink, "healthy") as gateway:
-        proc = subprocess.Popen(
-            [
-                *PROBE,
-                "burst",
-                "--gateway",
-                f"127.0.0.1:{gateway}",
-                "--sink",
-                f"127.0.0.1:{sink}",
-                "--db",
-                str(db),
-                "--count",
-                "50",
-                "--interval",
-                "0.1",
-                *fmt,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        proc = start_cli(
+            "burst",
+            "--gateway",
+            f"127.0.0.1:{gateway}",
+            "--sink",
+            f"127.0.0.1:{sink}",
+            "--db",
+            str(db),
+            "--count",
+            "50",
+            "--interval",
+            "0.1",
+            *fmt,
+            stdout=PIPE,
+            stderr=PIPE,
             env=ENV,
         )
         try:

@@ -27,8 +27,9 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
+from tests.cli import run_cli
 from tests.ports import unused_port
-from tests.test_cli import ENV, PROBE, lab_gateway, probe, service
+from tests.test_cli import ENV, lab_gateway, probe, service
 
 pytestmark = pytest.mark.real
 
@@ -54,26 +55,21 @@ def smtp_server(**smtp: Any) -> Iterator[int]:
 def burst_json(
     gateway: str, tmp_path: Path, *extra: str, env=None
 ) -> tuple[int, dict[str, Any], str]:
-    result = subprocess.run(
-        [
-            *PROBE,
-            "burst",
-            "--gateway",
-            gateway,
-            "--sink",
-            f"127.0.0.1:{unused_port()}",
-            "--db",
-            str(tmp_path / "l.db"),
-            "--count",
-            "2",
-            "--settle",
-            "0.3",
-            "--json",
-            str(tmp_path / "r.json"),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        "burst",
+        "--gateway",
+        gateway,
+        "--sink",
+        f"127.0.0.1:{unused_port()}",
+        "--db",
+        str(tmp_path / "l.db"),
+        "--count",
+        "2",
+        "--settle",
+        "0.3",
+        "--json",
+        str(tmp_path / "r.json"),
+        *extra,
         timeout=60,
         env={**ENV, **(env or {})},
     )
@@ -284,9 +280,7 @@ def test_process_named_like_the_probe_never_matches_the_probe_itself(tmp_path):
 
 
 def nagios(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*PROBE, *args], capture_output=True, text=True, timeout=60, env={**ENV, **(env or {})}
-    )
+    return run_cli(*args, timeout=60, env={**ENV, **(env or {})})
 
 
 @pytest.mark.parametrize(

@@ -22,6 +22,7 @@ from probe.delivery.sink import Sink
 from probe.errors import ProbeError
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Run
+from tests.cli import run_cli
 from tests.conftest import TEST_KEY, with_test_key
 
 pytestmark = pytest.mark.real
@@ -102,7 +103,6 @@ async def test_a_full_disk_makes_the_sink_answer_4xx_and_it_resumes_when_space_r
 
 def test_a_burst_onto_a_full_ledger_disk_says_ledger_full_in_one_line(tmp_path: Path) -> None:
     import socket
-    import sys
 
     with small_tmpfs(tmp_path / "disk", "1m") as disk:
         db = disk / "ledger.sqlite3"
@@ -112,25 +112,18 @@ def test_a_burst_onto_a_full_ledger_disk_says_ledger_full_in_one_line(tmp_path: 
         with socket.socket() as closed:
             closed.bind(("127.0.0.1", 0))
             port = closed.getsockname()[1]
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "probe",
-                "burst",
-                "--gateway",
-                f"127.0.0.1:{port}",
-                "--sink",
-                "127.0.0.1:0",
-                "--db",
-                str(db),
-                "--count",
-                "2",
-                "--timeout",
-                "1",
-            ],
-            capture_output=True,
-            text=True,
+        proc = run_cli(
+            "burst",
+            "--gateway",
+            f"127.0.0.1:{port}",
+            "--sink",
+            "127.0.0.1:0",
+            "--db",
+            str(db),
+            "--count",
+            "2",
+            "--timeout",
+            "1",
             timeout=60,
         )
     assert proc.returncode == 3, proc.stderr
@@ -138,7 +131,6 @@ def test_a_burst_onto_a_full_ledger_disk_says_ledger_full_in_one_line(tmp_path: 
 
 
 async def test_verdict_and_evidence_read_a_ledger_on_a_read_only_filesystem(tmp_path: Path) -> None:
-    import sys
 
     from tests.conftest import probe_lab
 
@@ -147,27 +139,9 @@ async def test_verdict_and_evidence_read_a_ledger_on_a_read_only_filesystem(tmp_
         with Ledger(db) as ledger:
             outcome = await probe_lab(ledger, "first-only", count=3)
         subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True, timeout=30)
-        verdict = subprocess.run(
-            [sys.executable, "-m", "probe", "verdict", "--last", "--db", str(db), "--json", "-"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        bundle = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "probe",
-                "evidence",
-                "--last",
-                "--db",
-                str(db),
-                "--out",
-                str(tmp_path / "case.zip"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
+        verdict = run_cli("verdict", "--last", "--db", str(db), "--json", "-", timeout=60)
+        bundle = run_cli(
+            "evidence", "--last", "--db", str(db), "--out", str(tmp_path / "case.zip"), timeout=60
         )
         with Ledger(db, read_only_ok=True) as ledger:
             assert ledger.read_only

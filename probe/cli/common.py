@@ -141,15 +141,17 @@ def write_json(target: str, data: dict[str, Any]) -> None:
         raise UsageError(f"cannot write {target}: {exc.strerror}") from exc
 
 
-async def until_stopped() -> None:
-    """Wait for SIGTERM or SIGINT (Ctrl-C), for the long-running commands."""
+def stop_on_signals() -> asyncio.Event:
+    """An event SIGTERM or SIGINT (Ctrl-C) sets, for the long-running commands. Call it before
+    saying "listening": a signal sent the moment a supervisor reads that line is then a clean
+    stop (exit 0, the ledger closed), not death by the signal's default action."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # On Windows there are no signal handlers in asyncio: Ctrl-C raises KeyboardInterrupt.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 T = TypeVar("T")

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from probe.cli.common import endpoint, until_stopped
+from probe.cli.common import endpoint, stop_on_signals
 from probe.delivery import password_from_env
 from probe.errors import UsageError
 from probe.lab import FaultMode, LabGateway
@@ -53,6 +53,7 @@ async def serve(args: argparse.Namespace) -> None:
     gateway = LabGateway(
         args.listen, args.relay, args.mode, seed=args.seed, rewrite=args.rewrite, auth=auth
     )
+    stopped = stop_on_signals()
     await gateway.start()
     state = "not listening (down)" if args.mode.name == "down" else f"listening on {gateway.listen}"
     print(
@@ -61,7 +62,7 @@ async def serve(args: argparse.Namespace) -> None:
         flush=True,
     )
     try:
-        await until_stopped()
+        await stopped.wait()
     finally:
         await gateway.stop()
 

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from probe.cli.common import add_db, domain, endpoint, open_ledger, until_stopped
+from probe.cli.common import add_db, domain, endpoint, open_ledger, stop_on_signals
 from probe.cli.hardening import access_from, add_sink_options, sink_limits_from, sink_tls_from
 from probe.delivery import Sink
 from probe.ledger import LedgerWriter
@@ -43,6 +43,7 @@ async def serve(args: argparse.Namespace) -> None:
             access=access,
             tls_context=tls,
         )
+        stopped = stop_on_signals()
         try:
             await sink.start()
         except BaseException:
@@ -55,7 +56,7 @@ async def serve(args: argparse.Namespace) -> None:
             flush=True,
         )
         try:
-            await until_stopped()
+            await stopped.wait()
         finally:
             await sink.stop()
             await writer.close()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -13,7 +11,7 @@ from typing import Any
 
 from prometheus_client import disable_created_metrics
 
-from probe.cli.common import common_parent, endpoint, open_ledger
+from probe.cli.common import common_parent, endpoint, open_ledger, stop_on_signals
 from probe.ledger import exclusive_use
 from probe.logs import configure
 from probe.monitor import Metrics, WatchConfig, Watcher, load_config
@@ -80,13 +78,9 @@ def announce(line: str) -> None:
 
 
 async def serve(cfg: WatchConfig) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        # Windows has no asyncio signal handlers: Ctrl-C cancels the run, the finally blocks
-        # still judge and record everything.
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    # Windows has no asyncio signal handlers: Ctrl-C cancels the run, the finally blocks
+    # still judge and record everything.
+    stop = stop_on_signals()
     disable_created_metrics()  # no `_created` twin of every counter: this process is the probe
     metrics = Metrics()
     with open_ledger(cfg.ledger) as ledger, exclusive_use(ledger.path, "watch"):

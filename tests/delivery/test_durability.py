@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import sqlite3
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from probe.correlation import recipient_for
 from probe.delivery.sink import Sink
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Run
+from tests.cli import DEVNULL, PIPE, CliProcess, start_cli
 from tests.conftest import TEST_KEY, with_test_key
 
 pytestmark = pytest.mark.real
@@ -91,12 +91,17 @@ async def test_sigkill_of_the_sink_loses_no_acknowledged_message(tmp_path):
     with Ledger(with_test_key(db)) as ledger:
         ledger.create_run(Run(RUN, "gw:25", DOMAIN, count=clients * each + 1, started_at=0.0))
 
-    def start_sink() -> tuple[subprocess.Popen[str], int]:
-        proc = subprocess.Popen(
-            [*PROBE, "sink", "--listen", "127.0.0.1:0", "--domain", DOMAIN, "--db", str(db)],
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
+    def start_sink() -> tuple[CliProcess[str], int]:
+        proc = start_cli(
+            "sink",
+            "--listen",
+            "127.0.0.1:0",
+            "--domain",
+            DOMAIN,
+            "--db",
+            str(db),
+            stderr=PIPE,
+            stdout=DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         assert proc.stderr is not None  # a pipe

@@ -9,7 +9,6 @@ import signal
 import socket
 import sqlite3
 import struct
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +35,7 @@ from probe.records import (
     Submission,
 )
 from probe.verdict import Pattern, Severity, classify
+from tests.cli import DEVNULL, PIPE, run_cli, start_cli
 from tests.conftest import TEST_KEY, with_test_key
 from tests.known import submitted
 from tests.ports import unused_port
@@ -54,11 +54,15 @@ def integrity_ok(db: Path) -> bool:
 @pytest.mark.real
 async def test_gateway_killed_mid_burst_is_degraded_and_every_notification_is_accounted(tmp_path):
     sink_port = unused_port()
-    gateway = subprocess.Popen(
-        [*PROBE, "lab", "gateway", "--listen", "127.0.0.1:0", "--relay", f"127.0.0.1:{sink_port}"],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
+    gateway = start_cli(
+        "lab",
+        "gateway",
+        "--listen",
+        "127.0.0.1:0",
+        "--relay",
+        f"127.0.0.1:{sink_port}",
+        stderr=PIPE,
+        stdout=DEVNULL,
         env=ENV,
     )
     assert gateway.stderr is not None  # a pipe
@@ -222,9 +226,7 @@ def test_unwritable_ledger_is_a_one_line_exit_3(tmp_path, where):
         ],
         ["sink", "--listen", "127.0.0.1:0"],
     ):
-        result = subprocess.run(
-            [*PROBE, *args, "--db", str(db)], capture_output=True, text=True, timeout=30, env=ENV
-        )
+        result = run_cli(*args, "--db", str(db), timeout=30, env=ENV)
         assert result.returncode == 3, result.stderr
         assert "cannot open ledger" in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
@@ -233,28 +235,26 @@ def test_unwritable_ledger_is_a_one_line_exit_3(tmp_path, where):
 @pytest.mark.real
 def test_sink_on_a_non_loopback_address_without_allow_remote_is_exit_3(tmp_path):
     for extra in ([], ["--allow-remote"]):
-        result = subprocess.run(
-            [*PROBE, "sink", "--listen", "0.0.0.0:0", "--db", str(tmp_path / "l.db"), *extra],
-            capture_output=True,
-            text=True,
+        result = run_cli(
+            "sink",
+            "--listen",
+            "0.0.0.0:0",
+            "--db",
+            str(tmp_path / "l.db"),
+            *extra,
             timeout=30,
             env=ENV,
         )
         assert result.returncode == 3 and "--allow-client" in result.stderr
         assert not (tmp_path / "l.db").exists()  # refused before anything was created
-    result = subprocess.run(
-        [
-            *PROBE,
-            "burst",
-            "--gateway",
-            "127.0.0.1:1",
-            "--sink",
-            "0.0.0.0:2525",
-            "--db",
-            str(tmp_path / "l.db"),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        "burst",
+        "--gateway",
+        "127.0.0.1:1",
+        "--sink",
+        "0.0.0.0:2525",
+        "--db",
+        str(tmp_path / "l.db"),
         timeout=30,
         env=ENV,
     )
@@ -263,19 +263,14 @@ def test_sink_on_a_non_loopback_address_without_allow_remote_is_exit_3(tmp_path)
 
 @pytest.mark.real
 def test_max_rate_paces_the_burst_and_is_capped(tmp_path):
-    result = subprocess.run(
-        [
-            *PROBE,
-            "burst",
-            "--gateway",
-            "127.0.0.1:1",
-            "--max-rate",
-            "5000",
-            "--db",
-            str(tmp_path / "l.db"),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        "burst",
+        "--gateway",
+        "127.0.0.1:1",
+        "--max-rate",
+        "5000",
+        "--db",
+        str(tmp_path / "l.db"),
         timeout=30,
         env=ENV,
     )

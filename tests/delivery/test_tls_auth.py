@@ -8,7 +8,6 @@ import base64
 import json
 import os
 import ssl
-import sys
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -30,6 +29,7 @@ from probe.errors import UsageError
 from probe.ledger import Ledger, LedgerWriter
 from probe.records import Endpoint, ErrorKind, Run
 from probe.verdict import Pattern
+from tests.cli import run_cli
 from tests.conftest import TEST_KEY, with_test_key
 from tests.known import submitted
 from tests.ports import unused_port
@@ -235,17 +235,10 @@ async def auth_gateway(pki: dict[str, Path], relay_port: int):
 
 async def probe_cli(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     """Run `notifyprobe` while this loop keeps serving the in-process gateway."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "probe",
-        *args,
-        env={**os.environ, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    done = await asyncio.to_thread(
+        run_cli, *args, env={**os.environ, **env}, timeout=60, text=False
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    return proc.returncode or 0, out.decode(), err.decode()
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
 
 
 def leaked(blob: bytes) -> list[str]:

@@ -7,8 +7,6 @@ gateway → no diagnosis. Everything runs as real processes on 127.0.0.1.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from fixtures.hold_module import upgraded_while_loaded
+from tests.cli import PIPE, run_cli, start_cli
 from tests.ports import unused_port
 
 pytestmark = [pytest.mark.real, pytest.mark.linux_only]
@@ -28,23 +27,17 @@ NAME = "MPNotifyPerf.dll"
 def lab_gateway(mode: str, sink_port: int) -> Iterator[tuple[int, int]]:
     """A `notifyprobe lab gateway` subprocess; yields (its port, its pid) once it listens."""
     port = unused_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "probe",
-            "lab",
-            "gateway",
-            "--mode",
-            mode,
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--relay",
-            f"127.0.0.1:{sink_port}",
-        ],
+    proc = start_cli(
+        "lab",
+        "gateway",
+        "--mode",
+        mode,
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--relay",
+        f"127.0.0.1:{sink_port}",
         cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=PIPE,
     )
     try:
         assert proc.stderr is not None
@@ -57,29 +50,22 @@ def lab_gateway(mode: str, sink_port: int) -> Iterator[tuple[int, int]]:
 
 
 def burst(port: int, sink_port: int, db: Path, *extra: str) -> tuple[int, str]:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "probe",
-            "burst",
-            "--gateway",
-            f"127.0.0.1:{port}",
-            "--sink",
-            f"127.0.0.1:{sink_port}",
-            "--count",
-            "4",
-            "--timeout",
-            "5",
-            "--settle",
-            "0.3",
-            "--db",
-            str(db),
-            *extra,
-        ],
+    proc = run_cli(
+        "burst",
+        "--gateway",
+        f"127.0.0.1:{port}",
+        "--sink",
+        f"127.0.0.1:{sink_port}",
+        "--count",
+        "4",
+        "--timeout",
+        "5",
+        "--settle",
+        "0.3",
+        "--db",
+        str(db),
+        *extra,
         cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=60,
     )
     assert proc.returncode in (0, 1, 2), proc.stderr

@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ from probe.errors import UsageError
 from probe.files import UnsafeFileError, read_host_file
 from probe.host.pe import describe
 from probe.upgrade.drift import Drift, compare_trees
+from tests.cli import run_cli
 
 pytestmark = pytest.mark.linux_only
 
@@ -68,23 +67,8 @@ def test_the_scan_goes_on_when_the_module_path_became_a_fifo(tmp_path: Path) -> 
     with held(dll) as holder:
         dll.unlink()
         os.mkfifo(dll)
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "probe",
-                "modules",
-                "--name",
-                NAME,
-                "--installed",
-                str(dll),
-                "--json",
-                "-",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=30,
+        proc = run_cli(
+            "modules", "--name", NAME, "--installed", str(dll), "--json", "-", cwd=ROOT, timeout=30
         )
     assert proc.returncode in (0, 1), proc.stderr
     hits = [h for h in json.loads(proc.stdout)["hits"] if h["pid"] == holder.pid]

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from probe.host.platform import (
     ProcessVanished,
 )
 from probe.host.platform.linux import LinuxModules, parse_maps_line
+from tests.cli import run_cli
 
 pytestmark = pytest.mark.linux_only
 
@@ -40,13 +39,7 @@ def install(path: Path, version: str) -> None:
 
 
 def modules_json(*args: str) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "probe", "modules", *args, "--json", "-"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_cli("modules", *args, "--json", "-", cwd=ROOT, timeout=60)
     assert proc.returncode in (0, 1), proc.stderr
     report: dict[str, Any] = json.loads(proc.stdout)
     return report
@@ -111,21 +104,8 @@ def test_untouched_dll_is_current_and_exit_code_is_zero(dll: Path) -> None:
         # hold an old copy of a same-named module, and that would be exit 1.
         name = holder_name(holder)
         assert psutil.Process(holder.pid).name() == name
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "probe",
-                "modules",
-                "--name",
-                "mpnotify*.DLL",
-                "--process",
-                name,
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        proc = run_cli(
+            "modules", "--name", "mpnotify*.DLL", "--process", name, cwd=ROOT, timeout=60
         )
     assert proc.returncode == 0, proc.stderr
     assert f"pid {holder.pid}" in proc.stdout
@@ -234,13 +214,7 @@ def test_unreadable_and_vanished_processes_are_counted_not_fatal() -> None:
 
 @pytest.mark.real
 def test_a_bad_name_is_a_usage_error() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "probe", "modules", "--name", " "],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_cli("modules", "--name", " ", cwd=ROOT, timeout=60)
     assert proc.returncode == 3
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("notifyprobe: error:")

@@ -4,8 +4,6 @@ read every process in its scope is never a clean one, and says what would let it
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +16,7 @@ from probe.host.platform import ProcessDenied, ProcessFilter, ProcessVanished, s
 from probe.host.platform.linux import LinuxModules
 from probe.host.platform.windows import RecordedWindows, loads_no_user_modules
 from probe.reporting.artifacts import InventoryView
+from tests.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 WINDOWS = ROOT / "fixtures" / "windows"
@@ -173,12 +172,6 @@ def test_the_inventory_json_keeps_the_count_and_the_advice_and_old_ones_still_lo
 
 @pytest.mark.real
 def test_an_empty_process_name_is_one_line_and_exit_3() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "probe", "modules", "--process", " "],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_cli("modules", "--process", " ", cwd=ROOT, timeout=60)
     assert proc.returncode == 3
     assert proc.stderr.strip() == "notifyprobe: error: --process needs a process name"

@@ -31,10 +31,11 @@ from probe.monitor.metrics import Metrics
 from probe.monitor.watch import TargetState, Watcher, changed, first_delay, next_delay
 from probe.records import Endpoint, Run, RunOptions, Submission
 from probe.verdict import Pattern, Severity, Verdict
+from tests.cli import DEVNULL, PIPE, CliProcess, run_cli, start_cli
 from tests.known import kept
 from tests.monitor.test_metrics import PROMTOOL
 from tests.ports import unused_port
-from tests.test_cli import ENV, PROBE, probe, service
+from tests.test_cli import ENV, probe, service
 
 WAIT_S = 20.0  # upper bound of every wait on another process
 
@@ -274,15 +275,9 @@ def write_config(
 
 
 @contextmanager
-def watch(config: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, int]]]:
+def watch(config: Path, *args: str) -> Iterator[tuple[CliProcess[str], dict[str, int]]]:
     """Start `notifyprobe watch`; yield it with the ports it announced (sink, metrics)."""
-    proc = subprocess.Popen(
-        [*PROBE, "watch", "--config", str(config), *args],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env=ENV,
-    )
+    proc = start_cli("watch", "--config", str(config), *args, stderr=PIPE, stdout=DEVNULL, env=ENV)
     assert proc.stderr is not None  # a pipe
     try:
         ports: dict[str, int] = {}
@@ -415,13 +410,7 @@ def test_a_second_watch_on_the_same_ledger_stops_at_start_and_a_killed_ones_lock
     sink = unused_port()
     config = write_config(tmp_path / "watch.toml", sink, tmp_path / "l.db", {"gw": unused_port()})
     with watch(config) as (first, _):
-        second = subprocess.run(
-            [*PROBE, "watch", "--config", str(config)],
-            env=ENV,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        second = run_cli("watch", "--config", str(config), env=ENV, timeout=60)
         assert second.returncode == 3, second.stderr
         assert "already in use (watch, pid" in second.stderr
         assert len(second.stderr.strip().splitlines()) == 1

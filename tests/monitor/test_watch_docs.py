@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 import shlex
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from probe.monitor.config import _TOP_KEYS, DEFAULT_STOP_DRAIN_S
-from tests.test_cli import ENV, PROBE, probe
+from tests.cli import run_cli
+from tests.test_cli import ENV, probe
 
 ROOT = Path(__file__).resolve().parents[2]
 WATCH_MD = (ROOT / "docs" / "watch.md").read_text()
@@ -35,9 +35,7 @@ def test_the_units_commands_run_as_written_with_the_example_config():
         if "--check" not in args:  # ExecStart: the same command line, validated only
             args.append("--check")
         secrets = {"NOTIFYPROBE_LYON_PASSWORD": "from-the-environment-file"}  # EnvironmentFile=
-        result = subprocess.run(
-            [*PROBE, *args], capture_output=True, text=True, timeout=60, env={**ENV, **secrets}
-        )
+        result = run_cli(*args, timeout=60, env={**ENV, **secrets})
         assert result.returncode == 0, result.stderr
         assert "is valid" in result.stdout
 

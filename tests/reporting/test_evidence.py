@@ -13,7 +13,6 @@ import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +40,7 @@ from probe.reporting.bundle import make_bundle
 from probe.reporting.html import render
 from probe.reporting.redact import secret_forms
 from probe.verdict import classify
+from tests.cli import PIPE, run_cli, start_cli
 from tests.conftest import probe_lab
 from tests.known import submitted
 from tests.ports import unused_port
@@ -57,24 +57,18 @@ linux_only = pytest.mark.linux_only
 @contextmanager
 def lab_gateway(mode: str, sink_port: int, *extra: str, env=None) -> Iterator[int]:
     port = unused_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "probe",
-            "lab",
-            "gateway",
-            "--mode",
-            mode,
-            "--listen",
-            f"127.0.0.1:{port}",
-            "--relay",
-            f"127.0.0.1:{sink_port}",
-            *extra,
-        ],
+    proc = start_cli(
+        "lab",
+        "gateway",
+        "--mode",
+        mode,
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--relay",
+        f"127.0.0.1:{sink_port}",
+        *extra,
         cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=PIPE,
         env=env,
     )
     try:
@@ -87,14 +81,7 @@ def lab_gateway(mode: str, sink_port: int, *extra: str, env=None) -> Iterator[in
 
 
 def notifyprobe(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "probe", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_cli(*args, cwd=ROOT, env=env, timeout=60)
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from probe.errors import ProbeError
 from probe.ledger import Ledger
 from probe.records import Run
 from probe.reporting.output import write_output
+from tests.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,12 +69,6 @@ def test_evidence_out_that_is_no_file_name_is_a_one_line_error(tmp_path: Path, o
     db = tmp_path / "ledger.sqlite3"
     with Ledger(db) as ledger:
         ledger.create_run(Run("abcdef0123", "gw:25", "probe.invalid", 1, 1.0))
-    proc = subprocess.run(
-        [sys.executable, "-m", "probe", "evidence", "--last", "--db", str(db), "--out", out],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = run_cli("evidence", "--last", "--db", str(db), "--out", out, cwd=tmp_path, timeout=60)
     assert proc.returncode == 3, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr

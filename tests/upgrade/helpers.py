@@ -6,22 +6,17 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from tests.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = ROOT / "fixtures" / "registry"
 
 
 def probe(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "probe", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli(*args, cwd=ROOT, timeout=timeout)
 
 
 def probe_json(*args: str, codes: tuple[int, ...] = (0, 1, 2)) -> tuple[int, dict[str, Any]]:
