@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import run_cli
 from tests.conftest import with_test_key
 from tests.hostile_gateways import (
     Handler,
@@ -194,12 +195,7 @@ def test_a_hang_up_reads_the_same_in_the_nagios_line_and_the_html_report(tmp_pat
     ), line
     run_id = json.loads((tmp_path / "r").read_text())["run_id"]
     out = tmp_path / "case.zip"
-    bundled = subprocess.run(
-        [sys.executable, "-m", "probe", "evidence", run_id, "--db", str(db), "--out", str(out)],
-        capture_output=True,
-        timeout=RUN_TIMEOUT_S,
-        check=False,
-    )
+    bundled = run_cli("evidence", run_id, "--db", str(db), "--out", str(out))
     assert bundled.returncode == 0, bundled.stderr
     with zipfile.ZipFile(out) as archive:
         page = archive.read("report.html").decode()

@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from probe.masking import REDACTED
 from probe.records import escape_bytes
 from probe.reporting.bundle import RAW_WITHHELD, redact_raw
 from probe.reporting.redact import Redactor
+from tests.cli import run_cli
 from tests.conftest import with_test_key
 from tests.hostile_gateways import CP1252_ADDRESS, CP1252_HOST, cp1252_refusing, serving
 from tests.ports import unused_port
@@ -34,14 +34,7 @@ LEGACY_FORMS = (PASSWORD.encode("utf-8"), PASSWORD.encode("cp1252"))
 
 
 def notifyprobe(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "probe", *args],
-        cwd=ROOT,
-        env=os.environ | {"NP_PW": PASSWORD},
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli(*args, cwd=ROOT, env=os.environ | {"NP_PW": PASSWORD}, text=False)
 
 
 def expected_raw(rcpt: str, host: str, ip: str) -> bytes:
