@@ -23,12 +23,14 @@ demo: $(STAMP)
 # runs dry takes tests from another's file instead of idling behind one long file; a file's
 # module-scoped fixtures (a private Postfix, the TLS PKI) are then set up once per worker that
 # runs its tests (measured on 2 cores: -n 2 loadfile 134 s, -n 3 loadfile 101 s, -n 3 worksteal
-# 84 s, -n 4 worksteal 88 s).
+# 84 s, -n 4 worksteal 88 s). Bytecode is cached as after an install, even where the environment
+# sets PYTHONDONTWRITEBYTECODE: otherwise each test process and each real start of the CLI compiles
+# every module again.
 test: $(STAMP)
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/mypy
-	$(BIN)/python -m pytest -q -n 3 --dist worksteal
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n 3 --dist worksteal
 
 # Not part of `make test`: `watch` for about 3-4 minutes, stopped and restarted during runs
 # (tests/monitor/soak_watch.py says what must hold).
