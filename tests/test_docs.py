@@ -185,7 +185,7 @@ COMMANDS: dict[str, Run | Service | Skip] = {
     ".venv/bin/python -m bench.bench --messages 20000 --repeats 5": BENCH,
     ".venv/bin/python -m bench.bench --only start": BENCH,
     ".venv/bin/python -X importtime -c \"import probe.cli; probe.cli.build_parser(['burst'])\" "
-    "2>&1 | sort -t'|' -k2 -n | tail": run(0, says=r"\| probe\.cli$"),
+    "2>&1 | sort -t'|' -k2 -n | tail": run(0, says=r"\|\s+probe\.cli\.\w+$"),
     # docs/postflight.md, docs/preflight.md
     "notifyprobe postflight --profile NAME [--root DIR] [--expect-version A.B.C.D] "
     "[--registry FILE.reg] [--ignore-reboot-source NAME ...] "
