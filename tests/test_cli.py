@@ -15,8 +15,9 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,26 +30,51 @@ PROBE = [sys.executable, "-m", "probe"]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
+@dataclass(frozen=True)
+class Listening:
+    """A long-running notifyprobe command that said it listens: where, and its process."""
+
+    port: int
+    pid: int
+
+
 @contextmanager
-def service(*args: str) -> Iterator[int]:
-    """Start a long-running notifyprobe command and yield the port it says it listens on."""
-    proc = start_cli(*args, stderr=PIPE, stdout=DEVNULL, env=ENV)
+def listening(*args: str, env: Mapping[str, str] = ENV) -> Iterator[Listening]:
+    """Start a long-running notifyprobe command; yield once it says it listens; stop it with
+    SIGTERM, which it must obey with exit 0."""
+    proc = start_cli(*args, stderr=PIPE, stdout=DEVNULL, env=env)
     assert proc.stderr is not None  # a pipe
     try:
         line = proc.stderr.readline()  # the command announces itself once it listens
         match = re.search(r"listening on [\d.]+:(\d+)", line)
         assert match, f"no listening line from {args}: {line!r}"
-        yield int(match.group(1))
+        yield Listening(int(match.group(1)), proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0
 
 
-def lab_gateway(sink: int, mode: str) -> AbstractContextManager[int]:
-    """A `notifyprobe lab gateway` process in `mode` relaying to the sink on port `sink`;
-    yields the port it listens on."""
+@contextmanager
+def service(*args: str) -> Iterator[int]:
+    """`listening`, for a test that needs only the port."""
+    with listening(*args) as started:
+        yield started.port
+
+
+def lab_process(
+    sink: int, mode: str, *extra: str, env: Mapping[str, str] = ENV
+) -> AbstractContextManager[Listening]:
+    """A `notifyprobe lab gateway` process in `mode` relaying to the sink on port `sink`."""
     relay = f"127.0.0.1:{sink}"
-    return service("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", relay, "--mode", mode)
+    argv = ("lab", "gateway", "--listen", "127.0.0.1:0", "--relay", relay, "--mode", mode)
+    return listening(*argv, *extra, env=env)
+
+
+@contextmanager
+def lab_gateway(sink: int, mode: str, *extra: str, env: Mapping[str, str] = ENV) -> Iterator[int]:
+    """`lab_process`, for a test that needs only the port it listens on."""
+    with lab_process(sink, mode, *extra, env=env) as started:
+        yield started.port
 
 
 def probe(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

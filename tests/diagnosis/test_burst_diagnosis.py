@@ -8,45 +8,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from fixtures.hold_module import upgraded_while_loaded
-from tests.cli import PIPE, run_cli, start_cli
+from tests.cli import run_cli
 from tests.ports import unused_port
+from tests.test_cli import lab_gateway, lab_process
 
 pytestmark = [pytest.mark.real, pytest.mark.linux_only]
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "MPNotifyPerf.dll"
-
-
-@contextmanager
-def lab_gateway(mode: str, sink_port: int) -> Iterator[tuple[int, int]]:
-    """A `notifyprobe lab gateway` subprocess; yields (its port, its pid) once it listens."""
-    port = unused_port()
-    proc = start_cli(
-        "lab",
-        "gateway",
-        "--mode",
-        mode,
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--relay",
-        f"127.0.0.1:{sink_port}",
-        cwd=ROOT,
-        stderr=PIPE,
-    )
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        assert "listening" in line, line
-        yield port, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def burst(port: int, sink_port: int, db: Path, *extra: str) -> tuple[int, str]:
@@ -83,7 +57,7 @@ def test_first_only_gateway_with_stale_module_is_diagnosed_000(
     stale_dll: Path, tmp_path: Path
 ) -> None:
     sink_port = unused_port()
-    with lab_gateway("first-only", sink_port) as (port, _):
+    with lab_gateway(sink_port, "first-only") as port:
         code, out = burst(
             port,
             sink_port,
@@ -112,7 +86,7 @@ def test_first_only_diagnosis_is_shown_in_the_terminal_report(
     stale_dll: Path, tmp_path: Path
 ) -> None:
     sink_port = unused_port()
-    with lab_gateway("first-only", sink_port) as (port, _):
+    with lab_gateway(sink_port, "first-only") as port:
         _, out = burst(
             port, sink_port, tmp_path / "l.sqlite3", "--module", NAME, "--installed", str(stale_dll)
         )
@@ -123,7 +97,8 @@ def test_first_only_diagnosis_is_shown_in_the_terminal_report(
 
 def test_healthy_gateway_gets_no_diagnosis(stale_dll: Path, tmp_path: Path) -> None:
     sink_port = unused_port()
-    with lab_gateway("healthy", sink_port) as (port, gateway_pid):
+    with lab_process(sink_port, "healthy") as gateway:
+        port, gateway_pid = gateway.port, gateway.pid
         code, out = burst(
             port,
             sink_port,
@@ -146,7 +121,7 @@ def test_healthy_gateway_gets_no_diagnosis(stale_dll: Path, tmp_path: Path) -> N
 
 def test_first_only_without_module_inventory_is_only_a_possible_000(tmp_path: Path) -> None:
     sink_port = unused_port()
-    with lab_gateway("first-only", sink_port) as (port, _):
+    with lab_gateway(sink_port, "first-only") as port:
         _, out = burst(port, sink_port, tmp_path / "l.sqlite3", "--json", "-")
     report = json.loads(out)
     assert report["diagnosis"] is None  # no cause, no remediation: no evidence points there

@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import zipfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -40,10 +39,11 @@ from probe.reporting.bundle import make_bundle
 from probe.reporting.html import render
 from probe.reporting.redact import secret_forms
 from probe.verdict import classify
-from tests.cli import PIPE, run_cli, start_cli
+from tests.cli import run_cli
 from tests.conftest import probe_lab
 from tests.known import submitted
 from tests.ports import unused_port
+from tests.test_cli import lab_gateway
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "MPNotifyPerf.dll"
@@ -52,32 +52,6 @@ SECRET = "Tr0ub4dor&3-s3cr3t"
 AUTH_PLAIN = base64.b64encode(f"\0ops\0{SECRET}".encode()).decode()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 linux_only = pytest.mark.linux_only
-
-
-@contextmanager
-def lab_gateway(mode: str, sink_port: int, *extra: str, env=None) -> Iterator[int]:
-    port = unused_port()
-    proc = start_cli(
-        "lab",
-        "gateway",
-        "--mode",
-        mode,
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--relay",
-        f"127.0.0.1:{sink_port}",
-        *extra,
-        cwd=ROOT,
-        stderr=PIPE,
-        env=env,
-    )
-    try:
-        assert proc.stderr is not None
-        assert "listening" in proc.stderr.readline()
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def notifyprobe(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -172,7 +146,7 @@ def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
     db, out = tmp_path / "ledger.sqlite3", tmp_path / "case" / "evidence.zip"
     sink_port = unused_port()
     auth = ("--auth-user", "ops", "--auth-password-env", "NOTIFYPROBE_SMTP_PASSWORD")
-    with lab_gateway("first-only", sink_port, *auth, env=env) as port:
+    with lab_gateway(sink_port, "first-only", *auth, env=env) as port:
         burst = notifyprobe(
             "burst",
             "--gateway",
@@ -307,7 +281,7 @@ def test_first_only_run_with_stale_module_gives_a_verified_redacted_bundle(
 @pytest.mark.real
 def test_burst_with_evidence_writes_the_bundle_right_after_the_run(tmp_path: Path) -> None:
     out, sink_port = tmp_path / "run.zip", unused_port()
-    with lab_gateway("healthy", sink_port) as port:
+    with lab_gateway(sink_port, "healthy") as port:
         burst = notifyprobe(
             "burst",
             "--gateway",
@@ -343,7 +317,7 @@ def test_burst_with_evidence_writes_the_bundle_right_after_the_run(tmp_path: Pat
 @pytest.mark.real
 def test_postflight_checks_of_a_run_are_in_its_bundle(tmp_path: Path) -> None:
     db, sink_port = tmp_path / "l.sqlite3", unused_port()
-    with lab_gateway("healthy", sink_port) as port:
+    with lab_gateway(sink_port, "healthy") as port:
         post = notifyprobe(
             "postflight",
             "--profile",

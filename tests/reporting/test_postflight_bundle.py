@@ -15,7 +15,8 @@ import pytest
 
 from fixtures.make_pe import write_dll
 from tests.ports import unused_port
-from tests.reporting.test_evidence import lab_gateway, notifyprobe, read_bundle
+from tests.reporting.test_evidence import notifyprobe, read_bundle
+from tests.test_cli import lab_gateway
 
 pytestmark = pytest.mark.real  # real processes and sockets on loopback
 
@@ -32,7 +33,7 @@ def test_a_failed_upgrade_through_a_healthy_gateway_opens_every_bundle_view_with
     env = dict(os.environ, NP_PW=PASSWORD)
     db, sink_port = tmp_path / "l.sqlite3", unused_port()
     with lab_gateway(
-        "healthy", sink_port, "--auth-user", USER, "--auth-password-env", "NP_PW", env=env
+        sink_port, "healthy", "--auth-user", USER, "--auth-password-env", "NP_PW", env=env
     ) as port:
         post = notifyprobe(
             "postflight",
