@@ -166,6 +166,11 @@ COMMANDS: dict[str, Run | Service | Skip] = {
     "notifyprobe burst --gateway 127.0.0.1:2526 --sink 127.0.0.1:2525 --step-timeout 1": run(
         2, says=r"gateway_stalled"
     ),
+    "notifyprobe lab gateway --listen 127.0.0.1:2527 --relay 127.0.0.1:2525 "
+    "--mode hang-up:data": Service(),
+    "notifyprobe burst --gateway 127.0.0.1:2527 --sink 127.0.0.1:2525": run(
+        2, says=r"gateway_hung_up: the gateway hung up on all 2 notifications at DATA"
+    ),
     # docs/modules.md
     "notifyprobe modules [--name NAME ...] [--installed PATH ...] [--process NAME ...] "
     "[--json FILE|-] [--recorded FILE]": SYNOPSIS,
@@ -464,6 +469,7 @@ def test_page_commands_run_as_written(page: Path, tmp_path: Path, held_case_root
         "gateway.example.org:25": f"127.0.0.1:{lab_gateway}",
         "gw.example.org:25": f"127.0.0.1:{lab_gateway}",
         "127.0.0.1:2526": f"127.0.0.1:{unused_port()}",
+        "127.0.0.1:2527": f"127.0.0.1:{unused_port()}",
         ":2525": f":{sink}",
         "sink.example.org": "127.0.0.1",
         "/var/lib/notifyprobe/": f"{private}/",

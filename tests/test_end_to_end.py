@@ -80,6 +80,27 @@ async def test_lab_gateway_stalling_at_a_phase_is_gateway_stalled_there(ledger, 
     assert stalled == {SmtpPhase(phase)}
 
 
+HUNG_UP_AT = {
+    "greeting": "at connect, before its greeting",
+    "ehlo": "after the greeting, at EHLO",
+    "mail": "after the greeting, at MAIL",
+    "rcpt": "after the greeting, at RCPT",
+    "data": "at DATA, before its 354",
+    "end_of_data": "after the final dot, before its final reply",
+}
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("phase", list(HUNG_UP_AT))
+async def test_lab_gateway_hanging_up_at_a_phase_is_gateway_hung_up_there(ledger, phase):
+    outcome = await probe_lab(ledger, f"hang-up:{phase}", count=6, step_timeout_s=5.0)
+    verdict = outcome.verdict
+    assert (verdict.pattern, verdict.severity) == (Pattern.GATEWAY_HUNG_UP, Severity.CRITICAL)
+    assert (verdict.sent, verdict.accepted, verdict.not_attempted) == (2, 0, 4)  # the breaker
+    assert f"hung up on all 2 notifications {HUNG_UP_AT[phase]}" in verdict.summary
+    assert all(n.submission and n.submission.stalled_at is None for n in outcome.record.burst[:2])
+
+
 @pytest.mark.real
 async def test_gateway_that_refuses_everything_is_all_refused(ledger):
     outcome = await probe_lab(ledger, "reject", count=4, concurrency=2)
@@ -164,6 +185,8 @@ BAD_MODES = [
     "stall",
     "stall:connect",
     "stall:later",
+    "hang-up",
+    "hang-up:later",
 ]
 
 

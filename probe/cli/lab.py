@@ -28,7 +28,7 @@ def add_parser(
         "batch:SECONDS (a queue runner: the first at once, the rest every SECONDS), "
         "queue-per-session:K[:W], duplicate, reject, "
         "stall:PHASE (silent from that phase on: greeting, ehlo, mail, rcpt, data, end_of_data), "
-        "down.",
+        "hang-up:PHASE (closes the connection at that phase, same phases), down.",
     )
     p.add_argument("--listen", type=endpoint, default=endpoint("127.0.0.1:2526"))
     p.add_argument("--relay", type=endpoint, default=endpoint("127.0.0.1:2525"))

@@ -47,6 +47,7 @@ ModeName = Literal[
     "duplicate",
     "reject",
     "stall",
+    "hang-up",
     "down",
     "queue-per-session",
 ]
@@ -57,6 +58,7 @@ Refusal = Literal["drop", "4xx", "5xx", "bounce"]
 REFUSALS: tuple[Refusal, ...] = get_args(Refusal)
 _Choice = TypeVar("_Choice", bound=str)
 DEFAULT_QUEUE_RUN_S = 20.0  # `queue-per-session:K` without W: a queue runner every 20 s
+# The phases where `stall:PHASE` falls silent and `hang-up:PHASE` closes the connection.
 STALL_PHASES = (
     SmtpPhase.GREETING,
     SmtpPhase.EHLO,
@@ -70,23 +72,27 @@ STALL_PHASES = (
 @dataclass(frozen=True)
 class FaultMode:
     """A parsed `--mode`: `first-only[:drop|4xx|5xx|bounce]`, `drop-after-k:K`, `intermittent:P`,
-    `slow:SECONDS`, `batch:SECONDS`, `queue-per-session:K[:W]`, `stall:PHASE`, or one of
-    `healthy`, `duplicate`, `reject`, `down`.
+    `slow:SECONDS`, `batch:SECONDS`, `queue-per-session:K[:W]`, `stall:PHASE`, `hang-up:PHASE`,
+    or one of `healthy`, `duplicate`, `reject`, `down`.
 
     `batch:W` is a queue runner that wakes at most every W s: the first notification goes out
     at once, the ones accepted meanwhile wait for the next run, W s later.
     `queue-per-session:K[:W]` holds messages after the K-th of a session; a queue runner
-    delivers them every W s. `stall:PHASE` falls silent from that SMTP phase on."""
+    delivers them every W s. `stall:PHASE` falls silent from that SMTP phase on; `hang-up:PHASE`
+    closes the connection there instead (a worker that crashes, a proxy with nothing behind it)."""
 
     name: ModeName
     k: int = 0
     probability: float = 0.0
     delay_s: float = 0.0  # slow: each message; batch: between two queue runs
     refusal: str = "drop"  # first-only: drop (accept and lose), 4xx or 5xx
-    stall_at: SmtpPhase | None = None  # stall: the phase where it stops answering
+    stall_at: SmtpPhase | None = None  # stall: where it stops answering; hang-up: where it hangs up
 
     def stalls(self, phase: SmtpPhase) -> bool:
         return self.name == "stall" and self.stall_at is phase
+
+    def hangs_up(self, phase: SmtpPhase) -> bool:
+        return self.name == "hang-up" and self.stall_at is phase
 
     @classmethod
     def parse(cls, text: str) -> FaultMode:
@@ -113,17 +119,18 @@ class FaultMode:
                 every_s = float(run_every) if run_every else DEFAULT_QUEUE_RUN_S
                 if int(k) >= 1 and every_s > 0:
                     return cls(name, k=int(k), delay_s=every_s)
-            if name == "stall":
-                phase = SmtpPhase(arg.replace("-", "_"))
-                if phase not in STALL_PHASES:
-                    raise ValueError(f"stall takes {', '.join(p.value for p in STALL_PHASES)}")
+            if name in ("stall", "hang-up"):
+                wanted = arg.replace("-", "_")
+                phase = next((p for p in STALL_PHASES if p.value == wanted), None)
+                if phase is None:
+                    raise ValueError(f"{name} takes {', '.join(p.value for p in STALL_PHASES)}")
                 return cls(name, stall_at=phase)
         except ValueError as exc:
             raise UsageError(f"bad lab mode {text!r}: {exc}") from None
         raise UsageError(
             f"bad lab mode {text!r}: use healthy, first-only[:drop|4xx|5xx|bounce], "
             "drop-after-k:K, intermittent:P, slow:SECONDS, batch:SECONDS, "
-            "queue-per-session:K[:W], stall:PHASE, duplicate, reject or down"
+            "queue-per-session:K[:W], stall:PHASE, hang-up:PHASE, duplicate, reject or down"
         )
 
 
@@ -281,7 +288,11 @@ class LabGateway:
     async def _silent_session(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        """`stall:greeting`: take the connection, never send the banner."""
+        """`stall:greeting`: take the connection, never send the banner. `hang-up:greeting`:
+        take it and close it at once."""
+        if self.mode.hangs_up(SmtpPhase.GREETING):
+            writer.close()
+            return
         self._silent.add(writer)
         try:
             with contextlib.suppress(ConnectionError):
@@ -294,6 +305,9 @@ class LabGateway:
     # aiosmtpd handler hooks
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         await self.hang(SmtpPhase.END_OF_DATA)
+        if self.mode.hangs_up(SmtpPhase.END_OF_DATA) and server.transport is not None:
+            server.transport.close()  # the whole message read, never confirmed
+            return "421 4.3.0 closing"  # written to a closed connection: never seen
         self._received += 1
         self._in_session[session] = in_session = self._in_session.get(session, 0) + 1
         action = decide(self.mode, self._received, self._rng, in_session)
@@ -383,7 +397,7 @@ class LabGateway:
             )
 
         try:
-            if self.mode.stalls(SmtpPhase.GREETING):
+            if self.mode.stalls(SmtpPhase.GREETING) or self.mode.hangs_up(SmtpPhase.GREETING):
                 self._server = await asyncio.start_server(
                     self._silent_session, self.listen.host, self.listen.port
                 )
@@ -428,25 +442,36 @@ class LabGateway:
 
 
 class _LabSMTP(SMTP):
-    """aiosmtpd's server, silent before answering EHLO, MAIL, RCPT or DATA in `stall` mode."""
+    """aiosmtpd's server, silent before answering EHLO, MAIL, RCPT or DATA in `stall` mode, and
+    closing the connection instead of answering them in `hang-up` mode."""
 
     event_handler: LabGateway
 
+    async def _answers(self, phase: SmtpPhase) -> bool:
+        """Whether the command of `phase` gets its answer: not when the gateway hangs up there
+        (the connection is closed) or stalls (it waits until the gateway stops)."""
+        if self.event_handler.mode.hangs_up(phase):
+            if self.transport is not None:
+                self.transport.close()
+            return False
+        await self.event_handler.hang(phase)
+        return True
+
     async def smtp_EHLO(self, hostname: str) -> None:
-        await self.event_handler.hang(SmtpPhase.EHLO)
-        await super().smtp_EHLO(hostname)
+        if await self._answers(SmtpPhase.EHLO):
+            await super().smtp_EHLO(hostname)
 
     async def smtp_MAIL(self, arg: str | None) -> None:
-        await self.event_handler.hang(SmtpPhase.MAIL)
-        await super().smtp_MAIL(arg)
+        if await self._answers(SmtpPhase.MAIL):
+            await super().smtp_MAIL(arg)
 
     async def smtp_RCPT(self, arg: str | None) -> None:
-        await self.event_handler.hang(SmtpPhase.RCPT)
-        await super().smtp_RCPT(arg)
+        if await self._answers(SmtpPhase.RCPT):
+            await super().smtp_RCPT(arg)
 
     async def smtp_DATA(self, arg: str) -> None:
-        await self.event_handler.hang(SmtpPhase.DATA)
-        await super().smtp_DATA(arg)
+        if await self._answers(SmtpPhase.DATA):
+            await super().smtp_DATA(arg)
 
 
 def free_port(host: str = "127.0.0.1") -> int:
