@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -69,6 +70,22 @@ def _fast_tier_stays_fast(
     for name in ("bind", "connect", "connect_ex"):
         monkeypatch.setattr(socket.socket, name, network_only(getattr(socket.socket, name)))
     yield
+
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS_AT_START = {sig: signal.getsignal(sig) for sig in SIGNALS}
+
+
+@pytest.fixture(autouse=True)
+def _signals_left_as_found() -> Iterator[None]:
+    """Every test runs with the test process's SIGINT and SIGTERM handling as the session
+    started with it, and leaves it so: the processes a test starts inherit an ignored signal,
+    and a shuffle decides which test comes next."""
+    found = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    assert found == SIGNALS_AT_START, f"signal handling changed before this test: {found}"
+    yield
+    left = {sig: signal.getsignal(sig) for sig in SIGNALS}
+    assert left == SIGNALS_AT_START, f"the test changed signal handling: {left}"
 
 
 @pytest.fixture(autouse=True)
