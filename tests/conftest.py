@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Iterator
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, NoReturn, TypedDict
 
 import pytest
@@ -72,20 +73,27 @@ def _fast_tier_stays_fast(
     yield
 
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
-SIGNALS_AT_START = {sig: signal.getsignal(sig) for sig in SIGNALS}
+# How a process started from a terminal handles SIGINT and SIGTERM. A test process started in
+# the background (`cmd &` in a script, some CI runners) begins with SIGINT ignored: the processes
+# its tests start would inherit that, until some test's event loop restores the default.
+SIGNALS_AS_FROM_A_TERMINAL: dict[
+    signal.Signals, Callable[[int, FrameType | None], object] | int
+] = {
+    signal.SIGINT: signal.default_int_handler,
+    signal.SIGTERM: signal.SIG_DFL,
+}
 
 
 @pytest.fixture(autouse=True)
 def _signals_left_as_found() -> Iterator[None]:
-    """Every test runs with the test process's SIGINT and SIGTERM handling as the session
-    started with it, and leaves it so: the processes a test starts inherit an ignored signal,
-    and a shuffle decides which test comes next."""
-    found = {sig: signal.getsignal(sig) for sig in SIGNALS}
-    assert found == SIGNALS_AT_START, f"signal handling changed before this test: {found}"
+    """Every test runs with SIGINT and SIGTERM handled as from a terminal, and leaves them so:
+    the processes a test starts inherit an ignored signal, and a shuffle decides which test
+    comes next."""
+    found = {sig: signal.getsignal(sig) for sig in SIGNALS_AS_FROM_A_TERMINAL}
+    assert found == SIGNALS_AS_FROM_A_TERMINAL, f"signal handling changed before this test: {found}"
     yield
-    left = {sig: signal.getsignal(sig) for sig in SIGNALS}
-    assert left == SIGNALS_AT_START, f"the test changed signal handling: {left}"
+    left = {sig: signal.getsignal(sig) for sig in SIGNALS_AS_FROM_A_TERMINAL}
+    assert left == SIGNALS_AS_FROM_A_TERMINAL, f"the test changed signal handling: {left}"
 
 
 @pytest.fixture(autouse=True)
@@ -97,10 +105,15 @@ def _fresh_logging() -> Iterator[None]:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """platform.platform() (in the evidence's host facts) runs `uname -p` the first time a
-    process asks, then caches it: ask once here, or an unmarked test that collects host facts
-    starts a process whenever no test before it in its worker asked (`-m 'not real'`, a shuffle,
-    a worker that steals it first)."""
+    """Start every test process alike, whatever started it and whichever test runs first in it:
+
+    - SIGINT and SIGTERM handled as from a terminal (`SIGNALS_AS_FROM_A_TERMINAL`);
+    - platform.platform() (in the evidence's host facts) runs `uname -p` the first time a
+      process asks, then caches it: ask once here, or an unmarked test that collects host facts
+      starts a process whenever no test before it in its worker asked (`-m 'not real'`, a
+      shuffle, a worker that steals it first)."""
+    for sig, handler in SIGNALS_AS_FROM_A_TERMINAL.items():
+        signal.signal(sig, handler)
     platform.processor()
 
 
