@@ -315,10 +315,31 @@ CAUSE_ADVICE: dict[Cause, tuple[str, str]] = {
 }
 
 
+# A partial delivery whose every loss a next hop refused: the gateway lost nothing, and what the
+# pattern alone suggests (a stale module for first_only) is the wrong place. (`all_bounced`
+# already means this, with what its status says of the route.)
+PARTIAL = frozenset({Pattern.FIRST_ONLY, Pattern.DEGRADED_AFTER_K, Pattern.INTERMITTENT})
+NEXT_HOP_ADVICE = (
+    "The gateway accepted and relayed every lost notification, and a mail server after it refused "
+    "them: the reports that came back name that server, the status and why. The gateway itself "
+    "lost nothing.",
+    "Read the status and diagnostic under Diagnosis: 5.7.x is a policy or a rate limit of the "
+    "server the report names (relay rules, sender or recipient checks, messages per period). Fix "
+    "it there and probe again; see docs/patterns.md#mail-refused-beyond-the-gateway.",
+)
+
+
 def advice(verdict: Verdict, record: RunRecord | None = None) -> tuple[str, str]:
-    """What the verdict means and what to do: by its cause when it has one, else its pattern;
-    with the run's `record`, the default probe domain first when it explains the loss."""
-    meaning, action = CAUSE_ADVICE[verdict.cause] if verdict.cause else MEANING[verdict.pattern]
+    """What the verdict means and what to do: by its cause when it has one, else where its
+    losses were refused when a next hop refused every one of a partial delivery, else its
+    pattern; with the run's `record`, the default probe domain first when it explains the
+    loss."""
+    if verdict.cause:
+        meaning, action = CAUSE_ADVICE[verdict.cause]
+    elif verdict.pattern in PARTIAL and verdict.next_hop and verdict.next_hop.all_lost:
+        meaning, action = NEXT_HOP_ADVICE
+    else:
+        meaning, action = MEANING[verdict.pattern]
     step = domain_first_step(verdict, record) if record is not None else None
     return meaning, f"{step} Then: {action}" if step else action
 

@@ -141,6 +141,7 @@ def test_first_only_of_bounces_from_a_next_hop_offers_no_000_and_says_where_it_w
     report = json.loads(kept.read_text(encoding="utf-8"))
     assert code == 2 and report["verdict"]["pattern"] == "first_only"
     assert report["diagnosis"] is None and report["possible_known_issues"] == []
+    assert "MPNotifyPerf" not in report["meaning"] + report["what_to_do"]
     refused = report["refused_beyond_gateway"]
     assert (refused["lost"], refused["refused"], refused["all_lost"]) == (3, 3, True)
     assert (refused["status"], refused["remote_mta"]) == ("5.7.1", "next-hop.lab-gateway.invalid")
