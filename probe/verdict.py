@@ -197,6 +197,7 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
             sink_verified=sink_verified,
             details=details,
             cause=cause,
+            # `sent` as judged: the notifications a limit refused are set apart by then
             next_hop=next_hop_of([n for n in sent if not n.copies]),
         )
 

@@ -604,9 +604,9 @@ def diagnosis_section(explanation: StoredExplanation, verdict: Verdict) -> list[
         return lines
     return [
         "",
-        *refused,
         f"  Diagnosis [{diagnosis.signature}] {diagnosis.title} — confidence "
         f"{diagnosis.confidence.word}",
+        *([f"    refused beyond the gateway: {onward}"] if onward else []),
         f"    cause: {diagnosis.cause}",
         "    because:",
         *(f"      · {line}" for line in diagnosis.because),
