@@ -82,6 +82,24 @@ class Thresholds:
 
 
 @dataclass(frozen=True)
+class NextHop:
+    """The losses a mail server after the gateway refused: the gateway accepted them and relayed
+    them onward, and the delivery report names the remote MTA that refused, a server other than
+    the one that wrote the report. The gateway did not lose those: the cause is further on."""
+
+    lost: int  # every notification the run lost (bounced, refused, never delivered, ...)
+    refused: int  # of them, refused by a next hop
+    status: str  # the most common such report's RFC 3463 status ("" when it gave none)
+    remote_mta: str
+    diagnostic: str
+
+    @property
+    def all_lost(self) -> bool:
+        """Every loss of the run was refused beyond the gateway."""
+        return self.refused == self.lost
+
+
+@dataclass(frozen=True)
 class Verdict:
     pattern: Pattern
     severity: Severity
@@ -96,6 +114,7 @@ class Verdict:
     sink_verified: bool | None = None
     details: dict[str, int] = field(default_factory=dict)  # e.g. {"k": 3} for degraded_after_k
     cause: Cause | None = None
+    next_hop: NextHop | None = None  # losses refused beyond the gateway, when there are any
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -178,6 +197,8 @@ def classify(record: RunRecord, thresholds: Thresholds = Thresholds()) -> Verdic
             sink_verified=sink_verified,
             details=details,
             cause=cause,
+            # `sent` as judged: the notifications a limit refused are set apart by then
+            next_hop=next_hop_of([n for n in sent if not n.copies]),
         )
 
     if record.run.failure:  # the probe's fault, whatever the rows it did keep say
@@ -459,6 +480,23 @@ def _nothing_delivered(
         "the sink",
         _outcome_lines(sent),
     )
+
+
+def next_hop_of(lost: Sequence[Notification]) -> NextHop | None:
+    """The losses a server after the gateway refused (None: none was), with their most common
+    report: a failure report naming a Remote-MTA that is not the server that wrote the report."""
+    onward = [
+        b
+        for n in lost
+        if n.bounced
+        and (b := n.bounce) is not None
+        and b.remote_mta
+        and b.remote_mta.lower() != b.reporting_mta.lower()
+    ]
+    if not onward:
+        return None
+    top = Counter((b.status, b.remote_mta, b.diagnostic) for b in onward).most_common(1)[0][0]
+    return NextHop(len(lost), len(onward), *top)
 
 
 def _limited(n: Notification) -> bool:

@@ -45,6 +45,11 @@ def test_a_bounce_reads_the_same_in_text_json_nagios_verdict_and_the_bundle(tmp_
     # run continues the first one's outage (told as first_only, the bounces in its long output)
     assert nagios[0].startswith("NOTIFYPROBE CRITICAL - first_only: one notification delivered")
     assert any(line.startswith("seq 1-4: failed 5.7.1") for line in nagios[1:])
+    # the gateway relayed every lost one: its next hop refused them, no stale module is offered
+    onward = "every lost notification ({}) was accepted by the gateway and refused further on, by "
+    assert f"Refused beyond the gateway: {onward.format(3)}next-hop.lab-gateway.invalid" in text
+    assert "[000]" not in text and not any("[000]" in line for line in nagios)
+    assert f"refused beyond the gateway: {onward.format(4)}" in "\n".join(nagios)
 
     with zipfile.ZipFile(bundle) as archive:
         names = archive.namelist()
@@ -53,6 +58,8 @@ def test_a_bounce_reads_the_same_in_text_json_nagios_verdict_and_the_bundle(tmp_
         returned = [archive.read(n) for n in names if n.startswith("bounces/")]
     assert len(returned) == 3 and all(b"message/delivery-status" in r for r in returned)
     assert "<span>bounced <b>3</b></span>" in page and REASON in page
+    assert '<p id="next-hop"><b>Refused beyond the gateway:</b> every lost notification' in page
+    assert kept["possible_known_issues"] == [] and kept["refused_beyond_gateway"]["refused"] == 3
     [second] = [n for n in kept["notifications"] if n["seq"] == 2]
     assert second["outcome"] == "bounced" and second["copies"] == 0
     assert (second["bounce"]["status"], second["bounce"]["named_by"]) == ("5.7.1", "verp")
@@ -60,3 +67,4 @@ def test_a_bounce_reads_the_same_in_text_json_nagios_verdict_and_the_bundle(tmp_
     assert main(["verdict", kept["run_id"], "--db", str(db), "--json", "-"]) == 2
     again = json.loads(capsys.readouterr().out)
     assert again["verdict"]["pattern"] == "first_only" and again["verdict"]["bounced"] == 3
+    assert again["possible_known_issues"] == [] and again["refused_beyond_gateway"]["all_lost"]

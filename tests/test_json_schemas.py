@@ -335,6 +335,7 @@ def test_bounces_and_an_outage_story_validate(tmp_path, capsys):
         first = burst(capsys, gateway, sink, db, codes=(2,))
         second = burst(capsys, gateway, sink, db, codes=(2,))
     assert first["bounced"] and first["notifications"][1]["bounce"]["action"] == "failed"
+    assert first["possible_known_issues"] == [] and first["refused_beyond_gateway"]["all_lost"]
     assert second["story"]["outage"]["since_run"] == first["run_id"]  # it continues the outage
     for report in (first, second):
         assert_valid(RUN_REPORT, report)

@@ -269,6 +269,20 @@ def test_next_hop_delivering_only_the_first_is_first_only(first_only: Scenario) 
     assert bounces == [None] + [("failed", "5.7.1")] * (COUNT - 1), first_only.context
 
 
+def test_next_hop_refusals_offer_no_stale_module_and_name_the_server_that_refused(
+    first_only: Scenario,
+) -> None:
+    """Postfix relayed every lost notification: its next hop refused them, the gateway did not
+    lose them, so the stale-module hint [000] is not offered; the report names the next hop."""
+    report = first_only.report
+    assert report["possible_known_issues"] == [], first_only.context
+    refused = report["refused_beyond_gateway"]
+    assert refused is not None and refused["all_lost"], first_only.context
+    assert (refused["refused"], refused["status"]) == (COUNT - 1, "5.7.1"), first_only.context
+    assert "[000]" not in first_only.result.stdout, first_only.context
+    assert "Refused beyond the gateway: every lost notification" in first_only.result.stdout
+
+
 def test_a_delay_report_is_not_a_loss(deferred: Scenario) -> None:
     report = deferred.report
     assert report["delivered"] == 0, deferred.context

@@ -27,6 +27,7 @@ from probe.records import (
 )
 from probe.verdict import (
     Cause,
+    NextHop,
     Pattern,
     Severity,
     Thresholds,
@@ -631,6 +632,32 @@ def test_first_delivered_and_the_rest_bounced_is_first_only_whatever_the_rest_fa
     verdict = classify(record(note(1), *(bounced(seq) for seq in range(2, 11))))
     assert verdict.pattern is Pattern.FIRST_ONLY
     assert "came back bounced (5.7.1)" in verdict.summary
+
+
+def test_losses_refused_by_a_next_hop_are_named_with_the_server_that_refused():
+    verdict = classify(record(note(1), *(bounced(seq) for seq in range(2, 11))))
+    assert verdict.next_hop == NextHop(9, 9, "5.7.1", "next-hop.example", REFUSED_5_7_1)
+    assert verdict.next_hop.all_lost
+
+
+def test_a_silent_loss_beside_next_hop_refusals_keeps_them_apart():
+    verdict = classify(record(note(1), bounced(2), note(3, delivered=0), bounced(4)))
+    assert verdict.pattern is Pattern.FIRST_ONLY
+    next_hop = verdict.next_hop
+    assert next_hop is not None and (next_hop.lost, next_hop.refused) == (3, 2)
+    assert not next_hop.all_lost
+
+
+def test_a_bounce_naming_no_server_after_the_gateway_is_no_next_hop_refusal():
+    """Without a Remote-MTA, or with the reporter's own name there, the server that wrote the
+    report is the one that failed it: nothing shows the gateway relayed it onward."""
+    own = replace(bounced(2), bounces=(Bounce(RUN, 2, 1001.0, "failed", status="5.3.0"),))
+    itself = Bounce(
+        RUN, 3, 1001.0, "failed", "5.7.1", remote_mta="GW.example", reporting_mta="gw.example"
+    )
+    verdict = classify(record(note(1), own, replace(bounced(3), bounces=(itself,))))
+    assert verdict.pattern is Pattern.FIRST_ONLY and verdict.bounced == 2
+    assert verdict.next_hop is None
 
 
 def test_bounces_and_silent_losses_together_are_none_delivered_with_both_named():

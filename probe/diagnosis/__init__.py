@@ -7,7 +7,7 @@ are TOML files in `signatures/`, read with `load_signatures`.
 """
 
 from probe.diagnosis.gather import Explanation, Request, explain, prepare, rediagnose
-from probe.diagnosis.rules import Confidence, Diagnosis, PossibleIssue, split
+from probe.diagnosis.rules import Confidence, Diagnosis, PossibleIssue, next_hop_line, split
 from probe.diagnosis.signatures import (
     FIX_ACTIONS,
     FixAction,
@@ -28,6 +28,7 @@ __all__ = [
     "TomlFields",
     "explain",
     "load_signatures",
+    "next_hop_line",
     "prepare",
     "rediagnose",
     "split",

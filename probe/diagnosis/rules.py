@@ -9,6 +9,13 @@ Only a medium or high confidence is a diagnosis worth a cause and a remediation:
 matches a known issue with no module evidence behind it is a *possible* known issue, one line
 saying what evidence would confirm or rule it out (`split`). A support engineer handed a
 six-step remediation for a cause nothing points to goes down the wrong path.
+
+Where the notifications were lost is evidence too. A notification that came back with a report
+naming a next hop that refused it was accepted and relayed by the gateway: an issue that loses
+mail inside the gateway (a signature's `lost_at`) does not explain it, so when every loss of a
+run is such a refusal, that issue is not offered even as possible (`next_hop_line` says where
+the mail was refused instead). Loaded module evidence stands on its own: an old copy found
+keeps its diagnosis, and the refusals are named beside it.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from enum import IntEnum
 from typing import Any
 
 from probe.diagnosis.restarts import RestartFinding
-from probe.diagnosis.signatures import Signature
+from probe.diagnosis.signatures import LossPlace, Signature
 from probe.host import Inventory, ModuleHit, NameMatcher
 from probe.records import ProcessStart
 from probe.verdict import Cause, Pattern, Verdict
@@ -153,8 +160,18 @@ def _judge(
         return _diagnosis(sig, Confidence.MEDIUM, because)
     if verdict.pattern not in sig.patterns or explained(verdict):
         return None
+    elsewhere = not lost_at(verdict) & sig.lost_at  # lost only where this issue loses none
+    if elsewhere and not old:
+        return None
 
     because = [f"verdict {verdict.pattern.value}: {verdict.summary}"]
+    if elsewhere:
+        because.append(
+            "the old copy loaded is evidence of its own, whatever the bounces say, but it does "
+            f"not explain them: {next_hop_line(verdict)}"
+        )
+    elif verdict.next_hop is not None:
+        because.append(next_hop_line(verdict))
     if old:
         confidence = Confidence.HIGH
         because += [_hit_line(h) for h in old[:MAX_HIT_LINES]] + _more(old)
@@ -181,6 +198,37 @@ def _judge(
     if sig.first_after_restart and finding is not None and finding.matches:
         confidence = Confidence(min(Confidence.HIGH, confidence + 1))
     return _diagnosis(sig, confidence, because, _to_confirm(sig, inventory))
+
+
+def lost_at(verdict: Verdict) -> frozenset[LossPlace]:
+    """Where the run's notifications were lost: refused by a next hop, at the gateway, or both."""
+    hop = verdict.next_hop
+    if hop is None:
+        return frozenset({"gateway"})
+    return frozenset({"next_hop"}) if hop.all_lost else frozenset({"gateway", "next_hop"})
+
+
+def next_hop_line(verdict: Verdict) -> str:
+    """Where the notifications a next hop refused were refused, and what to check; "" when no
+    loss was refused beyond the gateway."""
+    hop = verdict.next_hop
+    if hop is None:
+        return ""
+    report = (
+        f"{hop.status}: {hop.diagnostic}" if hop.status else hop.diagnostic or "no reason given"
+    )
+    check = f"check the policy and rate limits of {hop.remote_mta} for the probe's mail"
+    if hop.all_lost:
+        return (
+            f"every lost notification ({hop.lost}) was accepted by the gateway and refused further "
+            f"on, by {hop.remote_mta} ({report}): the gateway relayed them, so nothing inside it "
+            f"lost them; {check}"
+        )
+    return (
+        f"{hop.refused} of the {hop.lost} lost notifications were bounces: accepted by the "
+        f"gateway and refused further on, by {hop.remote_mta} ({report}); the other "
+        f"{hop.lost - hop.refused} were lost at the gateway; for the bounces, {check}"
+    )
 
 
 def covers(sig: Signature, hit: ModuleHit) -> bool:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 from probe import __version__
+from probe.diagnosis import next_hop_line
 from probe.records import Notification, SettleWindow, Submission
 from probe.reporting.artifacts import RunEvidence, RunReport
 from probe.reporting.text import domain_warning, outcome, rejudge_line, report_advice, said_lines
@@ -206,6 +207,9 @@ def _current_diagnosis(
 ) -> list[str]:
     d = report.explanation.diagnosis
     out = ['<h2 id="diagnosis">Diagnosis</h2>']
+    onward = next_hop_line(report.verdict)
+    if onward:
+        out.append(f'<p id="next-hop"><b>Refused beyond the gateway:</b> {esc(onward)}</p>')
     if d is None:
         possible = report.explanation.possible
         heading = (

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from probe.diagnosis import Diagnosis, PossibleIssue
+from probe.diagnosis import Diagnosis, PossibleIssue, next_hop_line
 from probe.records import RunRecord
 from probe.verdict import Severity, Verdict, seq_ranges
 
@@ -157,6 +157,13 @@ def diagnosis_lines(diagnosis: Diagnosis | None, possible: Sequence[PossibleIssu
             )
         ]
     return [_clean(f"possible known issue: {p.line}") for p in possible]
+
+
+def next_hop_lines(verdict: Verdict) -> list[str]:
+    """The plugin's long output about the losses a next hop refused: where, and what to check
+    (no issue of the gateway is offered for those)."""
+    line = next_hop_line(verdict)
+    return [_clean(f"refused beyond the gateway: {line}")] if line else []
 
 
 def bounce_lines(record: RunRecord) -> list[str]:

@@ -11,12 +11,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from probe.diagnosis import next_hop_line
 from probe.domain import default_domain_warning, first_check, unrouted_default_domain
 from probe.history import Revision, StoredVerdict
 from probe.host import ModuleState
 from probe.records import INSECURE_WARNING, Bounce, Notification, Run, RunRecord
 from probe.reporting.artifacts import InventoryView, KeptChecks, RunReport, StoredExplanation
-from probe.reporting.nagios import STATE_WORD, bounce_lines, diagnosis_lines
+from probe.reporting.nagios import STATE_WORD, bounce_lines, diagnosis_lines, next_hop_lines
 from probe.verdict import Cause, Pattern, Verdict
 
 MAX_MODULE_LINES = 10
@@ -314,10 +315,31 @@ CAUSE_ADVICE: dict[Cause, tuple[str, str]] = {
 }
 
 
+# A partial delivery whose every loss a next hop refused: the gateway lost nothing, and what the
+# pattern alone suggests (a stale module for first_only) is the wrong place. (`all_bounced`
+# already means this, with what its status says of the route.)
+PARTIAL = frozenset({Pattern.FIRST_ONLY, Pattern.DEGRADED_AFTER_K, Pattern.INTERMITTENT})
+NEXT_HOP_ADVICE = (
+    "The gateway accepted and relayed every lost notification, and a mail server after it refused "
+    "them: the reports that came back name that server, the status and why. The gateway itself "
+    "lost nothing.",
+    "Read the status and diagnostic under Diagnosis: 5.7.x is a policy or a rate limit of the "
+    "server the report names (relay rules, sender or recipient checks, messages per period). Fix "
+    "it there and probe again; see docs/patterns.md#mail-refused-beyond-the-gateway.",
+)
+
+
 def advice(verdict: Verdict, record: RunRecord | None = None) -> tuple[str, str]:
-    """What the verdict means and what to do: by its cause when it has one, else its pattern;
-    with the run's `record`, the default probe domain first when it explains the loss."""
-    meaning, action = CAUSE_ADVICE[verdict.cause] if verdict.cause else MEANING[verdict.pattern]
+    """What the verdict means and what to do: by its cause when it has one, else where its
+    losses were refused when a next hop refused every one of a partial delivery, else its
+    pattern; with the run's `record`, the default probe domain first when it explains the
+    loss."""
+    if verdict.cause:
+        meaning, action = CAUSE_ADVICE[verdict.cause]
+    elif verdict.pattern in PARTIAL and verdict.next_hop and verdict.next_hop.all_lost:
+        meaning, action = NEXT_HOP_ADVICE
+    else:
+        meaning, action = MEANING[verdict.pattern]
     step = domain_first_step(verdict, record) if record is not None else None
     return meaning, f"{step} Then: {action}" if step else action
 
@@ -352,14 +374,15 @@ def domain_first_step(verdict: Verdict, record: RunRecord) -> str | None:
 
 def plugin_long_output(report: RunReport) -> list[str]:
     """The monitoring plugin's lines after its status line: the default domain first when it
-    explains the loss, then what the bounces said, then the diagnosis or the possible known
-    issues."""
+    explains the loss, then what the bounces said and where a next hop refused, then the
+    diagnosis or the possible known issues."""
     step = domain_first_step(report.verdict, report.record)
     explained = report.explanation
     return [
         *(f"outage: {line}" for line in report.story.timeline()),
         *([f"what to do: {step}"] if step else []),
         *bounce_lines(report.record),
+        *next_hop_lines(report.verdict),
         *diagnosis_lines(explained.diagnosis, explained.possible),
     ]
 
@@ -397,9 +420,19 @@ def report_json(report: RunReport) -> dict[str, Any]:
         | to_json(report.record, report.verdict)
         | {"meaning": meaning, "what_to_do": action, "story": report.story.to_dict()}
         | report.explanation.json_fields()
+        | {"refused_beyond_gateway": refused_beyond_gateway(report.verdict)}
         | {"upgrade_checks": [c.to_dict() for c in report.upgrade_checks]}
         | revision
     )
+
+
+def refused_beyond_gateway(verdict: Verdict) -> dict[str, Any] | None:
+    """The losses a next hop refused, for the JSON report: why `possible_known_issues` offers no
+    issue of the gateway for them (None: no loss was refused beyond the gateway)."""
+    hop = verdict.next_hop
+    if hop is None:
+        return None
+    return asdict(hop) | {"all_lost": hop.all_lost, "line": next_hop_line(verdict)}
 
 
 def overall_json(report: RunReport) -> dict[str, Any]:
@@ -442,7 +475,7 @@ def to_text(report: RunReport) -> str:
         overall_section(report)
         + verdict_section(report)
         + modules_section(report.explanation.inventory)
-        + diagnosis_section(report.explanation)
+        + diagnosis_section(report.explanation, report.verdict)
         + diagnosis_at_verdict_section(report)
         + checks_section(report.upgrade_checks)
         + ([revision_text(report.revision)] if report.revision is not None else [])
@@ -556,12 +589,15 @@ def modules_section(inventory: InventoryView | None) -> list[str]:
     ]
 
 
-def diagnosis_section(explanation: StoredExplanation) -> list[str]:
+def diagnosis_section(explanation: StoredExplanation, verdict: Verdict) -> list[str]:
     """A firm diagnosis with its cause, why and what to do; a low-confidence match only as one
-    line under "possible known issues"."""
+    line under "possible known issues"; and where a next hop refused notifications, one line
+    that says so (no issue of the gateway is offered for those)."""
     diagnosis, possible = explanation.diagnosis, explanation.possible
+    onward = next_hop_line(verdict)
+    refused = [f"  Refused beyond the gateway: {onward}"] if onward else []
     if diagnosis is None:
-        lines = ["", "  Diagnosis: none (no known issue matches this run with evidence)"]
+        lines = ["", "  Diagnosis: none (no known issue matches this run with evidence)", *refused]
         if possible:
             lines.append("  Possible known issues (the symptom matches, no evidence points there):")
             lines += [f"    · {p.line}" for p in possible]
@@ -570,6 +606,7 @@ def diagnosis_section(explanation: StoredExplanation) -> list[str]:
         "",
         f"  Diagnosis [{diagnosis.signature}] {diagnosis.title} — confidence "
         f"{diagnosis.confidence.word}",
+        *([f"    refused beyond the gateway: {onward}"] if onward else []),
         f"    cause: {diagnosis.cause}",
         "    because:",
         *(f"      · {line}" for line in diagnosis.because),

@@ -128,3 +128,47 @@ def test_first_only_without_module_inventory_is_only_a_possible_000(tmp_path: Pa
     (possible,) = report["possible_known_issues"]
     assert (possible["signature"], possible["confidence"]) == ("000", "low")
     assert "--module MPNotifyPerf.dll --installed PATH" in possible["to_confirm"]
+
+
+def test_first_only_of_bounces_from_a_next_hop_offers_no_000_and_says_where_it_was_refused(
+    tmp_path: Path,
+) -> None:
+    """The lab gateway relays the first and returns every later one as a bounce from its next
+    hop (550 5.7.1): the gateway lost nothing, so a stale module inside it is not offered."""
+    sink_port, kept = unused_port(), tmp_path / "report.json"
+    with lab_gateway(sink_port, "first-only:bounce") as port:
+        code, out = burst(port, sink_port, tmp_path / "l.sqlite3", "--json", str(kept))
+    report = json.loads(kept.read_text(encoding="utf-8"))
+    assert code == 2 and report["verdict"]["pattern"] == "first_only"
+    assert report["diagnosis"] is None and report["possible_known_issues"] == []
+    assert "MPNotifyPerf" not in report["meaning"] + report["what_to_do"]
+    refused = report["refused_beyond_gateway"]
+    assert (refused["lost"], refused["refused"], refused["all_lost"]) == (3, 3, True)
+    assert (refused["status"], refused["remote_mta"]) == ("5.7.1", "next-hop.lab-gateway.invalid")
+    assert "[000]" not in out and "MPNotifyPerf" not in out.split("Diagnosis:")[1]
+    assert (
+        "Refused beyond the gateway: every lost notification (3) was accepted by the gateway and "
+        "refused further on, by next-hop.lab-gateway.invalid (5.7.1: smtp; 550 5.7.1" in out
+    )
+
+
+def test_a_stale_module_stays_diagnosed_when_the_losses_were_bounced_and_both_are_said(
+    stale_dll: Path, tmp_path: Path
+) -> None:
+    sink_port = unused_port()
+    with lab_gateway(sink_port, "first-only:bounce") as port:
+        _, out = burst(
+            port,
+            sink_port,
+            tmp_path / "l.sqlite3",
+            "--module",
+            NAME,
+            "--installed",
+            str(stale_dll),
+            "--json",
+            "-",
+        )
+    report = json.loads(out)
+    assert (report["diagnosis"]["signature"], report["diagnosis"]["confidence"]) == ("000", "high")
+    assert any("evidence of its own" in line for line in report["diagnosis"]["because"])
+    assert report["refused_beyond_gateway"]["all_lost"] is True

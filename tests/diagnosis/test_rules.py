@@ -8,20 +8,23 @@ import pytest
 
 from probe.diagnosis import Request, prepare, rediagnose
 from probe.diagnosis.restarts import RunStarts, first_after_restart
-from probe.diagnosis.rules import Confidence, RestartFacts, diagnose, split
+from probe.diagnosis.rules import Confidence, RestartFacts, diagnose, next_hop_line, split
 from probe.diagnosis.signatures import load_signatures, parse_signature
 from probe.errors import ProbeError, UsageError
 from probe.host.inventory import Copy, Inventory, ModuleHit, ModuleState
 from probe.host.pe import ModuleVersion
 from probe.host.platform import ProcessInfo
 from probe.records import ProcessStart
-from probe.verdict import Pattern, Severity, Verdict
+from probe.verdict import NextHop, Pattern, Severity, Verdict
 
 SIGNATURES = load_signatures()
 PACKAGED = Path(__file__).resolve().parents[2] / "probe" / "diagnosis" / "signatures"
 
 
-def verdict(pattern: Pattern, sink_verified: bool | None = True) -> Verdict:
+def verdict(
+    pattern: Pattern, sink_verified: bool | None = True, bounced: int = 0, lost: int = 9
+) -> Verdict:
+    """`bounced` of the `lost` notifications refused by a next hop that sent a report back."""
     severity = Severity.OK if pattern is Pattern.HEALTHY else Severity.CRITICAL
     return Verdict(
         pattern,
@@ -29,8 +32,13 @@ def verdict(pattern: Pattern, sink_verified: bool | None = True) -> Verdict:
         f"{pattern.value} summary",
         sent=10,
         delivered=1,
+        bounced=bounced,
         sink_verified=sink_verified,
+        next_hop=NextHop(lost, bounced, "5.7.1", "next-hop.example", REFUSED) if bounced else None,
     )
+
+
+REFUSED = "smtp; 550 5.7.1 Recipient address rejected"
 
 
 def version(v: str) -> ModuleVersion:
@@ -119,6 +127,45 @@ def test_unproven_sink_lowers_confidence_and_is_named() -> None:
     assert any("not ruled out" in line for line in d.because)
 
 
+@pytest.mark.parametrize(
+    "pattern", [Pattern.FIRST_ONLY, Pattern.DEGRADED_AFTER_K, Pattern.INTERMITTENT]
+)
+def test_losses_all_refused_by_a_next_hop_offer_no_issue_that_loses_mail_in_the_gateway(
+    pattern: Pattern,
+) -> None:
+    """The gateway accepted and relayed every lost notification: a stale module inside it, or a
+    broken connector on its host, does not explain a refusal further on."""
+    for taken in (None, inventory(), inventory(denied=3)):
+        assert diagnose(verdict(pattern, bounced=9), taken, SIGNATURES) is None
+    line = next_hop_line(verdict(pattern, bounced=9))
+    assert "every lost notification (9) was accepted by the gateway" in line
+    assert f"by next-hop.example (5.7.1: {REFUSED})" in line
+    assert "policy and rate limits of next-hop.example" in line
+
+
+def test_some_losses_at_the_gateway_keep_the_hint_and_say_how_many_were_bounces() -> None:
+    mixed = verdict(Pattern.FIRST_ONLY, bounced=6)
+    firm, possible = split(diagnose(mixed, inventory(), SIGNATURES))
+    assert firm is None and [p.signature for p in possible] == ["000"]
+    line = next_hop_line(mixed)
+    assert line.startswith("6 of the 9 lost notifications were bounces")
+    assert "the other 3 were lost at the gateway" in line
+
+
+def test_an_old_copy_loaded_stays_confirmed_whatever_the_bounces_say_and_both_are_said() -> None:
+    d = diagnose(
+        verdict(Pattern.FIRST_ONLY, bounced=9), inventory(hit(ModuleState.STALE)), SIGNATURES
+    )
+    assert d is not None and (d.signature, d.confidence) == ("000", Confidence.HIGH)
+    [both] = [line for line in d.because if "evidence of its own" in line]
+    assert "every lost notification (9)" in both and "next-hop.example" in both
+    assert any("4.3.0.12" in line for line in d.because)
+
+
+def test_a_run_without_a_next_hop_refusal_has_no_next_hop_line() -> None:
+    assert next_hop_line(verdict(Pattern.FIRST_ONLY)) == ""
+
+
 def test_healthy_gateway_gets_no_diagnosis_even_with_a_stale_copy() -> None:
     assert diagnose(verdict(Pattern.HEALTHY), inventory(hit(ModuleState.STALE)), SIGNATURES) is None
     assert diagnose(verdict(Pattern.HEALTHY), None, SIGNATURES) is None
@@ -196,6 +243,8 @@ GOOD = PACKAGED.joinpath("000-meetingplace-mpnotifyperf.toml").read_text(encodin
         (GOOD + "\n[[[", "not valid TOML"),
         (GOOD.replace("fix_actions = []", 'fix_actions = ["reboot-now"]'), "'reboot-now'"),
         (GOOD.replace("remedy =", "remedies ="), "missing field 'remedy'"),
+        (GOOD.replace('lost_at = ["gateway"]', 'lost_at = ["queue"]'), "'queue'"),
+        (GOOD.replace('lost_at = ["gateway"]', "lost_at = []"), "patterns need lost_at"),
     ],
 )
 def test_a_broken_signature_is_rejected_with_a_clear_message(broken: str, message: str) -> None:

@@ -34,6 +34,13 @@ else:  # pragma: no cover - exercised on 3.10 only
 FixAction = Literal["rename-in-use", "sync-relocated"]
 FIX_ACTIONS: tuple[FixAction, ...] = get_args(FixAction)
 
+# Where a known issue loses notifications (`lost_at` in [symptoms]): at the gateway (accepted
+# and never delivered, refused, hung up on), or further on, refused by a next hop whose
+# delivery report came back. A run whose losses are all somewhere the issue loses none does not
+# show its symptom, whatever the pattern.
+LossPlace = Literal["gateway", "next_hop"]
+LOSS_PLACES: tuple[LossPlace, ...] = get_args(LossPlace)
+
 
 @dataclass(frozen=True)
 class Signature:
@@ -49,6 +56,7 @@ class Signature:
     remediation: tuple[str, ...]
     patterns: frozenset[Pattern]  # empty: the loaded modules alone are the evidence
     first_after_restart: bool
+    lost_at: frozenset[LossPlace]  # where the issue loses notifications (with `patterns`)
     symptoms: tuple[str, ...]
     confirm: str = ""  # the evidence that confirms or rules it out when only the symptom matches
     remedy: str = ""  # the remediation in one line, for a check's fix and a refusal
@@ -109,6 +117,7 @@ def parse_signature(name: str, text: str) -> Signature:
         remediation=fields.strings("remediation"),
         patterns=patterns,
         first_after_restart=symptoms.boolean("first_after_restart"),
+        lost_at=frozenset(_loss_place(name, p) for p in symptoms.strings("lost_at")),
         symptoms=symptoms.strings("text"),
         confirm=fields.string("confirm") if "confirm" in data else "",
         remedy=fields.string("remedy"),
@@ -116,6 +125,8 @@ def parse_signature(name: str, text: str) -> Signature:
     )
     if not signature.remediation:
         raise ProbeError(f"signature {name}: remediation has no steps")
+    if signature.patterns and not signature.lost_at:
+        raise ProbeError(f"signature {name}: patterns need lost_at (where the issue loses mail)")
     if not signature.modules and not signature.directories:
         raise ProbeError(f"signature {name}: needs modules or directories to match loaded copies")
     return signature
@@ -128,6 +139,13 @@ def _fix_action(name: str, action: str) -> FixAction:
     raise ProbeError(
         f"signature {name}: fix action {action!r} is not one of {', '.join(FIX_ACTIONS)}"
     )
+
+
+def _loss_place(name: str, place: str) -> LossPlace:
+    for known in LOSS_PLACES:
+        if place == known:
+            return known
+    raise ProbeError(f"signature {name}: lost_at {place!r} is not one of {', '.join(LOSS_PLACES)}")
 
 
 class TomlFields:
