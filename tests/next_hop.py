@@ -5,8 +5,10 @@ bounce. To make a real Postfix (or Exim) write one, its next hop is this small a
 run in a thread, which answers every RCPT as its `mode` says:
 
 - "refuse": 550 5.7.1 for every recipient (the gateway sends a `failed` report);
-- "first": accepts the first message, forwards it to `forward_to` (the probe's sink) and
-  refuses every later one with the same 550 (a next hop that delivers only the first);
+- "first": accepts the burst's first notification (seq 1, read from the token in its
+  recipient), forwards it to `forward_to` (the probe's sink) and refuses every other one with
+  the same 550 (a next hop that delivers only the first). By seq, not by arrival: the gateway's
+  queue may pass the notifications on in another order than it took them;
 - "tempfail": 450 4.7.1 for every recipient (the gateway queues them and, if told to warn,
   sends a `delayed` report).
 
@@ -24,6 +26,7 @@ from typing import Literal
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from probe.correlation import TOKEN_RE
 from tests.ports import unused_port
 
 Mode = Literal["refuse", "first", "tempfail"]
@@ -37,13 +40,18 @@ def refusal(rcpt: str) -> str:
 TEMPFAIL = "450 4.7.1 try again later"
 
 
+def _seq(address: str) -> int | None:
+    """The notification's number in its burst, from the token in its address."""
+    token = TOKEN_RE.search(address)
+    return int(token.group(2)) if token else None
+
+
 @dataclass
 class NextHopHandler:
     mode: Mode
     forward_to: tuple[str, int] | None = None
     answers: list[tuple[str, str]] = field(default_factory=list)  # (rcpt, reply), in order
     forwarded: list[bytes] = field(default_factory=list)
-    _accepted_one: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     async def handle_RCPT(
@@ -52,8 +60,7 @@ class NextHopHandler:
         with self._lock:
             if self.mode == "tempfail":
                 reply = TEMPFAIL
-            elif self.mode == "first" and not self._accepted_one:
-                self._accepted_one = True
+            elif self.mode == "first" and _seq(address) == 1:
                 envelope.rcpt_tos.append(address)
                 reply = "250 2.1.5 OK"
             else:
