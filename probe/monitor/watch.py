@@ -294,7 +294,7 @@ class Watcher:
         delay = first_delay(target, rng)
         while True:
             if delay > 0:
-                await asyncio.sleep(delay)  # the interval itself: nothing to wait for but time
+                await until_stopped(stop, delay)
             if stop.is_set():  # stopping: no new run, even one due in the same instant
                 return
             started = time.monotonic()
@@ -678,6 +678,17 @@ class Watcher:
         deleted = self.ledger.delete_runs_before(now - self.config.retention_days * 86400.0)
         if deleted:
             log.info("retention", deleted_runs=deleted, days=self.config.retention_days)
+
+
+async def until_stopped(stop: asyncio.Event, delay_s: float) -> None:
+    """Wait `delay_s` (the interval: nothing to wait for but time), or until `stop` is set.
+
+    A stop also cancels the target's task, but a cancellation can be lost on the way:
+    `asyncio.wait_for` in Python 3.11 (aiosmtplib's timeouts use it) returns the awaited call's
+    result when the cancellation comes as that call completes. The task would then sleep a
+    whole interval and hold the stop; waiting on the event too ends it either way."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay_s)
 
 
 class DaemonWorkers:
