@@ -25,11 +25,12 @@ demo: $(STAMP)
 # runs its tests (measured on 2 cores: -n 2 loadfile 134 s, -n 3 loadfile 101 s, -n 3 worksteal
 # 84 s, -n 4 worksteal 88 s). Bytecode is cached as after an install, even where the environment
 # sets PYTHONDONTWRITEBYTECODE: otherwise each test process and each real start of the CLI compiles
-# every module again.
+# every module again. compileall does it once, before the workers would each do it at once.
 test: $(STAMP)
 	$(BIN)/ruff check $(SRC)
 	$(BIN)/ruff format --check $(SRC)
 	$(BIN)/mypy
+	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m compileall -q probe tests bench fixtures
 	PYTHONDONTWRITEBYTECODE= $(BIN)/python -m pytest -q -n 3 --dist worksteal
 
 # Not part of `make test`: `watch` for about 3-4 minutes, stopped and restarted during runs
