@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiosmtplib
 
-from bench.figures import Figure, peak_rss_mib, spread, timed
+from bench.figures import Figure, lab_gateway_argv, peak_rss_mib, spread, timed
 from probe.correlation import TokenKey, recipient_for, sender_for
 from probe.delivery.burst import compose, send_burst
 from probe.delivery.run import ProbeSettings, run_probe
@@ -245,19 +245,7 @@ def end_to_end(count: int) -> tuple[float, dict[str, float]]:
         db = str(Path(tmp) / "ledger.sqlite3")
         sink_argv = [PY, "-m", "probe", "sink", "--listen", "127.0.0.1:0", "--db", db]
         with service(sink_argv) as (sink, sink_port):
-            gateway_argv = [
-                PY,
-                "-m",
-                "probe",
-                "lab",
-                "gateway",
-                "--listen",
-                "127.0.0.1:0",
-                "--relay",
-                f"127.0.0.1:{sink_port}",
-                "--mode",
-                "healthy",
-            ]
+            gateway_argv = lab_gateway_argv(sink_port)
             with service(gateway_argv) as (gateway, gateway_port):
                 started = time.perf_counter()
                 burst = subprocess.Popen(

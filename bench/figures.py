@@ -5,6 +5,7 @@ measure it (`timed`, `spread`). Its own module so `bench.bench` and the sections
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -52,3 +53,9 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def lab_gateway_argv(relay_port: int, mode: str = "healthy") -> list[str]:
+    """`notifyprobe lab gateway` on a port of its choosing, relaying to 127.0.0.1:`relay_port`."""
+    argv = [sys.executable, "-m", "probe", "lab", "gateway", "--listen", "127.0.0.1:0"]
+    return [*argv, "--relay", f"127.0.0.1:{relay_port}", "--mode", mode]

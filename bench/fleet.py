@@ -53,7 +53,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.figures import Figure, peak_rss_mib, spread
+from bench.figures import Figure, lab_gateway_argv, peak_rss_mib, spread
 from probe.lab.gateway import free_port
 from probe.monitor.config import Target, load_config
 from probe.monitor.watch import first_delay, next_delay
@@ -180,23 +180,7 @@ class Watch:
     def start(self, stack: ExitStack) -> None:
         ports = []
         for _ in range(self.gateways):
-            gateway = stack.enter_context(
-                started(
-                    [
-                        PY,
-                        "-m",
-                        "probe",
-                        "lab",
-                        "gateway",
-                        "--listen",
-                        "127.0.0.1:0",
-                        "--relay",
-                        f"127.0.0.1:{self.sink_port}",
-                        "--mode",
-                        "healthy",
-                    ]
-                )
-            )
+            gateway = stack.enter_context(started(lab_gateway_argv(self.sink_port)))
             ports.append(int(gateway.wait_for(r"listening on [\d.]+:(\d+)")[1]))
         config = self.tmp / f"{self.label}.toml"
         config.write_text(self.config_text(ports))
